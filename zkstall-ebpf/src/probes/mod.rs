@@ -1,0 +1,2 @@
+//! One module per probe family.
+pub mod syscalls;

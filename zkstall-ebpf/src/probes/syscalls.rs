@@ -1,0 +1,130 @@
+//! The fsync family: fsync, fdatasync, sync_file_range, syncfs, msync, sync.
+//!
+//! Each syscall has a `sys_enter_*` and a `sys_exit_*` tracepoint. Entry is filtered on the
+//! target tgid first (one hash lookup is all a bystander pays), remembered by tid in
+//! INFLIGHT and announced to userspace (so it can resolve the fd while it is open). Exit
+//! pairs with the entry by tid, which survives the context switch, and sends the timed call.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use zkstall_common::{Counter, EventKind, Syscall, SyscallEnterEvent, SyscallExitEvent};
+
+use crate::{
+    emit::{emit, header},
+    maps::{CONFIG, INFLIGHT, Inflight, count, is_target},
+};
+
+/* TP_PROTO for syscalls: sys_enter_<name>(struct pt_regs *regs, long id) exposes the
+ * arguments as 8-byte fields after `int __syscall_nr`; sys_exit_<name> exposes `long ret`.
+ * Offsets are read from tracefs by userspace and arrive in CONFIG. */
+
+#[inline(always)]
+fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cfg = CONFIG.load();
+    // `sc as usize` is below SYSCALL_COUNT by construction; `get` keeps the verifier happy.
+    let off = cfg.arg_offset.get(sc as usize).copied().unwrap_or(0);
+    let arg = if off == 0 {
+        0
+    } else {
+        // SAFETY: `off` is a field offset inside this tracepoint's record, read from tracefs.
+        match unsafe { ctx.read_at::<u64>(off as usize) } {
+            Ok(v) => v,
+            Err(_) => {
+                count(Counter::ReadError);
+                0
+            }
+        }
+    };
+    let tid = pid_tgid as u32;
+    let inflight = Inflight {
+        start_ns: now,
+        arg,
+        syscall: sc as u32,
+        _pad: 0,
+    };
+    if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
+        count(Counter::InflightFull);
+    }
+    emit(SyscallEnterEvent {
+        hdr: header::<SyscallEnterEvent>(EventKind::SyscallEnter, now, pid_tgid),
+        syscall: sc as u32,
+        _pad: 0,
+        arg,
+    });
+    0
+}
+
+#[inline(always)]
+fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let tid = pid_tgid as u32;
+    // SAFETY: the entry is copied out before it is removed below.
+    let Some(start) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
+        count(Counter::ExitWithoutEnter);
+        return 0;
+    };
+    let _ = INFLIGHT.remove(&tid);
+    if start.syscall != sc as u32 {
+        // A stale entry from a call whose exit we missed; this exit has no matching entry.
+        count(Counter::ExitWithoutEnter);
+        return 0;
+    }
+    let off = CONFIG.load().ret_offset as usize;
+    // SAFETY: `off` is the offset of `ret` in this tracepoint's record, read from tracefs.
+    let ret = match unsafe { ctx.read_at::<i64>(off) } {
+        Ok(v) => v,
+        Err(_) => {
+            count(Counter::ReadError);
+            0
+        }
+    };
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    emit(SyscallExitEvent {
+        hdr: header::<SyscallExitEvent>(EventKind::SyscallExit, now, pid_tgid),
+        syscall: sc as u32,
+        _pad: 0,
+        start_ns: start.start_ns,
+        ret,
+        arg: start.arg,
+        comm,
+    });
+    0
+}
+
+/// Defines the entry and exit programs of one syscall; the program names must match
+/// `Syscall::programs` in zkstall-common (userspace looks them up by those names).
+macro_rules! syscall_probes {
+    ($($sc:ident => $enter:ident, $exit:ident;)*) => {$(
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            on_enter(&ctx, Syscall::$sc)
+        }
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            on_exit(&ctx, Syscall::$sc)
+        }
+    )*};
+}
+
+syscall_probes! {
+    Fsync => enter_fsync, exit_fsync;
+    Fdatasync => enter_fdatasync, exit_fdatasync;
+    SyncFileRange => enter_sync_file_range, exit_sync_file_range;
+    Syncfs => enter_syncfs, exit_syncfs;
+    Msync => enter_msync, exit_msync;
+    Sync => enter_sync, exit_sync;
+}

@@ -1,0 +1,155 @@
+//! Command-line interface (clap derive; doc comments are the help text).
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zkstall",
+    version,
+    about = "Explains storage stalls of JVM services (ZooKeeper first) from the kernel's point of view",
+    long_about = "zkstall traces fsync-family syscalls of ZooKeeper (or any process) with eBPF \
+tracepoints, and reports each slow call with its thread, file, device and duration.\n\n\
+Needs Linux >= 5.8 with tracefs, and root (or CAP_BPF + CAP_PERFMON).",
+    after_help = "Examples:\n  \
+sudo zkstall check                      # can zkstall trace on this host?\n  \
+sudo zkstall trace                      # every ZooKeeper JVM, calls >= 100 ms, until Ctrl-C\n  \
+sudo zkstall trace --pid 4242 --threshold 0 --duration 30s --format json\n  \
+sudo zkstall demo                       # trace a built-in fsync workload"
+)]
+pub struct Cli {
+    /// More diagnostics on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that tracing can work here: kernel, BTF, tracefs, privileges, ring buffer,
+    /// every tracepoint used. Exits non-zero naming what is missing and how to fix it.
+    Check,
+    /// Trace fsync-family calls of ZooKeeper JVMs (or --pid) and print the slow ones.
+    #[command(after_help = "Examples:\n  \
+zkstall trace                                  # all ZooKeeper JVMs, until Ctrl-C\n  \
+zkstall trace --pid 4242 --pid 4343            # these processes (all their threads)\n  \
+zkstall trace --threshold 0 --duration 10s     # every call, for 10 seconds\n  \
+zkstall trace --format json | jq .duration_ms  # JSON lines for other tools\n\n\
+With --pid, tracing ends when every traced process has exited. Without it, zkstall finds \
+ZooKeeper servers by their main class (QuorumPeerMain, ZooKeeperServerMain) and keeps \
+looking for new ones (a restarted server is picked up).")]
+    Trace(TraceArgs),
+    /// Run a built-in workload (a thread named SyncThread:1 doing fsync and fdatasync) and
+    /// trace it, comparing zkstall's durations with the workload's own.
+    Demo(DemoArgs),
+    /// The demo's workload (used by the demo and the tests).
+    #[command(hide = true)]
+    Workload(WorkloadArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One readable line per call.
+    Text,
+    /// One JSON object per line (see the README for the fields).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Process to trace (repeatable). Default: every ZooKeeper JVM on the host.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Stop after this long (`30s`, `5m`). Default: until Ctrl-C or SIGTERM.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Report calls at or above this duration (`100ms`, `1s`; `0` reports every call).
+    #[arg(short, long, default_value = "100ms", value_parser = parse_duration)]
+    pub threshold: Duration,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many calls the workload makes (half fsync, half fdatasync).
+    #[arg(long, default_value_t = 20)]
+    pub calls: u32,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    /// Directory for the workload's file.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Number of calls.
+    #[arg(long, default_value_t = 20)]
+    pub calls: u32,
+    /// The syscalls to cycle through, comma-separated (fsync, fdatasync, sync_file_range,
+    /// syncfs, msync, sync).
+    #[arg(long, default_value = "fsync,fdatasync")]
+    pub syscalls: String,
+    /// Pause between calls.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Bytes written before each call.
+    #[arg(long, default_value_t = 4096)]
+    pub write_bytes: usize,
+    /// Name of the thread making the calls.
+    #[arg(long, default_value = "SyncThread:1")]
+    pub thread_name: String,
+    /// Start at once instead of waiting for a line on stdin.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h 30m`; a bare `0` means zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+        return match s.parse::<u64>() {
+            Ok(0) => Ok(Duration::ZERO),
+            _ => Err(format!("{s:?} needs a unit, e.g. {s}ms or {s}s")),
+        };
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (examples: 250ms, 5s, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn trace_defaults() {
+        let cli = Cli::try_parse_from(["zkstall", "trace", "--pid", "7", "-p", "8"]).unwrap();
+        let Command::Trace(t) = cli.command else {
+            panic!("not trace")
+        };
+        assert_eq!(t.pids, vec![7, 8]);
+        assert_eq!(t.threshold, Duration::from_millis(100));
+        assert_eq!(t.format, Format::Text);
+        assert_eq!(t.duration, None);
+    }
+}

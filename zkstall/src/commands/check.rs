@@ -1,0 +1,197 @@
+//! `zkstall check`: can tracing work on this host? Each line names the fix when it cannot.
+
+use std::io::Write;
+
+use crate::probes::{Probes, layout, tracefs::Tracefs};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Report<W: Write> {
+    w: W,
+    failures: usize,
+}
+
+impl<W: Write> Report<W> {
+    fn line(&mut self, st: Status, what: &str, detail: &str) {
+        let tag = match st {
+            Status::Ok => " ok ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        if st == Status::Fail {
+            self.failures += 1;
+        }
+        let _ = writeln!(self.w, "[{tag}] {what:<12} {detail}");
+    }
+}
+
+/// Kernel major.minor from a release string like `6.18.44-fc-v669`.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn uname_release() -> String {
+    // SAFETY: utsname is plain old data; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    // SAFETY: uname NUL-terminates `release`.
+    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Runs every check, prints one line each to `w`, and returns true when tracing can work.
+pub fn run(w: impl Write) -> bool {
+    let mut r = Report { w, failures: 0 };
+
+    let release = uname_release();
+    match kernel_version(&release) {
+        Some(v) if v >= (5, 8) => r.line(
+            Status::Ok,
+            "kernel",
+            &format!("{release} (the BPF ring buffer needs >= 5.8)"),
+        ),
+        Some(_) => r.line(
+            Status::Fail,
+            "kernel",
+            &format!("{release}: zkstall needs Linux >= 5.8 (BPF ring buffer); upgrade the kernel"),
+        ),
+        None => r.line(
+            Status::Warn,
+            "kernel",
+            &format!("cannot parse release {release:?}"),
+        ),
+    }
+
+    if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        r.line(Status::Ok, "BTF", "/sys/kernel/btf/vmlinux");
+    } else {
+        r.line(Status::Warn, "BTF", "/sys/kernel/btf/vmlinux is missing (CONFIG_DEBUG_INFO_BTF=n); the fsync probes do not need it, later scheduler probes will");
+    }
+
+    let privileged = match super::privileges() {
+        Ok(how) => {
+            r.line(Status::Ok, "privileges", &how);
+            true
+        }
+        Err(why) => {
+            r.line(Status::Fail, "privileges", &why);
+            false
+        }
+    };
+
+    let tracefs = match Tracefs::find_or_mount() {
+        Ok(t) => {
+            let how = if t.mounted_by_us {
+                " (was not mounted: zkstall mounted it)"
+            } else {
+                ""
+            };
+            r.line(Status::Ok, "tracefs", &format!("{}{how}", t.root.display()));
+            Some(t)
+        }
+        Err(e) => {
+            r.line(Status::Fail, "tracefs", &e.to_string());
+            None
+        }
+    };
+
+    let Some(tracefs) = tracefs else {
+        return finish(r);
+    };
+    let layout = match layout::build(&tracefs) {
+        Ok(l) => l,
+        Err(e) => {
+            r.line(Status::Fail, "tracepoints", &e.to_string());
+            return finish(r);
+        }
+    };
+    for sig in &layout.enabled {
+        let hooks: Vec<String> = sig
+            .hooks
+            .iter()
+            .map(|h| format!("{}:{}", h.category, h.name))
+            .collect();
+        r.line(
+            Status::Ok,
+            "tracepoint",
+            &format!("{} ({})", hooks.join(", "), sig.name),
+        );
+    }
+    for d in &layout.disabled {
+        r.line(
+            Status::Warn,
+            "tracepoint",
+            &format!("signal {} is off: {}", d.signal, d.reason),
+        );
+    }
+    let essential = ["fsync", "fdatasync"];
+    if !essential
+        .iter()
+        .all(|e| layout.enabled.iter().any(|s| s.name == *e))
+    {
+        r.line(
+            Status::Fail,
+            "tracepoints",
+            "fsync and fdatasync tracepoints are both required (CONFIG_FTRACE_SYSCALLS)",
+        );
+    }
+
+    if privileged {
+        match Probes::load(layout) {
+            Ok(p) => r.line(
+                Status::Ok,
+                "programs",
+                &format!(
+                    "{} programs verified by the kernel; ring buffer of {} MiB created",
+                    p.program_count(),
+                    zkstall_common::EVENTS_BYTES >> 20
+                ),
+            ),
+            Err(e) => r.line(Status::Fail, "programs", &e.to_string()),
+        }
+    } else {
+        r.line(
+            Status::Fail,
+            "programs",
+            "not loaded: no privileges (see above)",
+        );
+    }
+    finish(r)
+}
+
+fn finish<W: Write>(mut r: Report<W>) -> bool {
+    if r.failures == 0 {
+        let _ = writeln!(r.w, "zkstall can trace on this host.");
+        true
+    } else {
+        let _ = writeln!(
+            r.w,
+            "zkstall cannot trace on this host: {} problem(s) above.",
+            r.failures
+        );
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_version("5.8.0"), Some((5, 8)));
+        assert!(kernel_version("4.19.1").unwrap() < (5, 8));
+        assert_eq!(kernel_version("weird"), None);
+    }
+}

@@ -1,0 +1,210 @@
+//! `zkstall trace`: find the targets, load and attach the probes, stream every record
+//! through the pipeline until Ctrl-C, SIGTERM, --duration, or (with --pid) the exit of
+//! every target; then report calls still running and everything that was lost.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use anyhow::{Context as _, bail};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+};
+
+use crate::{
+    cli::{Format, TraceArgs},
+    clock::{MonoNs, WallClock},
+    pipeline::Pipeline,
+    probes::{Probes, layout, tracefs::Tracefs},
+    reader,
+    sinks::{DisabledSignal, JsonSink, Sink, Summary, TextSink},
+    targets::{self, ProcRoot, Target},
+};
+
+/// How often exited targets are noticed (and, without --pid, new ZooKeepers found).
+const TARGET_POLL: Duration = Duration::from_millis(500);
+const REDISCOVER_EVERY: u32 = 4;
+
+/// What to trace and how to report it.
+pub struct TraceOptions {
+    pub pids: Vec<u32>,
+    pub duration: Option<Duration>,
+    pub threshold: Duration,
+}
+
+impl From<&TraceArgs> for TraceOptions {
+    fn from(a: &TraceArgs) -> Self {
+        TraceOptions {
+            pids: a.pids.clone(),
+            duration: a.duration,
+            threshold: a.threshold,
+        }
+    }
+}
+
+pub fn sink_for(format: Format) -> Box<dyn Sink> {
+    let out = std::io::stdout();
+    match format {
+        Format::Text => Box::new(TextSink::new(out)),
+        Format::Json => Box::new(JsonSink::new(out)),
+    }
+}
+
+pub async fn run(args: &TraceArgs) -> anyhow::Result<()> {
+    let mut sink = sink_for(args.format);
+    trace(&TraceOptions::from(args), sink.as_mut(), |_| {}).await?;
+    Ok(())
+}
+
+/// Traces until the end condition; `on_attached` runs once the probes are live.
+pub async fn trace(
+    opts: &TraceOptions,
+    sink: &mut dyn Sink,
+    on_attached: impl FnOnce(&[Target]),
+) -> anyhow::Result<Summary> {
+    let proc = ProcRoot::default();
+    let explicit = !opts.pids.is_empty();
+    let initial = if explicit {
+        targets::explicit(&proc, &opts.pids)?
+    } else {
+        targets::require_zookeeper(&proc)?
+    };
+
+    if let Err(why) = super::privileges() {
+        bail!("cannot trace: {why}");
+    }
+    let tracefs = Tracefs::find_or_mount()?;
+    if tracefs.mounted_by_us {
+        tracing::info!(
+            "tracefs was not mounted; mounted it at {}",
+            tracefs.root.display()
+        );
+    }
+    let layout = layout::build(&tracefs)?;
+    for d in &layout.disabled {
+        tracing::warn!("signal {} is off on this kernel: {}", d.signal, d.reason);
+    }
+    let disabled: Vec<DisabledSignal> = layout
+        .disabled
+        .iter()
+        .map(|d| DisabledSignal {
+            signal: d.signal.into(),
+            reason: d.reason.clone(),
+        })
+        .collect();
+
+    let mut probes = Probes::load(layout)?;
+    let wall = WallClock::sample();
+    let mut pipeline = Pipeline::new(proc.clone(), "/sys", wall, opts.threshold.as_nanos() as u64);
+
+    // Reader first, then targets and thread names, then attach: nothing is missed between.
+    let ring = probes.take_events()?;
+    let (tx, mut rx) = mpsc::channel(reader::CHANNEL_RECORDS);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reader = tokio::spawn(reader::run(ring, tx, stop_rx));
+
+    let mut live: BTreeSet<u32> = BTreeSet::new();
+    let mut all_pids: BTreeSet<u32> = BTreeSet::new();
+    for t in &initial {
+        probes.add_target(t.pid)?;
+        pipeline.threads_mut().seed(t.pid);
+        live.insert(t.pid);
+        all_pids.insert(t.pid);
+    }
+    probes.attach()?;
+    let started = MonoNs::now();
+    let desc: Vec<String> = initial
+        .iter()
+        .map(|t| format!("{} ({}, {})", t.pid, t.comm, t.reason))
+        .collect();
+    let which = if opts.threshold.is_zero() {
+        "every call".to_string()
+    } else {
+        format!("calls >= {}", humantime::format_duration(opts.threshold))
+    };
+    tracing::info!(
+        "tracing {} process(es): {}; reporting {which}; Ctrl-C to stop",
+        initial.len(),
+        desc.join(", "),
+    );
+    on_attached(&initial);
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut poll = tokio::time::interval(TARGET_POLL);
+    let mut polls = 0u32;
+    let mut stopping = false;
+
+    loop {
+        tokio::select! {
+            rec = rx.recv() => match rec {
+                Some(rec) => pipeline.handle(&rec, sink).context("writing output")?,
+                None => break, // the reader drained the ring and ended
+            },
+            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); }
+            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); }
+            _ = sleep_until(deadline), if !stopping => { stopping = true; let _ = stop_tx.send(true); }
+            _ = poll.tick(), if !stopping => {
+                polls += 1;
+                for pid in live.clone() {
+                    if !proc.is_alive(pid) {
+                        tracing::info!("process {pid} exited");
+                        live.remove(&pid);
+                        probes.remove_target(pid)?;
+                        pipeline.forget_pid(pid);
+                    }
+                }
+                if !explicit && polls % REDISCOVER_EVERY == 0 {
+                    for t in targets::discover_zookeeper(&proc).unwrap_or_default() {
+                        if live.insert(t.pid) {
+                            tracing::info!("found ZooKeeper {} ({}); tracing it", t.pid, t.reason);
+                            probes.add_target(t.pid)?;
+                            pipeline.threads_mut().seed(t.pid);
+                            all_pids.insert(t.pid);
+                        }
+                    }
+                }
+                if explicit && live.is_empty() {
+                    tracing::info!("every traced process has exited");
+                    stopping = true;
+                    let _ = stop_tx.send(true);
+                }
+            }
+        }
+    }
+    reader
+        .await
+        .context("the ring-buffer reader panicked")?
+        .context("reading the ring buffer")?;
+
+    let now = MonoNs::now();
+    pipeline.finish(now, sink).context("writing output")?;
+    let k = probes.counters()?;
+    let mut summary = Summary {
+        kind: "summary",
+        pids: all_pids.into_iter().collect(),
+        duration_s: now.since(started) as f64 / 1e9,
+        dropped: k.dropped(),
+        untimed: k.inflight_full + pipeline.evicted(),
+        exit_without_enter: k.exit_without_enter,
+        read_errors: k.read_error,
+        disabled,
+        ..Default::default()
+    };
+    pipeline.summarize(&mut summary);
+    sink.summary(&summary).context("writing output")?;
+    if summary.dropped > 0 {
+        tracing::warn!(
+            "{} kernel record(s) were dropped because the ring buffer was full",
+            summary.dropped
+        );
+    }
+    Ok(summary)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

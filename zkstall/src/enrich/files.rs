@@ -1,0 +1,197 @@
+//! fd -> path and device, resolved through /proc while the call is in progress (the fd is
+//! certainly open then). msync has an address instead of an fd: it resolves through the
+//! process's memory maps.
+
+use std::{collections::HashMap, fmt, os::unix::fs::MetadataExt as _};
+
+use crate::targets::ProcRoot;
+
+use super::bounded_insert;
+
+const CACHE_ENTRIES: usize = 4096;
+
+/// A block device number, as the kernel's MAJOR:MINOR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DevId {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl DevId {
+    /// Splits a userspace `dev_t` (as in `stat.st_dev`), glibc's encoding.
+    pub fn from_dev_t(dev: u64) -> Self {
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+        DevId {
+            major: major as u32,
+            minor: minor as u32,
+        }
+    }
+}
+
+impl fmt::Display for DevId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+/// What an fd or a mapping refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Absolute path as the process sees it (or `socket:[..]`, `anon_inode:..`).
+    pub path: String,
+    /// The filesystem's device; None for things that have none.
+    pub dev: Option<DevId>,
+    pub ino: Option<u64>,
+}
+
+/// Resolves and caches files per (pid, fd).
+pub struct Files {
+    proc: ProcRoot,
+    by_fd: HashMap<(u32, i32), FileInfo>,
+}
+
+impl Files {
+    pub fn new(proc: ProcRoot) -> Self {
+        Files {
+            proc,
+            by_fd: HashMap::new(),
+        }
+    }
+
+    /// The file behind `fd` of process `pid`. Reads /proc now; when the fd is already
+    /// closed, falls back to what it pointed to the last time it was resolved.
+    pub fn by_fd(&mut self, pid: u32, fd: i32) -> Option<FileInfo> {
+        if fd < 0 {
+            return None;
+        }
+        let link = self.proc.pid_dir(pid).join("fd").join(fd.to_string());
+        match std::fs::read_link(&link) {
+            Ok(target) => {
+                // stat follows the link to the open file itself, even if it was renamed.
+                let meta = std::fs::metadata(&link).ok();
+                let info = FileInfo {
+                    path: target.to_string_lossy().into_owned(),
+                    dev: meta.as_ref().map(|m| DevId::from_dev_t(m.dev())),
+                    ino: meta.as_ref().map(|m| m.ino()),
+                };
+                bounded_insert(&mut self.by_fd, CACHE_ENTRIES, (pid, fd), info.clone());
+                Some(info)
+            }
+            Err(_) => self.by_fd.get(&(pid, fd)).cloned(),
+        }
+    }
+
+    /// The file mapped at `addr` in process `pid` (for msync).
+    pub fn by_addr(&mut self, pid: u32, addr: u64) -> Option<FileInfo> {
+        let maps = std::fs::read_to_string(self.proc.pid_dir(pid).join("maps")).ok()?;
+        maps.lines().find_map(|l| parse_maps_line(l, addr))
+    }
+
+    /// Forgets everything about a process (it exited).
+    pub fn forget_pid(&mut self, pid: u32) {
+        self.by_fd.retain(|(p, _), _| *p != pid);
+    }
+}
+
+/// `7f..-7f.. rw-s 00000000 fe:00 1234   /path` -> the file, if `addr` is inside.
+fn parse_maps_line(line: &str, addr: u64) -> Option<FileInfo> {
+    let mut it = line.split_whitespace();
+    let range = it.next()?;
+    let (lo, hi) = range.split_once('-')?;
+    let (lo, hi) = (
+        u64::from_str_radix(lo, 16).ok()?,
+        u64::from_str_radix(hi, 16).ok()?,
+    );
+    if !(lo..hi).contains(&addr) {
+        return None;
+    }
+    let _perms = it.next()?;
+    let _offset = it.next()?;
+    let dev = it.next()?;
+    let ino: u64 = it.next()?.parse().ok()?;
+    let path: Vec<&str> = it.collect();
+    if path.is_empty() {
+        return None; // anonymous memory: no file to sync
+    }
+    let (ma, mi) = dev.split_once(':')?;
+    let dev = DevId {
+        major: u32::from_str_radix(ma, 16).ok()?,
+        minor: u32::from_str_radix(mi, 16).ok()?,
+    };
+    Some(FileInfo {
+        path: path.join(" "),
+        dev: Some(dev),
+        ino: Some(ino),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd as _;
+
+    #[test]
+    fn dev_t_split_matches_libc() {
+        for dev in [
+            0u64,
+            0xfe00,
+            0x0801,
+            0x7_00001,
+            (259u64 << 8) | 5,
+            0x1234_5678_9abc,
+        ] {
+            let d = DevId::from_dev_t(dev);
+            assert_eq!(d.major, libc::major(dev));
+            assert_eq!(d.minor, libc::minor(dev));
+        }
+    }
+
+    #[test]
+    fn resolves_an_open_fd_and_remembers_it_after_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.1");
+        let f = std::fs::File::create(&path).unwrap();
+        let fd = f.as_raw_fd();
+        let meta = std::fs::metadata(&path).unwrap();
+        let mut files = Files::new(ProcRoot::default());
+        let me = std::process::id();
+        let info = files.by_fd(me, fd).unwrap();
+        assert_eq!(info.path, path.to_string_lossy());
+        assert_eq!(info.dev, Some(DevId::from_dev_t(meta.dev())));
+        assert_eq!(info.ino, Some(meta.ino()));
+        drop(f);
+        assert_eq!(
+            files.by_fd(me, fd),
+            Some(info),
+            "closed fd falls back to the cache"
+        );
+        files.forget_pid(me);
+        assert_eq!(files.by_fd(me, fd), None);
+        assert_eq!(files.by_fd(me, -1), None);
+    }
+
+    #[test]
+    fn resolves_a_mapping_address() {
+        let line = "7f3a00000000-7f3a00001000 rw-s 00000000 fe:01 131 /var/lib/zk/data file";
+        let info = parse_maps_line(line, 0x7f3a_0000_0800).unwrap();
+        assert_eq!(info.path, "/var/lib/zk/data file");
+        assert_eq!(
+            info.dev,
+            Some(DevId {
+                major: 254,
+                minor: 1
+            })
+        );
+        assert_eq!(info.ino, Some(131));
+        assert!(
+            parse_maps_line(line, 0x7f3a_0000_1000).is_none(),
+            "end is exclusive"
+        );
+        assert!(
+            parse_maps_line("7f00-7f10 rw-p 0 00:00 0", 0x7f01).is_none(),
+            "anonymous"
+        );
+        assert!(parse_maps_line("garbage", 1).is_none());
+    }
+}

@@ -1,0 +1,29 @@
+//! Enrichment: turning kernel identifiers into names a person can act on. Every cache here
+//! is bounded; a miss costs a few reads of /proc or /sys.
+//!
+//! - `files`: fd (or msync address) -> absolute path, device number, inode
+//! - `devices`: device number -> disk name (loop0, sdb, nvme0n1p1)
+//! - `threads`: tid -> thread name (the JVM's `SyncThread:1`)
+
+pub mod devices;
+pub mod files;
+pub mod threads;
+
+pub use devices::Devices;
+pub use files::{DevId, FileInfo, Files};
+pub use threads::Threads;
+
+/// Inserts into a bounded map: when full, it is cleared first. Crude, but the working sets
+/// (open files, threads and devices of a few JVMs) are far below the bounds, so clearing
+/// only happens under pathological churn, and costs re-resolution, not correctness.
+pub(crate) fn bounded_insert<K: std::hash::Hash + Eq, V>(
+    map: &mut std::collections::HashMap<K, V>,
+    cap: usize,
+    k: K,
+    v: V,
+) {
+    if map.len() >= cap && !map.contains_key(&k) {
+        map.clear();
+    }
+    map.insert(k, v);
+}

@@ -1,0 +1,55 @@
+//! The `zkstall` binary: parses the command line and runs a command from the library.
+
+use std::io::IsTerminal as _;
+
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+use zkstall::{
+    cli::{Cli, Command},
+    commands,
+};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_env_filter(
+            EnvFilter::try_from_env("ZKSTALL_LOG").unwrap_or_else(|_| EnvFilter::new(level)),
+        )
+        .init();
+
+    let result = match &cli.command {
+        Command::Check => {
+            let ok = commands::check::run(std::io::stdout());
+            return if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            };
+        }
+        Command::Workload(a) => commands::workload::run(a),
+        Command::Trace(a) => runtime().and_then(|rt| rt.block_on(commands::trace::run(a))),
+        Command::Demo(a) => runtime().and_then(|rt| rt.block_on(commands::demo::run(a))),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zkstall: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,234 @@
+//! Loading and attaching the kernel programs, and talking to their maps: the target set,
+//! the ring buffer, the drop counters.
+
+pub mod layout;
+pub mod tracefs;
+
+use std::error::Error as StdError;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use thiserror::Error;
+use zkstall_common::{Counter, names};
+
+pub use layout::{Disabled, Layout, Signal};
+
+/// The eBPF object, built by build.rs and embedded: one file to copy to a host.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zkstall"));
+
+/// Errors a caller may want to tell apart.
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error(
+        "loading the eBPF programs was refused ({detail}): zkstall needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8); run it with sudo"
+    )]
+    Permission { detail: String },
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(String),
+    #[error("program {program} failed to load or attach to {hook}: {detail}")]
+    Attach {
+        program: String,
+        hook: String,
+        detail: String,
+    },
+    #[error("map {0}: {1}")]
+    Map(&'static str, String),
+}
+
+/// Renders an error and all its sources on one line.
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// True when an error chain bottoms out in EPERM or EACCES.
+fn is_permission(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    let s = chain(e);
+    s.contains("Operation not permitted") || s.contains("Permission denied")
+}
+
+fn load_error(e: &(dyn StdError + 'static)) -> ProbeError {
+    if is_permission(e) {
+        ProbeError::Permission { detail: chain(e) }
+    } else {
+        ProbeError::Load(chain(e))
+    }
+}
+
+/// Kernel-side drop and error counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub ringbuf_full: u64,
+    pub inflight_full: u64,
+    pub read_error: u64,
+    pub exit_without_enter: u64,
+}
+
+impl KernelCounters {
+    /// Records lost in the kernel (never delivered to userspace).
+    pub fn dropped(&self) -> u64 {
+        self.ringbuf_full
+    }
+}
+
+/// The loaded programs.
+pub struct Probes {
+    bpf: Ebpf,
+    pub layout: Layout,
+}
+
+impl Probes {
+    /// Loads (verifies) every program of the enabled signals, with the offsets of `layout`.
+    /// Nothing is attached yet, so a caller can start its reader first.
+    pub fn load(layout: Layout) -> Result<Self, ProbeError> {
+        raise_memlock_limit();
+        let mut bpf = EbpfLoader::new()
+            .override_global(names::CONFIG, &layout.config, true)
+            .load(OBJECT)
+            .map_err(|e| load_error(&e))?;
+        for sig in &layout.enabled {
+            for hook in &sig.hooks {
+                let prog: &mut TracePoint = bpf
+                    .program_mut(hook.program)
+                    .ok_or_else(|| {
+                        ProbeError::Load(format!(
+                            "program {} missing from the object",
+                            hook.program
+                        ))
+                    })?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| ProbeError::Load(chain(&e)))?;
+                prog.load().map_err(|e| match load_error(&e) {
+                    p @ ProbeError::Permission { .. } => p,
+                    _ => ProbeError::Attach {
+                        program: hook.program.into(),
+                        hook: format!("{}:{}", hook.category, hook.name),
+                        detail: chain(&e),
+                    },
+                })?;
+            }
+        }
+        Ok(Probes { bpf, layout })
+    }
+
+    /// Number of programs loaded.
+    pub fn program_count(&self) -> usize {
+        self.layout.enabled.iter().map(|s| s.hooks.len()).sum()
+    }
+
+    /// Attaches every loaded program to its tracepoint.
+    pub fn attach(&mut self) -> Result<(), ProbeError> {
+        for sig in &self.layout.enabled {
+            for hook in &sig.hooks {
+                let attach_err = |detail: String| ProbeError::Attach {
+                    program: hook.program.into(),
+                    hook: format!("{}:{}", hook.category, hook.name),
+                    detail,
+                };
+                let prog: &mut TracePoint = self
+                    .bpf
+                    .program_mut(hook.program)
+                    .ok_or_else(|| attach_err("not in the object".into()))?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| attach_err(chain(&e)))?;
+                prog.attach(hook.category, &hook.name)
+                    .map_err(|e| attach_err(chain(&e)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the ring buffer, for the reader.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self.bpf.take_map(names::EVENTS).ok_or(ProbeError::Map(
+            names::EVENTS,
+            "missing from the object".into(),
+        ))?;
+        RingBuf::try_from(map).map_err(|e| ProbeError::Map(names::EVENTS, chain(&e)))
+    }
+
+    fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, ProbeError> {
+        let map = self.bpf.map_mut(names::TARGETS).ok_or(ProbeError::Map(
+            names::TARGETS,
+            "missing from the object".into(),
+        ))?;
+        HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TARGETS, chain(&e)))
+    }
+
+    /// Starts tracing every thread of process `pid`, present and future.
+    pub fn add_target(&mut self, pid: u32) -> Result<(), ProbeError> {
+        self.targets()?.insert(pid, 1, 0).map_err(|e| {
+            ProbeError::Map(names::TARGETS, format!("adding pid {pid}: {}", chain(&e)))
+        })
+    }
+
+    /// Stops tracing `pid` (it exited; its pid may be reused by an unrelated process).
+    pub fn remove_target(&mut self, pid: u32) -> Result<(), ProbeError> {
+        match self.targets()?.remove(&pid) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(ProbeError::Map(
+                names::TARGETS,
+                format!("removing pid {pid}: {}", chain(&e)),
+            )),
+        }
+    }
+
+    /// Reads the kernel-side counters, summed over CPUs.
+    pub fn counters(&self) -> Result<KernelCounters, ProbeError> {
+        let map = self.bpf.map(names::COUNTERS).ok_or(ProbeError::Map(
+            names::COUNTERS,
+            "missing from the object".into(),
+        ))?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|e| ProbeError::Map(names::COUNTERS, chain(&e)))?;
+        let mut out = KernelCounters::default();
+        for c in Counter::ALL {
+            let values = arr
+                .get(&(c as u32), 0)
+                .map_err(|e| ProbeError::Map(names::COUNTERS, chain(&e)))?;
+            let sum: u64 = values.iter().sum();
+            match c {
+                Counter::RingbufFull => out.ringbuf_full = sum,
+                Counter::InflightFull => out.inflight_full = sum,
+                Counter::ReadError => out.read_error = sum,
+                Counter::ExitWithoutEnter => out.exit_without_enter = sum,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup.
+/// Raising the limit can fail without CAP_SYS_RESOURCE; that only matters on old kernels.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `rlim` is a valid rlimit for the duration of the call.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if rc != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11, which charge BPF memory to the cgroup",
+            std::io::Error::last_os_error()
+        );
+    }
+}

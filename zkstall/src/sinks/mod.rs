@@ -1,0 +1,94 @@
+//! Where results go. Each sink writes to any `io::Write`, so tests pass a `Vec<u8>`.
+//! Data goes to stdout (or a file) through a sink; diagnostics go to stderr via `tracing`.
+
+pub mod json;
+pub mod text;
+
+use std::io;
+
+use serde::Serialize;
+
+pub use json::JsonSink;
+pub use text::TextSink;
+
+/// One watched call, as printed. The JSON field names are a contract with other tools:
+/// later versions add fields but never rename these.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CallRecord {
+    /// Always "fsync" for the fsync family.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub pid: u32,
+    pub tid: u32,
+    pub thread: String,
+    pub syscall: &'static str,
+    /// The fd synced; null for msync and sync.
+    pub fd: Option<i32>,
+    pub path: Option<String>,
+    /// The file's device as "MAJ:MIN".
+    pub dev: Option<String>,
+    /// The device's name (`sdb`, `loop0`; the filesystem type for device-less ones).
+    pub device: Option<String>,
+    /// CLOCK_MONOTONIC nanoseconds at entry.
+    pub start_ns: u64,
+    /// The same instant, wall clock, Unix milliseconds.
+    pub start_unix_ms: i64,
+    pub duration_ms: f64,
+    /// The return value; negative errno when the call failed; null while unfinished.
+    pub ret: Option<i64>,
+    /// True for a call still running when tracing ended (its duration is a lower bound).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unfinished: bool,
+}
+
+/// A signal that could not run on this kernel.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DisabledSignal {
+    pub signal: String,
+    pub reason: String,
+}
+
+/// The last record of a run: what was seen, and everything that was lost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub pids: Vec<u32>,
+    pub duration_s: f64,
+    /// Records received from the kernel.
+    pub events: u64,
+    /// Records lost in the kernel because the ring buffer was full.
+    pub dropped: u64,
+    /// Watched calls seen, and how many were at or above the threshold.
+    pub calls: u64,
+    pub reported: u64,
+    pub threshold_ms: f64,
+    /// Calls the kernel could not time (its table of open calls was full).
+    pub untimed: u64,
+    /// Exits whose entry was never seen (tracing began mid-call).
+    pub exit_without_enter: u64,
+    pub read_errors: u64,
+    pub decode_errors: u64,
+    pub disabled: Vec<DisabledSignal>,
+}
+
+pub trait Sink {
+    fn call(&mut self, r: &CallRecord) -> io::Result<()>;
+    fn summary(&mut self, s: &Summary) -> io::Result<()>;
+}
+
+/// Passes records on to another sink and keeps a copy (the demo compares them).
+pub struct Tee<'a> {
+    pub inner: &'a mut dyn Sink,
+    pub calls: Vec<CallRecord>,
+}
+
+impl Sink for Tee<'_> {
+    fn call(&mut self, r: &CallRecord) -> io::Result<()> {
+        self.calls.push(r.clone());
+        self.inner.call(r)
+    }
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        self.inner.summary(s)
+    }
+}

@@ -1,0 +1,130 @@
+//! Human-readable lines: one per call, with the same facts as the JSON record.
+
+use std::{
+    io::{self, Write},
+    time::{Duration, UNIX_EPOCH},
+};
+
+use super::{CallRecord, Sink, Summary};
+
+pub struct TextSink<W: Write> {
+    w: W,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(w: W) -> Self {
+        TextSink { w }
+    }
+}
+
+/// `2026-11-24T18:40:01.123Z` for Unix milliseconds.
+fn wall(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn format_call(r: &CallRecord) -> String {
+    let mut s = format!(
+        "{} {:<15} {:>10.3} ms  {} (pid {} tid {})",
+        wall(r.start_unix_ms),
+        r.syscall,
+        r.duration_ms,
+        if r.thread.is_empty() { "?" } else { &r.thread },
+        r.pid,
+        r.tid,
+    );
+    if let Some(fd) = r.fd {
+        s.push_str(&format!(" fd {fd}"));
+    }
+    if let Some(p) = &r.path {
+        s.push_str(&format!(" {p}"));
+    }
+    match (&r.device, &r.dev) {
+        (Some(name), Some(dev)) => s.push_str(&format!(" on {name} ({dev})")),
+        (None, Some(dev)) => s.push_str(&format!(" on {dev}")),
+        _ => {}
+    }
+    if let Some(ret) = r.ret
+        && ret < 0
+    {
+        let err = io::Error::from_raw_os_error((-ret) as i32);
+        s.push_str(&format!(" failed: {err}"));
+    }
+    if r.unfinished {
+        s.push_str("  [still running when tracing ended]");
+    }
+    s
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    fn call(&mut self, r: &CallRecord) -> io::Result<()> {
+        writeln!(self.w, "{}", format_call(r))?;
+        self.w.flush()
+    }
+
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        writeln!(
+            self.w,
+            "summary: {} call(s) traced in {:.1}s, {} at or above {} ms; {} kernel record(s), {} dropped",
+            s.calls, s.duration_s, s.reported, s.threshold_ms, s.events, s.dropped
+        )?;
+        let lost = s.untimed + s.exit_without_enter + s.read_errors + s.decode_errors;
+        if lost > 0 {
+            writeln!(
+                self.w,
+                "         incomplete: {} untimed (open-call table full), {} exits without entry, {} field read errors, {} undecodable records",
+                s.untimed, s.exit_without_enter, s.read_errors, s.decode_errors
+            )?;
+        }
+        for d in &s.disabled {
+            writeln!(
+                self.w,
+                "         signal {} is off on this kernel: {}",
+                d.signal, d.reason
+            )?;
+        }
+        self.w.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_readable_line_with_the_same_facts() {
+        let r = super::super::json::tests::record();
+        let line = format_call(&r);
+        assert!(line.contains("fdatasync"), "{line}");
+        assert!(line.contains("213.500 ms"), "{line}");
+        assert!(line.contains("SyncThread:1 (pid 10 tid 11)"), "{line}");
+        assert!(
+            line.contains("fd 5 /zk/version-2/log.1 on loop0 (7:0)"),
+            "{line}"
+        );
+        assert!(line.starts_with("2023-11-14T22:13:20.000Z"), "{line}");
+        let mut failed = r.clone();
+        failed.ret = Some(-5);
+        assert!(format_call(&failed).contains("failed: Input/output error"));
+    }
+
+    #[test]
+    fn summary_names_losses_and_disabled_signals() {
+        let mut out = Vec::new();
+        let s = Summary {
+            kind: "summary",
+            dropped: 2,
+            untimed: 1,
+            disabled: vec![super::super::DisabledSignal {
+                signal: "syncfs".into(),
+                reason: "absent".into(),
+            }],
+            ..Default::default()
+        };
+        TextSink::new(&mut out).summary(&s).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("2 dropped"), "{text}");
+        assert!(text.contains("1 untimed"), "{text}");
+        assert!(text.contains("signal syncfs is off"), "{text}");
+    }
+}

@@ -1,0 +1,255 @@
+//! Which processes to trace: the pids given with `--pid`, or every ZooKeeper JVM on the
+//! host. Everything takes the /proc root as a parameter so tests can use a fake one.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Main classes that identify a ZooKeeper server JVM on its command line.
+pub const ZOOKEEPER_MAIN_CLASSES: [&str; 2] = [
+    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+    "org.apache.zookeeper.server.ZooKeeperServerMain",
+];
+
+#[derive(Debug, Error)]
+pub enum TargetError {
+    #[error(
+        "no process with pid {0}: check the pid (`pgrep -f QuorumPeerMain` lists ZooKeeper JVMs)"
+    )]
+    NoSuchPid(u32),
+    #[error(
+        "pid {0} is a thread of process {1}, not a process: pass --pid {1} (zkstall traces every thread of a process)"
+    )]
+    IsThread(u32, u32),
+    #[error(
+        "no ZooKeeper process found: no command line in {0}/*/cmdline contains QuorumPeerMain or ZooKeeperServerMain; start ZooKeeper, or pass --pid PID to trace another process"
+    )]
+    NoZooKeeper(String),
+    #[error("cannot read {0}: {1}; is /proc mounted?")]
+    Proc(String, String),
+}
+
+/// A process to trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub pid: u32,
+    /// The process's short name (`java` for a JVM).
+    pub comm: String,
+    /// Why it is a target: "--pid" or the ZooKeeper main class found.
+    pub reason: String,
+}
+
+/// The /proc to read (the real one, or a fake one in tests).
+#[derive(Clone, Debug)]
+pub struct ProcRoot(pub PathBuf);
+
+impl Default for ProcRoot {
+    fn default() -> Self {
+        ProcRoot(PathBuf::from("/proc"))
+    }
+}
+
+impl ProcRoot {
+    pub fn pid_dir(&self, pid: u32) -> PathBuf {
+        self.0.join(pid.to_string())
+    }
+
+    fn read_comm(&self, pid: u32) -> String {
+        std::fs::read_to_string(self.pid_dir(pid).join("comm"))
+            .map(|s| s.trim_end_matches('\n').to_string())
+            .unwrap_or_default()
+    }
+
+    /// The tgid of `pid` (== pid for a process, another pid for a thread).
+    fn tgid(&self, pid: u32) -> Option<u32> {
+        let status = std::fs::read_to_string(self.pid_dir(pid).join("status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// True while `pid` exists and is not a zombie.
+    pub fn is_alive(&self, pid: u32) -> bool {
+        match std::fs::read_to_string(self.pid_dir(pid).join("stat")) {
+            // The state follows the last ')' (the comm may itself contain ')').
+            Ok(stat) => match stat.rfind(')') {
+                Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+                None => true,
+            },
+            Err(_) => false,
+        }
+    }
+}
+
+/// Checks every `--pid`: it must exist and be a process (not one of its threads).
+pub fn explicit(root: &ProcRoot, pids: &[u32]) -> Result<Vec<Target>, TargetError> {
+    let mut out = Vec::new();
+    for &pid in pids {
+        if !root.pid_dir(pid).join("stat").exists() || !root.is_alive(pid) {
+            return Err(TargetError::NoSuchPid(pid));
+        }
+        if let Some(tgid) = root.tgid(pid)
+            && tgid != pid
+        {
+            return Err(TargetError::IsThread(pid, tgid));
+        }
+        if !out.iter().any(|t: &Target| t.pid == pid) {
+            out.push(Target {
+                pid,
+                comm: root.read_comm(pid),
+                reason: "--pid".into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Every ZooKeeper server JVM under `root`, by pid.
+pub fn discover_zookeeper(root: &ProcRoot) -> Result<Vec<Target>, TargetError> {
+    let procs = procfs::process::all_processes_with_root(&root.0)
+        .map_err(|e| TargetError::Proc(root.0.display().to_string(), e.to_string()))?;
+    let mut out = Vec::new();
+    for p in procs.flatten() {
+        let Ok(cmdline) = p.cmdline() else { continue };
+        if let Some(class) = zookeeper_main_class(&cmdline) {
+            let pid = p.pid as u32;
+            if !root.is_alive(pid) {
+                continue;
+            }
+            out.push(Target {
+                pid,
+                comm: root.read_comm(pid),
+                reason: class.to_string(),
+            });
+        }
+    }
+    out.sort_by_key(|t| t.pid);
+    Ok(out)
+}
+
+/// Like [`discover_zookeeper`], but "none found" is an error naming the fix.
+pub fn require_zookeeper(root: &ProcRoot) -> Result<Vec<Target>, TargetError> {
+    let found = discover_zookeeper(root)?;
+    if found.is_empty() {
+        return Err(TargetError::NoZooKeeper(root.0.display().to_string()));
+    }
+    Ok(found)
+}
+
+/// The ZooKeeper main class on a JVM command line, if any. Only whole arguments count, so
+/// a `grep QuorumPeerMain` or a log path mentioning it is not a ZooKeeper server.
+pub fn zookeeper_main_class(cmdline: &[String]) -> Option<&'static str> {
+    let is_java = cmdline
+        .first()
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("java"))
+        })
+        .unwrap_or(false);
+    if !is_java {
+        return None;
+    }
+    ZOOKEEPER_MAIN_CLASSES
+        .into_iter()
+        .find(|c| cmdline.iter().any(|a| a == c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn fake_proc() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let add = |pid: u32, tgid: u32, comm: &str, cmdline: &[&str], state: char| {
+            let p = dir.path().join(pid.to_string());
+            fs::create_dir_all(&p).unwrap();
+            fs::write(p.join("comm"), format!("{comm}\n")).unwrap();
+            let mut c = cmdline.join("\0");
+            c.push('\0');
+            fs::write(p.join("cmdline"), c).unwrap();
+            fs::write(
+                p.join("stat"),
+                format!("{pid} ({comm}) {state} 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"),
+            )
+            .unwrap();
+            fs::write(
+                p.join("status"),
+                format!("Name:\t{comm}\nTgid:\t{tgid}\nPid:\t{pid}\n"),
+            )
+            .unwrap();
+        };
+        add(
+            100,
+            100,
+            "java",
+            &[
+                "/usr/bin/java",
+                "-cp",
+                "zk.jar",
+                ZOOKEEPER_MAIN_CLASSES[0],
+                "zoo.cfg",
+            ],
+            'S',
+        );
+        add(101, 100, "SyncThread:1", &["/usr/bin/java"], 'S');
+        add(
+            200,
+            200,
+            "java",
+            &["java", "-Xmx1g", ZOOKEEPER_MAIN_CLASSES[1], "2181", "/data"],
+            'S',
+        );
+        add(300, 300, "grep", &["grep", ZOOKEEPER_MAIN_CLASSES[0]], 'R');
+        add(400, 400, "java", &["java", "-jar", "kafka.jar"], 'S');
+        add(500, 500, "java", &["java", ZOOKEEPER_MAIN_CLASSES[0]], 'Z');
+        dir
+    }
+
+    #[test]
+    fn discovers_both_zookeeper_main_classes_and_nothing_else() {
+        let dir = fake_proc();
+        let root = ProcRoot(dir.path().to_path_buf());
+        let found = discover_zookeeper(&root).unwrap();
+        let pids: Vec<u32> = found.iter().map(|t| t.pid).collect();
+        assert_eq!(pids, vec![100, 200], "500 is a zombie, 300 grep, 400 kafka");
+        assert_eq!(found[0].reason, ZOOKEEPER_MAIN_CLASSES[0]);
+    }
+
+    #[test]
+    fn no_zookeeper_is_an_error_naming_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = require_zookeeper(&ProcRoot(dir.path().to_path_buf())).unwrap_err();
+        assert!(err.to_string().contains("--pid"), "{err}");
+    }
+
+    #[test]
+    fn explicit_pids_are_checked() {
+        let dir = fake_proc();
+        let root = ProcRoot(dir.path().to_path_buf());
+        assert_eq!(explicit(&root, &[400, 400]).unwrap().len(), 1);
+        assert!(matches!(
+            explicit(&root, &[999]),
+            Err(TargetError::NoSuchPid(999))
+        ));
+        assert!(matches!(
+            explicit(&root, &[500]),
+            Err(TargetError::NoSuchPid(500))
+        ));
+        assert!(matches!(
+            explicit(&root, &[101]),
+            Err(TargetError::IsThread(101, 100))
+        ));
+    }
+
+    #[test]
+    fn liveness_reads_the_state_after_the_comm() {
+        let dir = fake_proc();
+        let root = ProcRoot(dir.path().to_path_buf());
+        assert!(root.is_alive(100));
+        assert!(!root.is_alive(500));
+        assert!(!root.is_alive(12345));
+    }
+}
