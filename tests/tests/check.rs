@@ -1,1 +1,80 @@
+//! `zkstall check` and the errors a user meets first: no privileges, a wrong pid.
 
+use std::{os::unix::fs::PermissionsExt as _, process::Command};
+
+use zkstall_tests::*;
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("running zkstall");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs zkstall as user `nobody`, from a copy it can execute.
+fn as_nobody(args: &[&str]) -> (i32, String, String) {
+    let dir = scratch_dir("zkstall-nobody");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("zkstall");
+    std::fs::copy(zkstall_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(&bin)
+        .args(args);
+    run(&mut cmd)
+}
+
+#[test]
+fn check_passes_here_as_root() {
+    if !can_run_root_tests("check_passes_here_as_root") {
+        return;
+    }
+    let (code, out, err) = run(&mut zkstall(&["check"]));
+    assert_eq!(code, 0, "check failed:\n{out}\n{err}");
+    assert!(out.contains("programs verified by the kernel"), "{out}");
+    assert!(out.contains("syscalls:sys_enter_fdatasync"), "{out}");
+    assert!(out.contains("zkstall can trace on this host."), "{out}");
+}
+
+#[test]
+fn check_without_privileges_fails_naming_the_fix() {
+    if !can_run_root_tests("check_without_privileges_fails_naming_the_fix") {
+        return; // dropping to `nobody` needs root in the first place
+    }
+    let (code, out, err) = as_nobody(&["check"]);
+    assert_ne!(code, 0, "check must fail without privileges:\n{out}\n{err}");
+    assert!(out.contains("[FAIL] privileges"), "{out}");
+    assert!(out.contains("run as root"), "names the fix: {out}");
+    assert!(out.contains("cannot trace on this host"), "{out}");
+}
+
+#[test]
+fn trace_without_privileges_fails_naming_the_fix() {
+    if !can_run_root_tests("trace_without_privileges_fails_naming_the_fix") {
+        return;
+    }
+    let me = std::process::id().to_string();
+    let (code, _out, err) = as_nobody(&["trace", "--pid", &me, "--duration", "1s"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("run as root"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn trace_of_a_missing_pid_says_so() {
+    // Needs no privileges: the pid is checked first.
+    let (code, _out, err) = run(&mut zkstall(&["trace", "--pid", "4194304"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no process with pid 4194304"), "{err}");
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let (code, _out, err) = run(&mut zkstall(&["trace", "--threshold", "5"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("needs a unit"), "{err}");
+}

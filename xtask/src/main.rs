@@ -1,1 +1,240 @@
-fn main() {}
+//! Developer tasks. xtask orchestrates (toolchain set-up, root tests, the demo); the build
+//! itself stays plain cargo.
+//!
+//!   cargo xtask setup            install what building and testing need (idempotent)
+//!   cargo xtask build [--release]
+//!   cargo xtask test [ARGS]      set up, build, run every test (root tests need root)
+//!   cargo xtask demo             set up, build, trace the built-in workload
+//!   cargo xtask lint             rustfmt check, clippy on userspace, clippy on the eBPF crate
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "zkstall developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the nightly's rust-src, bpf-linker (against the nightly's LLVM) and the
+    /// Debian packages the tests use. Quick when everything is there.
+    Setup,
+    /// Build everything; leaves target/<profile>/zkstall.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build, and run the whole test suite (unit, replay and root tests).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build (release) and run `zkstall demo` (needs root).
+    Demo,
+    /// rustfmt --check, then clippy in two passes: userspace, and the eBPF crate.
+    Lint,
+}
+
+/// bpf-linker release known to build against the nightly's libLLVM (../shared/platform.md).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the tests need, each with a command that proves it is installed.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("util-linux", "setpriv"), // drop privileges in the "no root" tests
+];
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    env::set_current_dir(&root)?;
+    match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Build { release } => {
+            setup()?;
+            let bin = build(&root, release)?;
+            println!("built {}", bin.display());
+            Ok(())
+        }
+        Cmd::Test { args } => {
+            setup()?;
+            let bin = build(&root, false)?;
+            let mut cmd = cargo();
+            cmd.arg("test").args(&args).env("ZKSTALL_BIN", &bin);
+            run(&mut cmd)
+        }
+        Cmd::Demo => {
+            setup()?;
+            let bin = build(&root, true)?;
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc_geteuid() } != 0 {
+                bail!("the demo loads eBPF programs and needs root: sudo -E cargo xtask demo");
+            }
+            run(Command::new(&bin).arg("demo"))
+        }
+        Cmd::Lint => {
+            setup()?;
+            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+            // The eBPF crate is linted on its own (linting both at once compiles the panic
+            // handler twice, as aya-template's test.sh notes).
+            run(cargo()
+                .args(["+nightly", "clippy", "-p", "zkstall-ebpf", "--target", "bpfel-unknown-none"])
+                .args(["-Z", "build-std=core", "--", "-D", "warnings"]))
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+}
+
+/// PATH with cargo's bin directory first, so a freshly installed bpf-linker is found.
+fn path_with_cargo_bin() -> OsString {
+    let mut dirs = vec![cargo_home().join("bin")];
+    if let Some(p) = env::var_os("PATH") {
+        dirs.extend(env::split_paths(&p));
+    }
+    env::join_paths(dirs).unwrap_or_default()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.env("PATH", path_with_cargo_bin());
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let st = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn build(root: &Path, release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", "zkstall"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    let target = env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let bin = target.join(if release { "release" } else { "debug" }).join("zkstall");
+    if !bin.is_file() {
+        bail!("the build did not leave {}", bin.display());
+    }
+    Ok(bin)
+}
+
+fn setup() -> Result<()> {
+    // 1. The nightly toolchain (aya-build compiles the eBPF crate with it) and its rust-src
+    //    (for -Z build-std=core).
+    let vv = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]));
+    let vv = match vv {
+        Some(v) => v,
+        None => {
+            eprintln!("xtask: installing the nightly toolchain");
+            run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+                .context("the nightly toolchain is missing and could not be installed; install it with `rustup toolchain install nightly`")?;
+            output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))
+                .context("nightly rustc does not run")?
+        }
+    };
+    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+        .unwrap_or_default();
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+
+    // 2. bpf-linker, built against the nightly's own libLLVM (no prebuilt binary and no
+    //    system LLVM of the right version are available). The llvm-NN feature must match
+    //    the nightly's LLVM major version.
+    let llvm_major: u32 = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+        .context("cannot read the LLVM version from `rustc +nightly -vV`")?;
+    let linker = cargo_home().join("bin/bpf-linker");
+    let linker_ok = output(Command::new(&linker).arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    if !linker_ok {
+        install_bpf_linker(llvm_major)?;
+    }
+
+    // 3. Debian packages.
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(_, probe)| output(Command::new("sh").args(["-c", &format!("command -v {probe}")])).is_none())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
+}
+
+fn install_bpf_linker(llvm_major: u32) -> Result<()> {
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("rustc +nightly --print sysroot")?;
+    let lib_dir = PathBuf::from(sysroot.trim()).join("lib");
+    // The real library (libLLVM.so.22.1-rust-...), not the libLLVM-22-rust-...so stub.
+    let lib = std::fs::read_dir(&lib_dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM.so.* in {}: the nightly toolchain ships no LLVM library", lib_dir.display()))?;
+    // A stable directory outside the workspace: the linker keeps an rpath to it.
+    let prefix = PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(format!(".cache/zkstall/llvm-{llvm_major}"));
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    for name in ["libLLVM.so", lib.as_str()] {
+        let link = prefix_lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib_dir.join(&lib), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {llvm_major} (about a minute)");
+    run(cargo()
+        .args(["+nightly", "install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+        .args(["--no-default-features", "--features", &format!("llvm-{llvm_major}")])
+        .arg("--root")
+        .arg(cargo_home())
+        .env("LLVM_PREFIX", &prefix))
+    .context("building bpf-linker failed")
+}
