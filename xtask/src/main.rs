@@ -88,8 +88,8 @@ fn main() -> Result<()> {
             run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
             // The eBPF crate is linted on its own (linting both at once compiles the panic
             // handler twice, as aya-template's test.sh notes).
-            run(cargo()
-                .args(["+nightly", "clippy", "-p", "zkstall-ebpf", "--target", "bpfel-unknown-none"])
+            run(nightly_cargo()
+                .args(["clippy", "-p", "zkstall-ebpf", "--target", "bpfel-unknown-none"])
                 .args(["-Z", "build-std=core", "--", "-D", "warnings"]))
         }
     }
@@ -112,9 +112,10 @@ fn cargo_home() -> PathBuf {
 
 /// PATH with cargo's bin directory first, so a freshly installed bpf-linker is found.
 fn path_with_cargo_bin() -> OsString {
-    let mut dirs = vec![cargo_home().join("bin")];
+    let bin = cargo_home().join("bin");
+    let mut dirs = vec![bin.clone()];
     if let Some(p) = env::var_os("PATH") {
-        dirs.extend(env::split_paths(&p));
+        dirs.extend(env::split_paths(&p).filter(|d| *d != bin));
     }
     env::join_paths(dirs).unwrap_or_default()
 }
@@ -122,6 +123,17 @@ fn path_with_cargo_bin() -> OsString {
 fn cargo() -> Command {
     let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.env("PATH", path_with_cargo_bin());
+    c
+}
+
+/// Cargo of the nightly toolchain. Through rustup, not `cargo +nightly`: xtask runs under
+/// the stable cargo binary itself ($CARGO), which does not understand `+toolchain`.
+fn nightly_cargo() -> Command {
+    let mut c = Command::new("rustup");
+    c.args(["run", "nightly", "cargo"]).env("PATH", path_with_cargo_bin());
+    for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO"] {
+        c.env_remove(var);
+    }
     c
 }
 
@@ -209,8 +221,8 @@ fn setup() -> Result<()> {
 }
 
 fn install_bpf_linker(llvm_major: u32) -> Result<()> {
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
-        .context("rustc +nightly --print sysroot")?;
+    let sysroot = output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+        .context("rustup run nightly rustc --print sysroot")?;
     let lib_dir = PathBuf::from(sysroot.trim()).join("lib");
     // The real library (libLLVM.so.22.1-rust-...), not the libLLVM-22-rust-...so stub.
     let lib = std::fs::read_dir(&lib_dir)?
@@ -230,8 +242,8 @@ fn install_bpf_linker(llvm_major: u32) -> Result<()> {
             .with_context(|| format!("linking {}", link.display()))?;
     }
     eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {llvm_major} (about a minute)");
-    run(cargo()
-        .args(["+nightly", "install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+    run(nightly_cargo()
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
         .args(["--no-default-features", "--features", &format!("llvm-{llvm_major}")])
         .arg("--root")
         .arg(cargo_home())
