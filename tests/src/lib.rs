@@ -11,9 +11,11 @@ use std::{
 
 /// The zkstall binary under test: `$ZKSTALL_BIN`, else the workspace's debug build.
 pub fn zkstall_bin() -> PathBuf {
-    let path = std::env::var_os("ZKSTALL_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/zkstall")
-    });
+    let path = std::env::var_os("ZKSTALL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/zkstall")
+        });
     assert!(
         path.is_file(),
         "zkstall binary not found at {}: run the tests with `cargo xtask test` (it builds it), or build it with `cargo build -p zkstall`",
@@ -27,11 +29,16 @@ pub fn zkstall_bin() -> PathBuf {
 pub fn can_run_root_tests(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let bpf = std::path::Path::new("/sys/fs/bpf").exists() || std::path::Path::new("/sys/kernel/btf").exists();
+    let bpf = std::path::Path::new("/sys/fs/bpf").exists()
+        || std::path::Path::new("/sys/kernel/btf").exists();
     if root && bpf {
         return true;
     }
-    let why = if !root { "not running as root" } else { "this kernel shows no BPF support" };
+    let why = if !root {
+        "not running as root"
+    } else {
+        "this kernel shows no BPF support"
+    };
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{test} needs root and BPF, and CI must provide both: {why}");
     }
@@ -48,7 +55,9 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         Proc { child, name }
     }
 
@@ -118,7 +127,10 @@ pub fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration)
 /// A command running the zkstall binary with piped output.
 pub fn zkstall(args: &[&str]) -> Command {
     let mut c = Command::new(zkstall_bin());
-    c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -131,7 +143,10 @@ pub fn scratch_dir(prefix: &str) -> PathBuf {
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// Removes a directory when dropped.

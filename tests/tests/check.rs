@@ -22,9 +22,15 @@ fn as_nobody(args: &[&str]) -> (i32, String, String) {
     std::fs::copy(zkstall_bin(), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(&bin)
-        .args(args);
+    cmd.args([
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ])
+    .arg(&bin)
+    .args(args);
     run(&mut cmd)
 }
 

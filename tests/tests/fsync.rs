@@ -14,12 +14,28 @@ use serde_json::Value;
 use zkstall_tests::*;
 
 /// A workload that waits for "go" on stdin, plus its ready line.
-fn start_workload(dir: &std::path::Path, calls: u32, syscalls: &str, thread: &str, wait: bool) -> (Proc, Value) {
+fn start_workload(
+    dir: &std::path::Path,
+    calls: u32,
+    syscalls: &str,
+    thread: &str,
+    wait: bool,
+) -> (Proc, Value) {
     let mut cmd = zkstall(&[
-        "workload", "--calls", &calls.to_string(), "--syscalls", syscalls, "--interval", "10ms",
-        "--thread-name", thread,
+        "workload",
+        "--calls",
+        &calls.to_string(),
+        "--syscalls",
+        syscalls,
+        "--interval",
+        "10ms",
+        "--thread-name",
+        thread,
     ]);
-    cmd.arg("--dir").arg(dir).stdin(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::inherit());
     if !wait {
         cmd.arg("--no-wait");
     }
@@ -34,7 +50,8 @@ fn start_workload(dir: &std::path::Path, calls: u32, syscalls: &str, thread: &st
 /// Reads the rest of a workload's stdout: one line per call it timed.
 fn own_measurements(p: &mut Proc) -> Vec<Value> {
     let mut text = String::new();
-    std::io::Read::read_to_string(p.child.stdout.as_mut().expect("stdout"), &mut text).expect("read");
+    std::io::Read::read_to_string(p.child.stdout.as_mut().expect("stdout"), &mut text)
+        .expect("read");
     json_lines(&text)
 }
 
@@ -51,32 +68,74 @@ struct Traced {
 fn trace_workload(calls: u32, syscalls: &str) -> Traced {
     let dir = scratch_dir("zkstall-test");
     let cleanup = RemoveOnDrop(dir.clone());
-    let (mut work, ready) = start_workload(&dir.join("traced"), calls, syscalls, "SyncThread:1", true);
+    let (mut work, ready) =
+        start_workload(&dir.join("traced"), calls, syscalls, "SyncThread:1", true);
     let pid = work.pid().to_string();
 
     let mut tracer = Proc::spawn(
         "zkstall trace",
-        &mut zkstall(&["trace", "--pid", &pid, "--threshold", "0", "--format", "json", "--duration", "120s"]),
+        &mut zkstall(&[
+            "trace",
+            "--pid",
+            &pid,
+            "--threshold",
+            "0",
+            "--format",
+            "json",
+            "--duration",
+            "120s",
+        ]),
     );
     let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
     wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
 
     // An untraced process doing the same calls meanwhile: none of its calls may appear.
-    let (mut bystander, _) = start_workload(&dir.join("bystander"), calls, syscalls, "SyncThread:9", false);
-    work.child.stdin.as_mut().expect("stdin").write_all(b"go\n").expect("go");
+    let (mut bystander, _) = start_workload(
+        &dir.join("bystander"),
+        calls,
+        syscalls,
+        "SyncThread:9",
+        false,
+    );
+    work.child
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
 
     let own = own_measurements(&mut work);
-    assert!(work.wait_for_exit(Duration::from_secs(60)).success(), "workload failed");
-    assert!(bystander.wait_for_exit(Duration::from_secs(60)).success(), "bystander failed");
+    assert!(
+        work.wait_for_exit(Duration::from_secs(60)).success(),
+        "workload failed"
+    );
+    assert!(
+        bystander.wait_for_exit(Duration::from_secs(60)).success(),
+        "bystander failed"
+    );
     // With --pid, zkstall ends by itself once its target has exited.
     let st = tracer.wait_for_exit(Duration::from_secs(30));
     let mut out = String::new();
-    std::io::Read::read_to_string(tracer.child.stdout.as_mut().expect("stdout"), &mut out).expect("read");
-    assert!(st.success(), "zkstall trace failed: {st}; stderr: {:?}", stderr.try_iter().collect::<Vec<_>>());
+    std::io::Read::read_to_string(tracer.child.stdout.as_mut().expect("stdout"), &mut out)
+        .expect("read");
+    assert!(
+        st.success(),
+        "zkstall trace failed: {st}; stderr: {:?}",
+        stderr.try_iter().collect::<Vec<_>>()
+    );
     let mut lines = json_lines(&out);
     let summary = lines.pop().expect("a summary line");
-    assert_eq!(summary["type"], "summary", "last line is the summary: {summary}");
-    Traced { records: lines, summary, own, ready, _dir: cleanup }
+    assert_eq!(
+        summary["type"], "summary",
+        "last line is the summary: {summary}"
+    );
+    Traced {
+        records: lines,
+        summary,
+        own,
+        ready,
+        _dir: cleanup,
+    }
 }
 
 fn dev_of(path: &str) -> (String, Option<String>) {
@@ -121,23 +180,52 @@ fn assert_matches_own(t: &Traced, expect_fd: bool) {
         // The kernel's entry and exit lie inside the interval the workload timed around
         // the call, so its duration can only be shorter, by the cost of the syscall
         // entry/exit and two clock reads (plus any preemption in between).
-        let (k_start, k_ms) = (r["start_ns"].as_u64().unwrap(), r["duration_ms"].as_f64().unwrap());
-        let (o_start, o_end) = (o["start_ns"].as_u64().unwrap(), o["end_ns"].as_u64().unwrap());
+        let (k_start, k_ms) = (
+            r["start_ns"].as_u64().unwrap(),
+            r["duration_ms"].as_f64().unwrap(),
+        );
+        let (o_start, o_end) = (
+            o["start_ns"].as_u64().unwrap(),
+            o["end_ns"].as_u64().unwrap(),
+        );
         let k_end = k_start + (k_ms * 1e6) as u64;
-        assert!(k_start >= o_start && k_start <= o_end, "kernel entry {k_start} outside [{o_start}, {o_end}]");
-        assert!(k_end <= o_end + 1_000, "kernel exit {k_end} after the workload's {o_end}");
+        assert!(
+            k_start >= o_start && k_start <= o_end,
+            "kernel entry {k_start} outside [{o_start}, {o_end}]"
+        );
+        assert!(
+            k_end <= o_end + 1_000,
+            "kernel exit {k_end} after the workload's {o_end}"
+        );
         let diff = o["duration_ns"].as_i64().unwrap() - (k_ms * 1e6) as i64;
         worst_ns = worst_ns.max(diff.abs());
         // Within 2 ms: generous for a loaded 2-core CI machine; typically under 0.05 ms.
-        assert!(diff.abs() < 2_000_000, "duration differs by {diff} ns: {r} vs {o}");
+        assert!(
+            diff.abs() < 2_000_000,
+            "duration differs by {diff} ns: {r} vs {o}"
+        );
         // Wall-clock time of the same instant.
         let unix_ms = r["start_unix_ms"].as_i64().unwrap();
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        assert!((now_ms - unix_ms).abs() < 300_000, "start_unix_ms {unix_ms} is not near now {now_ms}");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            (now_ms - unix_ms).abs() < 300_000,
+            "start_unix_ms {unix_ms} is not near now {now_ms}"
+        );
     }
-    eprintln!("largest difference from the workload's own timing: {worst_ns} ns over {} calls", t.own.len());
+    eprintln!(
+        "largest difference from the workload's own timing: {worst_ns} ns over {} calls",
+        t.own.len()
+    );
     assert_eq!(t.summary["dropped"], 0, "{}", t.summary);
-    assert_eq!(t.summary["calls"].as_u64(), Some(t.own.len() as u64), "{}", t.summary);
+    assert_eq!(
+        t.summary["calls"].as_u64(),
+        Some(t.own.len() as u64),
+        "{}",
+        t.summary
+    );
     assert_eq!(t.summary["pids"], serde_json::json!([pid]));
 }
 
@@ -148,7 +236,10 @@ fn reports_every_fsync_and_fdatasync_of_a_jvm_named_thread() {
     }
     let t = trace_workload(20, "fsync,fdatasync");
     assert_eq!(t.own.iter().filter(|o| o["syscall"] == "fsync").count(), 10);
-    assert_eq!(t.own.iter().filter(|o| o["syscall"] == "fdatasync").count(), 10);
+    assert_eq!(
+        t.own.iter().filter(|o| o["syscall"] == "fdatasync").count(),
+        10
+    );
     assert_matches_own(&t, true);
 }
 
@@ -158,8 +249,19 @@ fn reports_each_syscall_of_the_fsync_family_with_its_file() {
         return;
     }
     let t = trace_workload(12, "fsync,fdatasync,sync_file_range,syncfs,msync,sync");
-    for sc in ["fsync", "fdatasync", "sync_file_range", "syncfs", "msync", "sync"] {
-        assert_eq!(t.records.iter().filter(|r| r["syscall"] == sc).count(), 2, "two {sc} calls");
+    for sc in [
+        "fsync",
+        "fdatasync",
+        "sync_file_range",
+        "syncfs",
+        "msync",
+        "sync",
+    ] {
+        assert_eq!(
+            t.records.iter().filter(|r| r["syscall"] == sc).count(),
+            2,
+            "two {sc} calls"
+        );
     }
     assert_matches_own(&t, true);
 }
@@ -176,11 +278,24 @@ fn threshold_filters_fast_calls_but_counts_them() {
     // 10 s is far above any fdatasync of a few KiB: nothing is reported, all are counted.
     let mut tracer = Proc::spawn(
         "zkstall trace",
-        &mut zkstall(&["trace", "--pid", &pid, "--threshold", "10s", "--format", "json"]),
+        &mut zkstall(&[
+            "trace",
+            "--pid",
+            &pid,
+            "--threshold",
+            "10s",
+            "--format",
+            "json",
+        ]),
     );
     let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
     wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
-    work.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    work.child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
     assert!(work.wait_for_exit(Duration::from_secs(60)).success());
     assert!(tracer.wait_for_exit(Duration::from_secs(30)).success());
     let mut out = String::new();

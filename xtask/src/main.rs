@@ -89,7 +89,13 @@ fn main() -> Result<()> {
             // The eBPF crate is linted on its own (linting both at once compiles the panic
             // handler twice, as aya-template's test.sh notes).
             run(nightly_cargo()
-                .args(["clippy", "-p", "zkstall-ebpf", "--target", "bpfel-unknown-none"])
+                .args([
+                    "clippy",
+                    "-p",
+                    "zkstall-ebpf",
+                    "--target",
+                    "bpfel-unknown-none",
+                ])
                 .args(["-Z", "build-std=core", "--", "-D", "warnings"]))
         }
     }
@@ -101,13 +107,18 @@ unsafe extern "C" {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn cargo_home() -> PathBuf {
     env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
 }
 
 /// PATH with cargo's bin directory first, so a freshly installed bpf-linker is found.
@@ -130,7 +141,8 @@ fn cargo() -> Command {
 /// the stable cargo binary itself ($CARGO), which does not understand `+toolchain`.
 fn nightly_cargo() -> Command {
     let mut c = Command::new("rustup");
-    c.args(["run", "nightly", "cargo"]).env("PATH", path_with_cargo_bin());
+    c.args(["run", "nightly", "cargo"])
+        .env("PATH", path_with_cargo_bin());
     for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO"] {
         c.env_remove(var);
     }
@@ -148,7 +160,9 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn build(root: &Path, release: bool) -> Result<PathBuf> {
@@ -158,8 +172,12 @@ fn build(root: &Path, release: bool) -> Result<PathBuf> {
         cmd.arg("--release");
     }
     run(&mut cmd)?;
-    let target = env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let bin = target.join(if release { "release" } else { "debug" }).join("zkstall");
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target
+        .join(if release { "release" } else { "debug" })
+        .join("zkstall");
     if !bin.is_file() {
         bail!("the build did not leave {}", bin.display());
     }
@@ -180,11 +198,23 @@ fn setup() -> Result<()> {
                 .context("nightly rustc does not run")?
         }
     };
-    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-        .unwrap_or_default();
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: adding rust-src to the nightly toolchain");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
 
     // 2. bpf-linker, built against the nightly's own libLLVM (no prebuilt binary and no
@@ -206,7 +236,9 @@ fn setup() -> Result<()> {
     // 3. Debian packages.
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(_, probe)| output(Command::new("sh").args(["-c", &format!("command -v {probe}")])).is_none())
+        .filter(|(_, probe)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {probe}")])).is_none()
+        })
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
@@ -221,15 +253,21 @@ fn setup() -> Result<()> {
 }
 
 fn install_bpf_linker(llvm_major: u32) -> Result<()> {
-    let sysroot = output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
-        .context("rustup run nightly rustc --print sysroot")?;
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+            .context("rustup run nightly rustc --print sysroot")?;
     let lib_dir = PathBuf::from(sysroot.trim()).join("lib");
     // The real library (libLLVM.so.22.1-rust-...), not the libLLVM-22-rust-...so stub.
     let lib = std::fs::read_dir(&lib_dir)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so."))
-        .with_context(|| format!("no libLLVM.so.* in {}: the nightly toolchain ships no LLVM library", lib_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in {}: the nightly toolchain ships no LLVM library",
+                lib_dir.display()
+            )
+        })?;
     // A stable directory outside the workspace: the linker keeps an rpath to it.
     let prefix = PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
         .join(format!(".cache/zkstall/llvm-{llvm_major}"));
@@ -241,10 +279,22 @@ fn install_bpf_linker(llvm_major: u32) -> Result<()> {
         std::os::unix::fs::symlink(lib_dir.join(&lib), &link)
             .with_context(|| format!("linking {}", link.display()))?;
     }
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {llvm_major} (about a minute)");
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {llvm_major} (about a minute)"
+    );
     run(nightly_cargo()
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
-        .args(["--no-default-features", "--features", &format!("llvm-{llvm_major}")])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm_major}"),
+        ])
         .arg("--root")
         .arg(cargo_home())
         .env("LLVM_PREFIX", &prefix))

@@ -36,7 +36,8 @@ pub enum Command {
 zkstall trace                                  # all ZooKeeper JVMs, until Ctrl-C\n  \
 zkstall trace --pid 4242 --pid 4343            # these processes (all their threads)\n  \
 zkstall trace --threshold 0 --duration 10s     # every call, for 10 seconds\n  \
-zkstall trace --format json | jq .duration_ms  # JSON lines for other tools\n\n\
+zkstall trace --format json | jq .duration_ms  # JSON lines for other tools\n  \
+zkstall trace --pid 4242 --events --format json # also block I/O, thread states, writeback...\n\n\
 With --pid, tracing ends when every traced process has exited. Without it, zkstall finds \
 ZooKeeper servers by their main class (QuorumPeerMain, ZooKeeperServerMain) and keeps \
 looking for new ones (a restarted server is picked up).")]
@@ -71,6 +72,15 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Also stream what happens around the calls: block I/O (io), off-CPU intervals of
+    /// the target's threads (blocked), thread changes (thread), page dirtying (dirty),
+    /// flusher writeback (writeback), dirty throttling (throttle), journal commits
+    /// (journal). Verbose: meant for debugging and timelines.
+    #[arg(short, long)]
+    pub events: bool,
+    /// With --events: report off-CPU intervals of the target's threads from this long.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub blocked_min: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -1,26 +1,72 @@
 //! The per-record path: decode -> enrich -> model -> sink. Live tracing feeds it from the
 //! ring buffer; recordings will feed it from a file, through this same code.
 
-use std::io;
+use std::{collections::HashMap, io};
 
-use zkstall_common::{ArgKind, Syscall};
+use zkstall_common::{ArgKind, JournalPhase, Syscall, ThreadChange};
 
 use crate::{
     clock::{MonoNs, WallClock},
     decode::{Event, Task, decode},
-    enrich::{Devices, FileInfo, Files, Threads},
+    enrich::{Cgroups, DevId, Devices, FileInfo, Files, Symbols, Threads, bounded_insert},
     model::{Call, Calls},
-    sinks::{CallRecord, Sink, Summary},
+    sinks::{
+        CallRecord, EventRecord, Sink, Summary,
+        events::{
+            BlockedRecord, DirtyRecord, IoRecord, JournalRecord, ThreadRecord, ThrottleRecord, Who,
+            WritebackRecord,
+        },
+    },
     targets::ProcRoot,
 };
+
+/// Where kernel stack ids are turned into addresses (the live STACKS map, or a fake).
+pub trait StackSource {
+    fn frames(&mut self, id: u32) -> Option<Vec<u64>>;
+}
+
+impl StackSource for aya::maps::StackTraceMap<aya::maps::MapData> {
+    fn frames(&mut self, id: u32) -> Option<Vec<u64>> {
+        self.get(&id, 0)
+            .ok()
+            .map(|st| st.frames().iter().map(|f| f.ip).collect())
+    }
+}
+
+const DIRTIERS: usize = 65536;
+const OPEN_COMMITS: usize = 1024;
+const STACK_CACHE: usize = 4096;
+
+/// A jbd2 commit between its start and end records.
+#[derive(Clone, Debug, Default)]
+struct Commit {
+    start: Option<MonoNs>,
+    locking: Option<MonoNs>,
+    flushing: Option<MonoNs>,
+    logging: Option<MonoNs>,
+    task: Option<Task>,
+    stats: Option<(u32, u32, u32)>,
+}
 
 pub struct Pipeline {
     calls: Calls,
     files: Files,
     devices: Devices,
     threads: Threads,
+    cgroups: Cgroups,
+    symbols: Symbols,
+    stacks: Option<Box<dyn StackSource>>,
+    stack_cache: HashMap<u32, Vec<String>>,
+    /// inode -> the last process that dirtied its pages.
+    dirtiers: HashMap<u64, Who>,
+    commits: HashMap<(u32, u32), Commit>,
+    /// jbd2 thread comms, learned from the journal records' tasks.
+    comms: HashMap<u32, String>,
     wall: WallClock,
     threshold_ns: u64,
+    /// Also send the records around the calls (`trace --events`).
+    events_out: bool,
+    pub by_type: std::collections::BTreeMap<&'static str, u64>,
     /// Counts for the summary.
     pub events: u64,
     pub calls_seen: u64,
@@ -34,9 +80,18 @@ impl Pipeline {
             calls: Calls::default(),
             files: Files::new(proc.clone()),
             devices: Devices::new(sys, proc.clone()),
-            threads: Threads::new(proc),
+            threads: Threads::new(proc.clone()),
+            cgroups: Cgroups::new(std::path::Path::new(sys).join("fs/cgroup")),
+            symbols: Symbols::new(proc.0.join("kallsyms")),
+            stacks: None,
+            stack_cache: HashMap::new(),
+            dirtiers: HashMap::new(),
+            commits: HashMap::new(),
+            comms: HashMap::new(),
             wall,
             threshold_ns,
+            events_out: false,
+            by_type: Default::default(),
             events: 0,
             calls_seen: 0,
             reported: 0,
@@ -46,6 +101,65 @@ impl Pipeline {
 
     pub fn threads_mut(&mut self) -> &mut Threads {
         &mut self.threads
+    }
+
+    /// Sends the records around the calls too (block I/O, off-CPU intervals, ...).
+    pub fn with_events(mut self, on: bool) -> Self {
+        self.events_out = on;
+        self
+    }
+
+    pub fn with_stacks(mut self, stacks: Box<dyn StackSource>) -> Self {
+        self.stacks = Some(stacks);
+        self
+    }
+
+    fn count(&mut self, kind: &'static str) {
+        *self.by_type.entry(kind).or_default() += 1;
+    }
+
+    fn out(&mut self, sink: &mut dyn Sink, rec: EventRecord) -> io::Result<()> {
+        let kind = match &rec {
+            EventRecord::Io(_) => "io",
+            EventRecord::Blocked(_) => "blocked",
+            EventRecord::Thread(_) => "thread",
+            EventRecord::Dirty(_) => "dirty",
+            EventRecord::Writeback(_) => "writeback",
+            EventRecord::Throttle(_) => "throttle",
+            EventRecord::Journal(_) => "journal",
+        };
+        self.count(kind);
+        if self.events_out {
+            sink.event(&rec)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn device(&mut self, dev: DevId, pid: u32) -> Option<String> {
+        self.devices.name(dev, pid)
+    }
+
+    fn bdi(&mut self, bdi: &str, pid: u32) -> (String, Option<String>) {
+        match DevId::parse(bdi) {
+            Some(d) => (d.to_string(), self.device(d, pid)),
+            None => (bdi.to_string(), None),
+        }
+    }
+
+    fn stack(&mut self, id: u32) -> Vec<String> {
+        if let Some(s) = self.stack_cache.get(&id) {
+            return s.clone();
+        }
+        let Some(frames) = self.stacks.as_mut().and_then(|s| s.frames(id)) else {
+            return Vec::new();
+        };
+        let syms: Vec<String> = frames
+            .into_iter()
+            .map(|a| self.symbols.resolve(a))
+            .collect();
+        bounded_insert(&mut self.stack_cache, STACK_CACHE, id, syms.clone());
+        syms
     }
 
     /// Handles one record from the kernel.
@@ -90,8 +204,296 @@ impl Pipeline {
                     sink.call(&rec)?;
                 }
             }
+            Event::Io {
+                task,
+                comm,
+                cgroup_id,
+                dev,
+                sector,
+                bytes,
+                rwbs,
+                error,
+                requeues,
+                insert,
+                issue,
+                complete,
+                ino,
+            } => {
+                let dev = DevId::from_kernel(dev);
+                let device = self.device(dev, task.pid);
+                let model = self.devices.model(dev);
+                let dirtier = (ino != 0)
+                    .then(|| self.dirtiers.get(&ino).cloned())
+                    .flatten()
+                    .filter(|d| d.pid != task.pid);
+                let (op, sync, flush, fua) = rwbs_flags(&rwbs);
+                let rec = IoRecord {
+                    kind: "io",
+                    dev: dev.to_string(),
+                    device,
+                    model,
+                    sector,
+                    bytes,
+                    rwbs,
+                    op,
+                    sync,
+                    flush,
+                    fua,
+                    pid: task.pid,
+                    tid: task.tid,
+                    comm,
+                    cgroup: self.cgroups.path(cgroup_id),
+                    queued_ns: insert.map(|i| i.0),
+                    issue_ns: issue.map(|i| i.0),
+                    complete_ns: complete.0,
+                    queue_ms: insert.zip(issue).map(|(q, i)| i.since(q) as f64 / 1e6),
+                    service_ms: issue.map(|i| complete.since(i) as f64 / 1e6),
+                    error,
+                    requeues,
+                    ino: (ino != 0).then_some(ino),
+                    dirtier,
+                };
+                self.out(sink, EventRecord::Io(rec))?;
+            }
+            Event::Blocked {
+                task,
+                off,
+                on,
+                wake,
+                state,
+                syscall,
+                waker,
+                stack_id,
+            } => {
+                let thread = self.threads.name(task.pid, task.tid).unwrap_or_default();
+                let runq = match wake {
+                    Some(w) => on.since(w),
+                    None if state & 0xff == 0 => on.since(off), // preempted: runnable throughout
+                    None => 0,
+                };
+                let stack = match stack_id {
+                    Some(id) if state & 0x2 != 0 => self.stack(id),
+                    _ => Vec::new(),
+                };
+                let rec = BlockedRecord {
+                    kind: "blocked",
+                    pid: task.pid,
+                    tid: task.tid,
+                    thread,
+                    state: state_name(state),
+                    start_ns: off.0,
+                    start_unix_ms: self.wall.unix_ms(off),
+                    duration_ms: on.since(off) as f64 / 1e6,
+                    runq_ms: runq as f64 / 1e6,
+                    syscall: syscall.map(syscall_name),
+                    waker: waker.map(|(t, comm)| Who {
+                        pid: t.pid,
+                        tid: t.tid,
+                        comm,
+                        cgroup: None,
+                    }),
+                    stack,
+                };
+                self.out(sink, EventRecord::Blocked(rec))?;
+            }
+            Event::Thread {
+                actor,
+                ts,
+                change,
+                tid,
+                comm,
+            } => {
+                let change = match change {
+                    ThreadChange::New => "new",
+                    ThreadChange::Exit => "exit",
+                    ThreadChange::Rename => "rename",
+                };
+                if change != "exit" {
+                    self.threads.observe(tid, &comm);
+                }
+                let rec = ThreadRecord {
+                    kind: "thread",
+                    change,
+                    pid: actor.pid,
+                    tid,
+                    thread: comm,
+                    ts_ns: ts.0,
+                };
+                self.out(sink, EventRecord::Thread(rec))?;
+                if change == "exit" {
+                    self.threads.forget([tid]);
+                }
+            }
+            Event::Dirty {
+                task,
+                ts,
+                comm,
+                cgroup_id,
+                ino,
+                pages,
+                bdi,
+            } => {
+                let cgroup = self.cgroups.path(cgroup_id);
+                let who = Who {
+                    pid: task.pid,
+                    tid: task.tid,
+                    comm: comm.clone(),
+                    cgroup: cgroup.clone(),
+                };
+                bounded_insert(&mut self.dirtiers, DIRTIERS, ino, who);
+                let (dev, device) = self.bdi(&bdi, task.pid);
+                let rec = DirtyRecord {
+                    kind: "dirty",
+                    pid: task.pid,
+                    tid: task.tid,
+                    comm,
+                    cgroup,
+                    dev,
+                    device,
+                    ino,
+                    pages,
+                    ts_ns: ts.0,
+                };
+                self.out(sink, EventRecord::Dirty(rec))?;
+            }
+            Event::Writeback {
+                task,
+                ts,
+                start,
+                ino,
+                pages,
+                bdi,
+            } => {
+                let (dev, device) = self.bdi(&bdi, task.pid);
+                let comm = self.threads.name(task.pid, task.tid).unwrap_or_default();
+                let rec = WritebackRecord {
+                    kind: "writeback",
+                    pid: task.pid,
+                    tid: task.tid,
+                    comm,
+                    dev,
+                    device,
+                    ino,
+                    pages,
+                    start_ns: start.map(|s| s.0),
+                    duration_ms: start.map(|s| ts.since(s) as f64 / 1e6),
+                    ts_ns: ts.0,
+                    dirtier: self
+                        .dirtiers
+                        .get(&ino)
+                        .cloned()
+                        .filter(|d| d.pid != task.pid),
+                };
+                self.out(sink, EventRecord::Writeback(rec))?;
+            }
+            Event::Throttle {
+                task,
+                ts,
+                comm,
+                pause_ms,
+                paused_ms,
+                dirty,
+                limit,
+                bdi,
+            } => {
+                let (dev, device) = self.bdi(&bdi, task.pid);
+                let rec = ThrottleRecord {
+                    kind: "throttle",
+                    pid: task.pid,
+                    tid: task.tid,
+                    comm,
+                    dev,
+                    device,
+                    pause_ms,
+                    paused_ms,
+                    dirty_pages: dirty,
+                    limit_pages: limit,
+                    ts_ns: ts.0,
+                    start_unix_ms: self.wall.unix_ms(ts),
+                };
+                self.out(sink, EventRecord::Throttle(rec))?;
+            }
+            Event::Journal {
+                task,
+                ts,
+                dev,
+                transaction,
+                phase,
+            } => {
+                if self.commits.len() >= OPEN_COMMITS
+                    && !self.commits.contains_key(&(dev, transaction))
+                {
+                    self.commits.clear();
+                }
+                let c = self.commits.entry((dev, transaction)).or_default();
+                c.task.get_or_insert(task);
+                match phase {
+                    JournalPhase::Start => c.start = Some(ts),
+                    JournalPhase::Locking => c.locking = Some(ts),
+                    JournalPhase::Flushing => c.flushing = Some(ts),
+                    JournalPhase::Logging => c.logging = Some(ts),
+                    JournalPhase::End => {
+                        let c = self.commits.remove(&(dev, transaction)).unwrap_or_default();
+                        self.journal(sink, dev, transaction, c, ts)?;
+                    }
+                }
+            }
+            Event::JournalStats {
+                dev,
+                transaction,
+                handles,
+                blocks,
+                blocks_logged,
+            } => {
+                if let Some(c) = self.commits.get_mut(&(dev, transaction)) {
+                    c.stats = Some((handles, blocks, blocks_logged));
+                }
+            }
         }
         Ok(())
+    }
+
+    fn journal(
+        &mut self,
+        sink: &mut dyn Sink,
+        dev: u32,
+        transaction: u32,
+        c: Commit,
+        end: MonoNs,
+    ) -> io::Result<()> {
+        let Some(start) = c.start else { return Ok(()) }; // tracing began mid-commit
+        let task = c.task.unwrap_or(Task { pid: 0, tid: 0 });
+        let dev = DevId::from_kernel(dev);
+        let device = self.device(dev, task.pid);
+        let comm = match self.comms.get(&task.tid) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.threads.name(task.pid, task.tid).unwrap_or_default();
+                bounded_insert(&mut self.comms, 1024, task.tid, c.clone());
+                c
+            }
+        };
+        let span = |a: Option<MonoNs>, b: Option<MonoNs>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.since(a) as f64 / 1e6),
+            _ => None,
+        };
+        let rec = JournalRecord {
+            kind: "journal",
+            dev: dev.to_string(),
+            device,
+            transaction,
+            pid: task.pid,
+            comm,
+            start_ns: start.0,
+            duration_ms: end.since(start) as f64 / 1e6,
+            locking_ms: span(c.locking, c.flushing),
+            flushing_ms: span(c.flushing, c.logging),
+            logging_ms: span(c.logging, Some(end)),
+            handles: c.stats.map(|s| s.0),
+            blocks: c.stats.map(|s| s.1),
+            blocks_logged: c.stats.map(|s| s.2),
+        };
+        self.out(sink, EventRecord::Journal(rec))
     }
 
     /// Reports calls still running at `now` that are already over the threshold.
@@ -135,7 +537,11 @@ impl Pipeline {
         let dev = call.file.as_ref().and_then(|f| f.dev);
         let device = dev.and_then(|d| self.devices.name(d, call.task.pid));
         CallRecord {
-            kind: "fsync",
+            kind: if call.syscall.is_write() {
+                "write"
+            } else {
+                "fsync"
+            },
             pid: call.task.pid,
             tid: call.task.tid,
             thread,
@@ -162,7 +568,59 @@ impl Pipeline {
         s.reported = self.reported;
         s.decode_errors = self.decode_errors;
         s.threshold_ms = self.threshold_ns as f64 / 1e6;
+        s.by_type = self.by_type.clone();
+        s.by_type.insert("call", self.reported);
     }
+}
+
+/// The op and the flags of an rwbs string (`FWFS`: preflush + write + FUA + sync).
+pub fn rwbs_flags(rwbs: &str) -> (&'static str, bool, bool, bool) {
+    let b = rwbs.as_bytes();
+    let (preflush, rest) = match b {
+        [b'F', r @ ..] if !r.is_empty() => (true, r),
+        _ => (false, b),
+    };
+    let op = match rest.first() {
+        Some(b'R') => "read",
+        Some(b'W') => "write",
+        Some(b'D') => "discard",
+        Some(b'E') => "secure_erase",
+        Some(b'F') => "flush",
+        Some(b'N') => "none",
+        _ => "other",
+    };
+    let flags = rest.get(1..).unwrap_or(&[]);
+    let flush = preflush || op == "flush" || (op == "none" && preflush);
+    (op, flags.contains(&b'S'), flush, flags.contains(&b'F'))
+}
+
+/// sched_switch's prev_state as ps(1) letters: D, S, R (preempted), ...
+pub fn state_name(state: u64) -> String {
+    const LETTERS: [(u64, char); 8] = [
+        (0x1, 'S'),
+        (0x2, 'D'),
+        (0x4, 'T'),
+        (0x8, 't'),
+        (0x10, 'X'),
+        (0x20, 'Z'),
+        (0x40, 'P'),
+        (0x80, 'I'),
+    ];
+    let s: String = LETTERS
+        .iter()
+        .filter(|(bit, _)| state & bit != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    if s.is_empty() { "R".into() } else { s }
+}
+
+/// The name of an x86_64 syscall number.
+pub fn syscall_name(nr: i64) -> String {
+    usize::try_from(nr)
+        .ok()
+        .and_then(syscalls::Sysno::new)
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| format!("syscall {nr}"))
 }
 
 #[cfg(test)]
@@ -209,6 +667,167 @@ mod tests {
             arg,
             comm,
         })
+    }
+
+    #[test]
+    fn rwbs_flags_and_states() {
+        assert_eq!(rwbs_flags("WS"), ("write", true, false, false));
+        assert_eq!(rwbs_flags("FWFS"), ("write", true, true, true));
+        assert_eq!(rwbs_flags("FN"), ("none", false, true, false));
+        assert_eq!(rwbs_flags("R"), ("read", false, false, false));
+        assert_eq!(state_name(2), "D");
+        assert_eq!(state_name(1), "S");
+        assert_eq!(state_name(0x100), "R");
+        assert_eq!(syscall_name(75), "fdatasync");
+        assert_eq!(syscall_name(202), "futex");
+    }
+
+    #[test]
+    fn flusher_io_is_charged_to_dirtier() {
+        use zkstall_common::{DirtyEvent, IoEvent};
+        let mut p = Pipeline::new(
+            ProcRoot(std::path::PathBuf::from("/nonexistent")),
+            "/nonexistent",
+            WallClock { offset_ns: 0 },
+            0,
+        )
+        .with_events(true);
+        let mut out = Vec::new();
+        let mut dd = [0u8; COMM_LEN];
+        dd[..2].copy_from_slice(b"dd");
+        let mut kw = [0u8; COMM_LEN];
+        kw[..12].copy_from_slice(b"kworker/u8:3");
+        {
+            let mut sink = JsonSink::new(&mut out);
+            let dirty = DirtyEvent {
+                hdr: EventHeader {
+                    kind: EventKind::Dirty as u32,
+                    size: 80,
+                    ts_ns: 10,
+                    tgid: 500,
+                    tid: 500,
+                },
+                ino: 77,
+                pages: 1,
+                _pad: 0,
+                cgroup_id: 0,
+                bdi: *b"7:0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+                comm: dd,
+            };
+            p.handle(&bytes_of(&dirty), &mut sink).unwrap();
+            let io = |tgid: u32, ino: u64, comm: [u8; COMM_LEN]| IoEvent {
+                hdr: EventHeader {
+                    kind: EventKind::Io as u32,
+                    size: 104,
+                    ts_ns: 900,
+                    tgid,
+                    tid: tgid,
+                },
+                dev: 7 << 20,
+                error: 0,
+                sector: 8,
+                bytes: 4096,
+                requeues: 0,
+                rwbs: *b"W\0\0\0\0\0\0\0",
+                insert_ns: 100,
+                issue_ns: 300,
+                ino,
+                cgroup_id: 0,
+                comm,
+            };
+            p.handle(&bytes_of(&io(90, 77, kw)), &mut sink).unwrap(); // flusher, inode 77
+            p.handle(&bytes_of(&io(90, 0, kw)), &mut sink).unwrap(); // flusher, unknown inode
+            p.handle(&bytes_of(&io(500, 77, dd)), &mut sink).unwrap(); // dd's own fsync I/O
+        }
+        let lines: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let ios: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "io").collect();
+        assert_eq!(ios.len(), 3);
+        assert_eq!(ios[0]["comm"], "kworker/u8:3");
+        assert_eq!(ios[0]["dirtier"]["comm"], "dd");
+        assert_eq!(ios[0]["dirtier"]["pid"], 500);
+        assert_eq!(ios[0]["queue_ms"], 0.0002);
+        assert_eq!(ios[0]["service_ms"], 0.0006);
+        assert!(ios[1].get("dirtier").is_none(), "no inode, no dirtier");
+        assert!(
+            ios[2].get("dirtier").is_none(),
+            "own I/O is not charged to itself"
+        );
+    }
+
+    #[test]
+    fn journal_phases_become_one_commit_record() {
+        use zkstall_common::{JournalEvent, JournalStatsEvent};
+        let mut p = Pipeline::new(
+            ProcRoot(std::path::PathBuf::from("/nonexistent")),
+            "/nonexistent",
+            WallClock { offset_ns: 0 },
+            0,
+        )
+        .with_events(true);
+        let mut out = Vec::new();
+        {
+            let mut sink = JsonSink::new(&mut out);
+            let ph = |ts: u64, phase: JournalPhase| JournalEvent {
+                hdr: EventHeader {
+                    kind: EventKind::Journal as u32,
+                    size: 40,
+                    ts_ns: ts,
+                    tgid: 30,
+                    tid: 30,
+                },
+                dev: 7 << 20,
+                transaction: 5,
+                phase: phase as u32,
+                _pad: 0,
+            };
+            p.handle(&bytes_of(&ph(1_000_000, JournalPhase::Start)), &mut sink)
+                .unwrap();
+            p.handle(&bytes_of(&ph(2_000_000, JournalPhase::Locking)), &mut sink)
+                .unwrap();
+            p.handle(&bytes_of(&ph(3_000_000, JournalPhase::Flushing)), &mut sink)
+                .unwrap();
+            p.handle(&bytes_of(&ph(9_000_000, JournalPhase::Logging)), &mut sink)
+                .unwrap();
+            let st = JournalStatsEvent {
+                hdr: EventHeader {
+                    kind: EventKind::JournalStats as u32,
+                    size: 48,
+                    ts_ns: 9_500_000,
+                    tgid: 30,
+                    tid: 30,
+                },
+                dev: 7 << 20,
+                transaction: 5,
+                handle_count: 12,
+                blocks: 8,
+                blocks_logged: 10,
+                _pad: 0,
+            };
+            p.handle(&bytes_of(&st), &mut sink).unwrap();
+            p.handle(&bytes_of(&ph(10_000_000, JournalPhase::End)), &mut sink)
+                .unwrap();
+            // An end whose start was never seen is dropped, not invented.
+            let mut orphan = ph(11_000_000, JournalPhase::End);
+            orphan.transaction = 4;
+            p.handle(&bytes_of(&orphan), &mut sink).unwrap();
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(out.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(v["type"], "journal");
+        assert_eq!(v["dev"], "7:0");
+        assert_eq!(v["duration_ms"], 9.0);
+        assert_eq!(v["locking_ms"], 1.0);
+        assert_eq!(v["flushing_ms"], 6.0);
+        assert_eq!(v["logging_ms"], 1.0);
+        assert_eq!(v["handles"], 12);
+        assert_eq!(
+            out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(),
+            1
+        );
     }
 
     #[test]

@@ -1,2 +1,6 @@
 //! One module per probe family.
+pub mod block;
+pub mod journal;
+pub mod sched;
 pub mod syscalls;
+pub mod writeback;

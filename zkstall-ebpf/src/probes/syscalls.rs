@@ -1,4 +1,5 @@
-//! The fsync family: fsync, fdatasync, sync_file_range, syncfs, msync, sync.
+//! The fsync family (fsync, fdatasync, sync_file_range, syncfs, msync, sync) and the write
+//! family (write, pwrite64, writev, pwritev, pwritev2) of the target processes.
 //!
 //! Each syscall has a `sys_enter_*` and a `sys_exit_*` tracepoint. Entry is filtered on the
 //! target tgid first (one hash lookup is all a bystander pays), remembered by tid in
@@ -14,7 +15,7 @@ use zkstall_common::{Counter, EventKind, Syscall, SyscallEnterEvent, SyscallExit
 
 use crate::{
     emit::{emit, header},
-    maps::{CONFIG, INFLIGHT, Inflight, count, is_target},
+    maps::{INFLIGHT, Inflight, config, count, is_target},
 };
 
 /* TP_PROTO for syscalls: sys_enter_<name>(struct pt_regs *regs, long id) exposes the
@@ -29,9 +30,8 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cfg = CONFIG.load();
-    // `sc as usize` is below SYSCALL_COUNT by construction; `get` keeps the verifier happy.
-    let off = cfg.arg_offset.get(sc as usize).copied().unwrap_or(0);
+    // `sc` is a constant at every call site, so this is a fixed-offset read.
+    let off = config!(arg_offset[sc as usize]);
     let arg = if off == 0 {
         0
     } else {
@@ -53,6 +53,10 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
     };
     if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
         count(Counter::InflightFull);
+    }
+    if sc.is_write() {
+        // The write family is announced at exit only, and only when slow.
+        return 0;
     }
     emit(SyscallEnterEvent {
         hdr: header::<SyscallEnterEvent>(EventKind::SyscallEnter, now, pid_tgid),
@@ -83,7 +87,10 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         count(Counter::ExitWithoutEnter);
         return 0;
     }
-    let off = CONFIG.load().ret_offset as usize;
+    if sc.is_write() && now.saturating_sub(start.start_ns) < config!(write_min_ns) {
+        return 0;
+    }
+    let off = config!(ret_offset) as usize;
     // SAFETY: `off` is the offset of `ret` in this tracepoint's record, read from tracefs.
     let ret = match unsafe { ctx.read_at::<i64>(off) } {
         Ok(v) => v,
@@ -127,4 +134,9 @@ syscall_probes! {
     Syncfs => enter_syncfs, exit_syncfs;
     Msync => enter_msync, exit_msync;
     Sync => enter_sync, exit_sync;
+    Write => enter_write, exit_write;
+    Pwrite64 => enter_pwrite64, exit_pwrite64;
+    Writev => enter_writev, exit_writev;
+    Pwritev => enter_pwritev, exit_pwritev;
+    Pwritev2 => enter_pwritev2, exit_pwritev2;
 }

@@ -108,7 +108,7 @@ pub fn run(w: impl Write) -> bool {
     let Some(tracefs) = tracefs else {
         return finish(r);
     };
-    let layout = match layout::build(&tracefs) {
+    let layout = match layout::build(&tracefs, super::trace::btf_available()) {
         Ok(l) => l,
         Err(e) => {
             r.line(Status::Fail, "tracepoints", &e.to_string());

@@ -52,6 +52,8 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         pids: vec![pid],
         duration: Some(Duration::from_secs(120)),
         threshold: Duration::ZERO,
+        events: false,
+        blocked_min: Duration::from_millis(1),
     };
     let mut out = sink_for(args.format);
     let mut tee = Tee {

@@ -29,6 +29,8 @@ pub struct TraceOptions {
     pub pids: Vec<u32>,
     pub duration: Option<Duration>,
     pub threshold: Duration,
+    pub events: bool,
+    pub blocked_min: Duration,
 }
 
 impl From<&TraceArgs> for TraceOptions {
@@ -37,8 +39,15 @@ impl From<&TraceArgs> for TraceOptions {
             pids: a.pids.clone(),
             duration: a.duration,
             threshold: a.threshold,
+            events: a.events,
+            blocked_min: a.blocked_min,
         }
     }
+}
+
+/// Is /sys/kernel/btf/vmlinux there (tp_btf programs need it)?
+pub fn btf_available() -> bool {
+    std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
 }
 
 pub fn sink_for(format: Format) -> Box<dyn Sink> {
@@ -79,7 +88,15 @@ pub async fn trace(
             tracefs.root.display()
         );
     }
-    let layout = layout::build(&tracefs)?;
+    let mut layout = layout::build(&tracefs, btf_available())?;
+    // Slow writes are what matters; a JVM makes too many fast ones to ship them all.
+    layout.config.write_min_ns = opts.threshold.as_nanos() as u64;
+    // Off-CPU intervals only matter with --events for now (the verdicts will use them).
+    layout.config.blocked_min_ns = if opts.events {
+        opts.blocked_min.as_nanos() as u64
+    } else {
+        u64::MAX
+    };
     for d in &layout.disabled {
         tracing::warn!("signal {} is off on this kernel: {}", d.signal, d.reason);
     }
@@ -94,7 +111,10 @@ pub async fn trace(
 
     let mut probes = Probes::load(layout)?;
     let wall = WallClock::sample();
-    let mut pipeline = Pipeline::new(proc.clone(), "/sys", wall, opts.threshold.as_nanos() as u64);
+    let stacks = probes.take_stacks()?;
+    let mut pipeline = Pipeline::new(proc.clone(), "/sys", wall, opts.threshold.as_nanos() as u64)
+        .with_events(opts.events)
+        .with_stacks(Box::new(stacks));
 
     // Reader first, then targets and thread names, then attach: nothing is missed between.
     let ring = probes.take_events()?;
@@ -188,6 +208,9 @@ pub async fn trace(
         untimed: k.inflight_full + pipeline.evicted(),
         exit_without_enter: k.exit_without_enter,
         read_errors: k.read_error,
+        io_unmatched: k.io_unmatched,
+        map_full: k.map_full,
+        stack_errors: k.stack_error,
         disabled,
         ..Default::default()
     };

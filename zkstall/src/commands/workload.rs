@@ -80,8 +80,10 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
             let tid = unsafe { libc::gettid() };
             let buf = vec![b'z'; bytes];
             for i in 0..calls {
-                file.write_all(&buf)?;
                 let sc = syscalls[i as usize % syscalls.len()];
+                if !sc.is_write() {
+                    file.write_all(&buf)?;
+                }
                 if sc == Syscall::Msync {
                     // SAFETY: the mapping is MAP_BYTES long and lives until the process ends.
                     unsafe { (map_addr as *mut u8).write_volatile(i as u8) };
@@ -105,6 +107,21 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
                         Syscall::Sync => {
                             libc::sync();
                             0
+                        }
+                        Syscall::Write => libc::write(fd, buf.as_ptr().cast(), buf.len()) as i32,
+                        Syscall::Pwrite64 => {
+                            libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), 0) as i32
+                        }
+                        Syscall::Writev | Syscall::Pwritev | Syscall::Pwritev2 => {
+                            let iov = libc::iovec {
+                                iov_base: buf.as_ptr() as *mut _,
+                                iov_len: buf.len(),
+                            };
+                            (match sc {
+                                Syscall::Writev => libc::writev(fd, &iov, 1),
+                                Syscall::Pwritev => libc::pwritev(fd, &iov, 1, 0),
+                                _ => libc::pwritev2(fd, &iov, 1, 0, 0),
+                            }) as i32
                         }
                     }
                 };

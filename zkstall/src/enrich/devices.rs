@@ -17,6 +17,7 @@ pub struct Devices {
     sys: PathBuf,
     proc: ProcRoot,
     names: HashMap<DevId, Option<String>>,
+    models: HashMap<DevId, Option<String>>,
 }
 
 impl Devices {
@@ -25,7 +26,27 @@ impl Devices {
             sys: sys.into(),
             proc,
             names: HashMap::new(),
+            models: HashMap::new(),
         }
+    }
+
+    /// What sysfs says the device is: the disk's model, or a loop device's backing file.
+    pub fn model(&mut self, dev: DevId) -> Option<String> {
+        if let Some(m) = self.models.get(&dev) {
+            return m.clone();
+        }
+        let base = self.sys.join("dev/block").join(dev.to_string());
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let model = read(base.join("device/model"))
+            .or_else(|| read(base.join("../device/model"))) // a partition: its disk's model
+            .or_else(|| read(base.join("loop/backing_file")).map(|f| format!("loop on {f}")));
+        bounded_insert(&mut self.models, CACHE_ENTRIES, dev, model.clone());
+        model
     }
 
     /// The name of `dev` (`vda`, `loop0`, `sda1`, or `tmpfs` for a device-less fs), using
@@ -74,6 +95,37 @@ mod tests {
             Some("loop3")
         );
         assert_eq!(d.name(DevId { major: 8, minor: 0 }, 1), None);
+    }
+
+    #[test]
+    fn models_come_from_sysfs_and_loop_devices_name_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("devices/sda");
+        std::fs::create_dir_all(disk.join("device")).unwrap();
+        std::fs::create_dir_all(disk.join("sda1")).unwrap();
+        std::fs::write(disk.join("device/model"), "Samsung SSD 870  \n").unwrap();
+        let lp = dir.path().join("devices/loop0/loop");
+        std::fs::create_dir_all(&lp).unwrap();
+        std::fs::write(lp.join("backing_file"), "/var/tmp/img\n").unwrap();
+        let blk = dir.path().join("dev/block");
+        std::fs::create_dir_all(&blk).unwrap();
+        std::os::unix::fs::symlink(&disk, blk.join("8:0")).unwrap();
+        std::os::unix::fs::symlink(disk.join("sda1"), blk.join("8:1")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("devices/loop0"), blk.join("7:0")).unwrap();
+        let mut d = Devices::new(dir.path(), ProcRoot(dir.path().join("noproc")));
+        assert_eq!(
+            d.model(DevId { major: 8, minor: 0 }).as_deref(),
+            Some("Samsung SSD 870")
+        );
+        assert_eq!(
+            d.model(DevId { major: 8, minor: 1 }).as_deref(),
+            Some("Samsung SSD 870")
+        );
+        assert_eq!(
+            d.model(DevId { major: 7, minor: 0 }).as_deref(),
+            Some("loop on /var/tmp/img")
+        );
+        assert_eq!(d.model(DevId { major: 9, minor: 9 }), None);
     }
 
     #[test]

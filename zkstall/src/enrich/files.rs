@@ -29,6 +29,25 @@ impl DevId {
     }
 }
 
+impl DevId {
+    /// Splits a kernel-internal dev_t (as in tracepoints: major << 20 | minor).
+    pub fn from_kernel(dev: u32) -> Self {
+        DevId {
+            major: dev >> 20,
+            minor: dev & 0xfffff,
+        }
+    }
+
+    /// Parses `MAJ:MIN` (a bdi's name, a mountinfo field).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, b) = s.trim().split_once(':')?;
+        Some(DevId {
+            major: a.parse().ok()?,
+            minor: b.parse().ok()?,
+        })
+    }
+}
+
 impl fmt::Display for DevId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.major, self.minor)
@@ -130,6 +149,29 @@ fn parse_maps_line(line: &str, addr: u64) -> Option<FileInfo> {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd as _;
+
+    #[test]
+    fn kernel_dev_t_and_bdi_names() {
+        assert_eq!(
+            DevId::from_kernel((7 << 20) | 3),
+            DevId { major: 7, minor: 3 }
+        );
+        assert_eq!(
+            DevId::from_kernel((259 << 20) | 65536),
+            DevId {
+                major: 259,
+                minor: 65536
+            }
+        );
+        assert_eq!(
+            DevId::parse("254:0"),
+            Some(DevId {
+                major: 254,
+                minor: 0
+            })
+        );
+        assert_eq!(DevId::parse("noop"), None);
+    }
 
     #[test]
     fn dev_t_split_matches_libc() {

@@ -4,19 +4,26 @@
 //! - `files`: fd (or msync address) -> absolute path, device number, inode
 //! - `devices`: device number -> disk name (loop0, sdb, nvme0n1p1)
 //! - `threads`: tid -> thread name (the JVM's `SyncThread:1`)
+//! - `cgroups`: cgroup id -> path (containers, systemd units)
+//! - `symbols`: kernel stack addresses -> function names
 
+pub mod cgroups;
 pub mod devices;
 pub mod files;
+pub mod symbols;
 pub mod threads;
 
+pub use cgroups::Cgroups;
 pub use devices::Devices;
 pub use files::{DevId, FileInfo, Files};
+pub use symbols::Symbols;
+
 pub use threads::Threads;
 
 /// Inserts into a bounded map: when full, it is cleared first. Crude, but the working sets
 /// (open files, threads and devices of a few JVMs) are far below the bounds, so clearing
 /// only happens under pathological churn, and costs re-resolution, not correctness.
-pub(crate) fn bounded_insert<K: std::hash::Hash + Eq, V>(
+pub fn bounded_insert<K: std::hash::Hash + Eq, V>(
     map: &mut std::collections::HashMap<K, V>,
     cap: usize,
     k: K,

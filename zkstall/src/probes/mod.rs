@@ -7,14 +7,14 @@ pub mod tracefs;
 use std::error::Error as StdError;
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{BtfTracePoint, TracePoint},
 };
 use thiserror::Error;
 use zkstall_common::{Counter, names};
 
-pub use layout::{Disabled, Layout, Signal};
+pub use layout::{Disabled, HookKind, Layout, Signal};
 
 /// The eBPF object, built by build.rs and embedded: one file to copy to a host.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zkstall"));
@@ -80,6 +80,9 @@ pub struct KernelCounters {
     pub inflight_full: u64,
     pub read_error: u64,
     pub exit_without_enter: u64,
+    pub io_unmatched: u64,
+    pub map_full: u64,
+    pub stack_error: u64,
 }
 
 impl KernelCounters {
@@ -104,26 +107,38 @@ impl Probes {
             .override_global(names::CONFIG, &layout.config, true)
             .load(OBJECT)
             .map_err(|e| load_error(&e))?;
+        let mut btf: Option<Btf> = None;
         for sig in &layout.enabled {
             for hook in &sig.hooks {
-                let prog: &mut TracePoint = bpf
-                    .program_mut(hook.program)
-                    .ok_or_else(|| {
-                        ProbeError::Load(format!(
-                            "program {} missing from the object",
-                            hook.program
-                        ))
-                    })?
-                    .try_into()
-                    .map_err(|e: aya::programs::ProgramError| ProbeError::Load(chain(&e)))?;
-                prog.load().map_err(|e| match load_error(&e) {
+                let err = |e: &(dyn StdError + 'static)| match load_error(e) {
                     p @ ProbeError::Permission { .. } => p,
                     _ => ProbeError::Attach {
                         program: hook.program.into(),
                         hook: format!("{}:{}", hook.category, hook.name),
-                        detail: chain(&e),
+                        detail: chain(e),
                     },
+                };
+                let prog = bpf.program_mut(hook.program).ok_or_else(|| {
+                    ProbeError::Load(format!("program {} missing from the object", hook.program))
                 })?;
+                match hook.kind {
+                    HookKind::TracePoint => {
+                        let p: &mut TracePoint = prog
+                            .try_into()
+                            .map_err(|e: aya::programs::ProgramError| err(&e))?;
+                        p.load().map_err(|e| err(&e))?;
+                    }
+                    HookKind::BtfTracePoint => {
+                        if btf.is_none() {
+                            btf = Some(Btf::from_sys_fs().map_err(|e| err(&e))?);
+                        }
+                        let p: &mut BtfTracePoint = prog
+                            .try_into()
+                            .map_err(|e: aya::programs::ProgramError| err(&e))?;
+                        let btf = btf.as_ref().ok_or_else(|| ProbeError::Load("BTF".into()))?;
+                        p.load(&hook.name, btf).map_err(|e| err(&e))?;
+                    }
+                }
             }
         }
         Ok(Probes { bpf, layout })
@@ -143,14 +158,25 @@ impl Probes {
                     hook: format!("{}:{}", hook.category, hook.name),
                     detail,
                 };
-                let prog: &mut TracePoint = self
+                let prog = self
                     .bpf
                     .program_mut(hook.program)
-                    .ok_or_else(|| attach_err("not in the object".into()))?
-                    .try_into()
-                    .map_err(|e: aya::programs::ProgramError| attach_err(chain(&e)))?;
-                prog.attach(hook.category, &hook.name)
-                    .map_err(|e| attach_err(chain(&e)))?;
+                    .ok_or_else(|| attach_err("not in the object".into()))?;
+                match hook.kind {
+                    HookKind::TracePoint => {
+                        let p: &mut TracePoint = prog
+                            .try_into()
+                            .map_err(|e: aya::programs::ProgramError| attach_err(chain(&e)))?;
+                        p.attach(hook.category, &hook.name)
+                            .map_err(|e| attach_err(chain(&e)))?;
+                    }
+                    HookKind::BtfTracePoint => {
+                        let p: &mut BtfTracePoint = prog
+                            .try_into()
+                            .map_err(|e: aya::programs::ProgramError| attach_err(chain(&e)))?;
+                        p.attach().map_err(|e| attach_err(chain(&e)))?;
+                    }
+                }
             }
         }
         Ok(())
@@ -163,6 +189,15 @@ impl Probes {
             "missing from the object".into(),
         ))?;
         RingBuf::try_from(map).map_err(|e| ProbeError::Map(names::EVENTS, chain(&e)))
+    }
+
+    /// Takes the kernel stack map, for symbolization.
+    pub fn take_stacks(&mut self) -> Result<StackTraceMap<MapData>, ProbeError> {
+        let map = self.bpf.take_map(names::STACKS).ok_or(ProbeError::Map(
+            names::STACKS,
+            "missing from the object".into(),
+        ))?;
+        StackTraceMap::try_from(map).map_err(|e| ProbeError::Map(names::STACKS, chain(&e)))
     }
 
     fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, ProbeError> {
@@ -210,6 +245,9 @@ impl Probes {
                 Counter::InflightFull => out.inflight_full = sum,
                 Counter::ReadError => out.read_error = sum,
                 Counter::ExitWithoutEnter => out.exit_without_enter = sum,
+                Counter::IoUnmatched => out.io_unmatched = sum,
+                Counter::MapFull => out.map_full = sum,
+                Counter::StackError => out.stack_error = sum,
             }
         }
         Ok(out)

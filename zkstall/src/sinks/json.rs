@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::{CallRecord, Sink, Summary};
+use super::{CallRecord, EventRecord, Sink, Summary};
 
 pub struct JsonSink<W: Write> {
     w: W,
@@ -22,6 +22,9 @@ impl<W: Write> JsonSink<W> {
 
 impl<W: Write> Sink for JsonSink<W> {
     fn call(&mut self, r: &CallRecord) -> io::Result<()> {
+        self.line(r)
+    }
+    fn event(&mut self, r: &EventRecord) -> io::Result<()> {
         self.line(r)
     }
     fn summary(&mut self, s: &Summary) -> io::Result<()> {

@@ -1,6 +1,7 @@
 //! Where results go. Each sink writes to any `io::Write`, so tests pass a `Vec<u8>`.
 //! Data goes to stdout (or a file) through a sink; diagnostics go to stderr via `tracing`.
 
+pub mod events;
 pub mod json;
 pub mod text;
 
@@ -8,6 +9,7 @@ use std::io;
 
 use serde::Serialize;
 
+pub use events::EventRecord;
 pub use json::JsonSink;
 pub use text::TextSink;
 
@@ -15,7 +17,7 @@ pub use text::TextSink;
 /// later versions add fields but never rename these.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CallRecord {
-    /// Always "fsync" for the fsync family.
+    /// "fsync" for the fsync family, "write" for the write family.
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub pid: u32,
@@ -69,11 +71,19 @@ pub struct Summary {
     pub exit_without_enter: u64,
     pub read_errors: u64,
     pub decode_errors: u64,
+    /// Block completions whose request was never seen queued or issued.
+    pub io_unmatched: u64,
+    /// Entries refused by full kernel maps (requests, off-CPU, dirty).
+    pub map_full: u64,
+    pub stack_errors: u64,
+    /// Records of each type sent to the output.
+    pub by_type: std::collections::BTreeMap<&'static str, u64>,
     pub disabled: Vec<DisabledSignal>,
 }
 
 pub trait Sink {
     fn call(&mut self, r: &CallRecord) -> io::Result<()>;
+    fn event(&mut self, r: &EventRecord) -> io::Result<()>;
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
 }
 
@@ -87,6 +97,9 @@ impl Sink for Tee<'_> {
     fn call(&mut self, r: &CallRecord) -> io::Result<()> {
         self.calls.push(r.clone());
         self.inner.call(r)
+    }
+    fn event(&mut self, r: &EventRecord) -> io::Result<()> {
+        self.inner.event(r)
     }
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         self.inner.summary(s)

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, UNIX_EPOCH},
 };
 
-use super::{CallRecord, Sink, Summary};
+use super::{CallRecord, EventRecord, Sink, Summary};
 
 pub struct TextSink<W: Write> {
     w: W,
@@ -62,18 +62,35 @@ impl<W: Write> Sink for TextSink<W> {
         self.w.flush()
     }
 
+    fn event(&mut self, r: &EventRecord) -> io::Result<()> {
+        writeln!(self.w, "{}", r.text())?;
+        self.w.flush()
+    }
+
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         writeln!(
             self.w,
             "summary: {} call(s) traced in {:.1}s, {} at or above {} ms; {} kernel record(s), {} dropped",
             s.calls, s.duration_s, s.reported, s.threshold_ms, s.events, s.dropped
         )?;
-        let lost = s.untimed + s.exit_without_enter + s.read_errors + s.decode_errors;
+        let lost = s.untimed
+            + s.exit_without_enter
+            + s.read_errors
+            + s.decode_errors
+            + s.io_unmatched
+            + s.map_full
+            + s.stack_errors;
         if lost > 0 {
             writeln!(
                 self.w,
-                "         incomplete: {} untimed (open-call table full), {} exits without entry, {} field read errors, {} undecodable records",
-                s.untimed, s.exit_without_enter, s.read_errors, s.decode_errors
+                "         incomplete: {} untimed (open-call table full), {} exits without entry, {} field read errors, {} undecodable records, {} unmatched I/O completions, {} kernel map refusals, {} stack errors",
+                s.untimed,
+                s.exit_without_enter,
+                s.read_errors,
+                s.decode_errors,
+                s.io_unmatched,
+                s.map_full,
+                s.stack_errors
             )?;
         }
         for d in &s.disabled {

@@ -1,0 +1,282 @@
+//! Records for `trace --events`: everything around the calls (block I/O, off-CPU intervals,
+//! threads, dirtying, writeback, throttling, journal commits), one JSON object per line,
+//! or one readable line each in text.
+
+use serde::Serialize;
+
+/// A process (or thread) as shown in records.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Who {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IoRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub dev: String,
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub sector: u64,
+    pub bytes: u32,
+    /// The block layer's flags: R/W/D/F(lush)/N(one) + F(UA), S(ync), M(eta), A(head).
+    pub rwbs: String,
+    pub op: &'static str,
+    pub sync: bool,
+    /// Carries a cache flush before its data (PREFLUSH) or is a pure flush.
+    pub flush: bool,
+    pub fua: bool,
+    /// Who queued it (pid 0 and an empty comm when it was not seen queued).
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cgroup: Option<String>,
+    /// When it was queued (None: not seen; the request predates tracing).
+    pub queued_ns: Option<u64>,
+    pub issue_ns: Option<u64>,
+    pub complete_ns: u64,
+    /// Queued -> issued (time in the block layer / I/O scheduler).
+    pub queue_ms: Option<f64>,
+    /// Issued -> completed (device service time).
+    pub service_ms: Option<f64>,
+    pub error: i32,
+    pub requeues: u32,
+    /// The inode a flusher was writing back when it queued this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    /// For writeback I/O: the process that dirtied those pages, charged for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirtier: Option<Who>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockedRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub pid: u32,
+    pub tid: u32,
+    pub thread: String,
+    /// D (uninterruptible, usually I/O), S (sleeping), R (preempted while runnable), ...
+    pub state: String,
+    pub start_ns: u64,
+    pub start_unix_ms: i64,
+    pub duration_ms: f64,
+    /// Woken -> running again (run-queue delay); the whole interval when preempted.
+    pub runq_ms: f64,
+    pub syscall: Option<String>,
+    pub waker: Option<Who>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThreadRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// new, exit or rename.
+    pub change: &'static str,
+    pub pid: u32,
+    pub tid: u32,
+    pub thread: String,
+    pub ts_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DirtyRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cgroup: Option<String>,
+    pub dev: String,
+    pub device: Option<String>,
+    pub ino: u64,
+    pub pages: u32,
+    pub ts_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WritebackRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The flusher (or whoever wrote the inode back).
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub dev: String,
+    pub device: Option<String>,
+    pub ino: u64,
+    pub pages: u64,
+    pub start_ns: Option<u64>,
+    pub duration_ms: Option<f64>,
+    pub ts_ns: u64,
+    pub dirtier: Option<Who>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThrottleRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub dev: String,
+    pub device: Option<String>,
+    /// The pause balance_dirty_pages is about to sleep.
+    pub pause_ms: i64,
+    /// Time already spent throttled in this episode.
+    pub paused_ms: u64,
+    pub dirty_pages: u64,
+    pub limit_pages: u64,
+    pub ts_ns: u64,
+    pub start_unix_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JournalRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub dev: String,
+    pub device: Option<String>,
+    pub transaction: u32,
+    /// The journal thread (jbd2/<dev>).
+    pub pid: u32,
+    pub comm: String,
+    pub start_ns: u64,
+    pub duration_ms: f64,
+    /// Waiting for running handles to finish (T_LOCKED).
+    pub locking_ms: Option<f64>,
+    /// Writing the ordered data of the transaction's inodes (data=ordered).
+    pub flushing_ms: Option<f64>,
+    /// Writing the journal blocks and the commit record.
+    pub logging_ms: Option<f64>,
+    pub handles: Option<u32>,
+    pub blocks: Option<u32>,
+    pub blocks_logged: Option<u32>,
+}
+
+/// Any of the above.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EventRecord {
+    Io(IoRecord),
+    Blocked(BlockedRecord),
+    Thread(ThreadRecord),
+    Dirty(DirtyRecord),
+    Writeback(WritebackRecord),
+    Throttle(ThrottleRecord),
+    Journal(JournalRecord),
+}
+
+fn dev_name(dev: &str, device: &Option<String>) -> String {
+    match device {
+        Some(d) => format!("{d} ({dev})"),
+        None => dev.to_string(),
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("?".into(), |v| format!("{v:.3}"))
+}
+
+impl EventRecord {
+    /// One readable line.
+    pub fn text(&self) -> String {
+        match self {
+            EventRecord::Io(r) => {
+                let mut s = format!(
+                    "io        {:<4} {:>8} B  {} sector {}  queue {} ms  device {} ms  by {} ({}/{})",
+                    r.rwbs,
+                    r.bytes,
+                    dev_name(&r.dev, &r.device),
+                    r.sector,
+                    ms(r.queue_ms),
+                    ms(r.service_ms),
+                    r.comm,
+                    r.pid,
+                    r.tid
+                );
+                if let Some(d) = &r.dirtier {
+                    s.push_str(&format!(" for {} ({})", d.comm, d.pid));
+                }
+                if r.error != 0 {
+                    s.push_str(&format!(" error {}", r.error));
+                }
+                s
+            }
+            EventRecord::Blocked(r) => {
+                let mut s = format!(
+                    "blocked   {} {:.3} ms  {} ({}/{})  in {}  runq {:.3} ms",
+                    r.state,
+                    r.duration_ms,
+                    r.thread,
+                    r.pid,
+                    r.tid,
+                    r.syscall.as_deref().unwrap_or("?"),
+                    r.runq_ms
+                );
+                if let Some(w) = &r.waker {
+                    s.push_str(&format!("  woken by {} ({}/{})", w.comm, w.pid, w.tid));
+                }
+                if let Some(top) = r.stack.first() {
+                    s.push_str(&format!("  at {top}"));
+                }
+                s
+            }
+            EventRecord::Thread(r) => {
+                format!("thread    {} {} ({}/{})", r.change, r.thread, r.pid, r.tid)
+            }
+            EventRecord::Dirty(r) => format!(
+                "dirty     {} page(s) of inode {} on {} by {} ({})",
+                r.pages,
+                r.ino,
+                dev_name(&r.dev, &r.device),
+                r.comm,
+                r.pid
+            ),
+            EventRecord::Writeback(r) => {
+                let mut s = format!(
+                    "writeback {} page(s) of inode {} on {} by {} ({}) in {} ms",
+                    r.pages,
+                    r.ino,
+                    dev_name(&r.dev, &r.device),
+                    r.comm,
+                    r.pid,
+                    ms(r.duration_ms)
+                );
+                if let Some(d) = &r.dirtier {
+                    s.push_str(&format!(", dirtied by {} ({})", d.comm, d.pid));
+                }
+                s
+            }
+            EventRecord::Throttle(r) => format!(
+                "throttle  {} ({}/{}) pauses {} ms on {} (paused {} ms so far; dirty {} / limit {} pages)",
+                r.comm,
+                r.pid,
+                r.tid,
+                r.pause_ms,
+                dev_name(&r.dev, &r.device),
+                r.paused_ms,
+                r.dirty_pages,
+                r.limit_pages
+            ),
+            EventRecord::Journal(r) => format!(
+                "journal   commit {} on {} took {:.3} ms (locking {} flushing {} logging {} ms; {} handles, {} blocks)",
+                r.transaction,
+                dev_name(&r.dev, &r.device),
+                r.duration_ms,
+                ms(r.locking_ms),
+                ms(r.flushing_ms),
+                ms(r.logging_ms),
+                r.handles.map_or("?".into(), |h| h.to_string()),
+                r.blocks.map_or("?".into(), |b| b.to_string())
+            ),
+        }
+    }
+}
