@@ -165,3 +165,242 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
 }
+
+/// Runs a command to completion, panicking with its output when it fails.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loop device over a sparse image file; detached (and the image removed) on drop.
+pub struct LoopDev {
+    pub dev: PathBuf,
+    image: PathBuf,
+}
+
+impl LoopDev {
+    pub fn new(mib: u64) -> LoopDev {
+        let image = scratch_dir("zkstall-loop").join("disk.img");
+        let f = std::fs::File::create(&image).expect("creating the image");
+        f.set_len(mib << 20).expect("sizing the image");
+        drop(f);
+        let dev = sh("losetup", &["-f", "--show", image.to_str().unwrap()]);
+        LoopDev {
+            dev: PathBuf::from(dev.trim()),
+            image,
+        }
+    }
+
+    /// The device number as zkstall prints it ("7:3").
+    pub fn majmin(&self) -> String {
+        use std::os::unix::fs::MetadataExt as _;
+        let rdev = std::fs::metadata(&self.dev).expect("stat loop dev").rdev();
+        format!("{}:{}", libc::major(rdev), libc::minor(rdev))
+    }
+
+    pub fn name(&self) -> String {
+        self.dev.file_name().unwrap().to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+        if let Some(dir) = self.image.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// An ext4 filesystem made on a device and mounted; unmounted on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+}
+
+impl Mount {
+    pub fn ext4(dev: &std::path::Path) -> Mount {
+        sh("mkfs.ext4", &["-q", "-F", dev.to_str().unwrap()]);
+        let dir = scratch_dir("zkstall-mnt");
+        sh("mount", &[dev.to_str().unwrap(), dir.to_str().unwrap()]);
+        Mount { dir }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // Never leave a frozen fs behind (a freeze guard should have thawed it already).
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A frozen filesystem (fsfreeze -f); thawed on drop, so a failing test never leaves it
+/// frozen.
+pub struct Freeze {
+    dir: PathBuf,
+    thawed: bool,
+}
+
+impl Freeze {
+    pub fn new(dir: &std::path::Path) -> Freeze {
+        sh("fsfreeze", &["-f", dir.to_str().unwrap()]);
+        Freeze {
+            dir: dir.to_path_buf(),
+            thawed: false,
+        }
+    }
+
+    pub fn thaw(&mut self) {
+        if !self.thawed {
+            sh("fsfreeze", &["-u", self.dir.to_str().unwrap()]);
+            self.thawed = true;
+        }
+    }
+}
+
+impl Drop for Freeze {
+    fn drop(&mut self) {
+        if !self.thawed {
+            let _ = Command::new("fsfreeze").arg("-u").arg(&self.dir).status();
+        }
+    }
+}
+
+/// vm.dirty_* sysctls, restored on drop. Writing a *_bytes knob zeroes its *_ratio twin,
+/// so both are saved and the one that was in effect is written back.
+pub struct DirtyLimits {
+    saved: Vec<(&'static str, String)>,
+}
+
+const DIRTY_KNOBS: [&str; 4] = [
+    "dirty_ratio",
+    "dirty_bytes",
+    "dirty_background_ratio",
+    "dirty_background_bytes",
+];
+
+impl DirtyLimits {
+    pub fn set(dirty_bytes: u64, background_bytes: u64) -> DirtyLimits {
+        let saved = DIRTY_KNOBS
+            .iter()
+            .map(|k| {
+                (
+                    *k,
+                    std::fs::read_to_string(format!("/proc/sys/vm/{k}"))
+                        .expect("read sysctl")
+                        .trim()
+                        .to_string(),
+                )
+            })
+            .collect();
+        let guard = DirtyLimits { saved };
+        std::fs::write(
+            "/proc/sys/vm/dirty_background_bytes",
+            background_bytes.to_string(),
+        )
+        .expect("set sysctl");
+        std::fs::write("/proc/sys/vm/dirty_bytes", dirty_bytes.to_string()).expect("set sysctl");
+        guard
+    }
+}
+
+impl Drop for DirtyLimits {
+    fn drop(&mut self) {
+        for (ratio, bytes) in [
+            ("dirty_ratio", "dirty_bytes"),
+            ("dirty_background_ratio", "dirty_background_bytes"),
+        ] {
+            let get = |k: &str| {
+                self.saved
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let (knob, value) = if get(bytes) != "0" {
+                (bytes, get(bytes))
+            } else {
+                (ratio, get(ratio))
+            };
+            let _ = std::fs::write(format!("/proc/sys/vm/{knob}"), value);
+        }
+    }
+}
+
+/// A running `zkstall trace`, its stdout drained continuously (a full pipe would block it).
+pub struct Tracer {
+    pub proc: Proc,
+    pub stderr: mpsc::Receiver<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+/// `zkstall trace --events --format json` of `pid`, started and ready.
+pub fn start_tracer(pid: u32, extra: &[&str]) -> Tracer {
+    let pid = pid.to_string();
+    let mut args = vec![
+        "trace",
+        "--pid",
+        &pid,
+        "--events",
+        "--format",
+        "json",
+        "--duration",
+        "120s",
+    ];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn("zkstall trace", &mut zkstall(&args));
+    let stderr = lines_of(proc.child.stderr.take().expect("stderr"));
+    let mut out = proc.child.stdout.take().expect("stdout");
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
+    Tracer {
+        proc,
+        stderr,
+        stdout,
+    }
+}
+
+/// Waits for the tracer to end by itself (its target exited) and returns its records.
+pub fn finish_tracer(mut t: Tracer) -> Vec<serde_json::Value> {
+    let st = t.proc.wait_for_exit(Duration::from_secs(60));
+    let out = t.stdout.join().expect("stdout reader");
+    assert!(
+        st.success(),
+        "zkstall trace failed: {st}; stderr: {:?}",
+        t.stderr.try_iter().collect::<Vec<_>>()
+    );
+    json_lines(&out)
+}
+
+/// A process that just waits (a target for traces that look at device-wide events).
+pub fn sleeper() -> Proc {
+    Proc::spawn(
+        "sleep",
+        Command::new("sleep").arg("600").stdin(Stdio::null()),
+    )
+}

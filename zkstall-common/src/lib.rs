@@ -263,8 +263,8 @@ pub struct Config {
     pub write_min_ns: u64,
     /// Off-CPU intervals of target threads shorter than this are not sent.
     pub blocked_min_ns: u64,
-    /// Dirty records are sent on a (process, inode)'s first dirtied page, then once per
-    /// this many pages.
+    /// Dirty records are sent on a (process, inode)'s first dirtied folio, then once per
+    /// this many folios.
     pub dirty_batch_pages: u32,
     pub _pad: u32,
 }
@@ -566,7 +566,8 @@ const _: () = assert!(size_of::<ThreadEvent>() == 48);
 pub struct DirtyEvent {
     pub hdr: EventHeader,
     pub ino: u64,
-    /// Pages dirtied since the previous record for this (process, inode).
+    /// Folios dirtied since the previous record for this (process, inode) (a folio is
+    /// one page, or several on filesystems with large folios).
     pub pages: u32,
     pub _pad: u32,
     pub cgroup_id: u64,

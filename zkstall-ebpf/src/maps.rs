@@ -139,7 +139,14 @@ pub static REQUESTS: LruHashMap<RequestKey, Request> = LruHashMap::with_max_entr
 pub struct Flushing {
     pub ino: u64,
     pub start_ns: u64,
+    /// When its writeback ended (0: still going).
+    pub end_ns: u64,
 }
+
+/// How long after an inode's writeback ends its flusher's requests are still charged to
+/// it: the flusher holds a block plug across inodes, so the last requests of one inode
+/// are queued when the plug is flushed, just after its writeback ended.
+pub const FLUSH_GRACE_NS: u64 = 50_000_000;
 
 #[map]
 pub static FLUSHING: LruHashMap<u32, Flushing> = LruHashMap::with_max_entries(4096, 0);

@@ -351,7 +351,7 @@ impl Pipeline {
                     dev,
                     device,
                     ino,
-                    pages,
+                    folios: pages,
                     ts_ns: ts.0,
                 };
                 self.out(sink, EventRecord::Dirty(rec))?;

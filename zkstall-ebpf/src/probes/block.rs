@@ -16,7 +16,7 @@ use zkstall_common::{Counter, EventKind, Field, IoEvent, RequestKey};
 
 use crate::{
     emit::{emit, header},
-    maps::{FLUSHING, REQUESTS, Request, count, current_comm, field},
+    maps::{FLUSH_GRACE_NS, FLUSHING, REQUESTS, Request, count, current_comm, field},
 };
 
 /// The op character of an rwbs string: the first flag after an optional leading `F`
@@ -42,7 +42,10 @@ fn new_request(now: u64, bytes: u32) -> Request {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // SAFETY: the value is copied out immediately.
-    let ino = unsafe { FLUSHING.get(&tid) }.map(|f| f.ino).unwrap_or(0);
+    let ino = match unsafe { FLUSHING.get(&tid) } {
+        Some(f) if f.end_ns == 0 || now.saturating_sub(f.end_ns) < FLUSH_GRACE_NS => f.ino,
+        _ => 0,
+    };
     Request {
         insert_ns: now,
         issue_ns: 0,

@@ -78,7 +78,15 @@ pub fn writeback_single_inode_start(ctx: TracePointContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain helper call.
     let start_ns = unsafe { bpf_ktime_get_ns() };
-    let _ = FLUSHING.insert(&tid, &Flushing { ino, start_ns }, 0);
+    let _ = FLUSHING.insert(
+        &tid,
+        &Flushing {
+            ino,
+            start_ns,
+            end_ns: 0,
+        },
+        0,
+    );
     0
 }
 
@@ -90,17 +98,23 @@ pub fn writeback_single_inode(ctx: TracePointContext) -> u32 {
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    // SAFETY: copied out before removal.
-    let start_ns = unsafe { FLUSHING.get(&tid) }
-        .map(|f| f.start_ns)
-        .unwrap_or(0);
-    let _ = FLUSHING.remove(&tid);
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Keep the entry (marked ended) for the requests still in the flusher's plug.
+    let start_ns = match FLUSHING.get_ptr_mut(&tid) {
+        Some(f) => {
+            // SAFETY: a valid map value pointer.
+            unsafe {
+                (*f).end_ns = now;
+                (*f).start_ns
+            }
+        }
+        None => 0,
+    };
     let wrote = field::<u64>(&ctx, Field::WbWrote).unwrap_or(0);
     if wrote == 0 {
         return 0;
     }
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
     emit(WritebackEvent {
         hdr: header::<WritebackEvent>(EventKind::Writeback, now, pid_tgid),
         ino,

@@ -97,7 +97,10 @@ pub struct DirtyRecord {
     pub dev: String,
     pub device: Option<String>,
     pub ino: u64,
-    pub pages: u32,
+    /// Folios dirtied since the previous record for this (process, inode): the first
+    /// one at once, then one record per batch. A folio is one page or, on filesystems
+    /// with large folios, several.
+    pub folios: u32,
     pub ts_ns: u64,
 }
 
@@ -233,8 +236,8 @@ impl EventRecord {
                 format!("thread    {} {} ({}/{})", r.change, r.thread, r.pid, r.tid)
             }
             EventRecord::Dirty(r) => format!(
-                "dirty     {} page(s) of inode {} on {} by {} ({})",
-                r.pages,
+                "dirty     {} folio(s) of inode {} on {} by {} ({})",
+                r.folios,
                 r.ino,
                 dev_name(&r.dev, &r.device),
                 r.comm,

@@ -1,0 +1,323 @@
+//! What happens around a stall, observed for real on loop devices: block requests and who
+//! queued them, a thread blocked by a frozen filesystem, the dirtier behind flusher
+//! writeback, dirty throttling. Each test cleans up what it creates even when it fails
+//! (guards drop in reverse order: thaw, kill, unmount, detach, restore sysctls).
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use zkstall_tests::*;
+
+/// These tests change global state (sysctls, devices, page cache): one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn of_type<'a>(records: &'a [Value], t: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == t).collect()
+}
+
+#[test]
+fn direct_writes_are_block_requests_of_the_writer_adding_up_to_what_it_wrote() {
+    if !can_run_root_tests(
+        "direct_writes_are_block_requests_of_the_writer_adding_up_to_what_it_wrote",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(64);
+    let mut target = sleeper();
+    let tracer = start_tracer(target.pid(), &["--threshold", "10s"]);
+
+    let of = format!("of={}", lo.dev.display());
+    let mut dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=64k", "count=64", "oflag=direct"])
+            .stderr(Stdio::null()),
+    );
+    let dd_pid = dd.pid() as u64;
+    assert!(
+        dd.wait_for_exit(Duration::from_secs(30)).success(),
+        "dd failed"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = target.child.kill();
+    let records = finish_tracer(tracer);
+
+    let dev = lo.majmin();
+    let ios: Vec<&Value> = of_type(&records, "io")
+        .into_iter()
+        .filter(|r| r["dev"] == dev.as_str())
+        .collect();
+    let by_dd: Vec<&&Value> = ios
+        .iter()
+        .filter(|r| r["pid"].as_u64() == Some(dd_pid))
+        .collect();
+    assert!(
+        !by_dd.is_empty(),
+        "no request on {dev} attributed to dd {dd_pid}: {ios:#?}"
+    );
+    for r in &by_dd {
+        assert_eq!(r["comm"], "dd");
+        assert_eq!(r["op"], "write");
+        assert_eq!(r["device"].as_str(), Some(lo.name().as_str()));
+        assert!(
+            r["service_ms"].as_f64().is_some(),
+            "issued and completed: {r}"
+        );
+    }
+    let bytes: u64 = by_dd.iter().map(|r| r["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(bytes, 64 * 64 * 1024, "dd wrote exactly 4 MiB");
+    let others: Vec<&&Value> = ios
+        .iter()
+        .filter(|r| r["pid"].as_u64() != Some(dd_pid) && r["bytes"].as_u64() > Some(0))
+        .collect();
+    assert!(others.is_empty(), "only dd wrote to {dev}: {others:#?}");
+}
+
+#[test]
+fn a_thread_blocked_by_a_frozen_filesystem_is_a_d_state_interval_with_its_stack() {
+    if !can_run_root_tests(
+        "a_thread_blocked_by_a_frozen_filesystem_is_a_d_state_interval_with_its_stack",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(128);
+    let mnt = Mount::ext4(&lo.dev);
+    let mut work = Proc::spawn(
+        "workload",
+        zkstall(&[
+            "workload",
+            "--calls",
+            "100000",
+            "--interval",
+            "5ms",
+            "--syscalls",
+            "fdatasync",
+        ])
+        .arg("--dir")
+        .arg(mnt.dir.join("zk"))
+        .stdin(Stdio::piped()),
+    );
+    let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+    let tracer = start_tracer(work.pid(), &["--threshold", "1s"]);
+    work.child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    // Drain the workload's per-call lines so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut freeze = Freeze::new(&mnt.dir);
+    let frozen_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let frozen_for = frozen_at.elapsed();
+    freeze.thaw();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = work.child.kill();
+    let records = finish_tracer(tracer);
+
+    let worker_tid = records
+        .iter()
+        .find(|r| {
+            r["type"] == "thread"
+                && r["change"] == "new"
+                && r["pid"].as_u64() == Some(work.pid() as u64)
+        })
+        .and_then(|r| r["tid"].as_u64());
+    let long: Vec<&Value> = of_type(&records, "blocked")
+        .into_iter()
+        .filter(|r| r["state"] == "D" && r["duration_ms"].as_f64().unwrap() > 1000.0)
+        .collect();
+    assert_eq!(
+        long.len(),
+        1,
+        "exactly one long D-state interval: {long:#?}"
+    );
+    let b = long[0];
+    assert_eq!(b["thread"], "SyncThread:1");
+    if let Some(tid) = worker_tid {
+        assert_eq!(b["tid"].as_u64(), Some(tid));
+    }
+    // It blocked within one loop iteration (5 ms + a call) of the freeze and ran again
+    // right after the thaw.
+    let ms = b["duration_ms"].as_f64().unwrap();
+    let frozen_ms = frozen_for.as_secs_f64() * 1000.0;
+    assert!(
+        ms <= frozen_ms + 100.0 && ms >= frozen_ms - 100.0,
+        "blocked {ms} ms, frozen {frozen_ms} ms"
+    );
+    let stack = b["stack"].as_array().expect("a D-state stack");
+    let joined: Vec<&str> = stack.iter().filter_map(|f| f.as_str()).collect();
+    assert!(
+        joined.iter().any(|f| f.contains("percpu_down_read")
+            || f.contains("percpu_rwsem")
+            || f.contains("sb_start_write")),
+        "the stack shows the freeze wait: {joined:#?}"
+    );
+    assert!(
+        joined
+            .iter()
+            .any(|f| f.starts_with("vfs_write") || f.starts_with("ksys_write")),
+        "{joined:#?}"
+    );
+    assert_eq!(b["syscall"], "write", "{b}");
+    // And the stuck write() is reported as a slow call in its own right.
+    let writes: Vec<&Value> = of_type(&records, "write");
+    assert!(
+        writes
+            .iter()
+            .any(|w| w["duration_ms"].as_f64().unwrap() > frozen_ms - 100.0
+                && w["thread"] == "SyncThread:1"),
+        "the write stuck on the frozen fs is reported: {writes:#?}"
+    );
+}
+
+#[test]
+fn flusher_writeback_is_charged_to_the_process_that_dirtied_the_pages() {
+    if !can_run_root_tests("flusher_writeback_is_charged_to_the_process_that_dirtied_the_pages") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(128);
+    let mnt = Mount::ext4(&lo.dev);
+    let mut target = sleeper();
+    let tracer = start_tracer(target.pid(), &["--threshold", "10s"]);
+
+    let file = mnt.dir.join("buffered.dat");
+    let of = format!("of={}", file.display());
+    let mut dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=1M", "count=8"])
+            .stderr(Stdio::null()),
+    );
+    let dd_pid = dd.pid() as u64;
+    assert!(dd.wait_for_exit(Duration::from_secs(30)).success());
+    // dd has exited; its dirty pages are written back by the flusher when asked to.
+    sh("sync", &["-f", file.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = target.child.kill();
+    let records = finish_tracer(tracer);
+
+    use std::os::unix::fs::MetadataExt as _;
+    let ino = std::fs::metadata(&file).unwrap().ino();
+    let dirty: Vec<&Value> = of_type(&records, "dirty")
+        .into_iter()
+        .filter(|r| r["ino"].as_u64() == Some(ino))
+        .collect();
+    assert!(!dirty.is_empty(), "dd's dirtying of inode {ino} is seen");
+    assert!(
+        dirty
+            .iter()
+            .all(|r| r["pid"].as_u64() == Some(dd_pid) && r["comm"] == "dd"),
+        "{dirty:#?}"
+    );
+    assert!(dirty[0]["folios"].as_u64() >= Some(1), "{dirty:#?}");
+
+    let wb: Vec<&Value> = of_type(&records, "writeback")
+        .into_iter()
+        .filter(|r| r["ino"].as_u64() == Some(ino))
+        .collect();
+    assert!(!wb.is_empty(), "the inode's writeback is seen");
+    for r in &wb {
+        assert_ne!(
+            r["pid"].as_u64(),
+            Some(dd_pid),
+            "written back by a flusher, not dd: {r}"
+        );
+        assert_eq!(r["dirtier"]["comm"], "dd", "{r}");
+        assert_eq!(r["dirtier"]["pid"].as_u64(), Some(dd_pid));
+    }
+    let dev = lo.majmin();
+    let charged: Vec<&Value> = of_type(&records, "io")
+        .into_iter()
+        .filter(|r| r["dev"] == dev.as_str() && r["dirtier"]["pid"].as_u64() == Some(dd_pid))
+        .collect();
+    assert!(
+        !charged.is_empty(),
+        "flusher requests on {dev} are charged to dd"
+    );
+    for r in &charged {
+        assert!(
+            r["comm"].as_str().unwrap().starts_with("kworker"),
+            "queued by a flusher: {r}"
+        );
+        assert_eq!(r["ino"].as_u64(), Some(ino));
+    }
+    // Writes: exactly the data dd dirtied. (The flusher may also read allocation
+    // metadata while writing dd's pages back; that is rightly charged to dd too.)
+    let written: u64 = charged
+        .iter()
+        .filter(|r| r["op"] == "write")
+        .map(|r| r["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        written,
+        8 << 20,
+        "every byte dd dirtied is written back and charged to it"
+    );
+}
+
+#[test]
+fn a_writer_over_a_low_dirty_limit_shows_balance_dirty_pages_pauses() {
+    if !can_run_root_tests("a_writer_over_a_low_dirty_limit_shows_balance_dirty_pages_pauses") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(256);
+    let mnt = Mount::ext4(&lo.dev);
+    let mut target = sleeper();
+    let tracer = start_tracer(target.pid(), &["--threshold", "10s"]);
+    let limits = DirtyLimits::set(4 << 20, 1 << 20);
+
+    let of = format!("of={}", mnt.dir.join("big.dat").display());
+    let mut dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=1M", "count=128"])
+            .stderr(Stdio::null()),
+    );
+    let dd_pid = dd.pid() as u64;
+    assert!(dd.wait_for_exit(Duration::from_secs(120)).success());
+    drop(limits);
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = target.child.kill();
+    let records = finish_tracer(tracer);
+
+    let throttled: Vec<&Value> = of_type(&records, "throttle")
+        .into_iter()
+        .filter(|r| r["pid"].as_u64() == Some(dd_pid))
+        .collect();
+    assert!(!throttled.is_empty(), "dd was throttled");
+    assert!(throttled.iter().all(|r| r["comm"] == "dd"));
+    assert!(
+        throttled
+            .iter()
+            .any(|r| r["pause_ms"].as_i64().unwrap() > 0),
+        "with a real pause: {throttled:#?}"
+    );
+    assert!(
+        throttled
+            .iter()
+            .any(|r| r["device"].as_str() == Some(lo.name().as_str())),
+        "on the loop device: {:#?}",
+        &throttled[..throttled.len().min(3)]
+    );
+    let restored = std::fs::read_to_string("/proc/sys/vm/dirty_bytes").unwrap();
+    assert_ne!(
+        restored.trim(),
+        (4u64 << 20).to_string(),
+        "the sysctl is restored"
+    );
+}
