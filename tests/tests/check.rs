@@ -42,7 +42,20 @@ fn check_passes_here_as_root() {
     let (code, out, err) = run(&mut zkstall(&["check"]));
     assert_eq!(code, 0, "check failed:\n{out}\n{err}");
     assert!(out.contains("programs verified by the kernel"), "{out}");
-    assert!(out.contains("syscalls:sys_enter_fdatasync"), "{out}");
+    assert!(out.contains("fsync family: fsync, fdatasync"), "{out}");
+    for signal in [
+        "block",
+        "sched",
+        "dirty",
+        "writeback",
+        "throttle",
+        "journal",
+    ] {
+        assert!(
+            out.contains(&format!("[ ok ] signal       {signal}:")),
+            "{signal}: {out}"
+        );
+    }
     assert!(out.contains("zkstall can trace on this host."), "{out}");
 }
 

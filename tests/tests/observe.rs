@@ -255,6 +255,23 @@ fn flusher_writeback_is_charged_to_the_process_that_dirtied_the_pages() {
         );
         assert_eq!(r["ino"].as_u64(), Some(ino));
     }
+    // The sync also committed the journal: one commit record per transaction, by the
+    // filesystem's jbd2 thread, with its phases timed.
+    let commits: Vec<&Value> = of_type(&records, "journal")
+        .into_iter()
+        .filter(|r| r["dev"] == dev.as_str())
+        .collect();
+    assert!(!commits.is_empty(), "a jbd2 commit on {dev}");
+    for c in &commits {
+        assert!(c["comm"].as_str().unwrap().starts_with("jbd2/"), "{c}");
+        let total = c["duration_ms"].as_f64().unwrap();
+        let phases: f64 = ["locking_ms", "flushing_ms", "logging_ms"]
+            .iter()
+            .filter_map(|k| c[*k].as_f64())
+            .sum();
+        assert!(total > 0.0 && phases <= total + 1e-6, "{c}");
+        assert!(c["handles"].as_u64().is_some(), "{c}");
+    }
     // Writes: exactly the data dd dirtied. (The flusher may also read allocation
     // metadata while writing dd's pages back; that is rightly charged to dd too.)
     let written: u64 = charged

@@ -6,6 +6,7 @@
 //!   cargo xtask test [ARGS]      set up, build, run every test (root tests need root)
 //!   cargo xtask demo             set up, build, trace the built-in workload
 //!   cargo xtask lint             rustfmt check, clippy on userspace, clippy on the eBPF crate
+//!   cargo xtask bench            bystander cost of zkstall, as with/without ratios
 
 use std::{
     env,
@@ -44,14 +45,30 @@ enum Cmd {
     Demo,
     /// rustfmt --check, then clippy in two passes: userspace, and the eBPF crate.
     Lint,
+    /// Measure what zkstall costs bystanders: a context-switch-heavy load and a small-block
+    /// I/O load, each without and with zkstall attached, as ratios (needs root).
+    Bench {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Alternating without/with rounds per load (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
+
+mod bench;
 
 /// bpf-linker release known to build against the nightly's libLLVM (../shared/platform.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests need, each with a command that proves it is installed.
 const APT_PACKAGES: &[(&str, &str)] = &[
-    ("util-linux", "setpriv"), // drop privileges in the "no root" tests
+    ("util-linux", "setpriv"),  // drop privileges in the "no root" tests
+    ("mount", "losetup"),       // loop devices for the block and writeback tests
+    ("util-linux", "fsfreeze"), // freeze a filesystem under a blocked thread
+    ("e2fsprogs", "mkfs.ext4"), // ext4 (with its jbd2 journal) on the loop devices
+    ("coreutils", "dd"),
 ];
 
 fn main() -> Result<()> {
@@ -77,10 +94,15 @@ fn main() -> Result<()> {
             setup()?;
             let bin = build(&root, true)?;
             // SAFETY: geteuid has no preconditions.
-            if unsafe { libc_geteuid() } != 0 {
+            if unsafe { libc::geteuid() } != 0 {
                 bail!("the demo loads eBPF programs and needs root: sudo -E cargo xtask demo");
             }
             run(Command::new(&bin).arg("demo"))
+        }
+        Cmd::Bench { seconds, rounds } => {
+            setup()?;
+            let bin = build(&root, true)?;
+            bench::run(&bin, seconds, rounds)
         }
         Cmd::Lint => {
             setup()?;
@@ -99,11 +121,6 @@ fn main() -> Result<()> {
                 .args(["-Z", "build-std=core", "--", "-D", "warnings"]))
         }
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
 
 fn workspace_root() -> PathBuf {
@@ -240,7 +257,12 @@ fn setup() -> Result<()> {
             output(Command::new("sh").args(["-c", &format!("command -v {probe}")])).is_none()
         })
         .map(|(pkg, _)| *pkg)
-        .collect();
+        .fold(Vec::new(), |mut v, p| {
+            if !v.contains(&p) {
+                v.push(p);
+            }
+            v
+        });
     if !missing.is_empty() {
         eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
         run(Command::new("apt-get").arg("update").arg("-q"))?;

@@ -1,8 +1,18 @@
 //! Writing records into the ring buffer. A failed reservation is counted, never silent.
 
-use zkstall_common::{Counter, EventHeader, EventKind};
+use zkstall_common::{Counter, EVENTS_BYTES, EventHeader, EventKind};
 
 use crate::maps::{EVENTS, count};
+
+/// bpf_ringbuf_query: bytes not yet consumed.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// bpf_ringbuf_submit flags.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+/// Wake the reader only once this much is waiting. Below it, the reader's own periodic
+/// drain (every few ms) picks records up: waking it for every record costs bystanders an
+/// IPI and a context switch per block request.
+const WAKEUP_BYTES: u64 = (EVENTS_BYTES / 16) as u64;
 
 /// Copies `rec` into the ring buffer. When the buffer is full the record is dropped and
 /// [`Counter::RingbufFull`] incremented.
@@ -11,7 +21,12 @@ pub fn emit<T: 'static>(rec: T) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(rec);
-            entry.submit(0);
+            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            entry.submit(flags);
         }
         None => count(Counter::RingbufFull),
     }

@@ -173,6 +173,29 @@ impl Pipeline {
                 return Ok(());
             }
         };
+        if !self.events_out {
+            // Nothing consumes these records without --events yet: keep only the state
+            // later records need (who dirtied what), and skip building output.
+            match &ev {
+                Event::Io { .. } => return Ok(self.count("io")),
+                Event::Blocked { .. } => return Ok(self.count("blocked")),
+                Event::Writeback { .. } => return Ok(self.count("writeback")),
+                Event::Throttle { .. } => return Ok(self.count("throttle")),
+                Event::Dirty {
+                    task, comm, ino, ..
+                } => {
+                    let who = Who {
+                        pid: task.pid,
+                        tid: task.tid,
+                        comm: comm.clone(),
+                        cgroup: None,
+                    };
+                    bounded_insert(&mut self.dirtiers, DIRTIERS, *ino, who);
+                    return Ok(self.count("dirty"));
+                }
+                _ => {}
+            }
+        }
         match ev {
             Event::SyscallEnter {
                 task,

@@ -13,6 +13,10 @@ use tokio::{
 /// Capacity of the channel between the reader and the pipeline, in records.
 pub const CHANNEL_RECORDS: usize = 8192;
 
+/// The kernel side only wakes the reader when a lot is pending (see zkstall-ebpf's
+/// emit.rs); in between, the reader drains the ring this often.
+pub const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Reads `ring` until `stop` turns true, then drains what is left and returns.
 /// Dropping `tx` at the end tells the consumer that the stream is complete.
 pub async fn run(
@@ -24,8 +28,17 @@ pub async fn run(
     // RingBuf is dropped, and it is dropped only together with this AsyncFd.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                while let Some(rec) = next(fd.get_mut()) {
+                    if tx.send(rec).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     break;

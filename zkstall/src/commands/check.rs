@@ -115,23 +115,47 @@ pub fn run(w: impl Write) -> bool {
             return finish(r);
         }
     };
-    for sig in &layout.enabled {
-        let hooks: Vec<String> = sig
-            .hooks
+    // The syscall signals are many and alike: one line for each family.
+    for (family, write) in [("fsync family", false), ("write family", true)] {
+        let names: Vec<&str> = layout
+            .enabled
             .iter()
-            .map(|h| format!("{}:{}", h.category, h.name))
+            .filter(|s| s.syscall.is_some_and(|sc| sc.is_write() == write))
+            .map(|s| s.name)
             .collect();
         r.line(
             Status::Ok,
-            "tracepoint",
-            &format!("{} ({})", hooks.join(", "), sig.name),
+            "signal",
+            &format!(
+                "{family}: {} (syscalls:sys_enter_*/sys_exit_*)",
+                names.join(", ")
+            ),
+        );
+    }
+    for sig in layout.enabled.iter().filter(|s| s.syscall.is_none()) {
+        let hooks: Vec<String> = sig
+            .hooks
+            .iter()
+            .map(|h| {
+                let btf = if h.kind == crate::probes::HookKind::BtfTracePoint {
+                    " (tp_btf)"
+                } else {
+                    ""
+                };
+                format!("{}:{}{btf}", h.category, h.name)
+            })
+            .collect();
+        r.line(
+            Status::Ok,
+            "signal",
+            &format!("{}: {} [{}]", sig.name, sig.purpose, hooks.join(", ")),
         );
     }
     for d in &layout.disabled {
         r.line(
             Status::Warn,
-            "tracepoint",
-            &format!("signal {} is off: {}", d.signal, d.reason),
+            "signal",
+            &format!("{} is off: {}", d.signal, d.reason),
         );
     }
     let essential = ["fsync", "fdatasync"];
