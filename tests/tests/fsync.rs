@@ -334,3 +334,100 @@ fn threshold_filters_fast_calls_but_counts_them() {
     assert_eq!(lines[0]["calls"], 10);
     assert_eq!(lines[0]["reported"], 0);
 }
+
+#[test]
+fn finds_a_zookeeper_jvm_by_itself_and_names_its_sync_thread() {
+    if !can_run_root_tests("finds_a_zookeeper_jvm_by_itself_and_names_its_sync_thread") {
+        return;
+    }
+    let dir = scratch_dir("zkstall-jvm");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let log = dir.join("log.1");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("java/FakeZooKeeper.java");
+    let mut jvm = Proc::spawn(
+        "java",
+        std::process::Command::new("java")
+            .arg(&src)
+            .arg(&log)
+            .arg("10")
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let jvm_pid = jvm.pid() as u64;
+    let mut out = BufReader::new(jvm.child.stdout.take().expect("stdout"));
+    let mut ready = String::new();
+    out.read_line(&mut ready).expect("jvm ready line");
+    assert_eq!(ready.trim(), "ready");
+
+    // No --pid: zkstall must find the JVM from its command line. It keeps looking for
+    // ZooKeepers until stopped, so it is stopped with SIGTERM, which must end it cleanly.
+    let mut tracer = Proc::spawn(
+        "zkstall trace",
+        &mut zkstall(&["trace", "--threshold", "0", "--format", "json"]),
+    );
+    let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
+    let mut tout = tracer.child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut tout, &mut s);
+        s
+    });
+    let banner = wait_for_line(&stderr, "tracing", Duration::from_secs(30));
+    let banner = banner.last().unwrap();
+    assert!(banner.contains(&jvm_pid.to_string()), "{banner}");
+    assert!(banner.contains("QuorumPeerMain"), "{banner}");
+
+    jvm.child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    let mut own = String::new();
+    std::io::Read::read_to_string(&mut out, &mut own).unwrap();
+    assert!(
+        jvm.wait_for_exit(Duration::from_secs(60)).success(),
+        "the JVM failed"
+    );
+    let own: Vec<f64> = own
+        .lines()
+        .map(|l| l.trim().parse::<f64>().unwrap() / 1e6)
+        .collect();
+    assert_eq!(own.len(), 10);
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGTERM) };
+    let st = tracer.wait_for_exit(Duration::from_secs(30));
+    assert!(st.success(), "SIGTERM ends zkstall cleanly: {st}");
+    let lines = json_lines(&reader.join().unwrap());
+    assert_eq!(
+        lines.last().unwrap()["type"],
+        "summary",
+        "a summary after SIGTERM"
+    );
+    let forces: Vec<&Value> = lines
+        .iter()
+        .filter(|r| {
+            r["type"] == "fsync"
+                && r["pid"].as_u64() == Some(jvm_pid)
+                && r["syscall"] == "fdatasync"
+        })
+        .collect();
+    assert_eq!(
+        forces.len(),
+        10,
+        "FileChannel.force(false) is fdatasync: {forces:#?}"
+    );
+    let log = log.to_string_lossy();
+    for (r, own_ms) in forces.iter().zip(&own) {
+        assert_eq!(r["thread"], "SyncThread:0", "the JVM named its thread: {r}");
+        assert_eq!(r["path"].as_str(), Some(log.as_ref()));
+        let ms = r["duration_ms"].as_f64().unwrap();
+        // force() adds the JNI transition to the syscall: a little longer, never shorter.
+        assert!(
+            ms <= own_ms + 0.01 && own_ms - ms < 2.0,
+            "kernel {ms} ms vs JVM's own {own_ms} ms"
+        );
+    }
+}

@@ -69,6 +69,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "fsfreeze"), // freeze a filesystem under a blocked thread
     ("e2fsprogs", "mkfs.ext4"), // ext4 (with its jbd2 journal) on the loop devices
     ("coreutils", "dd"),
+    ("default-jre-headless", "java"), // a real JVM in the discovery/thread-name test
 ];
 
 fn main() -> Result<()> {
