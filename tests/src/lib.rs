@@ -201,6 +201,18 @@ impl LoopDev {
         }
     }
 
+    /// A loop device over an image file at `image` (on another filesystem, for instance).
+    pub fn over(image: &std::path::Path, mib: u64) -> LoopDev {
+        let f = std::fs::File::create(image).expect("creating the image");
+        f.set_len(mib << 20).expect("sizing the image");
+        drop(f);
+        let dev = sh("losetup", &["-f", "--show", image.to_str().unwrap()]);
+        LoopDev {
+            dev: PathBuf::from(dev.trim()),
+            image: image.to_path_buf(),
+        }
+    }
+
     /// The device number as zkstall prints it ("7:3").
     pub fn majmin(&self) -> String {
         use std::os::unix::fs::MetadataExt as _;
@@ -216,7 +228,12 @@ impl LoopDev {
 impl Drop for LoopDev {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-        if let Some(dir) = self.image.parent() {
+        let _ = std::fs::remove_file(&self.image);
+        if let Some(dir) = self.image.parent()
+            && dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("zkstall-loop"))
+        {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -357,17 +374,15 @@ pub struct Tracer {
 
 /// `zkstall trace --events --format json` of `pid`, started and ready.
 pub fn start_tracer(pid: u32, extra: &[&str]) -> Tracer {
+    let mut args = vec!["--events", "--format", "json"];
+    args.extend_from_slice(extra);
+    start_tracer_with(pid, &args)
+}
+
+/// `zkstall trace --pid PID ARGS`, started and ready.
+pub fn start_tracer_with(pid: u32, extra: &[&str]) -> Tracer {
     let pid = pid.to_string();
-    let mut args = vec![
-        "trace",
-        "--pid",
-        &pid,
-        "--events",
-        "--format",
-        "json",
-        "--duration",
-        "120s",
-    ];
+    let mut args = vec!["trace", "--pid", &pid, "--duration", "120s"];
     args.extend_from_slice(extra);
     let mut proc = Proc::spawn("zkstall trace", &mut zkstall(&args));
     let stderr = lines_of(proc.child.stderr.take().expect("stderr"));
@@ -403,4 +418,30 @@ pub fn sleeper() -> Proc {
         "sleep",
         Command::new("sleep").arg("600").stdin(Stdio::null()),
     )
+}
+
+/// The CPUs unbound kernel workqueues (loop devices' and flushers' workers) may use;
+/// restored on drop.
+pub struct WorkqueueCpus {
+    saved: String,
+}
+
+const WQ_CPUMASK: &str = "/sys/devices/virtual/workqueue/cpumask";
+
+impl WorkqueueCpus {
+    /// Restricts unbound workqueues to `mask` (hex, e.g. "1" for CPU 0).
+    pub fn set(mask: &str) -> WorkqueueCpus {
+        let saved = std::fs::read_to_string(WQ_CPUMASK)
+            .expect("read workqueue cpumask")
+            .trim()
+            .to_string();
+        std::fs::write(WQ_CPUMASK, mask).expect("set workqueue cpumask");
+        WorkqueueCpus { saved }
+    }
+}
+
+impl Drop for WorkqueueCpus {
+    fn drop(&mut self) {
+        let _ = std::fs::write(WQ_CPUMASK, &self.saved);
+    }
 }

@@ -78,7 +78,8 @@ pub struct TraceArgs {
     /// (journal). Verbose: meant for debugging and timelines.
     #[arg(short, long)]
     pub events: bool,
-    /// With --events: report off-CPU intervals of the target's threads from this long.
+    /// Off-CPU intervals of the target's threads from this long are kept (for the
+    /// verdicts' thread timelines, and printed with --events).
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pub blocked_min: Duration,
 }

@@ -12,6 +12,8 @@
 //!  decode       &[u8] -> Event, pure and checked
 //!  enrich       fd -> path + device, dev -> disk name, tid -> thread name (bounded caches)
 //!  model        enter/exit pairs -> timed calls (bounded)
+//!  history      recent I/O, off-CPU intervals, throttling, commits (bounded by time/count)
+//!  attribution  per slow call: verdict, evidence, contenders, thread timeline
 //!  sinks        text and JSON lines, written against any `io::Write`
 //!  commands     check, trace, demo (and the hidden workload the demo and tests drive)
 //! ```
@@ -19,11 +21,13 @@
 //! `clock` holds the one clock used end to end (CLOCK_MONOTONIC nanoseconds, as
 //! `bpf_ktime_get_ns` returns) and its mapping to wall-clock time.
 
+pub mod attribution;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod decode;
 pub mod enrich;
+pub mod history;
 pub mod model;
 pub mod pipeline;
 pub mod probes;

@@ -6,9 +6,11 @@ use std::{collections::HashMap, io};
 use zkstall_common::{ArgKind, JournalPhase, Syscall, ThreadChange};
 
 use crate::{
+    attribution::{self, Span},
     clock::{MonoNs, WallClock},
     decode::{Event, Task, decode},
     enrich::{Cgroups, DevId, Devices, FileInfo, Files, Symbols, Threads, bounded_insert},
+    history::{self, History, Party},
     model::{Call, Calls},
     sinks::{
         CallRecord, EventRecord, Sink, Summary,
@@ -60,6 +62,8 @@ pub struct Pipeline {
     /// inode -> the last process that dirtied its pages.
     dirtiers: HashMap<u64, Who>,
     commits: HashMap<(u32, u32), Commit>,
+    /// Recent activity, for attribution.
+    history: History,
     /// jbd2 thread comms, learned from the journal records' tasks.
     comms: HashMap<u32, String>,
     wall: WallClock,
@@ -87,6 +91,7 @@ impl Pipeline {
             stack_cache: HashMap::new(),
             dirtiers: HashMap::new(),
             commits: HashMap::new(),
+            history: History::default(),
             comms: HashMap::new(),
             wall,
             threshold_ns,
@@ -174,13 +179,9 @@ impl Pipeline {
             }
         };
         if !self.events_out {
-            // Nothing consumes these records without --events yet: keep only the state
-            // later records need (who dirtied what), and skip building output.
+            // Without --events, dirtying and writeback records only feed state.
             match &ev {
-                Event::Io { .. } => return Ok(self.count("io")),
-                Event::Blocked { .. } => return Ok(self.count("blocked")),
                 Event::Writeback { .. } => return Ok(self.count("writeback")),
-                Event::Throttle { .. } => return Ok(self.count("throttle")),
                 Event::Dirty {
                     task, comm, ino, ..
                 } => {
@@ -250,6 +251,33 @@ impl Pipeline {
                     .flatten()
                     .filter(|d| d.pid != task.pid);
                 let (op, sync, flush, fua) = rwbs_flags(&rwbs);
+                let cgroup = self.cgroups.path(cgroup_id);
+                let charged = match &dirtier {
+                    Some(d) => Party {
+                        pid: d.pid,
+                        comm: d.comm.clone(),
+                        cgroup: d.cgroup.clone(),
+                    },
+                    None => Party {
+                        pid: task.pid,
+                        comm: comm.clone(),
+                        cgroup: cgroup.clone(),
+                    },
+                };
+                self.history.io(history::Io {
+                    dev,
+                    pid: task.pid,
+                    charged,
+                    bytes,
+                    write: op == "write",
+                    queued: insert,
+                    issued: issue,
+                    completed: complete,
+                });
+                if !self.events_out {
+                    self.count("io");
+                    return Ok(());
+                }
                 let rec = IoRecord {
                     kind: "io",
                     dev: dev.to_string(),
@@ -265,7 +293,7 @@ impl Pipeline {
                     pid: task.pid,
                     tid: task.tid,
                     comm,
-                    cgroup: self.cgroups.path(cgroup_id),
+                    cgroup,
                     queued_ns: insert.map(|i| i.0),
                     issue_ns: issue.map(|i| i.0),
                     complete_ns: complete.0,
@@ -298,6 +326,23 @@ impl Pipeline {
                     Some(id) if state & 0x2 != 0 => self.stack(id),
                     _ => Vec::new(),
                 };
+                let syscall = syscall.map(syscall_name);
+                self.history.blocked(history::Blocked {
+                    pid: task.pid,
+                    tid: task.tid,
+                    thread: thread.clone(),
+                    state: state_name(state),
+                    off,
+                    on,
+                    wake,
+                    syscall: syscall.clone(),
+                    waker: waker.as_ref().map(|(t, c)| (t.pid, t.tid, c.clone())),
+                    stack: stack.clone(),
+                });
+                if !self.events_out {
+                    self.count("blocked");
+                    return Ok(());
+                }
                 let rec = BlockedRecord {
                     kind: "blocked",
                     pid: task.pid,
@@ -308,7 +353,7 @@ impl Pipeline {
                     start_unix_ms: self.wall.unix_ms(off),
                     duration_ms: on.since(off) as f64 / 1e6,
                     runq_ms: runq as f64 / 1e6,
-                    syscall: syscall.map(syscall_name),
+                    syscall,
                     waker: waker.map(|(t, comm)| Who {
                         pid: t.pid,
                         tid: t.tid,
@@ -419,6 +464,16 @@ impl Pipeline {
                 limit,
                 bdi,
             } => {
+                self.history.throttle(history::Throttle {
+                    pid: task.pid,
+                    tid: task.tid,
+                    at: ts,
+                    pause_ms,
+                });
+                if !self.events_out {
+                    self.count("throttle");
+                    return Ok(());
+                }
                 let (dev, device) = self.bdi(&bdi, task.pid);
                 let rec = ThrottleRecord {
                     kind: "throttle",
@@ -500,6 +555,21 @@ impl Pipeline {
             (Some(a), Some(b)) => Some(b.since(a) as f64 / 1e6),
             _ => None,
         };
+        self.history.commit(history::Commit {
+            dev,
+            transaction,
+            start,
+            end,
+            locking_ms: span(c.locking, c.flushing),
+            flushing_ms: span(c.flushing, c.logging),
+            logging_ms: span(c.logging, Some(end)),
+            handles: c.stats.map(|s| s.0),
+            blocks: c.stats.map(|s| s.1),
+        });
+        if !self.events_out {
+            self.count("journal");
+            return Ok(());
+        }
         let rec = JournalRecord {
             kind: "journal",
             dev: dev.to_string(),
@@ -559,6 +629,18 @@ impl Pipeline {
         };
         let dev = call.file.as_ref().and_then(|f| f.dev);
         let device = dev.and_then(|d| self.devices.name(d, call.task.pid));
+        let why = attribution::explain(
+            &Span {
+                pid: call.task.pid,
+                tid: call.task.tid,
+                syscall: call.syscall.name(),
+                dev,
+                device: device.clone(),
+                start: call.start,
+                end: call.end.unwrap_or(now),
+            },
+            &self.history,
+        );
         CallRecord {
             kind: if call.syscall.is_write() {
                 "write"
@@ -581,6 +663,7 @@ impl Pipeline {
             duration_ms: call.duration_ns(now) as f64 / 1e6,
             ret: call.ret,
             unfinished: call.end.is_none(),
+            why: Some(why),
         }
     }
 
@@ -592,6 +675,7 @@ impl Pipeline {
         s.decode_errors = self.decode_errors;
         s.threshold_ms = self.threshold_ns as f64 / 1e6;
         s.by_type = self.by_type.clone();
+        s.history_shed = self.history.shed;
         s.by_type.insert("call", self.reported);
     }
 }

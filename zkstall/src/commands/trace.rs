@@ -91,12 +91,8 @@ pub async fn trace(
     let mut layout = layout::build(&tracefs, btf_available())?;
     // Slow writes are what matters; a JVM makes too many fast ones to ship them all.
     layout.config.write_min_ns = opts.threshold.as_nanos() as u64;
-    // Off-CPU intervals only matter with --events for now (the verdicts will use them).
-    layout.config.blocked_min_ns = if opts.events {
-        opts.blocked_min.as_nanos() as u64
-    } else {
-        u64::MAX
-    };
+    // Off-CPU intervals of the target's threads feed the verdicts (and --events).
+    layout.config.blocked_min_ns = opts.blocked_min.as_nanos() as u64;
     for d in &layout.disabled {
         tracing::warn!("signal {} is off on this kernel: {}", d.signal, d.reason);
     }

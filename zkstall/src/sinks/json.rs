@@ -52,6 +52,7 @@ pub(crate) mod tests {
             duration_ms: 213.5,
             ret: Some(0),
             unfinished: false,
+            why: None,
         }
     }
 

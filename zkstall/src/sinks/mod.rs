@@ -41,6 +41,9 @@ pub struct CallRecord {
     /// True for a call still running when tracing ended (its duration is a lower bound).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unfinished: bool,
+    /// Why it was slow: verdict, headline, evidence, contenders, timeline.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub why: Option<crate::attribution::Explanation>,
 }
 
 /// A signal that could not run on this kernel.
@@ -76,6 +79,8 @@ pub struct Summary {
     /// Entries refused by full kernel maps (requests, off-CPU, dirty).
     pub map_full: u64,
     pub stack_errors: u64,
+    /// History entries shed to stay within bounds before they aged out (a flood).
+    pub history_shed: u64,
     /// Records of each type sent to the output.
     pub by_type: std::collections::BTreeMap<&'static str, u64>,
     pub disabled: Vec<DisabledSignal>,

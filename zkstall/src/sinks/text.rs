@@ -53,6 +53,85 @@ pub fn format_call(r: &CallRecord) -> String {
     if r.unfinished {
         s.push_str("  [still running when tracing ended]");
     }
+    if let Some(why) = &r.why {
+        s.push_str(&explanation(why));
+    }
+    s
+}
+
+/// The indented block under a call: headline, evidence, contenders, thread timeline.
+fn explanation(w: &crate::attribution::Explanation) -> String {
+    let e = &w.evidence;
+    let mut s = format!("\n    why: [{}] {}", w.verdict, w.headline);
+    s.push_str(&format!(
+        "\n    thread: {:.1} ms on CPU, {:.1} ms D, {:.1} ms S, {:.1} ms run queue",
+        e.on_cpu_ms, e.d_state_ms, e.s_state_ms, e.runq_ms
+    ));
+    if e.completions > 0 || e.inflight_max > 0 {
+        s.push_str(&format!(
+            "\n    device: {} completion(s), up to {} in flight, longest gap {:.1} ms",
+            e.completions, e.inflight_max, e.longest_completion_gap_ms
+        ));
+        if let Some(l) = &e.latency_ms {
+            s.push_str(&format!(
+                ", latency p50 {:.2} p99 {:.2} max {:.2} ms",
+                l.p50, l.p99, l.max
+            ));
+        }
+        s.push_str(&format!(
+            "; {} B own, {} B others",
+            e.bytes_target, e.bytes_others
+        ));
+    }
+    if e.throttle_pause_ms > 0.0 {
+        s.push_str(&format!(
+            "\n    throttled: {:.0} ms in balance_dirty_pages",
+            e.throttle_pause_ms
+        ));
+    }
+    if let Some(j) = &e.journal {
+        s.push_str(&format!(
+            "\n    journal: commit {} took {:.1} ms",
+            j.transaction, j.duration_ms
+        ));
+    }
+    if !w.contenders.is_empty() {
+        let c: Vec<String> = w
+            .contenders
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} ({}) {:.1} MB/{} req",
+                    c.comm,
+                    c.pid,
+                    c.bytes as f64 / 1e6,
+                    c.requests
+                )
+            })
+            .collect();
+        s.push_str(&format!("\n    contenders: {}", c.join(", ")));
+    }
+    if let Some(top) = e
+        .stack
+        .iter()
+        .find(|f| !f.starts_with("__traceiter") && !f.contains("schedule"))
+    {
+        s.push_str(&format!("\n    waited at: {top}"));
+    }
+    for t in w.timeline.iter().take(6) {
+        s.push_str(&format!(
+            "\n    timeline: {} ({}) {} {:.1} ms in {}{}",
+            t.thread,
+            t.tid,
+            t.state,
+            t.duration_ms,
+            t.syscall.as_deref().unwrap_or("?"),
+            t.waker
+                .as_ref()
+                .map(|w| format!(", woken by {w}"))
+                .unwrap_or_default()
+        ));
+    }
     s
 }
 
