@@ -401,7 +401,12 @@ pub fn start_tracer_with(pid: u32, extra: &[&str]) -> Tracer {
 }
 
 /// Waits for the tracer to end by itself (its target exited) and returns its records.
-pub fn finish_tracer(mut t: Tracer) -> Vec<serde_json::Value> {
+pub fn finish_tracer(t: Tracer) -> Vec<serde_json::Value> {
+    finish_tracer_raw(t).0
+}
+
+/// Like [`finish_tracer`], also returning the output as printed.
+pub fn finish_tracer_raw(mut t: Tracer) -> (Vec<serde_json::Value>, String) {
     let st = t.proc.wait_for_exit(Duration::from_secs(60));
     let out = t.stdout.join().expect("stdout reader");
     assert!(
@@ -409,7 +414,7 @@ pub fn finish_tracer(mut t: Tracer) -> Vec<serde_json::Value> {
         "zkstall trace failed: {st}; stderr: {:?}",
         t.stderr.try_iter().collect::<Vec<_>>()
     );
-    json_lines(&out)
+    (json_lines(&out), out)
 }
 
 /// A process that just waits (a target for traces that look at device-wide events).

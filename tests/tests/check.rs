@@ -97,3 +97,21 @@ fn bad_arguments_are_usage_errors() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("needs a unit"), "{err}");
 }
+
+#[test]
+fn report_of_a_bad_file_names_the_problem_without_panicking() {
+    let dir = scratch_dir("zkstall-badrec");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let junk = dir.join("junk.zst");
+    std::fs::write(&junk, b"definitely not zstd").unwrap();
+    let (code, _out, err) = run(&mut zkstall(&["report", junk.to_str().unwrap()]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not a zkstall recording"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, _out, err) = run(&mut zkstall(&[
+        "report",
+        dir.join("missing.zst").to_str().unwrap(),
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot open"), "{err}");
+}

@@ -27,6 +27,20 @@ impl Scenario {
         workload_args: &[&str],
         wrap: &[&str],
     ) -> Scenario {
+        Self::start_with(
+            dir,
+            &["--threshold", threshold, "--format", "json"],
+            workload_args,
+            wrap,
+        )
+    }
+
+    fn start_with(
+        dir: &std::path::Path,
+        trace_args: &[&str],
+        workload_args: &[&str],
+        wrap: &[&str],
+    ) -> Scenario {
         let exe = zkstall_bin();
         let mut cmd = if wrap.is_empty() {
             Command::new(&exe)
@@ -48,7 +62,7 @@ impl Scenario {
         out.read_line(&mut ready).unwrap();
         // Drain its per-call lines so it never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let tracer = start_tracer_with(work.pid(), &["--threshold", threshold, "--format", "json"]);
+        let tracer = start_tracer_with(work.pid(), trace_args);
         work.child
             .stdin
             .as_mut()
@@ -60,16 +74,22 @@ impl Scenario {
     }
 
     /// Stops the workload; returns the slow calls of its SyncThread.
-    fn finish(mut self) -> Vec<Value> {
+    fn finish(self) -> Vec<Value> {
+        self.finish_raw().0
+    }
+
+    /// Also returns the live run's output, byte for byte.
+    fn finish_raw(mut self) -> (Vec<Value>, String) {
         std::thread::sleep(Duration::from_millis(300));
         let _ = self.work.child.kill();
-        let records = finish_tracer(self.tracer);
-        records
+        let (records, raw) = finish_tracer_raw(self.tracer);
+        let calls = records
             .into_iter()
             .filter(|r| {
                 (r["type"] == "fsync" || r["type"] == "write") && r["thread"] == "SyncThread:1"
             })
-            .collect()
+            .collect();
+        (calls, raw)
     }
 }
 
@@ -95,9 +115,19 @@ fn a_frozen_filesystem_under_a_write_is_fs_blocked() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lo = LoopDev::new(128);
     let mnt = Mount::ext4(&lo.dev);
-    let sc = Scenario::start(
+    let rec_dir = scratch_dir("zkstall-rec");
+    let _rm = RemoveOnDrop(rec_dir.clone());
+    let rec = rec_dir.join("frozen.zst");
+    let sc = Scenario::start_with(
         &mnt.dir.join("zk"),
-        "500ms",
+        &[
+            "--threshold",
+            "500ms",
+            "--format",
+            "json",
+            "--output",
+            rec.to_str().unwrap(),
+        ],
         &[
             "--calls",
             "100000",
@@ -111,7 +141,24 @@ fn a_frozen_filesystem_under_a_write_is_fs_blocked() {
     let mut freeze = Freeze::new(&mnt.dir);
     std::thread::sleep(Duration::from_millis(1500));
     freeze.thaw();
-    let calls = sc.finish();
+    let (calls, live) = sc.finish_raw();
+    // The recording, reported later without root, says exactly what the live run said.
+    let report = Command::new(zkstall_bin())
+        .arg("report")
+        .arg(&rec)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&report.stdout),
+        live,
+        "report == live"
+    );
     assert_eq!(calls.len(), 1, "{:#?}", verdicts(&calls));
     let c = &calls[0];
     assert_eq!(c["type"], "write", "the stuck call is the write: {c}");

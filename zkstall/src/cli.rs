@@ -16,6 +16,8 @@ Needs Linux >= 5.8 with tracefs, and root (or CAP_BPF + CAP_PERFMON).",
 sudo zkstall check                      # can zkstall trace on this host?\n  \
 sudo zkstall trace                      # every ZooKeeper JVM, calls >= 100 ms, until Ctrl-C\n  \
 sudo zkstall trace --pid 4242 --threshold 0 --duration 30s --format json\n  \
+sudo zkstall trace --output zk1.zst          # and keep a recording\n  \
+zkstall report zk1.zst                       # later, anywhere: the same answers\n  \
 sudo zkstall demo                       # trace a built-in fsync workload"
 )]
 pub struct Cli {
@@ -42,6 +44,13 @@ With --pid, tracing ends when every traced process has exited. Without it, zksta
 ZooKeeper servers by their main class (QuorumPeerMain, ZooKeeperServerMain) and keeps \
 looking for new ones (a restarted server is picked up).")]
     Trace(TraceArgs),
+    /// Read a recording (made by `trace --output`) and print what the live run printed:
+    /// the same analysis code, no root or BPF needed.
+    #[command(after_help = "Examples:\n  \
+zkstall report zk1.zst                      # the slow calls, explained\n  \
+zkstall report zk1.zst --threshold 500ms    # only the worst\n  \
+zkstall report zk1.zst --format json --events")]
+    Report(ReportArgs),
     /// Run a built-in workload (a thread named SyncThread:1 doing fsync and fdatasync) and
     /// trace it, comparing zkstall's durations with the workload's own.
     Demo(DemoArgs),
@@ -82,6 +91,25 @@ pub struct TraceArgs {
     /// verdicts' thread timelines, and printed with --events).
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pub blocked_min: Duration,
+    /// Also write a recording to FILE (compressed), for `zkstall report` anywhere later.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A recording written by `zkstall trace --output`.
+    pub file: PathBuf,
+    /// Report calls at or above this duration. Default: the threshold the recording was
+    /// made with (write-family calls below it were never recorded).
+    #[arg(short, long, value_parser = parse_duration)]
+    pub threshold: Option<Duration>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also print the recorded block I/O, off-CPU intervals, writeback... (as trace --events).
+    #[arg(short, long)]
+    pub events: bool,
 }
 
 #[derive(Debug, Args)]

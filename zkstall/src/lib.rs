@@ -14,6 +14,7 @@
 //!  model        enter/exit pairs -> timed calls (bounded)
 //!  history      recent I/O, off-CPU intervals, throttling, commits (bounded by time/count)
 //!  attribution  per slow call: verdict, evidence, contenders, thread timeline
+//!  recording    the same stream to and from a file (trace --output, report)
 //!  sinks        text and JSON lines, written against any `io::Write`
 //!  commands     check, trace, demo (and the hidden workload the demo and tests drive)
 //! ```
@@ -32,5 +33,6 @@ pub mod model;
 pub mod pipeline;
 pub mod probes;
 pub mod reader;
+pub mod recording;
 pub mod sinks;
 pub mod targets;

@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
             };
         }
         Command::Workload(a) => commands::workload::run(a),
+        Command::Report(a) => commands::report::run(a),
         Command::Trace(a) => runtime().and_then(|rt| rt.block_on(commands::trace::run(a))),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(commands::demo::run(a))),
     };

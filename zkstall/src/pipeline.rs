@@ -9,7 +9,7 @@ use crate::{
     attribution::{self, Span},
     clock::{MonoNs, WallClock},
     decode::{Event, Task, decode},
-    enrich::{Cgroups, DevId, Devices, FileInfo, Files, Symbols, Threads, bounded_insert},
+    enrich::{DevId, Enricher, FileInfo, bounded_insert},
     history::{self, History, Party},
     model::{Call, Calls},
     sinks::{
@@ -19,25 +19,10 @@ use crate::{
             WritebackRecord,
         },
     },
-    targets::ProcRoot,
 };
-
-/// Where kernel stack ids are turned into addresses (the live STACKS map, or a fake).
-pub trait StackSource {
-    fn frames(&mut self, id: u32) -> Option<Vec<u64>>;
-}
-
-impl StackSource for aya::maps::StackTraceMap<aya::maps::MapData> {
-    fn frames(&mut self, id: u32) -> Option<Vec<u64>> {
-        self.get(&id, 0)
-            .ok()
-            .map(|st| st.frames().iter().map(|f| f.ip).collect())
-    }
-}
 
 const DIRTIERS: usize = 65536;
 const OPEN_COMMITS: usize = 1024;
-const STACK_CACHE: usize = 4096;
 
 /// A jbd2 commit between its start and end records.
 #[derive(Clone, Debug, Default)]
@@ -52,13 +37,8 @@ struct Commit {
 
 pub struct Pipeline {
     calls: Calls,
-    files: Files,
-    devices: Devices,
-    threads: Threads,
-    cgroups: Cgroups,
-    symbols: Symbols,
-    stacks: Option<Box<dyn StackSource>>,
-    stack_cache: HashMap<u32, Vec<String>>,
+    /// Names for kernel identifiers: live from /proc and /sys, or from a recording.
+    enrich: Box<dyn Enricher>,
     /// inode -> the last process that dirtied its pages.
     dirtiers: HashMap<u64, Who>,
     commits: HashMap<(u32, u32), Commit>,
@@ -79,16 +59,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(proc: ProcRoot, sys: &str, wall: WallClock, threshold_ns: u64) -> Self {
+    pub fn new(enrich: Box<dyn Enricher>, wall: WallClock, threshold_ns: u64) -> Self {
         Pipeline {
             calls: Calls::default(),
-            files: Files::new(proc.clone()),
-            devices: Devices::new(sys, proc.clone()),
-            threads: Threads::new(proc.clone()),
-            cgroups: Cgroups::new(std::path::Path::new(sys).join("fs/cgroup")),
-            symbols: Symbols::new(proc.0.join("kallsyms")),
-            stacks: None,
-            stack_cache: HashMap::new(),
+            enrich,
             dirtiers: HashMap::new(),
             commits: HashMap::new(),
             history: History::default(),
@@ -104,18 +78,49 @@ impl Pipeline {
         }
     }
 
-    pub fn threads_mut(&mut self) -> &mut Threads {
-        &mut self.threads
+    /// A fact read from a recording.
+    pub fn learn(&mut self, f: crate::enrich::Fact) {
+        self.enrich.learn(f);
+    }
+
+    /// Reads the thread names of a new target (live).
+    pub fn seed_threads(&mut self, pid: u32) {
+        self.enrich.seed_threads(pid);
+    }
+
+    /// The summary of a run from its trailer: the same numbers live and from a recording.
+    pub fn summary(
+        &self,
+        t: &crate::recording::Trailer,
+        started_ns: u64,
+        disabled: Vec<crate::sinks::DisabledSignal>,
+    ) -> Summary {
+        let mut s = Summary {
+            kind: "summary",
+            pids: t.pids.clone(),
+            duration_s: t.end_ns.saturating_sub(started_ns) as f64 / 1e9,
+            dropped: t.dropped,
+            untimed: t.untimed + self.evicted(),
+            exit_without_enter: t.exit_without_enter,
+            read_errors: t.read_errors,
+            io_unmatched: t.io_unmatched,
+            map_full: t.map_full,
+            stack_errors: t.stack_errors,
+            disabled,
+            ..Default::default()
+        };
+        self.summarize(&mut s);
+        s
+    }
+
+    /// Facts the enricher answered since the last call (for a recording).
+    pub fn take_facts(&mut self) -> Vec<crate::enrich::Fact> {
+        self.enrich.take_facts()
     }
 
     /// Sends the records around the calls too (block I/O, off-CPU intervals, ...).
     pub fn with_events(mut self, on: bool) -> Self {
         self.events_out = on;
-        self
-    }
-
-    pub fn with_stacks(mut self, stacks: Box<dyn StackSource>) -> Self {
-        self.stacks = Some(stacks);
         self
     }
 
@@ -142,7 +147,7 @@ impl Pipeline {
     }
 
     fn device(&mut self, dev: DevId, pid: u32) -> Option<String> {
-        self.devices.name(dev, pid)
+        self.enrich.device_name(dev, pid)
     }
 
     fn bdi(&mut self, bdi: &str, pid: u32) -> (String, Option<String>) {
@@ -153,18 +158,7 @@ impl Pipeline {
     }
 
     fn stack(&mut self, id: u32) -> Vec<String> {
-        if let Some(s) = self.stack_cache.get(&id) {
-            return s.clone();
-        }
-        let Some(frames) = self.stacks.as_mut().and_then(|s| s.frames(id)) else {
-            return Vec::new();
-        };
-        let syms: Vec<String> = frames
-            .into_iter()
-            .map(|a| self.symbols.resolve(a))
-            .collect();
-        bounded_insert(&mut self.stack_cache, STACK_CACHE, id, syms.clone());
-        syms
+        self.enrich.stack(id)
     }
 
     /// Handles one record from the kernel.
@@ -216,7 +210,7 @@ impl Pipeline {
                 arg,
                 comm,
             } => {
-                self.threads.observe(task.tid, &comm);
+                self.enrich.observe_thread(task.tid, &comm);
                 let mut call = self.calls.exit(task, syscall, start, end, arg, ret, comm);
                 self.calls_seen += 1;
                 if call.duration_ns(end) >= self.threshold_ns {
@@ -245,13 +239,13 @@ impl Pipeline {
             } => {
                 let dev = DevId::from_kernel(dev);
                 let device = self.device(dev, task.pid);
-                let model = self.devices.model(dev);
+                let model = self.enrich.device_model(dev);
                 let dirtier = (ino != 0)
                     .then(|| self.dirtiers.get(&ino).cloned())
                     .flatten()
                     .filter(|d| d.pid != task.pid);
                 let (op, sync, flush, fua) = rwbs_flags(&rwbs);
-                let cgroup = self.cgroups.path(cgroup_id);
+                let cgroup = self.enrich.cgroup_path(cgroup_id);
                 let charged = match &dirtier {
                     Some(d) => Party {
                         pid: d.pid,
@@ -316,7 +310,10 @@ impl Pipeline {
                 waker,
                 stack_id,
             } => {
-                let thread = self.threads.name(task.pid, task.tid).unwrap_or_default();
+                let thread = self
+                    .enrich
+                    .thread_name(task.pid, task.tid)
+                    .unwrap_or_default();
                 let runq = match wake {
                     Some(w) => on.since(w),
                     None if state & 0xff == 0 => on.since(off), // preempted: runnable throughout
@@ -377,7 +374,7 @@ impl Pipeline {
                     ThreadChange::Rename => "rename",
                 };
                 if change != "exit" {
-                    self.threads.observe(tid, &comm);
+                    self.enrich.observe_thread(tid, &comm);
                 }
                 let rec = ThreadRecord {
                     kind: "thread",
@@ -389,7 +386,7 @@ impl Pipeline {
                 };
                 self.out(sink, EventRecord::Thread(rec))?;
                 if change == "exit" {
-                    self.threads.forget([tid]);
+                    self.enrich.forget_thread(tid);
                 }
             }
             Event::Dirty {
@@ -401,7 +398,7 @@ impl Pipeline {
                 pages,
                 bdi,
             } => {
-                let cgroup = self.cgroups.path(cgroup_id);
+                let cgroup = self.enrich.cgroup_path(cgroup_id);
                 let who = Who {
                     pid: task.pid,
                     tid: task.tid,
@@ -433,7 +430,10 @@ impl Pipeline {
                 bdi,
             } => {
                 let (dev, device) = self.bdi(&bdi, task.pid);
-                let comm = self.threads.name(task.pid, task.tid).unwrap_or_default();
+                let comm = self
+                    .enrich
+                    .thread_name(task.pid, task.tid)
+                    .unwrap_or_default();
                 let rec = WritebackRecord {
                     kind: "writeback",
                     pid: task.pid,
@@ -546,7 +546,10 @@ impl Pipeline {
         let comm = match self.comms.get(&task.tid) {
             Some(c) => c.clone(),
             None => {
-                let c = self.threads.name(task.pid, task.tid).unwrap_or_default();
+                let c = self
+                    .enrich
+                    .thread_name(task.pid, task.tid)
+                    .unwrap_or_default();
                 bounded_insert(&mut self.comms, 1024, task.tid, c.clone());
                 c
             }
@@ -604,7 +607,7 @@ impl Pipeline {
     /// Forgets a process that exited.
     pub fn forget_pid(&mut self, pid: u32) {
         self.calls.forget_pid(pid);
-        self.files.forget_pid(pid);
+        self.enrich.forget_pid(pid);
     }
 
     pub fn evicted(&self) -> u64 {
@@ -613,22 +616,22 @@ impl Pipeline {
 
     fn resolve(&mut self, task: Task, syscall: Syscall, arg: u64) -> Option<FileInfo> {
         match syscall.arg().1 {
-            ArgKind::Fd => self.files.by_fd(task.pid, arg as i64 as i32),
-            ArgKind::Addr => self.files.by_addr(task.pid, arg),
+            ArgKind::Fd => self.enrich.file_by_fd(task.pid, arg as i64 as i32),
+            ArgKind::Addr => self.enrich.file_by_addr(task.pid, arg),
             ArgKind::None => None,
         }
     }
 
     fn record(&mut self, call: &Call, now: MonoNs) -> CallRecord {
         let thread = if call.comm.is_empty() {
-            self.threads
-                .name(call.task.pid, call.task.tid)
+            self.enrich
+                .thread_name(call.task.pid, call.task.tid)
                 .unwrap_or_default()
         } else {
             call.comm.clone()
         };
         let dev = call.file.as_ref().and_then(|f| f.dev);
-        let device = dev.and_then(|d| self.devices.name(d, call.task.pid));
+        let device = dev.and_then(|d| self.enrich.device_name(d, call.task.pid));
         let why = attribution::explain(
             &Span {
                 pid: call.task.pid,
@@ -733,7 +736,7 @@ pub fn syscall_name(nr: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::JsonSink;
+    use crate::{enrich::Live, sinks::JsonSink, targets::ProcRoot};
     use zkstall_common::{COMM_LEN, EventHeader, EventKind, SyscallEnterEvent, SyscallExitEvent};
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
@@ -793,8 +796,10 @@ mod tests {
     fn flusher_io_is_charged_to_dirtier() {
         use zkstall_common::{DirtyEvent, IoEvent};
         let mut p = Pipeline::new(
-            ProcRoot(std::path::PathBuf::from("/nonexistent")),
-            "/nonexistent",
+            Box::new(Live::new(
+                ProcRoot(std::path::PathBuf::from("/nonexistent")),
+                "/nonexistent",
+            )),
             WallClock { offset_ns: 0 },
             0,
         )
@@ -869,8 +874,10 @@ mod tests {
     fn journal_phases_become_one_commit_record() {
         use zkstall_common::{JournalEvent, JournalStatsEvent};
         let mut p = Pipeline::new(
-            ProcRoot(std::path::PathBuf::from("/nonexistent")),
-            "/nonexistent",
+            Box::new(Live::new(
+                ProcRoot(std::path::PathBuf::from("/nonexistent")),
+                "/nonexistent",
+            )),
             WallClock { offset_ns: 0 },
             0,
         )
@@ -944,8 +951,7 @@ mod tests {
         let fd = std::os::fd::AsRawFd::as_raw_fd(f.as_file()) as u64;
         let me = std::process::id();
         let mut p = Pipeline::new(
-            ProcRoot::default(),
-            "/sys",
+            Box::new(Live::new(ProcRoot::default(), "/sys")),
             WallClock { offset_ns: 0 },
             1_000_000,
         );

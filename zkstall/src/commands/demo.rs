@@ -54,6 +54,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         threshold: Duration::ZERO,
         events: false,
         blocked_min: Duration::from_millis(1),
+        output: None,
     };
     let mut out = sink_for(args.format);
     let mut tee = Tee {

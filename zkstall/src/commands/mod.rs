@@ -1,6 +1,7 @@
 //! The subcommands.
 pub mod check;
 pub mod demo;
+pub mod report;
 pub mod trace;
 pub mod workload;
 

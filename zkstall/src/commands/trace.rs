@@ -13,9 +13,11 @@ use tokio::{
 use crate::{
     cli::{Format, TraceArgs},
     clock::{MonoNs, WallClock},
+    enrich::Live,
     pipeline::Pipeline,
     probes::{Probes, layout, tracefs::Tracefs},
     reader,
+    recording::{self, DeviceInfo, Header, TargetInfo, Trailer, Writer},
     sinks::{DisabledSignal, JsonSink, Sink, Summary, TextSink},
     targets::{self, ProcRoot, Target},
 };
@@ -31,6 +33,7 @@ pub struct TraceOptions {
     pub threshold: Duration,
     pub events: bool,
     pub blocked_min: Duration,
+    pub output: Option<std::path::PathBuf>,
 }
 
 impl From<&TraceArgs> for TraceOptions {
@@ -41,6 +44,7 @@ impl From<&TraceArgs> for TraceOptions {
             threshold: a.threshold,
             events: a.events,
             blocked_min: a.blocked_min,
+            output: a.output.clone(),
         }
     }
 }
@@ -108,9 +112,12 @@ pub async fn trace(
     let mut probes = Probes::load(layout)?;
     let wall = WallClock::sample();
     let stacks = probes.take_stacks()?;
-    let mut pipeline = Pipeline::new(proc.clone(), "/sys", wall, opts.threshold.as_nanos() as u64)
-        .with_events(opts.events)
-        .with_stacks(Box::new(stacks));
+    let mut enrich = Live::new(proc.clone(), "/sys").with_stacks(Box::new(stacks));
+    if opts.output.is_some() {
+        enrich = enrich.recording();
+    }
+    let mut pipeline = Pipeline::new(Box::new(enrich), wall, opts.threshold.as_nanos() as u64)
+        .with_events(opts.events);
 
     // Reader first, then targets and thread names, then attach: nothing is missed between.
     let ring = probes.take_events()?;
@@ -122,12 +129,19 @@ pub async fn trace(
     let mut all_pids: BTreeSet<u32> = BTreeSet::new();
     for t in &initial {
         probes.add_target(t.pid)?;
-        pipeline.threads_mut().seed(t.pid);
+        pipeline.seed_threads(t.pid);
         live.insert(t.pid);
         all_pids.insert(t.pid);
     }
     probes.attach()?;
     let started = MonoNs::now();
+    let mut writer = match &opts.output {
+        Some(path) => {
+            let header = header(&initial, &proc, wall, started, opts, &disabled);
+            Some(Writer::create(path, &header)?)
+        }
+        None => None,
+    };
     let desc: Vec<String> = initial
         .iter()
         .map(|t| format!("{} ({}, {})", t.pid, t.comm, t.reason))
@@ -154,7 +168,15 @@ pub async fn trace(
     loop {
         tokio::select! {
             rec = rx.recv() => match rec {
-                Some(rec) => pipeline.handle(&rec, sink).context("writing output")?,
+                Some(rec) => {
+                    pipeline.handle(&rec, sink).context("writing output")?;
+                    if let Some(w) = &mut writer {
+                        for f in pipeline.take_facts() {
+                            w.fact(&f).context("writing the recording")?;
+                        }
+                        w.kernel(&rec).context("writing the recording")?;
+                    }
+                }
                 None => break, // the reader drained the ring and ended
             },
             _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); }
@@ -175,7 +197,7 @@ pub async fn trace(
                         if live.insert(t.pid) {
                             tracing::info!("found ZooKeeper {} ({}); tracing it", t.pid, t.reason);
                             probes.add_target(t.pid)?;
-                            pipeline.threads_mut().seed(t.pid);
+                            pipeline.seed_threads(t.pid);
                             all_pids.insert(t.pid);
                         }
                     }
@@ -196,22 +218,32 @@ pub async fn trace(
     let now = MonoNs::now();
     pipeline.finish(now, sink).context("writing output")?;
     let k = probes.counters()?;
-    let mut summary = Summary {
-        kind: "summary",
+    let trailer = Trailer {
+        end_ns: now.0,
         pids: all_pids.into_iter().collect(),
-        duration_s: now.since(started) as f64 / 1e9,
         dropped: k.dropped(),
-        untimed: k.inflight_full + pipeline.evicted(),
+        untimed: k.inflight_full,
         exit_without_enter: k.exit_without_enter,
         read_errors: k.read_error,
         io_unmatched: k.io_unmatched,
         map_full: k.map_full,
         stack_errors: k.stack_error,
-        disabled,
-        ..Default::default()
     };
-    pipeline.summarize(&mut summary);
+    let summary = pipeline.summary(&trailer, started.0, disabled);
     sink.summary(&summary).context("writing output")?;
+    if let Some(mut w) = writer {
+        for f in pipeline.take_facts() {
+            w.fact(&f).context("writing the recording")?;
+        }
+        w.finish(&trailer).context("writing the recording")?;
+        if let Some(p) = &opts.output {
+            tracing::info!(
+                "recording written to {} (read it with `zkstall report {}`)",
+                p.display(),
+                p.display()
+            );
+        }
+    }
     if summary.dropped > 0 {
         tracing::warn!(
             "{} kernel record(s) were dropped because the ring buffer was full",
@@ -219,6 +251,80 @@ pub async fn trace(
         );
     }
     Ok(summary)
+}
+
+/// What a recording says about where it was made.
+fn header(
+    targets: &[Target],
+    proc: &ProcRoot,
+    wall: WallClock,
+    started: MonoNs,
+    opts: &TraceOptions,
+    disabled: &[DisabledSignal],
+) -> Header {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let mut threads = Vec::new();
+    for t in targets {
+        if let Ok(dir) = std::fs::read_dir(proc.pid_dir(t.pid).join("task")) {
+            for e in dir.flatten() {
+                if let (Some(tid), Ok(name)) = (
+                    e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()),
+                    std::fs::read_to_string(e.path().join("comm")),
+                ) {
+                    threads.push((tid, name.trim_end().to_string()));
+                }
+            }
+        }
+    }
+    let devices = std::fs::read_dir("/sys/dev/block")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = std::fs::read_link(e.path())
+                        .ok()?
+                        .file_name()?
+                        .to_string_lossy()
+                        .into_owned();
+                    Some(DeviceInfo {
+                        dev: e.file_name().to_string_lossy().into_owned(),
+                        name,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mounts = targets
+        .first()
+        .and_then(|t| std::fs::read_to_string(proc.pid_dir(t.pid).join("mountinfo")).ok())
+        .map(|m| m.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    Header {
+        format: recording::FORMAT.into(),
+        version: recording::VERSION,
+        host: read("/proc/sys/kernel/hostname"),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        boot_id: read("/proc/sys/kernel/random/boot_id"),
+        wall_offset_ns: wall.offset_ns as i64,
+        started_ns: started.0,
+        threshold_ns: opts.threshold.as_nanos() as u64,
+        blocked_min_ns: opts.blocked_min.as_nanos() as u64,
+        targets: targets
+            .iter()
+            .map(|t| TargetInfo {
+                pid: t.pid,
+                comm: t.comm.clone(),
+                reason: t.reason.clone(),
+            })
+            .collect(),
+        threads,
+        devices,
+        mounts,
+        disabled: disabled.to_vec(),
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -191,26 +191,33 @@ mod tests {
 
     #[test]
     fn resolves_an_open_fd_and_remembers_it_after_close() {
+        // A fake /proc: fd links of another process come and go without racing the fds
+        // of this test process (tests run in parallel threads and reuse fd numbers).
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.1");
-        let f = std::fs::File::create(&path).unwrap();
-        let fd = f.as_raw_fd();
-        let meta = std::fs::metadata(&path).unwrap();
-        let mut files = Files::new(ProcRoot::default());
-        let me = std::process::id();
-        let info = files.by_fd(me, fd).unwrap();
-        assert_eq!(info.path, path.to_string_lossy());
+        let target = dir.path().join("log.1");
+        std::fs::write(&target, b"x").unwrap();
+        let meta = std::fs::metadata(&target).unwrap();
+        let fd_dir = dir.path().join("proc/42/fd");
+        std::fs::create_dir_all(&fd_dir).unwrap();
+        std::os::unix::fs::symlink(&target, fd_dir.join("5")).unwrap();
+        let mut files = Files::new(ProcRoot(dir.path().join("proc")));
+        let info = files.by_fd(42, 5).unwrap();
+        assert_eq!(info.path, target.to_string_lossy());
         assert_eq!(info.dev, Some(DevId::from_dev_t(meta.dev())));
         assert_eq!(info.ino, Some(meta.ino()));
-        drop(f);
-        assert_eq!(
-            files.by_fd(me, fd),
-            Some(info),
-            "closed fd falls back to the cache"
-        );
-        files.forget_pid(me);
-        assert_eq!(files.by_fd(me, fd), None);
-        assert_eq!(files.by_fd(me, -1), None);
+        std::fs::remove_file(fd_dir.join("5")).unwrap(); // the fd was closed
+        assert_eq!(files.by_fd(42, 5), Some(info), "closed fd falls back to the cache");
+        files.forget_pid(42);
+        assert_eq!(files.by_fd(42, 5), None);
+        assert_eq!(files.by_fd(42, -1), None);
+    }
+
+    #[test]
+    fn resolves_this_process_s_open_fd_through_the_real_proc() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut files = Files::new(ProcRoot::default());
+        let info = files.by_fd(std::process::id(), f.as_file().as_raw_fd()).unwrap();
+        assert_eq!(info.path, f.path().to_string_lossy());
     }
 
     #[test]

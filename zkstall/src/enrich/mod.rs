@@ -9,12 +9,14 @@
 
 pub mod cgroups;
 pub mod devices;
+pub mod facts;
 pub mod files;
 pub mod symbols;
 pub mod threads;
 
 pub use cgroups::Cgroups;
 pub use devices::Devices;
+pub use facts::{Enricher, Fact, Live, Replay, StackSource};
 pub use files::{DevId, FileInfo, Files};
 pub use symbols::Symbols;
 

@@ -47,7 +47,7 @@ pub struct CallRecord {
 }
 
 /// A signal that could not run on this kernel.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct DisabledSignal {
     pub signal: String,
     pub reason: String,
