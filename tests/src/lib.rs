@@ -450,3 +450,183 @@ impl Drop for WorkqueueCpus {
         let _ = std::fs::write(WQ_CPUMASK, &self.saved);
     }
 }
+
+/// Debian's ZooKeeper server classpath (package `zookeeper`).
+pub const ZK_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar";
+
+/// A standalone ZooKeeper server on loopback with its data and transaction log under
+/// `dir`, logging its own fsync measurements (fsync.warningthresholdms); killed on drop.
+pub struct ZooKeeper {
+    pub proc: Proc,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+/// One "fsync-ing the write ahead log in SyncThread:0 took 213ms" line.
+#[derive(Clone, Debug)]
+pub struct ZkFsyncWarning {
+    pub thread: String,
+    pub took_ms: u64,
+    /// When it was logged (just after the fsync returned), Unix ms.
+    pub logged_unix_ms: i64,
+}
+
+impl ZooKeeper {
+    pub fn start(dir: &std::path::Path, warn_ms: u32, wrap: &[&str]) -> ZooKeeper {
+        assert!(
+            std::path::Path::new("/usr/share/java/zookeeper.jar").exists(),
+            "Debian's zookeeper package is not installed: run `cargo xtask setup`"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for d in ["data", "log"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let cfg = dir.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=2000\ndataDir={0}/data\ndataLogDir={0}/log\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nfsync.warningthresholdms={warn_ms}\n4lw.commands.whitelist=*\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("zookeeper.out");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = if wrap.is_empty() {
+            Command::new("java")
+        } else {
+            let mut c = Command::new(wrap[0]);
+            c.args(&wrap[1..]).arg("java");
+            c
+        };
+        cmd.env("TZ", "UTC")
+            .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
+            .arg("-Dzookeeper.root.logger=INFO,CONSOLE")
+            .args([
+                "-Xmx256m",
+                "-cp",
+                ZK_CLASSPATH,
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+            ])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let proc = Proc::spawn("zookeeper", &mut cmd);
+        let zk = ZooKeeper { proc, port, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !zk.ruok() {
+            assert!(
+                Instant::now() < deadline,
+                "ZooKeeper did not start: {}",
+                std::fs::read_to_string(&zk.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        zk
+    }
+
+    fn ruok(&self) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"ruok").is_err() {
+            return false;
+        }
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf == "imok"
+    }
+
+    /// A write load (async creates) for `seconds`, running in the background.
+    pub fn load(&self, seconds: u32) -> Proc {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("java/ZkLoad.java");
+        Proc::spawn(
+            "zk load",
+            Command::new("java")
+                .args(["-cp", ZK_CLASSPATH])
+                .arg(src)
+                .arg(format!("127.0.0.1:{}", self.port))
+                .arg(seconds.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+    }
+
+    /// Every fsync warning ZooKeeper logged so far.
+    pub fn fsync_warnings(&self) -> Vec<ZkFsyncWarning> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter_map(parse_zk_warning).collect()
+    }
+}
+
+/// `2026-11-24 19:15:14,703 - WARN  [SyncThread:0:FileTxnLog@394] - fsync-ing the write
+/// ahead log in SyncThread:0 took 22ms which will ...` (log4j ISO8601, UTC).
+pub fn parse_zk_warning(line: &str) -> Option<ZkFsyncWarning> {
+    let rest = line.split("fsync-ing the write ahead log in ").nth(1)?;
+    let (thread, rest) = rest.split_once(" took ")?;
+    let took_ms: u64 = rest.split("ms").next()?.parse().ok()?;
+    // "YYYY-MM-DD HH:MM:SS,mmm"
+    let ts = line.get(..23)?;
+    let (date, time) = ts.split_once(' ')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let (hms, ms) = time.split_once(',')?;
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
+    let ms: i64 = ms.parse().ok()?;
+    // Days since the epoch (civil calendar, Howard Hinnant's algorithm).
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let unix_ms = ((days * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms;
+    Some(ZkFsyncWarning {
+        thread: thread.to_string(),
+        took_ms,
+        logged_unix_ms: unix_ms,
+    })
+}
+
+/// The zkstall record of the same call as a ZooKeeper warning: same thread, an
+/// fdatasync whose end is when ZooKeeper logged, and the same duration (ZooKeeper
+/// truncates to whole ms and adds the JNI transition of force(): `tolerance_ms`).
+pub fn match_zk_warning<'a>(
+    w: &ZkFsyncWarning,
+    records: &'a [serde_json::Value],
+    tolerance_ms: f64,
+) -> Option<&'a serde_json::Value> {
+    records.iter().find(|r| {
+        let (Some(d), Some(start)) = (r["duration_ms"].as_f64(), r["start_unix_ms"].as_i64())
+        else {
+            return false;
+        };
+        let end = start as f64 + d;
+        r["type"] == "fsync"
+            && r["syscall"] == "fdatasync"
+            && r["thread"].as_str() == Some(w.thread.as_str())
+            && (d - w.took_ms as f64).abs() <= tolerance_ms
+            && (w.logged_unix_ms as f64 - end).abs() <= 100.0
+    })
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        // Proc's own drop kills it; this only makes the order explicit.
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+}

@@ -141,6 +141,19 @@ const BLOCK_LAYER_WAITS: [&str; 7] = [
     "blk_queue_enter",
     "submit_bio_wait",
 ];
+/// Others' traffic below both of these is not contention (a few metadata blocks).
+const CONTENTION_MIN_BYTES: u64 = 1 << 20;
+const CONTENTION_MIN_REQUESTS: u32 = 16;
+
+/// `12.3 MB`, `48 KB`, `512 B`.
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.0} KB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
 /// A device that completes nothing for less than this is slow, not stalled.
 const STALL_MIN_NS: u64 = 500_000_000;
 const MAX_TIMELINE: usize = 20;
@@ -410,7 +423,11 @@ pub fn explain(call: &Span, h: &History) -> Explanation {
                 top_frame.map(|f| format!(" at {f}")).unwrap_or_default()
             ),
         )
-    } else if frac(d_ns) >= 0.3 && ev.bytes_others > ev.bytes_target {
+    } else if frac(d_ns) >= 0.3
+        && ev.bytes_others > ev.bytes_target
+        && (ev.bytes_others >= CONTENTION_MIN_BYTES
+            || ev.requests_others >= CONTENTION_MIN_REQUESTS)
+    {
         let who = contenders
             .first()
             .map(|c| format!("{} ({})", c.comm, c.pid))

@@ -206,7 +206,11 @@ mod tests {
         assert_eq!(info.dev, Some(DevId::from_dev_t(meta.dev())));
         assert_eq!(info.ino, Some(meta.ino()));
         std::fs::remove_file(fd_dir.join("5")).unwrap(); // the fd was closed
-        assert_eq!(files.by_fd(42, 5), Some(info), "closed fd falls back to the cache");
+        assert_eq!(
+            files.by_fd(42, 5),
+            Some(info),
+            "closed fd falls back to the cache"
+        );
         files.forget_pid(42);
         assert_eq!(files.by_fd(42, 5), None);
         assert_eq!(files.by_fd(42, -1), None);
@@ -216,7 +220,9 @@ mod tests {
     fn resolves_this_process_s_open_fd_through_the_real_proc() {
         let f = tempfile::NamedTempFile::new().unwrap();
         let mut files = Files::new(ProcRoot::default());
-        let info = files.by_fd(std::process::id(), f.as_file().as_raw_fd()).unwrap();
+        let info = files
+            .by_fd(std::process::id(), f.as_file().as_raw_fd())
+            .unwrap();
         assert_eq!(info.path, f.path().to_string_lossy());
     }
 

@@ -1,0 +1,345 @@
+//! A real ZooKeeper (Debian's package) under write load, with its data on a loop-mounted
+//! ext4 and `fsync.warningthresholdms` low, so that it logs its own fsync measurements.
+//! In each scenario every stall ZooKeeper logs must be matched by a zkstall record of the
+//! same thread with the same duration (ZooKeeper truncates to whole ms and adds the JNI
+//! transition: 3 ms), and the stalls caused by the injected problem get the expected
+//! verdict. Guards undo everything, in order: thaw, kill, unmount, detach, restore.
+
+use std::{
+    process::{Command, Stdio},
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::Value;
+use zkstall_tests::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// ZooKeeper logs fsyncs above this; zkstall reports from `TRACE_MS`, so that every
+/// logged stall has its record.
+const WARN_MS: u32 = 20;
+const TRACE_MS: &str = "15ms";
+const TOLERANCE_MS: f64 = 3.0;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Stops ZooKeeper (which ends the trace) and returns zkstall's calls of the SyncThread
+/// and ZooKeeper's own warnings.
+fn stop(zk: &mut ZooKeeper, tracer: Tracer) -> (Vec<Value>, Vec<ZkFsyncWarning>) {
+    std::thread::sleep(Duration::from_millis(500));
+    let warnings = zk.fsync_warnings();
+    let _ = zk.proc.child.kill();
+    let _ = zk.proc.child.wait();
+    let records = finish_tracer(tracer);
+    let calls = records
+        .into_iter()
+        .filter(|r| {
+            (r["type"] == "fsync" || r["type"] == "write")
+                && r["thread"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("SyncThread"))
+        })
+        .collect();
+    (calls, warnings)
+}
+
+/// Every fsync ZooKeeper logged has its zkstall record; returns the pairs.
+fn matched<'a>(
+    warnings: &[ZkFsyncWarning],
+    calls: &'a [Value],
+) -> Vec<(ZkFsyncWarning, &'a Value)> {
+    warnings
+        .iter()
+        .map(|w| {
+            let r = match_zk_warning(w, calls, TOLERANCE_MS).unwrap_or_else(|| {
+                let near: Vec<String> = calls
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} {} {:.3} ms at {}",
+                            c["type"],
+                            c["syscall"],
+                            c["duration_ms"].as_f64().unwrap_or(0.0),
+                            c["start_unix_ms"]
+                        )
+                    })
+                    .collect();
+                panic!("ZooKeeper logged {w:?}, and zkstall has no matching record among {near:#?}")
+            });
+            (w.clone(), r)
+        })
+        .collect()
+}
+
+fn summary(pairs: &[(ZkFsyncWarning, &Value)]) -> Vec<String> {
+    pairs
+        .iter()
+        .map(|(w, r)| {
+            format!(
+                "ZK {} ms / zkstall {:.3} ms: {} — {}",
+                w.took_ms,
+                r["duration_ms"].as_f64().unwrap(),
+                r["verdict"],
+                r["headline"]
+            )
+        })
+        .collect()
+}
+
+fn start(dir: &std::path::Path, wrap: &[&str]) -> (ZooKeeper, Tracer) {
+    let zk = ZooKeeper::start(dir, WARN_MS, wrap);
+    let tracer = start_tracer_with(
+        zk.proc.pid(),
+        &["--threshold", TRACE_MS, "--format", "json"],
+    );
+    (zk, tracer)
+}
+
+#[test]
+fn a_competing_dd_is_contention_or_journal_wait_with_dd_on_top() {
+    if !can_run_root_tests("a_competing_dd_is_contention_or_journal_wait_with_dd_on_top") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(1024);
+    let mnt = Mount::ext4(&lo.dev);
+    let (mut zk, tracer) = start(&mnt.dir, &[]);
+    let mut load = zk.load(10);
+    std::thread::sleep(Duration::from_secs(3));
+    let of = format!("of={}", mnt.dir.join("big").display());
+    let dd_from = now_ms();
+    let mut dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=1M", "count=400", "conv=fsync"])
+            .stderr(Stdio::null()),
+    );
+    let dd_pid = dd.pid() as u64;
+    assert!(dd.wait_for_exit(Duration::from_secs(120)).success());
+    let dd_to = now_ms();
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    let pairs = matched(&warnings, &calls);
+    let during: Vec<&(ZkFsyncWarning, &Value)> = pairs
+        .iter()
+        .filter(|(w, _)| w.logged_unix_ms > dd_from + 100 && w.logged_unix_ms < dd_to)
+        .collect();
+    assert!(
+        !during.is_empty(),
+        "dd slowed ZooKeeper's fsyncs: {:#?}",
+        summary(&pairs)
+    );
+    // dd first only dirties memory, then writes it all out (its conv=fsync): the stalls
+    // it causes are those with its I/O on the device. Each of them must be contention or
+    // a journal wait with dd on top, and the worst stall during dd must be one of them.
+    let by_dd: Vec<&&(ZkFsyncWarning, &Value)> = during
+        .iter()
+        .filter(|(_, r)| r["contenders"][0]["pid"].as_u64() == Some(dd_pid))
+        .collect();
+    for (_, r) in &by_dd {
+        let v = r["verdict"].as_str().unwrap();
+        assert!(
+            v == "journal_wait" || v == "device_contention",
+            "{:#?}",
+            summary(&pairs)
+        );
+    }
+    let worst = during.iter().max_by_key(|(w, _)| w.took_ms).unwrap();
+    let v = worst.1["verdict"].as_str().unwrap();
+    assert!(
+        v == "journal_wait" || v == "device_contention",
+        "worst: {:#?}",
+        summary(&pairs)
+    );
+    assert_eq!(
+        worst.1["contenders"][0]["pid"].as_u64(),
+        Some(dd_pid),
+        "dd on top of the worst stall: {}",
+        worst.1
+    );
+    eprintln!(
+        "{} of {} stalls during dd have dd on top: {:#?}",
+        by_dd.len(),
+        during.len(),
+        summary(&pairs)
+    );
+}
+
+#[test]
+fn a_device_that_stops_is_a_device_stall_on_that_device() {
+    if !can_run_root_tests("a_device_that_stops_is_a_device_stall_on_that_device") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let outer_lo = LoopDev::new(1024);
+    let outer = Mount::ext4(&outer_lo.dev);
+    let inner_lo = LoopDev::over(&outer.dir.join("inner.img"), 512);
+    let inner = Mount::ext4(&inner_lo.dev);
+    let (mut zk, tracer) = start(&inner.dir, &[]);
+    let mut load = zk.load(8);
+    std::thread::sleep(Duration::from_secs(3));
+    {
+        let mut freeze = Freeze::new(&outer.dir);
+        std::thread::sleep(Duration::from_secs(3));
+        freeze.thaw();
+    }
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    let pairs = matched(&warnings, &calls);
+    let long: Vec<&(ZkFsyncWarning, &Value)> =
+        pairs.iter().filter(|(w, _)| w.took_ms >= 2000).collect();
+    assert_eq!(long.len(), 1, "one long stall: {:#?}", summary(&pairs));
+    let r = long[0].1;
+    assert_eq!(r["verdict"], "device_stall", "{:#?}", summary(&pairs));
+    assert_eq!(
+        r["evidence"]["device"].as_str(),
+        Some(inner_lo.name().as_str()),
+        "{r}"
+    );
+    eprintln!("{:#?}", summary(&pairs));
+    drop(inner);
+}
+
+#[test]
+fn zookeepers_own_filesystem_frozen_is_fs_blocked_in_write() {
+    if !can_run_root_tests("zookeepers_own_filesystem_frozen_is_fs_blocked_in_write") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(512);
+    let mnt = Mount::ext4(&lo.dev);
+    let (mut zk, tracer) = start(&mnt.dir, &[]);
+    let mut load = zk.load(8);
+    std::thread::sleep(Duration::from_secs(3));
+    {
+        let mut freeze = Freeze::new(&mnt.dir);
+        std::thread::sleep(Duration::from_secs(2));
+        freeze.thaw();
+    }
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    let pairs = matched(&warnings, &calls);
+    let stuck: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["duration_ms"].as_f64().unwrap() > 1500.0)
+        .collect();
+    assert_eq!(stuck.len(), 1, "{stuck:#?}");
+    let c = stuck[0];
+    assert_eq!(
+        c["type"], "write",
+        "the SyncThread is stuck in write(): {c}"
+    );
+    assert_eq!(c["verdict"], "fs_blocked", "{}", c["headline"]);
+    assert!(
+        !warnings.iter().any(|w| w.took_ms > 1500),
+        "ZooKeeper itself does not see it as an fsync stall: {:#?}",
+        summary(&pairs)
+    );
+}
+
+#[test]
+fn dirty_throttling_of_zookeepers_writes_is_dirty_throttle() {
+    if !can_run_root_tests("dirty_throttling_of_zookeepers_writes_is_dirty_throttle") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(2048);
+    let mnt = Mount::ext4(&lo.dev);
+    let (mut zk, tracer) = start(&mnt.dir, &[]);
+    let mut load = zk.load(10);
+    std::thread::sleep(Duration::from_secs(3));
+    {
+        let _limits = DirtyLimits::set(4 << 20, 1 << 20);
+        let of = format!("of={}", mnt.dir.join("big").display());
+        let mut dd = Proc::spawn(
+            "dd",
+            Command::new("dd")
+                .args(["if=/dev/zero", &of, "bs=1M", "count=1200"])
+                .stderr(Stdio::null()),
+        );
+        let _ = dd.wait_for_exit(Duration::from_secs(120));
+    }
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    let pairs = matched(&warnings, &calls);
+    let throttled: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "dirty_throttle")
+        .collect();
+    assert!(
+        !throttled.is_empty(),
+        "ZooKeeper's writes were throttled: {:#?}",
+        calls
+            .iter()
+            .map(|c| format!(
+                "{} {:.1} ms {}",
+                c["syscall"],
+                c["duration_ms"].as_f64().unwrap(),
+                c["verdict"]
+            ))
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "{} throttled calls; ZooKeeper fsyncs: {:#?}",
+        throttled.len(),
+        summary(&pairs)
+    );
+}
+
+#[test]
+fn a_starved_sync_thread_is_cpu_starvation() {
+    if !can_run_root_tests("a_starved_sync_thread_is_cpu_starvation") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(512);
+    let mnt = Mount::ext4(&lo.dev);
+    // ZooKeeper on CPU 1; the loop device's worker on CPU 0 (else the device stalls too).
+    let _wq = WorkqueueCpus::set("1");
+    let (mut zk, tracer) = start(&mnt.dir, &["taskset", "-c", "1"]);
+    let mut load = zk.load(8);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut hog = Proc::spawn(
+        "rt hog",
+        Command::new("timeout").args([
+            "1.5",
+            "chrt",
+            "-f",
+            "10",
+            "taskset",
+            "-c",
+            "1",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ]),
+    );
+    let _ = hog.wait_for_exit(Duration::from_secs(10));
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    // Here ZooKeeper's own measurement can exceed the syscall's: System.nanoTime() around
+    // force() also counts the JNI return and any wait on the (hogged) CPU after the
+    // syscall returned. A 27 ms "fsync" whose fdatasync took 12 ms was seen. zkstall does
+    // not yet attribute that post-syscall wait (the jvm_pause side of the issue), so only
+    // the stalls the hog caused inside the syscall are matched here.
+    let long: Vec<ZkFsyncWarning> = warnings
+        .iter()
+        .filter(|w| w.took_ms >= 200)
+        .cloned()
+        .collect();
+    let pairs = matched(&long, &calls);
+    assert!(!pairs.is_empty(), "the hog stalled an fsync: {warnings:#?}");
+    for (_, r) in &pairs {
+        assert_eq!(r["verdict"], "cpu_starvation", "{:#?}", summary(&pairs));
+        assert!(
+            r["evidence"]["runq_ms"].as_f64().unwrap() >= 0.5 * r["duration_ms"].as_f64().unwrap(),
+            "{r}"
+        );
+    }
+}
