@@ -435,9 +435,9 @@ pub fn explain(call: &Span, h: &History) -> Explanation {
         (
             "device_contention",
             format!(
-                "{device} was busy with others' I/O during this {dur_ms:.0} ms {sc}: {:.1} MB by others vs {:.1} MB of its own; top: {who}{}",
-                ev.bytes_others as f64 / 1e6,
-                ev.bytes_target as f64 / 1e6,
+                "{device} was busy with others' I/O during this {dur_ms:.0} ms {sc}: {} by others vs {} of its own; top: {who}{}",
+                human(ev.bytes_others),
+                human(ev.bytes_target),
                 if in_block_layer {
                     " (its own I/O was held back in the block layer)"
                 } else {
@@ -449,8 +449,8 @@ pub fn explain(call: &Span, h: &History) -> Explanation {
         (
             "own_io",
             format!(
-                "writing its own {:.1} KB on {device}{}",
-                ev.bytes_target as f64 / 1e3,
+                "writing its own {} on {device}{}",
+                human(ev.bytes_target),
                 ev.latency_ms
                     .as_ref()
                     .map(|l| format!(" (device latency p50 {:.2} ms, max {:.2} ms)", l.p50, l.max))
@@ -838,6 +838,17 @@ mod tests {
             "pid 0 is not a contender: {:?}",
             e.contenders
         );
+    }
+
+    #[test]
+    fn a_few_metadata_blocks_of_others_are_not_contention() {
+        let mut h = History::default();
+        h.io(io(0, "jbd2/loop1-8", 16384, 2, 20));
+        h.io(io(ZK, "SyncThread:1", 8192, 1, 25));
+        h.blocked(blocked(SYNC, "D", 1, 29, Some(29), &["io_schedule"], None));
+        let e = explain(&call(0, 30), &h);
+        assert_eq!(e.verdict, "own_io", "{}", e.headline);
+        assert!(e.headline.contains("8 KB"), "{}", e.headline);
     }
 
     #[test]
