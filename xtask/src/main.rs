@@ -4,7 +4,7 @@
 //!   cargo xtask setup            install what building and testing need (idempotent)
 //!   cargo xtask build [--release]
 //!   cargo xtask test [ARGS]      set up, build, run every test (root tests need root)
-//!   cargo xtask demo             set up, build, trace the built-in workload
+//!   cargo xtask demo             set up, build, trace a real ZooKeeper through two injected stalls
 //!   cargo xtask lint             rustfmt check, clippy on userspace, clippy on the eBPF crate
 //!   cargo xtask bench            bystander cost of zkstall, as with/without ratios
 
@@ -41,7 +41,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build (release) and run `zkstall demo` (needs root).
+    /// The main job on a real ZooKeeper (needs root): Debian's zookeeper on a loop-mounted
+    /// ext4 under write load, a competing writer then a device that stops, traced by
+    /// zkstall, then the recording reported. Everything is cleaned up.
     Demo,
     /// rustfmt --check, then clippy in two passes: userspace, and the eBPF crate.
     Lint,
@@ -58,18 +60,23 @@ enum Cmd {
 }
 
 mod bench;
+mod demo;
 
 /// bpf-linker release known to build against the nightly's libLLVM (../shared/platform.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests need, each with a command that proves it is installed.
+/// Debian packages the tests and the demo need, each with a shell test proving it is
+/// installed.
 const APT_PACKAGES: &[(&str, &str)] = &[
-    ("util-linux", "setpriv"),  // drop privileges in the "no root" tests
-    ("mount", "losetup"),       // loop devices for the block and writeback tests
-    ("util-linux", "fsfreeze"), // freeze a filesystem under a blocked thread
-    ("e2fsprogs", "mkfs.ext4"), // ext4 (with its jbd2 journal) on the loop devices
-    ("coreutils", "dd"),
-    ("default-jre-headless", "java"), // a real JVM in the discovery/thread-name test
+    ("util-linux", "command -v setpriv"), // drop privileges in the "no root" tests
+    ("mount", "command -v losetup"),      // loop devices for the block and writeback tests
+    ("util-linux", "command -v fsfreeze"), // freeze a filesystem under a blocked thread
+    ("util-linux", "command -v taskset"), // pin ZooKeeper to one CPU (CPU starvation)
+    ("util-linux", "command -v chrt"),    // a real-time CPU hog
+    ("e2fsprogs", "command -v mkfs.ext4"), // ext4 (with its jbd2 journal) on the loop devices
+    ("coreutils", "command -v dd"),
+    ("default-jre-headless", "command -v java"), // a real JVM; ZooKeeper's runtime
+    ("zookeeper", "test -e /usr/share/java/zookeeper.jar"), // the real thing (3.8 on Debian 12)
 ];
 
 fn main() -> Result<()> {
@@ -94,11 +101,7 @@ fn main() -> Result<()> {
         Cmd::Demo => {
             setup()?;
             let bin = build(&root, true)?;
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } != 0 {
-                bail!("the demo loads eBPF programs and needs root: sudo -E cargo xtask demo");
-            }
-            run(Command::new(&bin).arg("demo"))
+            demo::run(&bin, &root)
         }
         Cmd::Bench { seconds, rounds } => {
             setup()?;
@@ -254,9 +257,7 @@ fn setup() -> Result<()> {
     // 3. Debian packages.
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(_, probe)| {
-            output(Command::new("sh").args(["-c", &format!("command -v {probe}")])).is_none()
-        })
+        .filter(|(_, probe)| output(Command::new("sh").args(["-c", probe])).is_none())
         .map(|(pkg, _)| *pkg)
         .fold(Vec::new(), |mut v, p| {
             if !v.contains(&p) {

@@ -492,6 +492,9 @@ fn timeline(call: &Span, h: &History) -> Vec<TimelineEntry> {
     }
     let mut out: Vec<TimelineEntry> = recent_blocked(h, call)
         .filter(|b| b.pid == call.pid && per_thread.get(&b.tid).is_some_and(|&t| t * 5 >= dur))
+        // A thread already asleep (S) when the call began is idle, not held up by the
+        // stall (JVM housekeeping threads sleep for seconds); D and runnable always count.
+        .filter(|b| b.state != "S" || b.off >= call.start || b.tid == call.tid)
         .map(|b| TimelineEntry {
             tid: b.tid,
             thread: b.thread.clone(),
@@ -849,6 +852,29 @@ mod tests {
         let e = explain(&call(0, 30), &h);
         assert_eq!(e.verdict, "own_io", "{}", e.headline);
         assert!(e.headline.contains("8 KB"), "{}", e.headline);
+    }
+
+    #[test]
+    fn threads_idle_since_before_the_call_are_not_in_its_timeline() {
+        let mut h = History::default();
+        h.blocked(blocked(SYNC, "D", 1, 99, Some(99), &["io_schedule"], None));
+        // The JVM's housekeeping thread sleeps for a second, from before the call.
+        let mut vm = blocked(310, "S", 0, 1000, Some(1000), &[], None);
+        vm.off = MonoNs(t(0).0 - 500 * MS);
+        h.blocked(vm);
+        // A thread that fell asleep during the call, woken by the stalled one, counts.
+        h.blocked(blocked(
+            311,
+            "S",
+            20,
+            100,
+            Some(100),
+            &[],
+            Some("SyncThread:1"),
+        ));
+        let e = explain(&call(0, 100), &h);
+        let tids: Vec<u32> = e.timeline.iter().map(|t| t.tid).collect();
+        assert_eq!(tids, vec![SYNC, 311]);
     }
 
     #[test]
