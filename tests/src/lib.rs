@@ -610,8 +610,9 @@ pub fn match_zk_warning<'a>(
     tolerance_ms: f64,
 ) -> Option<&'a serde_json::Value> {
     records.iter().find(|r| {
-        let (Some(d), Some(start)) = (r["duration_ms"].as_f64(), r["start_unix_ms"].as_i64())
-        else {
+        // What the JVM measured: the syscall, plus any wait right after it returned.
+        let d = r["visible_ms"].as_f64().or(r["duration_ms"].as_f64());
+        let (Some(d), Some(start)) = (d, r["start_unix_ms"].as_i64()) else {
             return false;
         };
         let end = start as f64 + d;

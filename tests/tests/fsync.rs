@@ -87,6 +87,13 @@ fn trace_workload(calls: u32, syscalls: &str) -> Traced {
         ]),
     );
     let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
+    // Drain stdout while tracing: a full pipe would block the tracer.
+    let mut tout = tracer.child.stdout.take().expect("stdout");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut tout, &mut s);
+        s
+    });
     wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
 
     // An untraced process doing the same calls meanwhile: none of its calls may appear.
@@ -115,9 +122,7 @@ fn trace_workload(calls: u32, syscalls: &str) -> Traced {
     );
     // With --pid, zkstall ends by itself once its target has exited.
     let st = tracer.wait_for_exit(Duration::from_secs(30));
-    let mut out = String::new();
-    std::io::Read::read_to_string(tracer.child.stdout.as_mut().expect("stdout"), &mut out)
-        .expect("read");
+    let out = out_reader.join().expect("stdout reader");
     assert!(
         st.success(),
         "zkstall trace failed: {st}; stderr: {:?}",
@@ -143,7 +148,19 @@ fn trace_workload(calls: u32, syscalls: &str) -> Traced {
             r["type"] == "write" && r["path"].as_str().is_some_and(|p| p.starts_with("pipe:"))
         })
         .count();
-    assert_eq!(pipe_writes, own.len(), "one stdout line per call");
+    assert_eq!(
+        pipe_writes,
+        own.len(),
+        "one stdout line per call: {:#?}",
+        lines
+            .iter()
+            .filter(|r| r["type"] == "write")
+            .map(|r| format!(
+                "{} fd {} pid {} tid {} {}",
+                r["path"], r["fd"], r["pid"], r["tid"], r["thread"]
+            ))
+            .collect::<Vec<_>>()
+    );
     let expected_writes = own.len();
     assert_eq!(
         writes.len(),

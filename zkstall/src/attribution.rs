@@ -12,15 +12,18 @@
 //! |---|---|
 //! | device_stall | requests were in flight but none completed for >= 50% of the call, and for at least 500 ms (a single slow request of a short call is not a stall) |
 //! | dirty_throttle | balance_dirty_pages pauses cover >= 30% of the call |
-//! | cpu_starvation | runnable but not running for >= 50% of the call |
+//! | cpu_starvation | runnable but not running for >= 50% of the call (during the syscall or right after it) |
 //! | journal_wait | >= 30% in D, waiting on a jbd2 commit (its stack, or woken by jbd2) |
 //! | fs_blocked | >= 50% in D with no I/O of its own in flight for most of it |
 //! | device_contention | >= 30% in D and others moved more bytes on the device than it did |
 //! | own_io | its own I/O at the device's speed |
 //! | unknown | none of the above (no signal covers the time) |
 //!
-//! `jvm_pause` (all Java threads stopped together) needs the JVM's own measurement to be
-//! compared with the syscall's; it is not decided from kernel events alone yet.
+//! | jvm_pause | the syscall returned, then the thread slept (parked at a safepoint) for >= 50% of what its caller measured |
+//!
+//! The interval is what the caller saw: when the thread went off CPU right after the
+//! syscall returned, until it ran again (`Span::syscall_end` marks the return). A JVM
+//! timing `force()` counts that wait too; so does zkstall.
 
 use std::collections::HashMap;
 
@@ -42,7 +45,10 @@ pub struct Span {
     pub dev: Option<DevId>,
     pub device: Option<String>,
     pub start: MonoNs,
+    /// When the caller could go on: the syscall's return, or later if the thread went off
+    /// CPU right after it (`syscall_end` is then when the syscall itself returned).
     pub end: MonoNs,
+    pub syscall_end: Option<MonoNs>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -85,6 +91,14 @@ pub struct Evidence {
     /// Who woke it from that sleep.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waker: Option<String>,
+    /// Time between the syscall's return and the thread running again, when it went
+    /// off CPU right after the syscall.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_syscall_ms: Option<f64>,
+    /// Other threads of the same process off CPU through most of that wait (a JVM
+    /// safepoint stops them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_threads_stopped: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -340,6 +354,26 @@ pub fn explain(call: &Span, h: &History) -> Explanation {
         .any(|f| f.starts_with("jbd2_log_wait_commit") || f.starts_with("jbd2_journal_wait"))
         || ev.waker.as_deref().is_some_and(|w| w.starts_with("jbd2/"));
 
+    // 5. After the syscall returned, if the thread went off CPU right away: asleep (a
+    //    JVM safepoint parks returning threads in futex) or waiting for a CPU.
+    let mut s_after = 0u64;
+    if let Some(se) = call.syscall_end {
+        let after = (se, call.end);
+        let wait = call.end.since(se).max(1);
+        for b in recent_blocked(h, call)
+            .filter(|b| b.tid == call.tid && b.state != "R" && !b.state.contains('D'))
+        {
+            s_after += overlap(b.sleep(), after);
+        }
+        let mut stopped: HashMap<u32, u64> = HashMap::new();
+        for b in recent_blocked(h, call).filter(|b| b.pid == call.pid && b.tid != call.tid) {
+            *stopped.entry(b.tid).or_default() += overlap((b.off, b.on), after);
+        }
+        ev.after_syscall_ms = Some(ms(call.end.since(se)));
+        ev.other_threads_stopped =
+            Some(stopped.values().filter(|&&t| t * 2 >= wait).count() as u32);
+    }
+
     // No own I/O in flight while in D.
     let own_inflight = union_len(own_busy, win);
     let in_block_layer = ev
@@ -392,6 +426,16 @@ pub fn explain(call: &Span, h: &History) -> Explanation {
             format!(
                 "runnable but not running for {:.0} ms of this {dur_ms:.0} ms {sc}: the CPU was busy with others",
                 ms(runq_ns)
+            ),
+        )
+    } else if frac(s_after) >= 0.5 {
+        (
+            "jvm_pause",
+            format!(
+                "{sc} returned in {:.0} ms, then the thread slept {:.0} ms before its caller ran again, with {} other thread(s) of the process stopped too: a JVM pause (safepoint or GC)",
+                ms(call.syscall_end.map_or(0, |se| se.since(call.start))),
+                ms(s_after),
+                ev.other_threads_stopped.unwrap_or(0)
             ),
         )
     } else if frac(d_ns) >= 0.3 && waits_on_journal {
@@ -538,6 +582,7 @@ mod tests {
             device: Some("loop1".into()),
             start: t(start),
             end: t(end),
+            syscall_end: None,
         }
     }
 
@@ -875,6 +920,34 @@ mod tests {
         let e = explain(&call(0, 100), &h);
         let tids: Vec<u32> = e.timeline.iter().map(|t| t.tid).collect();
         assert_eq!(tids, vec![SYNC, 311]);
+    }
+
+    #[test]
+    fn a_quick_syscall_then_a_park_with_the_whole_jvm_is_a_jvm_pause() {
+        let mut h = History::default();
+        h.io(io(ZK, "SyncThread:1", 4096, 1, 11));
+        h.blocked(blocked(SYNC, "D", 1, 11, Some(11), &["io_schedule"], None));
+        // Returned at 12 ms; parked in futex until 90 ms, as were two other JVM threads.
+        h.blocked(blocked(SYNC, "S", 12, 90, Some(89), &[], Some("VM Thread")));
+        h.blocked(blocked(320, "S", 12, 90, Some(89), &[], Some("VM Thread")));
+        h.blocked(blocked(321, "S", 13, 89, Some(88), &[], Some("VM Thread")));
+        let mut c = call(0, 90);
+        c.syscall_end = Some(t(12));
+        let e = explain(&c, &h);
+        assert_eq!(e.verdict, "jvm_pause", "{}", e.headline);
+        assert_eq!(e.evidence.after_syscall_ms, Some(78.0));
+        assert_eq!(e.evidence.other_threads_stopped, Some(2));
+        assert!(e.headline.contains("returned in 12 ms"), "{}", e.headline);
+    }
+
+    #[test]
+    fn preempted_right_after_the_syscall_is_cpu_starvation() {
+        let mut h = History::default();
+        h.blocked(blocked(SYNC, "D", 1, 11, Some(11), &["io_schedule"], None));
+        h.blocked(blocked(SYNC, "R", 12, 60, None, &[], None));
+        let mut c = call(0, 60);
+        c.syscall_end = Some(t(12));
+        assert_eq!(explain(&c, &h).verdict, "cpu_starvation");
     }
 
     #[test]

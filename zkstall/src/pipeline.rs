@@ -22,6 +22,14 @@ use crate::{
 };
 
 const DIRTIERS: usize = 65536;
+/// A thread that goes off CPU within this of a syscall's return did so on its way back
+/// to its caller: preempted on exit to user space, or parked at a JVM safepoint on the
+/// native-to-Java transition (both within microseconds). Later, it is the caller's own
+/// code that blocks (ZooKeeper's SyncThread waiting for the next requests): not the call.
+const AFTER_GAP_NS: u64 = 50_000;
+/// A held call whose thread shows nothing for this long is released as it is.
+const HOLD_MAX_NS: u64 = 1_000_000_000;
+const MAX_HELD: usize = 65536;
 const OPEN_COMMITS: usize = 1024;
 
 /// A jbd2 commit between its start and end records.
@@ -44,6 +52,12 @@ pub struct Pipeline {
     commits: HashMap<(u32, u32), Commit>,
     /// Recent activity, for attribution.
     history: History,
+    /// fsync-family calls held until the thread's next event says whether it ran again
+    /// right after the syscall returned (what the JVM's timing of force() includes).
+    held: HashMap<u32, Call>,
+    held_order: std::collections::VecDeque<(MonoNs, u32)>,
+    /// The newest record's timestamp: the clock for releasing held calls.
+    last_ts: MonoNs,
     /// jbd2 thread comms, learned from the journal records' tasks.
     comms: HashMap<u32, String>,
     wall: WallClock,
@@ -66,6 +80,9 @@ impl Pipeline {
             dirtiers: HashMap::new(),
             commits: HashMap::new(),
             history: History::default(),
+            held: HashMap::new(),
+            held_order: Default::default(),
+            last_ts: MonoNs(0),
             comms: HashMap::new(),
             wall,
             threshold_ns,
@@ -191,6 +208,24 @@ impl Pipeline {
                 _ => {}
             }
         }
+        if let Some(ts) = rec
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+        {
+            self.last_ts = self.last_ts.max(MonoNs(ts));
+        }
+        // The thread made another call: it ran right after the held one returned.
+        if let Event::SyscallEnter { task, .. } = &ev
+            && let Some(c) = self.held.remove(&task.tid)
+        {
+            self.release(c, None, sink)?;
+        }
+        self.handle_event(ev, sink)?;
+        self.release_stale(sink)
+    }
+
+    fn handle_event(&mut self, ev: Event, sink: &mut dyn Sink) -> io::Result<()> {
         match ev {
             Event::SyscallEnter {
                 task,
@@ -213,13 +248,33 @@ impl Pipeline {
                 self.enrich.observe_thread(task.tid, &comm);
                 let mut call = self.calls.exit(task, syscall, start, end, arg, ret, comm);
                 self.calls_seen += 1;
-                if call.duration_ns(end) >= self.threshold_ns {
+                if syscall.is_write() {
+                    // Only slow ones reach userspace; nothing to wait for.
+                    if call.duration_ns(end) >= self.threshold_ns {
+                        if call.file.is_none() {
+                            call.file = self.resolve(task, syscall, arg);
+                        }
+                        self.reported += 1;
+                        let rec = self.record(&call, end, None);
+                        sink.call(&rec)?;
+                    }
+                } else {
                     if call.file.is_none() {
                         call.file = self.resolve(task, syscall, arg);
                     }
-                    self.reported += 1;
-                    let rec = self.record(&call, end);
-                    sink.call(&rec)?;
+                    if let Some(prev) = self.held.remove(&task.tid) {
+                        self.release(prev, None, sink)?;
+                    }
+                    if self.held.len() >= MAX_HELD {
+                        // Bounded: release the oldest as it is.
+                        if let Some((_, tid)) = self.held_order.pop_front()
+                            && let Some(c) = self.held.remove(&tid)
+                        {
+                            self.release(c, None, sink)?;
+                        }
+                    }
+                    self.held_order.push_back((end, task.tid));
+                    self.held.insert(task.tid, call);
                 }
             }
             Event::Io {
@@ -336,6 +391,14 @@ impl Pipeline {
                     waker: waker.as_ref().map(|(t, c)| (t.pid, t.tid, c.clone())),
                     stack: stack.clone(),
                 });
+                // Off CPU right after a held call returned: the caller saw that wait too.
+                if let Some(c) = self.held.remove(&task.tid) {
+                    let after = c
+                        .end
+                        .filter(|e| off.since(*e) <= AFTER_GAP_NS && off >= *e)
+                        .map(|_| on);
+                    self.release(c, after, sink)?;
+                }
                 if !self.events_out {
                     self.count("blocked");
                     return Ok(());
@@ -594,20 +657,75 @@ impl Pipeline {
 
     /// Reports calls still running at `now` that are already over the threshold.
     pub fn finish(&mut self, now: MonoNs, sink: &mut dyn Sink) -> io::Result<()> {
+        while let Some((_, tid)) = self.held_order.pop_front() {
+            if let Some(c) = self.held.remove(&tid) {
+                self.release(c, None, sink)?;
+            }
+        }
         for call in self.calls.unfinished() {
             if call.duration_ns(now) >= self.threshold_ns && self.threshold_ns > 0 {
                 self.reported += 1;
-                let rec = self.record(&call, now);
+                let rec = self.record(&call, now, None);
                 sink.call(&rec)?;
             }
         }
         Ok(())
     }
 
+    /// Reports a held call if it was slow as its caller saw it: until `ran_again` when the
+    /// thread went off CPU right after the syscall returned, else until the return.
+    fn release(
+        &mut self,
+        mut call: Call,
+        ran_again: Option<MonoNs>,
+        sink: &mut dyn Sink,
+    ) -> io::Result<()> {
+        let end = call.end.unwrap_or(call.start);
+        let visible_end = ran_again.filter(|r| *r > end);
+        if visible_end.unwrap_or(end).since(call.start) < self.threshold_ns {
+            return Ok(());
+        }
+        if call.file.is_none() {
+            call.file = self.resolve(call.task, call.syscall, call.arg);
+        }
+        self.reported += 1;
+        let rec = self.record(&call, end, visible_end);
+        sink.call(&rec)
+    }
+
+    /// Held calls whose thread has done nothing traced for a while: it ran on.
+    fn release_stale(&mut self, sink: &mut dyn Sink) -> io::Result<()> {
+        while let Some(&(exit, tid)) = self.held_order.front() {
+            if self.last_ts.since(exit) < HOLD_MAX_NS {
+                break;
+            }
+            self.held_order.pop_front();
+            if self.held.get(&tid).is_some_and(|c| c.end == Some(exit))
+                && let Some(c) = self.held.remove(&tid)
+            {
+                self.release(c, None, sink)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets a process that exited.
-    pub fn forget_pid(&mut self, pid: u32) {
+    /// Reports what was held for it first.
+    pub fn forget_pid(&mut self, pid: u32, sink: &mut dyn Sink) -> io::Result<()> {
+        let tids: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, c)| c.task.pid == pid)
+            .map(|(t, _)| *t)
+            .collect();
+        for tid in tids {
+            if let Some(c) = self.held.remove(&tid) {
+                self.release(c, None, sink)?;
+            }
+        }
         self.calls.forget_pid(pid);
         self.enrich.forget_pid(pid);
+        Ok(())
     }
 
     pub fn evicted(&self) -> u64 {
@@ -622,7 +740,9 @@ impl Pipeline {
         }
     }
 
-    fn record(&mut self, call: &Call, now: MonoNs) -> CallRecord {
+    /// The printed record of a call. `visible_end`: when the thread ran again, if it went
+    /// off CPU right after the syscall returned.
+    fn record(&mut self, call: &Call, now: MonoNs, visible_end: Option<MonoNs>) -> CallRecord {
         let thread = if call.comm.is_empty() {
             self.enrich
                 .thread_name(call.task.pid, call.task.tid)
@@ -640,10 +760,13 @@ impl Pipeline {
                 dev,
                 device: device.clone(),
                 start: call.start,
-                end: call.end.unwrap_or(now),
+                end: visible_end.unwrap_or(call.end.unwrap_or(now)),
+                syscall_end: visible_end.and(call.end),
             },
             &self.history,
         );
+        let syscall_end = call.end.unwrap_or(now);
+        let after_ms = visible_end.map(|v| v.since(syscall_end) as f64 / 1e6);
         CallRecord {
             kind: if call.syscall.is_write() {
                 "write"
@@ -666,6 +789,8 @@ impl Pipeline {
             duration_ms: call.duration_ns(now) as f64 / 1e6,
             ret: call.ret,
             unfinished: call.end.is_none(),
+            after_ms,
+            visible_ms: visible_end.map(|v| v.since(call.start) as f64 / 1e6),
             why: Some(why),
         }
     }
@@ -777,6 +902,82 @@ mod tests {
             arg,
             comm,
         })
+    }
+
+    #[test]
+    fn a_call_is_as_slow_as_its_caller_saw_it() {
+        use zkstall_common::BlockedEvent;
+        let mut p = Pipeline::new(
+            Box::new(Live::new(
+                ProcRoot(std::path::PathBuf::from("/nonexistent")),
+                "/nonexistent",
+            )),
+            WallClock { offset_ns: 0 },
+            20_000_000,
+        );
+        let ms = |v: u64| v * 1_000_000;
+        let blocked = |tid: u32, off: u64, on: u64, state: u64| BlockedEvent {
+            hdr: EventHeader {
+                kind: EventKind::Blocked as u32,
+                size: 88,
+                ts_ns: on,
+                tgid: 7,
+                tid,
+            },
+            off_ns: off,
+            wake_ns: 0,
+            state,
+            syscall: -1,
+            waker_tgid: 0,
+            waker_tid: 0,
+            waker_comm: [0; COMM_LEN],
+            stack_id: -1,
+        };
+        let mut out = Vec::new();
+        {
+            let mut sink = JsonSink::new(&mut out);
+            // 12 ms fdatasync, then preempted 15 ms right after it returned: 27 ms as seen.
+            p.handle(&enter(7, 8, ms(100), Syscall::Fdatasync, 3), &mut sink)
+                .unwrap();
+            p.handle(
+                &exit(7, 8, ms(100), ms(112), Syscall::Fdatasync, 3),
+                &mut sink,
+            )
+            .unwrap();
+            p.handle(
+                &bytes_of(&blocked(8, ms(112) + 5_000, ms(127), 0x100)),
+                &mut sink,
+            )
+            .unwrap();
+            // 12 ms fdatasync, then the thread runs on (its next call): not reported.
+            p.handle(&enter(7, 8, ms(200), Syscall::Fdatasync, 3), &mut sink)
+                .unwrap();
+            p.handle(
+                &exit(7, 8, ms(200), ms(212), Syscall::Fdatasync, 3),
+                &mut sink,
+            )
+            .unwrap();
+            p.handle(&enter(7, 8, ms(213), Syscall::Fsync, 3), &mut sink)
+                .unwrap();
+            // Off CPU 100 µs after returning: its caller's own code blocked, not the call.
+            p.handle(&exit(7, 8, ms(213), ms(225), Syscall::Fsync, 3), &mut sink)
+                .unwrap();
+            p.handle(&bytes_of(&blocked(8, ms(230), ms(260), 0x1)), &mut sink)
+                .unwrap();
+            p.finish(MonoNs(ms(300)), &mut sink).unwrap();
+        }
+        let lines: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        let r = &lines[0];
+        assert_eq!(r["duration_ms"], 12.0);
+        assert_eq!(r["after_ms"], 15.0);
+        assert_eq!(r["visible_ms"], 27.0);
+        assert_eq!(r["verdict"], "cpu_starvation", "{}", r["headline"]);
+        assert_eq!(p.calls_seen, 3);
     }
 
     #[test]

@@ -112,7 +112,9 @@ pub async fn trace(
     let mut probes = Probes::load(layout)?;
     let wall = WallClock::sample();
     let stacks = probes.take_stacks()?;
-    let mut enrich = Live::new(proc.clone(), "/sys").with_stacks(Box::new(stacks));
+    let mut enrich = Live::new(proc.clone(), "/sys")
+        .with_stacks(Box::new(stacks))
+        .preload();
     if opts.output.is_some() {
         enrich = enrich.recording();
     }
@@ -189,7 +191,7 @@ pub async fn trace(
                         tracing::info!("process {pid} exited");
                         live.remove(&pid);
                         probes.remove_target(pid)?;
-                        pipeline.forget_pid(pid);
+                        pipeline.forget_pid(pid, sink).context("writing output")?;
                     }
                 }
                 if !explicit && polls % REDISCOVER_EVERY == 0 {

@@ -144,6 +144,12 @@ impl Live {
         self
     }
 
+    /// Loads the kernel symbol table up front, off the hot path.
+    pub fn preload(mut self) -> Self {
+        self.symbols.load();
+        self
+    }
+
     /// Logs every answer (for a recording).
     pub fn recording(mut self) -> Self {
         self.log = Some(Vec::new());
@@ -208,8 +214,9 @@ impl Enricher for Live {
     fn forget_thread(&mut self, tid: u32) {
         self.threads.forget([tid]);
     }
-    fn forget_pid(&mut self, pid: u32) {
-        self.files.forget_pid(pid);
+    fn forget_pid(&mut self, _pid: u32) {
+        // Keep what the process's fds pointed to: its last records may still be on their
+        // way (the cache is bounded, and /proc is always asked first).
     }
     fn cgroup_path(&mut self, id: u64) -> Option<String> {
         let v = self.cgroups.path(id);

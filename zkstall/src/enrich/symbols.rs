@@ -17,6 +17,12 @@ impl Symbols {
         }
     }
 
+    /// Loads the table now (it is otherwise loaded on first use, which would stall the
+    /// pipeline for a moment in the middle of a trace).
+    pub fn load(&mut self) {
+        let _ = self.table();
+    }
+
     fn table(&mut self) -> &[(u64, String)] {
         if self.table.is_none() {
             let text = std::fs::read_to_string(&self.path).unwrap_or_default();

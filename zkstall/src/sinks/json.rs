@@ -52,6 +52,8 @@ pub(crate) mod tests {
             duration_ms: 213.5,
             ret: Some(0),
             unfinished: false,
+            after_ms: None,
+            visible_ms: None,
             why: None,
         }
     }

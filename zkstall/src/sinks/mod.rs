@@ -41,6 +41,14 @@ pub struct CallRecord {
     /// True for a call still running when tracing ended (its duration is a lower bound).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unfinished: bool,
+    /// When the thread went off CPU right after the syscall returned (preempted, or parked
+    /// at a JVM safepoint): how long until it ran again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_ms: Option<f64>,
+    /// duration_ms + after_ms: what the caller measured (ZooKeeper's System.nanoTime()
+    /// around force()). Reporting and --threshold use it when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visible_ms: Option<f64>,
     /// Why it was slow: verdict, headline, evidence, contenders, timeline.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub why: Option<crate::attribution::Explanation>,

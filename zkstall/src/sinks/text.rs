@@ -53,6 +53,11 @@ pub fn format_call(r: &CallRecord) -> String {
     if r.unfinished {
         s.push_str("  [still running when tracing ended]");
     }
+    if let (Some(after), Some(visible)) = (r.after_ms, r.visible_ms) {
+        s.push_str(&format!(
+            "  (+{after:.3} ms before the thread ran again: {visible:.3} ms as its caller saw it)"
+        ));
+    }
     if let Some(why) = &r.why {
         s.push_str(&explanation(why));
     }
