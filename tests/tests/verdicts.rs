@@ -341,6 +341,7 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lo = LoopDev::new(128);
     let mnt = Mount::ext4(&lo.dev);
+    // Back-to-back calls (no pause between them), so the hog lands inside one.
     // The workload runs on CPU 1 only; a real-time busy loop takes CPU 1 for 1.5 s (the
     // kernel's RT throttling still leaves others 5%, so nothing hangs). The loop device's
     // worker is kept on CPU 0, or the hog would stall the device too (a device stall,
@@ -353,7 +354,7 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
             "--calls",
             "100000",
             "--interval",
-            "5ms",
+            "0ms",
             "--syscalls",
             "fdatasync",
         ],
