@@ -452,7 +452,12 @@ impl Drop for WorkqueueCpus {
 }
 
 /// Debian's ZooKeeper server classpath (package `zookeeper`).
-pub const ZK_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar";
+pub const ZK_CLASSPATH: &str =
+    "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar";
+
+/// ZooKeeper's log to stdout in the format its fsync warnings are parsed with, from our
+/// own log4j configuration: nothing depends on /etc/zookeeper/conf.
+pub const ZK_LOG4J: &str = "log4j.rootLogger=INFO, CONSOLE\nlog4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\nlog4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\nlog4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} - %-5p [%t:%C{1}@%L] - %m%n\n";
 
 /// A standalone ZooKeeper server on loopback with its data and transaction log under
 /// `dir`, logging its own fsync measurements (fsync.warningthresholdms); killed on drop.
@@ -494,6 +499,8 @@ impl ZooKeeper {
             ),
         )
         .unwrap();
+        let log4j = dir.join("log4j.properties");
+        std::fs::write(&log4j, ZK_LOG4J).unwrap();
         let log = dir.join("zookeeper.out");
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = if wrap.is_empty() {
@@ -505,7 +512,7 @@ impl ZooKeeper {
         };
         cmd.env("TZ", "UTC")
             .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
-            .arg("-Dzookeeper.root.logger=INFO,CONSOLE")
+            .arg(&format!("-Dlog4j.configuration=file:{}", log4j.display()))
             .args([
                 "-Xmx256m",
                 "-cp",

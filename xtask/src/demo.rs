@@ -14,7 +14,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-const ZK_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar";
+const ZK_CLASSPATH: &str =
+    "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar";
+
+/// ZooKeeper's log to stdout in the format its fsync warnings are parsed with, from our
+/// own log4j configuration: nothing depends on /etc/zookeeper/conf.
+const ZK_LOG4J: &str = "log4j.rootLogger=INFO, CONSOLE\nlog4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\nlog4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\nlog4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} - %-5p [%t:%C{1}@%L] - %m%n\n";
 
 fn sh(program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)
@@ -129,13 +134,15 @@ pub fn run(zkstall: &Path, root: &Path) -> Result<()> {
             inner.display()
         ),
     )?;
+    let log4j = work.join("log4j.properties");
+    std::fs::write(&log4j, ZK_LOG4J)?;
     let zk_log = work.join("zookeeper.out");
     let out = std::fs::File::create(&zk_log)?;
     let zk = Command::new("java")
         .env("TZ", "UTC")
         .arg(format!("-Dzookeeper.log.dir={}", work.display()))
         .args([
-            "-Dzookeeper.root.logger=INFO,CONSOLE",
+            &format!("-Dlog4j.configuration=file:{}", log4j.display()),
             "-Xmx256m",
             "-cp",
             ZK_CLASSPATH,

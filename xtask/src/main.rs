@@ -76,7 +76,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("e2fsprogs", "command -v mkfs.ext4"), // ext4 (with its jbd2 journal) on the loop devices
     ("coreutils", "command -v dd"),
     ("default-jre-headless", "command -v java"), // a real JVM; ZooKeeper's runtime
-    ("zookeeper", "test -e /usr/share/java/zookeeper.jar"), // the real thing (3.8 on Debian 12)
+    // The real thing (3.8 on Debian 12); checked by package: its jar comes from
+    // libzookeeper-java, which can be present without it.
+    (
+        "zookeeper",
+        "dpkg-query -W -f='${Status}' zookeeper 2>/dev/null | grep -q 'ok installed'",
+    ),
 ];
 
 fn main() -> Result<()> {
