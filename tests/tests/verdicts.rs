@@ -187,7 +187,7 @@ fn a_competing_dd_with_conv_fsync_is_journal_wait_or_contention_naming_dd() {
     let mnt = Mount::ext4(&lo.dev);
     let sc = Scenario::start(
         &mnt.dir.join("zk"),
-        "150ms",
+        "50ms",
         &[
             "--calls",
             "100000",
@@ -202,7 +202,7 @@ fn a_competing_dd_with_conv_fsync_is_journal_wait_or_contention_naming_dd() {
     let mut dd = Proc::spawn(
         "dd",
         Command::new("dd")
-            .args(["if=/dev/zero", &of, "bs=1M", "count=500", "conv=fsync"])
+            .args(["if=/dev/zero", &of, "bs=1M", "count=800", "conv=fsync"])
             .stderr(Stdio::null()),
     );
     let dd_pid = dd.pid() as u64;

@@ -100,7 +100,11 @@ fn main() -> Result<()> {
             setup()?;
             let bin = build(&root, false)?;
             let mut cmd = cargo();
-            cmd.arg("test").args(&args).env("ZKSTALL_BIN", &bin);
+            // --no-fail-fast: every test binary runs and reports, not only up to the first
+            // failure (CI's log then shows everything that is wrong at once).
+            cmd.args(["test", "--no-fail-fast"])
+                .args(&args)
+                .env("ZKSTALL_BIN", &bin);
             run(&mut cmd)
         }
         Cmd::Demo => {
