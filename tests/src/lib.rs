@@ -512,7 +512,7 @@ impl ZooKeeper {
         };
         cmd.env("TZ", "UTC")
             .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
-            .arg(&format!("-Dlog4j.configuration=file:{}", log4j.display()))
+            .arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
             .args([
                 "-Xmx256m",
                 "-cp",

@@ -140,6 +140,9 @@ impl Drop for Tracer {
     }
 }
 
+/// A named load: (name, unit, run it once and return its rate).
+type Load = (&'static str, &'static str, Box<dyn Fn() -> Result<f64>>);
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -152,7 +155,7 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize) -> Result<()> {
     }
     let dur = Duration::from_secs(seconds);
     let dir = Path::new("/var/tmp");
-    let loads: [(&str, &str, Box<dyn Fn() -> Result<f64>>); 2] = [
+    let loads: [Load; 2] = [
         (
             "ctxswitch",
             "round trips/s",

@@ -113,9 +113,9 @@ pub fn run(zkstall: &Path, root: &Path) -> Result<()> {
 
     // The disk under ZooKeeper's disk: freezing its filesystem stops the inner device.
     let outer = work.join("outer");
-    loop_fs(&work.join("outer.img"), 1536, &outer, &mut clean)?;
+    loop_fs(&work.join("outer.img"), 4096, &outer, &mut clean)?; // sparse: costs what is written
     let inner = work.join("zk");
-    let inner_dev = loop_fs(&outer.join("zk-disk.img"), 1024, &inner, &mut clean)?;
+    let inner_dev = loop_fs(&outer.join("zk-disk.img"), 2048, &inner, &mut clean)?;
     println!(
         "demo: ZooKeeper's data and transaction log on {inner_dev} (ext4), a file on another loop-mounted ext4"
     );

@@ -270,18 +270,24 @@ pub struct Config {
 }
 const _: () = assert!(size_of::<Config>() == 176);
 
+impl Config {
+    /// Every offset unknown, nothing filtered: the eBPF side's initial value, and what
+    /// userspace starts from before reading tracefs.
+    pub const DEFAULT: Config = Config {
+        arg_offset: [0; SYSCALL_COUNT],
+        ret_offset: 0,
+        field: [0; FIELD_COUNT],
+        _pad0: 0,
+        write_min_ns: 0,
+        blocked_min_ns: 0,
+        dirty_batch_pages: 256,
+        _pad: 0,
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            arg_offset: [0; SYSCALL_COUNT],
-            ret_offset: 0,
-            field: [0; FIELD_COUNT],
-            _pad0: 0,
-            write_min_ns: 0,
-            blocked_min_ns: 0,
-            dirty_batch_pages: 256,
-            _pad: 0,
-        }
+        Config::DEFAULT
     }
 }
 

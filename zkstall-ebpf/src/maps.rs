@@ -8,22 +8,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use zkstall_common::{
-    COMM_LEN, COUNTER_COUNT, Config, Counter, EVENTS_BYTES, FIELD_COUNT, Field, MAX_INFLIGHT,
-    MAX_TARGETS, RequestKey, SYSCALL_COUNT,
+    COMM_LEN, COUNTER_COUNT, Config, Counter, EVENTS_BYTES, Field, MAX_INFLIGHT, MAX_TARGETS,
+    RequestKey,
 };
 
 /// Tracepoint field offsets and thresholds, written by userspace at load time.
 #[unsafe(no_mangle)]
-pub static CONFIG: Global<Config> = Global::new(Config {
-    arg_offset: [0; SYSCALL_COUNT],
-    ret_offset: 0,
-    field: [0; FIELD_COUNT],
-    _pad0: 0,
-    write_min_ns: 0,
-    blocked_min_ns: 0,
-    dirty_batch_pages: 256,
-    _pad: 0,
-});
+pub static CONFIG: Global<Config> = Global::new(Config::DEFAULT);
 
 /// Reads one member of CONFIG without copying the whole struct onto the BPF stack.
 macro_rules! config {

@@ -144,9 +144,11 @@ pub struct Explanation {
 }
 
 const MAX_CONTENDERS: usize = 5;
-/// Kernel functions where a thread waits in the block layer to submit I/O: a thread
-/// sleeping there waits for the device (and whoever keeps it busy), not the filesystem.
-const BLOCK_LAYER_WAITS: [&str; 7] = [
+/// Kernel functions where a thread waits for the device: to submit I/O (block layer
+/// queueing, writeback throttling) or for writeback to complete (its own pages, or the
+/// whole filesystem's when ext4 forces delayed allocations out). A thread sleeping there
+/// waits on the device and whoever keeps it busy, not on the filesystem.
+const DEVICE_WAITS: [&str; 10] = [
     "rq_qos_wait",
     "wbt_wait",
     "blk_mq_get_tag",
@@ -154,6 +156,9 @@ const BLOCK_LAYER_WAITS: [&str; 7] = [
     "bio_queue_enter",
     "blk_queue_enter",
     "submit_bio_wait",
+    "wb_wait_for_completion",
+    "folio_wait_writeback",
+    "__filemap_fdatawait_range",
 ];
 /// Others' traffic below both of these is not contention (a few metadata blocks).
 const CONTENTION_MIN_BYTES: u64 = 1 << 20;
@@ -379,7 +384,7 @@ pub fn explain(call: &Span, h: &History) -> Explanation {
     let in_block_layer = ev
         .stack
         .iter()
-        .any(|f| BLOCK_LAYER_WAITS.iter().any(|w| f.starts_with(w)));
+        .any(|f| DEVICE_WAITS.iter().any(|w| f.starts_with(w)));
 
     let mut contenders: Vec<Contender> = by_party.into_values().collect();
     contenders.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.requests.cmp(&a.requests)));
@@ -483,7 +488,7 @@ pub fn explain(call: &Span, h: &History) -> Explanation {
                 human(ev.bytes_others),
                 human(ev.bytes_target),
                 if in_block_layer {
-                    " (its own I/O was held back in the block layer)"
+                    " (it waited in the block layer or for writeback)"
                 } else {
                     ""
                 }
@@ -876,7 +881,7 @@ mod tests {
         let e = explain(&call(0, 300), &h);
         assert_eq!(e.verdict, "device_contention", "{}", e.headline);
         assert!(
-            e.headline.contains("held back in the block layer"),
+            e.headline.contains("waited in the block layer"),
             "{}",
             e.headline
         );

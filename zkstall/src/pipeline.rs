@@ -192,7 +192,10 @@ impl Pipeline {
         if !self.events_out {
             // Without --events, dirtying and writeback records only feed state.
             match &ev {
-                Event::Writeback { .. } => return Ok(self.count("writeback")),
+                Event::Writeback { .. } => {
+                    self.count("writeback");
+                    return Ok(());
+                }
                 Event::Dirty {
                     task, comm, ino, ..
                 } => {
@@ -203,7 +206,8 @@ impl Pipeline {
                         cgroup: None,
                     };
                     bounded_insert(&mut self.dirtiers, DIRTIERS, *ino, who);
-                    return Ok(self.count("dirty"));
+                    self.count("dirty");
+                    return Ok(());
                 }
                 _ => {}
             }
@@ -825,7 +829,7 @@ pub fn rwbs_flags(rwbs: &str) -> (&'static str, bool, bool, bool) {
         _ => "other",
     };
     let flags = rest.get(1..).unwrap_or(&[]);
-    let flush = preflush || op == "flush" || (op == "none" && preflush);
+    let flush = preflush || op == "flush";
     (op, flags.contains(&b'S'), flush, flags.contains(&b'F'))
 }
 

@@ -194,7 +194,7 @@ pub async fn trace(
                         pipeline.forget_pid(pid, sink).context("writing output")?;
                     }
                 }
-                if !explicit && polls % REDISCOVER_EVERY == 0 {
+                if !explicit && polls.is_multiple_of(REDISCOVER_EVERY) {
                     for t in targets::discover_zookeeper(&proc).unwrap_or_default() {
                         if live.insert(t.pid) {
                             tracing::info!("found ZooKeeper {} ({}); tracing it", t.pid, t.reason);
