@@ -101,7 +101,7 @@ pub fn count(c: Counter) {
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
     // SAFETY: the value is only tested for presence, never dereferenced.
-    unsafe { TARGETS.get(&tgid) }.is_some()
+    unsafe { TARGETS.get(tgid) }.is_some()
 }
 
 /// A block request between insert (or issue) and completion.

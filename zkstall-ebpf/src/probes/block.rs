@@ -42,7 +42,7 @@ fn new_request(now: u64, bytes: u32) -> Request {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // SAFETY: the value is copied out immediately.
-    let ino = match unsafe { FLUSHING.get(&tid) } {
+    let ino = match unsafe { FLUSHING.get(tid) } {
         Some(f) if f.end_ns == 0 || now.saturating_sub(f.end_ns) < FLUSH_GRACE_NS => f.ino,
         _ => 0,
     };
@@ -74,7 +74,7 @@ pub fn block_rq_insert(ctx: TracePointContext) -> u32 {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     if REQUESTS
-        .insert(&key(dev, rwbs, sector), &new_request(now, bytes), 0)
+        .insert(key(dev, rwbs, sector), new_request(now, bytes), 0)
         .is_err()
     {
         count(Counter::MapFull);
@@ -96,7 +96,7 @@ pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let k = key(dev, rwbs, sector);
-    match REQUESTS.get_ptr_mut(&k) {
+    match REQUESTS.get_ptr_mut(k) {
         Some(r) => {
             // SAFETY: a valid map value pointer; updates of one request are serialised by
             // the block layer (issue happens once per dispatch).
@@ -109,7 +109,7 @@ pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
             // Issued without a visible insert (direct issue): the issuer is the submitter.
             let mut r = new_request(now, bytes);
             r.issue_ns = now;
-            if REQUESTS.insert(&k, &r, 0).is_err() {
+            if REQUESTS.insert(k, r, 0).is_err() {
                 count(Counter::MapFull);
             }
         }
@@ -127,7 +127,7 @@ pub fn block_rq_requeue(ctx: TracePointContext) -> u32 {
     ) else {
         return 0;
     };
-    if let Some(r) = REQUESTS.get_ptr_mut(&key(dev, rwbs, sector)) {
+    if let Some(r) = REQUESTS.get_ptr_mut(key(dev, rwbs, sector)) {
         // SAFETY: a valid map value pointer.
         unsafe {
             (*r).requeues += 1;
@@ -154,9 +154,9 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let k = key(dev, rwbs, sector);
     // SAFETY: the entry is copied out before it is removed.
-    let r = match unsafe { REQUESTS.get(&k) }.copied() {
+    let r = match unsafe { REQUESTS.get(k) }.copied() {
         Some(r) => {
-            let _ = REQUESTS.remove(&k);
+            let _ = REQUESTS.remove(k);
             r
         }
         None => {

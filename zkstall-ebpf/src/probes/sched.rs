@@ -54,7 +54,7 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
             _pad: 0,
             waker_comm: [0; 16],
         };
-        if OFFCPU.insert(&tid, &off, 0).is_err() {
+        if OFFCPU.insert(tid, off, 0).is_err() {
             count(Counter::MapFull);
         }
     }
@@ -68,15 +68,15 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     }
     let next = next as u32;
     // SAFETY: the entry is copied out before it is removed.
-    let Some(off) = (unsafe { OFFCPU.get(&next) }).copied() else {
+    let Some(off) = (unsafe { OFFCPU.get(next) }).copied() else {
         return 0;
     };
-    let _ = OFFCPU.remove(&next);
+    let _ = OFFCPU.remove(next);
     if now.saturating_sub(off.off_ns) < config!(blocked_min_ns) {
         return 0;
     }
     // SAFETY: copied out at once.
-    let syscall = unsafe { SWITCH_SYSCALL.get(&next) }.copied().unwrap_or(-1);
+    let syscall = unsafe { SWITCH_SYSCALL.get(next) }.copied().unwrap_or(-1);
     let mut hdr = header::<BlockedEvent>(EventKind::Blocked, now, 0);
     hdr.tgid = off.tgid;
     hdr.tid = next;
@@ -143,7 +143,7 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
     if pid <= 0 {
         return 0;
     }
-    let Some(off) = OFFCPU.get_ptr_mut(&(pid as u32)) else {
+    let Some(off) = OFFCPU.get_ptr_mut(pid as u32) else {
         return 0;
     };
     // SAFETY: plain helper calls; `off` is a valid map value pointer.
@@ -196,8 +196,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let tid = pid_tgid as u32;
-    let _ = OFFCPU.remove(&tid);
-    let _ = SWITCH_SYSCALL.remove(&tid);
+    let _ = OFFCPU.remove(tid);
+    let _ = SWITCH_SYSCALL.remove(tid);
     thread_event(ThreadChange::Exit, tid, current_comm());
     0
 }

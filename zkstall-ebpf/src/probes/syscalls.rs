@@ -51,7 +51,7 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
         syscall: sc as u32,
         _pad: 0,
     };
-    if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
+    if INFLIGHT.insert(tid, inflight, 0).is_err() {
         count(Counter::InflightFull);
     }
     if sc.is_write() {
@@ -77,11 +77,11 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let tid = pid_tgid as u32;
     // SAFETY: the entry is copied out before it is removed below.
-    let Some(start) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
+    let Some(start) = (unsafe { INFLIGHT.get(tid) }).copied() else {
         count(Counter::ExitWithoutEnter);
         return 0;
     };
-    let _ = INFLIGHT.remove(&tid);
+    let _ = INFLIGHT.remove(tid);
     if start.syscall != sc as u32 {
         // A stale entry from a call whose exit we missed; this exit has no matching entry.
         count(Counter::ExitWithoutEnter);

@@ -45,7 +45,7 @@ pub fn writeback_dirty_folio(ctx: TracePointContext) -> u32 {
         _pad: 0,
         ino,
     };
-    match DIRTY_PENDING.get_ptr_mut(&key) {
+    match DIRTY_PENDING.get_ptr_mut(key) {
         Some(p) => {
             // SAFETY: a valid map value pointer.
             let pending = unsafe {
@@ -60,7 +60,7 @@ pub fn writeback_dirty_folio(ctx: TracePointContext) -> u32 {
             }
         }
         None => {
-            let _ = DIRTY_PENDING.insert(&key, &0, 0);
+            let _ = DIRTY_PENDING.insert(key, 0, 0);
             let bdi = field::<[u8; 16]>(&ctx, Field::DirtyName).unwrap_or([0; 16]);
             emit_dirty(pid_tgid, ino, 1, bdi);
         }
@@ -79,8 +79,8 @@ pub fn writeback_single_inode_start(ctx: TracePointContext) -> u32 {
     // SAFETY: plain helper call.
     let start_ns = unsafe { bpf_ktime_get_ns() };
     let _ = FLUSHING.insert(
-        &tid,
-        &Flushing {
+        tid,
+        Flushing {
             ino,
             start_ns,
             end_ns: 0,
@@ -101,7 +101,7 @@ pub fn writeback_single_inode(ctx: TracePointContext) -> u32 {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     // Keep the entry (marked ended) for the requests still in the flusher's plug.
-    let start_ns = match FLUSHING.get_ptr_mut(&tid) {
+    let start_ns = match FLUSHING.get_ptr_mut(tid) {
         Some(f) => {
             // SAFETY: a valid map value pointer.
             unsafe {
