@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "Explains storage stalls of JVM services (ZooKeeper first) from the kernel's point of view",
     long_about = "zkstall traces fsync-family syscalls of ZooKeeper (or any process) with eBPF \
-tracepoints, and reports each slow call with its thread, file, device and duration.\n\n\
+tracepoints and explains each slow call: a verdict (device_stall, device_contention, \
+journal_wait, dirty_throttle, fs_blocked, cpu_starvation, jvm_pause, own_io, unknown), the \
+evidence behind it, the processes competing for the device, and what the process's \
+threads were doing meanwhile. Recordings (trace --output) are read back by report with \
+the same answers.\n\n\
 Needs Linux >= 5.8 with tracefs, and root (or CAP_BPF + CAP_PERFMON).",
     after_help = "Examples:\n  \
 sudo zkstall check                      # can zkstall trace on this host?\n  \
@@ -33,7 +37,7 @@ pub enum Command {
     /// Check that tracing can work here: kernel, BTF, tracefs, privileges, ring buffer,
     /// every tracepoint used. Exits non-zero naming what is missing and how to fix it.
     Check,
-    /// Trace fsync-family calls of ZooKeeper JVMs (or --pid) and print the slow ones.
+    /// Trace fsync-family calls of ZooKeeper JVMs (or --pid) and explain the slow ones.
     #[command(after_help = "Examples:\n  \
 zkstall trace                                  # all ZooKeeper JVMs, until Ctrl-C\n  \
 zkstall trace --pid 4242 --pid 4343            # these processes (all their threads)\n  \
