@@ -638,3 +638,26 @@ impl Drop for ZooKeeper {
         let _ = self.proc.child.wait();
     }
 }
+
+/// Takes CPU 1 with a real-time busy loop for `how_long`, then returns. The kernel's RT
+/// throttling (sched_rt_runtime_us) still leaves others 5% of it, so nothing hangs; the
+/// loop is ended by `timeout` even if this process dies.
+pub fn rt_hog_on_cpu1(how_long: Duration) {
+    let secs = format!("{:.3}", how_long.as_secs_f64());
+    let mut hog = Proc::spawn(
+        "rt hog",
+        Command::new("timeout").args([
+            &secs,
+            "chrt",
+            "-f",
+            "10",
+            "taskset",
+            "-c",
+            "1",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ]),
+    );
+    let _ = hog.wait_for_exit(how_long + Duration::from_secs(10));
+}

@@ -70,31 +70,7 @@ fn trace_workload(calls: u32, syscalls: &str) -> Traced {
     let cleanup = RemoveOnDrop(dir.clone());
     let (mut work, ready) =
         start_workload(&dir.join("traced"), calls, syscalls, "SyncThread:1", true);
-    let pid = work.pid().to_string();
-
-    let mut tracer = Proc::spawn(
-        "zkstall trace",
-        &mut zkstall(&[
-            "trace",
-            "--pid",
-            &pid,
-            "--threshold",
-            "0",
-            "--format",
-            "json",
-            "--duration",
-            "120s",
-        ]),
-    );
-    let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
-    // Drain stdout while tracing: a full pipe would block the tracer.
-    let mut tout = tracer.child.stdout.take().expect("stdout");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut tout, &mut s);
-        s
-    });
-    wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
+    let tracer = start_tracer_with(work.pid(), &["--threshold", "0", "--format", "json"]);
 
     // An untraced process doing the same calls meanwhile: none of its calls may appear.
     let (mut bystander, _) = start_workload(
@@ -121,14 +97,7 @@ fn trace_workload(calls: u32, syscalls: &str) -> Traced {
         "bystander failed"
     );
     // With --pid, zkstall ends by itself once its target has exited.
-    let st = tracer.wait_for_exit(Duration::from_secs(30));
-    let out = out_reader.join().expect("stdout reader");
-    assert!(
-        st.success(),
-        "zkstall trace failed: {st}; stderr: {:?}",
-        stderr.try_iter().collect::<Vec<_>>()
-    );
-    let mut lines = json_lines(&out);
+    let (mut lines, _) = finish_tracer_raw(tracer);
     let summary = lines.pop().expect("a summary line");
     assert_eq!(
         summary["type"], "summary",

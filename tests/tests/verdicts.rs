@@ -360,22 +360,7 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
         ],
         &["taskset", "-c", "1"],
     );
-    let mut hog = Proc::spawn(
-        "rt hog",
-        Command::new("timeout").args([
-            "1.5",
-            "chrt",
-            "-f",
-            "10",
-            "taskset",
-            "-c",
-            "1",
-            "sh",
-            "-c",
-            "while :; do :; done",
-        ]),
-    );
-    let _ = hog.wait_for_exit(Duration::from_secs(10));
+    rt_hog_on_cpu1(Duration::from_millis(1500));
     let calls = sc.finish();
     assert!(!calls.is_empty(), "the hog delays the workload");
     let starved: Vec<&Value> = calls

@@ -309,22 +309,7 @@ fn a_starved_sync_thread_is_cpu_starvation() {
     let (mut zk, tracer) = start(&mnt.dir, &["taskset", "-c", "1"]);
     let mut load = zk.load(8);
     std::thread::sleep(Duration::from_secs(3));
-    let mut hog = Proc::spawn(
-        "rt hog",
-        Command::new("timeout").args([
-            "1.5",
-            "chrt",
-            "-f",
-            "10",
-            "taskset",
-            "-c",
-            "1",
-            "sh",
-            "-c",
-            "while :; do :; done",
-        ]),
-    );
-    let _ = hog.wait_for_exit(Duration::from_secs(10));
+    rt_hog_on_cpu1(Duration::from_millis(1500));
     let _ = load.wait_for_exit(Duration::from_secs(60));
     let (calls, warnings) = stop(&mut zk, tracer);
     // ZooKeeper's own measurement can exceed the syscall's: System.nanoTime() around
