@@ -15,24 +15,31 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     /// tgid -> 1 for every traced process; userspace fills it.
     pub const TARGETS: &str = "TARGETS";
-    /// tid -> the syscall the thread is in (LRU, so a lost exit cannot leak an entry).
+    /// tid -> the watched syscall the thread is in ([`crate::Inflight`]); LRU, so a lost
+    /// exit cannot leak an entry. Userspace scans it for calls crossing the threshold.
     pub const INFLIGHT: &str = "INFLIGHT";
     /// Per-CPU counters of drops and errors, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
-    /// Load-time configuration: tracepoint field offsets read from tracefs.
+    /// Load-time configuration: tracepoint field offsets read from tracefs, struct
+    /// offsets read from BTF.
     pub const CONFIG: &str = "CONFIG";
-    /// Block requests in flight, keyed by (dev, op, sector).
+    /// Block requests in flight on the disks of interest, keyed by `struct request *`.
     pub const REQUESTS: &str = "REQUESTS";
+    /// `struct bio *` -> who submitted it (at block_getrq, in the submitter's context).
+    pub const BIOS: &str = "BIOS";
+    /// Disks (and their partitions) whose requests are traced one by one; userspace fills
+    /// it with the devices behind the traced files.
+    pub const DISKS: &str = "DISKS";
+    /// Per-CPU summary of requests on all other disks, by (disk, cgroup).
+    pub const OTHER_IO: &str = "OTHER_IO";
     /// Flusher thread tid -> the inode it is writing back.
     pub const FLUSHING: &str = "FLUSHING";
-    /// Target thread tid -> when and how it went off CPU.
-    pub const OFFCPU: &str = "OFFCPU";
-    /// Target thread tid -> the syscall it was in when it switched out (from tp_btf).
-    pub const SWITCH_SYSCALL: &str = "SWITCH_SYSCALL";
+    /// Target thread tid -> its scheduling state ([`crate::ThreadState`]).
+    pub const THREADS: &str = "THREADS";
+    /// Per-CPU interrupt context depth (hardirq, softirq, timer), for naming wakers.
+    pub const IRQ_CTX: &str = "IRQ_CTX";
     /// (tgid, ino) -> pages dirtied since the last dirty record.
     pub const DIRTY_PENDING: &str = "DIRTY_PENDING";
-    /// Kernel stacks of D-state sleeps.
-    pub const STACKS: &str = "STACKS";
 }
 
 /// Size of the ring buffer in bytes (a power of two and a multiple of the page size).
@@ -206,20 +213,34 @@ pub enum Counter {
     RingbufFull = 0,
     /// The INFLIGHT map refused an entry: that call's exit cannot be timed.
     InflightFull = 1,
-    /// A tracepoint field could not be read.
+    /// A tracepoint field or kernel struct field could not be read.
     ReadError = 2,
     /// A target thread left a watched syscall we never saw it enter (tracing started
-    /// while it was inside, or its entry was evicted).
+    /// while it was inside and it was not seeded, or its entry was evicted).
     ExitWithoutEnter = 3,
-    /// A block request completed that was never seen inserted or issued.
+    /// A request on a disk of interest completed that was never seen before (queued
+    /// before that disk was watched).
     IoUnmatched = 4,
-    /// A per-CPU map (requests, off-CPU, dirty) refused an entry.
+    /// A map (requests, bios, threads, dirty) refused an entry.
     MapFull = 5,
-    /// bpf_get_stackid failed (stack map full or the walk failed).
+    /// bpf_get_stack failed.
     StackError = 6,
+    /// A request was merged into another one (its bytes complete with the other).
+    IoMerged = 7,
+    /// A request entry found still in use when its `struct request` was reused (its
+    /// completion was never seen): replaced.
+    IoStale = 8,
+    /// Partial completions (a request completed in several parts).
+    IoPartial = 9,
+    /// Requests completed on disks nobody watches (summarized in OTHER_IO, not sent).
+    IoOther = 10,
+    /// Requests completed on watched disks and sent one by one.
+    IoWatched = 11,
+    /// Completions of the block layer's own flush requests (REQ_OP_FLUSH, no data).
+    IoFlush = 12,
 }
 
-pub const COUNTER_COUNT: u32 = 7;
+pub const COUNTER_COUNT: u32 = 13;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -230,6 +251,12 @@ impl Counter {
         Counter::IoUnmatched,
         Counter::MapFull,
         Counter::StackError,
+        Counter::IoMerged,
+        Counter::IoStale,
+        Counter::IoPartial,
+        Counter::IoOther,
+        Counter::IoWatched,
+        Counter::IoFlush,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -241,12 +268,83 @@ impl Counter {
             Counter::IoUnmatched => "io_unmatched",
             Counter::MapFull => "map_full",
             Counter::StackError => "stack_error",
+            Counter::IoMerged => "io_merged",
+            Counter::IoStale => "io_stale",
+            Counter::IoPartial => "io_partial",
+            Counter::IoOther => "io_other_disks",
+            Counter::IoWatched => "io_watched",
+            Counter::IoFlush => "io_flush",
         }
     }
 }
 
+/// Offsets of kernel struct fields the programs read, from the running kernel's BTF.
+/// 0xffff means "absent on this kernel" (0 is a valid offset for some fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct KernelOffsets {
+    /// struct request
+    pub rq_q: u16,
+    pub rq_cmd_flags: u16,
+    pub rq_data_len: u16,
+    pub rq_sector: u16,
+    pub rq_bio: u16,
+    pub rq_part: u16,
+    /// struct request_queue -> struct gendisk *
+    pub q_disk: u16,
+    /// struct gendisk: int major, int first_minor
+    pub disk_major: u16,
+    pub disk_first_minor: u16,
+    /// struct block_device: dev_t bd_dev
+    pub bdev_dev: u16,
+    /// struct bio
+    pub bio_bdev: u16,
+    pub bio_blkg: u16,
+    /// struct blkcg_gq -> struct blkcg *; blkcg's embedded css -> cgroup; cgroup -> kn;
+    /// kernfs_node's 64-bit id (what bpf_get_current_cgroup_id returns for v2).
+    pub blkg_blkcg: u16,
+    pub blkcg_css_cgroup: u16,
+    pub cgroup_kn: u16,
+    pub kn_id: u16,
+    /// struct task_struct
+    pub task_pid: u16,
+    pub task_tgid: u16,
+    pub task_flags: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<KernelOffsets>() == 40);
+
+/// "This field does not exist on this kernel."
+pub const NO_OFFSET: u16 = 0xffff;
+
+impl KernelOffsets {
+    pub const NONE: KernelOffsets = KernelOffsets {
+        rq_q: NO_OFFSET,
+        rq_cmd_flags: NO_OFFSET,
+        rq_data_len: NO_OFFSET,
+        rq_sector: NO_OFFSET,
+        rq_bio: NO_OFFSET,
+        rq_part: NO_OFFSET,
+        q_disk: NO_OFFSET,
+        disk_major: NO_OFFSET,
+        disk_first_minor: NO_OFFSET,
+        bdev_dev: NO_OFFSET,
+        bio_bdev: NO_OFFSET,
+        bio_blkg: NO_OFFSET,
+        blkg_blkcg: NO_OFFSET,
+        blkcg_css_cgroup: NO_OFFSET,
+        cgroup_kn: NO_OFFSET,
+        kn_id: NO_OFFSET,
+        task_pid: NO_OFFSET,
+        task_tgid: NO_OFFSET,
+        task_flags: NO_OFFSET,
+        _pad: 0,
+    };
+}
+
 /// Load-time configuration written into the `CONFIG` global by userspace. Offsets come from
-/// the tracepoints' tracefs `format` files, never from a hard-coded kernel layout.
+/// the tracepoints' tracefs `format` files and the kernel's BTF, never from a hard-coded
+/// kernel layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct Config {
@@ -258,17 +356,24 @@ pub struct Config {
     /// Offsets of the other tracepoint fields the programs read, indexed by [`Field`];
     /// 0 means "absent on this kernel" (every real field is past the common header).
     pub field: [u16; FIELD_COUNT],
+    pub _pad_f: u16,
+    pub kernel: KernelOffsets,
     pub _pad0: u32,
     /// Write-family calls shorter than this are not sent to userspace.
     pub write_min_ns: u64,
-    /// Off-CPU intervals of target threads shorter than this are not sent.
+    /// Off-CPU intervals of target threads shorter than this are not sent (they are
+    /// summed per thread and state, and each call's exit carries its share).
     pub blocked_min_ns: u64,
+    /// A thread going off CPU within this of a syscall's return does so on its way back
+    /// to its caller: that wait is part of what the caller measured.
+    pub after_gap_ns: u64,
     /// Dirty records are sent on a (process, inode)'s first dirtied folio, then once per
     /// this many folios.
     pub dirty_batch_pages: u32,
-    pub _pad: u32,
+    /// 1 when the tp_btf sched_switch passes prev_state as its 4th argument (>= 5.18).
+    pub switch_has_state_arg: u32,
 }
-const _: () = assert!(size_of::<Config>() == 176);
+const _: () = assert!(size_of::<Config>() == 200);
 
 impl Config {
     /// Every offset unknown, nothing filtered: the eBPF side's initial value, and what
@@ -277,11 +382,14 @@ impl Config {
         arg_offset: [0; SYSCALL_COUNT],
         ret_offset: 0,
         field: [0; FIELD_COUNT],
+        _pad_f: 0,
+        kernel: KernelOffsets::NONE,
         _pad0: 0,
         write_min_ns: 0,
         blocked_min_ns: 0,
+        after_gap_ns: 50_000,
         dirty_batch_pages: 256,
-        _pad: 0,
+        switch_has_state_arg: 0,
     };
 }
 
@@ -291,27 +399,12 @@ impl Default for Config {
     }
 }
 
-/// The tracepoint fields the programs read, besides the syscall ones. Each knows its
+/// The tracepoint fields the classic-tracepoint programs read. Each knows its
 /// tracepoint, its name in the `format` file, and the size the program reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
 pub enum Field {
-    RqInsertDev = 0,
-    RqInsertSector,
-    RqInsertBytes,
-    RqInsertRwbs,
-    RqIssueDev,
-    RqIssueSector,
-    RqIssueBytes,
-    RqIssueRwbs,
-    RqCompleteDev,
-    RqCompleteSector,
-    RqCompleteError,
-    RqCompleteRwbs,
-    RqRequeueDev,
-    RqRequeueSector,
-    RqRequeueRwbs,
-    SwitchPrevPid,
+    SwitchPrevPid = 0,
     SwitchPrevState,
     SwitchNextPid,
     WakingPid,
@@ -346,9 +439,11 @@ pub enum Field {
     JStatsHandleCount,
     JStatsBlocks,
     JStatsBlocksLogged,
+    DirtyPageName,
+    DirtyPageIno,
 }
 
-pub const FIELD_COUNT: usize = 50;
+pub const FIELD_COUNT: usize = 37;
 
 impl Field {
     /// (category, tracepoint, field, bytes the program reads). A field whose format says
@@ -356,21 +451,6 @@ impl Field {
     pub const fn spec(self) -> (&'static str, &'static str, &'static str, u32) {
         use Field::*;
         match self {
-            RqInsertDev => ("block", "block_rq_insert", "dev", 4),
-            RqInsertSector => ("block", "block_rq_insert", "sector", 8),
-            RqInsertBytes => ("block", "block_rq_insert", "bytes", 4),
-            RqInsertRwbs => ("block", "block_rq_insert", "rwbs", 8),
-            RqIssueDev => ("block", "block_rq_issue", "dev", 4),
-            RqIssueSector => ("block", "block_rq_issue", "sector", 8),
-            RqIssueBytes => ("block", "block_rq_issue", "bytes", 4),
-            RqIssueRwbs => ("block", "block_rq_issue", "rwbs", 8),
-            RqCompleteDev => ("block", "block_rq_complete", "dev", 4),
-            RqCompleteSector => ("block", "block_rq_complete", "sector", 8),
-            RqCompleteError => ("block", "block_rq_complete", "error", 4),
-            RqCompleteRwbs => ("block", "block_rq_complete", "rwbs", 8),
-            RqRequeueDev => ("block", "block_rq_requeue", "dev", 4),
-            RqRequeueSector => ("block", "block_rq_requeue", "sector", 8),
-            RqRequeueRwbs => ("block", "block_rq_requeue", "rwbs", 8),
             SwitchPrevPid => ("sched", "sched_switch", "prev_pid", 4),
             SwitchPrevState => ("sched", "sched_switch", "prev_state", 8),
             SwitchNextPid => ("sched", "sched_switch", "next_pid", 4),
@@ -406,11 +486,14 @@ impl Field {
             JStatsHandleCount => ("jbd2", "jbd2_run_stats", "handle_count", 4),
             JStatsBlocks => ("jbd2", "jbd2_run_stats", "blocks", 4),
             JStatsBlocksLogged => ("jbd2", "jbd2_run_stats", "blocks_logged", 4),
+            // Kernels before 5.16 name the dirtying event per page.
+            DirtyPageName => ("writeback", "writeback_dirty_page", "name", 16),
+            DirtyPageIno => ("writeback", "writeback_dirty_page", "ino", 8),
         }
     }
 
     pub const ALL: [Field; FIELD_COUNT] = {
-        let mut out = [Field::RqInsertDev; FIELD_COUNT];
+        let mut out = [Field::SwitchPrevPid; FIELD_COUNT];
         let mut i = 0;
         while i < FIELD_COUNT {
             // SAFETY: Field is #[repr(u16)] with discriminants 0..FIELD_COUNT, contiguous.
@@ -455,6 +538,38 @@ pub enum ThreadChange {
     Rename = 3,
 }
 
+/// The context a wakeup came from ([`BlockedEvent::waker_ctx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum WakerCtx {
+    /// A task (`waker_*` name it).
+    Task = 0,
+    /// A hardware interrupt handler (e.g. a device completing I/O).
+    Irq = 1,
+    /// A softirq (e.g. block completion, networking).
+    Softirq = 2,
+    /// A timer expiring (a timeout, a sleep ending).
+    Timer = 3,
+}
+
+impl WakerCtx {
+    pub const fn from_u32(v: u32) -> Option<WakerCtx> {
+        match v {
+            0 => Some(WakerCtx::Task),
+            1 => Some(WakerCtx::Irq),
+            2 => Some(WakerCtx::Softirq),
+            3 => Some(WakerCtx::Timer),
+            _ => None,
+        }
+    }
+}
+
+/// Indexes into the per-CPU [`names::IRQ_CTX`] array: nesting depth of each context.
+pub const IRQ_CTX_HARDIRQ: u32 = 0;
+pub const IRQ_CTX_SOFTIRQ: u32 = 1;
+pub const IRQ_CTX_TIMER: u32 = 2;
+pub const IRQ_CTX_COUNT: u32 = 3;
+
 /// The start of every record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -484,55 +599,80 @@ pub struct SyscallEnterEvent {
 }
 const _: () = assert!(size_of::<SyscallEnterEvent>() == 40);
 
+/// [`Inflight::flags`] / [`SyscallExitEvent::flags`]: the start is only a bound (the call
+/// was already running when tracing began; userspace seeded it from /proc).
+pub const CALL_START_BOUND: u32 = 1;
+/// The thread's on/off-CPU accounting covers the whole call (on_cpu_ns and the short_*
+/// sums are meaningful).
+pub const CALL_ACCOUNTED: u32 = 2;
+/// The thread went off CPU right after the syscall returned; `after_ns` is how long until
+/// it ran again.
+pub const CALL_AFTER: u32 = 4;
+
+/// A call in progress (value of [`names::INFLIGHT`], keyed by tid).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Inflight {
+    pub start_ns: u64,
+    pub arg: u64,
+    /// The thread's on-CPU total and short off-CPU sums at entry (see [`ThreadState`]).
+    pub on_ns: u64,
+    pub short_ns: [u64; 3],
+    pub syscall: u32,
+    pub tgid: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Inflight>() == 64);
+
 /// A target thread left a watched syscall. Timed in the kernel: `hdr.ts_ns` is the exit,
-/// `start_ns` the entry, so a lost enter record does not lose the duration.
+/// `start_ns` the entry. Sent at the thread's next context switch (or next watched call, or
+/// exit), so that it can say whether the thread went off CPU right on its way back to the
+/// caller, and for how long: what the caller measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct SyscallExitEvent {
     pub hdr: EventHeader,
     /// A [`Syscall`].
     pub syscall: u32,
-    pub _pad: u32,
+    /// `CALL_*` flags.
+    pub flags: u32,
     /// CLOCK_MONOTONIC nanoseconds at entry.
     pub start_ns: u64,
     /// The syscall's return value (negative errno on failure).
     pub ret: i64,
     /// Same as [`SyscallEnterEvent::arg`].
     pub arg: u64,
+    /// Time on CPU during the call (with CALL_ACCOUNTED).
+    pub on_cpu_ns: u64,
+    /// Off-CPU time during the call in intervals too short to be sent one by one:
+    /// asleep in D, asleep otherwise (S), waiting for a CPU.
+    pub short_ns: [u64; 3],
+    /// With CALL_AFTER: from the return until the thread ran again.
+    pub after_ns: u64,
     /// The thread's comm at exit (NUL-padded): the JVM's thread name, 15 bytes at most.
     pub comm: [u8; COMM_LEN],
 }
-const _: () = assert!(size_of::<SyscallExitEvent>() == 72);
+const _: () = assert!(size_of::<SyscallExitEvent>() == 112);
 
-/// A block request completed. `hdr.tgid/tid` is who queued it (at insert, or at issue
-/// when it was issued directly); `hdr.ts_ns` the completion.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct IoEvent {
-    pub hdr: EventHeader,
-    /// Kernel dev_t: major << 20 | minor.
-    pub dev: u32,
-    /// Negative errno, 0 on success.
-    pub error: i32,
-    pub sector: u64,
-    pub bytes: u32,
-    pub requeues: u32,
-    /// The block layer's rwbs flags, NUL-padded (`WS`, `FWFS`, `R`...).
-    pub rwbs: [u8; 8],
-    /// When it was queued (inserted), or issued if it was never seen queued.
-    pub insert_ns: u64,
-    /// When it was issued to the device driver.
-    pub issue_ns: u64,
-    /// The inode a flusher thread was writing back when it queued this (else 0).
-    pub ino: u64,
-    pub cgroup_id: u64,
-    pub comm: [u8; COMM_LEN],
-}
-const _: () = assert!(size_of::<IoEvent>() == 104);
+/// Index of the short-interval sums: D, S (other sleeps), run queue.
+pub const SHORT_D: usize = 0;
+pub const SHORT_S: usize = 1;
+pub const SHORT_RUNQ: usize = 2;
+
+/// How many kernel stack frames a D-state sleep keeps.
+pub const MAX_FRAMES: usize = 24;
+
+/// [`BlockedEvent::flags`]: the interval began right after a watched syscall returned.
+pub const BLOCKED_AFTER_CALL: u32 = 1;
+/// The interval began before tracing (userspace seeded it from /proc): `off_ns` is a bound.
+pub const BLOCKED_SEEDED: u32 = 2;
+/// Still off CPU when tracing ended: `hdr.ts_ns` is the end of tracing, not a switch-in.
+pub const BLOCKED_OPEN: u32 = 4;
 
 /// A target thread went back on CPU after an off-CPU interval. `hdr.ts_ns` is when it ran
 /// again; `hdr.tgid/tid` the thread.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct BlockedEvent {
     pub hdr: EventHeader,
@@ -542,15 +682,169 @@ pub struct BlockedEvent {
     pub wake_ns: u64,
     /// `prev_state` at switch-out (TASK_REPORT bits; 0 or the preempt bit: runnable).
     pub state: u64,
-    /// The syscall it was in when it switched out (-1: not known).
+    /// The syscall it was in when it switched out (-1: not in a syscall, or unknown).
     pub syscall: i64,
     pub waker_tgid: u32,
     pub waker_tid: u32,
+    /// A [`WakerCtx`]: a task, or an interrupt/timer on whatever task was running.
+    pub waker_ctx: u32,
+    /// `BLOCKED_*` flags.
+    pub flags: u32,
     pub waker_comm: [u8; COMM_LEN],
-    /// Kernel stack id in STACKS (-1: none; only D-state sleeps get one).
-    pub stack_id: i64,
+    /// Kernel stack at switch-out (D sleeps only), innermost first.
+    pub nframes: u32,
+    pub _pad: u32,
+    pub frames: [u64; MAX_FRAMES],
 }
-const _: () = assert!(size_of::<BlockedEvent>() == 88);
+const _: () = assert!(size_of::<BlockedEvent>() == 96 + 8 * MAX_FRAMES);
+
+impl Default for BlockedEvent {
+    fn default() -> Self {
+        BlockedEvent {
+            hdr: EventHeader::default(),
+            off_ns: 0,
+            wake_ns: 0,
+            state: 0,
+            syscall: -1,
+            waker_tgid: 0,
+            waker_tid: 0,
+            waker_ctx: 0,
+            flags: 0,
+            waker_comm: [0; COMM_LEN],
+            nframes: 0,
+            _pad: 0,
+            frames: [0; MAX_FRAMES],
+        }
+    }
+}
+
+/// Per target thread (value of [`names::THREADS`]): the off-CPU interval in progress, the
+/// thread's on-CPU and short off-CPU totals, and a syscall exit waiting to be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ThreadState {
+    /// The off-CPU interval in progress (valid with THREAD_OFF), in the same layout as the
+    /// record it becomes.
+    pub off: BlockedEvent,
+    /// Since when the thread is on CPU (valid without THREAD_OFF, with THREAD_ACCOUNTED).
+    pub on_since_ns: u64,
+    /// Total on-CPU time since accounting began.
+    pub on_ns: u64,
+    /// Off-CPU intervals shorter than `blocked_min_ns`, summed by [`SHORT_D`] etc.
+    pub short_ns: [u64; 3],
+    pub tgid: u32,
+    /// `THREAD_*` flags.
+    pub flags: u32,
+    /// A syscall exit to send at the thread's next switch (valid with THREAD_PENDING).
+    pub pending: SyscallExitEvent,
+}
+
+/// [`ThreadState::flags`]: the thread is off CPU (`off` is valid).
+pub const THREAD_OFF: u32 = 1;
+/// On/off-CPU accounting is complete since some point (the first switch-in seen).
+pub const THREAD_ACCOUNTED: u32 = 2;
+/// `pending` holds an exit not yet sent.
+pub const THREAD_PENDING: u32 = 4;
+/// The thread went off CPU right after `pending`'s syscall returned; it is sent when the
+/// thread runs again.
+pub const THREAD_AFTER: u32 = 8;
+
+/// A block request on a watched disk (value of [`names::REQUESTS`], and the body of
+/// [`IoEvent`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Request {
+    /// When its submitter allocated it (block_getrq), or when first seen.
+    pub queued_ns: u64,
+    /// When it was inserted into a scheduler queue (0: issued directly).
+    pub insert_ns: u64,
+    /// When it was (last) issued to the driver (0: not issued yet, or requeued).
+    pub issue_ns: u64,
+    pub sector: u64,
+    /// The inode a flusher was writing back when it submitted this (else 0), and that
+    /// inode's bdi name (`8:0`), so userspace can find who dirtied it.
+    pub ino: u64,
+    pub wb_bdi: [u8; 16],
+    /// The submitter's cgroup (v2 id) and the cgroup the block layer charges the I/O to
+    /// (the bio's blkcg: the dirtier's for writeback, the original submitter's for I/O
+    /// relayed by a kernel thread; a v1 blkio id on hybrid hosts). 0 when unknown.
+    pub task_cgroup: u64,
+    pub blk_cgroup: u64,
+    /// Kernel dev_t of the disk, and of the partition when the block layer set it.
+    pub disk: u32,
+    pub part: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    /// Bytes of the request (at issue), and bytes completed so far.
+    pub bytes: u32,
+    pub done_bytes: u32,
+    /// The request's op and flags (REQ_OP_* | REQ_*; userspace decodes them with the
+    /// kernel's own bit numbers from BTF).
+    pub cmd_flags: u32,
+    pub requeues: u16,
+    /// `REQ_*` flags below.
+    pub flags: u16,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(size_of::<Request>() == 120);
+
+/// [`Request::flags`]: the submitter is a kernel thread (a flusher, kblockd, a loop or
+/// throttling worker): who caused the I/O is in `ino`/`blk_cgroup`, not in `tgid`.
+pub const RQ_KTHREAD: u16 = 1;
+/// The submitter was seen at block_getrq (the definitive submitter context).
+pub const RQ_FROM_GETRQ: u16 = 2;
+/// Seen only at its completion: queued before its disk was watched.
+pub const RQ_UNMATCHED: u16 = 4;
+/// This completion covers part of the request; more follow.
+pub const RQ_PARTIAL: u16 = 8;
+/// Still in flight when tracing ended (`hdr.ts_ns` is the end of tracing).
+pub const RQ_OPEN: u16 = 16;
+
+/// A block request on a watched disk completed (or part of it did). `hdr.ts_ns` is the
+/// completion; `hdr.tgid/tid` who submitted it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct IoEvent {
+    pub hdr: EventHeader,
+    pub rq: Request,
+    /// Bytes completed by this completion.
+    pub nr_bytes: u32,
+    /// The block layer's status (blk_status_t; 0 is success).
+    pub status: u32,
+}
+const _: () = assert!(size_of::<IoEvent>() == 152);
+
+/// Key of [`names::OTHER_IO`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct OtherIoKey {
+    pub disk: u32,
+    pub _pad: u32,
+    pub blk_cgroup: u64,
+}
+
+/// Value of [`names::OTHER_IO`] (per CPU).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct OtherIo {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+/// Who submitted a bio (value of [`names::BIOS`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Submitter {
+    pub ts_ns: u64,
+    pub ino: u64,
+    pub wb_bdi: [u8; 16],
+    pub task_cgroup: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub flags: u16,
+    pub _pad: [u16; 3],
+    pub comm: [u8; COMM_LEN],
+}
 
 /// A target thread was created, exited or renamed. `hdr` is the acting task.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -641,21 +935,14 @@ pub struct JournalStatsEvent {
 }
 const _: () = assert!(size_of::<JournalStatsEvent>() == 48);
 
-/// Key of an in-flight block request. Classic tracepoints do not expose the request
-/// pointer, so requests are keyed as bcc's biosnoop does: device, direction, sector.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct RequestKey {
-    pub dev: u32,
-    /// The op character of rwbs (`R`, `W`, `D`, `F`, `N`...).
-    pub op: u32,
-    pub sector: u64,
-}
-
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain #[repr(C)] integers with explicit padding; every bit pattern is valid.
+    // SAFETY (all below): plain #[repr(C)] integers with explicit padding; every bit
+    // pattern is valid.
     unsafe impl aya::Pod for super::Config {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::RequestKey {}
+    unsafe impl aya::Pod for super::Inflight {}
+    unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::Request {}
+    unsafe impl aya::Pod for super::OtherIoKey {}
+    unsafe impl aya::Pod for super::OtherIo {}
 }

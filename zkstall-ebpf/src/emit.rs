@@ -14,6 +14,15 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 /// IPI and a context switch per block request.
 const WAKEUP_BYTES: u64 = (EVENTS_BYTES / 16) as u64;
 
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Copies `rec` into the ring buffer. When the buffer is full the record is dropped and
 /// [`Counter::RingbufFull`] incremented.
 #[inline(always)]
@@ -21,14 +30,22 @@ pub fn emit<T: 'static>(rec: T) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(rec);
-            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            };
-            entry.submit(flags);
+            entry.submit(wakeup_flags());
         }
         None => count(Counter::RingbufFull),
+    }
+}
+
+/// Copies a record that lives in map memory (too large for the BPF stack) into the ring
+/// buffer.
+///
+/// # Safety
+/// `rec` must point to a valid, initialised `T` in map memory.
+#[inline(always)]
+pub unsafe fn emit_from<T: 'static>(rec: *const T) {
+    // SAFETY: the caller guarantees `rec` is valid; bpf_ringbuf_output copies from it.
+    if EVENTS.output::<T>(unsafe { &*rec }, wakeup_flags()).is_err() {
+        count(Counter::RingbufFull);
     }
 }
 

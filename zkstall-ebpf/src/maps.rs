@@ -3,16 +3,18 @@
 
 use aya_ebpf::{
     EbpfContext as _, Global,
+    helpers::bpf_probe_read_kernel,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use zkstall_common::{
-    COMM_LEN, COUNTER_COUNT, Config, Counter, EVENTS_BYTES, Field, MAX_INFLIGHT, MAX_TARGETS,
-    RequestKey,
+    COMM_LEN, COUNTER_COUNT, Config, Counter, EVENTS_BYTES, Field, IRQ_CTX_COUNT, Inflight,
+    MAX_INFLIGHT, MAX_TARGETS, NO_OFFSET, OtherIo, OtherIoKey, Request, Submitter, ThreadState,
 };
 
-/// Tracepoint field offsets and thresholds, written by userspace at load time.
+/// Tracepoint field offsets, kernel struct offsets and thresholds, written by userspace at
+/// load time.
 #[unsafe(no_mangle)]
 pub static CONFIG: Global<Config> = Global::new(Config::DEFAULT);
 
@@ -23,7 +25,9 @@ macro_rules! config {
             as *const zkstall_common::Config;
         // SAFETY: Global<T> is #[repr(transparent)] over an always-initialised T; a
         // volatile read keeps the loader-written value from being constant-folded.
-        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*base).$($member)+)) }
+        #[allow(unused_unsafe)]
+        let v = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*base).$($member)+)) };
+        v
     }};
 }
 pub(crate) use config;
@@ -39,6 +43,23 @@ pub fn field<T>(ctx: &TracePointContext, f: Field) -> Option<T> {
     // SAFETY: `off` is inside this tracepoint's record: userspace checked it against the
     // tracepoint's format (name and size) before loading.
     match unsafe { ctx.read_at::<T>(off as usize) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            count(Counter::ReadError);
+            None
+        }
+    }
+}
+
+/// Reads a `T` at byte offset `off` of the kernel object at `base` (an offset from BTF;
+/// NO_OFFSET: absent on this kernel). None when absent, `base` is null or the read fails.
+#[inline(always)]
+pub fn kread<T>(base: u64, off: u16) -> Option<T> {
+    if off == NO_OFFSET || base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
+    match unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) } {
         Ok(v) => Some(v),
         Err(_) => {
             count(Counter::ReadError);
@@ -68,18 +89,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
-/// A call in progress: when it started, which syscall, and its argument.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct Inflight {
-    pub start_ns: u64,
-    pub arg: u64,
-    pub syscall: u32,
-    pub _pad: u32,
-}
-
 /// tid -> the watched syscall it is inside. LRU: a thread killed inside a call never
-/// reaches its exit tracepoint, and its entry must not stay forever.
+/// reaches its exit tracepoint, and its entry must not stay forever. Userspace seeds calls
+/// already running at attach, and scans it for calls crossing the threshold.
 #[map]
 pub static INFLIGHT: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
 
@@ -104,25 +116,27 @@ pub fn is_target(tgid: u32) -> bool {
     unsafe { TARGETS.get(tgid) }.is_some()
 }
 
-/// A block request between insert (or issue) and completion.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct Request {
-    pub insert_ns: u64,
-    pub issue_ns: u64,
-    pub ino: u64,
-    pub cgroup_id: u64,
-    pub tgid: u32,
-    pub tid: u32,
-    pub bytes: u32,
-    pub requeues: u32,
-    pub comm: [u8; COMM_LEN],
-}
-
-/// Block requests in flight, all devices. LRU: a completion we never see (a device
-/// removed, a tracepoint missed) must not leak the entry.
+/// Block requests in flight on watched disks, keyed by `struct request *`. A plain hash,
+/// not an LRU: an entry must never be evicted silently (the oldest in-flight requests are
+/// exactly those of a stalled device). A `struct request` is reused from a fixed pool, so
+/// an entry whose completion was missed is replaced when its request is next seen, and the
+/// map cannot grow beyond the number of requests that exist.
 #[map]
-pub static REQUESTS: LruHashMap<RequestKey, Request> = LruHashMap::with_max_entries(16384, 0);
+pub static REQUESTS: HashMap<u64, Request> = HashMap::with_max_entries(65536, 0);
+
+/// `struct bio *` -> its submitter, between block_getrq and the request's first sighting.
+/// LRU: only a hint (a bio whose request is never seen again must not stay).
+#[map]
+pub static BIOS: LruHashMap<u64, Submitter> = LruHashMap::with_max_entries(16384, 0);
+
+/// Kernel dev_t -> 1 for each watched disk and each of its partitions.
+#[map]
+pub static DISKS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Requests completed on disks nobody watches: counted, not sent.
+#[map]
+pub static OTHER_IO: LruPerCpuHashMap<OtherIoKey, OtherIo> =
+    LruPerCpuHashMap::with_max_entries(4096, 0);
 
 /// A flusher (or any thread) writing back one inode.
 #[derive(Clone, Copy)]
@@ -132,6 +146,7 @@ pub struct Flushing {
     pub start_ns: u64,
     /// When its writeback ended (0: still going).
     pub end_ns: u64,
+    pub bdi: [u8; 16],
 }
 
 /// How long after an inode's writeback ends its flusher's requests are still charged to
@@ -142,27 +157,15 @@ pub const FLUSH_GRACE_NS: u64 = 50_000_000;
 #[map]
 pub static FLUSHING: LruHashMap<u32, Flushing> = LruHashMap::with_max_entries(4096, 0);
 
-/// A target thread off CPU.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct OffCpu {
-    pub off_ns: u64,
-    pub wake_ns: u64,
-    pub state: u64,
-    pub stack_id: i64,
-    pub tgid: u32,
-    pub waker_tgid: u32,
-    pub waker_tid: u32,
-    pub _pad: u32,
-    pub waker_comm: [u8; COMM_LEN],
-}
-
+/// Target thread tid -> its scheduling state. LRU so that threads whose exit was missed
+/// cannot fill it.
 #[map]
-pub static OFFCPU: LruHashMap<u32, OffCpu> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(8192, 0);
 
-/// tid -> the syscall (orig_ax) a target thread was in at its last switch-out.
+/// Per-CPU nesting depth of hardirq, softirq and timer-callback context, maintained by the
+/// irq/timer tracepoints: what a wakeup came from when no task did it.
 #[map]
-pub static SWITCH_SYSCALL: LruHashMap<u32, i64> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+pub static IRQ_CTX: PerCpuArray<u32> = PerCpuArray::with_max_entries(IRQ_CTX_COUNT, 0);
 
 /// (tgid, ino) of a dirtier.
 #[derive(Clone, Copy)]
@@ -175,7 +178,3 @@ pub struct DirtyKey {
 
 #[map]
 pub static DIRTY_PENDING: LruHashMap<DirtyKey, u32> = LruHashMap::with_max_entries(16384, 0);
-
-/// Kernel stacks of D-state sleeps of target threads.
-#[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);

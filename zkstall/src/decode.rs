@@ -1,14 +1,17 @@
 //! Turning ring-buffer records into typed events: a pure, checked function. A short,
 //! unknown or inconsistent record is an error, never a panic or a transmute.
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zkstall_common::{
-    BlockedEvent, COMM_LEN, DirtyEvent, EventHeader, EventKind, IoEvent, JournalEvent,
-    JournalPhase, JournalStatsEvent, Syscall, SyscallEnterEvent, SyscallExitEvent, ThreadChange,
-    ThreadEvent, ThrottleEvent, WritebackEvent,
+    BLOCKED_AFTER_CALL, BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_ACCOUNTED, CALL_AFTER,
+    CALL_START_BOUND, COMM_LEN, DirtyEvent, EventHeader, EventKind, IoEvent, JournalEvent,
+    JournalPhase, JournalStatsEvent, MAX_FRAMES, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_OPEN, RQ_PARTIAL,
+    RQ_UNMATCHED, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent, SyscallExitEvent,
+    ThreadChange, ThreadEvent, ThrottleEvent, WakerCtx, WritebackEvent,
 };
 
-use crate::clock::MonoNs;
+use crate::{clock::MonoNs, enrich::DevId};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -25,10 +28,179 @@ pub enum DecodeError {
 }
 
 /// Who an event is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Task {
     pub pid: u32,
     pub tid: u32,
+}
+
+/// A thread's scheduling state when it went off CPU (sched_switch's `prev_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SchedState {
+    /// Runnable: preempted, or yielded (`R`). Its whole interval is run-queue wait.
+    #[serde(rename = "R")]
+    Runnable,
+    /// Uninterruptible sleep (`D`): waiting for I/O or a kernel lock.
+    #[serde(rename = "D")]
+    DiskSleep,
+    /// Interruptible sleep (`S`): futex, poll, sleep...
+    #[serde(rename = "S")]
+    Sleep,
+    /// Idle kernel wait (`I`, TASK_IDLE).
+    #[serde(rename = "I")]
+    Idle,
+    /// Stopped or traced (`T`, `t`).
+    #[serde(rename = "T")]
+    Stopped,
+    /// Anything else (exiting, parked).
+    #[serde(rename = "?")]
+    Other,
+}
+
+impl SchedState {
+    /// From sched_switch's report-encoded prev_state.
+    pub fn from_report(state: u64) -> SchedState {
+        if state & 0x2 != 0 {
+            SchedState::DiskSleep
+        } else if state & 0x1 != 0 {
+            SchedState::Sleep
+        } else if state & 0x80 != 0 {
+            SchedState::Idle
+        } else if state & 0xc != 0 {
+            SchedState::Stopped
+        } else if state & 0xff == 0 {
+            SchedState::Runnable
+        } else {
+            SchedState::Other
+        }
+    }
+
+    /// The ps(1) letter.
+    pub fn letter(self) -> &'static str {
+        match self {
+            SchedState::Runnable => "R",
+            SchedState::DiskSleep => "D",
+            SchedState::Sleep => "S",
+            SchedState::Idle => "I",
+            SchedState::Stopped => "T",
+            SchedState::Other => "?",
+        }
+    }
+
+    /// From /proc/<tid>/stat's state letter.
+    pub fn from_letter(c: char) -> SchedState {
+        match c {
+            'R' => SchedState::Runnable,
+            'D' => SchedState::DiskSleep,
+            'S' => SchedState::Sleep,
+            'I' => SchedState::Idle,
+            'T' | 't' => SchedState::Stopped,
+            _ => SchedState::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for SchedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.letter())
+    }
+}
+
+/// The on/off-CPU split of a call, measured in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accounting {
+    pub on_cpu_ns: u64,
+    /// Off-CPU time in intervals too short to be sent one by one.
+    pub short_d_ns: u64,
+    pub short_s_ns: u64,
+    pub short_runq_ns: u64,
+}
+
+/// A watched syscall that returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub task: Task,
+    pub start: MonoNs,
+    pub end: MonoNs,
+    pub syscall: Syscall,
+    pub ret: i64,
+    pub arg: u64,
+    pub comm: String,
+    /// The start is only a bound: the call was already running when tracing began.
+    pub start_bound: bool,
+    /// None when the thread's accounting did not cover the whole call.
+    pub accounting: Option<Accounting>,
+    /// The thread went off CPU right after the return, for this long.
+    pub after_ns: Option<u64>,
+}
+
+/// Who woke a thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Waker {
+    Task { task: Task, comm: String },
+    Irq,
+    Softirq,
+    Timer,
+}
+
+/// An off-CPU interval of a target thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffCpu {
+    pub task: Task,
+    pub off: MonoNs,
+    pub on: MonoNs,
+    pub wake: Option<MonoNs>,
+    pub state: SchedState,
+    /// The syscall it was inside (None: not in a syscall, or not known).
+    pub syscall: Option<i64>,
+    pub waker: Option<Waker>,
+    /// Kernel stack at switch-out (D only), innermost first.
+    pub frames: Vec<u64>,
+    /// It began right after a watched syscall returned.
+    pub after_call: bool,
+    /// It began before tracing (seeded from /proc): `off` is a bound.
+    pub seeded: bool,
+    /// Still off CPU when tracing ended: `on` is the end of tracing.
+    pub open: bool,
+}
+
+/// A block request on a watched disk completed (or part of it, or still in flight at the
+/// end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoDone {
+    /// Who submitted it (pid 0: not known).
+    pub submitter: Task,
+    pub comm: String,
+    /// The submitter is a kernel thread relaying others' I/O.
+    pub kthread: bool,
+    /// Seen at block_getrq in its submitter's context.
+    pub from_getrq: bool,
+    /// Never seen before its completion (queued before its disk was watched).
+    pub unmatched: bool,
+    /// This completion covers part of it; more follow.
+    pub partial: bool,
+    /// Still in flight at the end of tracing (`completed` is the end of tracing).
+    pub open: bool,
+    /// Kernel dev_t of the disk, and of the partition when the block layer named it.
+    pub disk: DevId,
+    pub part: Option<DevId>,
+    pub sector: u64,
+    pub bytes: u32,
+    /// Bytes completed by this completion.
+    pub nr_bytes: u32,
+    pub cmd_flags: u32,
+    pub status: u32,
+    pub requeues: u16,
+    pub queued: Option<MonoNs>,
+    pub inserted: Option<MonoNs>,
+    pub issued: Option<MonoNs>,
+    pub completed: MonoNs,
+    /// The inode a flusher was writing back when it submitted this (0: none), and that
+    /// inode's bdi.
+    pub ino: u64,
+    pub wb_bdi: String,
+    pub task_cgroup: u64,
+    pub blk_cgroup: u64,
 }
 
 /// A decoded record.
@@ -40,46 +212,9 @@ pub enum Event {
         syscall: Syscall,
         arg: u64,
     },
-    SyscallExit {
-        task: Task,
-        start: MonoNs,
-        end: MonoNs,
-        syscall: Syscall,
-        ret: i64,
-        arg: u64,
-        comm: String,
-    },
-    /// A block request completed; `task` queued it.
-    Io {
-        task: Task,
-        comm: String,
-        cgroup_id: u64,
-        /// Kernel dev_t (major << 20 | minor).
-        dev: u32,
-        sector: u64,
-        bytes: u32,
-        rwbs: String,
-        error: i32,
-        requeues: u32,
-        /// None when the request was not seen before its completion.
-        insert: Option<MonoNs>,
-        /// None when the issue was not seen (e.g. requeued and not reissued).
-        issue: Option<MonoNs>,
-        complete: MonoNs,
-        /// The inode being written back when it was queued (0: none).
-        ino: u64,
-    },
-    /// A target thread was off CPU from `off` to `on`.
-    Blocked {
-        task: Task,
-        off: MonoNs,
-        on: MonoNs,
-        wake: Option<MonoNs>,
-        state: u64,
-        syscall: Option<i64>,
-        waker: Option<(Task, String)>,
-        stack_id: Option<u32>,
-    },
+    SyscallExit(Exit),
+    Io(IoDone),
+    Blocked(OffCpu),
     Thread {
         actor: Task,
         ts: MonoNs,
@@ -128,6 +263,28 @@ pub enum Event {
         blocks: u32,
         blocks_logged: u32,
     },
+}
+
+/// A wire record: one of the `#[repr(C)]` structs of zkstall-common.
+pub trait Record: Copy {}
+impl Record for SyscallEnterEvent {}
+impl Record for SyscallExitEvent {}
+impl Record for IoEvent {}
+impl Record for BlockedEvent {}
+impl Record for ThreadEvent {}
+impl Record for DirtyEvent {}
+impl Record for WritebackEvent {}
+impl Record for ThrottleEvent {}
+impl Record for JournalEvent {}
+impl Record for JournalStatsEvent {}
+impl Record for EventHeader {}
+
+/// The bytes of a wire record, as the kernel writes them (to synthesize records from the
+/// kernel's maps at the end of tracing, and in tests).
+pub fn record_bytes<T: Record>(v: &T) -> Vec<u8> {
+    // SAFETY: `T` is one of the wire records: #[repr(C)] integers and byte arrays with
+    // explicit padding fields, so every byte is initialised.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
 }
 
 /// Copies a `T` out of the front of `buf` after checking its length.
@@ -187,7 +344,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::SyscallExit => {
             let e: SyscallExitEvent = read(buf)?;
             let syscall = Syscall::try_from(e.syscall).map_err(DecodeError::UnknownSyscall)?;
-            Ok(Event::SyscallExit {
+            Ok(Event::SyscallExit(Exit {
                 task,
                 start: MonoNs(e.start_ns),
                 end: MonoNs(hdr.ts_ns),
@@ -195,48 +352,75 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 ret: e.ret,
                 arg: e.arg,
                 comm: comm_str(&e.comm),
-            })
+                start_bound: e.flags & CALL_START_BOUND != 0,
+                accounting: (e.flags & CALL_ACCOUNTED != 0).then_some(Accounting {
+                    on_cpu_ns: e.on_cpu_ns,
+                    short_d_ns: e.short_ns[SHORT_D],
+                    short_s_ns: e.short_ns[SHORT_S],
+                    short_runq_ns: e.short_ns[SHORT_RUNQ],
+                }),
+                after_ns: (e.flags & CALL_AFTER != 0).then_some(e.after_ns),
+            }))
         }
         EventKind::Io => {
             let e: IoEvent = read(buf)?;
-            Ok(Event::Io {
-                task,
-                comm: comm_str(&e.comm),
-                cgroup_id: e.cgroup_id,
-                dev: e.dev,
-                sector: e.sector,
-                bytes: e.bytes,
-                rwbs: cstr(&e.rwbs),
-                error: e.error,
-                requeues: e.requeues,
-                insert: nonzero(e.insert_ns),
-                issue: nonzero(e.issue_ns),
-                complete: MonoNs(hdr.ts_ns),
-                ino: e.ino,
-            })
+            let r = e.rq;
+            Ok(Event::Io(IoDone {
+                submitter: task,
+                comm: comm_str(&r.comm),
+                kthread: r.flags & RQ_KTHREAD != 0,
+                from_getrq: r.flags & RQ_FROM_GETRQ != 0,
+                unmatched: r.flags & RQ_UNMATCHED != 0,
+                partial: r.flags & RQ_PARTIAL != 0,
+                open: r.flags & RQ_OPEN != 0,
+                disk: DevId::from_kernel(r.disk),
+                part: (r.part != 0).then(|| DevId::from_kernel(r.part)),
+                sector: r.sector,
+                bytes: r.bytes,
+                nr_bytes: e.nr_bytes,
+                cmd_flags: r.cmd_flags,
+                status: e.status,
+                requeues: r.requeues,
+                queued: nonzero(r.queued_ns),
+                inserted: nonzero(r.insert_ns),
+                issued: nonzero(r.issue_ns),
+                completed: MonoNs(hdr.ts_ns),
+                ino: r.ino,
+                wb_bdi: cstr(&r.wb_bdi),
+                task_cgroup: r.task_cgroup,
+                blk_cgroup: r.blk_cgroup,
+            }))
         }
         EventKind::Blocked => {
             let e: BlockedEvent = read(buf)?;
-            let waker = (e.waker_tid != 0).then(|| {
-                (
-                    Task {
+            let waker = match WakerCtx::from_u32(e.waker_ctx) {
+                Some(WakerCtx::Irq) => Some(Waker::Irq),
+                Some(WakerCtx::Softirq) => Some(Waker::Softirq),
+                Some(WakerCtx::Timer) => Some(Waker::Timer),
+                _ if e.waker_tid != 0 => Some(Waker::Task {
+                    task: Task {
                         pid: e.waker_tgid,
                         tid: e.waker_tid,
                     },
-                    comm_str(&e.waker_comm),
-                )
-            });
-            Ok(Event::Blocked {
+                    comm: comm_str(&e.waker_comm),
+                }),
+                _ => None,
+            };
+            let n = (e.nframes as usize).min(MAX_FRAMES);
+            Ok(Event::Blocked(OffCpu {
                 task,
                 off: MonoNs(e.off_ns),
                 on: MonoNs(hdr.ts_ns),
                 wake: nonzero(e.wake_ns),
-                state: e.state,
-                // orig_ax is -1 (or an IRQ vector, negative) outside a syscall.
+                state: SchedState::from_report(e.state),
+                // -1 outside a syscall; anything else out of range is not a syscall number.
                 syscall: (e.syscall >= 0 && e.syscall < 4096).then_some(e.syscall),
                 waker,
-                stack_id: u32::try_from(e.stack_id).ok(),
-            })
+                frames: e.frames[..n].iter().copied().filter(|&f| f != 0).collect(),
+                after_call: e.flags & BLOCKED_AFTER_CALL != 0,
+                seeded: e.flags & BLOCKED_SEEDED != 0,
+                open: e.flags & BLOCKED_OPEN != 0,
+            }))
         }
         EventKind::Thread => {
             let e: ThreadEvent = read(buf)?;
@@ -341,15 +525,18 @@ mod tests {
         let rec = SyscallExitEvent {
             hdr: hdr::<SyscallExitEvent>(EventKind::SyscallExit, 2_000),
             syscall: Syscall::Fdatasync as u32,
-            _pad: 0,
+            flags: CALL_ACCOUNTED | CALL_AFTER,
             start_ns: 1_000,
             ret: 0,
             arg: 7,
+            on_cpu_ns: 300,
+            short_ns: [100, 200, 50],
+            after_ns: 40,
             comm,
         };
         assert_eq!(
             decode(&bytes_of(&rec)).unwrap(),
-            Event::SyscallExit {
+            Event::SyscallExit(Exit {
                 task: Task { pid: 10, tid: 11 },
                 start: MonoNs(1_000),
                 end: MonoNs(2_000),
@@ -357,8 +544,22 @@ mod tests {
                 ret: 0,
                 arg: 7,
                 comm: "SyncThread:1".into(),
-            }
+                start_bound: false,
+                accounting: Some(Accounting {
+                    on_cpu_ns: 300,
+                    short_d_ns: 100,
+                    short_s_ns: 200,
+                    short_runq_ns: 50
+                }),
+                after_ns: Some(40),
+            })
         );
+        let mut bare = rec;
+        bare.flags = CALL_START_BOUND;
+        let Event::SyscallExit(x) = decode(&bytes_of(&bare)).unwrap() else {
+            panic!()
+        };
+        assert!(x.start_bound && x.accounting.is_none() && x.after_ns.is_none());
     }
 
     #[test]
@@ -386,86 +587,88 @@ mod tests {
         comm[..2].copy_from_slice(b"dd");
         let rec = IoEvent {
             hdr: hdr::<IoEvent>(EventKind::Io, 900),
-            dev: (7 << 20) | 3,
-            error: 0,
-            sector: 2048,
-            bytes: 65536,
-            requeues: 1,
-            rwbs: *b"WS\0\0\0\0\0\0",
-            insert_ns: 100,
-            issue_ns: 0,
-            ino: 12,
-            cgroup_id: 7,
-            comm,
+            rq: zkstall_common::Request {
+                queued_ns: 90,
+                insert_ns: 100,
+                issue_ns: 0,
+                sector: 2048,
+                ino: 12,
+                wb_bdi: *b"7:3\0\0\0\0\0\0\0\0\0\0\0\0\0",
+                task_cgroup: 7,
+                blk_cgroup: 8,
+                disk: (7 << 20) | 3,
+                part: (259 << 20) | 1,
+                tgid: 10,
+                tid: 11,
+                bytes: 65536,
+                done_bytes: 65536,
+                cmd_flags: 1 | (1 << 11),
+                requeues: 1,
+                flags: RQ_KTHREAD | RQ_FROM_GETRQ,
+                comm,
+            },
+            nr_bytes: 65536,
+            status: 0,
         };
-        let Event::Io {
-            task,
-            dev,
-            bytes,
-            rwbs,
-            issue,
-            complete,
-            comm,
-            ino,
-            ..
-        } = decode(&bytes_of(&rec)).unwrap()
-        else {
+        let Event::Io(io) = decode(&bytes_of(&rec)).unwrap() else {
             panic!("not io")
         };
-        assert_eq!(
-            (task.pid, task.tid, dev, bytes, ino),
-            (10, 11, (7 << 20) | 3, 65536, 12)
-        );
-        assert_eq!(rwbs, "WS");
-        assert_eq!(issue, None, "0 means not seen");
-        assert_eq!(complete, MonoNs(900));
-        assert_eq!(comm, "dd");
+        assert_eq!((io.submitter.pid, io.submitter.tid, io.bytes, io.ino), (10, 11, 65536, 12));
+        assert_eq!(io.disk, DevId { major: 7, minor: 3 });
+        assert_eq!(io.part, Some(DevId { major: 259, minor: 1 }));
+        assert_eq!(io.issued, None, "0 means not seen");
+        assert_eq!((io.queued, io.completed), (Some(MonoNs(90)), MonoNs(900)));
+        assert_eq!((io.comm.as_str(), io.wb_bdi.as_str()), ("dd", "7:3"));
+        assert!(io.kthread && io.from_getrq && !io.unmatched && !io.partial && !io.open);
     }
 
     #[test]
-    fn blocked_records_keep_only_real_syscalls_and_wakers() {
-        let rec = BlockedEvent {
+    fn blocked_records_keep_only_real_syscalls_wakers_and_frames() {
+        let mut rec = BlockedEvent {
             hdr: hdr::<BlockedEvent>(EventKind::Blocked, 500),
             off_ns: 100,
             wake_ns: 450,
             state: 2,
             syscall: -1,
-            waker_tgid: 0,
-            waker_tid: 0,
-            waker_comm: [0; COMM_LEN],
-            stack_id: -1,
+            ..Default::default()
         };
-        let Event::Blocked {
-            syscall,
-            waker,
-            stack_id,
-            wake,
-            ..
-        } = decode(&bytes_of(&rec)).unwrap()
-        else {
+        let Event::Blocked(b) = decode(&bytes_of(&rec)).unwrap() else {
             panic!("not blocked")
         };
-        assert_eq!(
-            (syscall, waker, stack_id, wake),
-            (None, None, None, Some(MonoNs(450)))
-        );
-        let mut with = rec;
-        with.syscall = 75;
-        with.waker_tid = 99;
-        with.waker_tgid = 98;
-        with.stack_id = 4;
-        let Event::Blocked {
-            syscall,
-            waker,
-            stack_id,
-            ..
-        } = decode(&bytes_of(&with)).unwrap()
-        else {
+        assert_eq!((b.syscall, &b.waker, b.wake), (None, &None, Some(MonoNs(450))));
+        assert_eq!(b.state, SchedState::DiskSleep);
+        assert!(b.frames.is_empty());
+        rec.syscall = 75;
+        rec.waker_tid = 99;
+        rec.waker_tgid = 98;
+        rec.nframes = 2;
+        rec.frames[0] = 0xffff_ffff_8100_0000;
+        rec.frames[1] = 0xffff_ffff_8100_0010;
+        rec.flags = BLOCKED_AFTER_CALL;
+        let Event::Blocked(b) = decode(&bytes_of(&rec)).unwrap() else {
             panic!("not blocked")
         };
-        assert_eq!(syscall, Some(75));
-        assert_eq!(waker.map(|(t, _)| (t.pid, t.tid)), Some((98, 99)));
-        assert_eq!(stack_id, Some(4));
+        assert_eq!(b.syscall, Some(75));
+        assert!(matches!(b.waker, Some(Waker::Task { task: Task { pid: 98, tid: 99 }, .. })));
+        assert_eq!(b.frames.len(), 2);
+        assert!(b.after_call && !b.seeded && !b.open);
+        rec.waker_ctx = WakerCtx::Timer as u32;
+        rec.nframes = 999; // out of range: clamped, never a panic
+        let Event::Blocked(b) = decode(&bytes_of(&rec)).unwrap() else {
+            panic!("not blocked")
+        };
+        assert_eq!(b.waker, Some(Waker::Timer));
+        assert_eq!(b.frames.len(), 2, "zero frames are dropped");
+    }
+
+    #[test]
+    fn states_follow_the_report_encoding() {
+        assert_eq!(SchedState::from_report(0x2), SchedState::DiskSleep);
+        assert_eq!(SchedState::from_report(0x1), SchedState::Sleep);
+        assert_eq!(SchedState::from_report(0x100), SchedState::Runnable);
+        assert_eq!(SchedState::from_report(0), SchedState::Runnable);
+        assert_eq!(SchedState::from_report(0x80), SchedState::Idle);
+        assert_eq!(SchedState::from_letter('D'), SchedState::DiskSleep);
     }
 
     #[test]

@@ -1,45 +1,124 @@
-//! Recent activity, kept for attribution: block requests, off-CPU intervals of the target's
-//! threads, throttling pauses and journal commits of the last [`HORIZON`]. When a slow
-//! call ends, attribution looks back over its interval. Bounded by time and by count:
-//! a flood of block requests sheds the oldest (counted), never grows memory.
+//! Recent activity, kept for attribution: block requests of each watched disk, off-CPU
+//! intervals of the target's threads, throttling pauses and journal commits of the last
+//! [`HORIZON_NS`]. When a slow call ends, attribution looks back over its interval.
+//!
+//! Bounded by time and by count, per disk: a flood on one disk sheds that disk's oldest
+//! requests (counted), never another's, never memory. Every loss is remembered as the
+//! instant before which a queue is no longer complete ([`DiskHistory::complete_from`],
+//! [`History::blocked_complete_from`]) or as a window in which records were lost
+//! ([`History::lost`]), so attribution can tell whether its inputs cover a call.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use crate::{clock::MonoNs, enrich::DevId};
+use serde::Serialize;
+
+use crate::{
+    clock::MonoNs,
+    decode::{SchedState, Waker},
+    enrich::{DevId, DiskDev},
+};
 
 /// How far back the history reaches: longer than any stall worth explaining.
 pub const HORIZON_NS: u64 = 120_000_000_000;
-/// Caps per kind (the oldest entries go first, and are counted).
-pub const MAX_IOS: usize = 200_000;
+/// Caps (the oldest entries go first, and are counted).
+pub const MAX_IOS_PER_DISK: usize = 200_000;
 pub const MAX_BLOCKED: usize = 100_000;
 pub const MAX_THROTTLES: usize = 50_000;
 pub const MAX_COMMITS: usize = 10_000;
+pub const MAX_LOST: usize = 10_000;
 
-/// Who a request is charged to: the dirtier for flusher writeback, else the submitter.
-#[derive(Clone, Debug, PartialEq)]
+/// What kind of party caused I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartyKind {
+    /// A user task (or a kernel thread doing its own work).
+    Task,
+    /// A filesystem journal thread (jbd2, xfs log): everybody's metadata.
+    Journal,
+    /// A kernel thread relaying I/O for a cgroup it could not be traced back further than.
+    Cgroup,
+    /// A kernel thread relaying I/O for nobody we can name.
+    Kernel,
+    /// Not known (a request first seen at its completion).
+    Unknown,
+}
+
+/// Who a request is charged to: the dirtier for flusher writeback, the original submitter,
+/// or (for I/O relayed by a kernel thread) the cgroup the block layer charged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Party {
+    pub kind: PartyKind,
     pub pid: u32,
+    pub tid: u32,
+    /// The thread's name (the process's for a relay).
     pub comm: String,
     pub cgroup: Option<String>,
 }
 
+impl Party {
+    pub fn unknown() -> Party {
+        Party {
+            kind: PartyKind::Unknown,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            cgroup: None,
+        }
+    }
+}
+
+/// The op of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Read,
+    Write,
+    Flush,
+    Discard,
+    SecureErase,
+    WriteZeroes,
+    Other,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Io {
-    pub dev: DevId,
+    pub disk: DiskDev,
+    /// The partition the block layer named, when it did.
+    pub part: Option<DevId>,
+    pub sector: u64,
     /// Submitter (pid 0: not seen).
     pub pid: u32,
+    pub tid: u32,
     pub charged: Party,
+    /// Bytes completed by this completion (the whole request, or a part of it).
     pub bytes: u32,
-    pub write: bool,
+    pub op: Op,
+    pub sync: bool,
+    /// Carries a cache flush before (preflush) or forces its data to media (FUA).
+    pub flush: bool,
+    pub fua: bool,
     pub queued: Option<MonoNs>,
     pub issued: Option<MonoNs>,
-    pub completed: MonoNs,
+    /// None: still in flight when tracing ended.
+    pub completed: Option<MonoNs>,
+    /// First seen at its completion (queued before its disk was watched).
+    pub unmatched: bool,
+    pub requeues: u16,
+    pub status: u32,
 }
 
 impl Io {
     /// When the request entered the block layer, as far as is known.
     pub fn start(&self) -> MonoNs {
-        self.queued.or(self.issued).unwrap_or(self.completed)
+        self.queued
+            .or(self.issued)
+            .or(self.completed)
+            .unwrap_or(MonoNs(0))
+    }
+
+    /// When it left (or `until`, for a request still in flight at the end).
+    pub fn end_or(&self, until: MonoNs) -> MonoNs {
+        self.completed.unwrap_or(until)
     }
 }
 
@@ -48,14 +127,67 @@ pub struct Blocked {
     pub pid: u32,
     pub tid: u32,
     pub thread: String,
-    /// ps-style state: D, S, R (preempted while runnable), ...
-    pub state: String,
+    pub state: SchedState,
     pub off: MonoNs,
     pub on: MonoNs,
     pub wake: Option<MonoNs>,
     pub syscall: Option<String>,
-    pub waker: Option<(u32, u32, String)>,
+    pub waker: Option<WakerInfo>,
     pub stack: Vec<String>,
+    /// It began right after a watched syscall returned.
+    pub after_call: bool,
+    /// It began before tracing: `off` is a bound.
+    pub seeded: bool,
+    /// Still off CPU when tracing ended.
+    pub open: bool,
+}
+
+/// Who woke a thread, resolved to names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WakerInfo {
+    Task {
+        pid: u32,
+        tid: u32,
+        thread: String,
+        /// The waker's process, when it is another one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        process: Option<String>,
+    },
+    Irq,
+    Softirq,
+    Timer,
+}
+
+impl WakerInfo {
+    pub fn label(&self) -> String {
+        match self {
+            WakerInfo::Task {
+                thread,
+                process: Some(p),
+                pid,
+                ..
+            } => format!("{thread} ({p} {pid})"),
+            WakerInfo::Task { thread, .. } => thread.clone(),
+            WakerInfo::Irq => "irq".into(),
+            WakerInfo::Softirq => "softirq".into(),
+            WakerInfo::Timer => "timer".into(),
+        }
+    }
+
+    pub fn from_waker(w: &Waker, thread: String, process: Option<String>) -> WakerInfo {
+        match w {
+            Waker::Task { task, .. } => WakerInfo::Task {
+                pid: task.pid,
+                tid: task.tid,
+                thread,
+                process,
+            },
+            Waker::Irq => WakerInfo::Irq,
+            Waker::Softirq => WakerInfo::Softirq,
+            Waker::Timer => WakerInfo::Timer,
+        }
+    }
 }
 
 impl Blocked {
@@ -63,7 +195,7 @@ impl Blocked {
     pub fn runq(&self) -> (MonoNs, MonoNs) {
         match self.wake {
             Some(w) => (w.max(self.off), self.on),
-            None if self.state == "R" => (self.off, self.on),
+            None if self.state == SchedState::Runnable => (self.off, self.on),
             None => (self.on, self.on),
         }
     }
@@ -72,7 +204,7 @@ impl Blocked {
     pub fn sleep(&self) -> (MonoNs, MonoNs) {
         match self.wake {
             Some(w) => (self.off, w.min(self.on)),
-            None if self.state == "R" => (self.off, self.off),
+            None if self.state == SchedState::Runnable => (self.off, self.off),
             None => (self.off, self.on),
         }
     }
@@ -99,41 +231,111 @@ pub struct Commit {
     pub blocks: Option<u32>,
 }
 
-#[derive(Default)]
-pub struct History {
+/// The requests of one watched disk.
+#[derive(Clone, Debug)]
+pub struct DiskHistory {
+    /// Completed (and, at the end, open) requests, in arrival order.
     pub ios: VecDeque<Io>,
-    pub blocked: VecDeque<Blocked>,
-    pub throttles: VecDeque<Throttle>,
-    pub commits: VecDeque<Commit>,
-    /// Entries shed because a cap was reached before the horizon.
+    /// Since when the disk is watched: requests allocated before are missing or
+    /// unmatched.
+    pub since: MonoNs,
+    /// Requests completing at or before this were shed or expired: before it the queue is
+    /// incomplete.
+    pub lost_until: Option<MonoNs>,
     pub shed: u64,
 }
 
-fn push<T>(q: &mut VecDeque<T>, cap: usize, v: T, shed: &mut u64) {
-    if q.len() >= cap {
-        q.pop_front();
-        *shed += 1;
+impl DiskHistory {
+    /// The instant from which this disk's history is complete.
+    pub fn complete_from(&self) -> MonoNs {
+        match self.lost_until {
+            Some(l) => self.since.max(MonoNs(l.0 + 1)),
+            None => self.since,
+        }
     }
-    q.push_back(v);
 }
 
-fn expire<T>(q: &mut VecDeque<T>, now: MonoNs, at: impl Fn(&T) -> MonoNs) {
-    while q.front().is_some_and(|v| now.since(at(v)) > HORIZON_NS) {
+#[derive(Default)]
+pub struct History {
+    pub disks: HashMap<DiskDev, DiskHistory>,
+    pub blocked: VecDeque<Blocked>,
+    /// Off-CPU intervals ending at or before this were shed: before it the timeline of the
+    /// target's threads is incomplete.
+    pub blocked_lost_until: Option<MonoNs>,
+    pub throttles: VecDeque<Throttle>,
+    pub commits: VecDeque<Commit>,
+    /// Windows in which records were lost (ring buffer full, or shed by the reader).
+    pub lost: VecDeque<(MonoNs, MonoNs)>,
+    /// Entries shed to stay within bounds before they aged out (a flood).
+    pub shed: u64,
+}
+
+fn push<T>(q: &mut VecDeque<T>, cap: usize, v: T, shed: &mut u64) -> Option<T> {
+    let out = if q.len() >= cap {
+        *shed += 1;
+        q.pop_front()
+    } else {
+        None
+    };
+    q.push_back(v);
+    out
+}
+
+fn expire<T>(q: &mut VecDeque<T>, now: MonoNs, at: impl Fn(&T) -> MonoNs) -> Option<MonoNs> {
+    let mut last = None;
+    while let Some(v) = q.front() {
+        let t = at(v);
+        if now.since(t) <= HORIZON_NS {
+            break;
+        }
+        last = Some(t);
         q.pop_front();
     }
+    last
 }
 
 impl History {
+    /// Starts keeping the requests of `disk` (from `since`).
+    pub fn watch(&mut self, disk: DiskDev, since: MonoNs) {
+        self.disks.entry(disk).or_insert(DiskHistory {
+            ios: VecDeque::new(),
+            since,
+            lost_until: None,
+            shed: 0,
+        });
+    }
+
     pub fn io(&mut self, v: Io) {
-        let now = v.completed;
-        push(&mut self.ios, MAX_IOS, v, &mut self.shed);
-        expire(&mut self.ios, now, |v| v.completed);
+        let now = v.completed.unwrap_or(v.start());
+        let disk = v.disk;
+        let h = self.disks.entry(disk).or_insert(DiskHistory {
+            ios: VecDeque::new(),
+            // Not announced as watched: complete only from its first request on.
+            since: now,
+            lost_until: None,
+            shed: 0,
+        });
+        let mut shed = 0;
+        if let Some(old) = push(&mut h.ios, MAX_IOS_PER_DISK, v, &mut shed) {
+            let t = old.completed.unwrap_or(now);
+            h.lost_until = Some(h.lost_until.map_or(t, |l| l.max(t)));
+        }
+        h.shed += shed;
+        self.shed += shed;
+        if let Some(t) = expire(&mut h.ios, now, |v| v.completed.unwrap_or(now)) {
+            h.lost_until = Some(h.lost_until.map_or(t, |l| l.max(t)));
+        }
     }
 
     pub fn blocked(&mut self, v: Blocked) {
         let now = v.on;
-        push(&mut self.blocked, MAX_BLOCKED, v, &mut self.shed);
-        expire(&mut self.blocked, now, |v| v.on);
+        if let Some(old) = push(&mut self.blocked, MAX_BLOCKED, v, &mut self.shed) {
+            let t = old.on;
+            self.blocked_lost_until = Some(self.blocked_lost_until.map_or(t, |l| l.max(t)));
+        }
+        if let Some(t) = expire(&mut self.blocked, now, |v| v.on) {
+            self.blocked_lost_until = Some(self.blocked_lost_until.map_or(t, |l| l.max(t)));
+        }
     }
 
     pub fn throttle(&mut self, v: Throttle) {
@@ -147,6 +349,21 @@ impl History {
         push(&mut self.commits, MAX_COMMITS, v, &mut self.shed);
         expire(&mut self.commits, now, |v| v.end);
     }
+
+    /// Records were lost between `from` and `to`.
+    pub fn lost(&mut self, from: MonoNs, to: MonoNs) {
+        let mut s = 0;
+        push(&mut self.lost, MAX_LOST, (from, to), &mut s);
+    }
+
+    /// The loss windows overlapping `[from, to]`.
+    pub fn lost_during(&self, from: MonoNs, to: MonoNs) -> Vec<(MonoNs, MonoNs)> {
+        self.lost
+            .iter()
+            .filter(|(a, b)| *a <= to && *b >= from)
+            .copied()
+            .collect()
+    }
 }
 
 /// Length of the overlap of [a0, a1) and [b0, b1), in ns.
@@ -159,6 +376,31 @@ pub fn overlap(a: (MonoNs, MonoNs), b: (MonoNs, MonoNs)) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn io(disk: u32, completed: u64) -> Io {
+        Io {
+            disk: DiskDev(DevId {
+                major: 7,
+                minor: disk,
+            }),
+            part: None,
+            sector: 0,
+            pid: 1,
+            tid: 1,
+            charged: Party::unknown(),
+            bytes: 4096,
+            op: Op::Write,
+            sync: false,
+            flush: false,
+            fua: false,
+            queued: Some(MonoNs(completed)),
+            issued: Some(MonoNs(completed)),
+            completed: Some(MonoNs(completed)),
+            unmatched: false,
+            requeues: 0,
+            status: 0,
+        }
+    }
 
     #[test]
     fn floods_shed_the_oldest_and_count_it() {
@@ -177,7 +419,24 @@ mod tests {
     }
 
     #[test]
-    fn old_entries_expire_past_the_horizon() {
+    fn a_flood_on_one_disk_sheds_only_that_disk_and_marks_where_it_is_complete() {
+        let mut h = History::default();
+        let quiet = DiskDev(DevId { major: 7, minor: 1 });
+        h.watch(quiet, MonoNs(5));
+        h.io(io(1, 10));
+        for i in 0..(MAX_IOS_PER_DISK as u64 + 3) {
+            h.io(io(2, 100 + i));
+        }
+        let busy = &h.disks[&DiskDev(DevId { major: 7, minor: 2 })];
+        assert_eq!(busy.ios.len(), MAX_IOS_PER_DISK);
+        assert_eq!(busy.shed, 3);
+        assert_eq!(busy.complete_from(), MonoNs(103), "complete after the last shed");
+        let q = &h.disks[&quiet];
+        assert_eq!((q.ios.len(), q.complete_from()), (1, MonoNs(5)));
+    }
+
+    #[test]
+    fn old_entries_expire_past_the_horizon_and_the_queue_says_so() {
         let mut h = History::default();
         h.throttle(Throttle {
             pid: 1,
@@ -193,6 +452,18 @@ mod tests {
         });
         assert_eq!(h.throttles.len(), 1);
         assert_eq!(h.shed, 0, "expiry is not shedding");
+        h.io(io(1, 1));
+        h.io(io(1, HORIZON_NS + 10));
+        let d = &h.disks[&DiskDev(DevId { major: 7, minor: 1 })];
+        assert_eq!(d.complete_from(), MonoNs(2));
+    }
+
+    #[test]
+    fn loss_windows_are_found_by_overlap() {
+        let mut h = History::default();
+        h.lost(MonoNs(100), MonoNs(200));
+        assert_eq!(h.lost_during(MonoNs(150), MonoNs(300)).len(), 1);
+        assert!(h.lost_during(MonoNs(201), MonoNs(300)).is_empty());
     }
 
     #[test]

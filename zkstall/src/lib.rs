@@ -36,3 +36,4 @@ pub mod reader;
 pub mod recording;
 pub mod sinks;
 pub mod targets;
+pub mod threads_now;

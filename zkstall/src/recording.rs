@@ -5,7 +5,10 @@
 //! ```text
 //! {"format":"zkstall-recording","version":1,"host":..,"kernel":..,"boot_id":..,...}\n
 //! frame*:  tag (1 byte) | length (u32, little endian) | payload
-//!   'K'  one kernel record, as it came out of the ring buffer
+//!   'K'  one kernel record, as it came out of the ring buffer (or, at the end, as
+//!        synthesized from the kernel's maps in the same layout)
+//!   'N'  one note (JSON): what userspace observed outside the ring buffer (targets,
+//!        watched disks, calls running at attach or crossing the threshold, losses)
 //!   'F'  one enrichment answer (JSON): fd -> path, dev -> name, tid -> name, stack...
 //!   'E'  trailer (JSON): end time and the kernel-side counters
 //! ```
@@ -22,10 +25,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{enrich::Fact, sinks::DisabledSignal};
+use crate::{enrich::Fact, pipeline::Note, probes::ReqBits, sinks::DisabledSignal};
 
 pub const FORMAT: &str = "zkstall-recording";
-pub const VERSION: u32 = 1;
+/// 2: requests keyed by pointer with their submitter and disk, per-thread accounting,
+/// notes. Version 1 recordings are refused with a message naming the release to use.
+pub const VERSION: u32 = 2;
 /// Larger frames are corruption, not data (kernel records are ~100 bytes).
 const MAX_FRAME: u32 = 16 << 20;
 
@@ -39,6 +44,10 @@ pub enum RecordingError {
         "{0} was written by a newer zkstall (recording version {1}, this one reads {VERSION}): upgrade zkstall to read it"
     )]
     TooNew(String, u32),
+    #[error(
+        "{0} was written by an older zkstall (recording version {1}, this one reads {VERSION}): report it with the zkstall that recorded it"
+    )]
+    TooOld(String, u32),
     #[error("{0} is corrupt: {1}")]
     Corrupt(String, String),
     #[error("writing the recording: {0}")]
@@ -80,10 +89,24 @@ pub struct Header {
     /// /proc/<first target>/mountinfo at start.
     pub mounts: Vec<String>,
     pub disabled: Vec<DisabledSignal>,
+    /// How the recording kernel numbers request ops and flags.
+    #[serde(default)]
+    pub req_bits: ReqBits,
 }
 
-/// The end of a recording.
+/// Requests on a disk nobody watched, by cgroup (from the kernel's summary).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OtherDisk {
+    pub disk: String,
+    pub name: Option<String>,
+    pub cgroup: Option<String>,
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+/// The end of a recording: the kernel-side counters and what they summarize.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Trailer {
     pub end_ns: u64,
     pub pids: Vec<u32>,
@@ -94,6 +117,14 @@ pub struct Trailer {
     pub io_unmatched: u64,
     pub map_full: u64,
     pub stack_errors: u64,
+    pub io_watched: u64,
+    pub io_merged: u64,
+    pub io_stale: u64,
+    pub io_partial: u64,
+    pub io_flush: u64,
+    pub io_other_disks: u64,
+    pub other_disks: Vec<OtherDisk>,
+    pub shed_by_reader: u64,
 }
 
 pub struct Writer {
@@ -120,6 +151,11 @@ impl Writer {
         self.frame(b'K', rec)
     }
 
+    pub fn note(&mut self, n: &Note) -> io::Result<()> {
+        let v = serde_json::to_vec(n).map_err(io::Error::other)?;
+        self.frame(b'N', &v)
+    }
+
     pub fn fact(&mut self, f: &Fact) -> io::Result<()> {
         let v = serde_json::to_vec(f).map_err(io::Error::other)?;
         self.frame(b'F', &v)
@@ -136,6 +172,7 @@ impl Writer {
 #[derive(Debug)]
 pub enum Frame {
     Kernel(Vec<u8>),
+    Note(Note),
     Fact(Fact),
     End(Trailer),
 }
@@ -182,6 +219,9 @@ impl Reader {
         if probe.version > VERSION {
             return Err(RecordingError::TooNew(name, probe.version));
         }
+        if probe.version < VERSION {
+            return Err(RecordingError::TooOld(name, probe.version));
+        }
         let header: Header = serde_json::from_slice(&line)
             .map_err(|e| RecordingError::Corrupt(name.clone(), format!("header: {e}")))?;
         Ok(Reader {
@@ -216,6 +256,9 @@ impl Reader {
         self.frames += 1;
         let frame = match tag[0] {
             b'K' => Frame::Kernel(payload),
+            b'N' => Frame::Note(
+                serde_json::from_slice(&payload).map_err(|e| self.corrupt(format!("note: {e}")))?,
+            ),
             b'F' => Frame::Fact(
                 serde_json::from_slice(&payload).map_err(|e| self.corrupt(format!("fact: {e}")))?,
             ),
@@ -263,6 +306,7 @@ mod tests {
             devices: vec![],
             mounts: vec![],
             disabled: vec![],
+            req_bits: ReqBits::default(),
         }
     }
 

@@ -1,198 +1,355 @@
-//! Block requests, all devices and all processes: who queued each one, when it was queued,
-//! issued and completed, its size and flags. One record per completed request.
+//! Block requests: for the disks behind the traced files (DISKS, filled by userspace),
+//! every request exactly once, keyed by its `struct request *` (tp_btf): who caused it,
+//! when it was allocated, queued, issued and completed, its size and flags. Requests on
+//! other disks are only counted per (disk, cgroup) in OTHER_IO.
 //!
-//! Requests are keyed by (dev, op, sector) because classic tracepoints do not expose the
-//! request pointer (bcc's tracepoint biosnoop does the same). Who queued a request is
-//! taken at insert, which runs in the submitter's context; a request issued directly
-//! without an insert is attributed at issue instead. When the submitter is writing back an
-//! inode (FLUSHING), the inode is stored, so userspace can charge the dirtier.
+//! Keying by the request pointer (as bcc's biosnoop does) survives front merges, which
+//! change the sector, and tells concurrent flushes apart. A request is charged to whoever
+//! caused it: its submitter is taken at block_getrq (where the request is allocated for a
+//! bio, in the submitting task's context) and looked up through `rq->bio` when the request
+//! is first seen, so requests that kblockd or the flush machinery insert later still carry
+//! their submitter. When the submitter is itself a kernel thread relaying others' I/O (a
+//! flusher, a throttling or loop worker), the inode being written back and the bio's blkcg
+//! say on whose behalf.
+//!
+//! Struct field offsets come from the kernel's BTF through CONFIG.kernel (see userspace's
+//! probes/btf.rs); nothing here assumes a kernel's layout.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_ktime_get_ns,
+    },
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
-use zkstall_common::{Counter, EventKind, Field, IoEvent, RequestKey};
+use zkstall_common::{
+    Counter, EventKind, IoEvent, OtherIo, OtherIoKey, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_PARTIAL,
+    RQ_UNMATCHED, Request, Submitter,
+};
 
 use crate::{
     emit::{emit, header},
-    maps::{FLUSH_GRACE_NS, FLUSHING, REQUESTS, Request, count, current_comm, field},
+    maps::{
+        BIOS, DISKS, FLUSH_GRACE_NS, FLUSHING, OTHER_IO, REQUESTS, config, count, current_comm,
+        kread,
+    },
 };
 
-/// The op character of an rwbs string: the first flag after an optional leading `F`
-/// (preflush), so `FWS` and `WS` key alike.
+/// task_struct.flags bit of kernel threads.
+const PF_KTHREAD: u32 = 0x0020_0000;
+/// The op part of cmd_flags (REQ_OP_BITS = 8) and the op of the block layer's own flushes.
+const REQ_OP_MASK: u32 = 0xff;
+const REQ_OP_FLUSH: u32 = 2;
+
+/// The kernel dev_t of the disk a request belongs to (`rq->q->disk`).
 #[inline(always)]
-fn op_of(rwbs: u64) -> u32 {
-    let b0 = (rwbs & 0xff) as u32;
-    let b1 = ((rwbs >> 8) & 0xff) as u32;
-    if b0 == b'F' as u32 && b1 != 0 { b1 } else { b0 }
+fn rq_disk(rq: u64) -> Option<u32> {
+    let q = kread::<u64>(rq, config!(kernel.rq_q))?;
+    let disk = kread::<u64>(q, config!(kernel.q_disk))?;
+    let major = kread::<i32>(disk, config!(kernel.disk_major))?;
+    let minor = kread::<i32>(disk, config!(kernel.disk_first_minor))?;
+    Some(((major as u32) << 20) | (minor as u32 & 0xfffff))
 }
 
 #[inline(always)]
-fn key(dev: u32, rwbs: u64, sector: u64) -> RequestKey {
-    let op = op_of(rwbs);
-    // A pure flush has no sector: the kernel reports 0 at issue and -1 at completion.
-    let sector = if op == b'F' as u32 { 0 } else { sector };
-    RequestKey { dev, op, sector }
+fn watched(dev: u32) -> bool {
+    // SAFETY: only tested for presence.
+    unsafe { DISKS.get(dev) }.is_some()
 }
 
-/// A new entry for a request queued (or issued directly) by the current task.
+/// The id of the cgroup the block layer charges a bio to (its blkcg's cgroup).
 #[inline(always)]
-fn new_request(now: u64, bytes: u32) -> Request {
+fn blk_cgroup(bio: u64) -> u64 {
+    let Some(blkg) = kread::<u64>(bio, config!(kernel.bio_blkg)) else {
+        return 0;
+    };
+    let Some(blkcg) = kread::<u64>(blkg, config!(kernel.blkg_blkcg)) else {
+        return 0;
+    };
+    let Some(cgrp) = kread::<u64>(blkcg, config!(kernel.blkcg_css_cgroup)) else {
+        return 0;
+    };
+    let Some(kn) = kread::<u64>(cgrp, config!(kernel.cgroup_kn)) else {
+        return 0;
+    };
+    kread::<u64>(kn, config!(kernel.kn_id)).unwrap_or(0)
+}
+
+/// Who the current task is, as the submitter of I/O.
+#[inline(always)]
+fn current_submitter(now: u64) -> Submitter {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    // SAFETY: the value is copied out immediately.
-    let ino = match unsafe { FLUSHING.get(tid) } {
-        Some(f) if f.end_ns == 0 || now.saturating_sub(f.end_ns) < FLUSH_GRACE_NS => f.ino,
-        _ => 0,
-    };
-    Request {
-        insert_ns: now,
-        issue_ns: 0,
-        ino,
+    // SAFETY: plain helper call; the task pointer is only read through kread.
+    let task = unsafe { bpf_get_current_task() };
+    let kthread = kread::<u32>(task, config!(kernel.task_flags))
+        .is_some_and(|f| f & PF_KTHREAD != 0);
+    let mut s = Submitter {
+        ts_ns: now,
+        ino: 0,
+        wb_bdi: [0; 16],
         // SAFETY: plain helper call.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        task_cgroup: unsafe { bpf_get_current_cgroup_id() },
         tgid: (pid_tgid >> 32) as u32,
         tid,
-        bytes,
-        requeues: 0,
+        flags: if kthread { RQ_KTHREAD } else { 0 },
+        _pad: [0; 3],
         comm: current_comm(),
+    };
+    // SAFETY: the value is copied out at once.
+    if let Some(f) = unsafe { FLUSHING.get(tid) }
+        && (f.end_ns == 0 || now.saturating_sub(f.end_ns) < FLUSH_GRACE_NS)
+    {
+        s.ino = f.ino;
+        s.wb_bdi = f.bdi;
+    }
+    s
+}
+
+/// A new entry for request `rq`, first seen now: its submitter from block_getrq when the
+/// request's bio was seen there, else the current task.
+#[inline(always)]
+fn new_request(rq: u64, disk: u32, now: u64) -> Request {
+    let bio = kread::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
+    let mut flags = 0u16;
+    // SAFETY: copied out at once.
+    let sub = match unsafe { BIOS.get(bio) }.copied() {
+        Some(s) if bio != 0 => {
+            let _ = BIOS.remove(bio);
+            flags |= RQ_FROM_GETRQ;
+            s
+        }
+        _ => current_submitter(now),
+    };
+    flags |= sub.flags;
+    let part = kread::<u64>(rq, config!(kernel.rq_part))
+        .and_then(|p| kread::<u32>(p, config!(kernel.bdev_dev)))
+        .unwrap_or(0);
+    Request {
+        queued_ns: sub.ts_ns,
+        insert_ns: 0,
+        issue_ns: 0,
+        sector: kread::<u64>(rq, config!(kernel.rq_sector)).unwrap_or(0),
+        ino: sub.ino,
+        wb_bdi: sub.wb_bdi,
+        task_cgroup: sub.task_cgroup,
+        blk_cgroup: blk_cgroup(bio),
+        disk,
+        part,
+        tgid: sub.tgid,
+        tid: sub.tid,
+        bytes: kread::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0),
+        done_bytes: 0,
+        cmd_flags: kread::<u32>(rq, config!(kernel.rq_cmd_flags)).unwrap_or(0),
+        requeues: 0,
+        flags,
+        comm: sub.comm,
     }
 }
 
-/* TP_PROTO(struct request *rq): dev, sector, nr_sector, bytes, ioprio, rwbs, comm, cmd */
-#[tracepoint]
-pub fn block_rq_insert(ctx: TracePointContext) -> u32 {
-    let (Some(dev), Some(sector), Some(bytes), Some(rwbs)) = (
-        field::<u32>(&ctx, Field::RqInsertDev),
-        field::<u64>(&ctx, Field::RqInsertSector),
-        field::<u32>(&ctx, Field::RqInsertBytes),
-        field::<u64>(&ctx, Field::RqInsertRwbs),
-    ) else {
+#[inline(always)]
+fn store(rq: u64, r: &Request) {
+    if REQUESTS.insert(rq, r, 0).is_err() {
+        count(Counter::MapFull);
+    }
+}
+
+/* TP_PROTO(struct bio *bio). In the submitting task's context, right after a request was
+ * allocated for `bio` (blk_mq_submit_bio). */
+#[btf_tracepoint(function = "block_getrq")]
+pub fn block_getrq(ctx: BtfTracePointContext) -> i32 {
+    let bio: u64 = ctx.arg(0);
+    let Some(bdev) = kread::<u64>(bio, config!(kernel.bio_bdev)) else {
         return 0;
     };
+    // The bio's device is the partition (or whole disk) it was submitted to: DISKS holds
+    // the watched disks' partitions too.
+    let Some(dev) = kread::<u32>(bdev, config!(kernel.bdev_dev)) else {
+        return 0;
+    };
+    if !watched(dev) {
+        return 0;
+    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    if REQUESTS
-        .insert(key(dev, rwbs, sector), new_request(now, bytes), 0)
-        .is_err()
-    {
+    if BIOS.insert(bio, current_submitter(now), 0).is_err() {
         count(Counter::MapFull);
     }
     0
 }
 
-/* TP_PROTO(struct request *rq): as block_rq_insert */
-#[tracepoint]
-pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
-    let (Some(dev), Some(sector), Some(bytes), Some(rwbs)) = (
-        field::<u32>(&ctx, Field::RqIssueDev),
-        field::<u64>(&ctx, Field::RqIssueSector),
-        field::<u32>(&ctx, Field::RqIssueBytes),
-        field::<u64>(&ctx, Field::RqIssueRwbs),
-    ) else {
+/* TP_PROTO(struct request *rq): into a scheduler or software queue. Also fires when kblockd
+ * re-inserts a requeued request or the flush machinery inserts a data request: an existing,
+ * not-yet-issued entry keeps its submitter. */
+#[btf_tracepoint(function = "block_rq_insert")]
+pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
+    let rq: u64 = ctx.arg(0);
+    let Some(disk) = rq_disk(rq) else { return 0 };
+    if !watched(disk) {
         return 0;
-    };
+    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    let k = key(dev, rwbs, sector);
-    match REQUESTS.get_ptr_mut(k) {
-        Some(r) => {
-            // SAFETY: a valid map value pointer; updates of one request are serialised by
-            // the block layer (issue happens once per dispatch).
-            unsafe {
-                (*r).issue_ns = now;
-                (*r).bytes = bytes;
+    match REQUESTS.get_ptr_mut(rq) {
+        // SAFETY: a valid map value pointer.
+        Some(r) if unsafe { (*r).issue_ns } == 0 => unsafe { (*r).insert_ns = now },
+        found => {
+            if found.is_some() {
+                // Issued, never completed nor requeued, and now inserted again: the
+                // struct was reused after a completion we missed.
+                count(Counter::IoStale);
             }
-        }
-        None => {
-            // Issued without a visible insert (direct issue): the issuer is the submitter.
-            let mut r = new_request(now, bytes);
-            r.issue_ns = now;
-            if REQUESTS.insert(k, r, 0).is_err() {
-                count(Counter::MapFull);
-            }
+            let mut r = new_request(rq, disk, now);
+            r.insert_ns = now;
+            store(rq, &r);
         }
     }
     0
 }
 
-/* TP_PROTO(struct request *rq): dev, sector, nr_sector, ioprio, rwbs, cmd */
-#[tracepoint]
-pub fn block_rq_requeue(ctx: TracePointContext) -> u32 {
-    let (Some(dev), Some(sector), Some(rwbs)) = (
-        field::<u32>(&ctx, Field::RqRequeueDev),
-        field::<u64>(&ctx, Field::RqRequeueSector),
-        field::<u64>(&ctx, Field::RqRequeueRwbs),
-    ) else {
+/* TP_PROTO(struct request *rq): handed to the driver. */
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
+    let rq: u64 = ctx.arg(0);
+    let Some(disk) = rq_disk(rq) else { return 0 };
+    if !watched(disk) {
         return 0;
-    };
-    if let Some(r) = REQUESTS.get_ptr_mut(key(dev, rwbs, sector)) {
+    }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match REQUESTS.get_ptr_mut(rq) {
+        // SAFETY: a valid map value pointer; a request is issued by one CPU at a time.
+        Some(r) if unsafe { (*r).issue_ns } == 0 => unsafe {
+            (*r).issue_ns = now;
+            // Merges since insert change the size and (front merges) the sector.
+            if let Some(b) = kread::<u32>(rq, config!(kernel.rq_data_len)) {
+                (*r).bytes = b;
+            }
+            if let Some(s) = kread::<u64>(rq, config!(kernel.rq_sector)) {
+                (*r).sector = s;
+            }
+        },
+        found => {
+            if found.is_some() {
+                count(Counter::IoStale);
+            }
+            // Issued directly (no insert), or a reused struct: a new request.
+            let mut r = new_request(rq, disk, now);
+            r.issue_ns = now;
+            store(rq, &r);
+        }
+    }
+    0
+}
+
+/* TP_PROTO(struct request *rq): back from the driver, to be issued again. */
+#[btf_tracepoint(function = "block_rq_requeue")]
+pub fn block_rq_requeue(ctx: BtfTracePointContext) -> i32 {
+    let rq: u64 = ctx.arg(0);
+    if let Some(r) = REQUESTS.get_ptr_mut(rq) {
         // SAFETY: a valid map value pointer.
         unsafe {
-            (*r).requeues += 1;
+            (*r).requeues = (*r).requeues.saturating_add(1);
             (*r).issue_ns = 0;
         }
     }
     0
 }
 
-/* TP_PROTO(struct request *rq, blk_status_t error, unsigned int nr_bytes):
- * dev, sector, nr_sector, error, ioprio, rwbs, cmd. Runs in IRQ context: the current task
- * means nothing here, everything comes from the entry made at insert/issue. */
-#[tracepoint]
-pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
-    let (Some(dev), Some(sector), Some(rwbs)) = (
-        field::<u32>(&ctx, Field::RqCompleteDev),
-        field::<u64>(&ctx, Field::RqCompleteSector),
-        field::<u64>(&ctx, Field::RqCompleteRwbs),
-    ) else {
-        return 0;
-    };
-    let error = field::<i32>(&ctx, Field::RqCompleteError).unwrap_or(0);
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let k = key(dev, rwbs, sector);
-    // SAFETY: the entry is copied out before it is removed.
-    let r = match unsafe { REQUESTS.get(k) }.copied() {
-        Some(r) => {
-            let _ = REQUESTS.remove(k);
-            r
-        }
-        None => {
-            // Queued before tracing started, or never seen queued or issued: still a
-            // completion on this device (the evidence of a device stall is in the
-            // completions), with who and when unknown.
-            count(Counter::IoUnmatched);
-            Request {
-                insert_ns: 0,
-                issue_ns: 0,
-                ino: 0,
-                cgroup_id: 0,
-                tgid: 0,
-                tid: 0,
-                bytes: 0,
-                requeues: 0,
-                comm: [0; 16],
+/* TP_PROTO(struct request *rq): `rq` was merged into another request and is freed without
+ * completing; its bytes complete with the other one. */
+#[btf_tracepoint(function = "block_rq_merge")]
+pub fn block_rq_merge(ctx: BtfTracePointContext) -> i32 {
+    let rq: u64 = ctx.arg(0);
+    if REQUESTS.remove(rq).is_ok() {
+        count(Counter::IoMerged);
+    }
+    0
+}
+
+/* TP_PROTO(struct request *rq, blk_status_t error, unsigned int nr_bytes). Runs in IRQ
+ * (or the completing worker's) context: the current task means nothing here, everything
+ * comes from the entry. `nr_bytes` may be less than what is left of the request (a partial
+ * completion; more follow). */
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
+    let rq: u64 = ctx.arg(0);
+    let status: u8 = ctx.arg(1);
+    let nr_bytes: u32 = ctx.arg(2);
+    let Some(disk) = rq_disk(rq) else { return 0 };
+    // Bytes left before this completion: the request is done when they are all done.
+    let left = kread::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0);
+    let last = nr_bytes >= left;
+    if !watched(disk) {
+        count(Counter::IoOther);
+        let bio = kread::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
+        let key = OtherIoKey {
+            disk,
+            _pad: 0,
+            blk_cgroup: blk_cgroup(bio),
+        };
+        match OTHER_IO.get_ptr_mut(key) {
+            // SAFETY: a per-CPU value, only touched by this CPU.
+            Some(v) => unsafe {
+                (*v).requests += last as u64;
+                (*v).bytes += nr_bytes as u64;
+            },
+            None => {
+                let v = OtherIo {
+                    requests: last as u64,
+                    bytes: nr_bytes as u64,
+                };
+                let _ = OTHER_IO.insert(key, v, 0);
             }
         }
+        return 0;
+    }
+    count(Counter::IoWatched);
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut req = match REQUESTS.get_ptr_mut(rq) {
+        // SAFETY: a valid map value pointer; copied out.
+        Some(r) => unsafe {
+            (*r).done_bytes = (*r).done_bytes.saturating_add(nr_bytes);
+            *r
+        },
+        None => {
+            // Never seen before: allocated before this disk was watched, or an empty
+            // PREFLUSH request that the flush machinery completes without issuing it
+            // (its submitter is still known from block_getrq).
+            let mut r = new_request(rq, disk, now);
+            r.done_bytes = nr_bytes;
+            if r.flags & RQ_FROM_GETRQ == 0 {
+                r.flags |= RQ_UNMATCHED;
+                count(Counter::IoUnmatched);
+            }
+            r
+        }
     };
+    if req.cmd_flags & REQ_OP_MASK == REQ_OP_FLUSH {
+        count(Counter::IoFlush);
+    }
+    if last {
+        let _ = REQUESTS.remove(rq);
+    } else {
+        req.flags |= RQ_PARTIAL;
+        count(Counter::IoPartial);
+        if req.flags & RQ_UNMATCHED != 0 {
+            // Keep it, so the rest of it completes matched.
+            let mut keep = req;
+            keep.flags &= !RQ_PARTIAL;
+            store(rq, &keep);
+        }
+    }
     let mut hdr = header::<IoEvent>(EventKind::Io, now, 0);
-    hdr.tgid = r.tgid;
-    hdr.tid = r.tid;
+    hdr.tgid = req.tgid;
+    hdr.tid = req.tid;
     emit(IoEvent {
         hdr,
-        dev,
-        error,
-        sector,
-        bytes: r.bytes,
-        requeues: r.requeues,
-        rwbs: rwbs.to_le_bytes(),
-        insert_ns: r.insert_ns,
-        issue_ns: r.issue_ns,
-        ino: r.ino,
-        cgroup_id: r.cgroup_id,
-        comm: r.comm,
+        rq: req,
+        nr_bytes,
+        status: status as u32,
     });
     0
 }

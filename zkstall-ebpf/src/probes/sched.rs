@@ -1,140 +1,315 @@
-//! Scheduler events of the target's threads: off-CPU intervals (state, syscall, waker,
-//! kernel stack of D sleeps), and thread creation, exit and renaming.
+//! Scheduler events of the target's threads: off-CPU intervals (state, syscall, waker and
+//! its context, kernel stack of D sleeps), on-CPU time, and thread creation, exit and
+//! renaming. Each target thread has a [`ThreadState`] in THREADS:
 //!
-//! Bystanders pay one hash lookup per context switch and per wakeup (is the task a
-//! target? is the woken task one of ours off CPU?).
+//! - at switch-out: the on-CPU slice is added up, the interval begins (stack for D);
+//! - at switch-in: the interval is sent if it lasted `blocked_min_ns` or more, else added
+//!   to the thread's short sums by state (so no off-CPU time is ever counted as CPU);
+//! - a watched syscall's exit waits in `pending` for the thread's next switch: if the thread
+//!   went off CPU within `after_gap_ns` of the return (preempted on the way back to user
+//!   space, or parked at a JVM safepoint), the exit is sent when it runs again, with that
+//!   wait (what its caller measured); otherwise at once.
+//!
+//! Bystanders pay one hash lookup per context switch and per wakeup.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext as _},
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::PerCpuArray,
+    programs::{BtfTracePointContext, TracePointContext},
 };
-use zkstall_common::{BlockedEvent, Counter, EventKind, Field, ThreadChange, ThreadEvent};
+use zkstall_common::{
+    BLOCKED_AFTER_CALL, BLOCKED_SEEDED, CALL_AFTER, Counter, EventKind, Field, IRQ_CTX_HARDIRQ,
+    IRQ_CTX_SOFTIRQ, IRQ_CTX_TIMER, MAX_FRAMES, SHORT_D, SHORT_RUNQ, SHORT_S, THREAD_ACCOUNTED,
+    THREAD_AFTER, THREAD_OFF, THREAD_PENDING, ThreadChange, ThreadEvent, ThreadState, WakerCtx,
+};
 
 use crate::{
-    emit::{emit, header},
-    maps::{OFFCPU, OffCpu, STACKS, SWITCH_SYSCALL, config, count, current_comm, field, is_target},
+    emit::{emit, emit_from, header},
+    maps::{
+        INFLIGHT, IRQ_CTX, THREADS, config, count, current_comm, field, is_target, kread,
+    },
 };
 
-/// TASK_UNINTERRUPTIBLE in sched_switch's prev_state.
+/// TASK_UNINTERRUPTIBLE, in the raw state and in sched_switch's report encoding alike.
 const TASK_UNINTERRUPTIBLE: u64 = 0x2;
+/// Report-encoding bits of an exiting task's last switch (X, Z).
+const EXIT_STATES: u64 = 0x10 | 0x20;
+/// Report encoding of a task preempted while runnable ("R+", TASK_REPORT_MAX).
+const STATE_PREEMPTED: u64 = 0x100;
 
-/* TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
- *          unsigned int prev_state): prev_comm, prev_pid, prev_prio, prev_state,
- * next_comm, next_pid, next_prio. Runs in prev's context. */
+/// An all-zero ThreadState to create entries from: 448 bytes do not fit the BPF stack.
+#[map]
+static ZERO_THREAD: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries(1, 0);
+
+/// The entry of `tid`, created (zeroed, owned by `tgid`) when missing.
+#[inline(always)]
+pub fn thread_entry(tid: u32, tgid: u32) -> Option<*mut ThreadState> {
+    if let Some(p) = THREADS.get_ptr_mut(tid) {
+        return Some(p);
+    }
+    let zero = ZERO_THREAD.get_ptr(0)?;
+    // SAFETY: a valid map value pointer; the map copies from it.
+    if THREADS.insert(tid, unsafe { &*zero }, 0).is_err() {
+        count(Counter::MapFull);
+        return None;
+    }
+    let p = THREADS.get_ptr_mut(tid)?;
+    // SAFETY: a valid map value pointer.
+    unsafe { (*p).tgid = tgid };
+    Some(p)
+}
+
+/// Sends a thread's pending syscall exit and clears it.
+///
+/// # Safety
+/// `st` must be a valid THREADS value pointer.
+#[inline(always)]
+pub unsafe fn flush_pending(st: *mut ThreadState) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if (*st).flags & THREAD_PENDING != 0 {
+            emit_from(&raw const (*st).pending);
+        }
+        (*st).flags &= !(THREAD_PENDING | THREAD_AFTER);
+    }
+}
+
+/// Is a runnable task (preempted, or yielded) in this report-encoded state?
+#[inline(always)]
+fn runnable(state: u64) -> bool {
+    state & 0xff == 0
+}
+
+#[inline(always)]
+fn switch_out<C: EbpfContext>(ctx: &C, now: u64, tid: u32, tgid: u32, state: u64, syscall: i64) {
+    if state & EXIT_STATES != 0 {
+        // The exiting thread's last switch: sched_process_exit already sent what was
+        // pending; an entry now would outlive the thread (and mislead a reused tid).
+        let _ = THREADS.remove(tid);
+        return;
+    }
+    let Some(st) = thread_entry(tid, tgid) else {
+        return;
+    };
+    // SAFETY: a valid map value pointer, only updated by programs running for this
+    // thread (its own switches and syscalls, which do not overlap) and by wakers, which
+    // only fill the waker fields of an interval in progress.
+    unsafe {
+        let flags = (*st).flags;
+        if flags & THREAD_ACCOUNTED != 0 && flags & THREAD_OFF == 0 && (*st).on_since_ns != 0 {
+            (*st).on_ns += now.saturating_sub((*st).on_since_ns);
+        }
+        let mut after = false;
+        if flags & THREAD_PENDING != 0 {
+            if now.saturating_sub((*st).pending.hdr.ts_ns) <= config!(after_gap_ns) {
+                // Off CPU on its way back to the caller: sent when it runs again.
+                (*st).flags |= THREAD_AFTER;
+                after = true;
+            } else {
+                flush_pending(st);
+            }
+        }
+        let off = &raw mut (*st).off;
+        (*off).off_ns = now;
+        (*off).wake_ns = 0;
+        (*off).state = state;
+        (*off).syscall = syscall;
+        (*off).waker_tgid = 0;
+        (*off).waker_tid = 0;
+        (*off).waker_ctx = WakerCtx::Task as u32;
+        (*off).flags = if after { BLOCKED_AFTER_CALL } else { 0 };
+        (*off).waker_comm = [0; 16];
+        (*off).nframes = 0;
+        if state & TASK_UNINTERRUPTIBLE != 0 {
+            let buf = &raw mut (*off).frames;
+            let n = aya_ebpf::helpers::generated::bpf_get_stack(
+                ctx.as_ptr(),
+                buf.cast(),
+                (8 * MAX_FRAMES) as u32,
+                0,
+            );
+            if n > 0 {
+                (*off).nframes = (n / 8) as u32;
+            } else {
+                count(Counter::StackError);
+            }
+        }
+        (*st).flags |= THREAD_OFF;
+    }
+}
+
+#[inline(always)]
+fn switch_in(now: u64, tid: u32) {
+    let Some(st) = THREADS.get_ptr_mut(tid) else {
+        return;
+    };
+    // SAFETY: as in switch_out.
+    unsafe {
+        let flags = (*st).flags;
+        if flags & THREAD_OFF != 0 {
+            let off = &raw mut (*st).off;
+            let from = (*off).off_ns;
+            let dur = now.saturating_sub(from);
+            let send = dur >= config!(blocked_min_ns)
+                || (*off).flags & (BLOCKED_AFTER_CALL | BLOCKED_SEEDED) != 0;
+            if send {
+                (*off).hdr = header::<zkstall_common::BlockedEvent>(EventKind::Blocked, now, 0);
+                (*off).hdr.tgid = (*st).tgid;
+                (*off).hdr.tid = tid;
+                emit_from(off);
+            } else {
+                let wake = (*off).wake_ns;
+                let (sleep, runq) = if wake != 0 && wake >= from {
+                    (wake - from, now.saturating_sub(wake))
+                } else if runnable((*off).state) {
+                    (0, dur)
+                } else {
+                    (dur, 0)
+                };
+                let slot = if (*off).state & TASK_UNINTERRUPTIBLE != 0 {
+                    SHORT_D
+                } else {
+                    SHORT_S
+                };
+                (*st).short_ns[slot] += sleep;
+                (*st).short_ns[SHORT_RUNQ] += runq;
+            }
+            if flags & THREAD_AFTER != 0 {
+                (*st).pending.after_ns = now.saturating_sub((*st).pending.hdr.ts_ns);
+                (*st).pending.flags |= CALL_AFTER;
+                flush_pending(st);
+            }
+        }
+        (*st).flags = ((*st).flags & !THREAD_OFF) | THREAD_ACCOUNTED;
+        (*st).on_since_ns = now;
+    }
+}
+
+/// Byte offsets of `ax` and `orig_ax` in x86_64's `struct pt_regs`: an architecture ABI,
+/// not a kernel-version layout.
+#[cfg(bpf_target_arch = "x86_64")]
+const AX_OFFSET: u64 = 80;
+#[cfg(bpf_target_arch = "x86_64")]
+const ORIG_AX_OFFSET: u64 = 120;
+/// The syscall entry code stores -ENOSYS in `ax` until the syscall returns: `ax` tells a
+/// thread inside a syscall apart from one in a page fault or interrupt (whose `orig_ax` is
+/// an error code or a vector, not a syscall number).
+#[cfg(bpf_target_arch = "x86_64")]
+const ENOSYS: i64 = 38;
+
+/// The syscall the current task is inside (-1: none, or not known on this arch).
+#[inline(always)]
+fn current_syscall() -> i64 {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
+        // SAFETY: helpers valid in tp_btf programs; the pointer is only read through
+        // bpf_probe_read_kernel.
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+        let ax = kread::<i64>(regs, AX_OFFSET as u16);
+        let nr = kread::<i64>(regs, ORIG_AX_OFFSET as u16);
+        match (ax, nr) {
+            (Some(ax), Some(nr)) if ax == -ENOSYS => nr,
+            _ => -1,
+        }
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        -1
+    }
+}
+
+/* tp_btf sched_switch: TP_PROTO(bool preempt, struct task_struct *prev,
+ * struct task_struct *next, unsigned int prev_state) (prev_state since 5.18). Runs in
+ * prev's context. The primary switch program: it also sees the user registers of prev, so
+ * every interval knows the syscall it was spent in. */
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tid != 0 && is_target(tgid) {
+        let preempt: u64 = ctx.arg(0);
+        // The raw state, normalised to the report encoding the classic tracepoint prints:
+        // preempted -> R+, TASK_IDLE (D|NOLOAD) -> I, TASK_DEAD -> X.
+        let state = if preempt & 0xff != 0 {
+            STATE_PREEMPTED
+        } else if config!(switch_has_state_arg) != 0 {
+            let raw: u64 = ctx.arg(3);
+            let raw = raw & 0xffff_ffff;
+            if raw & 0x402 == 0x402 {
+                0x80
+            } else if raw & 0x80 != 0 {
+                0x10
+            } else {
+                raw & 0x7f
+            }
+        } else {
+            0
+        };
+        switch_out(&ctx, now, tid, tgid, state, current_syscall());
+    }
+    let next: u64 = ctx.arg(2);
+    if let Some(next_tid) = kread::<i32>(next, config!(kernel.task_pid))
+        && next_tid > 0
+    {
+        switch_in(now, next_tid as u32);
+    }
+    0
+}
+
+/* Classic sched_switch, used when there is no BTF: TP_PROTO(bool preempt,
+ * struct task_struct *prev, struct task_struct *next, unsigned int prev_state):
+ * prev_comm, prev_pid, prev_prio, prev_state, next_comm, next_pid, next_prio. Runs in
+ * prev's context. Intervals then lack the syscall. */
 #[tracepoint]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-
-    // A target thread leaves the CPU: remember when, in what state, and where (D only).
     if tid != 0 && is_target(tgid) {
         let state = field::<u64>(&ctx, Field::SwitchPrevState).unwrap_or(0);
-        let stack_id = if state & TASK_UNINTERRUPTIBLE != 0 {
-            match ctx.get_stackid(&STACKS, 0) {
-                Ok(id) => id,
-                Err(_) => {
-                    count(Counter::StackError);
-                    -1
-                }
-            }
-        } else {
-            -1
-        };
-        let off = OffCpu {
-            off_ns: now,
-            wake_ns: 0,
-            state,
-            stack_id,
-            tgid,
-            waker_tgid: 0,
-            waker_tid: 0,
-            _pad: 0,
-            waker_comm: [0; 16],
-        };
-        if OFFCPU.insert(tid, off, 0).is_err() {
-            count(Counter::MapFull);
-        }
+        switch_out(&ctx, now, tid, tgid, state, -1);
     }
-
-    // A thread comes back: if it is one of ours, send the interval.
-    let Some(next) = field::<i32>(&ctx, Field::SwitchNextPid) else {
-        return 0;
-    };
-    if next <= 0 {
-        return 0;
+    if let Some(next) = field::<i32>(&ctx, Field::SwitchNextPid)
+        && next > 0
+    {
+        switch_in(now, next as u32);
     }
-    let next = next as u32;
-    // SAFETY: the entry is copied out before it is removed.
-    let Some(off) = (unsafe { OFFCPU.get(next) }).copied() else {
-        return 0;
-    };
-    let _ = OFFCPU.remove(next);
-    if now.saturating_sub(off.off_ns) < config!(blocked_min_ns) {
-        return 0;
-    }
-    // SAFETY: copied out at once.
-    let syscall = unsafe { SWITCH_SYSCALL.get(next) }.copied().unwrap_or(-1);
-    let mut hdr = header::<BlockedEvent>(EventKind::Blocked, now, 0);
-    hdr.tgid = off.tgid;
-    hdr.tid = next;
-    emit(BlockedEvent {
-        hdr,
-        off_ns: off.off_ns,
-        wake_ns: off.wake_ns,
-        state: off.state,
-        syscall,
-        waker_tgid: off.waker_tgid,
-        waker_tid: off.waker_tid,
-        waker_comm: off.waker_comm,
-        stack_id: off.stack_id,
-    });
     0
 }
 
-/// Byte offset of `orig_ax` (the syscall number) in x86_64's `struct pt_regs`: an
-/// architecture ABI, not a kernel-version layout.
-#[cfg(bpf_target_arch = "x86_64")]
-const ORIG_AX_OFFSET: usize = 120;
-
-/* tp_btf sched_switch: the same tracepoint, typed. Only used for what the classic one
- * cannot give: the user registers of the switching-out task, whose orig_ax says which
- * syscall it is blocked in. Optional: without BTF the intervals just lack the syscall. */
-#[btf_tracepoint(function = "sched_switch")]
-pub fn sched_switch_syscall(_ctx: BtfTracePointContext) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
-        return 0;
+/// Where the current wakeup comes from: a task, or an interrupt/timer on top of one.
+#[inline(always)]
+fn waker_ctx() -> WakerCtx {
+    let depth = |i: u32| {
+        IRQ_CTX
+            .get(i)
+            .copied()
+            .unwrap_or(0)
+    };
+    let (hard, soft, timer) = (
+        depth(IRQ_CTX_HARDIRQ),
+        depth(IRQ_CTX_SOFTIRQ),
+        depth(IRQ_CTX_TIMER),
+    );
+    if timer > 0 {
+        WakerCtx::Timer
+    } else if hard > 0 {
+        WakerCtx::Irq
+    } else if soft > 0 {
+        WakerCtx::Softirq
+    } else {
+        WakerCtx::Task
     }
-    #[cfg(bpf_target_arch = "x86_64")]
-    {
-        use aya_ebpf::helpers::{
-            bpf_probe_read_kernel,
-            generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-        };
-        // SAFETY: helpers valid in tp_btf programs; the returned pointer is only read
-        // through bpf_probe_read_kernel.
-        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-        if regs.is_null() {
-            return 0;
-        }
-        // SAFETY: read through the checked helper.
-        let nr = unsafe { bpf_probe_read_kernel(regs.add(ORIG_AX_OFFSET) as *const i64) };
-        let tid = pid_tgid as u32;
-        match nr {
-            Ok(nr) => {
-                let _ = SWITCH_SYSCALL.insert(&tid, &nr, 0);
-            }
-            Err(_) => count(Counter::ReadError),
-        }
-    }
-    0
 }
 
 /* TP_PROTO(struct task_struct *p): comm, pid, prio, target_cpu. Runs in the waker's
- * context. */
+ * context (a task, or an interrupt on whatever task was running). */
 #[tracepoint]
 pub fn sched_waking(ctx: TracePointContext) -> u32 {
     let Some(pid) = field::<i32>(&ctx, Field::WakingPid) else {
@@ -143,17 +318,18 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
     if pid <= 0 {
         return 0;
     }
-    let Some(off) = OFFCPU.get_ptr_mut(pid as u32) else {
+    let Some(st) = THREADS.get_ptr_mut(pid as u32) else {
         return 0;
     };
-    // SAFETY: plain helper calls; `off` is a valid map value pointer.
+    // SAFETY: a valid map value pointer; the waker fields of an interval in progress.
     unsafe {
-        if (*off).wake_ns == 0 {
+        if (*st).flags & THREAD_OFF != 0 && (*st).off.wake_ns == 0 {
             let pid_tgid = bpf_get_current_pid_tgid();
-            (*off).wake_ns = bpf_ktime_get_ns();
-            (*off).waker_tgid = (pid_tgid >> 32) as u32;
-            (*off).waker_tid = pid_tgid as u32;
-            (*off).waker_comm = current_comm();
+            (*st).off.wake_ns = bpf_ktime_get_ns();
+            (*st).off.waker_tgid = (pid_tgid >> 32) as u32;
+            (*st).off.waker_tid = pid_tgid as u32;
+            (*st).off.waker_ctx = waker_ctx() as u32;
+            (*st).off.waker_comm = current_comm();
         }
     }
     0
@@ -172,22 +348,39 @@ fn thread_event(change: ThreadChange, tid: u32, comm: [u8; 16]) {
 }
 
 /* TP_PROTO(struct task_struct *task, u64 clone_flags): pid, comm, clone_flags,
- * oom_score_adj. Runs in the parent's context. */
+ * oom_score_adj. Runs in the parent's context. A new thread starts runnable; any state
+ * left under its tid by an earlier thread is dropped. */
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid) {
         return 0;
     }
     let Some(pid) = field::<i32>(&ctx, Field::NewtaskPid) else {
         return 0;
     };
+    let tid = pid as u32;
+    let _ = THREADS.remove(tid);
+    let _ = INFLIGHT.remove(tid);
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(st) = thread_entry(tid, tgid) {
+        // SAFETY: a valid map value pointer.
+        unsafe {
+            (*st).off.off_ns = now;
+            (*st).off.wake_ns = now;
+            (*st).off.state = STATE_PREEMPTED;
+            (*st).off.syscall = -1;
+            (*st).flags = THREAD_OFF | THREAD_ACCOUNTED;
+        }
+    }
     let comm = field::<[u8; 16]>(&ctx, Field::NewtaskComm).unwrap_or([0; 16]);
-    thread_event(ThreadChange::New, pid as u32, comm);
+    thread_event(ThreadChange::New, tid, comm);
     0
 }
 
 /* TP_PROTO(struct task_struct *p): comm, pid, prio, group_dead. Runs in the exiting
- * thread's context. */
+ * thread's context: what it had pending is sent, its state dropped. */
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     crate::maps::touch(&ctx);
@@ -196,8 +389,12 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let tid = pid_tgid as u32;
-    let _ = OFFCPU.remove(tid);
-    let _ = SWITCH_SYSCALL.remove(tid);
+    if let Some(st) = THREADS.get_ptr_mut(tid) {
+        // SAFETY: a valid map value pointer.
+        unsafe { flush_pending(st) };
+    }
+    let _ = THREADS.remove(tid);
+    let _ = INFLIGHT.remove(tid);
     thread_event(ThreadChange::Exit, tid, current_comm());
     0
 }

@@ -3,19 +3,26 @@
 //!
 //! Each syscall has a `sys_enter_*` and a `sys_exit_*` tracepoint. Entry is filtered on the
 //! target tgid first (one hash lookup is all a bystander pays), remembered by tid in
-//! INFLIGHT and announced to userspace (so it can resolve the fd while it is open). Exit
-//! pairs with the entry by tid, which survives the context switch, and sends the timed call.
+//! INFLIGHT with the thread's on/off-CPU totals, and announced to userspace (so it can
+//! resolve the fd while it is open). Exit pairs with the entry by tid, which survives the
+//! context switch, and leaves the timed call in the thread's THREADS entry, to be sent at
+//! its next switch (see sched.rs: whether it went off CPU right on its way back to the
+//! caller is part of what the caller measured).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use zkstall_common::{Counter, EventKind, Syscall, SyscallEnterEvent, SyscallExitEvent};
+use zkstall_common::{
+    CALL_ACCOUNTED, Counter, EventKind, Inflight, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall,
+    SyscallEnterEvent, SyscallExitEvent, THREAD_ACCOUNTED, THREAD_OFF, THREAD_PENDING,
+};
 
 use crate::{
     emit::{emit, header},
-    maps::{INFLIGHT, Inflight, config, count, is_target},
+    maps::{INFLIGHT, THREADS, config, count, is_target},
+    probes::sched::{flush_pending, thread_entry},
 };
 
 /* TP_PROTO for syscalls: sys_enter_<name>(struct pt_regs *regs, long id) exposes the
@@ -25,7 +32,8 @@ use crate::{
 #[inline(always)]
 fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
         return 0;
     }
     // SAFETY: plain helper call without arguments.
@@ -45,12 +53,28 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
         }
     };
     let tid = pid_tgid as u32;
-    let inflight = Inflight {
+    let mut inflight = Inflight {
         start_ns: now,
         arg,
+        on_ns: 0,
+        short_ns: [0; 3],
         syscall: sc as u32,
+        tgid,
+        flags: 0,
         _pad: 0,
     };
+    if let Some(st) = THREADS.get_ptr_mut(tid) {
+        // SAFETY: a valid map value pointer of this (running) thread.
+        unsafe {
+            // It ran on into another call: its previous exit is settled.
+            flush_pending(st);
+            if (*st).flags & THREAD_ACCOUNTED != 0 && (*st).flags & THREAD_OFF == 0 {
+                inflight.on_ns = (*st).on_ns + now.saturating_sub((*st).on_since_ns);
+                inflight.short_ns = (*st).short_ns;
+                inflight.flags |= CALL_ACCOUNTED;
+            }
+        }
+    }
     if INFLIGHT.insert(tid, inflight, 0).is_err() {
         count(Counter::InflightFull);
     }
@@ -70,7 +94,8 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
         return 0;
     }
     // SAFETY: plain helper call without arguments.
@@ -100,15 +125,60 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         }
     };
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    emit(SyscallExitEvent {
-        hdr: header::<SyscallExitEvent>(EventKind::SyscallExit, now, pid_tgid),
-        syscall: sc as u32,
-        _pad: 0,
-        start_ns: start.start_ns,
-        ret,
-        arg: start.arg,
-        comm,
-    });
+    let Some(st) = thread_entry(tid, tgid) else {
+        // No room to hold it: sent at once, without the after-return wait.
+        emit(SyscallExitEvent {
+            hdr: header::<SyscallExitEvent>(EventKind::SyscallExit, now, pid_tgid),
+            syscall: sc as u32,
+            flags: start.flags & !CALL_ACCOUNTED,
+            start_ns: start.start_ns,
+            ret,
+            arg: start.arg,
+            on_cpu_ns: 0,
+            short_ns: [0; 3],
+            after_ns: 0,
+            comm,
+        });
+        return 0;
+    };
+    // SAFETY: a valid map value pointer of this (running) thread.
+    unsafe {
+        flush_pending(st);
+        let flags = (*st).flags;
+        let accounted = start.flags & CALL_ACCOUNTED != 0
+            && flags & THREAD_ACCOUNTED != 0
+            && flags & THREAD_OFF == 0;
+        let p = &raw mut (*st).pending;
+        (*p).hdr = header::<SyscallExitEvent>(EventKind::SyscallExit, now, pid_tgid);
+        (*p).syscall = sc as u32;
+        (*p).flags = if accounted {
+            start.flags
+        } else {
+            start.flags & !CALL_ACCOUNTED
+        };
+        (*p).start_ns = start.start_ns;
+        (*p).ret = ret;
+        (*p).arg = start.arg;
+        (*p).after_ns = 0;
+        (*p).comm = comm;
+        if accounted {
+            let on_now = (*st).on_ns + now.saturating_sub((*st).on_since_ns);
+            (*p).on_cpu_ns = on_now.saturating_sub(start.on_ns);
+            (*p).short_ns[SHORT_D] = (*st).short_ns[SHORT_D].saturating_sub(start.short_ns[SHORT_D]);
+            (*p).short_ns[SHORT_S] = (*st).short_ns[SHORT_S].saturating_sub(start.short_ns[SHORT_S]);
+            (*p).short_ns[SHORT_RUNQ] =
+                (*st).short_ns[SHORT_RUNQ].saturating_sub(start.short_ns[SHORT_RUNQ]);
+        } else {
+            (*p).on_cpu_ns = 0;
+            (*p).short_ns = [0; 3];
+        }
+        if flags & THREAD_ACCOUNTED == 0 {
+            // First sight of this thread: it is running now; account from here on.
+            (*st).on_since_ns = now;
+            (*st).flags |= THREAD_ACCOUNTED;
+        }
+        (*st).flags |= THREAD_PENDING;
+    }
     0
 }
 

@@ -30,13 +30,9 @@ fn emit_dirty(pid_tgid: u64, ino: u64, pages: u32, bdi: [u8; 16]) {
     });
 }
 
-/* TP_PROTO(struct folio *folio, struct address_space *mapping): name (bdi), ino, index.
- * Fires for every page dirtied, in the dirtier's context: records are batched per
- * (process, inode): the first page at once (so attribution is known early), then one
- * record per dirty_batch_pages. */
-#[tracepoint]
-pub fn writeback_dirty_folio(ctx: TracePointContext) -> u32 {
-    let Some(ino) = field::<u64>(&ctx, Field::DirtyIno) else {
+#[inline(always)]
+fn on_dirty(ctx: &TracePointContext, ino: Field, name: Field) -> u32 {
+    let Some(ino) = field::<u64>(ctx, ino) else {
         return 0;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -55,17 +51,33 @@ pub fn writeback_dirty_folio(ctx: TracePointContext) -> u32 {
             if pending >= config!(dirty_batch_pages) {
                 // SAFETY: as above.
                 unsafe { *p = 0 };
-                let bdi = field::<[u8; 16]>(&ctx, Field::DirtyName).unwrap_or([0; 16]);
+                let bdi = field::<[u8; 16]>(ctx, name).unwrap_or([0; 16]);
                 emit_dirty(pid_tgid, ino, pending, bdi);
             }
         }
         None => {
             let _ = DIRTY_PENDING.insert(key, 0, 0);
-            let bdi = field::<[u8; 16]>(&ctx, Field::DirtyName).unwrap_or([0; 16]);
+            let bdi = field::<[u8; 16]>(ctx, name).unwrap_or([0; 16]);
             emit_dirty(pid_tgid, ino, 1, bdi);
         }
     }
     0
+}
+
+/* TP_PROTO(struct folio *folio, struct address_space *mapping): name (bdi), ino, index.
+ * Fires for every folio dirtied, in the dirtier's context: records are batched per
+ * (process, inode): the first folio at once (so attribution is known early), then one
+ * record per dirty_batch_pages. */
+#[tracepoint]
+pub fn writeback_dirty_folio(ctx: TracePointContext) -> u32 {
+    on_dirty(&ctx, Field::DirtyIno, Field::DirtyName)
+}
+
+/* Kernels before 5.16: TP_PROTO(struct page *page, struct address_space *mapping), same
+ * fields. */
+#[tracepoint]
+pub fn writeback_dirty_page(ctx: TracePointContext) -> u32 {
+    on_dirty(&ctx, Field::DirtyPageIno, Field::DirtyPageName)
 }
 
 /* TP_PROTO(struct inode *inode, struct writeback_control *wbc, unsigned long nr_to_write):
@@ -84,6 +96,7 @@ pub fn writeback_single_inode_start(ctx: TracePointContext) -> u32 {
             ino,
             start_ns,
             end_ns: 0,
+            bdi: field::<[u8; 16]>(&ctx, Field::WbStartName).unwrap_or([0; 16]),
         },
         0,
     );

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::probes::{Probes, layout, tracefs::Tracefs};
+use crate::probes::{Probes, btf::Btf, layout, tracefs::Tracefs};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -72,11 +72,16 @@ pub fn run(w: impl Write) -> bool {
         ),
     }
 
-    if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        r.line(Status::Ok, "BTF", "/sys/kernel/btf/vmlinux");
-    } else {
-        r.line(Status::Warn, "BTF", "/sys/kernel/btf/vmlinux is missing (CONFIG_DEBUG_INFO_BTF=n); the fsync probes do not need it, later scheduler probes will");
-    }
+    let btf = match Btf::from_sys_fs() {
+        Ok(b) => {
+            r.line(Status::Ok, "BTF", "/sys/kernel/btf/vmlinux (struct offsets for the block and scheduler programs)");
+            Some(b)
+        }
+        Err(e) => {
+            r.line(Status::Warn, "BTF", &format!("{e}: without BTF (CONFIG_DEBUG_INFO_BTF=y) block requests are not traced and off-CPU intervals lack their syscall"));
+            None
+        }
+    };
 
     let privileged = match super::privileges() {
         Ok(how) => {
@@ -108,7 +113,7 @@ pub fn run(w: impl Write) -> bool {
     let Some(tracefs) = tracefs else {
         return finish(r);
     };
-    let layout = match layout::build(&tracefs, super::trace::btf_available()) {
+    let layout = match layout::build(&tracefs, btf.as_ref()) {
         Ok(l) => l,
         Err(e) => {
             r.line(Status::Fail, "tracepoints", &e.to_string());

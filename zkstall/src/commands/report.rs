@@ -38,12 +38,18 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let wall = WallClock {
         offset_ns: h.wall_offset_ns as i128,
     };
-    let mut pipeline = Pipeline::new(Box::new(replay), wall, threshold).with_events(args.events);
+    let mut pipeline = Pipeline::new(Box::new(replay), wall, threshold)
+        .with_events(args.events)
+        .with_req_bits(h.req_bits);
 
     let mut last_ts = h.started_ns;
     let trailer = loop {
         match r.next_frame() {
             Ok(Some(Frame::Fact(f))) => pipeline.learn(f),
+            Ok(Some(Frame::Note(n))) => {
+                last_ts = last_ts.max(n.ts_ns());
+                pipeline.note(&n, sink.as_mut()).context("writing output")?;
+            }
             Ok(Some(Frame::Kernel(k))) => {
                 // Bytes 8..16 of every record are its timestamp (EventHeader::ts_ns).
                 if let Some(ts) = k

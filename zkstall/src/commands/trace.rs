@@ -1,30 +1,50 @@
-//! `zkstall trace`: find the targets, load and attach the probes, stream every record
-//! through the pipeline until Ctrl-C, SIGTERM, --duration, or (with --pid) the exit of
-//! every target; then report calls still running and everything that was lost.
+//! `zkstall trace`: find the targets, load the probes, seed what is already running, attach,
+//! and stream every record through the pipeline until Ctrl-C, SIGTERM, --duration, or (with
+//! --pid) the exit of every target; then close what is still open (off-CPU intervals,
+//! requests in flight, calls still running) from the kernel's maps, and report everything
+//! that was lost.
+//!
+//! Everything the pipeline consumes (kernel records, notes of what userspace saw, facts)
+//! also goes to the recording, in the order it was consumed: `report` replays it exactly.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeSet, HashSet},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::{mpsc, watch},
+    sync::mpsc,
+};
+use zkstall_common::{
+    BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_AFTER, CALL_START_BOUND, Counter,
+    EventKind, Inflight, IoEvent, RQ_OPEN, THREAD_AFTER, THREAD_OFF, THREAD_PENDING,
+    ThreadState,
 };
 
 use crate::{
     cli::{Format, TraceArgs},
     clock::{MonoNs, WallClock},
-    enrich::Live,
-    pipeline::Pipeline,
-    probes::{Probes, layout, tracefs::Tracefs},
-    reader,
-    recording::{self, DeviceInfo, Header, TargetInfo, Trailer, Writer},
+    decode::record_bytes,
+    enrich::{DevId, FileDev, Live, Topology},
+    pipeline::{Note, Pipeline},
+    probes::{KernelCounters, Probes, btf::Btf, layout, tracefs::Tracefs},
+    reader::{self, Reader},
+    recording::{self, DeviceInfo, Header, OtherDisk, TargetInfo, Trailer, Writer},
     sinks::{DisabledSignal, JsonSink, Sink, Summary, TextSink},
     targets::{self, ProcRoot, Target},
+    threads_now,
 };
 
-/// How often exited targets are noticed (and, without --pid, new ZooKeepers found).
-const TARGET_POLL: Duration = Duration::from_millis(500);
-const REDISCOVER_EVERY: u32 = 4;
+/// How often calls crossing the threshold and losses are looked for.
+const TICK: Duration = Duration::from_millis(100);
+/// How often exited targets are noticed, and (without --pid) new ZooKeepers found.
+const TARGET_EVERY: u32 = 5;
+const REDISCOVER_EVERY: u32 = 20;
+/// With --threshold 0 every call is reported when it ends; a call still running is
+/// reported as it crosses this.
+const CROSSING_AT_ZERO: Duration = Duration::from_secs(1);
 
 /// What to trace and how to report it.
 pub struct TraceOptions {
@@ -49,11 +69,6 @@ impl From<&TraceArgs> for TraceOptions {
     }
 }
 
-/// Is /sys/kernel/btf/vmlinux there (tp_btf programs need it)?
-pub fn btf_available() -> bool {
-    std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
-}
-
 pub fn sink_for(format: Format) -> Box<dyn Sink> {
     let out = std::io::stdout();
     match format {
@@ -66,6 +81,288 @@ pub async fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let mut sink = sink_for(args.format);
     trace(&TraceOptions::from(args), sink.as_mut(), |_| {}).await?;
     Ok(())
+}
+
+/// The pipeline plus the recording: everything consumed goes through here, so the
+/// recording holds exactly what the live run saw, in order.
+struct Feed<'s> {
+    pipeline: Pipeline,
+    writer: Option<Writer>,
+    sink: &'s mut dyn Sink,
+    topology: Topology,
+    /// Records the reader shed, in all.
+    shed_total: u64,
+}
+
+impl Feed<'_> {
+    fn facts(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = &mut self.writer {
+            for f in self.pipeline.take_facts() {
+                w.fact(&f).context("writing the recording")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn kernel(&mut self, rec: &[u8], probes: &mut Probes) -> anyhow::Result<()> {
+        self.pipeline.handle(rec, self.sink).context("writing output")?;
+        self.facts()?;
+        if let Some(w) = &mut self.writer {
+            w.kernel(rec).context("writing the recording")?;
+        }
+        self.watch_wanted(probes)
+    }
+
+    fn note(&mut self, n: Note, probes: &mut Probes) -> anyhow::Result<()> {
+        self.pipeline.note(&n, self.sink).context("writing output")?;
+        self.facts()?;
+        if let Some(w) = &mut self.writer {
+            w.note(&n).context("writing the recording")?;
+        }
+        self.watch_wanted(probes)
+    }
+
+    /// Watches the disks the pipeline found traced files on (and their partitions).
+    fn watch_wanted(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
+        for (disk, name, why) in self.pipeline.take_wanted_disks() {
+            for dev in self.topology.disk_and_partitions(disk) {
+                if let Err(e) = probes.watch_dev(dev.to_kernel()) {
+                    tracing::warn!("cannot watch {name} ({dev}): {e}");
+                }
+            }
+            tracing::debug!("watching {name} ({disk}) for {why}");
+            let n = Note::Watch {
+                ts_ns: MonoNs::now().0,
+                disk: disk.to_string(),
+                name,
+                why,
+            };
+            self.pipeline.note(&n, self.sink).context("writing output")?;
+            if let Some(w) = &mut self.writer {
+                w.note(&n).context("writing the recording")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts tracing process `t`: its disks are watched, calls it is already inside are
+/// seeded so their exits are timed, and noted.
+fn add_target(
+    t: &Target,
+    proc: &ProcRoot,
+    probes: &mut Probes,
+    feed: &mut Feed,
+) -> anyhow::Result<()> {
+    probes.add_target(t.pid)?;
+    let now = MonoNs::now();
+    feed.note(
+        Note::Target {
+            ts_ns: now.0,
+            pid: t.pid,
+            comm: t.comm.clone(),
+            reason: t.reason.clone(),
+        },
+        probes,
+    )?;
+    for (dev, path) in threads_now::open_file_devs(proc, t.pid) {
+        feed.pipeline
+            .want_disks_of(FileDev(DevId::from_dev_t(dev)), &path);
+    }
+    feed.watch_wanted(probes)?;
+    for tid in threads_now::tids(proc, t.pid) {
+        let th = threads_now::read(proc, t.pid, tid);
+        let Some(sc) = th.syscall.as_ref() else {
+            continue;
+        };
+        let Some(syscall) = threads_now::watched_syscall(sc.nr) else {
+            continue;
+        };
+        // Seed the kernel so the exit is timed (from now: a bound) and the sleep it is in
+        // is sent when it ends.
+        let now = MonoNs::now();
+        probes.seed_call(
+            tid,
+            Inflight {
+                start_ns: now.0,
+                arg: sc.arg0,
+                on_ns: 0,
+                short_ns: [0; 3],
+                syscall: syscall as u32,
+                tgid: t.pid,
+                flags: CALL_START_BOUND,
+                _pad: 0,
+            },
+        )?;
+        if let Some(state @ ('D' | 'S')) = th.state {
+            let mut st = zero_thread();
+            st.tgid = t.pid;
+            st.flags = THREAD_OFF;
+            st.off.off_ns = now.0;
+            st.off.state = if state == 'D' { 0x2 } else { 0x1 };
+            st.off.syscall = sc.nr;
+            st.off.flags = BLOCKED_SEEDED;
+            probes.seed_thread(tid, st)?;
+        }
+        // It may have left the call while this was being done.
+        let again = threads_now::read(proc, t.pid, tid);
+        if again.syscall.as_ref().map(|s| s.nr) != Some(sc.nr) {
+            probes.unseed_call(tid);
+            continue;
+        }
+        feed.note(
+            Note::Stuck {
+                ts_ns: now.0,
+                pid: t.pid,
+                tid,
+                thread: th.comm.clone(),
+                syscall: syscall.name().into(),
+                arg: sc.arg0,
+                state: th.state.map(String::from).unwrap_or_default(),
+                wchan: th.wchan.clone(),
+                stack: th.stack.clone(),
+            },
+            probes,
+        )?;
+    }
+    Ok(())
+}
+
+fn zero_thread() -> ThreadState {
+    ThreadState {
+        off: BlockedEvent::default(),
+        on_since_ns: 0,
+        on_ns: 0,
+        short_ns: [0; 3],
+        tgid: 0,
+        flags: 0,
+        pending: Default::default(),
+    }
+}
+
+/// Calls in progress for longer than `crossing`: noted once each, with where they wait.
+fn crossing_scan(
+    probes: &mut Probes,
+    feed: &mut Feed,
+    live: &BTreeSet<u32>,
+    proc: &ProcRoot,
+    crossing: Duration,
+    reported: &mut HashSet<(u32, u64)>,
+    at_end: bool,
+) -> anyhow::Result<()> {
+    let now = MonoNs::now();
+    let calls = probes.inflight().unwrap_or_default();
+    let threads: std::collections::HashMap<u32, ThreadState> = if at_end {
+        Default::default()
+    } else {
+        probes.threads().unwrap_or_default().into_iter().collect()
+    };
+    for (tid, c) in calls {
+        if !live.contains(&c.tgid) || c.start_ns > now.0 {
+            continue;
+        }
+        let long = now.since(MonoNs(c.start_ns)) >= crossing.as_nanos() as u64;
+        if !at_end && (!long || !reported.insert((tid, c.start_ns))) {
+            continue;
+        }
+        let Some(sc) = zkstall_common::Syscall::ALL.get(c.syscall as usize).copied() else {
+            continue;
+        };
+        let th = threads_now::read(proc, c.tgid, tid);
+        let off = threads.get(&tid).filter(|s| s.flags & THREAD_OFF != 0);
+        feed.note(
+            Note::Running {
+                ts_ns: now.0,
+                pid: c.tgid,
+                tid,
+                syscall: sc.name().into(),
+                arg: c.arg,
+                start_ns: c.start_ns,
+                start_bound: c.flags & CALL_START_BOUND != 0,
+                at_end,
+                state: th.state.map(String::from),
+                off_ns: off.map(|s| s.off.off_ns),
+                wake_ns: off.map(|s| s.off.wake_ns).filter(|w| *w != 0),
+                wchan: th.wchan,
+                stack: th.stack,
+            },
+            probes,
+        )?;
+    }
+    if reported.len() > 65536 {
+        reported.clear();
+    }
+    Ok(())
+}
+
+/// What is still open at the end, from the kernel's maps, as the records the kernel would
+/// have sent: requests in flight, off-CPU intervals in progress, exits still pending; then
+/// the calls still running.
+fn close_open(
+    probes: &mut Probes,
+    feed: &mut Feed,
+    live_pids: &BTreeSet<u32>,
+    proc: &ProcRoot,
+) -> anyhow::Result<MonoNs> {
+    let now = MonoNs::now();
+    let mut requests = probes.requests().unwrap_or_default();
+    requests.sort_by_key(|(_, r)| r.queued_ns);
+    for (_, r) in requests {
+        let mut rq = r;
+        rq.flags |= RQ_OPEN;
+        let ev = IoEvent {
+            hdr: zkstall_common::EventHeader {
+                kind: EventKind::Io as u32,
+                size: size_of::<IoEvent>() as u32,
+                ts_ns: now.0,
+                tgid: r.tgid,
+                tid: r.tid,
+            },
+            rq,
+            nr_bytes: 0,
+            status: 0,
+        };
+        feed.kernel(&record_bytes(&ev), probes)?;
+    }
+    let mut threads = probes.threads().unwrap_or_default();
+    threads.sort_by_key(|(_, s)| s.off.off_ns);
+    for (tid, st) in &threads {
+        if !live_pids.contains(&st.tgid) {
+            continue;
+        }
+        if st.flags & THREAD_OFF != 0 {
+            let mut b = st.off;
+            b.hdr = zkstall_common::EventHeader {
+                kind: EventKind::Blocked as u32,
+                size: size_of::<BlockedEvent>() as u32,
+                ts_ns: now.0,
+                tgid: st.tgid,
+                tid: *tid,
+            };
+            b.flags |= BLOCKED_OPEN;
+            feed.kernel(&record_bytes(&b), probes)?;
+        }
+        if st.flags & THREAD_PENDING != 0 {
+            let mut x = st.pending;
+            if st.flags & THREAD_AFTER != 0 {
+                // Still off CPU since the return: what the caller waits for so far.
+                x.flags |= CALL_AFTER;
+                x.after_ns = now.since(MonoNs(x.hdr.ts_ns));
+            }
+            feed.kernel(&record_bytes(&x), probes)?;
+        }
+    }
+    let mut none = HashSet::new();
+    crossing_scan(
+        probes,
+        feed,
+        live_pids,
+        proc,
+        Duration::ZERO,
+        &mut none,
+        true,
+    )?;
+    Ok(now)
 }
 
 /// Traces until the end condition; `on_attached` runs once the probes are live.
@@ -92,7 +389,15 @@ pub async fn trace(
             tracefs.root.display()
         );
     }
-    let mut layout = layout::build(&tracefs, btf_available())?;
+    let btf = match Btf::from_sys_fs() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!("no usable BTF ({e}): block requests are not traced");
+            None
+        }
+    };
+    let mut layout = layout::build(&tracefs, btf.as_ref())?;
+    drop(btf);
     // Slow writes are what matters; a JVM makes too many fast ones to ship them all.
     layout.config.write_min_ns = opts.threshold.as_nanos() as u64;
     // Off-CPU intervals of the target's threads feed the verdicts (and --events).
@@ -108,42 +413,46 @@ pub async fn trace(
             reason: d.reason.clone(),
         })
         .collect();
+    let req_bits = layout.req_bits;
 
     let mut probes = Probes::load(layout)?;
     let wall = WallClock::sample();
-    let stacks = probes.take_stacks()?;
-    let mut enrich = Live::new(proc.clone(), "/sys")
-        .with_stacks(Box::new(stacks))
-        .preload();
+    let mut enrich = Live::new(proc.clone(), "/sys").preload();
     if opts.output.is_some() {
         enrich = enrich.recording();
     }
-    let mut pipeline = Pipeline::new(Box::new(enrich), wall, opts.threshold.as_nanos() as u64)
-        .with_events(opts.events);
+    let pipeline = Pipeline::new(Box::new(enrich), wall, opts.threshold.as_nanos() as u64)
+        .with_events(opts.events)
+        .with_req_bits(req_bits);
 
-    // Reader first, then targets and thread names, then attach: nothing is missed between.
+    // Reader first, then targets (seeded), then attach: nothing is missed between.
     let ring = probes.take_events()?;
     let (tx, mut rx) = mpsc::channel(reader::CHANNEL_RECORDS);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let reader = tokio::spawn(reader::run(ring, tx, stop_rx));
+    let reader = Reader::spawn(ring, tx).context("starting the ring-buffer reader")?;
 
-    let mut live: BTreeSet<u32> = BTreeSet::new();
-    let mut all_pids: BTreeSet<u32> = BTreeSet::new();
-    for t in &initial {
-        probes.add_target(t.pid)?;
-        pipeline.seed_threads(t.pid);
-        live.insert(t.pid);
-        all_pids.insert(t.pid);
-    }
-    probes.attach()?;
     let started = MonoNs::now();
-    let mut writer = match &opts.output {
+    let writer = match &opts.output {
         Some(path) => {
-            let header = header(&initial, &proc, wall, started, opts, &disabled);
+            let header = header(&initial, &proc, wall, started, opts, &disabled, req_bits);
             Some(Writer::create(path, &header)?)
         }
         None => None,
     };
+    let mut feed = Feed {
+        pipeline,
+        writer,
+        sink,
+        topology: Topology::new("/sys"),
+        shed_total: 0,
+    };
+    let mut live: BTreeSet<u32> = BTreeSet::new();
+    let mut all_pids: BTreeSet<u32> = BTreeSet::new();
+    for t in &initial {
+        add_target(t, &proc, &mut probes, &mut feed)?;
+        live.insert(t.pid);
+        all_pids.insert(t.pid);
+    }
+    probes.attach()?;
     let desc: Vec<String> = initial
         .iter()
         .map(|t| format!("{} ({}, {})", t.pid, t.comm, t.reason))
@@ -163,43 +472,50 @@ pub async fn trace(
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut poll = tokio::time::interval(TARGET_POLL);
-    let mut polls = 0u32;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
     let mut stopping = false;
+    let crossing = if opts.threshold.is_zero() {
+        CROSSING_AT_ZERO
+    } else {
+        opts.threshold
+    };
+    let mut crossed: HashSet<(u32, u64)> = HashSet::new();
+    let mut last_check = MonoNs::now();
+    let mut last_counters = probes.counters()?;
 
     loop {
         tokio::select! {
             rec = rx.recv() => match rec {
-                Some(rec) => {
-                    pipeline.handle(&rec, sink).context("writing output")?;
-                    if let Some(w) = &mut writer {
-                        for f in pipeline.take_facts() {
-                            w.fact(&f).context("writing the recording")?;
-                        }
-                        w.kernel(&rec).context("writing the recording")?;
-                    }
-                }
+                Some(rec) => feed.kernel(&rec, &mut probes)?,
                 None => break, // the reader drained the ring and ended
             },
-            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); }
-            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); }
-            _ = sleep_until(deadline), if !stopping => { stopping = true; let _ = stop_tx.send(true); }
-            _ = poll.tick(), if !stopping => {
-                polls += 1;
-                for pid in live.clone() {
-                    if !proc.is_alive(pid) {
-                        tracing::info!("process {pid} exited");
-                        live.remove(&pid);
-                        probes.remove_target(pid)?;
-                        pipeline.forget_pid(pid, sink).context("writing output")?;
+            _ = sigint.recv(), if !stopping => { stopping = true; reader.stop(); }
+            _ = sigterm.recv(), if !stopping => { stopping = true; reader.stop(); }
+            _ = sleep_until(deadline), if !stopping => { stopping = true; reader.stop(); }
+            _ = tick.tick(), if !stopping => {
+                ticks += 1;
+                let now = MonoNs::now();
+                losses(&probes, &reader, &mut feed, &mut last_counters, last_check, now)?;
+                last_check = now;
+                crossing_scan(&mut probes, &mut feed, &live, &proc, crossing, &mut crossed, false)?;
+                if ticks.is_multiple_of(TARGET_EVERY) {
+                    for pid in live.clone() {
+                        if !proc.is_alive(pid) {
+                            tracing::info!("process {pid} exited");
+                            live.remove(&pid);
+                            probes.remove_target(pid)?;
+                            feed.note(Note::TargetExit { ts_ns: MonoNs::now().0, pid }, &mut probes)?;
+                        }
                     }
                 }
-                if !explicit && polls.is_multiple_of(REDISCOVER_EVERY) {
+                if !explicit && ticks.is_multiple_of(REDISCOVER_EVERY) {
                     for t in targets::discover_zookeeper(&proc).unwrap_or_default() {
-                        if live.insert(t.pid) {
+                        if !live.contains(&t.pid) {
                             tracing::info!("found ZooKeeper {} ({}); tracing it", t.pid, t.reason);
-                            probes.add_target(t.pid)?;
-                            pipeline.seed_threads(t.pid);
+                            add_target(&t, &proc, &mut probes, &mut feed)?;
+                            live.insert(t.pid);
                             all_pids.insert(t.pid);
                         }
                     }
@@ -207,34 +523,26 @@ pub async fn trace(
                 if explicit && live.is_empty() {
                     tracing::info!("every traced process has exited");
                     stopping = true;
-                    let _ = stop_tx.send(true);
+                    reader.stop();
                 }
             }
         }
     }
-    reader
-        .await
-        .context("the ring-buffer reader panicked")?
-        .context("reading the ring buffer")?;
+    reader.join().context("reading the ring buffer")?;
 
     let now = MonoNs::now();
-    pipeline.finish(now, sink).context("writing output")?;
+    let mut last = last_counters;
+    losses_final(&probes, &mut feed, &mut last, last_check, now)?;
+    let end = close_open(&mut probes, &mut feed, &live, &proc)?;
+    feed.pipeline
+        .finish(end, feed.sink)
+        .context("writing output")?;
     let k = probes.counters()?;
-    let trailer = Trailer {
-        end_ns: now.0,
-        pids: all_pids.into_iter().collect(),
-        dropped: k.dropped(),
-        untimed: k.inflight_full,
-        exit_without_enter: k.exit_without_enter,
-        read_errors: k.read_error,
-        io_unmatched: k.io_unmatched,
-        map_full: k.map_full,
-        stack_errors: k.stack_error,
-    };
-    let summary = pipeline.summary(&trailer, started.0, disabled);
-    sink.summary(&summary).context("writing output")?;
-    if let Some(mut w) = writer {
-        for f in pipeline.take_facts() {
+    let trailer = trailer(&k, &probes, end, &all_pids, &mut feed);
+    let summary = feed.pipeline.summary(&trailer, started.0, disabled);
+    feed.sink.summary(&summary).context("writing output")?;
+    if let Some(mut w) = feed.writer.take() {
+        for f in feed.pipeline.take_facts() {
             w.fact(&f).context("writing the recording")?;
         }
         w.finish(&trailer).context("writing the recording")?;
@@ -246,13 +554,127 @@ pub async fn trace(
             );
         }
     }
-    if summary.dropped > 0 {
+    if summary.dropped > 0 || summary.shed_by_reader > 0 {
         tracing::warn!(
-            "{} kernel record(s) were dropped because the ring buffer was full",
-            summary.dropped
+            "{} kernel record(s) were dropped (ring buffer full) and {} shed by the reader: verdicts over those windows say they are incomplete",
+            summary.dropped,
+            summary.shed_by_reader
         );
     }
     Ok(summary)
+}
+
+/// Notes a loss window when the kernel dropped records or the reader shed some.
+fn losses(
+    probes: &Probes,
+    reader: &Reader,
+    feed: &mut Feed,
+    last: &mut KernelCounters,
+    from: MonoNs,
+    to: MonoNs,
+) -> anyhow::Result<()> {
+    let k = probes.counters()?;
+    let full = k
+        .get(Counter::RingbufFull)
+        .saturating_sub(last.get(Counter::RingbufFull));
+    let shed = reader.shed.take();
+    *last = k;
+    if full == 0 && shed.is_none() {
+        return Ok(());
+    }
+    let (n_shed, a, b) = shed.unwrap_or((0, from.0, to.0));
+    let (lo, hi) = if full > 0 {
+        (from.0.min(a), to.0.max(b))
+    } else {
+        (a, b)
+    };
+    feed.shed_total += n_shed;
+    let n = Note::Lost {
+        from_ns: lo,
+        to_ns: hi,
+        ringbuf_full: full,
+        shed: n_shed,
+    };
+    feed.pipeline.note(&n, feed.sink).context("writing output")?;
+    if let Some(w) = &mut feed.writer {
+        w.note(&n).context("writing the recording")?;
+    }
+    Ok(())
+}
+
+fn losses_final(
+    probes: &Probes,
+    feed: &mut Feed,
+    last: &mut KernelCounters,
+    from: MonoNs,
+    to: MonoNs,
+) -> anyhow::Result<()> {
+    let k = probes.counters()?;
+    let full = k
+        .get(Counter::RingbufFull)
+        .saturating_sub(last.get(Counter::RingbufFull));
+    *last = k;
+    if full == 0 {
+        return Ok(());
+    }
+    let n = Note::Lost {
+        from_ns: from.0,
+        to_ns: to.0,
+        ringbuf_full: full,
+        shed: 0,
+    };
+    feed.pipeline.note(&n, feed.sink).context("writing output")?;
+    if let Some(w) = &mut feed.writer {
+        w.note(&n).context("writing the recording")?;
+    }
+    Ok(())
+}
+
+fn trailer(
+    k: &KernelCounters,
+    probes: &Probes,
+    end: MonoNs,
+    pids: &BTreeSet<u32>,
+    feed: &mut Feed,
+) -> Trailer {
+    let mut other: Vec<OtherDisk> = probes
+        .other_io()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, v)| {
+            let disk = DevId::from_kernel(key.disk);
+            OtherDisk {
+                disk: disk.to_string(),
+                name: std::fs::read_link(format!("/sys/dev/block/{disk}"))
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+                cgroup: None,
+                requests: v.requests,
+                bytes: v.bytes,
+            }
+        })
+        .collect();
+    other.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    other.truncate(20);
+    Trailer {
+        end_ns: end.0,
+        pids: pids.iter().copied().collect(),
+        dropped: k.dropped(),
+        untimed: k.get(Counter::InflightFull),
+        exit_without_enter: k.get(Counter::ExitWithoutEnter),
+        read_errors: k.get(Counter::ReadError),
+        io_unmatched: k.get(Counter::IoUnmatched),
+        map_full: k.get(Counter::MapFull),
+        stack_errors: k.get(Counter::StackError),
+        io_watched: k.get(Counter::IoWatched),
+        io_merged: k.get(Counter::IoMerged),
+        io_stale: k.get(Counter::IoStale),
+        io_partial: k.get(Counter::IoPartial),
+        io_flush: k.get(Counter::IoFlush),
+        io_other_disks: k.get(Counter::IoOther),
+        other_disks: other,
+        shed_by_reader: feed.shed_total,
+    }
 }
 
 /// What a recording says about where it was made.
@@ -263,6 +685,7 @@ fn header(
     started: MonoNs,
     opts: &TraceOptions,
     disabled: &[DisabledSignal],
+    req_bits: crate::probes::ReqBits,
 ) -> Header {
     let read = |p: &str| {
         std::fs::read_to_string(p)
@@ -271,14 +694,14 @@ fn header(
     };
     let mut threads = Vec::new();
     for t in targets {
-        if let Ok(dir) = std::fs::read_dir(proc.pid_dir(t.pid).join("task")) {
-            for e in dir.flatten() {
-                if let (Some(tid), Ok(name)) = (
-                    e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()),
-                    std::fs::read_to_string(e.path().join("comm")),
-                ) {
-                    threads.push((tid, name.trim_end().to_string()));
-                }
+        for tid in threads_now::tids(proc, t.pid) {
+            if let Ok(name) = std::fs::read_to_string(
+                proc.pid_dir(t.pid)
+                    .join("task")
+                    .join(tid.to_string())
+                    .join("comm"),
+            ) {
+                threads.push((tid, name.trim_end().to_string()));
             }
         }
     }
@@ -326,6 +749,7 @@ fn header(
         devices,
         mounts,
         disabled: disabled.to_vec(),
+        req_bits,
     }
 }
 

@@ -1,6 +1,10 @@
-//! cgroup id -> path. The kernel side records `bpf_get_current_cgroup_id()`, which on
-//! cgroup v2 is the inode number of the cgroup's directory: walking /sys/fs/cgroup maps
-//! it back to a path (`/system.slice/zookeeper.service`), even after the process is gone.
+//! cgroup ids -> paths, and which cgroups a process is in.
+//!
+//! `bpf_get_current_cgroup_id()` returns the id of the task's cgroup in the unified (v2)
+//! hierarchy: the inode number of its directory under the cgroup2 mount. The block layer
+//! charges I/O to a blkcg, whose id belongs to the hierarchy the io controller is mounted
+//! in: the cgroup2 mount, or on hybrid hosts a v1 `blkio` mount. Both mounts are found in
+//! mountinfo (a hybrid host has cgroup2 at /sys/fs/cgroup/unified, not /sys/fs/cgroup).
 
 use std::{
     collections::HashMap,
@@ -9,27 +13,151 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
+
 /// More cgroups than any host has; a walk stops there.
 const MAX_CGROUPS: usize = 100_000;
 /// A miss triggers a re-walk at most this often.
 const REWALK_EVERY: Duration = Duration::from_secs(5);
 
+/// Where the cgroup hierarchies zkstall cares about are mounted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mounts {
+    /// The cgroup2 (unified) mount.
+    pub unified: Option<PathBuf>,
+    /// v1 mounts of the blkio and memory controllers (hybrid and legacy hosts).
+    pub blkio_v1: Option<PathBuf>,
+    pub memory_v1: Option<PathBuf>,
+}
+
+impl Mounts {
+    /// Parses a mountinfo file (`/proc/self/mountinfo`).
+    pub fn from_mountinfo(text: &str) -> Mounts {
+        let mut m = Mounts::default();
+        for line in text.lines() {
+            // id parent maj:min root mount_point options [optional...] - fstype source super
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount_point = left.split(' ').nth(4).map(unescape);
+            let mut r = right.split(' ');
+            let fstype = r.next().unwrap_or("");
+            let _source = r.next();
+            let super_opts = r.next().unwrap_or("");
+            let Some(mp) = mount_point else { continue };
+            match fstype {
+                "cgroup2" if m.unified.is_none() => m.unified = Some(PathBuf::from(mp)),
+                "cgroup" => {
+                    let opts: Vec<&str> = super_opts.split(',').collect();
+                    if opts.contains(&"blkio") && m.blkio_v1.is_none() {
+                        m.blkio_v1 = Some(PathBuf::from(&mp));
+                    }
+                    if opts.contains(&"memory") && m.memory_v1.is_none() {
+                        m.memory_v1 = Some(PathBuf::from(&mp));
+                    }
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+
+    pub fn detect() -> Mounts {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| Mounts::from_mountinfo(&t))
+            .unwrap_or_default()
+    }
+
+    /// The hierarchy the block layer's cgroup ids belong to.
+    pub fn blkio_root(&self) -> Option<&Path> {
+        self.blkio_v1.as_deref().or(self.unified.as_deref())
+    }
+}
+
+/// mountinfo escapes spaces and a few other characters as octal `\040`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroups a process is in, as /proc/<pid>/cgroup lists them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcCgroups {
+    /// Its path in the unified hierarchy (`/system.slice/zookeeper.service`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unified: Option<String>,
+    /// Its v1 blkio and memory cgroups, where those controllers are on v1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blkio: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+impl ProcCgroups {
+    pub fn parse(text: &str) -> ProcCgroups {
+        let mut out = ProcCgroups::default();
+        for line in text.lines() {
+            let mut f = line.splitn(3, ':');
+            let (Some(id), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            if id == "0" && ctrls.is_empty() {
+                out.unified = Some(path.to_string());
+            }
+            for c in ctrls.split(',') {
+                match c {
+                    "blkio" => out.blkio = Some(path.to_string()),
+                    "memory" => out.memory = Some(path.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    pub fn read(proc_pid_dir: &Path) -> ProcCgroups {
+        std::fs::read_to_string(proc_pid_dir.join("cgroup"))
+            .map(|t| ProcCgroups::parse(&t))
+            .unwrap_or_default()
+    }
+
+    /// The most specific name: the unified path, else the v1 blkio one.
+    pub fn label(&self) -> Option<String> {
+        self.unified.clone().or_else(|| self.blkio.clone())
+    }
+}
+
+/// id -> path in one hierarchy, by walking its mount.
 pub struct Cgroups {
-    root: PathBuf,
+    root: Option<PathBuf>,
     by_id: HashMap<u64, String>,
     walked: Option<Instant>,
 }
 
 impl Cgroups {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    pub fn new(root: Option<PathBuf>) -> Self {
         Cgroups {
-            root: root.into(),
+            root,
             by_id: HashMap::new(),
             walked: None,
         }
     }
 
-    /// The path of cgroup `id` (relative to the cgroup2 mount, starting with `/`).
+    /// The path of cgroup `id` (relative to the mount, starting with `/`).
     pub fn path(&mut self, id: u64) -> Option<String> {
         if id == 0 {
             return None;
@@ -46,16 +174,18 @@ impl Cgroups {
     fn walk(&mut self) {
         self.walked = Some(Instant::now());
         self.by_id.clear();
-        let mut stack = vec![self.root.clone()];
+        let Some(root) = self.root.clone() else {
+            return;
+        };
+        let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
             if self.by_id.len() >= MAX_CGROUPS {
                 break;
             }
-            let Ok(meta) = std::fs::metadata(&dir) else {
+            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
                 continue;
             };
-            let rel = rel_path(&self.root, &dir);
-            self.by_id.insert(meta.ino(), rel);
+            self.by_id.insert(meta.ino(), rel_path(&root, &dir));
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 for e in rd.flatten() {
                     if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -86,7 +216,7 @@ mod tests {
         std::fs::create_dir_all(&svc).unwrap();
         let id = std::fs::metadata(&svc).unwrap().ino();
         let root_id = std::fs::metadata(dir.path()).unwrap().ino();
-        let mut c = Cgroups::new(dir.path());
+        let mut c = Cgroups::new(Some(dir.path().to_path_buf()));
         assert_eq!(
             c.path(id).as_deref(),
             Some("/system.slice/zookeeper.service")
@@ -98,5 +228,43 @@ mod tests {
             None,
             "unknown ids miss without a re-walk storm"
         );
+        assert_eq!(Cgroups::new(None).path(id), None);
+    }
+
+    #[test]
+    fn finds_the_unified_mount_and_v1_controllers_on_a_hybrid_host() {
+        // This machine's layout: cgroup2 at /sys/fs/cgroup/unified, io and memory on v1.
+        let mi = "\
+25 1 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+30 25 0:28 / /sys/fs/cgroup/blkio rw,nosuid - cgroup cgroup rw,blkio
+31 25 0:29 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+32 25 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+";
+        let m = Mounts::from_mountinfo(mi);
+        assert_eq!(m.unified.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(m.blkio_v1.as_deref(), Some(Path::new("/sys/fs/cgroup/blkio")));
+        assert_eq!(m.memory_v1.as_deref(), Some(Path::new("/sys/fs/cgroup/memory")));
+        assert_eq!(m.blkio_root(), Some(Path::new("/sys/fs/cgroup/blkio")));
+        // A pure v2 host.
+        let v2 = Mounts::from_mountinfo(
+            "25 1 0:23 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        assert_eq!(v2.blkio_root(), Some(Path::new("/sys/fs/cgroup")));
+        assert_eq!(v2.memory_v1, None);
+        assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+
+    #[test]
+    fn reads_a_processs_memberships_in_both_layouts() {
+        let c = ProcCgroups::parse(
+            "12:memory:/zk\n11:blkio:/zk\n3:cpu,cpuacct:/\n0::/system.slice/zk.service\n",
+        );
+        assert_eq!(c.unified.as_deref(), Some("/system.slice/zk.service"));
+        assert_eq!(c.blkio.as_deref(), Some("/zk"));
+        assert_eq!(c.memory.as_deref(), Some("/zk"));
+        assert_eq!(c.label().as_deref(), Some("/system.slice/zk.service"));
+        let v1 = ProcCgroups::parse("4:blkio:/backup\n");
+        assert_eq!(v1.label().as_deref(), Some("/backup"));
     }
 }

@@ -8,20 +8,23 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cgroups, DevId, Devices, FileInfo, Files, Symbols, Threads, bounded_insert};
+use super::{
+    Cgroups, DevId, Devices, DiskPath, FileDev, FileInfo, Files, Symbols, Threads, Topology,
+    bounded_insert,
+    cgroups::{Mounts, ProcCgroups},
+};
 use crate::targets::ProcRoot;
 
-/// Where kernel stack ids are turned into addresses (the live STACKS map, or a fake).
-pub trait StackSource {
-    fn frames(&mut self, id: u32) -> Option<Vec<u64>>;
-}
-
-impl StackSource for aya::maps::StackTraceMap<aya::maps::MapData> {
-    fn frames(&mut self, id: u32) -> Option<Vec<u64>> {
-        self.get(&id, 0)
-            .ok()
-            .map(|st| st.frames().iter().map(|f| f.ip).collect())
+/// A stable key for a stack's addresses (FNV-1a), naming it in recordings.
+pub fn stack_key(frames: &[u64]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in frames {
+        for b in f.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
     }
+    h
 }
 
 pub trait Enricher {
@@ -29,14 +32,24 @@ pub trait Enricher {
     fn file_by_addr(&mut self, pid: u32, addr: u64) -> Option<FileInfo>;
     fn device_name(&mut self, dev: DevId, pid: u32) -> Option<String>;
     fn device_model(&mut self, dev: DevId) -> Option<String>;
+    /// The devices serving a filesystem (partition -> disk, dm/md slaves, loop backing).
+    fn disk_path(&mut self, dev: FileDev) -> DiskPath;
     fn thread_name(&mut self, pid: u32, tid: u32) -> Option<String>;
     /// A name seen in a kernel record (the same on replay: it comes from the record).
     fn observe_thread(&mut self, tid: u32, comm: &str);
     fn forget_thread(&mut self, tid: u32);
     fn forget_pid(&mut self, pid: u32);
+    /// The path of a unified-hierarchy (v2) cgroup id.
     fn cgroup_path(&mut self, id: u64) -> Option<String>;
-    /// Symbolized kernel stack.
-    fn stack(&mut self, id: u32) -> Vec<String>;
+    /// The path of a cgroup id the block layer charged I/O to (the io controller's
+    /// hierarchy: v1 blkio on hybrid hosts).
+    fn blk_cgroup_path(&mut self, id: u64) -> Option<String>;
+    /// The cgroups a process is in (v2 path, v1 blkio and memory paths).
+    fn process_cgroups(&mut self, pid: u32) -> ProcCgroups;
+    /// Symbolized kernel stack (innermost first, tracing frames dropped).
+    fn stack(&mut self, frames: &[u64]) -> Vec<String>;
+    /// Is the process a JVM (it maps libjvm)?
+    fn is_jvm(&mut self, pid: u32) -> bool;
     /// Facts answered since the last call (live, when recording).
     fn take_facts(&mut self) -> Vec<Fact>;
     /// Reads the names of all current threads of `pid` (live only).
@@ -77,9 +90,25 @@ pub enum Fact {
         id: u64,
         path: Option<String>,
     },
+    BlkCgroup {
+        id: u64,
+        path: Option<String>,
+    },
+    ProcCgroups {
+        pid: u32,
+        cgroups: ProcCgroups,
+    },
+    DiskPath {
+        dev: String,
+        path: DiskPath,
+    },
     Stack {
-        id: u32,
+        key: u64,
         frames: Vec<String>,
+    },
+    Jvm {
+        pid: u32,
+        jvm: bool,
     },
 }
 
@@ -111,37 +140,50 @@ impl From<&StoredFile> for FileInfo {
 }
 
 const STACK_CACHE: usize = 4096;
+const PATH_CACHE: usize = 1024;
+const PROC_CGROUP_CACHE: usize = 4096;
 
 /// Answers from the running system.
 pub struct Live {
+    proc: ProcRoot,
     files: Files,
     devices: Devices,
+    topology: Topology,
     threads: Threads,
     cgroups: Cgroups,
+    blk_cgroups: Cgroups,
     symbols: Symbols,
-    stacks: Option<Box<dyn StackSource>>,
-    stack_cache: HashMap<u32, Vec<String>>,
+    stack_cache: HashMap<u64, Vec<String>>,
+    paths: HashMap<FileDev, DiskPath>,
+    proc_cgroups: HashMap<u32, ProcCgroups>,
+    jvms: HashMap<u32, bool>,
     /// Some while recording: every answer is logged.
     log: Option<Vec<Fact>>,
 }
 
 impl Live {
+    /// Answers from `proc` and `sys` (normally /proc and /sys), with the cgroup mounts of
+    /// this host.
     pub fn new(proc: ProcRoot, sys: &str) -> Self {
+        Self::with_mounts(proc, sys, Mounts::detect())
+    }
+
+    pub fn with_mounts(proc: ProcRoot, sys: &str, mounts: Mounts) -> Self {
         Live {
             files: Files::new(proc.clone()),
             devices: Devices::new(sys, proc.clone()),
+            topology: Topology::new(sys),
             threads: Threads::new(proc.clone()),
-            cgroups: Cgroups::new(std::path::Path::new(sys).join("fs/cgroup")),
+            cgroups: Cgroups::new(mounts.unified.clone()),
+            blk_cgroups: Cgroups::new(mounts.blkio_root().map(|p| p.to_path_buf())),
             symbols: Symbols::new(proc.0.join("kallsyms")),
-            stacks: None,
+            proc,
             stack_cache: HashMap::new(),
+            paths: HashMap::new(),
+            proc_cgroups: HashMap::new(),
+            jvms: HashMap::new(),
             log: None,
         }
-    }
-
-    pub fn with_stacks(mut self, stacks: Box<dyn StackSource>) -> Self {
-        self.stacks = Some(stacks);
-        self
     }
 
     /// Loads the kernel symbol table up front, off the hot path.
@@ -214,9 +256,12 @@ impl Enricher for Live {
     fn forget_thread(&mut self, tid: u32) {
         self.threads.forget([tid]);
     }
-    fn forget_pid(&mut self, _pid: u32) {
+    fn forget_pid(&mut self, pid: u32) {
         // Keep what the process's fds pointed to: its last records may still be on their
-        // way (the cache is bounded, and /proc is always asked first).
+        // way (the cache is bounded, and /proc is always asked first). Its cgroups may
+        // belong to a new process under the same pid later.
+        self.proc_cgroups.remove(&pid);
+        self.jvms.remove(&pid);
     }
     fn cgroup_path(&mut self, id: u64) -> Option<String> {
         let v = self.cgroups.path(id);
@@ -226,25 +271,79 @@ impl Enricher for Live {
         });
         v
     }
-    fn stack(&mut self, id: u32) -> Vec<String> {
-        let v = match self.stack_cache.get(&id) {
+    fn blk_cgroup_path(&mut self, id: u64) -> Option<String> {
+        let v = self.blk_cgroups.path(id);
+        self.note(|| Fact::BlkCgroup {
+            id,
+            path: v.clone(),
+        });
+        v
+    }
+    fn process_cgroups(&mut self, pid: u32) -> ProcCgroups {
+        let v = match self.proc_cgroups.get(&pid) {
+            Some(c) => c.clone(),
+            None => {
+                let c = ProcCgroups::read(&self.proc.pid_dir(pid));
+                // A process that is gone reads as nothing: do not cache that.
+                if c != ProcCgroups::default() {
+                    bounded_insert(&mut self.proc_cgroups, PROC_CGROUP_CACHE, pid, c.clone());
+                }
+                c
+            }
+        };
+        self.note(|| Fact::ProcCgroups {
+            pid,
+            cgroups: v.clone(),
+        });
+        v
+    }
+    fn is_jvm(&mut self, pid: u32) -> bool {
+        let v = match self.jvms.get(&pid) {
+            Some(v) => *v,
+            None => {
+                let dir = self.proc.pid_dir(pid);
+                let v = std::fs::read_to_string(dir.join("maps"))
+                    .map(|m| m.contains("/libjvm.so"))
+                    .unwrap_or(false);
+                if dir.exists() {
+                    bounded_insert(&mut self.jvms, PROC_CGROUP_CACHE, pid, v);
+                }
+                v
+            }
+        };
+        self.note(|| Fact::Jvm { pid, jvm: v });
+        v
+    }
+    fn disk_path(&mut self, dev: FileDev) -> DiskPath {
+        let v = match self.paths.get(&dev) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.topology.resolve(dev);
+                bounded_insert(&mut self.paths, PATH_CACHE, dev, p.clone());
+                p
+            }
+        };
+        self.note(|| Fact::DiskPath {
+            dev: dev.to_string(),
+            path: v.clone(),
+        });
+        v
+    }
+    fn stack(&mut self, frames: &[u64]) -> Vec<String> {
+        if frames.is_empty() {
+            return Vec::new();
+        }
+        let key = stack_key(frames);
+        let v = match self.stack_cache.get(&key) {
             Some(s) => s.clone(),
             None => {
-                let frames = self
-                    .stacks
-                    .as_mut()
-                    .and_then(|s| s.frames(id))
-                    .unwrap_or_default();
-                let syms: Vec<String> = frames
-                    .into_iter()
-                    .map(|a| self.symbols.resolve(a))
-                    .collect();
-                bounded_insert(&mut self.stack_cache, STACK_CACHE, id, syms.clone());
+                let syms = self.symbols.stack(frames);
+                bounded_insert(&mut self.stack_cache, STACK_CACHE, key, syms.clone());
                 syms
             }
         };
         self.note(|| Fact::Stack {
-            id,
+            key,
             frames: v.clone(),
         });
         v
@@ -268,7 +367,11 @@ pub struct Replay {
     threads: HashMap<u32, String>,
     thread_answers: HashMap<(u32, u32), Option<String>>,
     cgroups: HashMap<u64, Option<String>>,
-    stacks: HashMap<u32, Vec<String>>,
+    blk_cgroups: HashMap<u64, Option<String>>,
+    proc_cgroups: HashMap<u32, ProcCgroups>,
+    paths: HashMap<String, DiskPath>,
+    stacks: HashMap<u64, Vec<String>>,
+    jvms: HashMap<u32, bool>,
 }
 
 /// Facts kept per kind at most; a recording cannot make `report` grow without bound.
@@ -299,9 +402,17 @@ impl Replay {
                 bounded_insert(&mut self.thread_answers, REPLAY_FACTS, (pid, tid), name)
             }
             Fact::Cgroup { id, path } => bounded_insert(&mut self.cgroups, REPLAY_FACTS, id, path),
-            Fact::Stack { id, frames } => {
-                bounded_insert(&mut self.stacks, REPLAY_FACTS, id, frames)
+            Fact::BlkCgroup { id, path } => {
+                bounded_insert(&mut self.blk_cgroups, REPLAY_FACTS, id, path)
             }
+            Fact::ProcCgroups { pid, cgroups } => {
+                bounded_insert(&mut self.proc_cgroups, REPLAY_FACTS, pid, cgroups)
+            }
+            Fact::DiskPath { dev, path } => bounded_insert(&mut self.paths, REPLAY_FACTS, dev, path),
+            Fact::Stack { key, frames } => {
+                bounded_insert(&mut self.stacks, REPLAY_FACTS, key, frames)
+            }
+            Fact::Jvm { pid, jvm } => bounded_insert(&mut self.jvms, REPLAY_FACTS, pid, jvm),
         }
     }
 
@@ -347,8 +458,26 @@ impl Enricher for Replay {
     fn cgroup_path(&mut self, id: u64) -> Option<String> {
         self.cgroups.get(&id).cloned().flatten()
     }
-    fn stack(&mut self, id: u32) -> Vec<String> {
-        self.stacks.get(&id).cloned().unwrap_or_default()
+    fn blk_cgroup_path(&mut self, id: u64) -> Option<String> {
+        self.blk_cgroups.get(&id).cloned().flatten()
+    }
+    fn process_cgroups(&mut self, pid: u32) -> ProcCgroups {
+        self.proc_cgroups.get(&pid).cloned().unwrap_or_default()
+    }
+    fn disk_path(&mut self, dev: FileDev) -> DiskPath {
+        self.paths.get(&dev.to_string()).cloned().unwrap_or_default()
+    }
+    fn is_jvm(&mut self, pid: u32) -> bool {
+        self.jvms.get(&pid).copied().unwrap_or(false)
+    }
+    fn stack(&mut self, frames: &[u64]) -> Vec<String> {
+        if frames.is_empty() {
+            return Vec::new();
+        }
+        self.stacks
+            .get(&stack_key(frames))
+            .cloned()
+            .unwrap_or_default()
     }
     fn take_facts(&mut self) -> Vec<Fact> {
         Vec::new()

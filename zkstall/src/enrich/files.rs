@@ -48,6 +48,26 @@ impl DevId {
     }
 }
 
+impl serde::Serialize for DevId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DevId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DevId::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not MAJ:MIN: {s}")))
+    }
+}
+
+impl DevId {
+    /// The kernel-internal encoding (major << 20 | minor), as the programs compare it.
+    pub fn to_kernel(self) -> u32 {
+        (self.major << 20) | (self.minor & 0xfffff)
+    }
+}
+
 impl fmt::Display for DevId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.major, self.minor)

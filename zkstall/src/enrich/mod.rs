@@ -3,6 +3,7 @@
 //!
 //! - `files`: fd (or msync address) -> absolute path, device number, inode
 //! - `devices`: device number -> disk name (loop0, sdb, nvme0n1p1)
+//! - `topology`: a file's device -> the disks serving it (partition, dm/md, loop backing)
 //! - `threads`: tid -> thread name (the JVM's `SyncThread:1`)
 //! - `cgroups`: cgroup id -> path (containers, systemd units)
 //! - `symbols`: kernel stack addresses -> function names
@@ -13,14 +14,16 @@ pub mod facts;
 pub mod files;
 pub mod symbols;
 pub mod threads;
+pub mod topology;
 
-pub use cgroups::Cgroups;
+pub use cgroups::{Cgroups, ProcCgroups};
 pub use devices::Devices;
-pub use facts::{Enricher, Fact, Live, Replay, StackSource};
+pub use facts::{Enricher, Fact, Live, Replay, stack_key};
 pub use files::{DevId, FileInfo, Files};
 pub use symbols::Symbols;
 
 pub use threads::Threads;
+pub use topology::{DiskDev, DiskPath, FileDev, Layer, LayerKind, PartRange, Topology};
 
 /// Inserts into a bounded map: when full, it is cleared first. Crude, but the working sets
 /// (open files, threads and devices of a few JVMs) are far below the bounds, so clearing

@@ -57,6 +57,35 @@ impl Symbols {
     }
 }
 
+/// Frames of the tracing machinery at the top of a stack taken from a tracepoint: the eBPF
+/// program, the trampoline, `__traceiter_*`. They say nothing about the wait.
+fn is_tracing_frame(name: &str) -> bool {
+    const PREFIXES: [&str; 8] = [
+        "bpf_",
+        "__bpf_",
+        "__traceiter_",
+        "trace_event_",
+        "perf_trace_",
+        "perf_tp_",
+        "__perf_",
+        "0x",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+impl Symbols {
+    /// Symbolizes a stack (innermost first), dropping the tracing frames on top.
+    pub fn stack(&mut self, frames: &[u64]) -> Vec<String> {
+        let names: Vec<String> = frames.iter().map(|&a| self.resolve(a)).collect();
+        let skip = names
+            .iter()
+            .take(12)
+            .rposition(|n| is_tracing_frame(n))
+            .map_or(0, |i| i + 1);
+        names.into_iter().skip(skip).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +108,25 @@ mod tests {
         );
         assert_eq!(s.resolve(0xffffffff81000300), "ext4_sync_file+0x0");
         assert_eq!(s.resolve(0x10), "0x10");
+    }
+
+    #[test]
+    fn stacks_start_below_the_tracing_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kallsyms");
+        std::fs::write(
+            &p,
+            "ffffffff81000000 T bpf_trace_run4\nffffffff81000100 t __bpf_trace_sched_switch\nffffffff81000200 T __traceiter_sched_switch\nffffffff81000300 T __schedule\nffffffff81000400 T jbd2_log_wait_commit\n",
+        )
+        .unwrap();
+        let mut s = Symbols::new(&p);
+        let st = s.stack(&[
+            0xffffffff81000010,
+            0xffffffff81000110,
+            0xffffffff81000210,
+            0xffffffff81000310,
+            0xffffffff81000410,
+        ]);
+        assert_eq!(st, vec!["__schedule+0x10", "jbd2_log_wait_commit+0x10"]);
     }
 }

@@ -1,6 +1,7 @@
 //! Loading and attaching the kernel programs, and talking to their maps: the target set,
 //! the ring buffer, the drop counters.
 
+pub mod btf;
 pub mod layout;
 pub mod tracefs;
 
@@ -8,13 +9,13 @@ use std::error::Error as StdError;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, TracePoint},
 };
 use thiserror::Error;
-use zkstall_common::{Counter, names};
+use zkstall_common::{Counter, Inflight, OtherIo, OtherIoKey, Request, ThreadState, names};
 
-pub use layout::{Disabled, HookKind, Layout, Signal};
+pub use layout::{Disabled, HookKind, Layout, ReqBits, Signal};
 
 /// The eBPF object, built by build.rs and embedded: one file to copy to a host.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zkstall"));
@@ -73,22 +74,18 @@ fn load_error(e: &(dyn StdError + 'static)) -> ProbeError {
     }
 }
 
-/// Kernel-side drop and error counters, summed over CPUs.
+/// Kernel-side drop and error counters, summed over CPUs (indexed like [`Counter`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    pub ringbuf_full: u64,
-    pub inflight_full: u64,
-    pub read_error: u64,
-    pub exit_without_enter: u64,
-    pub io_unmatched: u64,
-    pub map_full: u64,
-    pub stack_error: u64,
-}
+pub struct KernelCounters(pub [u64; zkstall_common::COUNTER_COUNT as usize]);
 
 impl KernelCounters {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
     /// Records lost in the kernel (never delivered to userspace).
     pub fn dropped(&self) -> u64 {
-        self.ringbuf_full
+        self.get(Counter::RingbufFull)
     }
 }
 
@@ -191,15 +188,6 @@ impl Probes {
         RingBuf::try_from(map).map_err(|e| ProbeError::Map(names::EVENTS, chain(&e)))
     }
 
-    /// Takes the kernel stack map, for symbolization.
-    pub fn take_stacks(&mut self) -> Result<StackTraceMap<MapData>, ProbeError> {
-        let map = self.bpf.take_map(names::STACKS).ok_or(ProbeError::Map(
-            names::STACKS,
-            "missing from the object".into(),
-        ))?;
-        StackTraceMap::try_from(map).map_err(|e| ProbeError::Map(names::STACKS, chain(&e)))
-    }
-
     fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, ProbeError> {
         let map = self.bpf.map_mut(names::TARGETS).ok_or(ProbeError::Map(
             names::TARGETS,
@@ -239,18 +227,108 @@ impl Probes {
             let values = arr
                 .get(&(c as u32), 0)
                 .map_err(|e| ProbeError::Map(names::COUNTERS, chain(&e)))?;
-            let sum: u64 = values.iter().sum();
-            match c {
-                Counter::RingbufFull => out.ringbuf_full = sum,
-                Counter::InflightFull => out.inflight_full = sum,
-                Counter::ReadError => out.read_error = sum,
-                Counter::ExitWithoutEnter => out.exit_without_enter = sum,
-                Counter::IoUnmatched => out.io_unmatched = sum,
-                Counter::MapFull => out.map_full = sum,
-                Counter::StackError => out.stack_error = sum,
-            }
+            out.0[c as usize] = values.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Watches a disk (or partition): its requests are traced one by one from now on.
+    pub fn watch_dev(&mut self, kernel_dev: u32) -> Result<(), ProbeError> {
+        let map = self
+            .bpf
+            .map_mut(names::DISKS)
+            .ok_or(ProbeError::Map(names::DISKS, "missing from the object".into()))?;
+        let mut m: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
+        m.insert(kernel_dev, 1, 0)
+            .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))
+    }
+
+    /// Calls in progress (tid -> call), as the kernel sees them now.
+    pub fn inflight(&self) -> Result<Vec<(u32, Inflight)>, ProbeError> {
+        let map = self.bpf.map(names::INFLIGHT).ok_or(ProbeError::Map(
+            names::INFLIGHT,
+            "missing from the object".into(),
+        ))?;
+        let m: HashMap<&MapData, u32, Inflight> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::INFLIGHT, chain(&e)))?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Seeds a call already running when tracing began, so its exit is timed.
+    pub fn seed_call(&mut self, tid: u32, call: Inflight) -> Result<(), ProbeError> {
+        let map = self.bpf.map_mut(names::INFLIGHT).ok_or(ProbeError::Map(
+            names::INFLIGHT,
+            "missing from the object".into(),
+        ))?;
+        let mut m: HashMap<&mut MapData, u32, Inflight> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::INFLIGHT, chain(&e)))?;
+        m.insert(tid, call, 0)
+            .map_err(|e| ProbeError::Map(names::INFLIGHT, chain(&e)))
+    }
+
+    /// Forgets a seeded call (the thread left the syscall while it was being seeded).
+    pub fn unseed_call(&mut self, tid: u32) {
+        if let Some(map) = self.bpf.map_mut(names::INFLIGHT)
+            && let Ok(mut m) = HashMap::<&mut MapData, u32, Inflight>::try_from(map)
+        {
+            let _ = m.remove(&tid);
+        }
+    }
+
+    /// Per-thread state (tid -> state), as the kernel holds it now.
+    pub fn threads(&self) -> Result<Vec<(u32, ThreadState)>, ProbeError> {
+        let map = self.bpf.map(names::THREADS).ok_or(ProbeError::Map(
+            names::THREADS,
+            "missing from the object".into(),
+        ))?;
+        let m: HashMap<&MapData, u32, ThreadState> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::THREADS, chain(&e)))?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Seeds the state of a thread already off CPU when tracing began.
+    pub fn seed_thread(&mut self, tid: u32, st: ThreadState) -> Result<(), ProbeError> {
+        let map = self.bpf.map_mut(names::THREADS).ok_or(ProbeError::Map(
+            names::THREADS,
+            "missing from the object".into(),
+        ))?;
+        let mut m: HashMap<&mut MapData, u32, ThreadState> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::THREADS, chain(&e)))?;
+        m.insert(tid, st, 0)
+            .map_err(|e| ProbeError::Map(names::THREADS, chain(&e)))
+    }
+
+    /// Requests in flight on watched disks now.
+    pub fn requests(&self) -> Result<Vec<(u64, Request)>, ProbeError> {
+        let map = self.bpf.map(names::REQUESTS).ok_or(ProbeError::Map(
+            names::REQUESTS,
+            "missing from the object".into(),
+        ))?;
+        let m: HashMap<&MapData, u64, Request> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::REQUESTS, chain(&e)))?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// The summary of requests on unwatched disks, summed over CPUs.
+    pub fn other_io(&self) -> Result<Vec<(OtherIoKey, OtherIo)>, ProbeError> {
+        let map = self.bpf.map(names::OTHER_IO).ok_or(ProbeError::Map(
+            names::OTHER_IO,
+            "missing from the object".into(),
+        ))?;
+        let m: PerCpuHashMap<&MapData, OtherIoKey, OtherIo> = PerCpuHashMap::try_from(map)
+            .map_err(|e| ProbeError::Map(names::OTHER_IO, chain(&e)))?;
+        Ok(m.iter()
+            .filter_map(Result::ok)
+            .map(|(k, vals)| {
+                let mut sum = OtherIo::default();
+                for v in vals.iter() {
+                    sum.requests += v.requests;
+                    sum.bytes += v.bytes;
+                }
+                (k, sum)
+            })
+            .collect())
     }
 }
 

@@ -22,6 +22,11 @@ pub struct IoRecord {
     pub device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The partition the block layer named (`MAJ:MIN`) and its name, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part_name: Option<String>,
     pub sector: u64,
     pub bytes: u32,
     /// The block layer's flags: R/W/D/F(lush)/N(one) + F(UA), S(ync), M(eta), A(head).
@@ -31,11 +36,15 @@ pub struct IoRecord {
     /// Carries a cache flush before its data (PREFLUSH) or is a pure flush.
     pub flush: bool,
     pub fua: bool,
-    /// Who queued it (pid 0 and an empty comm when it was not seen queued).
+    /// Who submitted it (pid 0 and an empty comm when it was not seen before it
+    /// completed).
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
     pub cgroup: Option<String>,
+    /// Who it is charged to: the submitter, the dirtier (flusher writeback), the cgroup
+    /// (I/O a kernel thread relayed), the journal.
+    pub charged_to: String,
     /// When it was queued (None: not seen; the request predates tracing).
     pub queued_ns: Option<u64>,
     pub issue_ns: Option<u64>,
@@ -52,6 +61,15 @@ pub struct IoRecord {
     /// For writeback I/O: the process that dirtied those pages, charged for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dirtier: Option<Who>,
+    /// This completion covers part of the request; more follow.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// Still in flight when tracing ended (complete_ns is the end of tracing).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_flight_at_end: bool,
+    /// Not seen before its completion: queued before its disk was watched.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unmatched: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -69,9 +87,22 @@ pub struct BlockedRecord {
     /// Woken -> running again (run-queue delay); the whole interval when preempted.
     pub runq_ms: f64,
     pub syscall: Option<String>,
+    /// The task that woke it (null when an interrupt or a timer did: see waker_context).
     pub waker: Option<Who>,
+    /// task, irq, softirq or timer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waker_context: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
+    /// It began right after a watched syscall returned (part of what its caller saw).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub after_call: bool,
+    /// It began before tracing: start_ns is when tracing began.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub since_before_tracing: bool,
+    /// Still off CPU when tracing ended.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub still_off_at_end: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -194,19 +225,17 @@ impl EventRecord {
         match self {
             EventRecord::Io(r) => {
                 let mut s = format!(
-                    "io        {:<4} {:>8} B  {} sector {}  queue {} ms  device {} ms  by {} ({}/{})",
+                    "io        {:<4} {:>8} B  {} sector {}  queue {} ms  device {} ms  for {}",
                     r.rwbs,
                     r.bytes,
                     dev_name(&r.dev, &r.device),
                     r.sector,
                     ms(r.queue_ms),
                     ms(r.service_ms),
-                    r.comm,
-                    r.pid,
-                    r.tid
+                    r.charged_to,
                 );
-                if let Some(d) = &r.dirtier {
-                    s.push_str(&format!(" for {} ({})", d.comm, d.pid));
+                if r.in_flight_at_end {
+                    s.push_str(" (still in flight at the end)");
                 }
                 if r.error != 0 {
                     s.push_str(&format!(" error {}", r.error));
@@ -224,8 +253,12 @@ impl EventRecord {
                     r.syscall.as_deref().unwrap_or("?"),
                     r.runq_ms
                 );
-                if let Some(w) = &r.waker {
-                    s.push_str(&format!("  woken by {} ({}/{})", w.comm, w.pid, w.tid));
+                match (&r.waker, r.waker_context) {
+                    (Some(w), _) => {
+                        s.push_str(&format!("  woken by {} ({}/{})", w.comm, w.pid, w.tid))
+                    }
+                    (None, Some(ctx)) => s.push_str(&format!("  woken by {ctx}")),
+                    _ => {}
                 }
                 if let Some(top) = r.stack.first() {
                     s.push_str(&format!("  at {top}"));

@@ -29,8 +29,12 @@ pub struct CallRecord {
     pub path: Option<String>,
     /// The file's device as "MAJ:MIN".
     pub dev: Option<String>,
-    /// The device's name (`sdb`, `loop0`; the filesystem type for device-less ones).
+    /// The device's name (`sdb1`, `loop0`; the filesystem type for device-less ones).
     pub device: Option<String>,
+    /// The disk whose request queue was examined for it (`sdb` for a file on `sdb1`; the
+    /// layers below, for loop, dm and md devices, are in the evidence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
     /// CLOCK_MONOTONIC nanoseconds at entry.
     pub start_ns: u64,
     /// The same instant, wall clock, Unix milliseconds.
@@ -41,6 +45,14 @@ pub struct CallRecord {
     /// True for a call still running when tracing ended (its duration is a lower bound).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unfinished: bool,
+    /// Still running: reported as it crossed the threshold (it is reported again when it
+    /// ends). Its duration and verdict are so far.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_progress: bool,
+    /// The call was already running when tracing began: its start (and duration) are
+    /// lower bounds.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub start_bound: bool,
     /// When the thread went off CPU right after the syscall returned (preempted, or parked
     /// at a JVM safepoint): how long until it ran again.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,13 +94,38 @@ pub struct Summary {
     pub exit_without_enter: u64,
     pub read_errors: u64,
     pub decode_errors: u64,
-    /// Block completions whose request was never seen queued or issued.
+    /// Calls reported while running, as they crossed the threshold.
+    pub crossed: u64,
+    /// Requests on watched disks completed, and the kinds that could not be paired with
+    /// a submission: queued before their disk was watched.
+    pub io_watched: u64,
     pub io_unmatched: u64,
-    /// Entries refused by full kernel maps (requests, off-CPU, dirty).
+    /// Requests merged into others, entries replaced because their struct was reused
+    /// (a completion missed), partial completions, the block layer's own flushes.
+    pub io_merged: u64,
+    pub io_stale: u64,
+    pub io_partial: u64,
+    pub io_flush: u64,
+    /// Requests completed on disks nobody watches (summarized, not sent).
+    pub io_other_disks: u64,
+    /// Those, by disk and cgroup.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_disks: Vec<crate::recording::OtherDisk>,
+    /// Entries refused by full kernel maps (requests, threads, dirty).
     pub map_full: u64,
     pub stack_errors: u64,
     /// History entries shed to stay within bounds before they aged out (a flood).
     pub history_shed: u64,
+    /// Records the reader dropped because the pipeline fell behind.
+    pub shed_by_reader: u64,
+    /// Windows in which records were lost (verdicts overlapping them say "incomplete").
+    pub lost_windows: u64,
+    /// Calls whose exit never arrived (lost record), and calls closed by their thread's
+    /// exit.
+    pub calls_exit_lost: u64,
+    pub calls_thread_exited: u64,
+    /// The disks whose requests were traced one by one.
+    pub watched: Vec<String>,
     /// Records of each type sent to the output.
     pub by_type: std::collections::BTreeMap<&'static str, u64>,
     pub disabled: Vec<DisabledSignal>,

@@ -44,14 +44,25 @@ pub fn format_call(r: &CallRecord) -> String {
         (None, Some(dev)) => s.push_str(&format!(" on {dev}")),
         _ => {}
     }
+    if let Some(disk) = &r.disk
+        && r.device.as_deref() != Some(disk.as_str())
+    {
+        s.push_str(&format!(" disk {disk}"));
+    }
     if let Some(ret) = r.ret
         && ret < 0
     {
         let err = io::Error::from_raw_os_error((-ret) as i32);
         s.push_str(&format!(" failed: {err}"));
     }
+    if r.in_progress {
+        s.push_str("  [STILL RUNNING: crossed the threshold]");
+    }
     if r.unfinished {
         s.push_str("  [still running when tracing ended]");
+    }
+    if r.start_bound {
+        s.push_str("  [running since before tracing began: at least this long]");
     }
     if let (Some(after), Some(visible)) = (r.after_ms, r.visible_ms) {
         s.push_str(&format!(
@@ -64,28 +75,68 @@ pub fn format_call(r: &CallRecord) -> String {
     s
 }
 
-/// The indented block under a call: headline, evidence, contenders, thread timeline.
+/// The indented block under a call: headline, chain, time by stage, devices, contenders,
+/// thread timeline.
 fn explanation(w: &crate::attribution::Explanation) -> String {
+    use crate::attribution::render::size;
     let e = &w.evidence;
-    let mut s = format!("\n    why: [{}] {}", w.verdict, w.headline);
-    s.push_str(&format!(
-        "\n    thread: {:.1} ms on CPU, {:.1} ms D, {:.1} ms S, {:.1} ms run queue",
-        e.on_cpu_ms, e.d_state_ms, e.s_state_ms, e.runq_ms
-    ));
-    if e.completions > 0 || e.inflight_max > 0 {
+    let mut s = format!(
+        "\n    why: [{}{}] {}",
+        w.verdict.name(),
+        w.via.map(|v| format!(" via {v}")).unwrap_or_default(),
+        w.headline
+    );
+    if w.chain.len() > 1 {
+        let links: Vec<String> = w
+            .chain
+            .iter()
+            .skip(1)
+            .map(|l| format!("{} ({:.0} ms)", l.detail, l.duration_ms))
+            .collect();
+        s.push_str(&format!("\n    chain: {}", links.join(" -> ")));
+    }
+    if !w.stages.is_empty() {
+        let mut st: Vec<(&&str, &f64)> = w.stages.iter().collect();
+        st.sort_by(|a, b| b.1.total_cmp(a.1));
+        let parts: Vec<String> = st.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+        s.push_str(&format!("\n    time (ms): {}", parts.join(", ")));
+    }
+    for l in &e.layers {
         s.push_str(&format!(
-            "\n    device: {} completion(s), up to {} in flight, longest gap {:.1} ms",
-            e.completions, e.inflight_max, e.longest_completion_gap_ms
-        ));
-        if let Some(l) = &e.latency_ms {
-            s.push_str(&format!(
-                ", latency p50 {:.2} p99 {:.2} max {:.2} ms",
-                l.p50, l.p99, l.max
-            ));
-        }
-        s.push_str(&format!(
-            "; {} B own, {} B others",
-            e.bytes_target, e.bytes_others
+            "\n    {}{}: {}",
+            "  ".repeat(l.depth as usize),
+            l.disk,
+            if !l.watched {
+                "not watched".to_string()
+            } else if l.no_io {
+                "no block I/O during the call".to_string()
+            } else {
+                let mut d = format!(
+                    "{} completion(s), up to {} in flight, longest gap {:.1} ms",
+                    l.completions, l.inflight_max, l.longest_completion_gap_ms
+                );
+                if let Some(p) = &l.latency_ms {
+                    d.push_str(&format!(
+                        ", latency p50 {:.2} p99 {:.2} max {:.2} ms",
+                        p.p50, p.p99, p.max
+                    ));
+                }
+                d.push_str(&format!(
+                    "; {} its own, {} others'",
+                    size(l.bytes_thread),
+                    size(l.bytes_others)
+                ));
+                if l.bytes_other_partitions > 0 {
+                    d.push_str(&format!(" ({} on other partitions)", size(l.bytes_other_partitions)));
+                }
+                if l.bytes_journal > 0 {
+                    d.push_str(&format!(", {} journal", size(l.bytes_journal)));
+                }
+                if !l.complete {
+                    d.push_str(" [history incomplete]");
+                }
+                d
+            }
         ));
     }
     if e.throttle_pause_ms > 0.0 {
@@ -106,35 +157,44 @@ fn explanation(w: &crate::attribution::Explanation) -> String {
             .iter()
             .map(|c| {
                 format!(
-                    "{} ({}) {:.1} MB/{} req",
-                    c.comm,
-                    c.pid,
-                    c.bytes as f64 / 1e6,
-                    c.requests
+                    "{} {} in {} req{}",
+                    crate::attribution::render::who(c),
+                    size(c.bytes),
+                    c.requests,
+                    c.cgroup
+                        .as_ref()
+                        .filter(|_| c.kind != "cgroup")
+                        .map(|g| format!(" [{g}]"))
+                        .unwrap_or_default()
                 )
             })
             .collect();
         s.push_str(&format!("\n    contenders: {}", c.join(", ")));
     }
-    if let Some(top) = e
-        .stack
-        .iter()
-        .find(|f| !f.starts_with("__traceiter") && !f.contains("schedule"))
-    {
-        s.push_str(&format!("\n    waited at: {top}"));
+    if let Some(f) = &e.wait_frame {
+        s.push_str(&format!("\n    waited at: {f}"));
     }
-    for t in w.timeline.iter().take(6) {
+    if !e.incomplete.is_empty() {
+        s.push_str(&format!("\n    incomplete: {}", e.incomplete.join("; ")));
+    }
+    for t in w.timeline.iter().take(8) {
         s.push_str(&format!(
-            "\n    timeline: {} ({}) {} {:.1} ms in {}{}",
+            "\n    timeline: {} ({}) {} in {}{} [{}]",
             t.thread,
             t.tid,
-            t.state,
-            t.duration_ms,
+            t.states,
             t.syscall.as_deref().unwrap_or("?"),
             t.waker
                 .as_ref()
                 .map(|w| format!(", woken by {w}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            t.role
+        ));
+    }
+    if w.timeline_omitted > 0 {
+        s.push_str(&format!(
+            "\n    timeline: {} idle thread(s) left out",
+            w.timeline_omitted
         ));
     }
     s
@@ -154,27 +214,103 @@ impl<W: Write> Sink for TextSink<W> {
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         writeln!(
             self.w,
-            "summary: {} call(s) traced in {:.1}s, {} at or above {} ms; {} kernel record(s), {} dropped",
-            s.calls, s.duration_s, s.reported, s.threshold_ms, s.events, s.dropped
+            "summary: {} call(s) traced in {:.1}s, {} at or above {} ms{}; {} kernel record(s)",
+            s.calls,
+            s.duration_s,
+            s.reported,
+            s.threshold_ms,
+            if s.crossed > 0 {
+                format!(" ({} reported while still running)", s.crossed)
+            } else {
+                String::new()
+            },
+            s.events,
         )?;
-        let lost = s.untimed
-            + s.exit_without_enter
-            + s.read_errors
-            + s.decode_errors
-            + s.io_unmatched
-            + s.map_full
-            + s.stack_errors;
-        if lost > 0 {
+        if !s.watched.is_empty() {
             writeln!(
                 self.w,
-                "         incomplete: {} untimed (open-call table full), {} exits without entry, {} field read errors, {} undecodable records, {} unmatched I/O completions, {} kernel map refusals, {} stack errors",
-                s.untimed,
-                s.exit_without_enter,
-                s.read_errors,
-                s.decode_errors,
-                s.io_unmatched,
-                s.map_full,
-                s.stack_errors
+                "         disks watched request by request: {}; {} request(s) completed there",
+                s.watched.join(", "),
+                s.io_watched
+            )?;
+        }
+        let mut lost = Vec::new();
+        if s.dropped > 0 {
+            lost.push(format!(
+                "{} record(s) dropped in the kernel because the ring buffer was full",
+                s.dropped
+            ));
+        }
+        if s.shed_by_reader > 0 {
+            lost.push(format!(
+                "{} record(s) shed by the reader because the analysis fell behind",
+                s.shed_by_reader
+            ));
+        }
+        if s.history_shed > 0 {
+            lost.push(format!(
+                "{} history entries shed to stay within memory (verdicts over them say incomplete)",
+                s.history_shed
+            ));
+        }
+        if s.io_unmatched > 0 {
+            lost.push(format!(
+                "{} request(s) completed that were queued before their disk was watched",
+                s.io_unmatched
+            ));
+        }
+        if s.untimed > 0 {
+            lost.push(format!("{} call(s) could not be timed (table full)", s.untimed));
+        }
+        if s.calls_exit_lost > 0 {
+            lost.push(format!(
+                "{} call(s) whose exit was never seen (closed, not reported)",
+                s.calls_exit_lost
+            ));
+        }
+        if s.exit_without_enter > 0 {
+            lost.push(format!(
+                "{} exit(s) of calls whose entry was not seen",
+                s.exit_without_enter
+            ));
+        }
+        if s.read_errors + s.decode_errors + s.map_full + s.stack_errors > 0 {
+            lost.push(format!(
+                "{} field read error(s), {} undecodable record(s), {} kernel map refusal(s), {} stack error(s)",
+                s.read_errors, s.decode_errors, s.map_full, s.stack_errors
+            ));
+        }
+        if lost.is_empty() {
+            writeln!(self.w, "         nothing was lost")?;
+        } else {
+            for l in lost {
+                writeln!(self.w, "         lost: {l}")?;
+            }
+        }
+        if s.io_other_disks > 0 {
+            let top: Vec<String> = s
+                .other_disks
+                .iter()
+                .take(5)
+                .map(|d| {
+                    format!(
+                        "{} {} req {}{}",
+                        d.name.as_deref().unwrap_or(&d.disk),
+                        d.requests,
+                        crate::attribution::render::size(d.bytes),
+                        d.cgroup
+                            .as_ref()
+                            .map(|c| format!(" [{c}]"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            writeln!(
+                self.w,
+                "         other disks (counted, not traced one by one): {} request(s){}{}",
+                s.io_other_disks,
+                if top.is_empty() { "" } else { ": " },
+                top.join(", ")
             )?;
         }
         for d in &s.disabled {
@@ -224,8 +360,8 @@ mod tests {
         };
         TextSink::new(&mut out).summary(&s).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("2 dropped"), "{text}");
-        assert!(text.contains("1 untimed"), "{text}");
+        assert!(text.contains("2 record(s) dropped in the kernel"), "{text}");
+        assert!(text.contains("1 call(s) could not be timed"), "{text}");
         assert!(text.contains("signal syncfs is off"), "{text}");
     }
 }

@@ -1,0 +1,1025 @@
+//! Gathering the evidence for one call: where its thread's time went (by stage), what each
+//! disk layer under its file did, the journal commit it waited on, and whether the inputs
+//! cover the call. No verdict is reached here.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::{Contender, Span, ms};
+use crate::{
+    clock::MonoNs,
+    decode::SchedState,
+    enrich::{DiskDev, Enricher, Layer, LayerKind},
+    history::{Blocked, Commit, History, Io, Op, PartyKind, WakerInfo, overlap},
+    pipeline::on_partition,
+};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// One disk layer under the file, during the call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LayerEvidence {
+    pub disk: String,
+    pub dev: String,
+    /// 0: the disk holding the file's filesystem; 1: the one below it; ...
+    pub depth: u32,
+    /// disk, loop, device_mapper, md.
+    pub kind: &'static str,
+    /// The partition the file's filesystem is on, when it is on one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// Its requests are traced one by one (and since when, if after the call began).
+    pub watched: bool,
+    /// The history of this disk covers the whole call (nothing shed, dropped, or missed).
+    pub complete: bool,
+    pub inflight_max: u32,
+    /// Requests still in flight when the window ended.
+    pub inflight_at_end: u32,
+    pub completions: u32,
+    /// The longest stretch with requests in flight and no completion.
+    pub longest_completion_gap_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_start_ns: Option<u64>,
+    /// Device service time (issue -> completion) of requests completed in the window.
+    pub latency_ms: Option<Percentiles>,
+    /// The same before the call (the disk's usual latency), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usual_p50_ms: Option<f64>,
+    /// Bytes and requests: the calling thread's own, other threads' of its process,
+    /// everybody else's, the journal's, and unattributable ones.
+    pub bytes_thread: u64,
+    pub bytes_process: u64,
+    pub bytes_others: u64,
+    pub bytes_journal: u64,
+    pub bytes_unknown: u64,
+    pub requests_thread: u32,
+    pub requests_others: u32,
+    /// Of the others': on other partitions of this disk.
+    pub bytes_other_partitions: u64,
+    pub flushes: u32,
+    pub errors: u32,
+    pub requeues: u32,
+    /// It saw no block I/O at all during the call.
+    pub no_io: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JournalEvidence {
+    pub transaction: u32,
+    pub duration_ms: f64,
+    pub locking_ms: Option<f64>,
+    pub flushing_ms: Option<f64>,
+    pub logging_ms: Option<f64>,
+    pub handles: Option<u32>,
+    pub blocks: Option<u32>,
+    /// What the journal's disk did during the commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_during: Option<LayerEvidence>,
+}
+
+/// The numbers behind a verdict. Field names are a contract: later versions add fields,
+/// never rename these.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Evidence {
+    /// How the calling thread spent the call (ms): on CPU (measured in the kernel; 0 when
+    /// not measured), asleep in D, asleep otherwise, waiting for a CPU, and what no signal
+    /// covers (never counted as CPU).
+    pub on_cpu_ms: f64,
+    pub d_state_ms: f64,
+    pub s_state_ms: f64,
+    pub runq_ms: f64,
+    pub unaccounted_ms: f64,
+    /// The file's device and its name.
+    pub dev: Option<String>,
+    pub device: Option<String>,
+    /// The disk whose queue holds the file's I/O (the top layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// The top layer's numbers, flat (as earlier versions printed them).
+    pub inflight_max: u32,
+    pub completions: u32,
+    pub longest_completion_gap_ms: f64,
+    pub latency_ms: Option<Percentiles>,
+    pub bytes_target: u64,
+    pub bytes_others: u64,
+    pub requests_target: u32,
+    pub requests_others: u32,
+    /// Every layer under the file, top first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerEvidence>,
+    /// Sum of balance_dirty_pages pauses of the thread during the call.
+    pub throttle_pause_ms: f64,
+    /// The journal commit the call waited on (or that overlapped it most).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalEvidence>,
+    /// Where the thread slept longest in D, and who woke it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waker: Option<String>,
+    /// The frame it waited at (the first one below the scheduler).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_frame: Option<String>,
+    /// Time between the syscall's return and the thread running again, when it went
+    /// off CPU right after the syscall.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_syscall_ms: Option<f64>,
+    /// Other threads of the same process off CPU through most of that wait (a JVM
+    /// safepoint stops them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_threads_stopped: Option<u32>,
+    /// Why the inputs do not cover the whole call (then no gap is claimed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
+}
+
+/// Where a long sleep of the calling thread was spent, from its stack (and waker).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Site {
+    /// Direct or memcg reclaim.
+    Reclaim,
+    /// Writeback forced by low free space (ext4_nonda_switch and friends).
+    LowSpace,
+    /// balance_dirty_pages.
+    DirtyThrottle,
+    /// Waiting for a journal commit (jbd2, XFS log force).
+    Journal,
+    /// Held back before the device: writeback throttling, no free tags.
+    BlockQueue,
+    /// Waiting for its own writeback or a flush to complete.
+    Writeback,
+    /// A frozen filesystem.
+    Freeze,
+    /// A filesystem or VFS lock.
+    Lock,
+    /// Anything else in D.
+    OtherD,
+    /// Interruptible sleep inside the syscall.
+    Sleep,
+}
+
+/// Frames by site, checked in this order (a reclaim stack can contain writeback waits;
+/// low-space writeback contains writeback waits; ...).
+const SITES: &[(Site, &[&str])] = &[
+    (
+        Site::Reclaim,
+        &[
+            "try_to_free_mem_cgroup_pages",
+            "try_to_free_pages",
+            "mem_cgroup_handle_over_high",
+            "__alloc_pages_slowpath",
+            "__alloc_pages_direct_reclaim",
+            "throttle_direct_reclaim",
+            "shrink_node",
+            "reclaim_throttle",
+            "do_try_to_free_pages",
+        ],
+    ),
+    (
+        Site::LowSpace,
+        &[
+            "ext4_nonda_switch",
+            "try_to_writeback_inodes_sb",
+            "writeback_inodes_sb",
+            "ext4_should_retry_alloc",
+        ],
+    ),
+    (Site::DirtyThrottle, &["balance_dirty_pages"]),
+    (
+        Site::Journal,
+        &[
+            "jbd2_log_wait_commit",
+            "jbd2_journal_wait",
+            "__jbd2_log_wait_for_space",
+            "jbd2_complete_transaction",
+            "wait_transaction_locked",
+            "xlog_wait_on_iclog",
+            "xlog_cil_force_seq",
+            "xlog_wait",
+            "_xfs_log_force",
+            "xfs_log_force_seq",
+        ],
+    ),
+    (
+        Site::BlockQueue,
+        &[
+            "rq_qos_wait",
+            "wbt_wait",
+            "blk_mq_get_tag",
+            "__blk_mq_get_tag",
+            "bio_queue_enter",
+            "blk_queue_enter",
+        ],
+    ),
+    (
+        Site::Writeback,
+        &[
+            "folio_wait_writeback",
+            "wait_on_page_writeback",
+            "__filemap_fdatawait_range",
+            "filemap_fdatawait",
+            "submit_bio_wait",
+            "blkdev_issue_flush",
+            "wb_wait_for_completion",
+            "blk_io_schedule",
+            "__iomap_dio_rw",
+            "iomap_dio_rw",
+            "wait_for_completion_io",
+            "wait_for_completion_io_timeout",
+            "__blockdev_direct_IO",
+        ],
+    ),
+    (
+        Site::Freeze,
+        &["percpu_rwsem_wait", "__percpu_down_read", "sb_start_write", "freeze_super"],
+    ),
+    (
+        Site::Lock,
+        &[
+            "rwsem_down_read_slowpath",
+            "rwsem_down_write_slowpath",
+            "__mutex_lock",
+            "mutex_lock",
+            "down_read",
+            "down_write",
+            "__wait_on_buffer",
+            "__lock_buffer",
+            "inode_lock",
+        ],
+    ),
+];
+
+fn frame_name(f: &str) -> &str {
+    f.split('+').next().unwrap_or(f)
+}
+
+/// Frames of the scheduler, not the wait site.
+fn is_sched_frame(f: &str) -> bool {
+    let n = frame_name(f);
+    n.starts_with("__schedule")
+        || n.starts_with("schedule")
+        || n.starts_with("io_schedule")
+        || n.starts_with("__traceiter")
+        || n.starts_with("preempt_schedule")
+}
+
+/// The first frame below the scheduler: where it waited.
+pub fn wait_frame(stack: &[String]) -> Option<String> {
+    stack.iter().find(|f| !is_sched_frame(f)).cloned()
+}
+
+/// The wait site of a sleep.
+pub fn site_of(b: &Blocked) -> Site {
+    if b.state != SchedState::DiskSleep {
+        return Site::Sleep;
+    }
+    for (site, frames) in SITES {
+        if b
+            .stack
+            .iter()
+            .any(|f| frames.iter().any(|w| frame_name(f) == *w))
+        {
+            return *site;
+        }
+    }
+    match &b.waker {
+        Some(WakerInfo::Task { thread, .. }) if thread.starts_with("jbd2/") => Site::Journal,
+        _ => Site::OtherD,
+    }
+}
+
+/// A stage of the call's time. Each instant is charged to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    OnCpu,
+    RunQueue,
+    /// Asleep after the syscall returned, before the caller ran again.
+    AfterReturn,
+    JournalWait,
+    /// Waiting with its own requests queued, or behind others' requests.
+    DeviceQueue,
+    /// Waiting with its own requests at the device.
+    DeviceService,
+    /// Waiting for writeback with nothing of its own in flight and the disk idle (held
+    /// above the block layer: throttling, a frozen filesystem).
+    WritebackWait,
+    DirtyThrottle,
+    Reclaim,
+    LowSpace,
+    FsLock,
+    OtherD,
+    Sleep,
+    /// Off-CPU intervals too short to be sent one by one (the kernel's sums): in D while
+    /// its own I/O was in flight (its share of that time), in D otherwise, other sleeps.
+    ShortDeviceWaits,
+    ShortWaits,
+    ShortSleeps,
+    Unaccounted,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::OnCpu => "on_cpu",
+            Stage::RunQueue => "run_queue",
+            Stage::AfterReturn => "after_return",
+            Stage::JournalWait => "journal_wait",
+            Stage::DeviceQueue => "device_queue",
+            Stage::DeviceService => "device_service",
+            Stage::WritebackWait => "writeback_wait",
+            Stage::DirtyThrottle => "dirty_throttle",
+            Stage::Reclaim => "reclaim",
+            Stage::LowSpace => "low_space",
+            Stage::FsLock => "fs_wait",
+            Stage::OtherD => "other_wait",
+            Stage::Sleep => "sleep",
+            Stage::ShortDeviceWaits => "short_device_waits",
+            Stage::ShortWaits => "short_waits",
+            Stage::ShortSleeps => "short_sleeps",
+            Stage::Unaccounted => "unaccounted",
+        }
+    }
+}
+
+/// One long sleep of the calling thread in the call's window, classified.
+#[derive(Clone, Debug)]
+pub struct Wait<'a> {
+    pub b: &'a Blocked,
+    pub site: Site,
+    /// Its sleeping part within the window.
+    pub ns: u64,
+}
+
+fn add(m: &mut BTreeMap<Stage, u64>, s: Stage, ns: u64) {
+    *m.entry(s).or_default() += ns;
+}
+
+/// Everything attribution knows about a call.
+pub struct Gathered<'a> {
+    pub ev: Evidence,
+    pub contenders: Vec<Contender>,
+    pub stages: BTreeMap<Stage, u64>,
+    pub waits: Vec<Wait<'a>>,
+    /// Total sleeping time by site (long intervals only).
+    pub by_site: BTreeMap<Site, u64>,
+    pub commit: Option<&'a Commit>,
+    /// The process is a JVM.
+    pub jvm: bool,
+    /// After-return sleep: slept vs runnable, and woken by a thread of its own process that
+    /// is not one of the JVM's own (its work queue, not a pause).
+    pub after_sleep_ns: u64,
+    pub after_runq_ns: u64,
+    pub after_woken_by_own_work: bool,
+    pub after_woken_by_vm: bool,
+    /// Requests of the thread in flight during the window (union, ns).
+    pub own_inflight_ns: u64,
+    pub dur_ns: u64,
+    /// The call's syscall part (start to return, or to now).
+    pub syscall_end: MonoNs,
+}
+
+impl Gathered<'_> {
+    pub fn stages_ms(&self) -> BTreeMap<&'static str, f64> {
+        self.stages
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| (k.name(), ms(*v)))
+            .collect()
+    }
+
+    pub fn stage(&self, s: Stage) -> u64 {
+        self.stages.get(&s).copied().unwrap_or(0)
+    }
+
+    pub fn top_layer(&self) -> Option<&LayerEvidence> {
+        self.ev.layers.first()
+    }
+}
+
+/// Names the JVM gives its own threads (15-character kernel comms).
+pub fn is_jvm_internal(thread: &str) -> bool {
+    const NAMES: [&str; 14] = [
+        "VM Thread",
+        "VM Periodic Tas",
+        "GC Thread",
+        "G1 ",
+        "C1 CompilerThre",
+        "C2 CompilerThre",
+        "Signal Dispatch",
+        "Service Thread",
+        "Reference Handl",
+        "Finalizer",
+        "Common-Cleaner",
+        "Notification Th",
+        "Sweeper thread",
+        "Monitor Deflati",
+    ];
+    NAMES.iter().any(|n| thread.starts_with(n))
+}
+
+fn percentiles(mut v: Vec<f64>) -> Option<Percentiles> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Some(Percentiles {
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max: v[v.len() - 1],
+    })
+}
+
+/// Merges intervals into a sorted, disjoint union.
+fn union(mut iv: Vec<(MonoNs, MonoNs)>) -> Vec<(MonoNs, MonoNs)> {
+    iv.retain(|(a, b)| b > a);
+    iv.sort();
+    let mut out: Vec<(MonoNs, MonoNs)> = Vec::new();
+    for (a, b) in iv {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Length of a union's part inside `win`.
+fn measure(u: &[(MonoNs, MonoNs)], win: (MonoNs, MonoNs)) -> u64 {
+    u.iter().map(|iv| overlap(*iv, win)).sum()
+}
+
+/// Off-CPU intervals of `pid`'s threads overlapping `win` (the queue is ordered by end).
+pub fn blocked_in<'a>(
+    h: &'a History,
+    pid: u32,
+    win: (MonoNs, MonoNs),
+) -> impl Iterator<Item = &'a Blocked> + 'a {
+    h.blocked
+        .iter()
+        .rev()
+        .take_while(move |b| b.on > win.0)
+        .filter(move |b| b.pid == pid && overlap((b.off, b.on), win) > 0)
+}
+
+/// The requests of `disk` overlapping `win` (in flight or completed in it).
+fn ios_in<'a>(h: &'a History, disk: DiskDev, win: (MonoNs, MonoNs)) -> Vec<&'a Io> {
+    let Some(d) = h.disks.get(&disk) else {
+        return Vec::new();
+    };
+    d.ios
+        .iter()
+        .rev()
+        .take_while(|io| io.completed.is_none_or(|c| c > win.0) || io.start() >= win.0)
+        .filter(|io| io.start() < win.1 && io.end_or(win.1) > win.0)
+        .collect()
+}
+
+/// How a layer is named in evidence.
+fn kind_name(k: &LayerKind) -> &'static str {
+    match k {
+        LayerKind::Disk => "disk",
+        LayerKind::Loop { .. } => "loop",
+        LayerKind::DeviceMapper => "device_mapper",
+        LayerKind::Md => "md",
+    }
+}
+
+/// Whose is a request, as seen from the calling thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Whose {
+    Thread,
+    Process,
+    Journal,
+    Unknown,
+    Other,
+}
+
+fn whose(io: &Io, call: &Span) -> Whose {
+    let c = &io.charged;
+    match c.kind {
+        PartyKind::Journal => Whose::Journal,
+        PartyKind::Unknown => Whose::Unknown,
+        PartyKind::Task if c.pid == call.pid && c.tid == call.tid => Whose::Thread,
+        PartyKind::Task if c.pid == call.pid => Whose::Process,
+        _ if io.pid == call.pid && io.tid == call.tid && c.kind != PartyKind::Task => {
+            Whose::Thread
+        }
+        _ => Whose::Other,
+    }
+}
+
+/// What one disk did over `win`.
+pub fn layer_evidence(
+    h: &History,
+    layer: &Layer,
+    call: &Span,
+    win: (MonoNs, MonoNs),
+    contenders: Option<&mut HashMap<(u32, u32, String), Contender>>,
+) -> LayerEvidence {
+    let disk = layer.disk;
+    let hist = h.disks.get(&disk);
+    let mut le = LayerEvidence {
+        disk: layer.name.clone(),
+        dev: disk.to_string(),
+        depth: layer.depth,
+        kind: kind_name(&layer.kind),
+        partition: layer.part_name.clone(),
+        watched: hist.is_some(),
+        complete: hist.is_some_and(|d| d.complete_from() <= win.0),
+        ..Default::default()
+    };
+    let ios = ios_in(h, disk, win);
+    le.no_io = ios.is_empty();
+    let mut contenders = contenders;
+    for io in &ios {
+        if io.op == Op::Flush && io.bytes == 0 {
+            // The block layer's own cache flushes: everybody's, counted apart.
+            le.flushes += 1;
+            continue;
+        }
+        if io.status != 0 {
+            le.errors += 1;
+        }
+        le.requeues += io.requeues as u32;
+        let bytes = io.bytes as u64;
+        match whose(io, call) {
+            Whose::Thread => {
+                le.bytes_thread += bytes;
+                le.requests_thread += 1;
+            }
+            Whose::Journal => le.bytes_journal += bytes,
+            Whose::Unknown => le.bytes_unknown += bytes,
+            w @ (Whose::Process | Whose::Other) => {
+                le.bytes_others += bytes;
+                le.requests_others += 1;
+                if w == Whose::Process {
+                    le.bytes_process += bytes;
+                }
+                if let Some(part) = &layer.part
+                    && !on_partition(io, part)
+                {
+                    le.bytes_other_partitions += bytes;
+                }
+                if let Some(cs) = contenders.as_deref_mut() {
+                    let c = &io.charged;
+                    let key = (c.pid, c.tid, c.comm.clone());
+                    let e = cs.entry(key).or_insert_with(|| Contender {
+                        pid: c.pid,
+                        tid: c.tid,
+                        comm: c.comm.clone(),
+                        process: None,
+                        cgroup: c.cgroup.clone(),
+                        kind: match c.kind {
+                            PartyKind::Task => "task",
+                            PartyKind::Cgroup => "cgroup",
+                            _ => "kernel",
+                        },
+                        same_process: w == Whose::Process,
+                        bytes: 0,
+                        requests: 0,
+                        disk: layer.name.clone(),
+                    });
+                    e.bytes += bytes;
+                    e.requests += 1;
+                }
+            }
+        }
+    }
+    // Completions in the window, their latencies.
+    let mut done: Vec<&&Io> = ios
+        .iter()
+        .filter(|io| io.completed.is_some_and(|c| c >= win.0 && c <= win.1))
+        .collect();
+    done.sort_by_key(|io| io.completed);
+    le.completions = done.len() as u32;
+    le.latency_ms = percentiles(
+        done.iter()
+            .filter_map(|io| Some(ms(io.completed?.since(io.issued?))))
+            .collect(),
+    );
+    // The usual latency: up to 1000 requests completed before the window.
+    if let Some(d) = hist {
+        let before: Vec<f64> = d
+            .ios
+            .iter()
+            .rev()
+            .filter(|io| io.completed.is_some_and(|c| c < win.0))
+            .take(1000)
+            .filter_map(|io| Some(ms(io.completed?.since(io.issued?))))
+            .collect();
+        if before.len() >= 5 {
+            le.usual_p50_ms = percentiles(before).map(|p| p.p50);
+        }
+    }
+    // In flight and the longest stretch without a completion: a sweep.
+    let mut edges: Vec<(MonoNs, i32)> = Vec::new();
+    let mut level = 0i32;
+    for io in &ios {
+        let s = io.start();
+        if s <= win.0 {
+            level += 1;
+        } else {
+            edges.push((s, 1));
+        }
+        if let Some(c) = io.completed
+            && c <= win.1
+        {
+            edges.push((c, -1));
+        }
+    }
+    // Completions before starts at the same instant.
+    edges.sort_by_key(|(t, d)| (*t, *d));
+    let mut seg_start = (level > 0).then_some(win.0);
+    let mut gap = 0u64;
+    let mut gap_start = None;
+    le.inflight_max = level.max(0) as u32;
+    for (t, d) in edges {
+        if d < 0 {
+            if let Some(s) = seg_start
+                && t.since(s) > gap
+            {
+                gap = t.since(s);
+                gap_start = Some(s);
+            }
+            level -= 1;
+            seg_start = (level > 0).then_some(t);
+        } else {
+            if level <= 0 {
+                seg_start = Some(t);
+            }
+            level += 1;
+        }
+        le.inflight_max = le.inflight_max.max(level.max(0) as u32);
+    }
+    if let Some(s) = seg_start
+        && level > 0
+        && win.1.since(s) > gap
+    {
+        gap = win.1.since(s);
+        gap_start = Some(s);
+    }
+    le.inflight_at_end = level.max(0) as u32;
+    le.longest_completion_gap_ms = ms(gap);
+    le.gap_start_ns = gap_start.map(|s| s.0);
+    le
+}
+
+/// Gathers everything about `call`.
+pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gathered<'a> {
+    let win = (call.start, call.end);
+    let dur = call.end.since(call.start).max(1);
+    let syscall_end = call.syscall_end.unwrap_or(call.end);
+    let mut ev = Evidence {
+        dev: call.file_dev.map(|d| d.to_string()),
+        device: call.device.clone(),
+        disk: call.disks.top().map(|l| l.name.clone()),
+        ..Default::default()
+    };
+
+    // 1. Coverage.
+    if call.start_bound {
+        ev.incomplete.push(
+            "the call was already running when tracing began: its start is a bound".into(),
+        );
+    }
+    let lost = h.lost_during(call.start, call.end);
+    if !lost.is_empty() {
+        ev.incomplete.push(format!(
+            "records were lost in {} window(s) during the call (ring buffer full, or shed)",
+            lost.len()
+        ));
+    }
+    if h.blocked_lost_until.is_some_and(|t| t >= call.start) {
+        ev.incomplete
+            .push("the off-CPU history before part of the call was shed (a flood)".into());
+    }
+
+    // 2. The disks.
+    let mut cmap: HashMap<(u32, u32, String), Contender> = HashMap::new();
+    for l in &call.disks.layers {
+        let mut le = layer_evidence(h, l, call, win, Some(&mut cmap));
+        if !lost.is_empty() {
+            // Which disk's records were lost is not known: none is complete.
+            le.complete = false;
+        }
+        if !le.watched {
+            ev.incomplete
+                .push(format!("{} was not watched: its requests are unknown", le.disk));
+        } else if !le.complete {
+            ev.incomplete.push(format!(
+                "{}'s request history does not reach back to the call's start",
+                le.disk
+            ));
+        }
+        ev.layers.push(le);
+    }
+    if let Some(top) = ev.layers.first() {
+        ev.inflight_max = top.inflight_max;
+        ev.completions = top.completions;
+        ev.longest_completion_gap_ms = top.longest_completion_gap_ms;
+        ev.latency_ms = top.latency_ms.clone();
+        ev.bytes_target = top.bytes_thread;
+        ev.bytes_others = top.bytes_others;
+        ev.requests_target = top.requests_thread;
+        ev.requests_others = top.requests_others;
+    }
+    let mut contenders: Vec<Contender> = cmap.into_values().collect();
+    for c in &mut contenders {
+        if c.kind == "task" && c.pid != 0 && c.pid != c.tid {
+            c.process = enrich.thread_name(c.pid, c.pid).filter(|p| *p != c.comm);
+        }
+    }
+    contenders.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.requests.cmp(&a.requests)));
+    contenders.truncate(5);
+
+    // 3. The calling thread's own requests, in flight over the window.
+    let own: Vec<&Io> = call
+        .disks
+        .top()
+        .map(|l| ios_in(h, l.disk, win))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|io| whose(io, call) == Whose::Thread)
+        .collect();
+    let own_service = union(
+        own.iter()
+            .filter_map(|io| Some((io.issued?, io.end_or(call.end))))
+            .collect(),
+    );
+    let own_any = union(own.iter().map(|io| (io.start(), io.end_or(call.end))).collect());
+    let all_top = union(
+        call.disks
+            .top()
+            .map(|l| ios_in(h, l.disk, win))
+            .unwrap_or_default()
+            .iter()
+            .map(|io| (io.start(), io.end_or(call.end)))
+            .collect(),
+    );
+    let own_inflight_ns = measure(&own_any, win);
+
+    // 4. The calling thread's time, by stage.
+    let mut stages: BTreeMap<Stage, u64> = BTreeMap::new();
+    let mut waits: Vec<Wait<'a>> = Vec::new();
+    let mut by_site: BTreeMap<Site, u64> = BTreeMap::new();
+    let mut mine: Vec<&Blocked> = blocked_in(h, call.pid, win)
+        .filter(|b| b.tid == call.tid)
+        .collect();
+    mine.sort_by_key(|b| b.off);
+    let in_call = (call.start, syscall_end);
+    let after = (syscall_end, call.end);
+    let (mut d_ns, mut s_ns, mut runq_ns) = (0u64, 0u64, 0u64);
+    let mut after_sleep = 0u64;
+    let mut after_runq = 0u64;
+    let mut after_by_own = false;
+    let mut after_by_vm = false;
+    let mut longest: Option<(&Blocked, u64)> = None;
+    for b in &mine {
+        let rq = overlap(b.runq(), in_call);
+        let sl = overlap(b.sleep(), in_call);
+        runq_ns += rq;
+        add(&mut stages, Stage::RunQueue, rq);
+        // After the return.
+        let rq_a = overlap(b.runq(), after);
+        let sl_a = overlap(b.sleep(), after);
+        after_runq += rq_a;
+        after_sleep += sl_a;
+        runq_ns += rq_a;
+        add(&mut stages, Stage::RunQueue, rq_a);
+        add(&mut stages, Stage::AfterReturn, sl_a);
+        if sl_a > 0 {
+            match &b.waker {
+                Some(WakerInfo::Task { pid, thread, .. }) if *pid == call.pid => {
+                    if is_jvm_internal(thread) {
+                        after_by_vm = true;
+                    } else {
+                        after_by_own = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if b.state == SchedState::DiskSleep {
+            d_ns += sl + sl_a;
+        } else if b.state != SchedState::Runnable {
+            s_ns += sl + sl_a;
+        }
+        if sl == 0 {
+            continue;
+        }
+        let site = site_of(b);
+        *by_site.entry(site).or_default() += sl;
+        if b.state == SchedState::DiskSleep && longest.is_none_or(|(_, l)| sl > l) {
+            longest = Some((b, sl));
+        }
+        waits.push(Wait { b, site, ns: sl });
+        let sw = b.sleep();
+        let sw = (sw.0.max(in_call.0), sw.1.min(in_call.1));
+        match site {
+            Site::Journal => add(&mut stages, Stage::JournalWait, sl),
+            Site::DirtyThrottle => add(&mut stages, Stage::DirtyThrottle, sl),
+            Site::Reclaim => add(&mut stages, Stage::Reclaim, sl),
+            Site::LowSpace => add(&mut stages, Stage::LowSpace, sl),
+            Site::Freeze | Site::Lock => add(&mut stages, Stage::FsLock, sl),
+            Site::Sleep => add(&mut stages, Stage::Sleep, sl),
+            Site::OtherD | Site::Writeback | Site::BlockQueue => {
+                // Split by what was in flight: its own requests at the device, its own
+                // queued or others' ahead of them, or nothing (held above the block
+                // layer).
+                let service = measure(&own_service, sw);
+                let own_q = measure(&own_any, sw).saturating_sub(service);
+                let busy = measure(&all_top, sw);
+                let others = busy.saturating_sub(measure(&own_any, sw));
+                let total = sw.1.since(sw.0);
+                if site == Site::OtherD && busy == 0 {
+                    add(&mut stages, Stage::OtherD, total);
+                } else {
+                    add(&mut stages, Stage::DeviceService, service);
+                    add(&mut stages, Stage::DeviceQueue, own_q + others);
+                    add(&mut stages, 
+                        if site == Site::OtherD {
+                            Stage::OtherD
+                        } else {
+                            Stage::WritebackWait
+                        },
+                        total.saturating_sub(service + own_q + others),
+                    );
+                }
+            }
+        }
+    }
+    // The interval a running call's thread is in now.
+    if let Some(o) = &call.off_now {
+        let b = Blocked {
+            pid: call.pid,
+            tid: call.tid,
+            thread: call.thread.clone(),
+            state: o.state,
+            off: o.off.max(call.start),
+            on: call.end,
+            wake: o.wake,
+            syscall: None,
+            waker: None,
+            stack: o.stack.clone(),
+            after_call: false,
+            seeded: false,
+            open: true,
+        };
+        let site = site_of(&b);
+        let sl = overlap(b.sleep(), in_call);
+        let rq = overlap(b.runq(), in_call);
+        runq_ns += rq;
+        add(&mut stages, Stage::RunQueue, rq);
+        if o.state == SchedState::DiskSleep {
+            d_ns += sl;
+        } else if o.state != SchedState::Runnable {
+            s_ns += sl;
+        }
+        *by_site.entry(site).or_default() += sl;
+        let stage = match site {
+            Site::Journal => Stage::JournalWait,
+            Site::DirtyThrottle => Stage::DirtyThrottle,
+            Site::Reclaim => Stage::Reclaim,
+            Site::LowSpace => Stage::LowSpace,
+            Site::Freeze | Site::Lock => Stage::FsLock,
+            Site::Sleep => Stage::Sleep,
+            Site::Writeback | Site::BlockQueue => {
+                if measure(&all_top, (b.off, b.on)) > 0 {
+                    Stage::DeviceQueue
+                } else {
+                    Stage::WritebackWait
+                }
+            }
+            Site::OtherD => Stage::OtherD,
+        };
+        add(&mut stages, stage, sl);
+        if ev.stack.is_empty() && !o.stack.is_empty() {
+            ev.stack = o.stack.clone();
+        }
+    }
+    // The kernel's measurements of the rest.
+    let mut on_cpu = 0;
+    if let Some(a) = &call.accounting {
+        on_cpu = a.on_cpu_ns;
+        add(&mut stages, Stage::OnCpu, a.on_cpu_ns);
+        // Short D waits are not placed in time: charge them to its own I/O in the share of
+        // the call that it had I/O in flight.
+        let io_share = own_inflight_ns as f64 / dur as f64;
+        let dev = (a.short_d_ns as f64 * io_share.min(1.0)) as u64;
+        add(&mut stages, Stage::ShortDeviceWaits, dev);
+        add(&mut stages, Stage::ShortWaits, a.short_d_ns - dev);
+        add(&mut stages, Stage::ShortSleeps, a.short_s_ns);
+        add(&mut stages, Stage::RunQueue, a.short_runq_ns);
+        d_ns += a.short_d_ns;
+        s_ns += a.short_s_ns;
+        runq_ns += a.short_runq_ns;
+    }
+    let counted: u64 = stages.values().sum();
+    if counted < dur {
+        add(&mut stages, Stage::Unaccounted, dur - counted);
+    } else if counted > dur {
+        // Kernel and interval clocks differ by microseconds: trim the largest stage.
+        let excess = counted - dur;
+        if let Some((_, v)) = stages.iter_mut().max_by_key(|(_, v)| **v) {
+            *v = v.saturating_sub(excess);
+        }
+    }
+    ev.on_cpu_ms = ms(on_cpu);
+    ev.d_state_ms = ms(d_ns);
+    ev.s_state_ms = ms(s_ns);
+    ev.runq_ms = ms(runq_ns);
+    ev.unaccounted_ms = ms(stages.get(&Stage::Unaccounted).copied().unwrap_or(0));
+    if let Some((b, _)) = longest {
+        if !b.stack.is_empty() {
+            ev.stack = b.stack.clone();
+        }
+        ev.waker = b.waker.as_ref().map(|w| w.label());
+    }
+    ev.wait_frame = wait_frame(&ev.stack);
+
+    // 5. Throttling pauses of the thread (every history queue is in time order).
+    let pause_ms: i64 = h
+        .throttles
+        .iter()
+        .rev()
+        .take_while(|t| t.at >= call.start)
+        .filter(|t| t.tid == call.tid && t.at <= call.end && t.pause_ms > 0)
+        .map(|t| t.pause_ms)
+        .sum();
+    ev.throttle_pause_ms = pause_ms as f64;
+
+    // 6. The journal commit: the one it waited on (overlapping its journal waits most),
+    //    else the one overlapping the call most, on the file's filesystem.
+    let journal_waits = union(
+        waits
+            .iter()
+            .filter(|w| w.site == Site::Journal)
+            .map(|w| w.b.sleep())
+            .collect(),
+    );
+    let commit = call.file_dev.and_then(|dev| {
+        h.commits
+            .iter()
+            .rev()
+            .take_while(|c| c.end > call.start)
+            .filter(|c| c.dev == dev.0 && overlap((c.start, c.end), win) > 0)
+            .max_by_key(|c| {
+                (
+                    measure(&journal_waits, (c.start, c.end)),
+                    overlap((c.start, c.end), win),
+                )
+            })
+    });
+    ev.journal = commit.map(|c| JournalEvidence {
+        transaction: c.transaction,
+        duration_ms: ms(c.end.since(c.start)),
+        locking_ms: c.locking_ms,
+        flushing_ms: c.flushing_ms,
+        logging_ms: c.logging_ms,
+        handles: c.handles,
+        blocks: c.blocks,
+        disk_during: call
+            .disks
+            .top()
+            .map(|l| layer_evidence(h, l, call, (c.start, c.end), None)),
+    });
+
+    // 7. After the return.
+    if call.syscall_end.is_some() && call.end > syscall_end {
+        let wait = call.end.since(syscall_end).max(1);
+        let mut stopped: HashMap<u32, u64> = HashMap::new();
+        for b in blocked_in(h, call.pid, after).filter(|b| b.tid != call.tid) {
+            *stopped.entry(b.tid).or_default() += overlap((b.off, b.on), after);
+        }
+        ev.after_syscall_ms = Some(ms(wait));
+        ev.other_threads_stopped =
+            Some(stopped.values().filter(|&&t| t * 2 >= wait).count() as u32);
+    }
+    let jvm = enrich.is_jvm(call.pid);
+
+    Gathered {
+        ev,
+        contenders,
+        stages,
+        waits,
+        by_site,
+        commit,
+        jvm,
+        after_sleep_ns: after_sleep,
+        after_runq_ns: after_runq,
+        after_woken_by_own_work: after_by_own,
+        after_woken_by_vm: after_by_vm,
+        own_inflight_ns,
+        dur_ns: dur,
+        syscall_end,
+    }
+}

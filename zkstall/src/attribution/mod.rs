@@ -1,0 +1,157 @@
+//! Attribution: for one slow call, where the time went and who caused it. A function of
+//! the call, the [`History`] around it and names from the enricher, so live tracing and
+//! recordings give the same answer, and synthetic streams can test every verdict.
+//!
+//! Three steps, one module each:
+//! - [`evidence`] gathers the numbers: the calling thread's time split by stage (every
+//!   instant charged to one stage, so the stages add up to the call), each disk layer
+//!   under the file (requests in flight, completions, the longest stretch without one,
+//!   latencies, bytes by whom), the journal commit waited on, throttling, and whether the
+//!   inputs cover the call at all;
+//! - [`rules`] names the root cause: an ordered table, one function per verdict, with
+//!   their thresholds in one place ([`rules::Thresholds`]); the mechanism goes in `via`
+//!   and the chain of waits in `chain`;
+//! - [`render`] writes the headline an on-call engineer can act on.
+//!
+//! [`timeline`] lists what the process's other threads were doing meanwhile.
+
+pub mod evidence;
+pub mod render;
+pub mod rules;
+pub mod timeline;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use evidence::{Evidence, JournalEvidence, LayerEvidence, Percentiles};
+pub use rules::{Thresholds, Verdict};
+pub use timeline::TimelineEntry;
+
+use crate::{
+    clock::MonoNs,
+    decode::{Accounting, SchedState},
+    enrich::{DiskPath, Enricher, FileDev},
+    history::History,
+};
+
+/// The call being explained.
+#[derive(Clone, Debug)]
+pub struct Span {
+    pub pid: u32,
+    pub tid: u32,
+    pub thread: String,
+    pub syscall: &'static str,
+    pub write_family: bool,
+    /// The filesystem device of the file (None for sync, or when unresolved).
+    pub file_dev: Option<FileDev>,
+    pub device: Option<String>,
+    /// The disks serving it, top first.
+    pub disks: DiskPath,
+    pub start: MonoNs,
+    /// When the syscall returned (None: still running at `end`).
+    pub syscall_end: Option<MonoNs>,
+    /// When the caller could go on: the return plus the wait right after it; or now, for
+    /// a call still running.
+    pub end: MonoNs,
+    /// On/off-CPU split measured in the kernel (None: not covered).
+    pub accounting: Option<Accounting>,
+    /// The start is a bound: the call was running before tracing began.
+    pub start_bound: bool,
+    /// Still running at `end`.
+    pub running: bool,
+    /// For a call still running: the thread's off-CPU interval in progress.
+    pub off_now: Option<OffNow>,
+}
+
+/// The off-CPU interval a running call's thread is in right now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OffNow {
+    pub off: MonoNs,
+    pub wake: Option<MonoNs>,
+    pub state: SchedState,
+    pub stack: Vec<String>,
+}
+
+/// One link of the chain of waits: the call waited on this, for this long.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Link {
+    /// call, journal_commit, device_queue, device, requests_of, throttle, reclaim, ...
+    pub what: &'static str,
+    pub detail: String,
+    pub start_ns: u64,
+    pub duration_ms: f64,
+}
+
+/// Another party's share of a disk during the call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Contender {
+    pub pid: u32,
+    pub tid: u32,
+    /// The thread's name (or `cgroup <path>` for I/O a kernel thread relayed for a
+    /// cgroup).
+    pub comm: String,
+    /// The process's name, when it is not the thread's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    pub cgroup: Option<String>,
+    /// task, cgroup, kernel.
+    pub kind: &'static str,
+    /// A thread of the traced process itself (ZooKeeper's Snapshot Thread, say).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub same_process: bool,
+    pub bytes: u64,
+    pub requests: u32,
+    /// The disk it used.
+    pub disk: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Explanation {
+    pub verdict: Verdict,
+    /// The mechanism the root cause acted through (`journal`, `writeback`, `block_queue`,
+    /// `after_return`), when it is not the verdict itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
+    pub headline: String,
+    /// The chain of waits, from the call down to the root cause.
+    pub chain: Vec<Link>,
+    /// The call's time split by stage (ms); adds up to the call.
+    pub stages: BTreeMap<&'static str, f64>,
+    pub evidence: Evidence,
+    pub contenders: Vec<Contender>,
+    pub timeline: Vec<TimelineEntry>,
+    /// Threads left out of the timeline (idle periodic sleepers), counted.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub timeline_omitted: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// Explains one call.
+pub fn explain(call: &Span, h: &History, enrich: &mut dyn Enricher) -> Explanation {
+    let g = evidence::gather(call, h, enrich);
+    let finding = rules::decide(call, &g, &Thresholds::DEFAULT);
+    let headline = render::headline(call, &g, &finding);
+    let (timeline, omitted) = timeline::timeline(call, h);
+    Explanation {
+        verdict: finding.verdict,
+        via: finding.via,
+        headline,
+        chain: finding.chain,
+        stages: g.stages_ms(),
+        evidence: g.ev.clone(),
+        contenders: g.contenders.clone(),
+        timeline,
+        timeline_omitted: omitted,
+    }
+}
+
+pub(crate) fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+//! The headline: one sentence an on-call engineer can act on, from the finding and its
+//! evidence. It only states what the evidence shows.
+
+use super::{
+    Contender, Span,
+    evidence::{Gathered, Stage},
+    ms,
+    rules::{Finding, Verdict},
+};
+
+/// `240.2 MB`, `48 KB`, `512 B`: the one size format of every output.
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.2} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.0} KB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
+/// `dd (pid 812)`, `java / Snapshot Thread (pid 20 tid 31, same process)`.
+pub fn who(c: &Contender) -> String {
+    match c.kind {
+        "cgroup" => c.comm.clone(),
+        _ if c.same_process => format!(
+            "{} / {} (pid {} tid {}, same process)",
+            c.process.as_deref().unwrap_or("the traced process"),
+            c.comm,
+            c.pid,
+            c.tid
+        ),
+        _ if c.pid == 0 => c.comm.clone(),
+        _ => match &c.process {
+            Some(p) => format!("{p} / {} (pid {} tid {})", c.comm, c.pid, c.tid),
+            None => format!("{} (pid {})", c.comm, c.pid),
+        },
+    }
+}
+
+fn stage_words(s: Stage) -> &'static str {
+    match s {
+        Stage::OnCpu => "on CPU",
+        Stage::RunQueue => "waiting for a CPU",
+        Stage::AfterReturn => "asleep after the syscall returned",
+        Stage::JournalWait => "waiting for the journal",
+        Stage::DeviceQueue => "waiting behind queued I/O",
+        Stage::DeviceService => "waiting for its own I/O at the device",
+        Stage::WritebackWait => "waiting for writeback with nothing of its own in flight",
+        Stage::DirtyThrottle => "throttled for dirty pages",
+        Stage::Reclaim => "reclaiming memory",
+        Stage::LowSpace => "forcing writeback for free space",
+        Stage::FsLock => "waiting for a filesystem lock",
+        Stage::OtherD => "in uninterruptible sleep",
+        Stage::Sleep => "sleeping",
+        Stage::ShortDeviceWaits => "in short waits for its own I/O",
+        Stage::ShortWaits => "in short uninterruptible waits",
+        Stage::ShortSleeps => "in short sleeps",
+        Stage::Unaccounted => "in time no signal covers",
+    }
+}
+
+pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
+    let dur = ms(g.dur_ns);
+    let sc = call.syscall;
+    let ev = &g.ev;
+    let layer = f.layer.and_then(|i| ev.layers.get(i));
+    let device = call
+        .device
+        .clone()
+        .or_else(|| ev.disk.clone())
+        .unwrap_or_else(|| "the device".into());
+    let so_far = if call.running { " so far" } else { "" };
+    match f.verdict {
+        Verdict::DeviceStall => {
+            let Some(l) = layer else {
+                return format!("a disk stopped completing I/O during this {dur:.0} ms {sc}");
+            };
+            let mut s = format!(
+                "{} stopped completing I/O for {:.0} ms of this {dur:.0} ms{so_far} {sc} ({} request(s) in flight, {} completion(s))",
+                l.disk, l.longest_completion_gap_ms, l.inflight_max, l.completions
+            );
+            if let Some(above) = ev.layers.iter().find(|a| a.depth < l.depth) {
+                s.push_str(&format!("; {} waited on it", above.disk));
+            }
+            let below: Vec<&super::LayerEvidence> =
+                ev.layers.iter().filter(|b| b.depth > l.depth).collect();
+            if !below.is_empty() && below.iter().all(|b| b.inflight_max == 0) {
+                s.push_str(&format!(
+                    "; nothing was in flight below it ({}): the layer itself was blocked (its backing filesystem frozen or stuck?)",
+                    below.iter().map(|b| b.disk.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            if f.via == Some("journal")
+                && let Some(j) = &ev.journal
+            {
+                s.push_str(&format!(
+                    "; the {sc} waited on journal commit {}",
+                    j.transaction
+                ));
+            }
+            s
+        }
+        Verdict::DeviceContention => {
+            let Some(l) = layer else {
+                return format!("the disk was busy with others' I/O during this {dur:.0} ms {sc}");
+            };
+            let top = g
+                .contenders
+                .first()
+                .map(who)
+                .unwrap_or_else(|| "others".into());
+            match (f.via, &ev.journal) {
+                (Some("journal"), Some(j)) => {
+                    let during = j.disk_during.as_ref().unwrap_or(l);
+                    format!(
+                        "{top} kept {} busy ({} of others' I/O): this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose writes queued behind it",
+                        during.disk,
+                        size(during.bytes_others),
+                        j.transaction,
+                        j.duration_ms
+                    )
+                }
+                _ => format!(
+                    "{top} kept {} busy during this {dur:.0} ms {sc}: {} of others' I/O vs {} of its own{}",
+                    l.disk,
+                    size(l.bytes_others),
+                    size(l.bytes_thread),
+                    if f.via == Some("block_queue") {
+                        " (it was held back in the block layer)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+        }
+        Verdict::JournalWait => {
+            let jw = ms(g.stage(Stage::JournalWait));
+            let detail = match &ev.journal {
+                Some(j) => {
+                    let mut phases = Vec::new();
+                    if let Some(v) = j.flushing_ms.filter(|v| *v >= 1.0) {
+                        phases.push(format!("{v:.0} ms flushing ordered data"));
+                    }
+                    if let Some(v) = j.logging_ms.filter(|v| *v >= 1.0) {
+                        phases.push(format!("{v:.0} ms writing the journal"));
+                    }
+                    if let Some(v) = j.locking_ms.filter(|v| *v >= 1.0) {
+                        phases.push(format!("{v:.0} ms waiting for running handles"));
+                    }
+                    format!(
+                        " (commit {} took {:.0} ms{}{})",
+                        j.transaction,
+                        j.duration_ms,
+                        if phases.is_empty() { "" } else { ": " },
+                        phases.join(", ")
+                    )
+                }
+                None => String::new(),
+            };
+            format!("waited {jw:.0} ms of this {dur:.0} ms{so_far} {sc} for a journal commit on {device}{detail}")
+        }
+        Verdict::DirtyThrottle => format!(
+            "paused {:.0} ms of this {dur:.0} ms {sc} in balance_dirty_pages: too many dirty pages on the system",
+            ev.throttle_pause_ms.max(ms(g.stage(Stage::DirtyThrottle)))
+        ),
+        Verdict::FsBlocked => format!(
+            "blocked {:.0} ms of this {dur:.0} ms{so_far} {sc} in the filesystem with no I/O of its own in flight (frozen filesystem or fs lock){}",
+            ms(g.stage(Stage::FsLock)),
+            ev.wait_frame
+                .as_ref()
+                .map(|f| format!(" at {f}"))
+                .unwrap_or_default()
+        ),
+        Verdict::CpuStarvation => format!(
+            "runnable but not running for {:.0} ms of this {dur:.0} ms {sc}{}: the CPU was busy with others",
+            ms(g.stage(Stage::RunQueue)),
+            if f.via == Some("after_return") {
+                " (mostly right after it returned)"
+            } else {
+                ""
+            }
+        ),
+        Verdict::JvmPause => format!(
+            "{sc} returned in {:.0} ms, then the thread slept {:.0} ms before its caller ran again, with {} other thread(s) of the JVM stopped too: a JVM pause (safepoint or GC)",
+            ms(g.syscall_end.since(call.start)),
+            ms(g.stage(Stage::AfterReturn)),
+            ev.other_threads_stopped.unwrap_or(0)
+        ),
+        Verdict::OwnIo => {
+            let l = layer.or(ev.layers.first());
+            format!(
+                "writing its own {} on {}{}",
+                size(ev.bytes_target),
+                l.map_or(device.as_str(), |l| l.disk.as_str()),
+                match (&ev.latency_ms, l.and_then(|l| l.usual_p50_ms)) {
+                    (Some(p), Some(u)) => format!(
+                        " at the disk's usual speed (latency p50 {:.2} ms, usually {u:.2} ms; max {:.2} ms)",
+                        p.p50, p.max
+                    ),
+                    (Some(p), None) => format!(
+                        " (latency p50 {:.2} ms, max {:.2} ms)",
+                        p.p50, p.max
+                    ),
+                    _ => String::new(),
+                }
+            )
+        }
+        Verdict::Unknown => unknown(call, g, f, dur),
+    }
+}
+
+/// What an honest catch-all can say: where the time went as far as it is known, the
+/// frame it waited at, and what is missing.
+fn unknown(call: &Span, g: &Gathered, f: &Finding, dur: f64) -> String {
+    let sc = call.syscall;
+    let ev = &g.ev;
+    let mut s = match f.stage {
+        Some(Stage::Unaccounted) | None => format!(
+            "no traced signal accounts for {:.0} ms of this {dur:.0} ms {sc}",
+            ms(g.stage(Stage::Unaccounted))
+        ),
+        Some(st) => format!(
+            "{:.0} ms of this {dur:.0} ms {sc} {}, with no cause the signals can name",
+            ms(g.stage(st)),
+            stage_words(st)
+        ),
+    };
+    if let Some(frame) = &ev.wait_frame {
+        s.push_str(&format!("; it waited at {frame}"));
+    }
+    if let Some(l) = ev.layers.first() {
+        if l.no_io && l.watched {
+            s.push_str(&format!("; {} saw no block I/O during it", l.disk));
+        } else if let Some(p) = &l.latency_ms {
+            match l.usual_p50_ms {
+                Some(u) if p.p50 > u * 10.0 => s.push_str(&format!(
+                    "; {} answered slowly (p50 {:.2} ms, usually {:.2} ms) without stalling",
+                    l.disk, p.p50, u
+                )),
+                None if p.p50 > 100.0 => s.push_str(&format!(
+                    "; {} answered slowly (p50 {:.2} ms) without stalling",
+                    l.disk, p.p50
+                )),
+                _ => {}
+            }
+        }
+    }
+    if !ev.incomplete.is_empty() {
+        s.push_str(&format!("; incomplete: {}", ev.incomplete.join("; ")));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_have_one_format() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(48_000), "48 KB");
+        assert_eq!(size(240_156_672), "240.2 MB");
+        assert_eq!(size(3_000_000_000), "3.00 GB");
+    }
+}

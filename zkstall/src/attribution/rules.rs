@@ -1,0 +1,499 @@
+//! The verdict: an ordered table of rules, one function per verdict, the first that holds
+//! wins. Each names the root cause; the mechanism it acted through goes in `via` (a dd
+//! that saturated the disk under a journal commit the call waited on is
+//! `device_contention` via `journal`). Thresholds live in [`Thresholds`], in one place.
+
+use serde::Serialize;
+
+use super::{
+    Link, Span,
+    evidence::{Gathered, LayerEvidence, Site, Stage},
+    ms,
+};
+
+/// Every verdict zkstall can reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// A disk under the file had requests in flight and completed none for most of the
+    /// call.
+    DeviceStall,
+    /// The disk was busy with others' I/O (another process, or another thread of the same
+    /// process).
+    DeviceContention,
+    /// The call waited for a journal commit that was slow on its own.
+    JournalWait,
+    /// The thread was paused in balance_dirty_pages.
+    DirtyThrottle,
+    /// Blocked in the filesystem with no I/O in flight (frozen, or a lock).
+    FsBlocked,
+    /// Runnable but not running.
+    CpuStarvation,
+    /// The syscall returned, then the JVM held the thread (a safepoint: the process's
+    /// other threads stopped too).
+    JvmPause,
+    /// Its own I/O, at the device's usual speed.
+    OwnIo,
+    /// Nothing the signals show accounts for the time.
+    Unknown,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::DeviceStall => "device_stall",
+            Verdict::DeviceContention => "device_contention",
+            Verdict::JournalWait => "journal_wait",
+            Verdict::DirtyThrottle => "dirty_throttle",
+            Verdict::FsBlocked => "fs_blocked",
+            Verdict::CpuStarvation => "cpu_starvation",
+            Verdict::JvmPause => "jvm_pause",
+            Verdict::OwnIo => "own_io",
+            Verdict::Unknown => "unknown",
+        }
+    }
+
+    pub const ALL: [Verdict; 9] = [
+        Verdict::DeviceStall,
+        Verdict::DeviceContention,
+        Verdict::JournalWait,
+        Verdict::DirtyThrottle,
+        Verdict::FsBlocked,
+        Verdict::CpuStarvation,
+        Verdict::JvmPause,
+        Verdict::OwnIo,
+        Verdict::Unknown,
+    ];
+}
+
+/// The thresholds every rule uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds {
+    /// A disk stalled: no completion for at least this share of the call...
+    pub stall_share: f64,
+    /// ... and at least this long (a single slow request of a short call is not a stall).
+    pub stall_min_ns: u64,
+    /// A stage "explains" the call from this share on.
+    pub dominant_share: f64,
+    /// Run-queue time that makes it CPU starvation.
+    pub starvation_share: f64,
+    /// Others' traffic below both of these is not contention (a few metadata blocks).
+    pub contention_min_bytes: u64,
+    pub contention_min_requests: u32,
+    /// Own I/O latency this many times the disk's usual is not "own I/O at normal speed";
+    /// when the usual is not known, above this (ms) it is not either.
+    pub slow_factor: f64,
+    pub slow_abs_ms: f64,
+    /// Other threads stopped with it that make an after-return sleep a JVM pause.
+    pub pause_min_stopped: u32,
+}
+
+impl Thresholds {
+    pub const DEFAULT: Thresholds = Thresholds {
+        stall_share: 0.5,
+        stall_min_ns: 500_000_000,
+        dominant_share: 0.3,
+        starvation_share: 0.5,
+        contention_min_bytes: 1 << 20,
+        contention_min_requests: 16,
+        slow_factor: 10.0,
+        slow_abs_ms: 100.0,
+        pause_min_stopped: 2,
+    };
+}
+
+/// What the rules found.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub verdict: Verdict,
+    pub via: Option<&'static str>,
+    pub chain: Vec<Link>,
+    /// The layer a device verdict is about (index into the evidence's layers).
+    pub layer: Option<usize>,
+    /// The stage that explains the call.
+    pub stage: Option<Stage>,
+}
+
+type Rule = fn(&Span, &Gathered, &Thresholds) -> Option<Finding>;
+
+/// The rules, in order: the first that holds wins.
+pub const RULES: &[(Verdict, Rule)] = &[
+    (Verdict::DeviceStall, device_stall),
+    (Verdict::CpuStarvation, cpu_starvation),
+    (Verdict::JvmPause, jvm_pause),
+    (Verdict::DirtyThrottle, dirty_throttle),
+    (Verdict::DeviceContention, contention_via_journal),
+    (Verdict::JournalWait, journal_wait),
+    (Verdict::DeviceContention, device_contention),
+    (Verdict::OwnIo, own_io),
+    (Verdict::FsBlocked, fs_blocked),
+];
+
+pub fn decide(call: &Span, g: &Gathered, t: &Thresholds) -> Finding {
+    for (_, rule) in RULES {
+        if let Some(f) = rule(call, g, t) {
+            return f;
+        }
+    }
+    Finding {
+        verdict: Verdict::Unknown,
+        via: None,
+        chain: vec![call_link(call, g)],
+        layer: None,
+        stage: dominant(g, &[]).map(|(s, _)| s),
+    }
+}
+
+fn call_link(call: &Span, g: &Gathered) -> Link {
+    Link {
+        what: "call",
+        detail: format!("{} by {} ({})", call.syscall, call.thread, call.tid),
+        start_ns: call.start.0,
+        duration_ms: ms(g.dur_ns),
+    }
+}
+
+/// The largest stage other than those in `except`, and its time.
+fn dominant(g: &Gathered, except: &[Stage]) -> Option<(Stage, u64)> {
+    g.stages
+        .iter()
+        .filter(|(s, _)| !except.contains(s))
+        .max_by_key(|(_, v)| **v)
+        .map(|(s, v)| (*s, *v))
+}
+
+fn share(g: &Gathered, ns: u64) -> f64 {
+    ns as f64 / g.dur_ns.max(1) as f64
+}
+
+/// How the call was stuck on the disk: through the journal, or its own writeback.
+fn mechanism(g: &Gathered) -> Option<&'static str> {
+    let j = g.stage(Stage::JournalWait);
+    let w = g.stage(Stage::DeviceQueue) + g.stage(Stage::DeviceService) + g.stage(Stage::WritebackWait);
+    if j == 0 && w == 0 {
+        None
+    } else if j >= w {
+        Some("journal")
+    } else {
+        Some("writeback")
+    }
+}
+
+fn stalled(le: &LayerEvidence, dur: u64, t: &Thresholds) -> bool {
+    let gap = (le.longest_completion_gap_ms * 1e6) as u64;
+    le.complete
+        && le.inflight_max > 0
+        && gap >= t.stall_min_ns
+        && gap as f64 >= t.stall_share * dur as f64
+}
+
+/// A disk stopped completing I/O for most of the call. The root is the lowest stalled
+/// layer: a loop device stalls when the disk under it does.
+fn device_stall(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let layers = &g.ev.layers;
+    let idx = layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| stalled(l, g.dur_ns, t))
+        .max_by_key(|(_, l)| l.depth)
+        .map(|(i, _)| i)?;
+    let l = &layers[idx];
+    let mut chain = vec![call_link(call, g)];
+    if let Some(j) = &g.ev.journal
+        && g.stage(Stage::JournalWait) > 0
+    {
+        chain.push(Link {
+            what: "journal_commit",
+            detail: format!("transaction {}", j.transaction),
+            start_ns: g.commit.map_or(0, |c| c.start.0),
+            duration_ms: j.duration_ms,
+        });
+    }
+    for above in layers.iter().filter(|a| a.depth < l.depth && a.inflight_max > 0) {
+        chain.push(Link {
+            what: "device",
+            detail: format!("{} waiting on the layer below", above.disk),
+            start_ns: above.gap_start_ns.unwrap_or(0),
+            duration_ms: above.longest_completion_gap_ms,
+        });
+    }
+    chain.push(Link {
+        what: "device_stalled",
+        detail: format!(
+            "{}: {} request(s) in flight, no completion",
+            l.disk, l.inflight_max
+        ),
+        start_ns: l.gap_start_ns.unwrap_or(0),
+        duration_ms: l.longest_completion_gap_ms,
+    });
+    Some(Finding {
+        verdict: Verdict::DeviceStall,
+        via: mechanism(g),
+        chain,
+        layer: Some(idx),
+        stage: None,
+    })
+}
+
+fn cpu_starvation(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let rq = g.stage(Stage::RunQueue);
+    if share(g, rq) < t.starvation_share {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "run_queue",
+        detail: "runnable, waiting for a CPU".into(),
+        start_ns: call.start.0,
+        duration_ms: ms(rq),
+    });
+    Some(Finding {
+        verdict: Verdict::CpuStarvation,
+        via: (g.after_runq_ns * 2 >= rq).then_some("after_return"),
+        chain,
+        layer: None,
+        stage: Some(Stage::RunQueue),
+    })
+}
+
+/// Slept right after the return, in a JVM, with other threads stopped too (a safepoint),
+/// or woken by the JVM's own VM thread; not parked on its own work queue.
+fn jvm_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let a = g.stage(Stage::AfterReturn);
+    if share(g, a) < t.starvation_share || !g.jvm || g.after_woken_by_own_work {
+        return None;
+    }
+    let stopped = g.ev.other_threads_stopped.unwrap_or(0);
+    if stopped < t.pause_min_stopped && !g.after_woken_by_vm {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "after_return",
+        detail: format!("parked with {stopped} other thread(s) of the JVM"),
+        start_ns: g.syscall_end.0,
+        duration_ms: ms(a),
+    });
+    Some(Finding {
+        verdict: Verdict::JvmPause,
+        via: None,
+        chain,
+        layer: None,
+        stage: Some(Stage::AfterReturn),
+    })
+}
+
+fn dirty_throttle(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let s = g
+        .stage(Stage::DirtyThrottle)
+        .max((g.ev.throttle_pause_ms * 1e6) as u64);
+    if share(g, s) < t.dominant_share {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "dirty_throttle",
+        detail: "paused in balance_dirty_pages".into(),
+        start_ns: call.start.0,
+        duration_ms: ms(s),
+    });
+    Some(Finding {
+        verdict: Verdict::DirtyThrottle,
+        via: None,
+        chain,
+        layer: None,
+        stage: Some(Stage::DirtyThrottle),
+    })
+}
+
+fn contended(le: &LayerEvidence, t: &Thresholds) -> bool {
+    le.bytes_others > le.bytes_thread
+        && (le.bytes_others >= t.contention_min_bytes
+            || le.requests_others >= t.contention_min_requests)
+}
+
+/// Waited for a journal commit whose disk was busy with others' I/O: the others are the
+/// root cause, the journal the mechanism.
+fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let jw = g.stage(Stage::JournalWait);
+    if share(g, jw) < t.dominant_share {
+        return None;
+    }
+    let j = g.ev.journal.as_ref()?;
+    let during = j.disk_during.as_ref()?;
+    if !contended(during, t) || !during.complete {
+        return None;
+    }
+    let top = g.contenders.first();
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "journal_commit",
+        detail: format!(
+            "transaction {}{}",
+            j.transaction,
+            j.flushing_ms
+                .filter(|f| *f >= 1.0)
+                .map(|f| format!(", {f:.0} ms flushing ordered data"))
+                .unwrap_or_default()
+        ),
+        start_ns: g.commit.map_or(0, |c| c.start.0),
+        duration_ms: j.duration_ms,
+    });
+    chain.push(Link {
+        what: "device_queue",
+        detail: format!(
+            "{} busy with {} of others' I/O during the commit",
+            during.disk,
+            super::render::size(during.bytes_others)
+        ),
+        start_ns: g.commit.map_or(0, |c| c.start.0),
+        duration_ms: j.duration_ms,
+    });
+    if let Some(c) = top {
+        chain.push(Link {
+            what: "requests_of",
+            detail: super::render::who(c),
+            start_ns: g.commit.map_or(0, |c| c.start.0),
+            duration_ms: j.duration_ms,
+        });
+    }
+    Some(Finding {
+        verdict: Verdict::DeviceContention,
+        via: Some("journal"),
+        chain,
+        layer: Some(0),
+        stage: Some(Stage::JournalWait),
+    })
+}
+
+/// Waited for a journal commit that was slow on its own.
+fn journal_wait(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let jw = g.stage(Stage::JournalWait);
+    if share(g, jw) < t.dominant_share {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    if let Some(j) = &g.ev.journal {
+        chain.push(Link {
+            what: "journal_commit",
+            detail: format!("transaction {}", j.transaction),
+            start_ns: g.commit.map_or(0, |c| c.start.0),
+            duration_ms: j.duration_ms,
+        });
+    }
+    Some(Finding {
+        verdict: Verdict::JournalWait,
+        via: None,
+        chain,
+        layer: None,
+        stage: Some(Stage::JournalWait),
+    })
+}
+
+/// Waited at the device (queued, or for its own writeback) while others' I/O dominated
+/// the disk.
+fn device_contention(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let wait = g.stage(Stage::DeviceQueue) + g.stage(Stage::DeviceService) + g.stage(Stage::WritebackWait);
+    if share(g, wait) < t.dominant_share {
+        return None;
+    }
+    let (idx, le) = g
+        .ev
+        .layers
+        .iter()
+        .enumerate()
+        .find(|(_, l)| contended(l, t) && l.complete)?;
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "device_queue",
+        detail: format!(
+            "{} busy with {} of others' I/O",
+            le.disk,
+            super::render::size(le.bytes_others)
+        ),
+        start_ns: call.start.0,
+        duration_ms: ms(wait),
+    });
+    if let Some(c) = g.contenders.first() {
+        chain.push(Link {
+            what: "requests_of",
+            detail: super::render::who(c),
+            start_ns: call.start.0,
+            duration_ms: ms(wait),
+        });
+    }
+    Some(Finding {
+        verdict: Verdict::DeviceContention,
+        via: Some(if g.by_site.contains_key(&Site::BlockQueue) {
+            "block_queue"
+        } else {
+            "writeback"
+        }),
+        chain,
+        layer: Some(idx),
+        stage: Some(Stage::DeviceQueue),
+    })
+}
+
+/// Its own I/O dominates and the disk answered at its usual speed.
+fn own_io(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let wait = g.stage(Stage::DeviceQueue)
+        + g.stage(Stage::DeviceService)
+        + g.stage(Stage::ShortDeviceWaits);
+    let le = g.ev.layers.first()?;
+    if share(g, wait) < t.dominant_share
+        || le.bytes_thread == 0
+        || (le.bytes_thread < le.bytes_others && contended(le, t))
+    {
+        return None;
+    }
+    let slow = match (&le.latency_ms, le.usual_p50_ms) {
+        (Some(l), Some(usual)) if usual > 0.0 => l.p50 > usual * t.slow_factor,
+        (Some(l), _) => l.p50 > t.slow_abs_ms,
+        (None, _) => true,
+    };
+    if slow {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "device",
+        detail: format!("{} writing its own {}", le.disk, super::render::size(le.bytes_thread)),
+        start_ns: call.start.0,
+        duration_ms: ms(wait),
+    });
+    Some(Finding {
+        verdict: Verdict::OwnIo,
+        via: None,
+        chain,
+        layer: Some(0),
+        stage: Some(Stage::DeviceService),
+    })
+}
+
+/// Blocked in the filesystem (a lock, a frozen filesystem) with nothing of its own in
+/// flight.
+fn fs_blocked(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let s = g.stage(Stage::FsLock);
+    if share(g, s) < t.dominant_share {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "fs_wait",
+        detail: g
+            .ev
+            .wait_frame
+            .clone()
+            .unwrap_or_else(|| "a filesystem lock".into()),
+        start_ns: call.start.0,
+        duration_ms: ms(s),
+    });
+    Some(Finding {
+        verdict: Verdict::FsBlocked,
+        via: None,
+        chain,
+        layer: None,
+        stage: Some(Stage::FsLock),
+    })
+}

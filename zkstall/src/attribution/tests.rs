@@ -1,0 +1,632 @@
+//! Verdicts on hand-built histories. Each fixture is also checked by
+//! [`headline_never_contradicts_evidence`].
+
+use super::*;
+use crate::{
+    enrich::{DevId, DiskDev, Layer, LayerKind, PartRange, Replay},
+    history::{Blocked, Commit, Io, Op, Party, PartyKind, Throttle, WakerInfo},
+};
+
+const MS: u64 = 1_000_000;
+const ZK: u32 = 100;
+const SYNC: u32 = 101;
+const DISK: DiskDev = DiskDev(DevId { major: 7, minor: 1 });
+const LOWER: DiskDev = DiskDev(DevId { major: 7, minor: 0 });
+
+fn t(ms: u64) -> MonoNs {
+    MonoNs(1_000_000_000 + ms * MS)
+}
+
+fn layer(disk: DiskDev, name: &str, depth: u32) -> Layer {
+    Layer {
+        disk,
+        name: name.into(),
+        part: None,
+        part_name: None,
+        kind: LayerKind::Disk,
+        depth,
+    }
+}
+
+fn call(start: u64, end: u64) -> Span {
+    Span {
+        pid: ZK,
+        tid: SYNC,
+        thread: "SyncThread:1".into(),
+        syscall: "fdatasync",
+        write_family: false,
+        file_dev: Some(crate::enrich::FileDev(DISK.0)),
+        device: Some("loop1".into()),
+        disks: DiskPath {
+            layers: vec![layer(DISK, "loop1", 0)],
+        },
+        start: t(start),
+        syscall_end: Some(t(end)),
+        end: t(end),
+        accounting: None,
+        start_bound: false,
+        running: false,
+        off_now: None,
+    }
+}
+
+fn party(pid: u32, tid: u32, comm: &str) -> Party {
+    Party {
+        kind: PartyKind::Task,
+        pid,
+        tid,
+        comm: comm.into(),
+        cgroup: None,
+    }
+}
+
+fn io_on(disk: DiskDev, pid: u32, tid: u32, comm: &str, bytes: u32, issued: u64, completed: u64) -> Io {
+    Io {
+        disk,
+        part: None,
+        sector: 0,
+        pid,
+        tid,
+        charged: party(pid, tid, comm),
+        bytes,
+        op: Op::Write,
+        sync: false,
+        flush: false,
+        fua: false,
+        queued: Some(t(issued)),
+        issued: Some(t(issued)),
+        completed: Some(t(completed)),
+        unmatched: false,
+        requeues: 0,
+        status: 0,
+    }
+}
+
+fn io(pid: u32, comm: &str, bytes: u32, issued: u64, completed: u64) -> Io {
+    let tid = if pid == ZK { SYNC } else { pid };
+    let mut r = io_on(DISK, pid, tid, comm, bytes, issued, completed);
+    if comm.starts_with("jbd2/") {
+        r.charged.kind = PartyKind::Journal;
+    }
+    r
+}
+
+fn blocked(
+    tid: u32,
+    state: SchedState,
+    off: u64,
+    on: u64,
+    wake: Option<u64>,
+    stack: &[&str],
+    waker: Option<&str>,
+) -> Blocked {
+    Blocked {
+        pid: ZK,
+        tid,
+        thread: if tid == SYNC {
+            "SyncThread:1".into()
+        } else {
+            format!("t{tid}")
+        },
+        state,
+        off: t(off),
+        on: t(on),
+        wake: wake.map(t),
+        syscall: Some("fdatasync".into()),
+        waker: waker.map(|w| WakerInfo::Task {
+            pid: 7,
+            tid: 7,
+            thread: w.to_string(),
+            process: None,
+        }),
+        stack: stack.iter().map(|s| s.to_string()).collect(),
+        after_call: false,
+        seeded: false,
+        open: false,
+    }
+}
+
+fn watched(h: &mut History) {
+    h.watch(DISK, MonoNs(0));
+    h.watch(LOWER, MonoNs(0));
+}
+
+fn explain_it(c: &Span, h: &History) -> Explanation {
+    let e = explain(c, h, &mut Replay::default());
+    assert_consistent(c, &e);
+    e
+}
+
+/// The property every verdict must keep: its headline states nothing its own evidence
+/// denies, and its stages add up to the call.
+fn assert_consistent(c: &Span, e: &Explanation) {
+    let dur = (c.end.since(c.start)) as f64 / 1e6;
+    let sum: f64 = e.stages.values().sum();
+    assert!(
+        (sum - dur).abs() < 0.01 + dur * 1e-6,
+        "stages add up to {sum} for a {dur} ms call: {:?}",
+        e.stages
+    );
+    let ev = &e.evidence;
+    assert!(
+        !e.headline.contains("own 0 B"),
+        "a headline never claims zero own bytes: {}",
+        e.headline
+    );
+    if e.headline.contains("stopped completing I/O") {
+        assert_eq!(e.verdict, Verdict::DeviceStall);
+        assert!(ev.incomplete.is_empty(), "no stall claimed over incomplete inputs");
+        assert!(
+            ev.layers
+                .iter()
+                .any(|l| l.longest_completion_gap_ms * 2.0 >= dur && l.inflight_max > 0),
+            "a stall needs a gap of half the call with requests in flight: {ev:?}"
+        );
+    }
+    match e.verdict {
+        Verdict::DeviceContention => assert!(
+            !e.contenders.is_empty() && ev.layers.iter().any(|l| l.bytes_others > l.bytes_thread),
+            "contention names contenders that moved more than the thread: {e:?}"
+        ),
+        Verdict::OwnIo => assert!(ev.bytes_target > 0 && ev.bytes_target >= ev.bytes_others),
+        Verdict::JvmPause => assert!(ev.after_syscall_ms.is_some()),
+        _ => {}
+    }
+}
+
+#[test]
+fn requests_in_flight_without_completions_is_a_device_stall() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 1, 2)); // normal, early
+    h.io(io(ZK, "SyncThread:1", 4096, 5, 4900)); // issued, then nothing for ~4.9 s
+    h.io(io(0, "jbd2/loop1-8", 8192, 10, 4950));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        4950,
+        Some(4950),
+        &["io_schedule+0x3f", "folio_wait_writeback+0x2a"],
+        Some("loop1"),
+    ));
+    let e = explain_it(&call(0, 5000), &h);
+    assert_eq!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+    assert!(e.evidence.longest_completion_gap_ms >= 4890.0, "{:?}", e.evidence);
+    assert_eq!(e.evidence.inflight_max, 2);
+    assert_eq!(e.evidence.completions, 3);
+    assert!(e.headline.contains("loop1 stopped completing I/O"), "{}", e.headline);
+    assert_eq!(e.via, Some("writeback"));
+}
+
+#[test]
+fn a_stall_is_named_at_the_lowest_layer_that_stopped() {
+    // loop1's backing file lives on loop0: loop0 stopped, loop1 waited on it.
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 10, 3900));
+    h.io(io_on(LOWER, 90, 90, "kworker/u8:1", 4096, 20, 3890));
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 5, 3950, Some(3950), &["folio_wait_writeback"], None));
+    let mut c = call(0, 4000);
+    c.disks.layers.push(layer(LOWER, "loop0", 1));
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::DeviceStall);
+    assert!(e.headline.starts_with("loop0 stopped completing I/O"), "{}", e.headline);
+    assert!(e.headline.contains("loop1 waited on it"), "{}", e.headline);
+    // Nothing in flight below a stalled loop device: the layer itself is blocked.
+    let mut h2 = History::default();
+    watched(&mut h2);
+    h2.io(io(ZK, "SyncThread:1", 4096, 10, 3900));
+    h2.blocked(blocked(SYNC, SchedState::DiskSleep, 5, 3950, Some(3950), &["folio_wait_writeback"], None));
+    let e2 = explain_it(&c, &h2);
+    assert!(e2.headline.starts_with("loop1 stopped"), "{}", e2.headline);
+    assert!(e2.headline.contains("nothing was in flight below it (loop0)"), "{}", e2.headline);
+}
+
+#[test]
+fn an_incomplete_history_claims_no_stall() {
+    // The disk was watched only from the middle of the call (or its history was shed).
+    let mut h = History::default();
+    h.watch(DISK, t(3000));
+    h.io(io(ZK, "SyncThread:1", 4096, 3100, 4900));
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 5, 4950, Some(4950), &["folio_wait_writeback"], None));
+    let e = explain_it(&call(0, 5000), &h);
+    assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+    assert!(!e.evidence.incomplete.is_empty());
+    assert!(e.headline.contains("incomplete"), "{}", e.headline);
+    // Records lost during the call: the same.
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 10, 4900));
+    h.lost(t(2000), t(2100));
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 5, 4950, Some(4950), &["folio_wait_writeback"], None));
+    let e = explain_it(&call(0, 5000), &h);
+    assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+}
+
+#[test]
+fn a_busy_neighbour_partition_is_contention_and_its_io_counts_as_others() {
+    let mut h = History::default();
+    watched(&mut h);
+    // dd writes on partition 2 (sectors past 1_000_000); ZooKeeper on partition 1.
+    for i in 0..50u64 {
+        let mut r = io(777, "dd", 1 << 20, i * 4, i * 4 + 3);
+        r.sector = 2_000_000 + i * 2048;
+        h.io(r);
+    }
+    let mut own = io(ZK, "SyncThread:1", 4096, 150, 199);
+    own.sector = 4096;
+    h.io(own);
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 199, Some(199), &["io_schedule", "folio_wait_writeback"], None));
+    let mut c = call(0, 200);
+    c.disks.layers[0].part = Some(PartRange {
+        dev: DevId { major: 259, minor: 1 },
+        start: 2048,
+        sectors: 1_000_000,
+    });
+    c.disks.layers[0].part_name = Some("loop1p1".into());
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.contenders[0].comm, "dd");
+    assert_eq!(e.contenders[0].bytes, 50 << 20);
+    assert_eq!(e.evidence.layers[0].bytes_other_partitions, 50 << 20);
+    assert!(e.headline.starts_with("dd (pid 777) kept loop1 busy"), "{}", e.headline);
+}
+
+#[test]
+fn a_call_spanning_an_idle_device_is_not_a_stall() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 1, 2));
+    h.io(io(ZK, "SyncThread:1", 4096, 990, 995));
+    h.blocked(blocked(SYNC, SchedState::Sleep, 3, 985, Some(985), &[], Some("java")));
+    let e = explain_it(&call(0, 1000), &h);
+    assert_ne!(e.verdict, Verdict::DeviceStall);
+    assert!(e.evidence.longest_completion_gap_ms < 10.0, "{:?}", e.evidence);
+}
+
+#[test]
+fn flusher_io_counts_for_the_dirtier_among_contenders() {
+    let mut h = History::default();
+    watched(&mut h);
+    let mut wb = io(42, "kworker/u8:0", 8 << 20, 5, 90);
+    wb.charged = Party {
+        kind: PartyKind::Task,
+        pid: 777,
+        tid: 778,
+        comm: "dd".into(),
+        cgroup: Some("/backup.slice".into()),
+    };
+    h.io(wb);
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 99, Some(99), &["io_schedule", "folio_wait_writeback"], None));
+    let e = explain_it(&call(0, 100), &h);
+    assert_eq!(e.contenders[0].pid, 777);
+    assert_eq!(e.contenders[0].tid, 778);
+    assert_eq!(e.contenders[0].cgroup.as_deref(), Some("/backup.slice"));
+}
+
+#[test]
+fn a_journal_commit_behind_a_writer_is_contention_via_the_journal() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(0, "jbd2/loop1-8", 4096, 10, 20));
+    for i in 0..10 {
+        h.io(io(777, "dd", 1 << 20, 20 + i * 30, 45 + i * 30));
+    }
+    h.commit(Commit {
+        dev: DISK.0,
+        transaction: 9,
+        start: t(5),
+        end: t(340),
+        locking_ms: Some(1.0),
+        flushing_ms: Some(300.0),
+        logging_ms: Some(30.0),
+        handles: Some(40),
+        blocks: Some(12),
+    });
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        2,
+        341,
+        Some(340),
+        &["__schedule", "jbd2_log_wait_commit+0x11", "ext4_sync_file+0x2"],
+        Some("jbd2/loop1-8"),
+    ));
+    let e = explain_it(&call(0, 342), &h);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.via, Some("journal"));
+    let j = e.evidence.journal.as_ref().unwrap();
+    assert_eq!((j.transaction, j.flushing_ms), (9, Some(300.0)));
+    assert!(e.headline.contains("journal commit 9"), "{}", e.headline);
+    assert!(e.headline.starts_with("dd (pid 777)"), "{}", e.headline);
+    assert!(e.chain.iter().any(|l| l.what == "journal_commit"));
+    assert!(e.chain.iter().any(|l| l.what == "requests_of"));
+}
+
+#[test]
+fn a_slow_commit_on_a_quiet_disk_is_journal_wait() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(0, "jbd2/loop1-8", 4096, 10, 300));
+    h.commit(Commit {
+        dev: DISK.0,
+        transaction: 9,
+        start: t(5),
+        end: t(320),
+        locking_ms: Some(280.0),
+        flushing_ms: Some(1.0),
+        logging_ms: Some(30.0),
+        handles: Some(40),
+        blocks: Some(12),
+    });
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 2, 321, Some(320), &["jbd2_log_wait_commit+0x11"], Some("jbd2/loop1-8")));
+    let e = explain_it(&call(0, 322), &h);
+    assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);
+    assert!(e.headline.contains("waiting for running handles"), "{}", e.headline);
+}
+
+#[test]
+fn pauses_in_balance_dirty_pages_are_dirty_throttle() {
+    let mut h = History::default();
+    watched(&mut h);
+    for i in 0..6 {
+        h.throttle(Throttle {
+            pid: ZK,
+            tid: SYNC,
+            at: t(i * 40),
+            pause_ms: 40,
+        });
+    }
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 0, 240, Some(240), &["balance_dirty_pages+0x1"], None));
+    let e = explain_it(&call(0, 250), &h);
+    assert_eq!(e.verdict, Verdict::DirtyThrottle, "{}", e.headline);
+    assert_eq!(e.evidence.throttle_pause_ms, 240.0);
+    let mut other = History::default();
+    other.throttle(Throttle {
+        pid: ZK,
+        tid: 999,
+        at: t(10),
+        pause_ms: 200,
+    });
+    assert_ne!(explain_it(&call(0, 250), &other).verdict, Verdict::DirtyThrottle);
+}
+
+#[test]
+fn runnable_but_not_running_is_cpu_starvation() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 1, 3));
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 300, Some(4), &["io_schedule"], Some("kworker/0:1H")));
+    h.blocked(blocked(SYNC, SchedState::Runnable, 300, 400, None, &[], None));
+    let e = explain_it(&call(0, 410), &h);
+    assert_eq!(e.verdict, Verdict::CpuStarvation, "{}", e.headline);
+    assert!((e.evidence.runq_ms - 396.0).abs() < 0.001, "{:?}", e.evidence);
+}
+
+#[test]
+fn blocked_with_no_io_in_flight_is_fs_blocked_with_its_frame() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        1500,
+        Some(1500),
+        &[
+            "__schedule+0x6",
+            "schedule+0x2",
+            "percpu_rwsem_wait+0x9",
+            "__percpu_down_read+0x5",
+            "ext4_buffered_write_iter+0x3",
+            "vfs_write+0x1",
+        ],
+        Some("fsfreeze"),
+    ));
+    let e = explain_it(&call(0, 1502), &h);
+    assert_eq!(e.verdict, Verdict::FsBlocked, "{}", e.headline);
+    assert!(e.headline.contains("at percpu_rwsem_wait+0x9"), "{}", e.headline);
+    assert_eq!(e.evidence.waker.as_deref(), Some("fsfreeze"));
+}
+
+#[test]
+fn held_back_in_the_block_layer_by_a_busy_device_is_contention_not_fs_blocked() {
+    let mut h = History::default();
+    watched(&mut h);
+    for i in 0..20 {
+        h.io(io(777, "dd", 1 << 20, i * 15, i * 15 + 14));
+    }
+    let mut unknown = io(0, "", 0, 5, 6);
+    unknown.charged = Party::unknown();
+    unknown.unmatched = true;
+    h.io(unknown);
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        299,
+        Some(299),
+        &["__schedule", "io_schedule", "rq_qos_wait+0xad", "wbt_wait", "blk_mq_submit_bio"],
+        Some("ksoftirqd/1"),
+    ));
+    let e = explain_it(&call(0, 300), &h);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.via, Some("block_queue"));
+    assert!(e.headline.contains("held back in the block layer"), "{}", e.headline);
+    assert_eq!(e.contenders.len(), 1, "unknown I/O is not a contender: {:?}", e.contenders);
+}
+
+#[test]
+fn a_few_metadata_blocks_of_others_are_not_contention() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(0, "jbd2/loop1-8", 16384, 2, 20));
+    h.io(io(ZK, "SyncThread:1", 8192, 1, 25));
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 29, Some(29), &["io_schedule", "folio_wait_writeback"], None));
+    let e = explain_it(&call(0, 30), &h);
+    assert_eq!(e.verdict, Verdict::OwnIo, "{}", e.headline);
+    assert!(e.headline.contains("8 KB"), "{}", e.headline);
+}
+
+#[test]
+fn a_snapshot_thread_of_the_same_process_is_named_as_such() {
+    let mut h = History::default();
+    watched(&mut h);
+    for i in 0..40 {
+        h.io(io_on(DISK, ZK, 150, "Snapshot Thread", 1 << 20, i * 5, i * 5 + 4));
+    }
+    h.io(io(ZK, "SyncThread:1", 4096, 150, 199));
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 199, Some(199), &["folio_wait_writeback"], None));
+    let e = explain_it(&call(0, 200), &h);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert!(e.contenders[0].same_process);
+    assert!(e.headline.contains("Snapshot Thread"), "{}", e.headline);
+    assert!(e.headline.contains("same process"), "{}", e.headline);
+    assert_eq!(e.evidence.bytes_target, 4096, "own means the thread");
+}
+
+#[test]
+fn a_quick_syscall_then_a_park_with_the_whole_jvm_is_a_jvm_pause_only_in_a_jvm() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 1, 11));
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 11, Some(11), &["io_schedule"], None));
+    h.blocked(blocked(SYNC, SchedState::Sleep, 12, 90, Some(89), &[], Some("VM Thread")));
+    h.blocked(blocked(320, SchedState::Sleep, 12, 90, Some(89), &[], Some("VM Thread")));
+    h.blocked(blocked(321, SchedState::Sleep, 13, 89, Some(88), &[], Some("VM Thread")));
+    let mut c = call(0, 90);
+    c.syscall_end = Some(t(12));
+    let mut jvm = Replay::default();
+    jvm.learn(crate::enrich::Fact::Jvm { pid: ZK, jvm: true });
+    let e = explain(&c, &h, &mut jvm);
+    assert_consistent(&c, &e);
+    assert_eq!(e.verdict, Verdict::JvmPause, "{}", e.headline);
+    assert_eq!(e.evidence.after_syscall_ms, Some(78.0));
+    assert_eq!(e.evidence.other_threads_stopped, Some(2));
+    assert!(e.headline.contains("returned in 12 ms"), "{}", e.headline);
+    // Not a JVM: no JVM pause, whatever the shape.
+    let e = explain_it(&c, &h);
+    assert_ne!(e.verdict, Verdict::JvmPause, "{}", e.headline);
+}
+
+#[test]
+fn preempted_right_after_the_syscall_is_cpu_starvation() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 11, Some(11), &["io_schedule"], None));
+    h.blocked(blocked(SYNC, SchedState::Runnable, 12, 60, None, &[], None));
+    let mut c = call(0, 60);
+    c.syscall_end = Some(t(12));
+    assert_eq!(explain_it(&c, &h).verdict, Verdict::CpuStarvation);
+}
+
+#[test]
+fn quick_own_io_is_own_io_and_nothing_is_unknown() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 16384, 1, 9));
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 9, Some(9), &["io_schedule", "folio_wait_writeback"], None));
+    let e = explain_it(&call(0, 10), &h);
+    assert_eq!(e.verdict, Verdict::OwnIo, "{}", e.headline);
+    assert_eq!(e.evidence.bytes_target, 16384);
+    assert_eq!(e.evidence.latency_ms.as_ref().unwrap().max, 8.0);
+    let mut empty = History::default();
+    watched(&mut empty);
+    let e = explain_it(&call(0, 10), &empty);
+    assert_eq!(e.verdict, Verdict::Unknown);
+    assert!(e.headline.contains("no traced signal accounts for 10 ms"), "{}", e.headline);
+}
+
+#[test]
+fn own_io_at_a_far_slower_than_usual_latency_is_not_own_io() {
+    let mut h = History::default();
+    watched(&mut h);
+    for i in 0..20 {
+        h.io(io(ZK, "SyncThread:1", 4096, i, i + 1)); // 1 ms, usually
+    }
+    h.io(io(ZK, "SyncThread:1", 4096, 100, 400)); // 300 ms now
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 100, 400, Some(400), &["folio_wait_writeback"], None));
+    let e = explain_it(&call(100, 401), &h);
+    assert_ne!(e.verdict, Verdict::OwnIo, "{}", e.headline);
+    assert!(e.headline.contains("answered slowly"), "{}", e.headline);
+}
+
+#[test]
+fn the_kernels_accounting_splits_the_rest_and_nothing_is_counted_as_cpu_by_default() {
+    let mut h = History::default();
+    watched(&mut h);
+    let mut c = call(0, 100);
+    c.accounting = Some(crate::decode::Accounting {
+        on_cpu_ns: 10 * MS,
+        short_d_ns: 20 * MS,
+        short_s_ns: 0,
+        short_runq_ns: 5 * MS,
+    });
+    let e = explain_it(&c, &h);
+    assert_eq!(e.evidence.on_cpu_ms, 10.0);
+    assert_eq!(e.evidence.unaccounted_ms, 65.0);
+    assert_eq!(e.evidence.runq_ms, 5.0);
+    // Without accounting, nothing is called CPU.
+    let e = explain_it(&call(0, 100), &h);
+    assert_eq!(e.evidence.on_cpu_ms, 0.0);
+    assert_eq!(e.evidence.unaccounted_ms, 100.0);
+}
+
+#[test]
+fn the_timeline_merges_states_per_thread_and_leaves_idle_sleepers_out() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 90, Some(90), &["io_schedule"], Some("kworker/0:1H")));
+    // ProcessThread waits for the SyncThread, twice.
+    let mut w1 = blocked(300, SchedState::Sleep, 0, 40, Some(40), &[], None);
+    w1.waker = Some(WakerInfo::Task { pid: ZK, tid: SYNC, thread: "SyncThread:1".into(), process: None });
+    let mut w2 = w1.clone();
+    w2.off = t(41);
+    w2.on = t(95);
+    h.blocked(w1);
+    h.blocked(w2);
+    // An idle JVM housekeeping thread asleep from before the call.
+    let mut vm = blocked(310, SchedState::Sleep, 0, 1000, Some(1000), &[], None);
+    vm.off = MonoNs(t(0).0 - 500 * MS);
+    h.blocked(vm);
+    let mut stranger = blocked(400, SchedState::DiskSleep, 0, 100, None, &[], None);
+    stranger.pid = 999;
+    h.blocked(stranger);
+    let e = explain_it(&call(0, 100), &h);
+    let tids: Vec<u32> = e.timeline.iter().map(|t| t.tid).collect();
+    assert_eq!(tids, vec![SYNC, 300], "{:?}", e.timeline);
+    assert_eq!(e.timeline[1].role, "waited_on_caller");
+    assert_eq!(e.timeline_omitted, 1);
+    assert!(e.timeline[0].states.starts_with("D 89.0 ms"), "{}", e.timeline[0].states);
+}
+
+#[test]
+fn a_running_call_is_explained_by_the_wait_it_is_in_now() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 10, 11));
+    let mut c = call(0, 2000);
+    c.syscall_end = None;
+    c.running = true;
+    c.off_now = Some(OffNow {
+        off: t(20),
+        wake: None,
+        state: SchedState::DiskSleep,
+        stack: vec!["jbd2_log_wait_commit+0xc2".into(), "ext4_sync_file+0x1".into()],
+    });
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);
+    assert!(e.headline.contains("so far"), "{}", e.headline);
+    assert!(e.stages["journal_wait"] >= 1979.0, "{:?}", e.stages);
+}
+
+#[test]
+fn every_verdict_has_a_rule_or_is_the_catch_all() {
+    for v in Verdict::ALL {
+        assert!(
+            v == Verdict::Unknown || rules::RULES.iter().any(|(r, _)| *r == v),
+            "{v:?} has no rule"
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Block requests on watched disks (probes/block.rs): each is charged to whoever caused it
+//! and kept in the disk's history.
+//!
+//! Charging, most specific first: flusher writeback goes to the thread that dirtied the
+//! inode (keyed by the inode's bdi and number); I/O a kernel thread relayed (throttling or
+//! loop workers, kblockd) goes to the cgroup the block layer charged (the bio's blkcg);
+//! jbd2 is the journal; the rest to the task that submitted it.
+
+use std::io;
+
+use super::Pipeline;
+use crate::{
+    decode::IoDone,
+    enrich::DiskDev,
+    history::{self, Op, Party, PartyKind},
+    probes::ReqBits,
+    sinks::{
+        EventRecord, Sink,
+        events::{IoRecord, Who},
+    },
+};
+
+/// The op and flags of a request, from `cmd_flags` and this kernel's numbering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReqFlags {
+    pub op: Op,
+    pub sync: bool,
+    pub meta: bool,
+    pub fua: bool,
+    pub preflush: bool,
+    pub rahead: bool,
+}
+
+pub fn req_flags(cmd_flags: u32, b: &ReqBits) -> ReqFlags {
+    let op_v = cmd_flags & 0xff;
+    let op = if op_v == b.op_read {
+        Op::Read
+    } else if op_v == b.op_write {
+        Op::Write
+    } else if op_v == b.op_flush {
+        Op::Flush
+    } else if op_v == b.op_discard {
+        Op::Discard
+    } else if op_v == b.op_secure_erase {
+        Op::SecureErase
+    } else if op_v == b.op_write_zeroes {
+        Op::WriteZeroes
+    } else {
+        Op::Other
+    };
+    let bit = |n: u32| n < 32 && cmd_flags & (1u32 << n) != 0;
+    ReqFlags {
+        op,
+        sync: bit(b.sync),
+        meta: bit(b.meta),
+        fua: bit(b.fua),
+        preflush: bit(b.preflush),
+        rahead: bit(b.rahead),
+    }
+}
+
+impl ReqFlags {
+    /// The block layer's rwbs string (as blktrace and block tracepoints print it).
+    pub fn rwbs(&self) -> String {
+        let mut s = String::new();
+        if self.preflush {
+            s.push('F');
+        }
+        s.push(match self.op {
+            Op::Read => 'R',
+            Op::Write => 'W',
+            Op::Flush => {
+                if self.preflush {
+                    'N'
+                } else {
+                    'F'
+                }
+            }
+            Op::Discard => 'D',
+            Op::SecureErase => 'E',
+            Op::WriteZeroes => 'W',
+            Op::Other => 'N',
+        });
+        if self.fua {
+            s.push('F');
+        }
+        if self.rahead {
+            s.push('A');
+        }
+        if self.sync {
+            s.push('S');
+        }
+        if self.meta {
+            s.push('M');
+        }
+        s
+    }
+
+    pub fn op_name(&self) -> &'static str {
+        match self.op {
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Flush => "flush",
+            Op::Discard => "discard",
+            Op::SecureErase => "secure_erase",
+            Op::WriteZeroes => "write_zeroes",
+            Op::Other => "other",
+        }
+    }
+}
+
+/// blk_status_t as a negative errno (the kernel's blk_errors table).
+pub fn status_errno(status: u32) -> i32 {
+    match status {
+        0 => 0,
+        1 => -95,  // NOTSUPP: EOPNOTSUPP
+        2 => -110, // TIMEOUT: ETIMEDOUT
+        3 => -28,  // NOSPC
+        4 => -67,  // TRANSPORT: ENOLINK
+        5 => -121, // TARGET: EREMOTEIO
+        6 => -52,  // NEXUS / RESV_CONFLICT: EBADE
+        7 => -61,  // MEDIUM: ENODATA
+        8 => -84,  // PROTECTION: EILSEQ
+        9 => -12,  // RESOURCE: ENOMEM
+        12 => -11, // AGAIN
+        _ => -5,   // IOERR and the rest: EIO
+    }
+}
+
+impl Pipeline {
+    /// Who caused a request.
+    fn charge(&mut self, io: &IoDone) -> Party {
+        if io.ino != 0
+            && let Some(d) = self.dirtiers.get(&(io.wb_bdi.clone(), io.ino)).cloned()
+        {
+            return Party {
+                kind: PartyKind::Task,
+                pid: d.pid,
+                tid: d.tid,
+                comm: d.comm,
+                cgroup: d.cgroup,
+            };
+        }
+        if io.unmatched && io.submitter.pid == 0 {
+            return Party::unknown();
+        }
+        if io.comm.starts_with("jbd2/") {
+            return Party {
+                kind: PartyKind::Journal,
+                pid: io.submitter.pid,
+                tid: io.submitter.tid,
+                comm: io.comm.clone(),
+                cgroup: None,
+            };
+        }
+        if io.kthread {
+            // A relay: the blkcg says on whose behalf, unless it is the root cgroup.
+            let path = self.enrich.blk_cgroup_path(io.blk_cgroup);
+            return match path {
+                Some(p) if p != "/" => Party {
+                    kind: PartyKind::Cgroup,
+                    pid: 0,
+                    tid: 0,
+                    comm: format!("cgroup {p}"),
+                    cgroup: Some(p),
+                },
+                _ => Party {
+                    kind: PartyKind::Kernel,
+                    pid: io.submitter.pid,
+                    tid: io.submitter.tid,
+                    comm: io.comm.clone(),
+                    cgroup: None,
+                },
+            };
+        }
+        Party {
+            kind: PartyKind::Task,
+            pid: io.submitter.pid,
+            tid: io.submitter.tid,
+            comm: io.comm.clone(),
+            cgroup: self.enrich.cgroup_path(io.task_cgroup),
+        }
+    }
+
+    pub(super) fn on_io(&mut self, io: IoDone, sink: &mut dyn Sink) -> io::Result<()> {
+        let flags = req_flags(io.cmd_flags, &self.req_bits);
+        let charged = self.charge(&io);
+        let disk = DiskDev(io.disk);
+        self.history.io(history::Io {
+            disk,
+            part: io.part,
+            sector: io.sector,
+            pid: io.submitter.pid,
+            tid: io.submitter.tid,
+            charged: charged.clone(),
+            bytes: if io.open { io.bytes } else { io.nr_bytes },
+            op: flags.op,
+            sync: flags.sync,
+            flush: flags.preflush || flags.op == Op::Flush,
+            fua: flags.fua,
+            queued: io.queued,
+            issued: io.issued,
+            completed: (!io.open).then_some(io.completed),
+            unmatched: io.unmatched,
+            requeues: io.requeues,
+            status: io.status,
+        });
+        if !self.events_out {
+            self.count("io");
+            return Ok(());
+        }
+        let device = self.enrich.device_name(io.disk, io.submitter.pid);
+        let model = self.enrich.device_model(io.disk);
+        let part_name = io
+            .part
+            .filter(|p| *p != io.disk)
+            .and_then(|p| self.enrich.device_name(p, io.submitter.pid));
+        let cgroup = self.enrich.cgroup_path(io.task_cgroup);
+        let dirtier = (charged.kind == PartyKind::Task && charged.tid != io.submitter.tid)
+            .then(|| Who {
+                pid: charged.pid,
+                tid: charged.tid,
+                comm: charged.comm.clone(),
+                cgroup: charged.cgroup.clone(),
+            });
+        let rec = IoRecord {
+            kind: "io",
+            dev: io.disk.to_string(),
+            device,
+            model,
+            part: io.part.filter(|p| *p != io.disk).map(|p| p.to_string()),
+            part_name,
+            sector: io.sector,
+            bytes: if io.open { io.bytes } else { io.nr_bytes },
+            rwbs: flags.rwbs(),
+            op: flags.op_name(),
+            sync: flags.sync,
+            flush: flags.preflush || flags.op == Op::Flush,
+            fua: flags.fua,
+            pid: io.submitter.pid,
+            tid: io.submitter.tid,
+            comm: io.comm.clone(),
+            cgroup,
+            charged_to: party_label(&charged),
+            queued_ns: io.queued.map(|i| i.0),
+            issue_ns: io.issued.map(|i| i.0),
+            complete_ns: io.completed.0,
+            queue_ms: io
+                .queued
+                .zip(io.issued)
+                .map(|(q, i)| i.since(q) as f64 / 1e6),
+            service_ms: io.issued.map(|i| io.completed.since(i) as f64 / 1e6),
+            error: status_errno(io.status),
+            requeues: io.requeues as u32,
+            ino: (io.ino != 0).then_some(io.ino),
+            dirtier,
+            partial: io.partial,
+            in_flight_at_end: io.open,
+            unmatched: io.unmatched,
+        };
+        self.out(sink, EventRecord::Io(rec))
+    }
+}
+
+/// How a party is shown: `dd (pid 812)`, `jbd2/sda1-8`, `cgroup /backup.slice`.
+pub fn party_label(p: &Party) -> String {
+    match p.kind {
+        PartyKind::Task if p.pid != 0 => format!("{} (pid {} tid {})", p.comm, p.pid, p.tid),
+        PartyKind::Task | PartyKind::Journal | PartyKind::Kernel | PartyKind::Cgroup => {
+            p.comm.clone()
+        }
+        PartyKind::Unknown => "unknown (queued before tracing)".into(),
+    }
+}
+
+/// Is `io` on the partition `part` (by the block layer's partition, or the sector range)?
+pub fn on_partition(io: &history::Io, part: &crate::enrich::PartRange) -> bool {
+    match io.part {
+        Some(p) if p != io.disk.0 => p == part.dev,
+        _ => part.contains(io.sector),
+    }
+}
+
+/// A disk's name for output, `loop3 (7:3)`.
+pub fn disk_label(name: &str, d: DiskDev) -> String {
+    format!("{name} ({d})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_decode_with_the_kernels_own_bit_numbers() {
+        let b = ReqBits::default();
+        let f = req_flags(1 | (1 << b.sync) | (1 << b.fua) | (1 << b.preflush), &b);
+        assert_eq!(f.op, Op::Write);
+        assert!(f.sync && f.fua && f.preflush);
+        assert_eq!(f.rwbs(), "FWFS");
+        assert_eq!(req_flags(b.op_flush, &b).rwbs(), "F");
+        assert_eq!(req_flags(0, &b).rwbs(), "R");
+        // Another kernel's numbering.
+        let other = ReqBits {
+            sync: 3,
+            ..ReqBits::default()
+        };
+        assert!(req_flags(1 | (1 << 3), &other).sync);
+        assert!(!req_flags(1 | (1 << 3), &b).sync);
+        assert_eq!(status_errno(10), -5);
+        assert_eq!(status_errno(2), -110);
+    }
+}

@@ -1,0 +1,352 @@
+//! Watched calls (probes/syscalls.rs): entries, exits, calls found running at attach, and
+//! calls crossing the threshold while still running. A call is reported when what its
+//! caller measured (the syscall plus the wait right after it) reaches the threshold, as it
+//! crosses the threshold, and when it ends.
+
+use std::io;
+
+use zkstall_common::{ArgKind, Syscall};
+
+use super::{Note, Pipeline, notes::syscall_by_name};
+use crate::{
+    attribution::{self, OffNow, Span},
+    clock::MonoNs,
+    decode::{Exit, SchedState, Task},
+    enrich::{FileDev, FileInfo},
+    model::{Call, Open},
+    sinks::{CallRecord, Sink},
+};
+
+/// Where a reported call stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// It returned.
+    Done,
+    /// Still running; it has just crossed the threshold.
+    InProgress,
+    /// Still running when tracing ended.
+    Unfinished,
+}
+
+impl Pipeline {
+    pub(super) fn resolve(&mut self, task: Task, syscall: Syscall, arg: u64) -> Option<FileInfo> {
+        match syscall.arg().1 {
+            ArgKind::Fd => self.enrich.file_by_fd(task.pid, arg as i64 as i32),
+            ArgKind::Addr => self.enrich.file_by_addr(task.pid, arg),
+            ArgKind::None => None,
+        }
+    }
+
+    /// A new file: the disks serving it are watched from now on.
+    fn watch_file(&mut self, file: &Option<FileInfo>) {
+        if let Some(f) = file
+            && let Some(dev) = f.dev
+        {
+            let why = f.path.clone();
+            self.want_disks_of(FileDev(dev), &why);
+        }
+    }
+
+    pub(super) fn on_enter(
+        &mut self,
+        task: Task,
+        ts: MonoNs,
+        syscall: Syscall,
+        arg: u64,
+        _sink: &mut dyn Sink,
+    ) -> io::Result<()> {
+        let file = self.resolve(task, syscall, arg);
+        self.watch_file(&file);
+        self.calls.enter(Open {
+            task,
+            syscall,
+            start: ts,
+            arg,
+            file,
+            start_bound: false,
+            crossed: false,
+        });
+        Ok(())
+    }
+
+    pub(super) fn on_exit(&mut self, x: Exit, sink: &mut dyn Sink) -> io::Result<()> {
+        self.enrich.observe_thread(x.task.tid, &x.comm);
+        self.stats.calls_seen += 1;
+        let open = self.calls.exit(x.task.tid, x.syscall, x.start);
+        let crossed = open.as_ref().is_some_and(|o| o.crossed) || self.crossed_writes.remove(&(x.task.tid, x.start.0));
+        let (file, start_bound, start) = match open {
+            Some(o) => (o.file, o.start_bound || x.start_bound, x.start.min(o.start)),
+            None => (None, x.start_bound, x.start),
+        };
+        let after_ns = x.after_ns.filter(|_| self.after_counts(x.task, x.end));
+        let mut call = Call {
+            task: x.task,
+            syscall: x.syscall,
+            arg: x.arg,
+            file,
+            start,
+            end: Some(x.end),
+            ret: Some(x.ret),
+            comm: x.comm,
+            start_bound,
+            accounting: x.accounting,
+            after_ns,
+        };
+        let visible = call.visible_end(x.end).since(call.start);
+        if visible < self.threshold_ns && !crossed {
+            return Ok(());
+        }
+        if call.file.is_none() {
+            call.file = self.resolve(call.task, call.syscall, call.arg);
+        }
+        self.report(&call, x.end, Phase::Done, None, sink)
+    }
+
+    /// Is the wait right after a call's return part of what its caller measured? A
+    /// preemption on the way back to user space is. A sleep is the caller's own next step
+    /// (its next syscall: a sleep, a work queue) unless it is a JVM safepoint: the process
+    /// is a JVM and the JVM's own thread woke it, or its other threads were stopped too.
+    fn after_counts(&mut self, task: Task, end: MonoNs) -> bool {
+        let Some(b) = self
+            .history
+            .blocked
+            .iter()
+            .rev()
+            .take(64)
+            .find(|b| b.tid == task.tid && b.after_call && b.off >= end)
+        else {
+            return false;
+        };
+        if b.state == SchedState::Runnable {
+            return true;
+        }
+        if !self.enrich.is_jvm(task.pid) {
+            return false;
+        }
+        let by_vm = matches!(&b.waker, Some(crate::history::WakerInfo::Task { pid, thread, .. })
+            if *pid == task.pid && crate::attribution::evidence::is_jvm_internal(thread));
+        if by_vm {
+            return true;
+        }
+        let (off, on) = (b.off, b.on);
+        let half = on.since(off) / 2;
+        let mut stopped: std::collections::HashMap<u32, u64> = Default::default();
+        for o in self.history.blocked.iter().rev().take(4096) {
+            if o.pid == task.pid && o.tid != task.tid {
+                *stopped.entry(o.tid).or_default() +=
+                    crate::history::overlap((o.off, o.on), (off, on));
+            }
+        }
+        stopped.values().filter(|&&t| t >= half && t > 0).count() >= 2
+    }
+
+    /// A thread found inside a watched syscall at attach: its call is open from now (a
+    /// bound), and its /proc stack stands in for the kernel's for its seeded interval.
+    pub(super) fn on_stuck(&mut self, n: &Note) -> io::Result<()> {
+        let Note::Stuck {
+            ts_ns,
+            pid,
+            tid,
+            thread,
+            syscall,
+            arg,
+            stack,
+            ..
+        } = n
+        else {
+            return Ok(());
+        };
+        let Some(sc) = syscall_by_name(syscall) else {
+            return Ok(());
+        };
+        let task = Task {
+            pid: *pid,
+            tid: *tid,
+        };
+        self.enrich.observe_thread(*tid, thread);
+        let file = self.resolve(task, sc, *arg);
+        self.watch_file(&file);
+        self.stuck_stacks.insert(*tid, stack.clone());
+        if !sc.is_write() {
+            self.calls.enter(Open {
+                task,
+                syscall: sc,
+                start: MonoNs(*ts_ns),
+                arg: *arg,
+                file,
+                start_bound: true,
+                crossed: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// A call still running crossed the threshold (reported once, with what it waits on so
+    /// far), or was still running at the end (reported as unfinished).
+    pub(super) fn on_running(&mut self, n: &Note, sink: &mut dyn Sink) -> io::Result<()> {
+        let Note::Running {
+            ts_ns,
+            pid,
+            tid,
+            syscall,
+            arg,
+            start_ns,
+            start_bound,
+            at_end,
+            state,
+            stack,
+            off_ns,
+            wake_ns,
+            ..
+        } = n
+        else {
+            return Ok(());
+        };
+        let Some(sc) = syscall_by_name(syscall) else {
+            return Ok(());
+        };
+        let task = Task {
+            pid: *pid,
+            tid: *tid,
+        };
+        let now = MonoNs(*ts_ns);
+        let open = if *at_end {
+            self.calls.remove(*tid)
+        } else {
+            self.calls.get(*tid).cloned()
+        };
+        let (file, start, bound) = match &open {
+            Some(o) if o.syscall == sc => (o.file.clone(), o.start, o.start_bound || *start_bound),
+            _ => (None, MonoNs(*start_ns), *start_bound),
+        };
+        if !*at_end {
+            let already = match self.calls.get_mut(*tid) {
+                Some(o) if o.syscall == sc => std::mem::replace(&mut o.crossed, true),
+                _ => !self.crossed_writes.insert((*tid, *start_ns)),
+            };
+            if already {
+                return Ok(());
+            }
+        }
+        let file = file.or_else(|| self.resolve(task, sc, *arg));
+        let comm = self.enrich.thread_name(*pid, *tid).unwrap_or_default();
+        let call = Call {
+            task,
+            syscall: sc,
+            arg: *arg,
+            file,
+            start,
+            end: None,
+            ret: None,
+            comm,
+            start_bound: bound,
+            accounting: None,
+            after_ns: None,
+        };
+        let off = off_ns.map(|off| OffNow {
+            off: MonoNs(off),
+            wake: wake_ns.map(MonoNs),
+            state: state
+                .as_deref()
+                .and_then(|s| s.chars().next())
+                .map_or(SchedState::Other, SchedState::from_letter),
+            stack: stack.clone(),
+        });
+        let phase = if *at_end {
+            Phase::Unfinished
+        } else {
+            Phase::InProgress
+        };
+        self.report(&call, now, phase, off, sink)
+    }
+
+    /// Explains and prints one call.
+    fn report(
+        &mut self,
+        call: &Call,
+        now: MonoNs,
+        phase: Phase,
+        off_now: Option<OffNow>,
+        sink: &mut dyn Sink,
+    ) -> io::Result<()> {
+        match phase {
+            Phase::InProgress => self.stats.crossed += 1,
+            _ => self.stats.reported += 1,
+        }
+        let rec = self.record(call, now, phase, off_now);
+        sink.call(&rec)
+    }
+
+    /// The printed record of a call.
+    fn record(
+        &mut self,
+        call: &Call,
+        now: MonoNs,
+        phase: Phase,
+        off_now: Option<OffNow>,
+    ) -> CallRecord {
+        let thread = if call.comm.is_empty() {
+            self.enrich
+                .thread_name(call.task.pid, call.task.tid)
+                .unwrap_or_default()
+        } else {
+            call.comm.clone()
+        };
+        let dev = call.file.as_ref().and_then(|f| f.dev);
+        let device = dev.and_then(|d| self.enrich.device_name(d, call.task.pid));
+        let disks = dev
+            .map(|d| self.enrich.disk_path(FileDev(d)))
+            .unwrap_or_default();
+        let visible_end = call.visible_end(now);
+        let span = Span {
+            pid: call.task.pid,
+            tid: call.task.tid,
+            thread: thread.clone(),
+            syscall: call.syscall.name(),
+            write_family: call.syscall.is_write(),
+            file_dev: dev.map(FileDev),
+            device: device.clone(),
+            disks: disks.clone(),
+            start: call.start,
+            syscall_end: call.end,
+            end: visible_end,
+            accounting: call.accounting,
+            start_bound: call.start_bound,
+            running: call.end.is_none(),
+            off_now,
+        };
+        let why = attribution::explain(&span, &self.history, &mut *self.enrich);
+        let after_ms = call.after_ns.map(|a| a as f64 / 1e6);
+        CallRecord {
+            kind: if call.syscall.is_write() {
+                "write"
+            } else {
+                "fsync"
+            },
+            pid: call.task.pid,
+            tid: call.task.tid,
+            thread,
+            syscall: call.syscall.name(),
+            fd: match call.syscall.arg().1 {
+                ArgKind::Fd => Some(call.arg as i64 as i32),
+                _ => None,
+            },
+            path: call.file.as_ref().map(|f| f.path.clone()),
+            dev: dev.map(|d| d.to_string()),
+            device,
+            disk: disks.top().map(|l| l.name.clone()),
+            start_ns: call.start.0,
+            start_unix_ms: self.wall.unix_ms(call.start),
+            duration_ms: call.duration_ns(now) as f64 / 1e6,
+            ret: call.ret,
+            unfinished: phase == Phase::Unfinished,
+            in_progress: phase == Phase::InProgress,
+            start_bound: call.start_bound,
+            after_ms,
+            visible_ms: call
+                .after_ns
+                .map(|_| visible_end.since(call.start) as f64 / 1e6),
+            why: Some(why),
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The per-record path: decode -> enrich -> model -> history -> attribution -> sink. One
+//! module per event family, mirroring `zkstall-ebpf/src/probes/`: `calls` (syscalls),
+//! `block`, `sched`, `writeback`, `journal`; `notes` are what userspace observed outside
+//! the ring buffer. Live tracing feeds the pipeline from the ring buffer and /proc;
+//! `report` feeds it from a recording, through this same code, so both give the same
+//! answer.
+
+mod block;
+mod calls;
+mod journal;
+pub mod notes;
+mod sched;
+mod writeback;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    io,
+    num::NonZeroUsize,
+};
+
+use lru::LruCache;
+
+pub use block::{disk_label, on_partition, party_label, req_flags};
+pub use notes::Note;
+
+use crate::{
+    clock::{MonoNs, WallClock},
+    decode::{Event, decode},
+    enrich::{DiskDev, Enricher, Fact, FileDev},
+    history::History,
+    model::Calls,
+    probes::ReqBits,
+    sinks::{EventRecord, Sink, Summary, events::Who},
+};
+
+/// Dirtied inodes remembered, per (bdi, inode), least recently used first out.
+const DIRTIERS: usize = 65536;
+
+/// Counts for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Kernel records received.
+    pub events: u64,
+    pub calls_seen: u64,
+    pub reported: u64,
+    pub decode_errors: u64,
+    /// Calls reported while still running, as they crossed the threshold.
+    pub crossed: u64,
+    /// Records of each type sent to the output (or, without --events, handled).
+    pub by_type: BTreeMap<&'static str, u64>,
+    /// Records lost (kernel ring full, reader shed), and in how many windows.
+    pub lost_ringbuf_full: u64,
+    pub lost_shed: u64,
+    pub lost_windows: u64,
+}
+
+pub struct Pipeline {
+    /// Names for kernel identifiers: live from /proc and /sys, or from a recording.
+    enrich: Box<dyn Enricher>,
+    wall: WallClock,
+    threshold_ns: u64,
+    /// Also send the records around the calls (`trace --events`).
+    events_out: bool,
+    req_bits: ReqBits,
+    calls: Calls,
+    /// Recent activity, for attribution.
+    history: History,
+    /// (bdi, inode) -> the thread that last dirtied its pages.
+    dirtiers: LruCache<(String, u64), Who>,
+    commits: journal::OpenCommits,
+    /// /proc stacks of threads found stuck at attach (their seeded intervals have none).
+    stuck_stacks: HashMap<u32, Vec<String>>,
+    /// Disks watched (their requests traced one by one), by name.
+    watched: BTreeMap<DiskDev, String>,
+    /// Disks that should be watched (live: the tracer adds them and notes it).
+    want_watch: Vec<(DiskDev, String, String)>,
+    asked: HashSet<DiskDev>,
+    file_devs: HashSet<FileDev>,
+    /// Write-family calls reported while running (they have no open entry), by (tid, start).
+    crossed_writes: HashSet<(u32, u64)>,
+    /// The newest kernel timestamp seen.
+    last_ts: MonoNs,
+    pub stats: Stats,
+}
+
+impl Pipeline {
+    pub fn new(enrich: Box<dyn Enricher>, wall: WallClock, threshold_ns: u64) -> Self {
+        Pipeline {
+            enrich,
+            wall,
+            threshold_ns,
+            events_out: false,
+            req_bits: ReqBits::default(),
+            calls: Calls::default(),
+            history: History::default(),
+            dirtiers: LruCache::new(NonZeroUsize::new(DIRTIERS).expect("nonzero")),
+            commits: journal::OpenCommits::default(),
+            stuck_stacks: HashMap::new(),
+            watched: BTreeMap::new(),
+            want_watch: Vec::new(),
+            asked: HashSet::new(),
+            file_devs: HashSet::new(),
+            crossed_writes: HashSet::new(),
+            last_ts: MonoNs(0),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Sends the records around the calls too (block I/O, off-CPU intervals, ...).
+    pub fn with_events(mut self, on: bool) -> Self {
+        self.events_out = on;
+        self
+    }
+
+    /// How this kernel numbers request ops and flags (from BTF, or a recording's header).
+    pub fn with_req_bits(mut self, bits: ReqBits) -> Self {
+        self.req_bits = bits;
+        self
+    }
+
+    /// A fact read from a recording.
+    pub fn learn(&mut self, f: Fact) {
+        self.enrich.learn(f);
+    }
+
+    /// Facts the enricher answered since the last call (for a recording).
+    pub fn take_facts(&mut self) -> Vec<Fact> {
+        self.enrich.take_facts()
+    }
+
+    /// Disks the traced files turned out to live on, not yet watched: (disk, name, why).
+    /// Live tracing watches them and hands back a [`Note::Watch`] each.
+    pub fn take_wanted_disks(&mut self) -> Vec<(DiskDev, String, String)> {
+        std::mem::take(&mut self.want_watch)
+    }
+
+    /// Asks for the disks serving filesystem `dev` to be watched.
+    pub fn want_disks_of(&mut self, dev: FileDev, why: &str) {
+        if !self.file_devs.insert(dev) {
+            return;
+        }
+        let path = self.enrich.disk_path(dev);
+        for l in path.layers {
+            if !self.watched.contains_key(&l.disk) && self.asked.insert(l.disk) {
+                self.want_watch.push((l.disk, l.name.clone(), why.to_string()));
+            }
+        }
+    }
+
+    /// The disks watched so far.
+    pub fn watched(&self) -> &BTreeMap<DiskDev, String> {
+        &self.watched
+    }
+
+    fn count(&mut self, kind: &'static str) {
+        *self.stats.by_type.entry(kind).or_default() += 1;
+    }
+
+    fn out(&mut self, sink: &mut dyn Sink, rec: EventRecord) -> io::Result<()> {
+        let kind = match &rec {
+            EventRecord::Io(_) => "io",
+            EventRecord::Blocked(_) => "blocked",
+            EventRecord::Thread(_) => "thread",
+            EventRecord::Dirty(_) => "dirty",
+            EventRecord::Writeback(_) => "writeback",
+            EventRecord::Throttle(_) => "throttle",
+            EventRecord::Journal(_) => "journal",
+        };
+        self.count(kind);
+        if self.events_out {
+            sink.event(&rec)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Handles one kernel record (from the ring buffer, or synthesized at the end of
+    /// tracing from the kernel's maps in the same layout).
+    pub fn handle(&mut self, rec: &[u8], sink: &mut dyn Sink) -> io::Result<()> {
+        self.stats.events += 1;
+        let ev = match decode(rec) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                tracing::debug!("undecodable record: {e}");
+                return Ok(());
+            }
+        };
+        if let Some(ts) = rec
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+        {
+            self.last_ts = self.last_ts.max(MonoNs(ts));
+        }
+        match ev {
+            Event::SyscallEnter {
+                task,
+                ts,
+                syscall,
+                arg,
+            } => self.on_enter(task, ts, syscall, arg, sink),
+            Event::SyscallExit(x) => self.on_exit(x, sink),
+            Event::Io(io) => self.on_io(io, sink),
+            Event::Blocked(b) => self.on_blocked(b, sink),
+            Event::Thread {
+                actor,
+                ts,
+                change,
+                tid,
+                comm,
+            } => self.on_thread(actor, ts, change, tid, comm, sink),
+            Event::Dirty {
+                task,
+                ts,
+                comm,
+                cgroup_id,
+                ino,
+                pages,
+                bdi,
+            } => self.on_dirty(task, ts, comm, cgroup_id, ino, pages, bdi, sink),
+            Event::Writeback {
+                task,
+                ts,
+                start,
+                ino,
+                pages,
+                bdi,
+            } => self.on_writeback(task, ts, start, ino, pages, bdi, sink),
+            Event::Throttle {
+                task,
+                ts,
+                comm,
+                pause_ms,
+                paused_ms,
+                dirty,
+                limit,
+                bdi,
+            } => self.on_throttle(task, ts, comm, pause_ms, paused_ms, dirty, limit, bdi, sink),
+            Event::Journal {
+                task,
+                ts,
+                dev,
+                transaction,
+                phase,
+            } => self.on_journal(task, ts, dev, transaction, phase, sink),
+            Event::JournalStats {
+                dev,
+                transaction,
+                handles,
+                blocks,
+                blocks_logged,
+            } => {
+                self.commits
+                    .stats(dev, transaction, handles, blocks, blocks_logged);
+                Ok(())
+            }
+        }
+    }
+
+    /// Handles one userspace observation.
+    pub fn note(&mut self, n: &Note, sink: &mut dyn Sink) -> io::Result<()> {
+        match n {
+            Note::Target { pid, .. } => {
+                self.enrich.seed_threads(*pid);
+                Ok(())
+            }
+            Note::TargetExit { pid, .. } => {
+                self.calls.forget_pid(*pid);
+                self.enrich.forget_pid(*pid);
+                Ok(())
+            }
+            Note::Watch {
+                ts_ns, disk, name, ..
+            } => {
+                if let Some(d) = crate::enrich::DevId::parse(disk) {
+                    let d = DiskDev(d);
+                    self.watched.insert(d, name.clone());
+                    self.history.watch(d, MonoNs(*ts_ns));
+                }
+                Ok(())
+            }
+            Note::Stuck { .. } => self.on_stuck(n),
+            Note::Running { .. } => self.on_running(n, sink),
+            Note::Lost {
+                from_ns,
+                to_ns,
+                ringbuf_full,
+                shed,
+            } => {
+                self.history.lost(MonoNs(*from_ns), MonoNs(*to_ns));
+                self.stats.lost_ringbuf_full += ringbuf_full;
+                self.stats.lost_shed += shed;
+                self.stats.lost_windows += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// The end of the stream: calls still open that the kernel did not confirm running
+    /// (with a [`Note::Running`] at the end) lost their exit; they are counted, not
+    /// reported as phantom calls as long as the trace.
+    pub fn finish(&mut self, _now: MonoNs, _sink: &mut dyn Sink) -> io::Result<()> {
+        self.calls.close_all();
+        Ok(())
+    }
+
+    /// The summary of a run from its trailer: the same numbers live and from a recording.
+    pub fn summary(
+        &self,
+        t: &crate::recording::Trailer,
+        started_ns: u64,
+        disabled: Vec<crate::sinks::DisabledSignal>,
+    ) -> Summary {
+        let mut s = Summary {
+            kind: "summary",
+            pids: t.pids.clone(),
+            duration_s: t.end_ns.saturating_sub(started_ns) as f64 / 1e9,
+            dropped: t.dropped,
+            untimed: t.untimed + self.calls.evicted,
+            exit_without_enter: t.exit_without_enter,
+            read_errors: t.read_errors,
+            io_unmatched: t.io_unmatched,
+            map_full: t.map_full,
+            stack_errors: t.stack_errors,
+            io_merged: t.io_merged,
+            io_stale: t.io_stale,
+            io_partial: t.io_partial,
+            io_flush: t.io_flush,
+            io_watched: t.io_watched,
+            io_other_disks: t.io_other_disks,
+            other_disks: t.other_disks.clone(),
+            shed_by_reader: t.shed_by_reader,
+            disabled,
+            ..Default::default()
+        };
+        s.events = self.stats.events;
+        s.calls = self.stats.calls_seen;
+        s.reported = self.stats.reported;
+        s.crossed = self.stats.crossed;
+        s.decode_errors = self.stats.decode_errors;
+        s.threshold_ms = self.threshold_ns as f64 / 1e6;
+        s.by_type = self.stats.by_type.clone();
+        s.by_type.insert("call", self.stats.reported);
+        s.history_shed = self.history.shed;
+        s.lost_windows = self.stats.lost_windows;
+        s.calls_exit_lost = self.calls.exit_lost;
+        s.calls_thread_exited = self.calls.thread_exited;
+        s.watched = self
+            .watched
+            .iter()
+            .map(|(d, n)| format!("{n} ({d})"))
+            .collect();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! Notes: what userspace observes outside the ring buffer (targets found and gone, disks
+//! watched, calls already running at attach or crossing the threshold, records lost). They
+//! go through the pipeline and into recordings exactly like kernel records, in the order
+//! they were handled, so `report` sees what the live run saw.
+
+use serde::{Deserialize, Serialize};
+
+/// One userspace observation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "note", rename_all = "snake_case")]
+pub enum Note {
+    /// A process is traced from now on (at start, or found later).
+    Target {
+        ts_ns: u64,
+        pid: u32,
+        comm: String,
+        reason: String,
+    },
+    /// A traced process was seen gone from /proc.
+    TargetExit { ts_ns: u64, pid: u32 },
+    /// A disk's requests are traced one by one from now on.
+    Watch {
+        ts_ns: u64,
+        /// The disk, `MAJ:MIN`.
+        disk: String,
+        name: String,
+        /// Why: the file (or device) it serves.
+        why: String,
+    },
+    /// A thread was already inside a watched syscall when tracing began (from /proc).
+    Stuck {
+        ts_ns: u64,
+        pid: u32,
+        tid: u32,
+        thread: String,
+        syscall: String,
+        arg: u64,
+        /// ps state letter from /proc/<tid>/stat.
+        state: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wchan: Option<String>,
+        /// /proc/<tid>/stack, innermost first (empty where unreadable).
+        stack: Vec<String>,
+    },
+    /// A call in progress crossed the threshold, or was still running at the end.
+    Running {
+        ts_ns: u64,
+        pid: u32,
+        tid: u32,
+        syscall: String,
+        arg: u64,
+        start_ns: u64,
+        /// The start is only a bound (running since before tracing began).
+        start_bound: bool,
+        /// Seen at the end of tracing (the call is reported as unfinished).
+        at_end: bool,
+        /// The thread's state now (ps letter), and since when it is off CPU (from the
+        /// kernel's per-thread state), when it is.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        off_ns: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wake_ns: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wchan: Option<String>,
+        /// Where it waits now, innermost first.
+        stack: Vec<String>,
+    },
+    /// Records were lost between `from_ns` and `to_ns`: the kernel found its ring buffer
+    /// full, or the reader shed records it could not queue.
+    Lost {
+        from_ns: u64,
+        to_ns: u64,
+        ringbuf_full: u64,
+        shed: u64,
+    },
+}
+
+impl Note {
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Note::Target { ts_ns, .. }
+            | Note::TargetExit { ts_ns, .. }
+            | Note::Watch { ts_ns, .. }
+            | Note::Stuck { ts_ns, .. }
+            | Note::Running { ts_ns, .. } => *ts_ns,
+            Note::Lost { to_ns, .. } => *to_ns,
+        }
+    }
+}
+
+/// The syscall named `name` (as notes carry it).
+pub fn syscall_by_name(name: &str) -> Option<zkstall_common::Syscall> {
+    zkstall_common::Syscall::ALL
+        .iter()
+        .copied()
+        .find(|s| s.name() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_round_trip_as_json() {
+        let n = Note::Running {
+            ts_ns: 5,
+            pid: 1,
+            tid: 2,
+            syscall: "fdatasync".into(),
+            arg: 3,
+            start_ns: 1,
+            start_bound: true,
+            at_end: false,
+            state: Some("D".into()),
+            off_ns: Some(2),
+            wake_ns: None,
+            wchan: None,
+            stack: vec!["jbd2_log_wait_commit".into()],
+        };
+        let j = serde_json::to_string(&n).unwrap();
+        assert!(j.contains("\"note\":\"running\""), "{j}");
+        assert_eq!(serde_json::from_str::<Note>(&j).unwrap(), n);
+        assert_eq!(syscall_by_name("fdatasync"), Some(zkstall_common::Syscall::Fdatasync));
+        assert_eq!(syscall_by_name("nope"), None);
+    }
+}

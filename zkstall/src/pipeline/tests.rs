@@ -1,0 +1,424 @@
+//! The pipeline on hand-built record streams.
+
+use super::*;
+use crate::{
+    decode::record_bytes,
+    enrich::{Live, Replay},
+    sinks::JsonSink,
+    targets::ProcRoot,
+};
+use zkstall_common::{
+    BLOCKED_AFTER_CALL, BlockedEvent, CALL_ACCOUNTED, CALL_AFTER, COMM_LEN, DirtyEvent,
+    EventHeader, EventKind, IoEvent, JournalEvent, JournalPhase, JournalStatsEvent, RQ_KTHREAD,
+    Request, Syscall, SyscallEnterEvent, SyscallExitEvent, ThreadEvent,
+};
+
+const MS: u64 = 1_000_000;
+
+fn hdr<T>(kind: EventKind, ts: u64, tgid: u32, tid: u32) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        size: size_of::<T>() as u32,
+        ts_ns: ts,
+        tgid,
+        tid,
+    }
+}
+
+fn comm(s: &str) -> [u8; COMM_LEN] {
+    let mut c = [0u8; COMM_LEN];
+    c[..s.len()].copy_from_slice(s.as_bytes());
+    c
+}
+
+fn enter(pid: u32, tid: u32, ts: u64, sc: Syscall, arg: u64) -> Vec<u8> {
+    record_bytes(&SyscallEnterEvent {
+        hdr: hdr::<SyscallEnterEvent>(EventKind::SyscallEnter, ts, pid, tid),
+        syscall: sc as u32,
+        _pad: 0,
+        arg,
+    })
+}
+
+fn exit(pid: u32, tid: u32, start: u64, end: u64, sc: Syscall, arg: u64) -> SyscallExitEvent {
+    SyscallExitEvent {
+        hdr: hdr::<SyscallExitEvent>(EventKind::SyscallExit, end, pid, tid),
+        syscall: sc as u32,
+        flags: 0,
+        start_ns: start,
+        ret: 0,
+        arg,
+        on_cpu_ns: 0,
+        short_ns: [0; 3],
+        after_ns: 0,
+        comm: comm("sync"),
+    }
+}
+
+fn blocked(pid: u32, tid: u32, off: u64, on: u64, state: u64) -> BlockedEvent {
+    BlockedEvent {
+        hdr: hdr::<BlockedEvent>(EventKind::Blocked, on, pid, tid),
+        off_ns: off,
+        state,
+        ..Default::default()
+    }
+}
+
+fn nowhere() -> Box<dyn crate::enrich::Enricher> {
+    Box::new(Live::new(
+        ProcRoot(std::path::PathBuf::from("/nonexistent")),
+        "/nonexistent",
+    ))
+}
+
+fn lines(out: &[u8]) -> Vec<serde_json::Value> {
+    out.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_call_is_as_slow_as_its_caller_saw_it_when_it_was_preempted_on_the_way_back() {
+    let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, 20 * MS);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        // 12 ms fdatasync, preempted 15 ms right after it returned: 27 ms as seen.
+        p.handle(&enter(7, 8, 100 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        let mut after = blocked(7, 8, 112 * MS + 5_000, 127 * MS, 0x100);
+        after.flags = BLOCKED_AFTER_CALL;
+        p.handle(&record_bytes(&after), &mut sink).unwrap();
+        let mut x = exit(7, 8, 100 * MS, 112 * MS, Syscall::Fdatasync, 3);
+        x.flags = CALL_AFTER | CALL_ACCOUNTED;
+        x.after_ns = 15 * MS;
+        x.on_cpu_ns = MS;
+        x.short_ns = [11 * MS, 0, 0];
+        p.handle(&record_bytes(&x), &mut sink).unwrap();
+        // 12 ms and the thread ran on: not reported.
+        p.handle(&enter(7, 8, 200 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        p.handle(
+            &record_bytes(&exit(7, 8, 200 * MS, 212 * MS, Syscall::Fdatasync, 3)),
+            &mut sink,
+        )
+        .unwrap();
+        // 12 ms, then asleep in its next syscall (not a JVM): its caller's own business.
+        let mut nap = blocked(7, 8, 225 * MS + 10_000, 260 * MS, 0x1);
+        nap.flags = BLOCKED_AFTER_CALL;
+        p.handle(&record_bytes(&nap), &mut sink).unwrap();
+        let mut x = exit(7, 8, 213 * MS, 225 * MS, Syscall::Fsync, 3);
+        x.flags = CALL_AFTER;
+        x.after_ns = 35 * MS;
+        p.handle(&record_bytes(&x), &mut sink).unwrap();
+        p.finish(MonoNs(300 * MS), &mut sink).unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 1, "{l:#?}");
+    let r = &l[0];
+    assert_eq!(r["duration_ms"], 12.0);
+    assert_eq!(r["after_ms"], 15.0);
+    assert_eq!(r["visible_ms"], 27.0);
+    assert_eq!(r["verdict"], "cpu_starvation", "{}", r["headline"]);
+    assert_eq!(r["evidence"]["on_cpu_ms"], 1.0);
+    assert_eq!(p.stats.calls_seen, 3);
+}
+
+#[test]
+fn flusher_io_is_charged_to_the_dirtier_of_that_bdi_and_inode() {
+    let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, 0).with_events(true);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        let dirty = |bdi: &[u8; 16], ino| DirtyEvent {
+            hdr: hdr::<DirtyEvent>(EventKind::Dirty, 10, 500, 501),
+            ino,
+            pages: 1,
+            _pad: 0,
+            cgroup_id: 0,
+            bdi: *bdi,
+            comm: comm("dd"),
+        };
+        let b70 = *b"7:0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+        let b71 = *b"7:1\0\0\0\0\0\0\0\0\0\0\0\0\0";
+        p.handle(&record_bytes(&dirty(&b70, 77)), &mut sink).unwrap();
+        let io = |tgid: u32, ino: u64, bdi: [u8; 16], c: &str, kthread: bool| IoEvent {
+            hdr: hdr::<IoEvent>(EventKind::Io, 900, tgid, tgid),
+            rq: Request {
+                queued_ns: 100,
+                insert_ns: 100,
+                issue_ns: 300,
+                sector: 8,
+                ino,
+                wb_bdi: bdi,
+                task_cgroup: 0,
+                blk_cgroup: 0,
+                disk: 7 << 20,
+                part: 0,
+                tgid,
+                tid: tgid,
+                bytes: 4096,
+                done_bytes: 4096,
+                cmd_flags: 1,
+                requeues: 0,
+                flags: if kthread { RQ_KTHREAD } else { 0 },
+                comm: comm(c),
+            },
+            nr_bytes: 4096,
+            status: 0,
+        };
+        // The flusher, inode 77 of bdi 7:0: dd's.
+        p.handle(&record_bytes(&io(90, 77, b70, "kworker/u8:3", true)), &mut sink)
+            .unwrap();
+        // Inode 77 of another bdi: not dd's (inode numbers are per filesystem).
+        p.handle(&record_bytes(&io(90, 77, b71, "kworker/u8:3", true)), &mut sink)
+            .unwrap();
+        // dd's own I/O.
+        p.handle(&record_bytes(&io(500, 0, [0; 16], "dd", false)), &mut sink)
+            .unwrap();
+    }
+    let l = lines(&out);
+    let ios: Vec<&serde_json::Value> = l.iter().filter(|l| l["type"] == "io").collect();
+    assert_eq!(ios.len(), 3);
+    assert_eq!(ios[0]["comm"], "kworker/u8:3");
+    assert_eq!(ios[0]["dirtier"]["comm"], "dd");
+    assert_eq!(ios[0]["dirtier"]["tid"], 501);
+    assert_eq!(ios[0]["charged_to"], "dd (pid 500 tid 501)");
+    assert_eq!(ios[0]["queue_ms"], 0.0002);
+    assert_eq!(ios[0]["service_ms"], 0.0006);
+    assert!(ios[1].get("dirtier").is_none(), "another bdi's inode 77");
+    assert_eq!(ios[1]["charged_to"], "kworker/u8:3");
+    assert!(ios[2].get("dirtier").is_none(), "own I/O is not charged to itself");
+    assert_eq!(ios[2]["rwbs"], "W");
+}
+
+#[test]
+fn journal_phases_become_one_commit_record() {
+    let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, 0).with_events(true);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        let ph = |ts: u64, phase: JournalPhase, tr: u32| JournalEvent {
+            hdr: hdr::<JournalEvent>(EventKind::Journal, ts, 30, 30),
+            dev: 7 << 20,
+            transaction: tr,
+            phase: phase as u32,
+            _pad: 0,
+        };
+        for (ts, ph_) in [
+            (1, JournalPhase::Start),
+            (2, JournalPhase::Locking),
+            (3, JournalPhase::Flushing),
+            (9, JournalPhase::Logging),
+        ] {
+            p.handle(&record_bytes(&ph(ts * MS, ph_, 5)), &mut sink)
+                .unwrap();
+        }
+        let st = JournalStatsEvent {
+            hdr: hdr::<JournalStatsEvent>(EventKind::JournalStats, 9_500_000, 30, 30),
+            dev: 7 << 20,
+            transaction: 5,
+            handle_count: 12,
+            blocks: 8,
+            blocks_logged: 10,
+            _pad: 0,
+        };
+        p.handle(&record_bytes(&st), &mut sink).unwrap();
+        p.handle(&record_bytes(&ph(10 * MS, JournalPhase::End, 5)), &mut sink)
+            .unwrap();
+        // An end whose start was never seen is dropped, not invented.
+        p.handle(&record_bytes(&ph(11 * MS, JournalPhase::End, 4)), &mut sink)
+            .unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 1);
+    let v = &l[0];
+    assert_eq!(v["type"], "journal");
+    assert_eq!(v["dev"], "7:0");
+    assert_eq!(v["duration_ms"], 9.0);
+    assert_eq!(v["locking_ms"], 1.0);
+    assert_eq!(v["flushing_ms"], 6.0);
+    assert_eq!(v["logging_ms"], 1.0);
+    assert_eq!(v["handles"], 12);
+}
+
+#[test]
+fn reports_only_calls_at_or_above_the_threshold_with_their_file() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(f.as_file()) as u64;
+    let me = std::process::id();
+    let mut p = Pipeline::new(
+        Box::new(Live::new(ProcRoot::default(), "/sys")),
+        WallClock { offset_ns: 0 },
+        MS,
+    );
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        p.handle(&enter(me, 5, 1_000, Syscall::Fdatasync, fd), &mut sink)
+            .unwrap();
+        p.handle(
+            &record_bytes(&exit(me, 5, 1_000, 2 * MS, Syscall::Fdatasync, fd)),
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(&enter(me, 5, 3 * MS, Syscall::Fsync, fd), &mut sink)
+            .unwrap();
+        p.handle(
+            &record_bytes(&exit(me, 5, 3 * MS, 3_500_000, Syscall::Fsync, fd)),
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(&[0u8; 7], &mut sink).unwrap();
+        p.finish(MonoNs(9 * MS), &mut sink).unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(l[0]["syscall"], "fdatasync");
+    assert_eq!(l[0]["duration_ms"], 1.999);
+    assert_eq!(l[0]["path"], f.path().to_string_lossy().as_ref());
+    assert_eq!(l[0]["thread"], "sync");
+    assert_eq!(
+        (p.stats.events, p.stats.calls_seen, p.stats.reported, p.stats.decode_errors),
+        (5, 2, 1, 1)
+    );
+}
+
+#[test]
+fn calls_whose_exit_never_comes_are_closed_not_reported_as_phantoms() {
+    let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, MS);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        // Exit lost (ring full): the thread's next call closes it.
+        p.handle(&enter(7, 8, MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        p.handle(&enter(7, 8, 50 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        p.handle(
+            &record_bytes(&exit(7, 8, 50 * MS, 50 * MS + 10, Syscall::Fdatasync, 3)),
+            &mut sink,
+        )
+        .unwrap();
+        // A thread that exits inside a call.
+        p.handle(&enter(7, 9, 60 * MS, Syscall::Fsync, 3), &mut sink)
+            .unwrap();
+        let ex = ThreadEvent {
+            hdr: hdr::<ThreadEvent>(EventKind::Thread, 70 * MS, 7, 9),
+            change: 2,
+            tid: 9,
+            comm: comm("worker"),
+        };
+        p.handle(&record_bytes(&ex), &mut sink).unwrap();
+        // One still open at the end, that the kernel does not confirm running.
+        p.handle(&enter(7, 10, 80 * MS, Syscall::Fsync, 3), &mut sink)
+            .unwrap();
+        p.finish(MonoNs(60_000 * MS), &mut sink).unwrap();
+    }
+    assert!(lines(&out).is_empty(), "{:?}", lines(&out));
+    assert_eq!(p.calls.exit_lost, 2);
+    assert_eq!(p.calls.thread_exited, 1);
+}
+
+#[test]
+fn a_stuck_call_is_reported_as_it_crosses_the_threshold_and_again_when_it_ends() {
+    let mut p = Pipeline::new(Box::new(Replay::default()), WallClock { offset_ns: 0 }, 100 * MS);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        p.note(
+            &Note::Stuck {
+                ts_ns: 1_000 * MS,
+                pid: 7,
+                tid: 8,
+                thread: "SyncThread:1".into(),
+                syscall: "fdatasync".into(),
+                arg: 3,
+                state: "D".into(),
+                wchan: None,
+                stack: vec!["jbd2_log_wait_commit+0xc2".into()],
+            },
+            &mut sink,
+        )
+        .unwrap();
+        let running = Note::Running {
+            ts_ns: 1_150 * MS,
+            pid: 7,
+            tid: 8,
+            syscall: "fdatasync".into(),
+            arg: 3,
+            start_ns: 1_000 * MS,
+            start_bound: true,
+            at_end: false,
+            state: Some("D".into()),
+            off_ns: Some(1_000 * MS),
+            wake_ns: None,
+            wchan: None,
+            stack: vec!["jbd2_log_wait_commit+0xc2".into()],
+        };
+        p.note(&running, &mut sink).unwrap();
+        p.note(&running, &mut sink).unwrap(); // once only
+        // The seeded interval ends, then the call.
+        let mut b = blocked(7, 8, 1_000 * MS, 1_400 * MS, 0x2);
+        b.flags = zkstall_common::BLOCKED_SEEDED;
+        p.handle(&record_bytes(&b), &mut sink).unwrap();
+        let mut x = exit(7, 8, 1_000 * MS, 1_400 * MS, Syscall::Fdatasync, 3);
+        x.flags = zkstall_common::CALL_START_BOUND;
+        p.handle(&record_bytes(&x), &mut sink).unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 2, "{l:#?}");
+    assert_eq!(l[0]["in_progress"], true);
+    assert_eq!(l[0]["start_bound"], true);
+    assert_eq!(l[0]["duration_ms"], 150.0);
+    assert_eq!(l[0]["verdict"], "journal_wait", "{}", l[0]["headline"]);
+    assert!(l[1].get("in_progress").is_none());
+    assert_eq!(l[1]["duration_ms"], 400.0);
+    assert_eq!(l[1]["start_bound"], true);
+    assert_eq!(
+        l[1]["evidence"]["stack"][0], "jbd2_log_wait_commit+0xc2",
+        "the seeded interval carries the /proc stack"
+    );
+    assert_eq!(p.stats.crossed, 1);
+    assert_eq!(p.stats.reported, 1);
+}
+
+#[test]
+fn a_call_still_running_at_the_end_is_reported_unfinished_even_at_threshold_zero() {
+    let mut p = Pipeline::new(Box::new(Replay::default()), WallClock { offset_ns: 0 }, 0);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        p.handle(&enter(7, 8, MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        let mut b = blocked(7, 8, 2 * MS, 3_000 * MS, 0x2);
+        b.flags = zkstall_common::BLOCKED_OPEN;
+        p.handle(&record_bytes(&b), &mut sink).unwrap();
+        p.note(
+            &Note::Running {
+                ts_ns: 3_000 * MS,
+                pid: 7,
+                tid: 8,
+                syscall: "fdatasync".into(),
+                arg: 3,
+                start_ns: MS,
+                start_bound: false,
+                at_end: true,
+                state: Some("D".into()),
+                off_ns: None,
+                wake_ns: None,
+                wchan: None,
+                stack: vec![],
+            },
+            &mut sink,
+        )
+        .unwrap();
+        p.finish(MonoNs(3_000 * MS), &mut sink).unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 1, "{l:#?}");
+    assert_eq!(l[0]["unfinished"], true);
+    assert_eq!(l[0]["duration_ms"], 2999.0);
+    assert_eq!(l[0]["evidence"]["d_state_ms"], 2998.0, "D time = the stuck interval");
+}
