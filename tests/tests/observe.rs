@@ -30,7 +30,9 @@ fn direct_writes_are_block_requests_of_the_writer_adding_up_to_what_it_wrote() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lo = LoopDev::new(64);
     let mut target = sleeper();
-    let tracer = start_tracer(target.pid(), &["--threshold", "10s"]);
+    // The sleeper has no file there: the loop device is watched because it is named.
+    let dev = lo.dev.to_string_lossy().into_owned();
+    let tracer = start_tracer(target.pid(), &["--threshold", "10s", "--disk", &dev]);
 
     let of = format!("of={}", lo.dev.display());
     let mut dd = Proc::spawn(
@@ -63,6 +65,7 @@ fn direct_writes_are_block_requests_of_the_writer_adding_up_to_what_it_wrote() {
     );
     for r in &by_dd {
         assert_eq!(r["comm"], "dd");
+        assert_eq!(r["charged_to"], format!("dd (pid {dd_pid} tid {dd_pid})"));
         assert_eq!(r["op"], "write");
         assert_eq!(r["device"].as_str(), Some(lo.name().as_str()));
         assert!(
@@ -192,7 +195,8 @@ fn flusher_writeback_is_charged_to_the_process_that_dirtied_the_pages() {
     let lo = LoopDev::new(128);
     let mnt = Mount::ext4(&lo.dev);
     let mut target = sleeper();
-    let tracer = start_tracer(target.pid(), &["--threshold", "10s"]);
+    let dir = mnt.dir.to_string_lossy().into_owned();
+    let tracer = start_tracer(target.pid(), &["--threshold", "10s", "--disk", &dir]);
 
     let file = mnt.dir.join("buffered.dat");
     let of = format!("of={}", file.display());

@@ -78,7 +78,9 @@ impl Scenario {
         self.finish_raw().0
     }
 
-    /// Also returns the live run's output, byte for byte.
+    /// Also returns the live run's output, byte for byte. Calls reported while still
+    /// running (as they crossed the threshold) are left out: each is reported again when
+    /// it ends (see `in_progress`).
     fn finish_raw(mut self) -> (Vec<Value>, String) {
         std::thread::sleep(Duration::from_millis(300));
         let _ = self.work.child.kill();
@@ -86,11 +88,21 @@ impl Scenario {
         let calls = records
             .into_iter()
             .filter(|r| {
-                (r["type"] == "fsync" || r["type"] == "write") && r["thread"] == "SyncThread:1"
+                (r["type"] == "fsync" || r["type"] == "write")
+                    && r["thread"] == "SyncThread:1"
+                    && r.get("in_progress").is_none()
             })
             .collect();
         (calls, raw)
     }
+}
+
+/// The calls of `raw` (JSON lines) reported while still running.
+fn in_progress(raw: &str) -> Vec<Value> {
+    json_lines(raw)
+        .into_iter()
+        .filter(|r| r["in_progress"] == true)
+        .collect()
 }
 
 fn verdicts(calls: &[Value]) -> Vec<String> {
@@ -173,6 +185,18 @@ fn a_frozen_filesystem_under_a_write_is_fs_blocked() {
         c["headline"]
     );
     assert_eq!(c["timeline"][0]["thread"], "SyncThread:1");
+    // While it was stuck, it was reported as it crossed the threshold, already with the
+    // cause it was waiting on.
+    let early = in_progress(&live);
+    assert_eq!(early.len(), 1, "{early:#?}");
+    assert_eq!(early[0]["type"], "write");
+    assert_eq!(early[0]["start_ns"], c["start_ns"]);
+    assert_eq!(early[0]["verdict"], "fs_blocked", "{}", early[0]["headline"]);
+    let so_far = early[0]["duration_ms"].as_f64().unwrap();
+    assert!(
+        (500.0..1400.0).contains(&so_far),
+        "reported as it crossed 500 ms: {so_far}"
+    );
     assert_eq!(c["timeline"][0]["state"], "D");
 }
 

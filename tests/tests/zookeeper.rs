@@ -41,6 +41,7 @@ fn stop(zk: &mut ZooKeeper, tracer: Tracer) -> (Vec<Value>, Vec<ZkFsyncWarning>)
         .into_iter()
         .filter(|r| {
             (r["type"] == "fsync" || r["type"] == "write")
+                && r.get("in_progress").is_none()
                 && r["thread"]
                     .as_str()
                     .is_some_and(|t| t.starts_with("SyncThread"))

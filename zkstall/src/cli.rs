@@ -98,6 +98,11 @@ pub struct TraceArgs {
     /// Also write a recording to FILE (compressed), for `zkstall report` anywhere later.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Also trace the requests of this disk one by one (repeatable): a name (`sdb`,
+    /// `loop3`), `MAJ:MIN`, or a path on the filesystem it holds. The disks behind the
+    /// traced processes' files are always traced; other disks are only counted.
+    #[arg(long = "disk", value_name = "DISK")]
+    pub disks: Vec<String>,
 }
 
 #[derive(Debug, Args)]

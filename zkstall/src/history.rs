@@ -41,6 +41,9 @@ pub enum PartyKind {
     Kernel,
     /// Not known (a request first seen at its completion).
     Unknown,
+    /// Another block device relaying its own I/O to this one: a loop device writing its
+    /// backing file (`comm` names the device).
+    Layer,
 }
 
 /// Who a request is charged to: the dirtier for flusher writeback, the original submitter,
@@ -222,6 +225,8 @@ pub struct Throttle {
 pub struct Commit {
     pub dev: DevId,
     pub transaction: u32,
+    /// The journal thread that ran it.
+    pub tid: u32,
     pub start: MonoNs,
     pub end: MonoNs,
     pub locking_ms: Option<f64>,

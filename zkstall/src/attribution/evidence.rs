@@ -63,11 +63,18 @@ pub struct LayerEvidence {
     pub requests_others: u32,
     /// Of the others': on other partitions of this disk.
     pub bytes_other_partitions: u64,
+    /// Relayed from a layer above on this path (a loop device writing its backing file).
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub bytes_from_above: u64,
     pub flushes: u32,
     pub errors: u32,
     pub requeues: u32,
     /// It saw no block I/O at all during the call.
     pub no_io: bool,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -82,6 +89,14 @@ pub struct JournalEvidence {
     /// What the journal's disk did during the commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_during: Option<LayerEvidence>,
+    /// The journal thread during the commit (when its scheduling was traced): waiting for
+    /// a CPU, and asleep in D.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_runq_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_d_ms: Option<f64>,
 }
 
 /// The numbers behind a verdict. Field names are a contract: later versions add fields,
@@ -364,7 +379,9 @@ fn add(m: &mut BTreeMap<Stage, u64>, s: Stage, ns: u64) {
 /// Everything attribution knows about a call.
 pub struct Gathered<'a> {
     pub ev: Evidence,
+    /// The top layer's contenders, and every layer's.
     pub contenders: Vec<Contender>,
+    pub contenders_by_layer: Vec<Vec<Contender>>,
     pub stages: BTreeMap<Stage, u64>,
     pub waits: Vec<Wait<'a>>,
     /// Total sleeping time by site (long intervals only).
@@ -500,12 +517,23 @@ enum Whose {
     Process,
     Journal,
     Unknown,
+    /// A layer above on the call's own path relaying its I/O here (a loop device writing
+    /// its backing file): that layer's traffic, not a separate party.
+    FromAbove,
     Other,
 }
 
 fn whose(io: &Io, call: &Span) -> Whose {
+    whose_in(io, call, &[], false)
+}
+
+/// `above`: names of the layers above this one on the call's path; `under_loop`: a loop
+/// device is above (its worker's relayed I/O carries no other owner).
+fn whose_in(io: &Io, call: &Span, above: &[String], under_loop: bool) -> Whose {
     let c = &io.charged;
     match c.kind {
+        PartyKind::Layer if above.contains(&c.comm) => Whose::FromAbove,
+        PartyKind::Kernel if under_loop => Whose::FromAbove,
         PartyKind::Journal => Whose::Journal,
         PartyKind::Unknown => Whose::Unknown,
         PartyKind::Task if c.pid == call.pid && c.tid == call.tid => Whose::Thread,
@@ -523,8 +551,20 @@ pub fn layer_evidence(
     layer: &Layer,
     call: &Span,
     win: (MonoNs, MonoNs),
-    contenders: Option<&mut HashMap<(u32, u32, String), Contender>>,
-) -> LayerEvidence {
+) -> (LayerEvidence, Vec<Contender>) {
+    let above: Vec<String> = call
+        .disks
+        .layers
+        .iter()
+        .filter(|l| l.depth < layer.depth)
+        .map(|l| l.name.clone())
+        .collect();
+    let under_loop = call
+        .disks
+        .layers
+        .iter()
+        .any(|l| l.depth < layer.depth && matches!(l.kind, LayerKind::Loop { .. }));
+    let mut cmap: HashMap<(u32, u32, String), Contender> = HashMap::new();
     let disk = layer.disk;
     let hist = h.disks.get(&disk);
     let mut le = LayerEvidence {
@@ -539,7 +579,6 @@ pub fn layer_evidence(
     };
     let ios = ios_in(h, disk, win);
     le.no_io = ios.is_empty();
-    let mut contenders = contenders;
     for io in &ios {
         if io.op == Op::Flush && io.bytes == 0 {
             // The block layer's own cache flushes: everybody's, counted apart.
@@ -551,7 +590,8 @@ pub fn layer_evidence(
         }
         le.requeues += io.requeues as u32;
         let bytes = io.bytes as u64;
-        match whose(io, call) {
+        match whose_in(io, call, &above, under_loop) {
+            Whose::FromAbove => le.bytes_from_above += bytes,
             Whose::Thread => {
                 le.bytes_thread += bytes;
                 le.requests_thread += 1;
@@ -569,10 +609,10 @@ pub fn layer_evidence(
                 {
                     le.bytes_other_partitions += bytes;
                 }
-                if let Some(cs) = contenders.as_deref_mut() {
+                {
                     let c = &io.charged;
                     let key = (c.pid, c.tid, c.comm.clone());
-                    let e = cs.entry(key).or_insert_with(|| Contender {
+                    let e = cmap.entry(key).or_insert_with(|| Contender {
                         pid: c.pid,
                         tid: c.tid,
                         comm: c.comm.clone(),
@@ -581,6 +621,7 @@ pub fn layer_evidence(
                         kind: match c.kind {
                             PartyKind::Task => "task",
                             PartyKind::Cgroup => "cgroup",
+                            PartyKind::Layer => "device",
                             _ => "kernel",
                         },
                         same_process: w == Whose::Process,
@@ -670,7 +711,10 @@ pub fn layer_evidence(
     le.inflight_at_end = level.max(0) as u32;
     le.longest_completion_gap_ms = ms(gap);
     le.gap_start_ns = gap_start.map(|s| s.0);
-    le
+    let mut contenders: Vec<Contender> = cmap.into_values().collect();
+    contenders.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.requests.cmp(&a.requests)));
+    contenders.truncate(5);
+    (le, contenders)
 }
 
 /// Gathers everything about `call`.
@@ -704,9 +748,15 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     }
 
     // 2. The disks.
-    let mut cmap: HashMap<(u32, u32, String), Contender> = HashMap::new();
+    let mut by_layer: Vec<Vec<Contender>> = Vec::new();
     for l in &call.disks.layers {
-        let mut le = layer_evidence(h, l, call, win, Some(&mut cmap));
+        let (mut le, mut cs) = layer_evidence(h, l, call, win);
+        for c in &mut cs {
+            if c.kind == "task" && c.pid != 0 && c.pid != c.tid {
+                c.process = enrich.thread_name(c.pid, c.pid).filter(|p| *p != c.comm);
+            }
+        }
+        by_layer.push(cs);
         if !lost.is_empty() {
             // Which disk's records were lost is not known: none is complete.
             le.complete = false;
@@ -732,14 +782,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         ev.requests_target = top.requests_thread;
         ev.requests_others = top.requests_others;
     }
-    let mut contenders: Vec<Contender> = cmap.into_values().collect();
-    for c in &mut contenders {
-        if c.kind == "task" && c.pid != 0 && c.pid != c.tid {
-            c.process = enrich.thread_name(c.pid, c.pid).filter(|p| *p != c.comm);
-        }
-    }
-    contenders.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.requests.cmp(&a.requests)));
-    contenders.truncate(5);
+    let contenders = by_layer.first().cloned().unwrap_or_default();
 
     // 3. The calling thread's own requests, in flight over the window.
     let own: Vec<&Io> = call
@@ -955,7 +998,11 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         .filter(|t| t.tid == call.tid && t.at <= call.end && t.pause_ms > 0)
         .map(|t| t.pause_ms)
         .sum();
-    ev.throttle_pause_ms = pause_ms as f64;
+    // The planned pauses (jiffies), or the time it actually slept there, whichever is more.
+    ev.throttle_pause_ms = (pause_ms as f64).max(ms(stages
+        .get(&Stage::DirtyThrottle)
+        .copied()
+        .unwrap_or(0)));
 
     // 6. The journal commit: the one it waited on (overlapping its journal waits most),
     //    else the one overlapping the call most, on the file's filesystem.
@@ -979,7 +1026,20 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
                 )
             })
     });
-    ev.journal = commit.map(|c| JournalEvidence {
+    ev.journal = commit.map(|c| {
+        let cw = (c.start, c.end);
+        let jt: Vec<&Blocked> = blocked_in(h, c.tid, cw).filter(|b| b.tid == c.tid).collect();
+        let (mut rq, mut d) = (0u64, 0u64);
+        for b in &jt {
+            rq += overlap(b.runq(), cw);
+            if b.state == SchedState::DiskSleep {
+                d += overlap(b.sleep(), cw);
+            }
+        }
+        JournalEvidence {
+        thread: jt.first().map(|b| b.thread.clone()),
+        thread_runq_ms: (!jt.is_empty()).then_some(ms(rq)),
+        thread_d_ms: (!jt.is_empty()).then_some(ms(d)),
         transaction: c.transaction,
         duration_ms: ms(c.end.since(c.start)),
         locking_ms: c.locking_ms,
@@ -990,7 +1050,8 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         disk_during: call
             .disks
             .top()
-            .map(|l| layer_evidence(h, l, call, (c.start, c.end), None)),
+            .map(|l| layer_evidence(h, l, call, (c.start, c.end)).0),
+        }
     });
 
     // 7. After the return.
@@ -1009,6 +1070,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     Gathered {
         ev,
         contenders,
+        contenders_by_layer: by_layer,
         stages,
         waits,
         by_site,

@@ -143,7 +143,11 @@ pub fn explain(call: &Span, h: &History, enrich: &mut dyn Enricher) -> Explanati
         chain: finding.chain,
         stages: g.stages_ms(),
         evidence: g.ev.clone(),
-        contenders: g.contenders.clone(),
+        contenders: finding
+            .layer
+            .and_then(|i| g.contenders_by_layer.get(i))
+            .unwrap_or(&g.contenders)
+            .clone(),
         timeline,
         timeline_omitted: omitted,
     }

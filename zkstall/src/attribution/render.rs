@@ -104,9 +104,10 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
             let Some(l) = layer else {
                 return format!("the disk was busy with others' I/O during this {dur:.0} ms {sc}");
             };
-            let top = g
-                .contenders
-                .first()
+            let top = f
+                .layer
+                .and_then(|i| g.contenders_by_layer.get(i))
+                .and_then(|c| c.first())
                 .map(who)
                 .unwrap_or_else(|| "others".into());
             match (f.via, &ev.journal) {
@@ -171,6 +172,16 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                 .map(|f| format!(" at {f}"))
                 .unwrap_or_default()
         ),
+        Verdict::CpuStarvation if f.via == Some("journal") => {
+            let j = ev.journal.as_ref();
+            format!(
+                "this {dur:.0} ms {sc} waited for journal commit {}, whose thread {} was runnable but not running for {:.0} ms of its {:.0} ms: the CPU was busy with others",
+                j.map_or(0, |j| j.transaction),
+                j.and_then(|j| j.thread.clone()).unwrap_or_default(),
+                j.and_then(|j| j.thread_runq_ms).unwrap_or(0.0),
+                j.map_or(0.0, |j| j.duration_ms)
+            )
+        }
         Verdict::CpuStarvation => format!(
             "runnable but not running for {:.0} ms of this {dur:.0} ms {sc}{}: the CPU was busy with others",
             ms(g.stage(Stage::RunQueue)),

@@ -122,6 +122,7 @@ pub const RULES: &[(Verdict, Rule)] = &[
     (Verdict::CpuStarvation, cpu_starvation),
     (Verdict::JvmPause, jvm_pause),
     (Verdict::DirtyThrottle, dirty_throttle),
+    (Verdict::CpuStarvation, starvation_via_journal),
     (Verdict::DeviceContention, contention_via_journal),
     (Verdict::JournalWait, journal_wait),
     (Verdict::DeviceContention, device_contention),
@@ -312,6 +313,43 @@ fn contended(le: &LayerEvidence, t: &Thresholds) -> bool {
             || le.requests_others >= t.contention_min_requests)
 }
 
+/// Waited for a journal commit that was slow because its journal thread could not get a
+/// CPU.
+fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let jw = g.stage(Stage::JournalWait);
+    if share(g, jw) < t.dominant_share {
+        return None;
+    }
+    let j = g.ev.journal.as_ref()?;
+    let rq = j.thread_runq_ms?;
+    if rq < t.starvation_share * j.duration_ms {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "journal_commit",
+        detail: format!("transaction {}", j.transaction),
+        start_ns: g.commit.map_or(0, |c| c.start.0),
+        duration_ms: j.duration_ms,
+    });
+    chain.push(Link {
+        what: "run_queue",
+        detail: format!(
+            "{} runnable, waiting for a CPU",
+            j.thread.as_deref().unwrap_or("the journal thread")
+        ),
+        start_ns: g.commit.map_or(0, |c| c.start.0),
+        duration_ms: rq,
+    });
+    Some(Finding {
+        verdict: Verdict::CpuStarvation,
+        via: Some("journal"),
+        chain,
+        layer: None,
+        stage: Some(Stage::JournalWait),
+    })
+}
+
 /// Waited for a journal commit whose disk was busy with others' I/O: the others are the
 /// root cause, the journal the mechanism.
 fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
@@ -414,7 +452,7 @@ fn device_contention(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Findin
         start_ns: call.start.0,
         duration_ms: ms(wait),
     });
-    if let Some(c) = g.contenders.first() {
+    if let Some(c) = g.contenders_by_layer.get(idx).and_then(|c| c.first()) {
         chain.push(Link {
             what: "requests_of",
             detail: super::render::who(c),

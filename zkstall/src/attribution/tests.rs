@@ -316,6 +316,7 @@ fn a_journal_commit_behind_a_writer_is_contention_via_the_journal() {
     h.commit(Commit {
         dev: DISK.0,
         transaction: 9,
+        tid: 30,
         start: t(5),
         end: t(340),
         locking_ms: Some(1.0),
@@ -352,6 +353,7 @@ fn a_slow_commit_on_a_quiet_disk_is_journal_wait() {
     h.commit(Commit {
         dev: DISK.0,
         transaction: 9,
+        tid: 30,
         start: t(5),
         end: t(320),
         locking_ms: Some(280.0),
@@ -364,6 +366,35 @@ fn a_slow_commit_on_a_quiet_disk_is_journal_wait() {
     let e = explain_it(&call(0, 322), &h);
     assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);
     assert!(e.headline.contains("waiting for running handles"), "{}", e.headline);
+}
+
+#[test]
+fn a_commit_whose_journal_thread_could_not_run_is_cpu_starvation_via_the_journal() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(0, "jbd2/loop1-8", 4096, 190, 200));
+    h.commit(Commit {
+        dev: DISK.0,
+        transaction: 112,
+        tid: 30,
+        start: t(5),
+        end: t(215),
+        locking_ms: Some(0.0),
+        flushing_ms: Some(0.0),
+        logging_ms: Some(210.0),
+        handles: Some(3),
+        blocks: Some(2),
+    });
+    // The journal thread: woken at 6 ms, ran at 190 ms.
+    let mut j = blocked(30, SchedState::DiskSleep, 1, 190, Some(6), &[], None);
+    j.pid = 30;
+    j.thread = "jbd2/loop1-8".into();
+    h.blocked(j);
+    h.blocked(blocked(SYNC, SchedState::DiskSleep, 2, 215, Some(214), &["jbd2_log_wait_commit+0x11"], Some("jbd2/loop1-8")));
+    let e = explain_it(&call(0, 216), &h);
+    assert_eq!(e.verdict, Verdict::CpuStarvation, "{}", e.headline);
+    assert_eq!(e.via, Some("journal"));
+    assert!(e.headline.contains("jbd2/loop1-8 was runnable but not running for 184 ms"), "{}", e.headline);
 }
 
 #[test]

@@ -55,6 +55,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         events: false,
         blocked_min: Duration::from_millis(1),
         output: None,
+        disks: Vec::new(),
     };
     let mut out = sink_for(args.format);
     let mut tee = Tee {

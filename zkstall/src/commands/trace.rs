@@ -54,6 +54,8 @@ pub struct TraceOptions {
     pub events: bool,
     pub blocked_min: Duration,
     pub output: Option<std::path::PathBuf>,
+    /// Disks to watch besides those behind the targets' files.
+    pub disks: Vec<String>,
 }
 
 impl From<&TraceArgs> for TraceOptions {
@@ -65,8 +67,32 @@ impl From<&TraceArgs> for TraceOptions {
             events: a.events,
             blocked_min: a.blocked_min,
             output: a.output.clone(),
+            disks: a.disks.clone(),
         }
     }
+}
+
+/// The device a `--disk` argument names: `sdb`, `7:3`, or a path on it.
+pub fn resolve_disk_arg(arg: &str) -> anyhow::Result<DevId> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    if let Some(d) = DevId::parse(arg) {
+        return Ok(d);
+    }
+    let name = arg.strip_prefix("/dev/").unwrap_or(arg);
+    if !name.contains('/')
+        && let Ok(s) = std::fs::read_to_string(format!("/sys/class/block/{name}/dev"))
+        && let Some(d) = DevId::parse(&s)
+    {
+        return Ok(d);
+    }
+    let meta = std::fs::metadata(arg).with_context(|| {
+        format!("--disk {arg}: not a block device name (see /sys/class/block), MAJ:MIN, or an existing path")
+    })?;
+    Ok(if meta.file_type().is_block_device() {
+        DevId::from_dev_t(meta.rdev())
+    } else {
+        DevId::from_dev_t(meta.dev())
+    })
 }
 
 pub fn sink_for(format: Format) -> Box<dyn Sink> {
@@ -92,6 +118,8 @@ struct Feed<'s> {
     topology: Topology,
     /// Records the reader shed, in all.
     shed_total: u64,
+    /// Helper kernel threads added to the targets.
+    helpers: BTreeSet<u32>,
 }
 
 impl Feed<'_> {
@@ -122,19 +150,23 @@ impl Feed<'_> {
         self.watch_wanted(probes)
     }
 
-    /// Watches the disks the pipeline found traced files on (and their partitions).
+    /// Watches the disks the pipeline found traced files on (and their partitions), and
+    /// traces the kernel threads it found traced calls waiting on.
     fn watch_wanted(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
-        for (disk, name, why) in self.pipeline.take_wanted_disks() {
-            for dev in self.topology.disk_and_partitions(disk) {
-                if let Err(e) = probes.watch_dev(dev.to_kernel()) {
-                    tracing::warn!("cannot watch {name} ({dev}): {e}");
-                }
+        for (tid, why) in self.pipeline.take_wanted_helpers() {
+            if let Err(e) = probes.add_target(tid) {
+                tracing::warn!("cannot trace {why} (tid {tid}): {e}");
+                continue;
             }
-            tracing::debug!("watching {name} ({disk}) for {why}");
-            let n = Note::Watch {
+            self.helpers.insert(tid);
+            let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default();
+            tracing::debug!("tracing {comm} ({tid}), the {why}");
+            let n = Note::Helper {
                 ts_ns: MonoNs::now().0,
-                disk: disk.to_string(),
-                name,
+                pid: tid,
+                comm,
                 why,
             };
             self.pipeline.note(&n, self.sink).context("writing output")?;
@@ -142,7 +174,44 @@ impl Feed<'_> {
                 w.note(&n).context("writing the recording")?;
             }
         }
+        for (disk, name, why) in self.pipeline.take_wanted_disks() {
+            for dev in self.topology.disk_and_partitions(disk) {
+                if let Err(e) = probes.watch_dev(dev.to_kernel()) {
+                    tracing::warn!("cannot watch {name} ({dev}): {e}");
+                }
+            }
+            tracing::debug!("watching {name} ({disk}) for {why}");
+            let (backing_bdi, backing_ino) = loop_backing(&self.topology, disk);
+            let n = Note::Watch {
+                ts_ns: MonoNs::now().0,
+                disk: disk.to_string(),
+                name,
+                why,
+                backing_bdi,
+                backing_ino,
+            };
+            self.pipeline.note(&n, self.sink).context("writing output")?;
+            if let Some(w) = &mut self.writer {
+                w.note(&n).context("writing the recording")?;
+            }
+        }
         Ok(())
+    }
+}
+
+/// For a loop device: the bdi (its disk's `MAJ:MIN`) and inode of its backing file.
+fn loop_backing(topo: &Topology, disk: crate::enrich::DiskDev) -> (Option<String>, Option<u64>) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(f) = std::fs::read_to_string(format!("/sys/dev/block/{disk}/loop/backing_file")) else {
+        return (None, None);
+    };
+    let Ok(meta) = std::fs::metadata(f.trim()) else {
+        return (None, None);
+    };
+    let fs = topo.resolve(FileDev(DevId::from_dev_t(meta.dev())));
+    match fs.top() {
+        Some(l) => (Some(l.disk.to_string()), Some(meta.ino())),
+        None => (None, None),
     }
 }
 
@@ -444,9 +513,15 @@ pub async fn trace(
         sink,
         topology: Topology::new("/sys"),
         shed_total: 0,
+        helpers: BTreeSet::new(),
     };
     let mut live: BTreeSet<u32> = BTreeSet::new();
     let mut all_pids: BTreeSet<u32> = BTreeSet::new();
+    for d in &opts.disks {
+        let dev = resolve_disk_arg(d)?;
+        feed.pipeline.want_disks_of(FileDev(dev), &format!("--disk {d}"));
+    }
+    feed.watch_wanted(&mut probes)?;
     for t in &initial {
         add_target(t, &proc, &mut probes, &mut feed)?;
         live.insert(t.pid);
@@ -501,6 +576,12 @@ pub async fn trace(
                 last_check = now;
                 crossing_scan(&mut probes, &mut feed, &live, &proc, crossing, &mut crossed, false)?;
                 if ticks.is_multiple_of(TARGET_EVERY) {
+                    for tid in feed.helpers.clone() {
+                        if !proc.is_alive(tid) {
+                            feed.helpers.remove(&tid);
+                            probes.remove_target(tid)?;
+                        }
+                    }
                     for pid in live.clone() {
                         if !proc.is_alive(pid) {
                             tracing::info!("process {pid} exited");

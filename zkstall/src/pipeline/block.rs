@@ -131,6 +131,17 @@ impl Pipeline {
     /// Who caused a request.
     fn charge(&mut self, io: &IoDone) -> Party {
         if io.ino != 0
+            && let Some(dev) = self.loop_backing.get(&(io.wb_bdi.clone(), io.ino))
+        {
+            return Party {
+                kind: PartyKind::Layer,
+                pid: 0,
+                tid: 0,
+                comm: dev.clone(),
+                cgroup: None,
+            };
+        }
+        if io.ino != 0
             && let Some(d) = self.dirtiers.get(&(io.wb_bdi.clone(), io.ino)).cloned()
         {
             return Party {
@@ -266,6 +277,7 @@ impl Pipeline {
 pub fn party_label(p: &Party) -> String {
     match p.kind {
         PartyKind::Task if p.pid != 0 => format!("{} (pid {} tid {})", p.comm, p.pid, p.tid),
+        PartyKind::Layer => format!("{} (writing its backing file)", p.comm),
         PartyKind::Task | PartyKind::Journal | PartyKind::Kernel | PartyKind::Cgroup => {
             p.comm.clone()
         }

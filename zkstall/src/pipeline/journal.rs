@@ -65,6 +65,17 @@ impl Pipeline {
         }
         let c = open.entry((dev, transaction)).or_default();
         c.task.get_or_insert(task);
+        // The journal thread of a filesystem a traced call uses: trace its scheduling too
+        // (a commit can be slow because that thread cannot get a CPU).
+        if phase == JournalPhase::Start
+            && self
+                .file_devs
+                .contains(&crate::enrich::FileDev(DevId::from_kernel(dev)))
+            && !self.helpers.contains_key(&task.tid)
+            && self.asked_helpers.insert(task.tid)
+        {
+            self.want_helpers.push((task.tid, format!("journal of {}", DevId::from_kernel(dev))));
+        }
         match phase {
             JournalPhase::Start => c.start = Some(ts),
             JournalPhase::Locking => c.locking = Some(ts),
@@ -96,6 +107,7 @@ impl Pipeline {
         self.history.commit(history::Commit {
             dev,
             transaction,
+            tid: task.tid,
             start,
             end,
             locking_ms: span(c.locking, c.flushing),

@@ -78,6 +78,13 @@ pub struct Pipeline {
     file_devs: HashSet<FileDev>,
     /// Write-family calls reported while running (they have no open entry), by (tid, start).
     crossed_writes: HashSet<(u32, u64)>,
+    /// (bdi, inode) of loop devices' backing files -> the loop device's name.
+    loop_backing: HashMap<(String, u64), String>,
+    /// Kernel threads whose scheduling is traced because traced calls wait on them (the
+    /// journal threads of traced filesystems): tid -> why.
+    helpers: HashMap<u32, String>,
+    want_helpers: Vec<(u32, String)>,
+    asked_helpers: HashSet<u32>,
     /// The newest kernel timestamp seen.
     last_ts: MonoNs,
     pub stats: Stats,
@@ -101,6 +108,10 @@ impl Pipeline {
             asked: HashSet::new(),
             file_devs: HashSet::new(),
             crossed_writes: HashSet::new(),
+            loop_backing: HashMap::new(),
+            helpers: HashMap::new(),
+            want_helpers: Vec::new(),
+            asked_helpers: HashSet::new(),
             last_ts: MonoNs(0),
             stats: Stats::default(),
         }
@@ -132,6 +143,12 @@ impl Pipeline {
     /// Live tracing watches them and hands back a [`Note::Watch`] each.
     pub fn take_wanted_disks(&mut self) -> Vec<(DiskDev, String, String)> {
         std::mem::take(&mut self.want_watch)
+    }
+
+    /// Kernel threads traced calls wait on, to be traced too: (tid, why). Live tracing
+    /// adds them and hands back a [`Note::Helper`] each.
+    pub fn take_wanted_helpers(&mut self) -> Vec<(u32, String)> {
+        std::mem::take(&mut self.want_helpers)
     }
 
     /// Asks for the disks serving filesystem `dev` to be watched.
@@ -271,12 +288,28 @@ impl Pipeline {
                 Ok(())
             }
             Note::Watch {
-                ts_ns, disk, name, ..
+                ts_ns,
+                disk,
+                name,
+                backing_bdi,
+                backing_ino,
+                ..
             } => {
                 if let Some(d) = crate::enrich::DevId::parse(disk) {
                     let d = DiskDev(d);
                     self.watched.insert(d, name.clone());
                     self.history.watch(d, MonoNs(*ts_ns));
+                }
+                if let (Some(b), Some(i)) = (backing_bdi, backing_ino)
+                    && self.loop_backing.len() < 4096
+                {
+                    self.loop_backing.insert((b.clone(), *i), name.clone());
+                }
+                Ok(())
+            }
+            Note::Helper { pid, why, .. } => {
+                if self.helpers.len() < 1024 {
+                    self.helpers.insert(*pid, why.clone());
                 }
                 Ok(())
             }

@@ -26,6 +26,20 @@ pub enum Note {
         name: String,
         /// Why: the file (or device) it serves.
         why: String,
+        /// For a loop device: the bdi (`MAJ:MIN` of the disk) and inode of its backing
+        /// file, so that the flusher's writeback of that file is known as this device's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backing_bdi: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backing_ino: Option<u64>,
+    },
+    /// A kernel thread traced calls wait on (a filesystem's journal thread) is traced too,
+    /// from now on.
+    Helper {
+        ts_ns: u64,
+        pid: u32,
+        comm: String,
+        why: String,
     },
     /// A thread was already inside a watched syscall when tracing began (from /proc).
     Stuck {
@@ -83,6 +97,7 @@ impl Note {
             Note::Target { ts_ns, .. }
             | Note::TargetExit { ts_ns, .. }
             | Note::Watch { ts_ns, .. }
+            | Note::Helper { ts_ns, .. }
             | Note::Stuck { ts_ns, .. }
             | Note::Running { ts_ns, .. } => *ts_ns,
             Note::Lost { to_ns, .. } => *to_ns,
