@@ -661,3 +661,133 @@ pub fn rt_hog_on_cpu1(how_long: Duration) {
     );
     let _ = hog.wait_for_exit(how_long + Duration::from_secs(10));
 }
+
+/// A loop device with a partition table (MBR, via sfdisk) whose partitions are registered
+/// with `partx -a` (kernels without partition-table parsers do not scan them). Partitions
+/// and the device are removed on drop.
+pub struct PartLoop {
+    pub lo: LoopDev,
+    pub parts: Vec<PathBuf>,
+}
+
+impl PartLoop {
+    /// `sizes_mib`: one partition each, in order, from 1 MiB on.
+    pub fn new(sizes_mib: &[u64]) -> PartLoop {
+        let total: u64 = 2 + sizes_mib.iter().sum::<u64>();
+        Self::with(LoopDev::new(total), sizes_mib)
+    }
+
+    /// The same over an image file at `image` (on another filesystem, for instance).
+    pub fn over(image: &std::path::Path, sizes_mib: &[u64]) -> PartLoop {
+        let total: u64 = 2 + sizes_mib.iter().sum::<u64>();
+        Self::with(LoopDev::over(image, total), sizes_mib)
+    }
+
+    fn with(lo: LoopDev, sizes_mib: &[u64]) -> PartLoop {
+        let mut script = String::from("label: dos\n");
+        let mut start = 1u64;
+        for s in sizes_mib {
+            script.push_str(&format!("start={}MiB, size={}MiB, type=83\n", start, s));
+            start += s;
+        }
+        let mut child = Command::new("sfdisk")
+            .args(["--no-reread", "-q"])
+            .arg(&lo.dev)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            // It warns that the kernel cannot re-read the table: partx does that.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sfdisk");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "sfdisk failed");
+        sh("partx", &["-a", lo.dev.to_str().unwrap()]);
+        let parts: Vec<PathBuf> = (1..=sizes_mib.len())
+            .map(|i| PathBuf::from(format!("{}p{i}", lo.dev.display())))
+            .collect();
+        // udev may be absent: make sure the nodes exist (partx created the devices).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !parts.iter().all(|p| p.exists()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for p in &parts {
+            assert!(p.exists(), "{} did not appear after partx -a", p.display());
+        }
+        PartLoop { lo, parts }
+    }
+
+    /// The partition's device number as zkstall prints it.
+    pub fn majmin(&self, i: usize) -> String {
+        use std::os::unix::fs::MetadataExt as _;
+        let rdev = std::fs::metadata(&self.parts[i]).expect("stat part").rdev();
+        format!("{}:{}", libc::major(rdev), libc::minor(rdev))
+    }
+}
+
+impl Drop for PartLoop {
+    fn drop(&mut self) {
+        let _ = Command::new("partx")
+            .arg("-d")
+            .arg(&self.lo.dev)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A disk that can be stopped: a loop device (`inner`) over an image on a filesystem of
+/// another loop device (`outer`); freezing the outer filesystem stops the inner device
+/// from completing anything (a SAN or hypervisor stall, in miniature).
+pub struct StoppableDisk {
+    pub inner: LoopDev,
+    pub outer_mnt: Mount,
+    pub outer: LoopDev,
+}
+
+impl StoppableDisk {
+    pub fn new(mib: u64) -> StoppableDisk {
+        let outer = LoopDev::new(mib * 2 + 64);
+        let outer_mnt = Mount::ext4(&outer.dev);
+        let inner = LoopDev::over(&outer_mnt.dir.join("inner.img"), mib);
+        StoppableDisk {
+            inner,
+            outer_mnt,
+            outer,
+        }
+    }
+
+    /// Stops the disk until the guard is dropped (or thawed).
+    pub fn stop(&self) -> Freeze {
+        Freeze::new(&self.outer_mnt.dir)
+    }
+}
+
+/// Waits until `f` holds, or panics after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The state letter of a thread (/proc/<tid>/stat).
+pub fn thread_state(tid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+}
+
+/// The syscall number a thread is inside (/proc/<tid>/syscall), if any.
+pub fn thread_syscall(tid: u32) -> Option<i64> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok().filter(|n| *n >= 0)
+}
+
+/// The tid of the thread named `name` in process `pid`.
+pub fn tid_named(pid: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten().find_map(|e| {
+        let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim_end() == name).then_some(tid)
+    })
+}

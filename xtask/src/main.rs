@@ -75,6 +75,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "command -v chrt"),    // a real-time CPU hog
     ("e2fsprogs", "command -v mkfs.ext4"), // ext4 (with its jbd2 journal) on the loop devices
     ("coreutils", "command -v dd"),
+    ("fdisk", "command -v sfdisk"), // partition tables on loop devices (partx registers them)
+    ("fio", "command -v fio"),      // floods of small random writes (neighbour disks, bench)
     ("default-jre-headless", "command -v java"), // a real JVM; ZooKeeper's runtime
     // The real thing (3.8 on Debian 12); checked by package: its jar comes from
     // libzookeeper-java, which can be present without it.

@@ -238,9 +238,12 @@ pub enum Counter {
     IoWatched = 11,
     /// Completions of the block layer's own flush requests (REQ_OP_FLUSH, no data).
     IoFlush = 12,
+    /// The second, empty completion of a request whose data already completed: the end of
+    /// its flush sequence (PREFLUSH/FUA emulated with separate flushes). Not a request.
+    IoFlushSeqEnd = 13,
 }
 
-pub const COUNTER_COUNT: u32 = 13;
+pub const COUNTER_COUNT: u32 = 14;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -257,6 +260,7 @@ impl Counter {
         Counter::IoOther,
         Counter::IoWatched,
         Counter::IoFlush,
+        Counter::IoFlushSeqEnd,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -274,6 +278,7 @@ impl Counter {
             Counter::IoOther => "io_other_disks",
             Counter::IoWatched => "io_watched",
             Counter::IoFlush => "io_flush",
+            Counter::IoFlushSeqEnd => "io_flush_seq_end",
         }
     }
 }

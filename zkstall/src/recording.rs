@@ -122,6 +122,7 @@ pub struct Trailer {
     pub io_stale: u64,
     pub io_partial: u64,
     pub io_flush: u64,
+    pub io_flush_seq_end: u64,
     pub io_other_disks: u64,
     pub other_disks: Vec<OtherDisk>,
     pub shed_by_reader: u64,

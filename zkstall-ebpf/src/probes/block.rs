@@ -320,6 +320,13 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
             // (its submitter is still known from block_getrq).
             let mut r = new_request(rq, disk, now);
             r.done_bytes = nr_bytes;
+            if r.flags & RQ_FROM_GETRQ == 0 && nr_bytes == 0 && left == 0 {
+                // No entry, no data, and not a new empty flush: a request whose data
+                // already completed (and was sent), completing again at the end of its
+                // flush sequence (the device emulates PREFLUSH/FUA with flush requests).
+                count(Counter::IoFlushSeqEnd);
+                return 0;
+            }
             if r.flags & RQ_FROM_GETRQ == 0 {
                 r.flags |= RQ_UNMATCHED;
                 count(Counter::IoUnmatched);

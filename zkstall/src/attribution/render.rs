@@ -84,10 +84,23 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
             }
             let below: Vec<&super::LayerEvidence> =
                 ev.layers.iter().filter(|b| b.depth > l.depth).collect();
-            if !below.is_empty() && below.iter().all(|b| b.inflight_max == 0) {
+            if !below.is_empty() {
+                let busy = below.iter().any(|b| b.completions > 0 || b.inflight_at_end > 0);
                 s.push_str(&format!(
-                    "; nothing was in flight below it ({}): the layer itself was blocked (its backing filesystem frozen or stuck?)",
-                    below.iter().map(|b| b.disk.as_str()).collect::<Vec<_>>().join(", ")
+                    "; below it {} {}",
+                    below
+                        .iter()
+                        .map(|b| format!(
+                            "{} ({} completion(s), up to {} in flight)",
+                            b.disk, b.completions, b.inflight_max
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if busy {
+                        "kept completing: the layer itself was blocked (its backing file's filesystem frozen or stuck?)"
+                    } else {
+                        "saw nothing to complete: the layer itself was blocked (its backing file's filesystem frozen or stuck?)"
+                    }
                 ));
             }
             if f.via == Some("journal")

@@ -220,7 +220,8 @@ fn a_stall_is_named_at_the_lowest_layer_that_stopped() {
     h2.blocked(blocked(SYNC, SchedState::DiskSleep, 5, 3950, Some(3950), &["folio_wait_writeback"], None));
     let e2 = explain_it(&c, &h2);
     assert!(e2.headline.starts_with("loop1 stopped"), "{}", e2.headline);
-    assert!(e2.headline.contains("nothing was in flight below it (loop0)"), "{}", e2.headline);
+    assert!(e2.headline.contains("below it loop0 (0 completion(s), up to 0 in flight)"), "{}", e2.headline);
+    assert!(e2.headline.contains("the layer itself was blocked"), "{}", e2.headline);
 }
 
 #[test]

@@ -752,6 +752,7 @@ fn trailer(
         io_stale: k.get(Counter::IoStale),
         io_partial: k.get(Counter::IoPartial),
         io_flush: k.get(Counter::IoFlush),
+        io_flush_seq_end: k.get(Counter::IoFlushSeqEnd),
         io_other_disks: k.get(Counter::IoOther),
         other_disks: other,
         shed_by_reader: feed.shed_total,

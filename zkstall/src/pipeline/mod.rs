@@ -360,6 +360,7 @@ impl Pipeline {
             io_stale: t.io_stale,
             io_partial: t.io_partial,
             io_flush: t.io_flush,
+            io_flush_seq_end: t.io_flush_seq_end,
             io_watched: t.io_watched,
             io_other_disks: t.io_other_disks,
             other_disks: t.other_disks.clone(),

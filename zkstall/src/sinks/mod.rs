@@ -106,6 +106,8 @@ pub struct Summary {
     pub io_stale: u64,
     pub io_partial: u64,
     pub io_flush: u64,
+    /// Second, empty completions ending a request's flush sequence (not requests).
+    pub io_flush_seq_end: u64,
     /// Requests completed on disks nobody watches (summarized, not sent).
     pub io_other_disks: u64,
     /// Those, by disk and cgroup.

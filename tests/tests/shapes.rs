@@ -1,0 +1,435 @@
+//! The shapes production has and the lab did not: the data directory on a partition, a
+//! stopped disk under a partition, a call already stuck when tracing starts and still stuck
+//! when it ends, a flooded neighbour disk, a flood on the traced disk itself. Each fails on
+//! a zkstall that pairs requests by (dev, op, sector), compares a file's device with the
+//! request's disk, or only reports calls that end while tracing.
+//!
+//! Guards are declared so that they drop in the right order even when a test fails:
+//! thaw first, then kill, unmount, detach.
+
+use std::{
+    io::BufRead as _,
+    process::{Command, Stdio},
+    sync::Mutex,
+    time::Duration,
+};
+
+use serde_json::Value;
+use zkstall_tests::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The built-in workload (a thread named SyncThread:1) in `dir`, started and running.
+fn workload(dir: &std::path::Path, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(zkstall_bin());
+    cmd.args(["workload", "--thread-name", "SyncThread:1", "--no-wait"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut work = Proc::spawn("workload", &mut cmd);
+    let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
+    let mut ready = String::new();
+    out.read_line(&mut ready).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    work
+}
+
+fn sync_calls(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| {
+            (r["type"] == "fsync" || r["type"] == "write") && r["thread"] == "SyncThread:1"
+        })
+        .collect()
+}
+
+fn summary(records: &[Value]) -> &Value {
+    records
+        .iter()
+        .rev()
+        .find(|r| r["type"] == "summary")
+        .expect("a summary")
+}
+
+fn verdicts(calls: &[&Value]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {:.0} ms{}: {}",
+                c["verdict"],
+                c["duration_ms"].as_f64().unwrap_or(0.0),
+                if c["in_progress"] == true {
+                    " (in progress)"
+                } else {
+                    ""
+                },
+                c["headline"]
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
+    if !can_run_root_tests("dd_on_another_partition_of_the_same_disk_is_named_as_the_contender") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let disk = PartLoop::new(&[256, 1024]);
+    let zk_fs = Mount::ext4(&disk.parts[0]);
+    let other_fs = Mount::ext4(&disk.parts[1]);
+    let mut work = workload(
+        &zk_fs.dir.join("zk"),
+        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+    );
+    let tracer = start_tracer_with(work.pid(), &["--threshold", "30ms", "--format", "json"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let of = format!("of={}", other_fs.dir.join("big").display());
+    let mut dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=1M", "count=700", "conv=fsync"])
+            .stderr(Stdio::null()),
+    );
+    let dd_pid = dd.pid() as u64;
+    assert!(dd.wait_for_exit(Duration::from_secs(120)).success());
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = work.child.kill();
+    let records = finish_tracer(tracer);
+    let calls: Vec<&Value> = sync_calls(&records)
+        .into_iter()
+        .filter(|c| c.get("in_progress").is_none())
+        .collect();
+    let contention: Vec<&&Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "device_contention")
+        .collect();
+    assert!(
+        !contention.is_empty(),
+        "dd on the other partition slowed the SyncThread: {:#?}",
+        verdicts(&calls)
+    );
+    let p1 = disk.parts[0].file_name().unwrap().to_string_lossy().into_owned();
+    for c in &contention {
+        // The file is on the partition; the queue examined is the whole disk's.
+        assert_eq!(c["device"].as_str(), Some(p1.as_str()), "{c}");
+        assert_eq!(c["dev"].as_str(), Some(disk.majmin(0).as_str()), "{c}");
+        assert_eq!(c["disk"].as_str(), Some(disk.lo.name().as_str()), "{c}");
+        let top = &c["contenders"][0];
+        assert_eq!(top["comm"], "dd", "dd on top: {c}");
+        assert_eq!(top["pid"].as_u64(), Some(dd_pid), "{c}");
+        let layer = &c["evidence"]["layers"][0];
+        assert_eq!(layer["partition"].as_str(), Some(p1.as_str()), "{c}");
+        assert!(
+            layer["bytes_other_partitions"].as_u64().unwrap() > 1 << 20,
+            "dd's bytes are on the other partition: {c}"
+        );
+        assert!(
+            c["headline"].as_str().unwrap().starts_with(&format!("dd (pid {dd_pid})")),
+            "{}",
+            c["headline"]
+        );
+    }
+    // Nothing claims the disk stopped, and no slow call is dd's I/O called its own.
+    for c in &calls {
+        assert_ne!(c["verdict"], "device_stall", "{:#?}", verdicts(&calls));
+        if c["verdict"] == "own_io" {
+            assert!(
+                c["evidence"]["bytes_target"].as_u64() >= c["evidence"]["bytes_others"].as_u64(),
+                "{c}"
+            );
+        }
+    }
+    let s = summary(&records);
+    assert_eq!(s["io_unmatched"], 0, "every request paired: {s}");
+    drop(other_fs);
+    drop(zk_fs);
+}
+
+#[test]
+fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk() {
+    if !can_run_root_tests("a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let outer = LoopDev::new(600);
+    let outer_fs = Mount::ext4(&outer.dev);
+    let disk = PartLoop::over(&outer_fs.dir.join("inner.img"), &[200, 100]);
+    let zk_fs = Mount::ext4(&disk.parts[0]);
+    let mut work = workload(
+        &zk_fs.dir.join("zk"),
+        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+    );
+    let tracer = start_tracer_with(work.pid(), &["--threshold", "1s", "--format", "json"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut freeze = Freeze::new(&outer_fs.dir);
+    std::thread::sleep(Duration::from_millis(3000));
+    freeze.thaw();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = work.child.kill();
+    let records = finish_tracer(tracer);
+    let calls: Vec<&Value> = sync_calls(&records)
+        .into_iter()
+        .filter(|c| c.get("in_progress").is_none())
+        .collect();
+    let stalls: Vec<&&Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "device_stall")
+        .collect();
+    assert!(!stalls.is_empty(), "{:#?}", verdicts(&calls));
+    let c = stalls[0];
+    let inner = disk.lo.name();
+    assert_eq!(c["disk"].as_str(), Some(inner.as_str()), "{c}");
+    assert!(
+        c["headline"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{inner} stopped completing I/O")),
+        "{}",
+        c["headline"]
+    );
+    assert!(
+        c["headline"].as_str().unwrap().contains(&outer.name()),
+        "the layer below is named: {}",
+        c["headline"]
+    );
+    let layer = &c["evidence"]["layers"][0];
+    assert!(layer["longest_completion_gap_ms"].as_f64().unwrap() > 2000.0, "{c}");
+    assert!(layer["inflight_max"].as_u64().unwrap() >= 1, "{c}");
+    for c in &calls {
+        assert!(
+            c["verdict"] == "device_stall" || c["duration_ms"].as_f64().unwrap() < 1500.0,
+            "every long call is the stall: {:#?}",
+            verdicts(&calls)
+        );
+    }
+    drop(zk_fs);
+    drop(disk);
+}
+
+#[test]
+fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
+    if !can_run_root_tests("a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause")
+    {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(128);
+    let fs = Mount::ext4(&lo.dev);
+    let mut work = workload(
+        &fs.dir.join("zk"),
+        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+    );
+    let mut tid = 0;
+    wait_until("the SyncThread", Duration::from_secs(10), || {
+        tid = tid_named(work.pid(), "SyncThread:1").unwrap_or(0);
+        tid != 0
+    });
+    let mut freeze = Freeze::new(&fs.dir);
+    // Its next write() blocks on the frozen filesystem.
+    wait_until("the write to block", Duration::from_secs(10), || {
+        thread_state(tid) == Some('D') && thread_syscall(tid) == Some(1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let tracer = start_tracer_with(work.pid(), &["--threshold", "200ms", "--format", "json"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    freeze.thaw();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = work.child.kill();
+    let (records, _) = finish_tracer_raw(tracer);
+    let calls = sync_calls(&records);
+    let stuck: Vec<&&Value> = calls.iter().filter(|c| c["start_bound"] == true).collect();
+    assert_eq!(stuck.len(), 2, "reported as it crossed the threshold, then at its end: {:#?}", verdicts(&calls));
+    let (early, last) = (stuck[0], stuck[1]);
+    assert_eq!(early["in_progress"], true, "{early}");
+    assert_eq!(early["type"], "write");
+    assert_eq!(early["verdict"], "fs_blocked", "{}", early["headline"]);
+    assert!(
+        early["headline"].as_str().unwrap().contains("percpu_rwsem"),
+        "the frame it waits at, from /proc: {}",
+        early["headline"]
+    );
+    assert!(last.get("in_progress").is_none(), "{last}");
+    assert_eq!(last["type"], "write");
+    assert_eq!(last["start_ns"], early["start_ns"]);
+    assert_eq!(last["verdict"], "fs_blocked", "{}", last["headline"]);
+    assert!(
+        last["duration_ms"].as_f64().unwrap() >= 1100.0,
+        "at least from attach to the thaw: {last}"
+    );
+    assert!(
+        last["evidence"]["incomplete"][0]
+            .as_str()
+            .unwrap()
+            .contains("already running"),
+        "{last}"
+    );
+    drop(fs);
+}
+
+#[test]
+fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports() {
+    if !can_run_root_tests(
+        "a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let disk = StoppableDisk::new(200);
+    let fs = Mount::ext4(&disk.inner.dev);
+    let mut work = workload(
+        &fs.dir.join("zk"),
+        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+    );
+    let tracer = start_tracer_with(work.pid(), &["--threshold", "500ms", "--format", "json"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut freeze = disk.stop();
+    std::thread::sleep(Duration::from_millis(2500));
+    // Ctrl-C while the SyncThread is still stuck.
+    // SAFETY: kill(2) on the tracer's own pid.
+    unsafe { libc::kill(tracer.proc.pid() as i32, libc::SIGINT) };
+    let (records, _) = finish_tracer_raw(tracer);
+    freeze.thaw();
+    let _ = work.child.kill();
+    let calls = sync_calls(&records);
+    let open: Vec<&&Value> = calls.iter().filter(|c| c["unfinished"] == true).collect();
+    assert_eq!(open.len(), 1, "{:#?}", verdicts(&calls));
+    let c = open[0];
+    assert_eq!(c["verdict"], "device_stall", "{}", c["headline"]);
+    let dur = c["duration_ms"].as_f64().unwrap();
+    assert!(dur > 1500.0, "{c}");
+    let d = c["evidence"]["d_state_ms"].as_f64().unwrap();
+    assert!(d > 0.9 * dur, "stuck in D for the whole call: {d} of {dur}: {c}");
+    assert!(
+        c["evidence"]["layers"][0]["inflight_at_end"].as_u64().unwrap() >= 1,
+        "requests still in flight at the end: {c}"
+    );
+    // No phantom: nothing else is reported as running for as long as the trace.
+    assert!(
+        calls.iter().all(|x| x["unfinished"] != true || x["start_ns"] == c["start_ns"]),
+        "{:#?}",
+        verdicts(&calls)
+    );
+    drop(fs);
+}
+
+/// fio's total I/O count from its terse output.
+fn fio(dev: &str, seconds: u32) -> (u64, String) {
+    let out = Command::new("fio")
+        .args([
+            "--name=flood",
+            &format!("--filename={dev}"),
+            "--rw=randwrite",
+            "--bs=4k",
+            "--direct=1",
+            "--ioengine=libaio",
+            "--iodepth=32",
+            &format!("--runtime={seconds}"),
+            "--time_based",
+            "--output-format=json",
+        ])
+        .output()
+        .expect("running fio");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("fio json");
+    let ios = v["jobs"][0]["write"]["total_ios"].as_u64().unwrap_or(0);
+    let iops = v["jobs"][0]["write"]["iops"].as_f64().unwrap_or(0.0);
+    (ios, format!("{iops:.0} IOPS"))
+}
+
+/// A loop device over a file in /dev/shm: a disk as fast as memory, to flood.
+fn ram_disk(mib: u64) -> (LoopDev, RemoveOnDrop) {
+    let dir = std::path::PathBuf::from(format!("/dev/shm/zkstall-flood-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lo = LoopDev::over(&dir.join("img"), mib);
+    (lo, RemoveOnDrop(dir))
+}
+
+#[test]
+fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
+    if !can_run_root_tests("a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(256);
+    let fs = Mount::ext4(&lo.dev);
+    let (flood_dev, _shm) = ram_disk(512);
+    let mut work = workload(
+        &fs.dir.join("zk"),
+        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+    );
+    let tracer = start_tracer_with(work.pid(), &["--threshold", "50ms", "--format", "json"]);
+    let (ios, rate) = fio(flood_dev.dev.to_str().unwrap(), 6);
+    eprintln!("neighbour flood: {ios} requests ({rate})");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = work.child.kill();
+    let records = finish_tracer(tracer);
+    let s = summary(&records);
+    eprintln!("summary: {s}");
+    // Every neighbour request is counted in the kernel (fio's count and the kernel's can
+    // differ by the one or two requests in flight when fio's clock stops).
+    let counted = s["io_other_disks"].as_u64().unwrap();
+    assert!(
+        counted + 4 >= ios,
+        "every neighbour request is counted in the kernel ({counted} of {ios})"
+    );
+    let flood_name = flood_dev.name();
+    assert!(
+        s["other_disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"].as_str() == Some(flood_name.as_str())
+                && d["requests"].as_u64().unwrap() + 4 >= ios),
+        "{s}"
+    );
+    assert!(
+        !s["watched"].to_string().contains(&flood_name),
+        "the neighbour is not traced request by request: {s}"
+    );
+    assert_eq!(s["dropped"], 0, "{s}");
+    assert_eq!(s["shed_by_reader"], 0, "{s}");
+    for c in sync_calls(&records) {
+        assert_ne!(c["verdict"], "device_stall", "{c}");
+    }
+    drop(fs);
+}
+
+#[test]
+fn a_flood_on_a_watched_disk_is_paired_exactly_and_any_loss_is_said() {
+    if !can_run_root_tests("a_flood_on_a_watched_disk_is_paired_exactly_and_any_loss_is_said") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (flood_dev, _shm) = ram_disk(512);
+    let mut target = sleeper();
+    let dev = flood_dev.dev.to_string_lossy().into_owned();
+    let tracer = start_tracer_with(
+        target.pid(),
+        &["--threshold", "10s", "--format", "json", "--disk", &dev],
+    );
+    let (ios, rate) = fio(&dev, 6);
+    eprintln!("flood on the watched disk: {ios} requests ({rate})");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = target.child.kill();
+    let records = finish_tracer(tracer);
+    let s = summary(&records);
+    eprintln!("summary: {s}");
+    let watched = s["io_watched"].as_u64().unwrap();
+    let unmatched = s["io_unmatched"].as_u64().unwrap();
+    assert!(watched + 4 >= ios, "every request seen ({watched} of {ios})");
+    assert!(
+        unmatched * 1000 <= watched,
+        "unmatched completions under 0.1%: {unmatched} of {watched}"
+    );
+    // Whatever was lost is said: the kernel's drops and the reader's shedding are counted,
+    // and each loss opened a window that verdicts treat as incomplete.
+    let lost = s["dropped"].as_u64().unwrap() + s["shed_by_reader"].as_u64().unwrap();
+    if lost > 0 {
+        assert!(s["lost_windows"].as_u64().unwrap() > 0, "{s}");
+    }
+}
