@@ -40,9 +40,7 @@ fn workload(dir: &std::path::Path, args: &[&str]) -> Proc {
 fn sync_calls(records: &[Value]) -> Vec<&Value> {
     records
         .iter()
-        .filter(|r| {
-            (r["type"] == "fsync" || r["type"] == "write") && r["thread"] == "SyncThread:1"
-        })
+        .filter(|r| (r["type"] == "fsync" || r["type"] == "write") && r["thread"] == "SyncThread:1")
         .collect()
 }
 
@@ -84,7 +82,14 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
     let other_fs = Mount::ext4(&disk.parts[1]);
     let mut work = workload(
         &zk_fs.dir.join("zk"),
-        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "5ms",
+            "--syscalls",
+            "fdatasync",
+        ],
     );
     let tracer = start_tracer_with(work.pid(), &["--threshold", "30ms", "--format", "json"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -113,7 +118,11 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
         "dd on the other partition slowed the SyncThread: {:#?}",
         verdicts(&calls)
     );
-    let p1 = disk.parts[0].file_name().unwrap().to_string_lossy().into_owned();
+    let p1 = disk.parts[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     for c in &contention {
         // The file is on the partition; the queue examined is the whole disk's.
         assert_eq!(c["device"].as_str(), Some(p1.as_str()), "{c}");
@@ -129,7 +138,10 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
             "dd's bytes are on the other partition: {c}"
         );
         assert!(
-            c["headline"].as_str().unwrap().starts_with(&format!("dd (pid {dd_pid})")),
+            c["headline"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("dd (pid {dd_pid})")),
             "{}",
             c["headline"]
         );
@@ -162,7 +174,14 @@ fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk() {
     let zk_fs = Mount::ext4(&disk.parts[0]);
     let mut work = workload(
         &zk_fs.dir.join("zk"),
-        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "5ms",
+            "--syscalls",
+            "fdatasync",
+        ],
     );
     let tracer = start_tracer_with(work.pid(), &["--threshold", "1s", "--format", "json"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -198,7 +217,10 @@ fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk() {
         c["headline"]
     );
     let layer = &c["evidence"]["layers"][0];
-    assert!(layer["longest_completion_gap_ms"].as_f64().unwrap() > 2000.0, "{c}");
+    assert!(
+        layer["longest_completion_gap_ms"].as_f64().unwrap() > 2000.0,
+        "{c}"
+    );
     assert!(layer["inflight_max"].as_u64().unwrap() >= 1, "{c}");
     for c in &calls {
         assert!(
@@ -213,8 +235,9 @@ fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk() {
 
 #[test]
 fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
-    if !can_run_root_tests("a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause")
-    {
+    if !can_run_root_tests(
+        "a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause",
+    ) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,7 +245,14 @@ fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
     let fs = Mount::ext4(&lo.dev);
     let mut work = workload(
         &fs.dir.join("zk"),
-        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "5ms",
+            "--syscalls",
+            "fdatasync",
+        ],
     );
     let mut tid = 0;
     wait_until("the SyncThread", Duration::from_secs(10), || {
@@ -243,7 +273,12 @@ fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
     let (records, _) = finish_tracer_raw(tracer);
     let calls = sync_calls(&records);
     let stuck: Vec<&&Value> = calls.iter().filter(|c| c["start_bound"] == true).collect();
-    assert_eq!(stuck.len(), 2, "reported as it crossed the threshold, then at its end: {:#?}", verdicts(&calls));
+    assert_eq!(
+        stuck.len(),
+        2,
+        "reported as it crossed the threshold, then at its end: {:#?}",
+        verdicts(&calls)
+    );
     let (early, last) = (stuck[0], stuck[1]);
     assert_eq!(early["in_progress"], true, "{early}");
     assert_eq!(early["type"], "write");
@@ -283,7 +318,14 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
     let fs = Mount::ext4(&disk.inner.dev);
     let mut work = workload(
         &fs.dir.join("zk"),
-        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "5ms",
+            "--syscalls",
+            "fdatasync",
+        ],
     );
     let tracer = start_tracer_with(work.pid(), &["--threshold", "500ms", "--format", "json"]);
     std::thread::sleep(Duration::from_millis(500));
@@ -303,14 +345,22 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
     let dur = c["duration_ms"].as_f64().unwrap();
     assert!(dur > 1500.0, "{c}");
     let d = c["evidence"]["d_state_ms"].as_f64().unwrap();
-    assert!(d > 0.9 * dur, "stuck in D for the whole call: {d} of {dur}: {c}");
     assert!(
-        c["evidence"]["layers"][0]["inflight_at_end"].as_u64().unwrap() >= 1,
+        d > 0.9 * dur,
+        "stuck in D for the whole call: {d} of {dur}: {c}"
+    );
+    assert!(
+        c["evidence"]["layers"][0]["inflight_at_end"]
+            .as_u64()
+            .unwrap()
+            >= 1,
         "requests still in flight at the end: {c}"
     );
     // No phantom: nothing else is reported as running for as long as the trace.
     assert!(
-        calls.iter().all(|x| x["unfinished"] != true || x["start_ns"] == c["start_ns"]),
+        calls
+            .iter()
+            .all(|x| x["unfinished"] != true || x["start_ns"] == c["start_ns"]),
         "{:#?}",
         verdicts(&calls)
     );
@@ -334,7 +384,11 @@ fn fio(dev: &str, seconds: u32) -> (u64, String) {
         ])
         .output()
         .expect("running fio");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("fio json");
     let ios = v["jobs"][0]["write"]["total_ios"].as_u64().unwrap_or(0);
     let iops = v["jobs"][0]["write"]["iops"].as_f64().unwrap_or(0.0);
@@ -351,7 +405,9 @@ fn ram_disk(mib: u64) -> (LoopDev, RemoveOnDrop) {
 
 #[test]
 fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
-    if !can_run_root_tests("a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall") {
+    if !can_run_root_tests(
+        "a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall",
+    ) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -360,7 +416,14 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     let (flood_dev, _shm) = ram_disk(512);
     let mut work = workload(
         &fs.dir.join("zk"),
-        &["--calls", "100000", "--interval", "5ms", "--syscalls", "fdatasync"],
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "5ms",
+            "--syscalls",
+            "fdatasync",
+        ],
     );
     let tracer = start_tracer_with(work.pid(), &["--threshold", "50ms", "--format", "json"]);
     let (ios, rate) = fio(flood_dev.dev.to_str().unwrap(), 6);
@@ -421,7 +484,10 @@ fn a_flood_on_a_watched_disk_is_paired_exactly_and_any_loss_is_said() {
     eprintln!("summary: {s}");
     let watched = s["io_watched"].as_u64().unwrap();
     let unmatched = s["io_unmatched"].as_u64().unwrap();
-    assert!(watched + 4 >= ios, "every request seen ({watched} of {ios})");
+    assert!(
+        watched + 4 >= ios,
+        "every request seen ({watched} of {ios})"
+    );
     assert!(
         unmatched * 1000 <= watched,
         "unmatched completions under 0.1%: {unmatched} of {watched}"

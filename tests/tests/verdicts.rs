@@ -191,7 +191,11 @@ fn a_frozen_filesystem_under_a_write_is_fs_blocked() {
     assert_eq!(early.len(), 1, "{early:#?}");
     assert_eq!(early[0]["type"], "write");
     assert_eq!(early[0]["start_ns"], c["start_ns"]);
-    assert_eq!(early[0]["verdict"], "fs_blocked", "{}", early[0]["headline"]);
+    assert_eq!(
+        early[0]["verdict"], "fs_blocked",
+        "{}",
+        early[0]["headline"]
+    );
     let so_far = early[0]["duration_ms"].as_f64().unwrap();
     assert!(
         (500.0..1400.0).contains(&so_far),
@@ -394,8 +398,13 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
     assert_eq!(
         starved.len(),
         calls.len(),
-        "every slow call is starvation: {:#?}",
-        verdicts(&calls)
+        "every slow call is starvation: {:#?}\n{:#?}",
+        verdicts(&calls),
+        calls
+            .iter()
+            .filter(|c| c["verdict"] != "cpu_starvation")
+            .map(|c| (&c["evidence"]["journal"], &c["stages"], &c["chain"]))
+            .collect::<Vec<_>>()
     );
     for c in &starved {
         assert!(

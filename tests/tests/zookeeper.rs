@@ -61,13 +61,20 @@ fn matched<'a>(
             let r = match_zk_warning(w, calls, TOLERANCE_MS).unwrap_or_else(|| {
                 let near: Vec<String> = calls
                     .iter()
+                    .filter(|c| {
+                        c["start_unix_ms"]
+                            .as_i64()
+                            .is_some_and(|s| (s - w.logged_unix_ms).abs() < 3_000)
+                    })
                     .map(|c| {
                         format!(
-                            "{} {} {:.3} ms at {}",
+                            "{} {} {:.3} ms (visible {}) at {}: {}",
                             c["type"],
                             c["syscall"],
                             c["duration_ms"].as_f64().unwrap_or(0.0),
-                            c["start_unix_ms"]
+                            c["visible_ms"],
+                            c["start_unix_ms"],
+                            c["headline"]
                         )
                     })
                     .collect();

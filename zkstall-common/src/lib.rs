@@ -369,8 +369,11 @@ pub struct Config {
     /// Off-CPU intervals of target threads shorter than this are not sent (they are
     /// summed per thread and state, and each call's exit carries its share).
     pub blocked_min_ns: u64,
-    /// A thread going off CPU within this of a syscall's return does so on its way back
-    /// to its caller: that wait is part of what the caller measured.
+    /// A thread that goes off CPU before it has run this much CPU time past a syscall's
+    /// return does so on its way back to its caller (preempted on the return to user
+    /// space, or parked at a JVM safepoint in the code around the syscall): the exit is
+    /// held until it has, and carries the wall time since the return (userspace decides
+    /// whether each of those waits was part of what the caller measured).
     pub after_gap_ns: u64,
     /// Dirty records are sent on a (process, inode)'s first dirtied folio, then once per
     /// this many folios.
@@ -392,6 +395,10 @@ impl Config {
         _pad0: 0,
         write_min_ns: 0,
         blocked_min_ns: 0,
+        // 50 us of CPU: enough for the JVM's native-to-Java transition and the FileChannel
+        // epilogue before the caller's clock read; waits after that are the caller's own
+        // code (ZooKeeper logging the slow fsync, waiting for work). CPU time, not wall
+        // time: a thread preempted again and again on its way back is still on its way.
         after_gap_ns: 50_000,
         dirty_batch_pages: 256,
         switch_has_state_arg: 0,
@@ -740,7 +747,10 @@ pub struct ThreadState {
     pub tgid: u32,
     /// `THREAD_*` flags.
     pub flags: u32,
-    /// A syscall exit to send at the thread's next switch (valid with THREAD_PENDING).
+    /// CPU time the thread has run since `pending`'s syscall returned.
+    pub after_cpu_ns: u64,
+    /// A syscall exit held until the thread is past its caller's clock read (valid with
+    /// THREAD_PENDING).
     pub pending: SyscallExitEvent,
 }
 
@@ -750,8 +760,7 @@ pub const THREAD_OFF: u32 = 1;
 pub const THREAD_ACCOUNTED: u32 = 2;
 /// `pending` holds an exit not yet sent.
 pub const THREAD_PENDING: u32 = 4;
-/// The thread went off CPU right after `pending`'s syscall returned; it is sent when the
-/// thread runs again.
+/// The thread is off CPU on its way back from `pending`'s syscall.
 pub const THREAD_AFTER: u32 = 8;
 
 /// A block request on a watched disk (value of [`names::REQUESTS`], and the body of

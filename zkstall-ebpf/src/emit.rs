@@ -44,7 +44,10 @@ pub fn emit<T: 'static>(rec: T) {
 #[inline(always)]
 pub unsafe fn emit_from<T: 'static>(rec: *const T) {
     // SAFETY: the caller guarantees `rec` is valid; bpf_ringbuf_output copies from it.
-    if EVENTS.output::<T>(unsafe { &*rec }, wakeup_flags()).is_err() {
+    if EVENTS
+        .output::<T>(unsafe { &*rec }, wakeup_flags())
+        .is_err()
+    {
         count(Counter::RingbufFull);
     }
 }

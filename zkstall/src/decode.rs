@@ -613,9 +613,18 @@ mod tests {
         let Event::Io(io) = decode(&bytes_of(&rec)).unwrap() else {
             panic!("not io")
         };
-        assert_eq!((io.submitter.pid, io.submitter.tid, io.bytes, io.ino), (10, 11, 65536, 12));
+        assert_eq!(
+            (io.submitter.pid, io.submitter.tid, io.bytes, io.ino),
+            (10, 11, 65536, 12)
+        );
         assert_eq!(io.disk, DevId { major: 7, minor: 3 });
-        assert_eq!(io.part, Some(DevId { major: 259, minor: 1 }));
+        assert_eq!(
+            io.part,
+            Some(DevId {
+                major: 259,
+                minor: 1
+            })
+        );
         assert_eq!(io.issued, None, "0 means not seen");
         assert_eq!((io.queued, io.completed), (Some(MonoNs(90)), MonoNs(900)));
         assert_eq!((io.comm.as_str(), io.wb_bdi.as_str()), ("dd", "7:3"));
@@ -635,7 +644,10 @@ mod tests {
         let Event::Blocked(b) = decode(&bytes_of(&rec)).unwrap() else {
             panic!("not blocked")
         };
-        assert_eq!((b.syscall, &b.waker, b.wake), (None, &None, Some(MonoNs(450))));
+        assert_eq!(
+            (b.syscall, &b.waker, b.wake),
+            (None, &None, Some(MonoNs(450)))
+        );
         assert_eq!(b.state, SchedState::DiskSleep);
         assert!(b.frames.is_empty());
         rec.syscall = 75;
@@ -649,7 +661,13 @@ mod tests {
             panic!("not blocked")
         };
         assert_eq!(b.syscall, Some(75));
-        assert!(matches!(b.waker, Some(Waker::Task { task: Task { pid: 98, tid: 99 }, .. })));
+        assert!(matches!(
+            b.waker,
+            Some(Waker::Task {
+                task: Task { pid: 98, tid: 99 },
+                ..
+            })
+        ));
         assert_eq!(b.frames.len(), 2);
         assert!(b.after_call && !b.seeded && !b.open);
         rec.waker_ctx = WakerCtx::Timer as u32;

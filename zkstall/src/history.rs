@@ -435,7 +435,11 @@ mod tests {
         let busy = &h.disks[&DiskDev(DevId { major: 7, minor: 2 })];
         assert_eq!(busy.ios.len(), MAX_IOS_PER_DISK);
         assert_eq!(busy.shed, 3);
-        assert_eq!(busy.complete_from(), MonoNs(103), "complete after the last shed");
+        assert_eq!(
+            busy.complete_from(),
+            MonoNs(103),
+            "complete after the last shed"
+        );
         let q = &h.disks[&quiet];
         assert_eq!((q.ios.len(), q.complete_from()), (1, MonoNs(5)));
     }

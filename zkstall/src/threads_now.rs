@@ -31,7 +31,10 @@ pub fn parse_syscall(text: &str) -> Option<InSyscall> {
 
 /// The watched syscall with x86_64 number `nr`.
 pub fn watched_syscall(nr: i64) -> Option<Syscall> {
-    let name = usize::try_from(nr).ok().and_then(syscalls::Sysno::new)?.name();
+    let name = usize::try_from(nr)
+        .ok()
+        .and_then(syscalls::Sysno::new)?
+        .name();
     Syscall::ALL.iter().copied().find(|s| s.name() == name)
 }
 
@@ -74,7 +77,9 @@ pub fn read(proc: &ProcRoot, pid: u32, tid: u32) -> ThreadNow {
             .map(|w| w.trim().to_string())
             .filter(|w| !w.is_empty() && w != "0"),
         stack: rd("stack").as_deref().map(parse_stack).unwrap_or_default(),
-        comm: rd("comm").map(|c| c.trim_end().to_string()).unwrap_or_default(),
+        comm: rd("comm")
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -109,7 +114,6 @@ pub fn open_file_devs(proc: &ProcRoot, pid: u32) -> Vec<(u64, String)> {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -17,8 +17,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -83,8 +82,8 @@ fn current_submitter(now: u64) -> Submitter {
     let tid = pid_tgid as u32;
     // SAFETY: plain helper call; the task pointer is only read through kread.
     let task = unsafe { bpf_get_current_task() };
-    let kthread = kread::<u32>(task, config!(kernel.task_flags))
-        .is_some_and(|f| f & PF_KTHREAD != 0);
+    let kthread =
+        kread::<u32>(task, config!(kernel.task_flags)).is_some_and(|f| f & PF_KTHREAD != 0);
     let mut s = Submitter {
         ts_ns: now,
         ino: 0,

@@ -5,10 +5,12 @@
 //! - at switch-out: the on-CPU slice is added up, the interval begins (stack for D);
 //! - at switch-in: the interval is sent if it lasted `blocked_min_ns` or more, else added
 //!   to the thread's short sums by state (so no off-CPU time is ever counted as CPU);
-//! - a watched syscall's exit waits in `pending` for the thread's next switch: if the thread
-//!   went off CPU within `after_gap_ns` of the return (preempted on the way back to user
-//!   space, or parked at a JVM safepoint), the exit is sent when it runs again, with that
-//!   wait (what its caller measured); otherwise at once.
+//! - a watched syscall's exit waits in `pending` until the thread is past its caller's
+//!   clock read: every off-CPU interval that begins before the thread has run
+//!   `after_gap_ns` of CPU since the return (preempted on the way back to user space,
+//!   parked at a JVM safepoint) is part of the way back, and the exit carries the wall time
+//!   from the return to the last of them; it is sent at the first switch-out after that
+//!   CPU budget, or at the thread's next watched syscall or exit.
 //!
 //! Bystanders pay one hash lookup per context switch and per wakeup.
 
@@ -27,9 +29,7 @@ use zkstall_common::{
 
 use crate::{
     emit::{emit, emit_from, header},
-    maps::{
-        INFLIGHT, IRQ_CTX, THREADS, config, count, current_comm, field, is_target, kread,
-    },
+    maps::{INFLIGHT, IRQ_CTX, THREADS, config, count, current_comm, field, is_target, kread},
 };
 
 /// TASK_UNINTERRUPTIBLE, in the raw state and in sched_switch's report encoding alike.
@@ -103,8 +103,11 @@ fn switch_out<C: EbpfContext>(ctx: &C, now: u64, tid: u32, tgid: u32, state: u64
         }
         let mut after = false;
         if flags & THREAD_PENDING != 0 {
-            if now.saturating_sub((*st).pending.hdr.ts_ns) <= config!(after_gap_ns) {
-                // Off CPU on its way back to the caller: sent when it runs again.
+            // CPU run since the return, up to this switch.
+            let from = (*st).on_since_ns.max((*st).pending.hdr.ts_ns);
+            (*st).after_cpu_ns += now.saturating_sub(from);
+            if (*st).after_cpu_ns <= config!(after_gap_ns) {
+                // Still on its way back to the caller: this wait is part of the way.
                 (*st).flags |= THREAD_AFTER;
                 after = true;
             } else {
@@ -177,9 +180,11 @@ fn switch_in(now: u64, tid: u32) {
                 (*st).short_ns[SHORT_RUNQ] += runq;
             }
             if flags & THREAD_AFTER != 0 {
+                // Back on CPU, maybe not yet past the caller's clock read: the exit stays
+                // held (sent at the next switch-out past the CPU budget, or next syscall).
                 (*st).pending.after_ns = now.saturating_sub((*st).pending.hdr.ts_ns);
                 (*st).pending.flags |= CALL_AFTER;
-                flush_pending(st);
+                (*st).flags &= !THREAD_AFTER;
             }
         }
         (*st).flags = ((*st).flags & !THREAD_OFF) | THREAD_ACCOUNTED;
@@ -286,12 +291,7 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
 /// Where the current wakeup comes from: a task, or an interrupt/timer on top of one.
 #[inline(always)]
 fn waker_ctx() -> WakerCtx {
-    let depth = |i: u32| {
-        IRQ_CTX
-            .get(i)
-            .copied()
-            .unwrap_or(0)
-    };
+    let depth = |i: u32| IRQ_CTX.get(i).copied().unwrap_or(0);
     let (hard, soft, timer) = (
         depth(IRQ_CTX_HARDIRQ),
         depth(IRQ_CTX_SOFTIRQ),

@@ -164,8 +164,10 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         if accounted {
             let on_now = (*st).on_ns + now.saturating_sub((*st).on_since_ns);
             (*p).on_cpu_ns = on_now.saturating_sub(start.on_ns);
-            (*p).short_ns[SHORT_D] = (*st).short_ns[SHORT_D].saturating_sub(start.short_ns[SHORT_D]);
-            (*p).short_ns[SHORT_S] = (*st).short_ns[SHORT_S].saturating_sub(start.short_ns[SHORT_S]);
+            (*p).short_ns[SHORT_D] =
+                (*st).short_ns[SHORT_D].saturating_sub(start.short_ns[SHORT_D]);
+            (*p).short_ns[SHORT_S] =
+                (*st).short_ns[SHORT_S].saturating_sub(start.short_ns[SHORT_S]);
             (*p).short_ns[SHORT_RUNQ] =
                 (*st).short_ns[SHORT_RUNQ].saturating_sub(start.short_ns[SHORT_RUNQ]);
         } else {
@@ -177,6 +179,7 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
             (*st).on_since_ns = now;
             (*st).flags |= THREAD_ACCOUNTED;
         }
+        (*st).after_cpu_ns = 0;
         (*st).flags |= THREAD_PENDING;
     }
     0

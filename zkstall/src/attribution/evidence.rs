@@ -253,7 +253,12 @@ const SITES: &[(Site, &[&str])] = &[
     ),
     (
         Site::Freeze,
-        &["percpu_rwsem_wait", "__percpu_down_read", "sb_start_write", "freeze_super"],
+        &[
+            "percpu_rwsem_wait",
+            "__percpu_down_read",
+            "sb_start_write",
+            "freeze_super",
+        ],
     ),
     (
         Site::Lock,
@@ -296,8 +301,7 @@ pub fn site_of(b: &Blocked) -> Site {
         return Site::Sleep;
     }
     for (site, frames) in SITES {
-        if b
-            .stack
+        if b.stack
             .iter()
             .any(|f| frames.iter().any(|w| frame_name(f) == *w))
         {
@@ -538,9 +542,7 @@ fn whose_in(io: &Io, call: &Span, above: &[String], under_loop: bool) -> Whose {
         PartyKind::Unknown => Whose::Unknown,
         PartyKind::Task if c.pid == call.pid && c.tid == call.tid => Whose::Thread,
         PartyKind::Task if c.pid == call.pid => Whose::Process,
-        _ if io.pid == call.pid && io.tid == call.tid && c.kind != PartyKind::Task => {
-            Whose::Thread
-        }
+        _ if io.pid == call.pid && io.tid == call.tid && c.kind != PartyKind::Task => Whose::Thread,
         _ => Whose::Other,
     }
 }
@@ -731,9 +733,8 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
 
     // 1. Coverage.
     if call.start_bound {
-        ev.incomplete.push(
-            "the call was already running when tracing began: its start is a bound".into(),
-        );
+        ev.incomplete
+            .push("the call was already running when tracing began: its start is a bound".into());
     }
     let lost = h.lost_during(call.start, call.end);
     if !lost.is_empty() {
@@ -762,8 +763,10 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             le.complete = false;
         }
         if !le.watched {
-            ev.incomplete
-                .push(format!("{} was not watched: its requests are unknown", le.disk));
+            ev.incomplete.push(format!(
+                "{} was not watched: its requests are unknown",
+                le.disk
+            ));
         } else if !le.complete {
             ev.incomplete.push(format!(
                 "{}'s request history does not reach back to the call's start",
@@ -798,7 +801,11 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             .filter_map(|io| Some((io.issued?, io.end_or(call.end))))
             .collect(),
     );
-    let own_any = union(own.iter().map(|io| (io.start(), io.end_or(call.end))).collect());
+    let own_any = union(
+        own.iter()
+            .map(|io| (io.start(), io.end_or(call.end)))
+            .collect(),
+    );
     let all_top = union(
         call.disks
             .top()
@@ -888,7 +895,8 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
                 } else {
                     add(&mut stages, Stage::DeviceService, service);
                     add(&mut stages, Stage::DeviceQueue, own_q + others);
-                    add(&mut stages, 
+                    add(
+                        &mut stages,
                         if site == Site::OtherD {
                             Stage::OtherD
                         } else {
@@ -999,10 +1007,8 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         .map(|t| t.pause_ms)
         .sum();
     // The planned pauses (jiffies), or the time it actually slept there, whichever is more.
-    ev.throttle_pause_ms = (pause_ms as f64).max(ms(stages
-        .get(&Stage::DirtyThrottle)
-        .copied()
-        .unwrap_or(0)));
+    ev.throttle_pause_ms =
+        (pause_ms as f64).max(ms(stages.get(&Stage::DirtyThrottle).copied().unwrap_or(0)));
 
     // 6. The journal commit: the one it waited on (overlapping its journal waits most),
     //    else the one overlapping the call most, on the file's filesystem.
@@ -1028,7 +1034,9 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     });
     ev.journal = commit.map(|c| {
         let cw = (c.start, c.end);
-        let jt: Vec<&Blocked> = blocked_in(h, c.tid, cw).filter(|b| b.tid == c.tid).collect();
+        let jt: Vec<&Blocked> = blocked_in(h, c.tid, cw)
+            .filter(|b| b.tid == c.tid)
+            .collect();
         let (mut rq, mut d) = (0u64, 0u64);
         for b in &jt {
             rq += overlap(b.runq(), cw);
@@ -1037,20 +1045,20 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             }
         }
         JournalEvidence {
-        thread: jt.first().map(|b| b.thread.clone()),
-        thread_runq_ms: (!jt.is_empty()).then_some(ms(rq)),
-        thread_d_ms: (!jt.is_empty()).then_some(ms(d)),
-        transaction: c.transaction,
-        duration_ms: ms(c.end.since(c.start)),
-        locking_ms: c.locking_ms,
-        flushing_ms: c.flushing_ms,
-        logging_ms: c.logging_ms,
-        handles: c.handles,
-        blocks: c.blocks,
-        disk_during: call
-            .disks
-            .top()
-            .map(|l| layer_evidence(h, l, call, (c.start, c.end)).0),
+            thread: jt.first().map(|b| b.thread.clone()),
+            thread_runq_ms: (!jt.is_empty()).then_some(ms(rq)),
+            thread_d_ms: (!jt.is_empty()).then_some(ms(d)),
+            transaction: c.transaction,
+            duration_ms: ms(c.end.since(c.start)),
+            locking_ms: c.locking_ms,
+            flushing_ms: c.flushing_ms,
+            logging_ms: c.logging_ms,
+            handles: c.handles,
+            blocks: c.blocks,
+            disk_during: call
+                .disks
+                .top()
+                .map(|l| layer_evidence(h, l, call, (c.start, c.end)).0),
         }
     });
 

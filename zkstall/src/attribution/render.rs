@@ -85,7 +85,9 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
             let below: Vec<&super::LayerEvidence> =
                 ev.layers.iter().filter(|b| b.depth > l.depth).collect();
             if !below.is_empty() {
-                let busy = below.iter().any(|b| b.completions > 0 || b.inflight_at_end > 0);
+                let busy = below
+                    .iter()
+                    .any(|b| b.completions > 0 || b.inflight_at_end > 0);
                 s.push_str(&format!(
                     "; below it {} {}",
                     below
@@ -171,7 +173,9 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                 }
                 None => String::new(),
             };
-            format!("waited {jw:.0} ms of this {dur:.0} ms{so_far} {sc} for a journal commit on {device}{detail}")
+            format!(
+                "waited {jw:.0} ms of this {dur:.0} ms{so_far} {sc} for a journal commit on {device}{detail}"
+            )
         }
         Verdict::DirtyThrottle => format!(
             "paused {:.0} ms of this {dur:.0} ms {sc} in balance_dirty_pages: too many dirty pages on the system",
@@ -221,10 +225,8 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                         " at the disk's usual speed (latency p50 {:.2} ms, usually {u:.2} ms; max {:.2} ms)",
                         p.p50, p.max
                     ),
-                    (Some(p), None) => format!(
-                        " (latency p50 {:.2} ms, max {:.2} ms)",
-                        p.p50, p.max
-                    ),
+                    (Some(p), None) =>
+                        format!(" (latency p50 {:.2} ms, max {:.2} ms)", p.p50, p.max),
                     _ => String::new(),
                 }
             )

@@ -170,7 +170,8 @@ fn share(g: &Gathered, ns: u64) -> f64 {
 /// How the call was stuck on the disk: through the journal, or its own writeback.
 fn mechanism(g: &Gathered) -> Option<&'static str> {
     let j = g.stage(Stage::JournalWait);
-    let w = g.stage(Stage::DeviceQueue) + g.stage(Stage::DeviceService) + g.stage(Stage::WritebackWait);
+    let w =
+        g.stage(Stage::DeviceQueue) + g.stage(Stage::DeviceService) + g.stage(Stage::WritebackWait);
     if j == 0 && w == 0 {
         None
     } else if j >= w {
@@ -210,7 +211,10 @@ fn device_stall(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
             duration_ms: j.duration_ms,
         });
     }
-    for above in layers.iter().filter(|a| a.depth < l.depth && a.inflight_max > 0) {
+    for above in layers
+        .iter()
+        .filter(|a| a.depth < l.depth && a.inflight_max > 0)
+    {
         chain.push(Link {
             what: "device",
             detail: format!("{} waiting on the layer below", above.disk),
@@ -431,16 +435,16 @@ fn journal_wait(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
 /// Waited at the device (queued, or for its own writeback) while others' I/O dominated
 /// the disk.
 fn device_contention(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
-    let wait = g.stage(Stage::DeviceQueue) + g.stage(Stage::DeviceService) + g.stage(Stage::WritebackWait);
+    let wait =
+        g.stage(Stage::DeviceQueue) + g.stage(Stage::DeviceService) + g.stage(Stage::WritebackWait);
     if share(g, wait) < t.dominant_share {
         return None;
     }
-    let (idx, le) = g
-        .ev
-        .layers
-        .iter()
-        .enumerate()
-        .find(|(_, l)| contended(l, t) && l.complete)?;
+    let (idx, le) =
+        g.ev.layers
+            .iter()
+            .enumerate()
+            .find(|(_, l)| contended(l, t) && l.complete)?;
     let mut chain = vec![call_link(call, g)];
     chain.push(Link {
         what: "device_queue",
@@ -496,7 +500,11 @@ fn own_io(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let mut chain = vec![call_link(call, g)];
     chain.push(Link {
         what: "device",
-        detail: format!("{} writing its own {}", le.disk, super::render::size(le.bytes_thread)),
+        detail: format!(
+            "{} writing its own {}",
+            le.disk,
+            super::render::size(le.bytes_thread)
+        ),
         start_ns: call.start.0,
         duration_ms: ms(wait),
     });

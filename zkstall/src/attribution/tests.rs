@@ -60,7 +60,15 @@ fn party(pid: u32, tid: u32, comm: &str) -> Party {
     }
 }
 
-fn io_on(disk: DiskDev, pid: u32, tid: u32, comm: &str, bytes: u32, issued: u64, completed: u64) -> Io {
+fn io_on(
+    disk: DiskDev,
+    pid: u32,
+    tid: u32,
+    comm: &str,
+    bytes: u32,
+    issued: u64,
+    completed: u64,
+) -> Io {
     Io {
         disk,
         part: None,
@@ -155,7 +163,10 @@ fn assert_consistent(c: &Span, e: &Explanation) {
     );
     if e.headline.contains("stopped completing I/O") {
         assert_eq!(e.verdict, Verdict::DeviceStall);
-        assert!(ev.incomplete.is_empty(), "no stall claimed over incomplete inputs");
+        assert!(
+            ev.incomplete.is_empty(),
+            "no stall claimed over incomplete inputs"
+        );
         assert!(
             ev.layers
                 .iter()
@@ -192,10 +203,18 @@ fn requests_in_flight_without_completions_is_a_device_stall() {
     ));
     let e = explain_it(&call(0, 5000), &h);
     assert_eq!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
-    assert!(e.evidence.longest_completion_gap_ms >= 4890.0, "{:?}", e.evidence);
+    assert!(
+        e.evidence.longest_completion_gap_ms >= 4890.0,
+        "{:?}",
+        e.evidence
+    );
     assert_eq!(e.evidence.inflight_max, 2);
     assert_eq!(e.evidence.completions, 3);
-    assert!(e.headline.contains("loop1 stopped completing I/O"), "{}", e.headline);
+    assert!(
+        e.headline.contains("loop1 stopped completing I/O"),
+        "{}",
+        e.headline
+    );
     assert_eq!(e.via, Some("writeback"));
 }
 
@@ -206,22 +225,51 @@ fn a_stall_is_named_at_the_lowest_layer_that_stopped() {
     watched(&mut h);
     h.io(io(ZK, "SyncThread:1", 4096, 10, 3900));
     h.io(io_on(LOWER, 90, 90, "kworker/u8:1", 4096, 20, 3890));
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 5, 3950, Some(3950), &["folio_wait_writeback"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        3950,
+        Some(3950),
+        &["folio_wait_writeback"],
+        None,
+    ));
     let mut c = call(0, 4000);
     c.disks.layers.push(layer(LOWER, "loop0", 1));
     let e = explain_it(&c, &h);
     assert_eq!(e.verdict, Verdict::DeviceStall);
-    assert!(e.headline.starts_with("loop0 stopped completing I/O"), "{}", e.headline);
+    assert!(
+        e.headline.starts_with("loop0 stopped completing I/O"),
+        "{}",
+        e.headline
+    );
     assert!(e.headline.contains("loop1 waited on it"), "{}", e.headline);
     // Nothing in flight below a stalled loop device: the layer itself is blocked.
     let mut h2 = History::default();
     watched(&mut h2);
     h2.io(io(ZK, "SyncThread:1", 4096, 10, 3900));
-    h2.blocked(blocked(SYNC, SchedState::DiskSleep, 5, 3950, Some(3950), &["folio_wait_writeback"], None));
+    h2.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        3950,
+        Some(3950),
+        &["folio_wait_writeback"],
+        None,
+    ));
     let e2 = explain_it(&c, &h2);
     assert!(e2.headline.starts_with("loop1 stopped"), "{}", e2.headline);
-    assert!(e2.headline.contains("below it loop0 (0 completion(s), up to 0 in flight)"), "{}", e2.headline);
-    assert!(e2.headline.contains("the layer itself was blocked"), "{}", e2.headline);
+    assert!(
+        e2.headline
+            .contains("below it loop0 (0 completion(s), up to 0 in flight)"),
+        "{}",
+        e2.headline
+    );
+    assert!(
+        e2.headline.contains("the layer itself was blocked"),
+        "{}",
+        e2.headline
+    );
 }
 
 #[test]
@@ -230,7 +278,15 @@ fn an_incomplete_history_claims_no_stall() {
     let mut h = History::default();
     h.watch(DISK, t(3000));
     h.io(io(ZK, "SyncThread:1", 4096, 3100, 4900));
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 5, 4950, Some(4950), &["folio_wait_writeback"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        4950,
+        Some(4950),
+        &["folio_wait_writeback"],
+        None,
+    ));
     let e = explain_it(&call(0, 5000), &h);
     assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
     assert!(!e.evidence.incomplete.is_empty());
@@ -240,7 +296,15 @@ fn an_incomplete_history_claims_no_stall() {
     watched(&mut h);
     h.io(io(ZK, "SyncThread:1", 4096, 10, 4900));
     h.lost(t(2000), t(2100));
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 5, 4950, Some(4950), &["folio_wait_writeback"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        4950,
+        Some(4950),
+        &["folio_wait_writeback"],
+        None,
+    ));
     let e = explain_it(&call(0, 5000), &h);
     assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
 }
@@ -258,10 +322,21 @@ fn a_busy_neighbour_partition_is_contention_and_its_io_counts_as_others() {
     let mut own = io(ZK, "SyncThread:1", 4096, 150, 199);
     own.sector = 4096;
     h.io(own);
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 199, Some(199), &["io_schedule", "folio_wait_writeback"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        199,
+        Some(199),
+        &["io_schedule", "folio_wait_writeback"],
+        None,
+    ));
     let mut c = call(0, 200);
     c.disks.layers[0].part = Some(PartRange {
-        dev: DevId { major: 259, minor: 1 },
+        dev: DevId {
+            major: 259,
+            minor: 1,
+        },
         start: 2048,
         sectors: 1_000_000,
     });
@@ -271,7 +346,11 @@ fn a_busy_neighbour_partition_is_contention_and_its_io_counts_as_others() {
     assert_eq!(e.contenders[0].comm, "dd");
     assert_eq!(e.contenders[0].bytes, 50 << 20);
     assert_eq!(e.evidence.layers[0].bytes_other_partitions, 50 << 20);
-    assert!(e.headline.starts_with("dd (pid 777) kept loop1 busy"), "{}", e.headline);
+    assert!(
+        e.headline.starts_with("dd (pid 777) kept loop1 busy"),
+        "{}",
+        e.headline
+    );
 }
 
 #[test]
@@ -280,10 +359,22 @@ fn a_call_spanning_an_idle_device_is_not_a_stall() {
     watched(&mut h);
     h.io(io(ZK, "SyncThread:1", 4096, 1, 2));
     h.io(io(ZK, "SyncThread:1", 4096, 990, 995));
-    h.blocked(blocked(SYNC, SchedState::Sleep, 3, 985, Some(985), &[], Some("java")));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::Sleep,
+        3,
+        985,
+        Some(985),
+        &[],
+        Some("java"),
+    ));
     let e = explain_it(&call(0, 1000), &h);
     assert_ne!(e.verdict, Verdict::DeviceStall);
-    assert!(e.evidence.longest_completion_gap_ms < 10.0, "{:?}", e.evidence);
+    assert!(
+        e.evidence.longest_completion_gap_ms < 10.0,
+        "{:?}",
+        e.evidence
+    );
 }
 
 #[test]
@@ -299,7 +390,15 @@ fn flusher_io_counts_for_the_dirtier_among_contenders() {
         cgroup: Some("/backup.slice".into()),
     };
     h.io(wb);
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 99, Some(99), &["io_schedule", "folio_wait_writeback"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        99,
+        Some(99),
+        &["io_schedule", "folio_wait_writeback"],
+        None,
+    ));
     let e = explain_it(&call(0, 100), &h);
     assert_eq!(e.contenders[0].pid, 777);
     assert_eq!(e.contenders[0].tid, 778);
@@ -332,7 +431,11 @@ fn a_journal_commit_behind_a_writer_is_contention_via_the_journal() {
         2,
         341,
         Some(340),
-        &["__schedule", "jbd2_log_wait_commit+0x11", "ext4_sync_file+0x2"],
+        &[
+            "__schedule",
+            "jbd2_log_wait_commit+0x11",
+            "ext4_sync_file+0x2",
+        ],
         Some("jbd2/loop1-8"),
     ));
     let e = explain_it(&call(0, 342), &h);
@@ -363,10 +466,22 @@ fn a_slow_commit_on_a_quiet_disk_is_journal_wait() {
         handles: Some(40),
         blocks: Some(12),
     });
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 2, 321, Some(320), &["jbd2_log_wait_commit+0x11"], Some("jbd2/loop1-8")));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        2,
+        321,
+        Some(320),
+        &["jbd2_log_wait_commit+0x11"],
+        Some("jbd2/loop1-8"),
+    ));
     let e = explain_it(&call(0, 322), &h);
     assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);
-    assert!(e.headline.contains("waiting for running handles"), "{}", e.headline);
+    assert!(
+        e.headline.contains("waiting for running handles"),
+        "{}",
+        e.headline
+    );
 }
 
 #[test]
@@ -391,11 +506,24 @@ fn a_commit_whose_journal_thread_could_not_run_is_cpu_starvation_via_the_journal
     j.pid = 30;
     j.thread = "jbd2/loop1-8".into();
     h.blocked(j);
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 2, 215, Some(214), &["jbd2_log_wait_commit+0x11"], Some("jbd2/loop1-8")));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        2,
+        215,
+        Some(214),
+        &["jbd2_log_wait_commit+0x11"],
+        Some("jbd2/loop1-8"),
+    ));
     let e = explain_it(&call(0, 216), &h);
     assert_eq!(e.verdict, Verdict::CpuStarvation, "{}", e.headline);
     assert_eq!(e.via, Some("journal"));
-    assert!(e.headline.contains("jbd2/loop1-8 was runnable but not running for 184 ms"), "{}", e.headline);
+    assert!(
+        e.headline
+            .contains("jbd2/loop1-8 was runnable but not running for 184 ms"),
+        "{}",
+        e.headline
+    );
 }
 
 #[test]
@@ -410,7 +538,15 @@ fn pauses_in_balance_dirty_pages_are_dirty_throttle() {
             pause_ms: 40,
         });
     }
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 0, 240, Some(240), &["balance_dirty_pages+0x1"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        0,
+        240,
+        Some(240),
+        &["balance_dirty_pages+0x1"],
+        None,
+    ));
     let e = explain_it(&call(0, 250), &h);
     assert_eq!(e.verdict, Verdict::DirtyThrottle, "{}", e.headline);
     assert_eq!(e.evidence.throttle_pause_ms, 240.0);
@@ -421,7 +557,10 @@ fn pauses_in_balance_dirty_pages_are_dirty_throttle() {
         at: t(10),
         pause_ms: 200,
     });
-    assert_ne!(explain_it(&call(0, 250), &other).verdict, Verdict::DirtyThrottle);
+    assert_ne!(
+        explain_it(&call(0, 250), &other).verdict,
+        Verdict::DirtyThrottle
+    );
 }
 
 #[test]
@@ -429,11 +568,31 @@ fn runnable_but_not_running_is_cpu_starvation() {
     let mut h = History::default();
     watched(&mut h);
     h.io(io(ZK, "SyncThread:1", 4096, 1, 3));
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 300, Some(4), &["io_schedule"], Some("kworker/0:1H")));
-    h.blocked(blocked(SYNC, SchedState::Runnable, 300, 400, None, &[], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        300,
+        Some(4),
+        &["io_schedule"],
+        Some("kworker/0:1H"),
+    ));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::Runnable,
+        300,
+        400,
+        None,
+        &[],
+        None,
+    ));
     let e = explain_it(&call(0, 410), &h);
     assert_eq!(e.verdict, Verdict::CpuStarvation, "{}", e.headline);
-    assert!((e.evidence.runq_ms - 396.0).abs() < 0.001, "{:?}", e.evidence);
+    assert!(
+        (e.evidence.runq_ms - 396.0).abs() < 0.001,
+        "{:?}",
+        e.evidence
+    );
 }
 
 #[test]
@@ -458,7 +617,11 @@ fn blocked_with_no_io_in_flight_is_fs_blocked_with_its_frame() {
     ));
     let e = explain_it(&call(0, 1502), &h);
     assert_eq!(e.verdict, Verdict::FsBlocked, "{}", e.headline);
-    assert!(e.headline.contains("at percpu_rwsem_wait+0x9"), "{}", e.headline);
+    assert!(
+        e.headline.contains("at percpu_rwsem_wait+0x9"),
+        "{}",
+        e.headline
+    );
     assert_eq!(e.evidence.waker.as_deref(), Some("fsfreeze"));
 }
 
@@ -479,14 +642,29 @@ fn held_back_in_the_block_layer_by_a_busy_device_is_contention_not_fs_blocked() 
         1,
         299,
         Some(299),
-        &["__schedule", "io_schedule", "rq_qos_wait+0xad", "wbt_wait", "blk_mq_submit_bio"],
+        &[
+            "__schedule",
+            "io_schedule",
+            "rq_qos_wait+0xad",
+            "wbt_wait",
+            "blk_mq_submit_bio",
+        ],
         Some("ksoftirqd/1"),
     ));
     let e = explain_it(&call(0, 300), &h);
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
     assert_eq!(e.via, Some("block_queue"));
-    assert!(e.headline.contains("held back in the block layer"), "{}", e.headline);
-    assert_eq!(e.contenders.len(), 1, "unknown I/O is not a contender: {:?}", e.contenders);
+    assert!(
+        e.headline.contains("held back in the block layer"),
+        "{}",
+        e.headline
+    );
+    assert_eq!(
+        e.contenders.len(),
+        1,
+        "unknown I/O is not a contender: {:?}",
+        e.contenders
+    );
 }
 
 #[test]
@@ -495,7 +673,15 @@ fn a_few_metadata_blocks_of_others_are_not_contention() {
     watched(&mut h);
     h.io(io(0, "jbd2/loop1-8", 16384, 2, 20));
     h.io(io(ZK, "SyncThread:1", 8192, 1, 25));
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 29, Some(29), &["io_schedule", "folio_wait_writeback"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        29,
+        Some(29),
+        &["io_schedule", "folio_wait_writeback"],
+        None,
+    ));
     let e = explain_it(&call(0, 30), &h);
     assert_eq!(e.verdict, Verdict::OwnIo, "{}", e.headline);
     assert!(e.headline.contains("8 KB"), "{}", e.headline);
@@ -506,10 +692,26 @@ fn a_snapshot_thread_of_the_same_process_is_named_as_such() {
     let mut h = History::default();
     watched(&mut h);
     for i in 0..40 {
-        h.io(io_on(DISK, ZK, 150, "Snapshot Thread", 1 << 20, i * 5, i * 5 + 4));
+        h.io(io_on(
+            DISK,
+            ZK,
+            150,
+            "Snapshot Thread",
+            1 << 20,
+            i * 5,
+            i * 5 + 4,
+        ));
     }
     h.io(io(ZK, "SyncThread:1", 4096, 150, 199));
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 199, Some(199), &["folio_wait_writeback"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        199,
+        Some(199),
+        &["folio_wait_writeback"],
+        None,
+    ));
     let e = explain_it(&call(0, 200), &h);
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
     assert!(e.contenders[0].same_process);
@@ -523,10 +725,42 @@ fn a_quick_syscall_then_a_park_with_the_whole_jvm_is_a_jvm_pause_only_in_a_jvm()
     let mut h = History::default();
     watched(&mut h);
     h.io(io(ZK, "SyncThread:1", 4096, 1, 11));
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 11, Some(11), &["io_schedule"], None));
-    h.blocked(blocked(SYNC, SchedState::Sleep, 12, 90, Some(89), &[], Some("VM Thread")));
-    h.blocked(blocked(320, SchedState::Sleep, 12, 90, Some(89), &[], Some("VM Thread")));
-    h.blocked(blocked(321, SchedState::Sleep, 13, 89, Some(88), &[], Some("VM Thread")));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        11,
+        Some(11),
+        &["io_schedule"],
+        None,
+    ));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::Sleep,
+        12,
+        90,
+        Some(89),
+        &[],
+        Some("VM Thread"),
+    ));
+    h.blocked(blocked(
+        320,
+        SchedState::Sleep,
+        12,
+        90,
+        Some(89),
+        &[],
+        Some("VM Thread"),
+    ));
+    h.blocked(blocked(
+        321,
+        SchedState::Sleep,
+        13,
+        89,
+        Some(88),
+        &[],
+        Some("VM Thread"),
+    ));
     let mut c = call(0, 90);
     c.syscall_end = Some(t(12));
     let mut jvm = Replay::default();
@@ -546,7 +780,15 @@ fn a_quick_syscall_then_a_park_with_the_whole_jvm_is_a_jvm_pause_only_in_a_jvm()
 fn preempted_right_after_the_syscall_is_cpu_starvation() {
     let mut h = History::default();
     watched(&mut h);
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 11, Some(11), &["io_schedule"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        11,
+        Some(11),
+        &["io_schedule"],
+        None,
+    ));
     h.blocked(blocked(SYNC, SchedState::Runnable, 12, 60, None, &[], None));
     let mut c = call(0, 60);
     c.syscall_end = Some(t(12));
@@ -558,7 +800,15 @@ fn quick_own_io_is_own_io_and_nothing_is_unknown() {
     let mut h = History::default();
     watched(&mut h);
     h.io(io(ZK, "SyncThread:1", 16384, 1, 9));
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 9, Some(9), &["io_schedule", "folio_wait_writeback"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        9,
+        Some(9),
+        &["io_schedule", "folio_wait_writeback"],
+        None,
+    ));
     let e = explain_it(&call(0, 10), &h);
     assert_eq!(e.verdict, Verdict::OwnIo, "{}", e.headline);
     assert_eq!(e.evidence.bytes_target, 16384);
@@ -567,7 +817,11 @@ fn quick_own_io_is_own_io_and_nothing_is_unknown() {
     watched(&mut empty);
     let e = explain_it(&call(0, 10), &empty);
     assert_eq!(e.verdict, Verdict::Unknown);
-    assert!(e.headline.contains("no traced signal accounts for 10 ms"), "{}", e.headline);
+    assert!(
+        e.headline.contains("no traced signal accounts for 10 ms"),
+        "{}",
+        e.headline
+    );
 }
 
 #[test]
@@ -578,7 +832,15 @@ fn own_io_at_a_far_slower_than_usual_latency_is_not_own_io() {
         h.io(io(ZK, "SyncThread:1", 4096, i, i + 1)); // 1 ms, usually
     }
     h.io(io(ZK, "SyncThread:1", 4096, 100, 400)); // 300 ms now
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 100, 400, Some(400), &["folio_wait_writeback"], None));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        100,
+        400,
+        Some(400),
+        &["folio_wait_writeback"],
+        None,
+    ));
     let e = explain_it(&call(100, 401), &h);
     assert_ne!(e.verdict, Verdict::OwnIo, "{}", e.headline);
     assert!(e.headline.contains("answered slowly"), "{}", e.headline);
@@ -609,10 +871,23 @@ fn the_kernels_accounting_splits_the_rest_and_nothing_is_counted_as_cpu_by_defau
 fn the_timeline_merges_states_per_thread_and_leaves_idle_sleepers_out() {
     let mut h = History::default();
     watched(&mut h);
-    h.blocked(blocked(SYNC, SchedState::DiskSleep, 1, 90, Some(90), &["io_schedule"], Some("kworker/0:1H")));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        90,
+        Some(90),
+        &["io_schedule"],
+        Some("kworker/0:1H"),
+    ));
     // ProcessThread waits for the SyncThread, twice.
     let mut w1 = blocked(300, SchedState::Sleep, 0, 40, Some(40), &[], None);
-    w1.waker = Some(WakerInfo::Task { pid: ZK, tid: SYNC, thread: "SyncThread:1".into(), process: None });
+    w1.waker = Some(WakerInfo::Task {
+        pid: ZK,
+        tid: SYNC,
+        thread: "SyncThread:1".into(),
+        process: None,
+    });
     let mut w2 = w1.clone();
     w2.off = t(41);
     w2.on = t(95);
@@ -630,7 +905,11 @@ fn the_timeline_merges_states_per_thread_and_leaves_idle_sleepers_out() {
     assert_eq!(tids, vec![SYNC, 300], "{:?}", e.timeline);
     assert_eq!(e.timeline[1].role, "waited_on_caller");
     assert_eq!(e.timeline_omitted, 1);
-    assert!(e.timeline[0].states.starts_with("D 89.0 ms"), "{}", e.timeline[0].states);
+    assert!(
+        e.timeline[0].states.starts_with("D 89.0 ms"),
+        "{}",
+        e.timeline[0].states
+    );
 }
 
 #[test]
@@ -645,7 +924,10 @@ fn a_running_call_is_explained_by_the_wait_it_is_in_now() {
         off: t(20),
         wake: None,
         state: SchedState::DiskSleep,
-        stack: vec!["jbd2_log_wait_commit+0xc2".into(), "ext4_sync_file+0x1".into()],
+        stack: vec![
+            "jbd2_log_wait_commit+0xc2".into(),
+            "ext4_sync_file+0x1".into(),
+        ],
     });
     let e = explain_it(&c, &h);
     assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);

@@ -76,9 +76,9 @@ pub fn timeline(call: &Span, h: &History) -> (Vec<TimelineEntry>, u32) {
                 longest = Some((b, o));
             }
         }
-        let woken_by_caller = bs.iter().any(|b| {
-            matches!(&b.waker, Some(WakerInfo::Task { tid: t, .. }) if *t == call.tid)
-        });
+        let woken_by_caller = bs
+            .iter()
+            .any(|b| matches!(&b.waker, Some(WakerInfo::Task { tid: t, .. }) if *t == call.tid));
         let d = by_state.get("D").copied().unwrap_or(0);
         let r = by_state.get("R").copied().unwrap_or(0);
         let role = if tid == call.tid {
@@ -119,10 +119,7 @@ pub fn timeline(call: &Span, h: &History) -> (Vec<TimelineEntry>, u32) {
             state: state.to_string(),
             start_ns: first,
             duration_ms: ms(total),
-            syscall: syscalls
-                .into_iter()
-                .max_by_key(|(_, v)| *v)
-                .map(|(k, _)| k),
+            syscall: syscalls.into_iter().max_by_key(|(_, v)| *v).map(|(k, _)| k),
             waker: longest.and_then(|(b, _)| b.waker.as_ref().map(|w| w.label())),
             states,
             role,

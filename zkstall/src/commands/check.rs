@@ -74,7 +74,11 @@ pub fn run(w: impl Write) -> bool {
 
     let btf = match Btf::from_sys_fs() {
         Ok(b) => {
-            r.line(Status::Ok, "BTF", "/sys/kernel/btf/vmlinux (struct offsets for the block and scheduler programs)");
+            r.line(
+                Status::Ok,
+                "BTF",
+                "/sys/kernel/btf/vmlinux (struct offsets for the block and scheduler programs)",
+            );
             Some(b)
         }
         Err(e) => {

@@ -68,7 +68,11 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     .await;
     // The workload's own fsync-family calls are what it times; its writes (to its log
     // file and its stdout) are reported too, but not compared.
-    let seen: Vec<_> = tee.calls.into_iter().filter(|c| c.kind == "fsync").collect();
+    let seen: Vec<_> = tee
+        .calls
+        .into_iter()
+        .filter(|c| c.kind == "fsync")
+        .collect();
     if result.is_err() {
         let _ = child.kill();
     }

@@ -18,9 +18,8 @@ use tokio::{
     sync::mpsc,
 };
 use zkstall_common::{
-    BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_AFTER, CALL_START_BOUND, Counter,
-    EventKind, Inflight, IoEvent, RQ_OPEN, THREAD_AFTER, THREAD_OFF, THREAD_PENDING,
-    ThreadState,
+    BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_AFTER, CALL_START_BOUND, Counter, EventKind,
+    Inflight, IoEvent, RQ_OPEN, THREAD_AFTER, THREAD_OFF, THREAD_PENDING, ThreadState,
 };
 
 use crate::{
@@ -133,7 +132,9 @@ impl Feed<'_> {
     }
 
     fn kernel(&mut self, rec: &[u8], probes: &mut Probes) -> anyhow::Result<()> {
-        self.pipeline.handle(rec, self.sink).context("writing output")?;
+        self.pipeline
+            .handle(rec, self.sink)
+            .context("writing output")?;
         self.facts()?;
         if let Some(w) = &mut self.writer {
             w.kernel(rec).context("writing the recording")?;
@@ -142,7 +143,9 @@ impl Feed<'_> {
     }
 
     fn note(&mut self, n: Note, probes: &mut Probes) -> anyhow::Result<()> {
-        self.pipeline.note(&n, self.sink).context("writing output")?;
+        self.pipeline
+            .note(&n, self.sink)
+            .context("writing output")?;
         self.facts()?;
         if let Some(w) = &mut self.writer {
             w.note(&n).context("writing the recording")?;
@@ -169,7 +172,9 @@ impl Feed<'_> {
                 comm,
                 why,
             };
-            self.pipeline.note(&n, self.sink).context("writing output")?;
+            self.pipeline
+                .note(&n, self.sink)
+                .context("writing output")?;
             if let Some(w) = &mut self.writer {
                 w.note(&n).context("writing the recording")?;
             }
@@ -190,7 +195,9 @@ impl Feed<'_> {
                 backing_bdi,
                 backing_ino,
             };
-            self.pipeline.note(&n, self.sink).context("writing output")?;
+            self.pipeline
+                .note(&n, self.sink)
+                .context("writing output")?;
             if let Some(w) = &mut self.writer {
                 w.note(&n).context("writing the recording")?;
             }
@@ -305,6 +312,7 @@ fn zero_thread() -> ThreadState {
         short_ns: [0; 3],
         tgid: 0,
         flags: 0,
+        after_cpu_ns: 0,
         pending: Default::default(),
     }
 }
@@ -334,7 +342,10 @@ fn crossing_scan(
         if !at_end && (!long || !reported.insert((tid, c.start_ns))) {
             continue;
         }
-        let Some(sc) = zkstall_common::Syscall::ALL.get(c.syscall as usize).copied() else {
+        let Some(sc) = zkstall_common::Syscall::ALL
+            .get(c.syscall as usize)
+            .copied()
+        else {
             continue;
         };
         let th = threads_now::read(proc, c.tgid, tid);
@@ -414,7 +425,7 @@ fn close_open(
         if st.flags & THREAD_PENDING != 0 {
             let mut x = st.pending;
             if st.flags & THREAD_AFTER != 0 {
-                // Still off CPU since the return: what the caller waits for so far.
+                // Still off CPU on its way back: what the caller waits for so far.
                 x.flags |= CALL_AFTER;
                 x.after_ns = now.since(MonoNs(x.hdr.ts_ns));
             }
@@ -519,7 +530,8 @@ pub async fn trace(
     let mut all_pids: BTreeSet<u32> = BTreeSet::new();
     for d in &opts.disks {
         let dev = resolve_disk_arg(d)?;
-        feed.pipeline.want_disks_of(FileDev(dev), &format!("--disk {d}"));
+        feed.pipeline
+            .want_disks_of(FileDev(dev), &format!("--disk {d}"));
     }
     feed.watch_wanted(&mut probes)?;
     for t in &initial {
@@ -676,7 +688,9 @@ fn losses(
         ringbuf_full: full,
         shed: n_shed,
     };
-    feed.pipeline.note(&n, feed.sink).context("writing output")?;
+    feed.pipeline
+        .note(&n, feed.sink)
+        .context("writing output")?;
     if let Some(w) = &mut feed.writer {
         w.note(&n).context("writing the recording")?;
     }
@@ -704,7 +718,9 @@ fn losses_final(
         ringbuf_full: full,
         shed: 0,
     };
-    feed.pipeline.note(&n, feed.sink).context("writing output")?;
+    feed.pipeline
+        .note(&n, feed.sink)
+        .context("writing output")?;
     if let Some(w) = &mut feed.writer {
         w.note(&n).context("writing the recording")?;
     }

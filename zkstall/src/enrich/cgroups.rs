@@ -242,9 +242,18 @@ mod tests {
 32 25 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
 ";
         let m = Mounts::from_mountinfo(mi);
-        assert_eq!(m.unified.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
-        assert_eq!(m.blkio_v1.as_deref(), Some(Path::new("/sys/fs/cgroup/blkio")));
-        assert_eq!(m.memory_v1.as_deref(), Some(Path::new("/sys/fs/cgroup/memory")));
+        assert_eq!(
+            m.unified.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            m.blkio_v1.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/blkio"))
+        );
+        assert_eq!(
+            m.memory_v1.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
         assert_eq!(m.blkio_root(), Some(Path::new("/sys/fs/cgroup/blkio")));
         // A pure v2 host.
         let v2 = Mounts::from_mountinfo(

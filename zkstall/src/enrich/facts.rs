@@ -408,7 +408,9 @@ impl Replay {
             Fact::ProcCgroups { pid, cgroups } => {
                 bounded_insert(&mut self.proc_cgroups, REPLAY_FACTS, pid, cgroups)
             }
-            Fact::DiskPath { dev, path } => bounded_insert(&mut self.paths, REPLAY_FACTS, dev, path),
+            Fact::DiskPath { dev, path } => {
+                bounded_insert(&mut self.paths, REPLAY_FACTS, dev, path)
+            }
             Fact::Stack { key, frames } => {
                 bounded_insert(&mut self.stacks, REPLAY_FACTS, key, frames)
             }
@@ -465,7 +467,10 @@ impl Enricher for Replay {
         self.proc_cgroups.get(&pid).cloned().unwrap_or_default()
     }
     fn disk_path(&mut self, dev: FileDev) -> DiskPath {
-        self.paths.get(&dev.to_string()).cloned().unwrap_or_default()
+        self.paths
+            .get(&dev.to_string())
+            .cloned()
+            .unwrap_or_default()
     }
     fn is_jvm(&mut self, pid: u32) -> bool {
         self.jvms.get(&pid).copied().unwrap_or(false)

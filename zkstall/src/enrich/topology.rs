@@ -383,7 +383,11 @@ mod tests {
         f.slave(&dm, "sda2", "pci0/sda/sda2");
         f.slave(&dm, "md0", "virtual/block/md0");
         let p = Topology::new(f.root()).resolve(FileDev(id("254:0")));
-        let names: Vec<(&str, u32)> = p.layers.iter().map(|l| (l.name.as_str(), l.depth)).collect();
+        let names: Vec<(&str, u32)> = p
+            .layers
+            .iter()
+            .map(|l| (l.name.as_str(), l.depth))
+            .collect();
         assert_eq!(names.len(), 5, "{names:?}");
         assert_eq!(names[0], ("dm-0", 0));
         assert_eq!(p.layers[0].kind, LayerKind::DeviceMapper);
@@ -420,6 +424,11 @@ mod tests {
     #[test]
     fn devices_without_sysfs_entries_have_no_disks() {
         let f = Fake::new();
-        assert!(Topology::new(f.root()).resolve(FileDev(id("0:52"))).layers.is_empty());
+        assert!(
+            Topology::new(f.root())
+                .resolve(FileDev(id("0:52")))
+                .layers
+                .is_empty()
+        );
     }
 }

@@ -227,8 +227,8 @@ impl Pipeline {
             .filter(|p| *p != io.disk)
             .and_then(|p| self.enrich.device_name(p, io.submitter.pid));
         let cgroup = self.enrich.cgroup_path(io.task_cgroup);
-        let dirtier = (charged.kind == PartyKind::Task && charged.tid != io.submitter.tid)
-            .then(|| Who {
+        let dirtier =
+            (charged.kind == PartyKind::Task && charged.tid != io.submitter.tid).then(|| Who {
                 pid: charged.pid,
                 tid: charged.tid,
                 comm: charged.comm.clone(),

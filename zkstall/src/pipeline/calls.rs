@@ -73,12 +73,15 @@ impl Pipeline {
         self.enrich.observe_thread(x.task.tid, &x.comm);
         self.stats.calls_seen += 1;
         let open = self.calls.exit(x.task.tid, x.syscall, x.start);
-        let crossed = open.as_ref().is_some_and(|o| o.crossed) || self.crossed_writes.remove(&(x.task.tid, x.start.0));
+        let crossed = open.as_ref().is_some_and(|o| o.crossed)
+            || self.crossed_writes.remove(&(x.task.tid, x.start.0));
         let (file, start_bound, start) = match open {
             Some(o) => (o.file, o.start_bound || x.start_bound, x.start.min(o.start)),
             None => (None, x.start_bound, x.start),
         };
-        let after_ns = x.after_ns.filter(|_| self.after_counts(x.task, x.end));
+        let after_ns = x
+            .after_ns
+            .and_then(|a| self.after_counted(x.task, x.end, a));
         let mut call = Call {
             task: x.task,
             syscall: x.syscall,
@@ -102,33 +105,48 @@ impl Pipeline {
         self.report(&call, x.end, Phase::Done, None, sink)
     }
 
-    /// Is the wait right after a call's return part of what its caller measured? A
-    /// preemption on the way back to user space is. A sleep is the caller's own next step
-    /// (its next syscall: a sleep, a work queue) unless it is a JVM safepoint: the process
-    /// is a JVM and the JVM's own thread woke it, or its other threads were stopped too.
-    fn after_counts(&mut self, task: Task, end: MonoNs) -> bool {
-        let Some(b) = self
+    /// How much of the way back from a call (`after_ns` past its return, over one or more
+    /// off-CPU intervals) its caller measured. A preemption is part of it, and so is a
+    /// D sleep (a page fault on the way). A sleep is the caller's own next step (its next
+    /// syscall: a sleep, a work queue) unless it is a JVM safepoint: the process is a JVM
+    /// and the JVM's own thread woke it, or its other threads were stopped too. The way
+    /// back ends at the first wait that is the caller's own.
+    fn after_counted(&mut self, task: Task, end: MonoNs, after_ns: u64) -> Option<u64> {
+        let until = MonoNs(end.0 + after_ns);
+        let mut waits: Vec<crate::history::Blocked> = self
             .history
             .blocked
             .iter()
             .rev()
-            .take(64)
-            .find(|b| b.tid == task.tid && b.after_call && b.off >= end)
-        else {
-            return false;
-        };
-        if b.state == SchedState::Runnable {
-            return true;
+            .take(256)
+            .filter(|b| b.tid == task.tid && b.after_call && b.off >= end && b.off < until)
+            .cloned()
+            .collect();
+        waits.sort_by_key(|b| b.off);
+        if waits.is_empty() {
+            return None;
         }
-        if !self.enrich.is_jvm(task.pid) {
-            return false;
+        let jvm = self.enrich.is_jvm(task.pid);
+        for b in &waits {
+            let counts = match b.state {
+                SchedState::Runnable | SchedState::DiskSleep => true,
+                _ if !jvm => false,
+                _ => {
+                    let by_vm = matches!(&b.waker, Some(crate::history::WakerInfo::Task { pid, thread, .. })
+                        if *pid == task.pid && crate::attribution::evidence::is_jvm_internal(thread));
+                    by_vm || self.others_stopped(task, b.off, b.on) >= 2
+                }
+            };
+            if !counts {
+                let part = b.off.since(end);
+                return (part > 0).then_some(part);
+            }
         }
-        let by_vm = matches!(&b.waker, Some(crate::history::WakerInfo::Task { pid, thread, .. })
-            if *pid == task.pid && crate::attribution::evidence::is_jvm_internal(thread));
-        if by_vm {
-            return true;
-        }
-        let (off, on) = (b.off, b.on);
+        Some(after_ns)
+    }
+
+    /// Threads of `task`'s process off CPU through at least half of [off, on].
+    fn others_stopped(&self, task: Task, off: MonoNs, on: MonoNs) -> usize {
         let half = on.since(off) / 2;
         let mut stopped: std::collections::HashMap<u32, u64> = Default::default();
         for o in self.history.blocked.iter().rev().take(4096) {
@@ -137,7 +155,7 @@ impl Pipeline {
                     crate::history::overlap((o.off, o.on), (off, on));
             }
         }
-        stopped.values().filter(|&&t| t >= half && t > 0).count() >= 2
+        stopped.values().filter(|&&t| t >= half && t > 0).count()
     }
 
     /// A thread found inside a watched syscall at attach: its call is open from now (a

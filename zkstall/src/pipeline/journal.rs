@@ -74,7 +74,8 @@ impl Pipeline {
             && !self.helpers.contains_key(&task.tid)
             && self.asked_helpers.insert(task.tid)
         {
-            self.want_helpers.push((task.tid, format!("journal of {}", DevId::from_kernel(dev))));
+            self.want_helpers
+                .push((task.tid, format!("journal of {}", DevId::from_kernel(dev))));
         }
         match phase {
             JournalPhase::Start => c.start = Some(ts),

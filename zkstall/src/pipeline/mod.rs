@@ -159,7 +159,8 @@ impl Pipeline {
         let path = self.enrich.disk_path(dev);
         for l in path.layers {
             if !self.watched.contains_key(&l.disk) && self.asked.insert(l.disk) {
-                self.want_watch.push((l.disk, l.name.clone(), why.to_string()));
+                self.want_watch
+                    .push((l.disk, l.name.clone(), why.to_string()));
             }
         }
     }

@@ -137,7 +137,10 @@ mod tests {
         let j = serde_json::to_string(&n).unwrap();
         assert!(j.contains("\"note\":\"running\""), "{j}");
         assert_eq!(serde_json::from_str::<Note>(&j).unwrap(), n);
-        assert_eq!(syscall_by_name("fdatasync"), Some(zkstall_common::Syscall::Fdatasync));
+        assert_eq!(
+            syscall_by_name("fdatasync"),
+            Some(zkstall_common::Syscall::Fdatasync)
+        );
         assert_eq!(syscall_by_name("nope"), None);
     }
 }

@@ -108,7 +108,9 @@ impl Pipeline {
             runq_ms: runq as f64 / 1e6,
             syscall,
             waker: waker.as_ref().and_then(|w| match w {
-                WakerInfo::Task { pid, tid, thread, .. } => Some(Who {
+                WakerInfo::Task {
+                    pid, tid, thread, ..
+                } => Some(Who {
                     pid: *pid,
                     tid: *tid,
                     comm: thread.clone(),

@@ -142,7 +142,8 @@ fn flusher_io_is_charged_to_the_dirtier_of_that_bdi_and_inode() {
         };
         let b70 = *b"7:0\0\0\0\0\0\0\0\0\0\0\0\0\0";
         let b71 = *b"7:1\0\0\0\0\0\0\0\0\0\0\0\0\0";
-        p.handle(&record_bytes(&dirty(&b70, 77)), &mut sink).unwrap();
+        p.handle(&record_bytes(&dirty(&b70, 77)), &mut sink)
+            .unwrap();
         let io = |tgid: u32, ino: u64, bdi: [u8; 16], c: &str, kthread: bool| IoEvent {
             hdr: hdr::<IoEvent>(EventKind::Io, 900, tgid, tgid),
             rq: Request {
@@ -169,11 +170,17 @@ fn flusher_io_is_charged_to_the_dirtier_of_that_bdi_and_inode() {
             status: 0,
         };
         // The flusher, inode 77 of bdi 7:0: dd's.
-        p.handle(&record_bytes(&io(90, 77, b70, "kworker/u8:3", true)), &mut sink)
-            .unwrap();
+        p.handle(
+            &record_bytes(&io(90, 77, b70, "kworker/u8:3", true)),
+            &mut sink,
+        )
+        .unwrap();
         // Inode 77 of another bdi: not dd's (inode numbers are per filesystem).
-        p.handle(&record_bytes(&io(90, 77, b71, "kworker/u8:3", true)), &mut sink)
-            .unwrap();
+        p.handle(
+            &record_bytes(&io(90, 77, b71, "kworker/u8:3", true)),
+            &mut sink,
+        )
+        .unwrap();
         // dd's own I/O.
         p.handle(&record_bytes(&io(500, 0, [0; 16], "dd", false)), &mut sink)
             .unwrap();
@@ -189,7 +196,10 @@ fn flusher_io_is_charged_to_the_dirtier_of_that_bdi_and_inode() {
     assert_eq!(ios[0]["service_ms"], 0.0006);
     assert!(ios[1].get("dirtier").is_none(), "another bdi's inode 77");
     assert_eq!(ios[1]["charged_to"], "kworker/u8:3");
-    assert!(ios[2].get("dirtier").is_none(), "own I/O is not charged to itself");
+    assert!(
+        ios[2].get("dirtier").is_none(),
+        "own I/O is not charged to itself"
+    );
     assert_eq!(ios[2]["rwbs"], "W");
 }
 
@@ -280,7 +290,12 @@ fn reports_only_calls_at_or_above_the_threshold_with_their_file() {
     assert_eq!(l[0]["path"], f.path().to_string_lossy().as_ref());
     assert_eq!(l[0]["thread"], "sync");
     assert_eq!(
-        (p.stats.events, p.stats.calls_seen, p.stats.reported, p.stats.decode_errors),
+        (
+            p.stats.events,
+            p.stats.calls_seen,
+            p.stats.reported,
+            p.stats.decode_errors
+        ),
         (5, 2, 1, 1)
     );
 }
@@ -323,7 +338,11 @@ fn calls_whose_exit_never_comes_are_closed_not_reported_as_phantoms() {
 
 #[test]
 fn a_stuck_call_is_reported_as_it_crosses_the_threshold_and_again_when_it_ends() {
-    let mut p = Pipeline::new(Box::new(Replay::default()), WallClock { offset_ns: 0 }, 100 * MS);
+    let mut p = Pipeline::new(
+        Box::new(Replay::default()),
+        WallClock { offset_ns: 0 },
+        100 * MS,
+    );
     let mut out = Vec::new();
     {
         let mut sink = JsonSink::new(&mut out);
@@ -420,5 +439,46 @@ fn a_call_still_running_at_the_end_is_reported_unfinished_even_at_threshold_zero
     assert_eq!(l.len(), 1, "{l:#?}");
     assert_eq!(l[0]["unfinished"], true);
     assert_eq!(l[0]["duration_ms"], 2999.0);
-    assert_eq!(l[0]["evidence"]["d_state_ms"], 2998.0, "D time = the stuck interval");
+    assert_eq!(
+        l[0]["evidence"]["d_state_ms"], 2998.0,
+        "D time = the stuck interval"
+    );
+}
+
+#[test]
+fn the_way_back_spans_every_preemption_and_ends_at_the_callers_own_wait() {
+    let mut jvm = Replay::default();
+    jvm.learn(crate::enrich::Fact::Jvm { pid: 7, jvm: true });
+    let mut p = Pipeline::new(Box::new(jvm), WallClock { offset_ns: 0 }, 20 * MS);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        p.handle(&enter(7, 8, 100 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        // Returned at 110 ms; preempted twice on the way back (CPU-starved), then parked
+        // on its own work queue (woken by ProcessThread): not part of the call.
+        for (off, on, state) in [(110, 115, 0x100u64), (115, 125, 0x100), (125, 400, 0x1)] {
+            let mut b = blocked(7, 8, off * MS + 1_000, on * MS, state);
+            b.flags = BLOCKED_AFTER_CALL;
+            if state == 0x1 {
+                b.waker_tgid = 7;
+                b.waker_tid = 9;
+                b.waker_comm = comm("ProcessThread(s");
+                b.wake_ns = 399 * MS;
+            }
+            p.handle(&record_bytes(&b), &mut sink).unwrap();
+        }
+        let mut x = exit(7, 8, 100 * MS, 110 * MS, Syscall::Fdatasync, 3);
+        x.flags = CALL_AFTER;
+        x.after_ns = 290 * MS;
+        p.handle(&record_bytes(&x), &mut sink).unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 1, "{l:#?}");
+    assert_eq!(l[0]["duration_ms"], 10.0);
+    assert_eq!(
+        l[0]["visible_ms"], 25.001,
+        "both preemptions, not the queue wait"
+    );
+    assert_eq!(l[0]["verdict"], "cpu_starvation", "{}", l[0]["headline"]);
 }

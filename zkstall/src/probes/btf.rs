@@ -111,7 +111,9 @@ impl Btf {
         let str_off = u32_at(&data, 16)? as usize;
         let str_len = u32_at(&data, 20)? as usize;
         let type_start = hdr_len.checked_add(type_off).ok_or(BtfError::BadHeader)?;
-        let type_end = type_start.checked_add(type_len).ok_or(BtfError::BadHeader)?;
+        let type_end = type_start
+            .checked_add(type_len)
+            .ok_or(BtfError::BadHeader)?;
         let str_start = hdr_len.checked_add(str_off).ok_or(BtfError::BadHeader)?;
         if type_end > data.len() || str_start.saturating_add(str_len) > data.len() {
             return Err(BtfError::Truncated(data.len()));
@@ -362,7 +364,8 @@ pub(crate) mod tests {
         }
         pub(crate) fn int(&mut self, name: &str, size: u32) -> u32 {
             let id = self.rec(name, INT, false, 0, size);
-            self.types.extend_from_slice(&((size * 8) as u32).to_le_bytes());
+            self.types
+                .extend_from_slice(&((size * 8) as u32).to_le_bytes());
             id
         }
         pub(crate) fn ptr(&mut self, to: u32) -> u32 {

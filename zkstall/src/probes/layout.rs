@@ -299,7 +299,12 @@ impl Layout {
 
 /// One struct field a program reads: (struct, member path, size the program reads,
 /// where it goes in [`KernelOffsets`]).
-type KField = (&'static str, &'static str, u32, fn(&mut KernelOffsets) -> &mut u16);
+type KField = (
+    &'static str,
+    &'static str,
+    u32,
+    fn(&mut KernelOffsets) -> &mut u16,
+);
 
 const KERNEL_FIELDS: &[KField] = &[
     ("request", "q", 8, |k| &mut k.rq_q),
@@ -453,7 +458,10 @@ pub fn build(tracefs: &Tracefs, btf: Option<&Btf>) -> Result<Layout, TracefsErro
                 }),
                 (Some(reason), Need::OneOf(g)) => group_misses.push((
                     g,
-                    format!("{}:{} ({}): {reason}", hook.category, hook.name, hook.program),
+                    format!(
+                        "{}:{} ({}): {reason}",
+                        hook.category, hook.name, hook.program
+                    ),
                 )),
             }
         }
@@ -719,8 +727,15 @@ mod tests {
         let mut g: Vec<(&str, u32, u32)> = vec![("major", i32t, 0), ("first_minor", i32t, 4)];
         g.retain(|(n, _, _)| *n != skip);
         b.structure("gendisk", 100, &g);
-        b.structure("task_struct", 3000, &[("flags", u32t, 44), ("pid", i32t, 1500)]);
-        b.enumeration("req_flag_bits", &[("__REQ_SYNC", 12), ("__REQ_PREFLUSH", 19)]);
+        b.structure(
+            "task_struct",
+            3000,
+            &[("flags", u32t, 44), ("pid", i32t, 1500)],
+        );
+        b.enumeration(
+            "req_flag_bits",
+            &[("__REQ_SYNC", 12), ("__REQ_PREFLUSH", 19)],
+        );
         // The tracepoints' function types.
         let proto = |b: &mut Builder, n: u16| {
             // A FUNC_PROTO with n params, built as an enum-sized record: the builder has no
@@ -760,7 +775,12 @@ mod tests {
         let dir = fake();
         let l = build(&Tracefs::at(dir.path()), None).unwrap();
         assert!(!l.has("block"));
-        let why = &l.disabled.iter().find(|d| d.signal == "block").unwrap().reason;
+        let why = &l
+            .disabled
+            .iter()
+            .find(|d| d.signal == "block")
+            .unwrap()
+            .reason;
         assert!(why.contains("no BTF"), "{why}");
         assert!(l.has("sched"));
         assert!(l.has_program("sched_switch") && !l.has_program("sched_switch_btf"));
@@ -778,7 +798,10 @@ mod tests {
         // No jbd2 tracepoints in this fake (a module not loaded): that signal alone is off.
         for s in ["writeback", "throttle", "journal", "wakers"] {
             assert!(!l.has(s), "{s}");
-            assert!(l.disabled.iter().any(|d| d.signal == s), "{s} is reported off");
+            assert!(
+                l.disabled.iter().any(|d| d.signal == s),
+                "{s} is reported off"
+            );
         }
     }
 
@@ -788,17 +811,34 @@ mod tests {
         let btf = fake_btf("");
         let l = build(&Tracefs::at(dir.path()), Some(&btf)).unwrap();
         assert!(l.has("block"), "{:?}", l.disabled);
-        assert!(l.has_program("block_getrq") || l.disabled.iter().any(|d| d.reason.contains("block_getrq")));
+        assert!(
+            l.has_program("block_getrq")
+                || l.disabled.iter().any(|d| d.reason.contains("block_getrq"))
+        );
         assert_eq!(l.config.kernel.rq_sector, 48);
         assert_eq!(l.config.kernel.disk_first_minor, 4);
         assert_eq!(l.config.kernel.task_pid, 1500);
-        assert_eq!(l.config.kernel.rq_part, NO_OFFSET, "absent fields are marked");
+        assert_eq!(
+            l.config.kernel.rq_part, NO_OFFSET,
+            "absent fields are marked"
+        );
         assert_eq!(l.config.switch_has_state_arg, 1);
         assert!(l.has_program("sched_switch_btf") && !l.has_program("sched_switch"));
-        assert_eq!(l.req_bits.preflush, 19, "flag bits follow this kernel's BTF");
-        assert_eq!(l.req_bits.fua, ReqBits::default().fua, "missing ones keep 6.x values");
+        assert_eq!(
+            l.req_bits.preflush, 19,
+            "flag bits follow this kernel's BTF"
+        );
+        assert_eq!(
+            l.req_bits.fua,
+            ReqBits::default().fua,
+            "missing ones keep 6.x values"
+        );
         // block_rq_merge has no tracepoint in this fake: only that hook is off.
-        assert!(l.disabled.iter().any(|d| d.signal == "block" && d.reason.contains("block_rq_merge")));
+        assert!(
+            l.disabled
+                .iter()
+                .any(|d| d.signal == "block" && d.reason.contains("block_rq_merge"))
+        );
     }
 
     #[test]
@@ -807,7 +847,12 @@ mod tests {
         let btf = fake_btf("first_minor");
         let l = build(&Tracefs::at(dir.path()), Some(&btf)).unwrap();
         assert!(!l.has("block"));
-        let why = &l.disabled.iter().find(|d| d.signal == "block").unwrap().reason;
+        let why = &l
+            .disabled
+            .iter()
+            .find(|d| d.signal == "block")
+            .unwrap()
+            .reason;
         assert!(why.contains("gendisk.first_minor"), "{why}");
     }
 }

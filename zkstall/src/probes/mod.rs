@@ -234,10 +234,10 @@ impl Probes {
 
     /// Watches a disk (or partition): its requests are traced one by one from now on.
     pub fn watch_dev(&mut self, kernel_dev: u32) -> Result<(), ProbeError> {
-        let map = self
-            .bpf
-            .map_mut(names::DISKS)
-            .ok_or(ProbeError::Map(names::DISKS, "missing from the object".into()))?;
+        let map = self.bpf.map_mut(names::DISKS).ok_or(ProbeError::Map(
+            names::DISKS,
+            "missing from the object".into(),
+        ))?;
         let mut m: HashMap<&mut MapData, u32, u32> =
             HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
         m.insert(kernel_dev, 1, 0)

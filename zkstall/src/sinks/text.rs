@@ -127,7 +127,10 @@ fn explanation(w: &crate::attribution::Explanation) -> String {
                     size(l.bytes_others)
                 ));
                 if l.bytes_other_partitions > 0 {
-                    d.push_str(&format!(" ({} on other partitions)", size(l.bytes_other_partitions)));
+                    d.push_str(&format!(
+                        " ({} on other partitions)",
+                        size(l.bytes_other_partitions)
+                    ));
                 }
                 if l.bytes_journal > 0 {
                     d.push_str(&format!(", {} journal", size(l.bytes_journal)));
@@ -260,7 +263,10 @@ impl<W: Write> Sink for TextSink<W> {
             ));
         }
         if s.untimed > 0 {
-            lost.push(format!("{} call(s) could not be timed (table full)", s.untimed));
+            lost.push(format!(
+                "{} call(s) could not be timed (table full)",
+                s.untimed
+            ));
         }
         if s.calls_exit_lost > 0 {
             lost.push(format!(
