@@ -40,6 +40,8 @@ pub mod names {
     pub const IRQ_CTX: &str = "IRQ_CTX";
     /// (tgid, ino) -> pages dirtied since the last dirty record.
     pub const DIRTY_PENDING: &str = "DIRTY_PENDING";
+    /// Target thread tid -> when its direct or memcg reclaim began.
+    pub const RECLAIM_START: &str = "RECLAIM_START";
 }
 
 /// Size of the ring buffer in bytes (a power of two and a multiple of the page size).
@@ -65,6 +67,7 @@ pub enum EventKind {
     Throttle = 8,
     Journal = 9,
     JournalStats = 10,
+    Reclaim = 11,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -81,6 +84,7 @@ impl TryFrom<u32> for EventKind {
             8 => Self::Throttle,
             9 => Self::Journal,
             10 => Self::JournalStats,
+            11 => Self::Reclaim,
             other => return Err(other),
         })
     }
@@ -363,7 +367,6 @@ pub struct Config {
     pub field: [u16; FIELD_COUNT],
     pub _pad_f: u16,
     pub kernel: KernelOffsets,
-    pub _pad0: u32,
     /// Write-family calls shorter than this are not sent to userspace.
     pub write_min_ns: u64,
     /// Off-CPU intervals of target threads shorter than this are not sent (they are
@@ -392,7 +395,6 @@ impl Config {
         field: [0; FIELD_COUNT],
         _pad_f: 0,
         kernel: KernelOffsets::NONE,
-        _pad0: 0,
         write_min_ns: 0,
         blocked_min_ns: 0,
         // 50 us of CPU: enough for the JVM's native-to-Java transition and the FileChannel
@@ -453,9 +455,11 @@ pub enum Field {
     JStatsBlocksLogged,
     DirtyPageName,
     DirtyPageIno,
+    DirectReclaimEndNr,
+    MemcgReclaimEndNr,
 }
 
-pub const FIELD_COUNT: usize = 37;
+pub const FIELD_COUNT: usize = 39;
 
 impl Field {
     /// (category, tracepoint, field, bytes the program reads). A field whose format says
@@ -501,6 +505,8 @@ impl Field {
             // Kernels before 5.16 name the dirtying event per page.
             DirtyPageName => ("writeback", "writeback_dirty_page", "name", 16),
             DirtyPageIno => ("writeback", "writeback_dirty_page", "ino", 8),
+            DirectReclaimEndNr => ("vmscan", "mm_vmscan_direct_reclaim_end", "nr_reclaimed", 8),
+            MemcgReclaimEndNr => ("vmscan", "mm_vmscan_memcg_reclaim_end", "nr_reclaimed", 8),
         }
     }
 
@@ -934,6 +940,20 @@ pub struct JournalEvent {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<JournalEvent>() == 40);
+
+/// A target thread reclaimed memory itself (direct reclaim, or its memory cgroup's
+/// limit): `hdr.ts_ns` is the end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ReclaimEvent {
+    pub hdr: EventHeader,
+    pub start_ns: u64,
+    pub nr_reclaimed: u64,
+    /// 1: memory-cgroup reclaim (the cgroup's limit), 0: direct reclaim (the system's).
+    pub memcg: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ReclaimEvent>() == 48);
 
 /// jbd2_run_stats: the size of a committed transaction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

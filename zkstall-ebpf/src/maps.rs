@@ -178,3 +178,7 @@ pub struct DirtyKey {
 
 #[map]
 pub static DIRTY_PENDING: LruHashMap<DirtyKey, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Target thread tid -> when its reclaim began.
+#[map]
+pub static RECLAIM_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);

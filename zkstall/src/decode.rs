@@ -7,8 +7,8 @@ use zkstall_common::{
     BLOCKED_AFTER_CALL, BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_ACCOUNTED, CALL_AFTER,
     CALL_START_BOUND, COMM_LEN, DirtyEvent, EventHeader, EventKind, IoEvent, JournalEvent,
     JournalPhase, JournalStatsEvent, MAX_FRAMES, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_OPEN, RQ_PARTIAL,
-    RQ_UNMATCHED, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent, SyscallExitEvent,
-    ThreadChange, ThreadEvent, ThrottleEvent, WakerCtx, WritebackEvent,
+    RQ_UNMATCHED, ReclaimEvent, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent,
+    SyscallExitEvent, ThreadChange, ThreadEvent, ThrottleEvent, WakerCtx, WritebackEvent,
 };
 
 use crate::{clock::MonoNs, enrich::DevId};
@@ -263,6 +263,15 @@ pub enum Event {
         blocks: u32,
         blocks_logged: u32,
     },
+    /// A target thread reclaimed memory itself.
+    Reclaim {
+        task: Task,
+        start: MonoNs,
+        end: MonoNs,
+        nr_reclaimed: u64,
+        /// Its memory cgroup's limit (else: the system's shortage).
+        memcg: bool,
+    },
 }
 
 /// A wire record: one of the `#[repr(C)]` structs of zkstall-common.
@@ -277,6 +286,7 @@ impl Record for WritebackEvent {}
 impl Record for ThrottleEvent {}
 impl Record for JournalEvent {}
 impl Record for JournalStatsEvent {}
+impl Record for ReclaimEvent {}
 impl Record for EventHeader {}
 
 /// The bytes of a wire record, as the kernel writes them (to synthesize records from the
@@ -484,6 +494,16 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 dev: e.dev,
                 transaction: e.transaction,
                 phase,
+            })
+        }
+        EventKind::Reclaim => {
+            let e: ReclaimEvent = read(buf)?;
+            Ok(Event::Reclaim {
+                task,
+                start: MonoNs(e.start_ns),
+                end: MonoNs(hdr.ts_ns),
+                nr_reclaimed: e.nr_reclaimed,
+                memcg: e.memcg != 0,
             })
         }
         EventKind::JournalStats => {

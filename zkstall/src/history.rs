@@ -93,6 +93,8 @@ pub struct Io {
     pub pid: u32,
     pub tid: u32,
     pub charged: Party,
+    /// The cgroup the block layer charged it to (the io controller's hierarchy).
+    pub blkcg: Option<String>,
     /// Bytes completed by this completion (the whole request, or a part of it).
     pub bytes: u32,
     pub op: Op,
@@ -213,6 +215,17 @@ impl Blocked {
     }
 }
 
+/// A target thread reclaiming memory itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reclaim {
+    pub pid: u32,
+    pub tid: u32,
+    pub start: MonoNs,
+    pub end: MonoNs,
+    pub nr_reclaimed: u64,
+    pub memcg: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Throttle {
     pub pid: u32,
@@ -268,6 +281,7 @@ pub struct History {
     /// target's threads is incomplete.
     pub blocked_lost_until: Option<MonoNs>,
     pub throttles: VecDeque<Throttle>,
+    pub reclaims: VecDeque<Reclaim>,
     pub commits: VecDeque<Commit>,
     /// Windows in which records were lost (ring buffer full, or shed by the reader).
     pub lost: VecDeque<(MonoNs, MonoNs)>,
@@ -349,6 +363,12 @@ impl History {
         expire(&mut self.throttles, now, |v| v.at);
     }
 
+    pub fn reclaim(&mut self, v: Reclaim) {
+        let now = v.end;
+        push(&mut self.reclaims, MAX_THROTTLES, v, &mut self.shed);
+        expire(&mut self.reclaims, now, |v| v.end);
+    }
+
     pub fn commit(&mut self, v: Commit) {
         let now = v.end;
         push(&mut self.commits, MAX_COMMITS, v, &mut self.shed);
@@ -393,6 +413,7 @@ mod tests {
             pid: 1,
             tid: 1,
             charged: Party::unknown(),
+            blkcg: None,
             bytes: 4096,
             op: Op::Write,
             sync: false,

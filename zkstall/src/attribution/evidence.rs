@@ -150,9 +150,41 @@ pub struct Evidence {
     /// safepoint stops them all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_threads_stopped: Option<u32>,
+    /// An I/O limit (blk-throttle) on a disk under the file, from the thread's cgroup, and
+    /// how close that cgroup's I/O came to it during the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_limit: Option<IoLimitEvidence>,
+    /// Time the thread spent reclaiming memory itself during the call, and the memory limit
+    /// of its cgroup.
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub reclaim_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memcg_reclaim: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<crate::enrich::MemLimit>,
     /// Why the inputs do not cover the whole call (then no gap is claimed).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// A blk-throttle limit and the limited cgroup's I/O during the call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IoLimitEvidence {
+    #[serde(flatten)]
+    pub limit: crate::enrich::IoLimit,
+    /// The disk's name.
+    pub disk_name: String,
+    /// The cgroup's I/O on that disk during the call, per second.
+    pub write_bps: f64,
+    pub write_iops: f64,
+    pub read_bps: f64,
+    pub read_iops: f64,
+    /// The highest share of a limit reached (1.0: at the limit).
+    pub utilization: f64,
 }
 
 /// Where a long sleep of the calling thread was spent, from its stack (and waker).
@@ -996,6 +1028,101 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         ev.waker = b.waker.as_ref().map(|w| w.label());
     }
     ev.wait_frame = wait_frame(&ev.stack);
+
+    // 4b. Memory reclaim by the thread itself: its intervals are charged to the Reclaim
+    //     stage, whatever the thread's state (reclaim runs on CPU, and sleeps on writeback).
+    let reclaims: Vec<&crate::history::Reclaim> = h
+        .reclaims
+        .iter()
+        .rev()
+        .take_while(|r| r.end > call.start)
+        .filter(|r| r.tid == call.tid && r.start < call.end)
+        .collect();
+    if !reclaims.is_empty() {
+        let ru = union(reclaims.iter().map(|r| (r.start, r.end)).collect());
+        let rec_ns = measure(&ru, in_call);
+        ev.reclaim_ms = ms(rec_ns);
+        ev.memcg_reclaim = Some(reclaims.iter().any(|r| r.memcg));
+        // Sleeps inside reclaim already classified by their stack stay where they are if
+        // they are Reclaim; the rest of the reclaim time comes out of the other stages,
+        // CPU first.
+        let already = stages.get(&Stage::Reclaim).copied().unwrap_or(0);
+        let mut need = rec_ns.saturating_sub(already);
+        for from in [
+            Stage::OnCpu,
+            Stage::ShortWaits,
+            Stage::ShortDeviceWaits,
+            Stage::Unaccounted,
+            Stage::WritebackWait,
+            Stage::DeviceService,
+            Stage::DeviceQueue,
+            Stage::OtherD,
+        ] {
+            if need == 0 {
+                break;
+            }
+            if let Some(v) = stages.get_mut(&from) {
+                let take = (*v).min(need);
+                *v -= take;
+                need -= take;
+                add(&mut stages, Stage::Reclaim, take);
+            }
+        }
+        stages.retain(|_, v| *v > 0);
+    }
+    if ev.reclaim_ms > 0.0 || stages.contains_key(&Stage::Reclaim) {
+        ev.mem_limit = enrich.mem_limit(call.pid);
+    }
+
+    // 4c. An I/O limit on a disk under the file, for the thread's cgroup.
+    for l in &call.disks.layers {
+        let Some(limit) = enrich.io_limit(call.pid, l.disk) else {
+            continue;
+        };
+        let secs = (win.1.since(win.0).max(1)) as f64 / 1e9;
+        let (mut wb, mut wr, mut rb, mut rr) = (0u64, 0u64, 0u64, 0u64);
+        for io in ios_in(h, l.disk, win) {
+            let mine = io.blkcg.as_deref().is_some_and(|c| {
+                c == limit.own_cgroup || c.starts_with(&format!("{}/", limit.own_cgroup))
+            });
+            if !mine || io.completed.is_none_or(|c| c > win.1) {
+                continue;
+            }
+            match io.op {
+                Op::Write => {
+                    wb += io.bytes as u64;
+                    wr += 1;
+                }
+                Op::Read => {
+                    rb += io.bytes as u64;
+                    rr += 1;
+                }
+                _ => {}
+            }
+        }
+        let share = |got: u64, lim: Option<u64>| {
+            lim.filter(|l| *l > 0)
+                .map_or(0.0, |l| got as f64 / secs / l as f64)
+        };
+        let utilization = [
+            share(wb, limit.wbps),
+            share(wr, limit.wiops),
+            share(rb, limit.rbps),
+            share(rr, limit.riops),
+        ]
+        .into_iter()
+        .fold(0.0, f64::max);
+        ev.io_limit = Some(IoLimitEvidence {
+            limit,
+            disk_name: l.name.clone(),
+            write_bps: wb as f64 / secs,
+            write_iops: wr as f64 / secs,
+            read_bps: rb as f64 / secs,
+            read_iops: rr as f64 / secs,
+            utilization,
+        });
+        break;
+    }
 
     // 5. Throttling pauses of the thread (every history queue is in time order).
     let pause_ms: i64 = h

@@ -136,6 +136,16 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                         j.duration_ms
                     )
                 }
+                (Some("journal"), None) => format!(
+                    "{top} kept {} busy ({} of others' I/O): this {dur:.0} ms {sc} waited {:.0} ms for the filesystem's log{}, whose writes queued behind it",
+                    l.disk,
+                    size(l.bytes_others),
+                    ms(g.stage(Stage::JournalWait)),
+                    ev.wait_frame
+                        .as_ref()
+                        .map(|f| format!(" (at {f})"))
+                        .unwrap_or_default()
+                ),
                 _ => format!(
                     "{top} kept {} busy during this {dur:.0} ms {sc}: {} of others' I/O vs {} of its own{}",
                     l.disk,
@@ -231,6 +241,68 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                 }
             )
         }
+        Verdict::IoThrottled => {
+            let Some(lim) = &ev.io_limit else {
+                return format!("this {dur:.0} ms {sc} was held back by an I/O limit");
+            };
+            let l = &lim.limit;
+            let mut limits = Vec::new();
+            if let Some(v) = l.wbps {
+                limits.push(format!("write {}/s", size(v)));
+            }
+            if let Some(v) = l.wiops {
+                limits.push(format!("write {v} IOPS"));
+            }
+            if let Some(v) = l.rbps {
+                limits.push(format!("read {}/s", size(v)));
+            }
+            if let Some(v) = l.riops {
+                limits.push(format!("read {v} IOPS"));
+            }
+            format!(
+                "cgroup {}'s I/O limit on {} ({}, {}) held this {dur:.0} ms{so_far} {sc} back: its cgroup wrote {}/s in {:.0} IOPS during it ({:.0}% of the limit), and it waited {:.0} ms for its own I/O",
+                if l.cgroup.is_empty() { "/" } else { &l.cgroup },
+                lim.disk_name,
+                limits.join(", "),
+                if l.v1 { "blkio.throttle" } else { "io.max" },
+                size(lim.write_bps as u64),
+                lim.write_iops,
+                lim.utilization * 100.0,
+                ms(g.stage(Stage::WritebackWait)
+                    + g.stage(Stage::DeviceQueue)
+                    + g.stage(Stage::DeviceService)
+                    + g.stage(Stage::ShortDeviceWaits))
+            )
+        }
+        Verdict::MemoryReclaim => {
+            let r = ms(g.stage(Stage::Reclaim));
+            let why = match (&ev.mem_limit, ev.memcg_reclaim) {
+                (Some(l), _) => format!(
+                    "its memory cgroup {} is at its limit ({}{})",
+                    l.cgroup,
+                    l.max
+                        .or(l.high)
+                        .map(|m| format!("limit {}", size(m)))
+                        .unwrap_or_default(),
+                    l.usage
+                        .map(|u| format!(", using {}", size(u)))
+                        .unwrap_or_default()
+                ),
+                (None, Some(false)) => "the system is short of memory (direct reclaim)".into(),
+                _ => "memory reclaim".into(),
+            };
+            format!(
+                "this {dur:.0} ms{so_far} {sc} spent {r:.0} ms reclaiming memory before it could go on: {why}"
+            )
+        }
+        Verdict::LowSpace => format!(
+            "this {dur:.0} ms{so_far} {sc} waited {:.0} ms for writeback forced by low free space on {device}: the filesystem is nearly full{}",
+            ms(g.stage(Stage::LowSpace)),
+            ev.wait_frame
+                .as_ref()
+                .map(|f| format!(" (at {f})"))
+                .unwrap_or_default()
+        ),
         Verdict::Unknown => unknown(call, g, f, dur),
     }
 }

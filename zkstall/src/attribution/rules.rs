@@ -34,6 +34,13 @@ pub enum Verdict {
     JvmPause,
     /// Its own I/O, at the device's usual speed.
     OwnIo,
+    /// Its cgroup's I/O limit (blk-throttle, v1 blkio.throttle.* or v2 io.max) held its
+    /// I/O back.
+    IoThrottled,
+    /// It had to reclaim memory first (its memory cgroup at its limit, or the system short).
+    MemoryReclaim,
+    /// Writeback forced by low free space on the filesystem.
+    LowSpace,
     /// Nothing the signals show accounts for the time.
     Unknown,
 }
@@ -49,11 +56,54 @@ impl Verdict {
             Verdict::CpuStarvation => "cpu_starvation",
             Verdict::JvmPause => "jvm_pause",
             Verdict::OwnIo => "own_io",
+            Verdict::IoThrottled => "io_throttled",
+            Verdict::MemoryReclaim => "memory_reclaim",
+            Verdict::LowSpace => "low_space",
             Verdict::Unknown => "unknown",
         }
     }
 
-    pub const ALL: [Verdict; 9] = [
+    /// When the verdict is reached (the README's table is checked against these).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Verdict::DeviceStall => {
+                "a disk under the file had requests in flight and completed none for >= 50% of the call and >= 500 ms (the lowest such layer is named; its history must cover the call)"
+            }
+            Verdict::CpuStarvation => {
+                "runnable but not running for >= 50% of the call, or the journal commit it waited on was, its journal thread runnable for >= 50% of the commit"
+            }
+            Verdict::JvmPause => {
+                "the syscall returned, then a JVM held the thread (woken by its VM thread, or with >= 2 other threads stopped) for >= 50% of what its caller measured"
+            }
+            Verdict::MemoryReclaim => {
+                "reclaiming memory itself (direct or memory-cgroup reclaim) for >= 30% of the call"
+            }
+            Verdict::LowSpace => {
+                "waiting >= 30% of the call for writeback forced by low free space"
+            }
+            Verdict::DirtyThrottle => "paused in balance_dirty_pages for >= 30% of the call",
+            Verdict::IoThrottled => {
+                "waiting >= 30% of the call for its own I/O while its cgroup has an I/O limit on the disk, with that cgroup's I/O at >= 50% of the limit or held above the block layer"
+            }
+            Verdict::DeviceContention => {
+                "waiting >= 30% of the call for its own I/O or a journal commit while others' I/O dominated the disk (>= 1 MiB or 16 requests, more than its own); via journal, writeback or block_queue"
+            }
+            Verdict::JournalWait => {
+                "waiting >= 30% of the call for a journal commit that was slow on its own"
+            }
+            Verdict::OwnIo => {
+                "waiting >= 30% of the call for its own I/O, which dominated the disk, at the disk's usual latency"
+            }
+            Verdict::FsBlocked => {
+                "blocked >= 30% of the call in the filesystem (a lock, a frozen filesystem) with no I/O of its own in flight"
+            }
+            Verdict::Unknown => {
+                "none of the above: the headline names where the time went as far as it is known, the frame it waited at, and what is missing"
+            }
+        }
+    }
+
+    pub const ALL: [Verdict; 12] = [
         Verdict::DeviceStall,
         Verdict::DeviceContention,
         Verdict::JournalWait,
@@ -62,6 +112,9 @@ impl Verdict {
         Verdict::CpuStarvation,
         Verdict::JvmPause,
         Verdict::OwnIo,
+        Verdict::IoThrottled,
+        Verdict::MemoryReclaim,
+        Verdict::LowSpace,
         Verdict::Unknown,
     ];
 }
@@ -121,7 +174,10 @@ pub const RULES: &[(Verdict, Rule)] = &[
     (Verdict::DeviceStall, device_stall),
     (Verdict::CpuStarvation, cpu_starvation),
     (Verdict::JvmPause, jvm_pause),
+    (Verdict::MemoryReclaim, memory_reclaim),
+    (Verdict::LowSpace, low_space),
     (Verdict::DirtyThrottle, dirty_throttle),
+    (Verdict::IoThrottled, io_throttled),
     (Verdict::CpuStarvation, starvation_via_journal),
     (Verdict::DeviceContention, contention_via_journal),
     (Verdict::JournalWait, journal_wait),
@@ -311,6 +367,83 @@ fn dirty_throttle(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> 
     })
 }
 
+fn memory_reclaim(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let r = g.stage(Stage::Reclaim);
+    if share(g, r) < t.dominant_share {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "reclaim",
+        detail: match (&g.ev.mem_limit, g.ev.memcg_reclaim) {
+            (Some(l), _) => format!("reclaiming memory in cgroup {}", l.cgroup),
+            (None, Some(false)) => "direct reclaim: the system was short of memory".into(),
+            _ => "reclaiming memory".into(),
+        },
+        start_ns: call.start.0,
+        duration_ms: ms(r),
+    });
+    Some(Finding {
+        verdict: Verdict::MemoryReclaim,
+        via: None,
+        chain,
+        layer: None,
+        stage: Some(Stage::Reclaim),
+    })
+}
+
+fn low_space(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let s = g.stage(Stage::LowSpace);
+    if share(g, s) < t.dominant_share {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "low_space",
+        detail: "writeback forced by low free space".into(),
+        start_ns: call.start.0,
+        duration_ms: ms(s),
+    });
+    Some(Finding {
+        verdict: Verdict::LowSpace,
+        via: None,
+        chain,
+        layer: None,
+        stage: Some(Stage::LowSpace),
+    })
+}
+
+/// Held back by its cgroup's I/O limit on a disk under the file: it waited for its own
+/// I/O, and that cgroup's I/O ran near the limit (or was held above the block layer).
+fn io_throttled(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let lim = g.ev.io_limit.as_ref()?;
+    let held = g.stage(Stage::WritebackWait);
+    let wait = held
+        + g.stage(Stage::DeviceQueue)
+        + g.stage(Stage::DeviceService)
+        + g.stage(Stage::ShortDeviceWaits);
+    if share(g, wait) < t.dominant_share {
+        return None;
+    }
+    if lim.utilization < 0.5 && share(g, held) < t.dominant_share {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "io_limit",
+        detail: format!("cgroup {} limited on {}", lim.limit.cgroup, lim.disk_name),
+        start_ns: call.start.0,
+        duration_ms: ms(wait),
+    });
+    Some(Finding {
+        verdict: Verdict::IoThrottled,
+        via: None,
+        chain,
+        layer: g.ev.layers.iter().position(|l| l.disk == lim.disk_name),
+        stage: Some(Stage::WritebackWait),
+    })
+}
+
 fn contended(le: &LayerEvidence, t: &Thresholds) -> bool {
     le.bytes_others > le.bytes_thread
         && (le.bytes_others >= t.contention_min_bytes
@@ -361,8 +494,13 @@ fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
     if share(g, jw) < t.dominant_share {
         return None;
     }
-    let j = g.ev.journal.as_ref()?;
-    let during = j.disk_during.as_ref()?;
+    let j = g.ev.journal.as_ref();
+    // The journal's disk during the commit (jbd2), or during the call (an XFS log force,
+    // which has no commit records).
+    let during = match j {
+        Some(j) => j.disk_during.as_ref()?,
+        None => g.ev.layers.first()?,
+    };
     if !contended(during, t) || !during.complete {
         return None;
     }
@@ -370,33 +508,40 @@ fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
     let mut chain = vec![call_link(call, g)];
     chain.push(Link {
         what: "journal_commit",
-        detail: format!(
-            "transaction {}{}",
-            j.transaction,
-            j.flushing_ms
-                .filter(|f| *f >= 1.0)
-                .map(|f| format!(", {f:.0} ms flushing ordered data"))
-                .unwrap_or_default()
-        ),
-        start_ns: g.commit.map_or(0, |c| c.start.0),
-        duration_ms: j.duration_ms,
+        detail: match j {
+            Some(j) => format!(
+                "transaction {}{}",
+                j.transaction,
+                j.flushing_ms
+                    .filter(|f| *f >= 1.0)
+                    .map(|f| format!(", {f:.0} ms flushing ordered data"))
+                    .unwrap_or_default()
+            ),
+            None => format!(
+                "log force at {}",
+                g.ev.wait_frame.as_deref().unwrap_or("the journal")
+            ),
+        },
+        start_ns: g.commit.map_or(call.start.0, |c| c.start.0),
+        duration_ms: j.map_or(ms(jw), |j| j.duration_ms),
     });
+    let span_ms = j.map_or(ms(jw), |j| j.duration_ms);
     chain.push(Link {
         what: "device_queue",
         detail: format!(
-            "{} busy with {} of others' I/O during the commit",
+            "{} busy with {} of others' I/O",
             during.disk,
             super::render::size(during.bytes_others)
         ),
-        start_ns: g.commit.map_or(0, |c| c.start.0),
-        duration_ms: j.duration_ms,
+        start_ns: g.commit.map_or(call.start.0, |c| c.start.0),
+        duration_ms: span_ms,
     });
     if let Some(c) = top {
         chain.push(Link {
             what: "requests_of",
             detail: super::render::who(c),
-            start_ns: g.commit.map_or(0, |c| c.start.0),
-            duration_ms: j.duration_ms,
+            start_ns: g.commit.map_or(call.start.0, |c| c.start.0),
+            duration_ms: span_ms,
         });
     }
     Some(Finding {

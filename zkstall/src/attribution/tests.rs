@@ -76,6 +76,7 @@ fn io_on(
         pid,
         tid,
         charged: party(pid, tid, comm),
+        blkcg: None,
         bytes,
         op: Op::Write,
         sync: false,
@@ -933,6 +934,182 @@ fn a_running_call_is_explained_by_the_wait_it_is_in_now() {
     assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);
     assert!(e.headline.contains("so far"), "{}", e.headline);
     assert!(e.stages["journal_wait"] >= 1979.0, "{:?}", e.stages);
+}
+
+#[test]
+fn held_back_by_its_cgroups_io_limit_is_io_throttled() {
+    let mut h = History::default();
+    watched(&mut h);
+    // ZooKeeper's own writes, relayed by the throttling worker at 1 MB/s.
+    for i in 0..9u64 {
+        let mut r = io_on(
+            DISK,
+            40,
+            40,
+            "kworker/u8:2",
+            100_000,
+            100 + i * 100,
+            110 + i * 100,
+        );
+        r.charged = Party {
+            kind: PartyKind::Cgroup,
+            pid: 0,
+            tid: 0,
+            comm: "cgroup /zk".into(),
+            cgroup: Some("/zk".into()),
+        };
+        r.blkcg = Some("/zk".into());
+        h.io(r);
+    }
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        995,
+        Some(995),
+        &["folio_wait_writeback"],
+        None,
+    ));
+    let mut zk = Replay::default();
+    zk.learn(crate::enrich::Fact::IoLimit {
+        pid: ZK,
+        disk: DISK.to_string(),
+        limit: Some(crate::enrich::IoLimit {
+            cgroup: "/zk".into(),
+            own_cgroup: "/zk".into(),
+            disk: DISK.to_string(),
+            wbps: Some(1_000_000),
+            v1: true,
+            ..Default::default()
+        }),
+    });
+    let c = call(0, 1000);
+    let e = explain(&c, &h, &mut zk);
+    assert_consistent(&c, &e);
+    assert_eq!(e.verdict, Verdict::IoThrottled, "{}", e.headline);
+    let lim = e.evidence.io_limit.as_ref().unwrap();
+    assert!((lim.utilization - 0.9).abs() < 0.01, "{lim:?}");
+    assert!(
+        e.headline
+            .starts_with("cgroup /zk's I/O limit on loop1 (write 1.0 MB/s, blkio.throttle)"),
+        "{}",
+        e.headline
+    );
+    // No limit: not io_throttled.
+    assert_ne!(explain_it(&c, &h).verdict, Verdict::IoThrottled);
+}
+
+#[test]
+fn reclaiming_memory_in_the_call_is_memory_reclaim_with_the_cgroups_limit() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.reclaim(crate::history::Reclaim {
+        pid: ZK,
+        tid: SYNC,
+        start: t(10),
+        end: t(300),
+        nr_reclaimed: 1000,
+        memcg: true,
+    });
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        50,
+        290,
+        Some(290),
+        &[
+            "folio_wait_writeback",
+            "shrink_folio_list",
+            "try_to_free_mem_cgroup_pages",
+        ],
+        None,
+    ));
+    let mut zk = Replay::default();
+    zk.learn(crate::enrich::Fact::MemLimit {
+        pid: ZK,
+        limit: Some(crate::enrich::MemLimit {
+            cgroup: "/zk".into(),
+            own_cgroup: "/zk".into(),
+            max: Some(64 << 20),
+            usage: Some(63 << 20),
+            v1: true,
+            ..Default::default()
+        }),
+    });
+    let mut c = call(0, 310);
+    c.syscall = "write";
+    c.accounting = Some(crate::decode::Accounting {
+        on_cpu_ns: 60 * MS,
+        ..Default::default()
+    });
+    let e = explain(&c, &h, &mut zk);
+    assert_consistent(&c, &e);
+    assert_eq!(e.verdict, Verdict::MemoryReclaim, "{}", e.headline);
+    assert_eq!(e.evidence.reclaim_ms, 290.0);
+    assert!(e.stages["reclaim"] >= 290.0, "{:?}", e.stages);
+    assert!(
+        e.headline
+            .contains("its memory cgroup /zk is at its limit (limit 67.1 MB, using 66.1 MB)"),
+        "{}",
+        e.headline
+    );
+}
+
+#[test]
+fn writeback_forced_by_low_free_space_is_low_space() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 1 << 20, 5, 200));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        2,
+        250,
+        Some(250),
+        &[
+            "wb_wait_for_completion+0x1",
+            "try_to_writeback_inodes_sb+0x1",
+            "ext4_nonda_switch+0x1",
+            "ext4_da_write_begin+0x1",
+        ],
+        None,
+    ));
+    let mut c = call(0, 260);
+    c.syscall = "write";
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::LowSpace, "{}", e.headline);
+    assert!(e.headline.contains("nearly full"), "{}", e.headline);
+}
+
+#[test]
+fn an_xfs_log_force_behind_a_writer_is_contention_via_the_journal() {
+    let mut h = History::default();
+    watched(&mut h);
+    for i in 0..30 {
+        h.io(io(777, "dd", 1 << 20, i * 10, i * 10 + 9));
+    }
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        299,
+        Some(299),
+        &[
+            "xlog_wait_on_iclog+0x1",
+            "xfs_log_force_seq+0x1",
+            "xfs_file_fsync+0x1",
+        ],
+        Some("kworker/1:1H"),
+    ));
+    let e = explain_it(&call(0, 300), &h);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.via, Some("journal"));
+    assert!(
+        e.headline.contains("the filesystem's log"),
+        "{}",
+        e.headline
+    );
+    assert!(e.headline.starts_with("dd (pid 777)"), "{}", e.headline);
 }
 
 #[test]

@@ -141,6 +141,172 @@ impl ProcCgroups {
     }
 }
 
+/// An I/O limit on one disk: the most restrictive of a cgroup's and its ancestors'
+/// (blk-throttle: v1 `blkio.throttle.*_device`, v2 `io.max`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoLimit {
+    /// The cgroup the limit was found on (the process's, or an ancestor).
+    pub cgroup: String,
+    /// The process's own cgroup in that hierarchy.
+    pub own_cgroup: String,
+    pub disk: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rbps: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wbps: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub riops: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wiops: Option<u64>,
+    /// Found in a v1 blkio hierarchy (else v2 io.max).
+    pub v1: bool,
+}
+
+/// A memory limit: the most restrictive of a cgroup's and its ancestors'.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemLimit {
+    pub cgroup: String,
+    pub own_cgroup: String,
+    /// Bytes: v1 memory.limit_in_bytes or v2 memory.max.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+    /// Bytes: v2 memory.high (reclaim starts there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high: Option<u64>,
+    /// The process's cgroup's usage when read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<u64>,
+    pub v1: bool,
+}
+
+/// Reads `MAJ:MIN value` lines (v1 throttle files) for `disk`.
+fn v1_value(path: &Path, disk: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (d, v) = l.split_once(' ')?;
+        (d == disk).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Parses v2 io.max for `disk`: `MAJ:MIN rbps=max wbps=1048576 riops=max wiops=max`.
+pub fn io_max(text: &str, disk: &str) -> [Option<u64>; 4] {
+    let mut out = [None; 4];
+    for l in text.lines() {
+        let mut it = l.split_whitespace();
+        if it.next() != Some(disk) {
+            continue;
+        }
+        for kv in it {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let v = v.parse::<u64>().ok();
+            match k {
+                "rbps" => out[0] = v,
+                "wbps" => out[1] = v,
+                "riops" => out[2] = v,
+                "wiops" => out[3] = v,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The I/O limit applying to a process's cgroup `path` (relative to `root`) on `disk`.
+pub fn io_limit(root: &Path, path: &str, disk: &str, v1: bool) -> Option<IoLimit> {
+    let mut lim = IoLimit {
+        own_cgroup: path.to_string(),
+        disk: disk.to_string(),
+        v1,
+        ..Default::default()
+    };
+    let mut cur = std::path::PathBuf::from(path.trim_start_matches('/'));
+    loop {
+        let dir = root.join(&cur);
+        let vals = if v1 {
+            let f = |n: &str| v1_value(&dir.join(n), disk);
+            [
+                f("blkio.throttle.read_bps_device"),
+                f("blkio.throttle.write_bps_device"),
+                f("blkio.throttle.read_iops_device"),
+                f("blkio.throttle.write_iops_device"),
+            ]
+        } else {
+            std::fs::read_to_string(dir.join("io.max"))
+                .map(|t| io_max(&t, disk))
+                .unwrap_or([None; 4])
+        };
+        if vals.iter().any(Option::is_some) {
+            let before = (lim.rbps, lim.wbps, lim.riops, lim.wiops);
+            lim.rbps = min_opt(lim.rbps, vals[0]);
+            lim.wbps = min_opt(lim.wbps, vals[1]);
+            lim.riops = min_opt(lim.riops, vals[2]);
+            lim.wiops = min_opt(lim.wiops, vals[3]);
+            if before != (lim.rbps, lim.wbps, lim.riops, lim.wiops) {
+                lim.cgroup = format!("/{}", cur.display());
+            }
+        }
+        if !cur.pop() {
+            break;
+        }
+    }
+    [lim.rbps, lim.wbps, lim.riops, lim.wiops]
+        .iter()
+        .any(Option::is_some)
+        .then_some(lim)
+}
+
+/// The memory limit applying to a process's cgroup `path` (relative to `root`).
+pub fn mem_limit(root: &Path, path: &str, v1: bool) -> Option<MemLimit> {
+    let read = |p: std::path::PathBuf| -> Option<u64> {
+        let t = std::fs::read_to_string(p).ok()?;
+        let t = t.trim();
+        if t == "max" {
+            return None;
+        }
+        // v1 "unlimited" is a page-rounded LONG_MAX.
+        t.parse::<u64>().ok().filter(|v| *v < (1 << 62))
+    };
+    let own = root.join(path.trim_start_matches('/'));
+    let mut lim = MemLimit {
+        own_cgroup: path.to_string(),
+        usage: read(own.join(if v1 {
+            "memory.usage_in_bytes"
+        } else {
+            "memory.current"
+        })),
+        v1,
+        ..Default::default()
+    };
+    let mut cur = std::path::PathBuf::from(path.trim_start_matches('/'));
+    loop {
+        let dir = root.join(&cur);
+        let (max, high) = if v1 {
+            (read(dir.join("memory.limit_in_bytes")), None)
+        } else {
+            (read(dir.join("memory.max")), read(dir.join("memory.high")))
+        };
+        let before = (lim.max, lim.high);
+        lim.max = min_opt(lim.max, max);
+        lim.high = min_opt(lim.high, high);
+        if before != (lim.max, lim.high) {
+            lim.cgroup = format!("/{}", cur.display());
+        }
+        if !cur.pop() {
+            break;
+        }
+    }
+    (lim.max.is_some() || lim.high.is_some()).then_some(lim)
+}
+
 /// id -> path in one hierarchy, by walking its mount.
 pub struct Cgroups {
     root: Option<PathBuf>,
@@ -262,6 +428,45 @@ mod tests {
         assert_eq!(v2.blkio_root(), Some(Path::new("/sys/fs/cgroup")));
         assert_eq!(v2.memory_v1, None);
         assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+
+    #[test]
+    fn io_and_memory_limits_are_the_most_restrictive_up_the_hierarchy() {
+        let dir = tempfile::tempdir().unwrap();
+        let zk = dir.path().join("svc/zk");
+        std::fs::create_dir_all(&zk).unwrap();
+        // v1 blkio: a write limit on the service, a tighter iops one on zk.
+        std::fs::write(
+            dir.path().join("svc/blkio.throttle.write_bps_device"),
+            "7:3 1048576\n8:0 5\n",
+        )
+        .unwrap();
+        std::fs::write(zk.join("blkio.throttle.write_iops_device"), "7:3 20\n").unwrap();
+        let l = io_limit(dir.path(), "/svc/zk", "7:3", true).unwrap();
+        assert_eq!((l.wbps, l.wiops, l.rbps), (Some(1_048_576), Some(20), None));
+        assert_eq!(l.own_cgroup, "/svc/zk");
+        assert!(io_limit(dir.path(), "/svc/zk", "9:9", true).is_none());
+        // v2 io.max.
+        std::fs::write(
+            zk.join("io.max"),
+            "7:3 rbps=max wbps=2097152 riops=max wiops=max\n",
+        )
+        .unwrap();
+        let l = io_limit(dir.path(), "/svc/zk", "7:3", false).unwrap();
+        assert_eq!((l.wbps, l.cgroup.as_str()), (Some(2_097_152), "/svc/zk"));
+        // Memory: v1 unlimited is a huge number; the service's limit applies.
+        std::fs::write(zk.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        std::fs::write(dir.path().join("svc/memory.limit_in_bytes"), "67108864\n").unwrap();
+        std::fs::write(zk.join("memory.usage_in_bytes"), "60000000\n").unwrap();
+        let m = mem_limit(dir.path(), "/svc/zk", true).unwrap();
+        assert_eq!(
+            (m.max, m.usage, m.cgroup.as_str()),
+            (Some(64 << 20), Some(60_000_000), "/svc")
+        );
+        std::fs::write(zk.join("memory.max"), "max\n").unwrap();
+        std::fs::write(zk.join("memory.high"), "33554432\n").unwrap();
+        let m = mem_limit(dir.path(), "/svc/zk", false).unwrap();
+        assert_eq!((m.max, m.high), (None, Some(32 << 20)));
     }
 
     #[test]

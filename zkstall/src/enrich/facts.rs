@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Cgroups, DevId, Devices, DiskPath, FileDev, FileInfo, Files, Symbols, Threads, Topology,
-    bounded_insert,
-    cgroups::{Mounts, ProcCgroups},
+    Cgroups, DevId, Devices, DiskDev, DiskPath, FileDev, FileInfo, Files, Symbols, Threads,
+    Topology, bounded_insert,
+    cgroups::{IoLimit, MemLimit, Mounts, ProcCgroups},
 };
 use crate::targets::ProcRoot;
 
@@ -50,6 +50,10 @@ pub trait Enricher {
     fn stack(&mut self, frames: &[u64]) -> Vec<String>;
     /// Is the process a JVM (it maps libjvm)?
     fn is_jvm(&mut self, pid: u32) -> bool;
+    /// The I/O limit on `disk` of the cgroup process `pid` is in (blk-throttle).
+    fn io_limit(&mut self, pid: u32, disk: DiskDev) -> Option<IoLimit>;
+    /// The memory limit of the cgroup process `pid` is in.
+    fn mem_limit(&mut self, pid: u32) -> Option<MemLimit>;
     /// Facts answered since the last call (live, when recording).
     fn take_facts(&mut self) -> Vec<Fact>;
     /// Reads the names of all current threads of `pid` (live only).
@@ -110,6 +114,15 @@ pub enum Fact {
         pid: u32,
         jvm: bool,
     },
+    IoLimit {
+        pid: u32,
+        disk: String,
+        limit: Option<IoLimit>,
+    },
+    MemLimit {
+        pid: u32,
+        limit: Option<MemLimit>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,6 +170,9 @@ pub struct Live {
     paths: HashMap<FileDev, DiskPath>,
     proc_cgroups: HashMap<u32, ProcCgroups>,
     jvms: HashMap<u32, bool>,
+    mounts: Mounts,
+    limits: HashMap<(u32, DiskDev), Option<IoLimit>>,
+    mem_limits: HashMap<u32, Option<MemLimit>>,
     /// Some while recording: every answer is logged.
     log: Option<Vec<Fact>>,
 }
@@ -182,6 +198,9 @@ impl Live {
             paths: HashMap::new(),
             proc_cgroups: HashMap::new(),
             jvms: HashMap::new(),
+            mounts,
+            limits: HashMap::new(),
+            mem_limits: HashMap::new(),
             log: None,
         }
     }
@@ -262,6 +281,8 @@ impl Enricher for Live {
         // belong to a new process under the same pid later.
         self.proc_cgroups.remove(&pid);
         self.jvms.remove(&pid);
+        self.mem_limits.remove(&pid);
+        self.limits.retain(|(p, _), _| *p != pid);
     }
     fn cgroup_path(&mut self, id: u64) -> Option<String> {
         let v = self.cgroups.path(id);
@@ -312,6 +333,62 @@ impl Enricher for Live {
             }
         };
         self.note(|| Fact::Jvm { pid, jvm: v });
+        v
+    }
+    fn io_limit(&mut self, pid: u32, disk: DiskDev) -> Option<IoLimit> {
+        let v = match self.limits.get(&(pid, disk)) {
+            Some(v) => v.clone(),
+            None => {
+                let pc = ProcCgroups::read(&self.proc.pid_dir(pid));
+                let v =
+                    match (&self.mounts.blkio_v1, &self.mounts.unified) {
+                        (Some(root), _) => pc.blkio.as_deref().and_then(|p| {
+                            super::cgroups::io_limit(root, p, &disk.to_string(), true)
+                        }),
+                        (None, Some(root)) => pc.unified.as_deref().and_then(|p| {
+                            super::cgroups::io_limit(root, p, &disk.to_string(), false)
+                        }),
+                        _ => None,
+                    };
+                if pc != ProcCgroups::default() {
+                    bounded_insert(&mut self.limits, PROC_CGROUP_CACHE, (pid, disk), v.clone());
+                }
+                v
+            }
+        };
+        self.note(|| Fact::IoLimit {
+            pid,
+            disk: disk.to_string(),
+            limit: v.clone(),
+        });
+        v
+    }
+    fn mem_limit(&mut self, pid: u32) -> Option<MemLimit> {
+        let v = match self.mem_limits.get(&pid) {
+            Some(v) => v.clone(),
+            None => {
+                let pc = ProcCgroups::read(&self.proc.pid_dir(pid));
+                let v = match (&self.mounts.memory_v1, &self.mounts.unified) {
+                    (Some(root), _) => pc
+                        .memory
+                        .as_deref()
+                        .and_then(|p| super::cgroups::mem_limit(root, p, true)),
+                    (None, Some(root)) => pc
+                        .unified
+                        .as_deref()
+                        .and_then(|p| super::cgroups::mem_limit(root, p, false)),
+                    _ => None,
+                };
+                if pc != ProcCgroups::default() {
+                    bounded_insert(&mut self.mem_limits, PROC_CGROUP_CACHE, pid, v.clone());
+                }
+                v
+            }
+        };
+        self.note(|| Fact::MemLimit {
+            pid,
+            limit: v.clone(),
+        });
         v
     }
     fn disk_path(&mut self, dev: FileDev) -> DiskPath {
@@ -372,6 +449,8 @@ pub struct Replay {
     paths: HashMap<String, DiskPath>,
     stacks: HashMap<u64, Vec<String>>,
     jvms: HashMap<u32, bool>,
+    limits: HashMap<(u32, String), Option<IoLimit>>,
+    mem_limits: HashMap<u32, Option<MemLimit>>,
 }
 
 /// Facts kept per kind at most; a recording cannot make `report` grow without bound.
@@ -415,6 +494,12 @@ impl Replay {
                 bounded_insert(&mut self.stacks, REPLAY_FACTS, key, frames)
             }
             Fact::Jvm { pid, jvm } => bounded_insert(&mut self.jvms, REPLAY_FACTS, pid, jvm),
+            Fact::IoLimit { pid, disk, limit } => {
+                bounded_insert(&mut self.limits, REPLAY_FACTS, (pid, disk), limit)
+            }
+            Fact::MemLimit { pid, limit } => {
+                bounded_insert(&mut self.mem_limits, REPLAY_FACTS, pid, limit)
+            }
         }
     }
 
@@ -474,6 +559,12 @@ impl Enricher for Replay {
     }
     fn is_jvm(&mut self, pid: u32) -> bool {
         self.jvms.get(&pid).copied().unwrap_or(false)
+    }
+    fn io_limit(&mut self, pid: u32, disk: DiskDev) -> Option<IoLimit> {
+        self.limits.get(&(pid, disk.to_string())).cloned().flatten()
+    }
+    fn mem_limit(&mut self, pid: u32) -> Option<MemLimit> {
+        self.mem_limits.get(&pid).cloned().flatten()
     }
     fn stack(&mut self, frames: &[u64]) -> Vec<String> {
         if frames.is_empty() {

@@ -16,7 +16,7 @@ pub mod symbols;
 pub mod threads;
 pub mod topology;
 
-pub use cgroups::{Cgroups, ProcCgroups};
+pub use cgroups::{Cgroups, IoLimit, MemLimit, ProcCgroups};
 pub use devices::Devices;
 pub use facts::{Enricher, Fact, Live, Replay, stack_key};
 pub use files::{DevId, FileInfo, Files};

@@ -197,6 +197,11 @@ impl Pipeline {
         let flags = req_flags(io.cmd_flags, &self.req_bits);
         let charged = self.charge(&io);
         let disk = DiskDev(io.disk);
+        let blkcg = if io.blk_cgroup != 0 {
+            self.enrich.blk_cgroup_path(io.blk_cgroup)
+        } else {
+            None
+        };
         self.history.io(history::Io {
             disk,
             part: io.part,
@@ -204,6 +209,7 @@ impl Pipeline {
             pid: io.submitter.pid,
             tid: io.submitter.tid,
             charged: charged.clone(),
+            blkcg,
             bytes: if io.open { io.bytes } else { io.nr_bytes },
             op: flags.op,
             sync: flags.sync,

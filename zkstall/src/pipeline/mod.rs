@@ -262,6 +262,24 @@ impl Pipeline {
                 transaction,
                 phase,
             } => self.on_journal(task, ts, dev, transaction, phase, sink),
+            Event::Reclaim {
+                task,
+                start,
+                end,
+                nr_reclaimed,
+                memcg,
+            } => {
+                self.history.reclaim(crate::history::Reclaim {
+                    pid: task.pid,
+                    tid: task.tid,
+                    start,
+                    end,
+                    nr_reclaimed,
+                    memcg,
+                });
+                self.count("reclaim");
+                Ok(())
+            }
             Event::JournalStats {
                 dev,
                 transaction,

@@ -194,6 +194,34 @@ pub fn signals() -> Vec<Signal> {
         )],
     ));
     out.push(sig(
+        "reclaim",
+        "memory reclaim done by the target's threads (direct, and their memory cgroup's)",
+        vec![
+            Hook::tp(
+                "vmscan",
+                "mm_vmscan_direct_reclaim_begin",
+                "mm_vmscan_direct_reclaim_begin",
+            ),
+            Hook::tp(
+                "vmscan",
+                "mm_vmscan_direct_reclaim_end",
+                "mm_vmscan_direct_reclaim_end",
+            ),
+            Hook::tp(
+                "vmscan",
+                "mm_vmscan_memcg_reclaim_begin",
+                "mm_vmscan_memcg_reclaim_begin",
+            )
+            .optional(),
+            Hook::tp(
+                "vmscan",
+                "mm_vmscan_memcg_reclaim_end",
+                "mm_vmscan_memcg_reclaim_end",
+            )
+            .optional(),
+        ],
+    ));
+    out.push(sig(
         "journal",
         "jbd2 commits and their phases",
         vec![
@@ -796,7 +824,7 @@ mod tests {
         assert!(l.has_program("writeback_dirty_page") && !l.has_program("writeback_dirty_folio"));
         assert_eq!(l.config.field[Field::DirtyPageIno as usize], 40);
         // No jbd2 tracepoints in this fake (a module not loaded): that signal alone is off.
-        for s in ["writeback", "throttle", "journal", "wakers"] {
+        for s in ["writeback", "throttle", "journal", "wakers", "reclaim"] {
             assert!(!l.has(s), "{s}");
             assert!(
                 l.disabled.iter().any(|d| d.signal == s),
