@@ -251,6 +251,14 @@ impl Mount {
         sh("mount", &[dev.to_str().unwrap(), dir.to_str().unwrap()]);
         Mount { dir }
     }
+
+    /// XFS: fsync waits on log forces, not jbd2 commits.
+    pub fn xfs(dev: &std::path::Path) -> Mount {
+        sh("mkfs.xfs", &["-q", "-f", dev.to_str().unwrap()]);
+        let dir = scratch_dir("zkstall-mnt");
+        sh("mount", &[dev.to_str().unwrap(), dir.to_str().unwrap()]);
+        Mount { dir }
+    }
 }
 
 impl Drop for Mount {
@@ -817,4 +825,126 @@ pub fn tid_named(pid: u32, name: &str) -> Option<u32> {
             let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
             (comm.trim_end() == name).then_some(tid)
         })
+}
+
+/// Where a cgroup controller lives on this host: a v1 hierarchy of its own (hybrid hosts,
+/// like this one: io and memory on v1, cgroup2 at /sys/fs/cgroup/unified), or cgroup2.
+#[derive(Clone, Debug)]
+pub struct CgroupRoot {
+    pub root: PathBuf,
+    pub v1: bool,
+}
+
+/// The mount of `controller` ("blkio" or "memory"), from /proc/self/mountinfo.
+pub fn cgroup_root(controller: &str) -> Option<CgroupRoot> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut unified = None;
+    for line in mi.lines() {
+        let (left, right) = line.split_once(" - ")?;
+        let mp = left.split(' ').nth(4)?;
+        let mut r = right.split(' ');
+        let fstype = r.next()?;
+        let opts = r.nth(1).unwrap_or("");
+        if fstype == "cgroup" && opts.split(',').any(|o| o == controller) {
+            return Some(CgroupRoot {
+                root: PathBuf::from(mp),
+                v1: true,
+            });
+        }
+        if fstype == "cgroup2" && unified.is_none() {
+            unified = Some(PathBuf::from(mp));
+        }
+    }
+    let root = unified?;
+    let v2_name = if controller == "blkio" { "io" } else { controller };
+    std::fs::read_to_string(root.join("cgroup.controllers"))
+        .ok()?
+        .split_whitespace()
+        .any(|c| c == v2_name)
+        .then_some(CgroupRoot { root, v1: false })
+}
+
+/// A child cgroup for a test, under this process's own cgroup of that controller (v1) or
+/// the cgroup2 root; removed on drop (its processes must be gone by then: tests declare it
+/// before the processes they put in it).
+pub struct TestCgroup {
+    pub dir: PathBuf,
+    /// Its path as /proc/<pid>/cgroup shows it.
+    pub path: String,
+    pub v1: bool,
+}
+
+impl TestCgroup {
+    pub fn new(controller: &str, name: &str) -> Option<TestCgroup> {
+        let root = cgroup_root(controller)?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let parent = if root.v1 {
+            own.lines()
+                .find_map(|l| {
+                    let mut f = l.splitn(3, ':');
+                    let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+                    ctrls.split(',').any(|c| c == controller).then(|| path.to_string())
+                })
+                .unwrap_or_else(|| "/".into())
+        } else {
+            "/".into()
+        };
+        let rel = format!(
+            "{}/{name}-{}",
+            parent.trim_end_matches('/'),
+            std::process::id()
+        );
+        let dir = root.root.join(rel.trim_start_matches('/'));
+        if !root.v1 {
+            // Let children of the root use the controller.
+            let v2_name = if controller == "blkio" { "io" } else { controller };
+            let _ = std::fs::write(
+                root.root.join("cgroup.subtree_control"),
+                format!("+{v2_name}"),
+            );
+        }
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(TestCgroup {
+            dir,
+            path: rel,
+            v1: root.v1,
+        })
+    }
+
+    /// Writes a control file (`blkio.throttle.write_bps_device`, `io.max`, ...).
+    pub fn set(&self, file: &str, value: &str) {
+        std::fs::write(self.dir.join(file), value)
+            .unwrap_or_else(|e| panic!("writing {value:?} to {}: {e}", self.dir.join(file).display()));
+    }
+
+    /// A wrapper (for `Command`) that runs the rest of its arguments inside this cgroup.
+    pub fn wrap(&self) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+                self.dir.display()
+            ),
+        ]
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Whatever is still in it (a test that failed early) goes back to the parent.
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            && let Some(parent) = self.dir.parent()
+        {
+            for p in procs.lines() {
+                let _ = std::fs::write(parent.join("cgroup.procs"), p);
+            }
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }

@@ -413,3 +413,223 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
         );
     }
 }
+
+fn wrap_refs(w: &[String]) -> Vec<&str> {
+    w.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_cgroup_io_limit_on_the_disk_is_io_throttled() {
+    if !can_run_root_tests("a_cgroup_io_limit_on_the_disk_is_io_throttled") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(256);
+    let mnt = Mount::ext4(&lo.dev);
+    let cg = TestCgroup::new("blkio", "zkstall-throttle")
+        .expect("a blkio (v1) or io (v2) cgroup controller");
+    let dev = lo.majmin();
+    // 256 KiB/s of writes for the workload's cgroup on that disk (v1 or v2, as mounted).
+    if cg.v1 {
+        cg.set("blkio.throttle.write_bps_device", &format!("{dev} 262144"));
+    } else {
+        cg.set("io.max", &format!("{dev} wbps=262144"));
+    }
+    let wrap = cg.wrap();
+    let sc = Scenario::start(
+        &mnt.dir.join("zk"),
+        "30ms",
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "2ms",
+            "--syscalls",
+            "fdatasync",
+            "--write-bytes",
+            "16384",
+        ],
+        &wrap_refs(&wrap),
+    );
+    std::thread::sleep(Duration::from_millis(3000));
+    let calls = sc.finish();
+    let throttled: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "io_throttled")
+        .collect();
+    assert!(
+        throttled.len() >= 5 && throttled.len() * 4 >= calls.len() * 3,
+        "{:#?}",
+        verdicts(&calls)
+    );
+    for c in &throttled {
+        let lim = &c["evidence"]["io_limit"];
+        assert_eq!(lim["wbps"], 262144, "{c}");
+        assert_eq!(lim["disk"], dev.as_str(), "{c}");
+        assert_eq!(lim["own_cgroup"], cg.path.as_str(), "{c}");
+        assert!(
+            c["headline"].as_str().unwrap().contains("I/O limit on"),
+            "{}",
+            c["headline"]
+        );
+    }
+}
+
+#[test]
+fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
+    if !can_run_root_tests("a_memory_cgroup_at_its_limit_is_memory_reclaim") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(1024);
+    let mnt = Mount::ext4(&lo.dev);
+    let cg = TestCgroup::new("memory", "zkstall-memcg").expect("a memory cgroup controller");
+    let limit = 48u64 << 20;
+    if cg.v1 {
+        cg.set("memory.limit_in_bytes", &limit.to_string());
+    } else {
+        cg.set("memory.max", &limit.to_string());
+    }
+    let wrap = cg.wrap();
+    // 1 MiB buffered writes: the page cache they fill is charged to the cgroup, which
+    // must reclaim (and wait for writeback) to make room.
+    let sc = Scenario::start(
+        &mnt.dir.join("zk"),
+        "20ms",
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "1ms",
+            "--syscalls",
+            "write",
+            "--write-bytes",
+            "1048576",
+        ],
+        &wrap_refs(&wrap),
+    );
+    std::thread::sleep(Duration::from_millis(4000));
+    let calls = sc.finish();
+    let reclaim: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "memory_reclaim")
+        .collect();
+    assert!(
+        reclaim.len() >= 3 && reclaim.len() * 2 >= calls.len(),
+        "{:#?}",
+        verdicts(&calls)
+    );
+    for c in &reclaim {
+        assert_eq!(c["type"], "write");
+        assert!(
+            c["evidence"]["reclaim_ms"].as_f64().unwrap() >= 0.3 * c["duration_ms"].as_f64().unwrap()
+                || c["stages"]["reclaim"].as_f64().unwrap() >= 0.3 * c["duration_ms"].as_f64().unwrap(),
+            "{c}"
+        );
+        let ml = &c["evidence"]["mem_limit"];
+        assert_eq!(ml["max"].as_u64(), Some(limit), "the cgroup's limit is named: {c}");
+    }
+}
+
+#[test]
+fn xfs_log_forces_behind_a_writer_are_contention_naming_it() {
+    if !can_run_root_tests("xfs_log_forces_behind_a_writer_are_contention_naming_it") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(1024);
+    let mnt = Mount::xfs(&lo.dev);
+    let sc = Scenario::start(
+        &mnt.dir.join("zk"),
+        "30ms",
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "5ms",
+            "--syscalls",
+            "fdatasync",
+        ],
+        &[],
+    );
+    let of = format!("of={}", mnt.dir.join("big").display());
+    let mut dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=1M", "count=600", "conv=fsync"])
+            .stderr(Stdio::null()),
+    );
+    let dd_pid = dd.pid() as u64;
+    assert!(dd.wait_for_exit(Duration::from_secs(120)).success());
+    let calls = sc.finish();
+    let contention: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "device_contention")
+        .collect();
+    assert!(!contention.is_empty(), "{:#?}", verdicts(&calls));
+    for c in &contention {
+        assert_eq!(c["contenders"][0]["pid"].as_u64(), Some(dd_pid), "dd on top: {c}");
+    }
+    // No slow call blames a stall, and none calls dd's bytes its own.
+    for c in &calls {
+        assert_ne!(c["verdict"], "device_stall", "{:#?}", verdicts(&calls));
+        assert_ne!(c["verdict"], "own_io", "{:#?}", verdicts(&calls));
+    }
+}
+
+#[test]
+fn writeback_forced_by_a_nearly_full_filesystem_is_low_space() {
+    if !can_run_root_tests("writeback_forced_by_a_nearly_full_filesystem_is_low_space") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(160);
+    let mnt = Mount::ext4(&lo.dev);
+    // Leave about 24 MiB free: once half of what is free is dirty, ext4 stops delaying
+    // allocation and makes the writer wait for the filesystem's writeback.
+    let free = |dir: &std::path::Path| {
+        let out = sh("df", &["-B1", "--output=avail", dir.to_str().unwrap()]);
+        out.lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+    };
+    let fill = free(&mnt.dir).saturating_sub(24 << 20);
+    sh(
+        "fallocate",
+        &["-l", &fill.to_string(), mnt.dir.join("filler").to_str().unwrap()],
+    );
+    let sc = Scenario::start(
+        &mnt.dir.join("zk"),
+        "10ms",
+        &[
+            "--calls",
+            "20",
+            "--interval",
+            "1ms",
+            "--syscalls",
+            "write",
+            "--write-bytes",
+            "1048576",
+        ],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(3000));
+    let calls = sc.finish();
+    let low: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "low_space")
+        .collect();
+    assert!(!low.is_empty(), "{:#?}", verdicts(&calls));
+    for c in &low {
+        assert!(
+            c["headline"].as_str().unwrap().contains("nearly full"),
+            "{}",
+            c["headline"]
+        );
+        assert!(
+            c["stages"]["low_space"].as_f64().unwrap() >= 0.3 * c["duration_ms"].as_f64().unwrap(),
+            "{c}"
+        );
+    }
+    for c in &calls {
+        assert_ne!(c["verdict"], "own_io", "{:#?}", verdicts(&calls));
+    }
+}

@@ -695,11 +695,16 @@ pub fn layer_evidence(
             le.usual_p50_ms = percentiles(before).map(|p| p.p50);
         }
     }
-    // In flight and the longest stretch without a completion: a sweep.
+    // In flight (issued to the device, not completed) and the longest stretch without a
+    // completion: a sweep. Requests only queued in the block layer are not at the device,
+    // and one that never was (an empty flush the flush machinery completed) says nothing
+    // about it.
     let mut edges: Vec<(MonoNs, i32)> = Vec::new();
     let mut level = 0i32;
     for io in &ios {
-        let s = io.start();
+        let Some(s) = io.issued else {
+            continue;
+        };
         if s <= win.0 {
             level += 1;
         } else {
