@@ -2,7 +2,8 @@
 // at most 16 in flight, for the given number of seconds. Every create is a transaction
 // the server's SyncThread appends to its log and fsyncs (in groups).
 //
-// Usage: java -cp <zookeeper jars> ZkLoad.java 127.0.0.1:PORT SECONDS
+// Usage: java -cp <zookeeper jars> ZkLoad.java 127.0.0.1:PORT SECONDS [BYTES]
+// (BYTES: each znode's payload, 512 by default; larger ones grow the snapshots.)
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
@@ -27,7 +28,7 @@ public class ZkLoad {
         } catch (KeeperException.NodeExistsException e) {
             // from an earlier run
         }
-        byte[] data = new byte[512];
+        byte[] data = new byte[args.length > 2 ? Integer.parseInt(args[2]) : 512];
         Semaphore inflight = new Semaphore(16);
         AtomicLong done = new AtomicLong();
         long end = System.nanoTime() + seconds * 1_000_000_000L;

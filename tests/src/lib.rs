@@ -491,6 +491,17 @@ pub struct ZkFsyncWarning {
 
 impl ZooKeeper {
     pub fn start(dir: &std::path::Path, warn_ms: u32, wrap: &[&str]) -> ZooKeeper {
+        Self::start_with(dir, warn_ms, wrap, "", &[])
+    }
+
+    /// With extra zoo.cfg lines (`snapCount=...`) and JVM options.
+    pub fn start_with(
+        dir: &std::path::Path,
+        warn_ms: u32,
+        wrap: &[&str],
+        extra_cfg: &str,
+        jvm: &[&str],
+    ) -> ZooKeeper {
         assert!(
             std::path::Path::new("/usr/share/java/zookeeper.jar").exists(),
             "Debian's zookeeper package is not installed: run `cargo xtask setup`"
@@ -507,7 +518,7 @@ impl ZooKeeper {
         std::fs::write(
             &cfg,
             format!(
-                "tickTime=2000\ndataDir={0}/data\ndataLogDir={0}/log\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nfsync.warningthresholdms={warn_ms}\n4lw.commands.whitelist=*\n",
+                "tickTime=2000\ndataDir={0}/data\ndataLogDir={0}/log\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nfsync.warningthresholdms={warn_ms}\n4lw.commands.whitelist=*\n{extra_cfg}\n",
                 dir.display()
             ),
         )
@@ -526,6 +537,7 @@ impl ZooKeeper {
         cmd.env("TZ", "UTC")
             .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
             .arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
+            .args(jvm)
             .args([
                 "-Xmx256m",
                 "-cp",
@@ -566,6 +578,11 @@ impl ZooKeeper {
 
     /// A write load (async creates) for `seconds`, running in the background.
     pub fn load(&self, seconds: u32) -> Proc {
+        self.load_with(seconds, 512)
+    }
+
+    /// The same, with `bytes` of payload per znode.
+    pub fn load_with(&self, seconds: u32, bytes: u32) -> Proc {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("java/ZkLoad.java");
         Proc::spawn(
             "zk load",
@@ -574,6 +591,7 @@ impl ZooKeeper {
                 .arg(src)
                 .arg(format!("127.0.0.1:{}", self.port))
                 .arg(seconds.to_string())
+                .arg(bytes.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -856,7 +874,11 @@ pub fn cgroup_root(controller: &str) -> Option<CgroupRoot> {
         }
     }
     let root = unified?;
-    let v2_name = if controller == "blkio" { "io" } else { controller };
+    let v2_name = if controller == "blkio" {
+        "io"
+    } else {
+        controller
+    };
     std::fs::read_to_string(root.join("cgroup.controllers"))
         .ok()?
         .split_whitespace()
@@ -883,7 +905,10 @@ impl TestCgroup {
                 .find_map(|l| {
                     let mut f = l.splitn(3, ':');
                     let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-                    ctrls.split(',').any(|c| c == controller).then(|| path.to_string())
+                    ctrls
+                        .split(',')
+                        .any(|c| c == controller)
+                        .then(|| path.to_string())
                 })
                 .unwrap_or_else(|| "/".into())
         } else {
@@ -897,7 +922,11 @@ impl TestCgroup {
         let dir = root.root.join(rel.trim_start_matches('/'));
         if !root.v1 {
             // Let children of the root use the controller.
-            let v2_name = if controller == "blkio" { "io" } else { controller };
+            let v2_name = if controller == "blkio" {
+                "io"
+            } else {
+                controller
+            };
             let _ = std::fs::write(
                 root.root.join("cgroup.subtree_control"),
                 format!("+{v2_name}"),
@@ -913,8 +942,12 @@ impl TestCgroup {
 
     /// Writes a control file (`blkio.throttle.write_bps_device`, `io.max`, ...).
     pub fn set(&self, file: &str, value: &str) {
-        std::fs::write(self.dir.join(file), value)
-            .unwrap_or_else(|e| panic!("writing {value:?} to {}: {e}", self.dir.join(file).display()));
+        std::fs::write(self.dir.join(file), value).unwrap_or_else(|e| {
+            panic!(
+                "writing {value:?} to {}: {e}",
+                self.dir.join(file).display()
+            )
+        });
     }
 
     /// A wrapper (for `Command`) that runs the rest of its arguments inside this cgroup.
@@ -947,4 +980,110 @@ impl Drop for TestCgroup {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A write-bandwidth limit on a disk for the writeback of pages dirtied by the processes
+/// of `cg`, removed on drop. Flusher writeback is charged where the kernel charges it: on
+/// a v1 blkio hierarchy (no cgroup writeback) to the root blkio cgroup, so the limit goes
+/// there; on cgroup2 to the dirtier's cgroup, so it goes in `cg`'s io.max.
+pub struct WritebackLimit {
+    file: PathBuf,
+    clear: String,
+}
+
+impl WritebackLimit {
+    pub fn set(majmin: &str, bytes_per_s: u64, cg: &TestCgroup) -> WritebackLimit {
+        let root = cgroup_root("blkio").expect("a blkio/io cgroup controller");
+        let (file, value, clear) = if root.v1 {
+            (
+                root.root.join("blkio.throttle.write_bps_device"),
+                format!("{majmin} {bytes_per_s}"),
+                format!("{majmin} 0"),
+            )
+        } else {
+            let _ = std::fs::write(
+                cg.dir.parent().unwrap().join("cgroup.subtree_control"),
+                "+io",
+            );
+            (
+                cg.dir.join("io.max"),
+                format!("{majmin} wbps={bytes_per_s}"),
+                format!("{majmin} wbps=max"),
+            )
+        };
+        std::fs::write(&file, &value)
+            .unwrap_or_else(|e| panic!("writing {value:?} to {}: {e}", file.display()));
+        WritebackLimit { file, clear }
+    }
+}
+
+impl Drop for WritebackLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.file, &self.clear);
+    }
+}
+
+/// Checks that a reported call's verdict is one its own evidence supports, and that its
+/// time split adds up to the call: the other direction of "every stall is explained".
+pub fn assert_supported(r: &serde_json::Value) {
+    let dur = r["visible_ms"]
+        .as_f64()
+        .or(r["duration_ms"].as_f64())
+        .unwrap_or(0.0);
+    let stage = |k: &str| r["stages"][k].as_f64().unwrap_or(0.0);
+    let sum: f64 = r["stages"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_f64()).sum())
+        .unwrap_or(0.0);
+    assert!(
+        (sum - dur).abs() <= 0.05 + dur * 0.001,
+        "stages add up to {sum} for a {dur} ms call: {r}"
+    );
+    let ev = &r["evidence"];
+    let layers = ev["layers"].as_array().cloned().unwrap_or_default();
+    let headline = r["headline"].as_str().unwrap_or("");
+    assert!(!headline.contains("own 0 B"), "{headline}");
+    let verdict = r["verdict"].as_str().unwrap_or("");
+    let ok = match verdict {
+        "device_stall" => {
+            ev["incomplete"].as_array().is_none_or(|a| a.is_empty())
+                && layers.iter().any(|l| {
+                    let gap = l["longest_completion_gap_ms"].as_f64().unwrap_or(0.0);
+                    l["complete"] == true
+                        && gap >= 500.0
+                        && gap >= 0.5 * dur
+                        && l["inflight_max"].as_u64().unwrap_or(0) > 0
+                })
+        }
+        "device_contention" => {
+            let busy = |l: &serde_json::Value| {
+                l["bytes_others"].as_u64().unwrap_or(0) > l["bytes_thread"].as_u64().unwrap_or(0)
+            };
+            r["contenders"].as_array().is_some_and(|c| !c.is_empty())
+                && (layers.iter().any(busy) || busy(&ev["journal"]["disk_during"]))
+        }
+        "journal_wait" => stage("journal_wait") >= 0.3 * dur,
+        "dirty_throttle" => {
+            ev["throttle_pause_ms"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .max(stage("dirty_throttle"))
+                >= 0.3 * dur
+        }
+        "fs_blocked" => stage("fs_wait") >= 0.3 * dur,
+        "cpu_starvation" => {
+            stage("run_queue") >= 0.5 * dur
+                || (r["via"] == "journal"
+                    && ev["journal"]["thread_runq_ms"].as_f64().unwrap_or(0.0)
+                        >= 0.5 * ev["journal"]["duration_ms"].as_f64().unwrap_or(f64::MAX))
+        }
+        "jvm_pause" => ev["after_syscall_ms"].is_number() && stage("after_return") >= 0.5 * dur,
+        "own_io" => ev["bytes_target"].as_u64().unwrap_or(0) > 0,
+        "io_throttled" => ev["io_limit"].is_object(),
+        "memory_reclaim" => stage("reclaim") >= 0.3 * dur,
+        "low_space" => stage("low_space") >= 0.3 * dur,
+        "unknown" => true,
+        other => panic!("unknown verdict {other:?}: {r}"),
+    };
+    assert!(ok, "{verdict} is not what its evidence shows: {r}");
 }

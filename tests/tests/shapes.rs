@@ -38,6 +38,12 @@ fn workload(dir: &std::path::Path, args: &[&str]) -> Proc {
 }
 
 fn sync_calls(records: &[Value]) -> Vec<&Value> {
+    for r in records
+        .iter()
+        .filter(|r| r["type"] == "fsync" || r["type"] == "write")
+    {
+        assert_supported(r);
+    }
     records
         .iter()
         .filter(|r| (r["type"] == "fsync" || r["type"] == "write") && r["thread"] == "SyncThread:1")

@@ -85,6 +85,12 @@ impl Scenario {
         std::thread::sleep(Duration::from_millis(300));
         let _ = self.work.child.kill();
         let (records, raw) = finish_tracer_raw(self.tracer);
+        for r in records
+            .iter()
+            .filter(|r| r["type"] == "fsync" || r["type"] == "write")
+        {
+            assert_supported(r);
+        }
         let calls = records
             .into_iter()
             .filter(|r| {
@@ -522,12 +528,18 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
     for c in &reclaim {
         assert_eq!(c["type"], "write");
         assert!(
-            c["evidence"]["reclaim_ms"].as_f64().unwrap() >= 0.3 * c["duration_ms"].as_f64().unwrap()
-                || c["stages"]["reclaim"].as_f64().unwrap() >= 0.3 * c["duration_ms"].as_f64().unwrap(),
+            c["evidence"]["reclaim_ms"].as_f64().unwrap()
+                >= 0.3 * c["duration_ms"].as_f64().unwrap()
+                || c["stages"]["reclaim"].as_f64().unwrap()
+                    >= 0.3 * c["duration_ms"].as_f64().unwrap(),
             "{c}"
         );
         let ml = &c["evidence"]["mem_limit"];
-        assert_eq!(ml["max"].as_u64(), Some(limit), "the cgroup's limit is named: {c}");
+        assert_eq!(
+            ml["max"].as_u64(),
+            Some(limit),
+            "the cgroup's limit is named: {c}"
+        );
     }
 }
 
@@ -568,7 +580,11 @@ fn xfs_log_forces_behind_a_writer_are_contention_naming_it() {
         .collect();
     assert!(!contention.is_empty(), "{:#?}", verdicts(&calls));
     for c in &contention {
-        assert_eq!(c["contenders"][0]["pid"].as_u64(), Some(dd_pid), "dd on top: {c}");
+        assert_eq!(
+            c["contenders"][0]["pid"].as_u64(),
+            Some(dd_pid),
+            "dd on top: {c}"
+        );
     }
     // No slow call blames a stall, and none calls dd's bytes its own.
     for c in &calls {
@@ -594,7 +610,11 @@ fn writeback_forced_by_a_nearly_full_filesystem_is_low_space() {
     let fill = free(&mnt.dir).saturating_sub(24 << 20);
     sh(
         "fallocate",
-        &["-l", &fill.to_string(), mnt.dir.join("filler").to_str().unwrap()],
+        &[
+            "-l",
+            &fill.to_string(),
+            mnt.dir.join("filler").to_str().unwrap(),
+        ],
     );
     let sc = Scenario::start(
         &mnt.dir.join("zk"),

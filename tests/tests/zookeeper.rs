@@ -37,6 +37,13 @@ fn stop(zk: &mut ZooKeeper, tracer: Tracer) -> (Vec<Value>, Vec<ZkFsyncWarning>)
     let _ = zk.proc.child.kill();
     let _ = zk.proc.child.wait();
     let records = finish_tracer(tracer);
+    // Every record zkstall printed has a verdict its own evidence supports.
+    for r in records
+        .iter()
+        .filter(|r| r["type"] == "fsync" || r["type"] == "write")
+    {
+        assert_supported(r);
+    }
     let calls = records
         .into_iter()
         .filter(|r| {
@@ -345,5 +352,316 @@ fn a_starved_sync_thread_is_cpu_starvation() {
             r["evidence"]["runq_ms"].as_f64().unwrap() >= 0.5 * seen,
             "{r}"
         );
+    }
+}
+
+/// The stalls ZooKeeper logged between `from` and `to` (Unix ms), with their records.
+fn logged_between<'a>(
+    pairs: &'a [(ZkFsyncWarning, &'a Value)],
+    from: i64,
+    to: i64,
+) -> Vec<&'a (ZkFsyncWarning, &'a Value)> {
+    pairs
+        .iter()
+        .filter(|(w, _)| w.logged_unix_ms > from && w.logged_unix_ms < to)
+        .collect()
+}
+
+#[test]
+fn dd_on_the_other_partition_of_zookeepers_disk_is_contention_with_dd_on_top() {
+    if !can_run_root_tests(
+        "dd_on_the_other_partition_of_zookeepers_disk_is_contention_with_dd_on_top",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let disk = PartLoop::new(&[512, 1024]);
+    let zk_fs = Mount::ext4(&disk.parts[0]);
+    let other = Mount::ext4(&disk.parts[1]);
+    let (mut zk, tracer) = start(&zk_fs.dir, &[]);
+    let mut load = zk.load(10);
+    std::thread::sleep(Duration::from_secs(3));
+    let of = format!("of={}", other.dir.join("big").display());
+    let dd_from = now_ms();
+    let mut dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=1M", "count=500", "conv=fsync"])
+            .stderr(Stdio::null()),
+    );
+    let dd_pid = dd.pid() as u64;
+    assert!(dd.wait_for_exit(Duration::from_secs(120)).success());
+    let dd_to = now_ms();
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    let pairs = matched(&warnings, &calls);
+    let during = logged_between(&pairs, dd_from + 100, dd_to);
+    assert!(
+        !during.is_empty(),
+        "dd slowed ZooKeeper: {:#?}",
+        summary(&pairs)
+    );
+    let worst = during.iter().max_by_key(|(w, _)| w.took_ms).unwrap();
+    assert_eq!(
+        worst.1["verdict"],
+        "device_contention",
+        "worst: {:#?}",
+        summary(&pairs)
+    );
+    assert_eq!(
+        worst.1["contenders"][0]["pid"].as_u64(),
+        Some(dd_pid),
+        "{}",
+        worst.1
+    );
+    let p1 = disk.parts[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(worst.1["device"].as_str(), Some(p1.as_str()));
+    assert_eq!(worst.1["disk"].as_str(), Some(disk.lo.name().as_str()));
+    assert!(
+        worst.1["evidence"]["layers"][0]["bytes_other_partitions"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{}",
+        worst.1
+    );
+    drop(other);
+    drop(zk_fs);
+}
+
+#[test]
+fn a_blkio_limited_zookeeper_is_io_throttled() {
+    if !can_run_root_tests("a_blkio_limited_zookeeper_is_io_throttled") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(512);
+    let mnt = Mount::ext4(&lo.dev);
+    let cg = TestCgroup::new("blkio", "zkstall-zk-throttle")
+        .expect("a blkio (v1) or io (v2) cgroup controller");
+    let dev = lo.majmin();
+    // 30 writes a second for ZooKeeper's cgroup on its disk (v1 or v2, as mounted): each
+    // group commit's data write waits its turn.
+    if cg.v1 {
+        cg.set("blkio.throttle.write_iops_device", &format!("{dev} 30"));
+    } else {
+        cg.set("io.max", &format!("{dev} wiops=30"));
+    }
+    let wrap = cg.wrap();
+    let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
+    let (mut zk, tracer) = start(&mnt.dir, &wrap);
+    let mut load = zk.load(8);
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    let pairs = matched(&warnings, &calls);
+    let throttled: Vec<&(ZkFsyncWarning, &Value)> = pairs
+        .iter()
+        .filter(|(_, r)| r["verdict"] == "io_throttled")
+        .collect();
+    assert!(
+        !throttled.is_empty() && throttled.len() * 2 >= pairs.len(),
+        "{:#?}",
+        summary(&pairs)
+    );
+    let worst = pairs.iter().max_by_key(|(w, _)| w.took_ms).unwrap();
+    assert_eq!(worst.1["verdict"], "io_throttled", "{:#?}", summary(&pairs));
+    assert_eq!(worst.1["evidence"]["io_limit"]["wiops"], 30, "{}", worst.1);
+    assert_eq!(
+        worst.1["evidence"]["io_limit"]["own_cgroup"],
+        cg.path.as_str(),
+        "{}",
+        worst.1
+    );
+}
+
+#[test]
+fn a_memory_cgroup_at_its_limit_makes_zookeepers_writes_reclaim() {
+    if !can_run_root_tests("a_memory_cgroup_at_its_limit_makes_zookeepers_writes_reclaim") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(1024);
+    let mnt = Mount::ext4(&lo.dev);
+    // The sidecar's own disk, slow to write back to (a busy NFS mount or a throttled
+    // volume, in miniature): the page cache it dirties stays under writeback a while.
+    let side_disk = LoopDev::new(800);
+    let side_fs = Mount::ext4(&side_disk.dev);
+    let cg = TestCgroup::new("memory", "zkstall-zk-memcg").expect("a memory cgroup controller");
+    let wrap = cg.wrap();
+    let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
+    // The heap is touched up front, so the cgroup's usage is the JVM plus page cache.
+    let mut zk = ZooKeeper::start_with(
+        &mnt.dir,
+        WARN_MS,
+        &wrap,
+        "",
+        &["-Xms96m", "-XX:+AlwaysPreTouch"],
+    );
+    let tracer = start_tracer_with(
+        zk.proc.pid(),
+        &["--threshold", TRACE_MS, "--format", "json"],
+    );
+    let usage: u64 = std::fs::read_to_string(cg.dir.join(if cg.v1 {
+        "memory.usage_in_bytes"
+    } else {
+        "memory.current"
+    }))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let limit = usage + (24 << 20);
+    cg.set(
+        if cg.v1 {
+            "memory.limit_in_bytes"
+        } else {
+            "memory.max"
+        },
+        &limit.to_string(),
+    );
+    let _slow = WritebackLimit::set(&side_disk.majmin(), 4 << 20, &cg);
+    // 4 KiB znodes: the SyncThread's log writes allocate page cache at a steady rate.
+    let mut load = zk.load_with(8, 4096);
+    // A sidecar in the same cgroup (a log shipper, a backup agent) fills the cgroup's
+    // page cache with dirty pages of its slow disk: ZooKeeper's own allocations then
+    // have to reclaim, and reclaim waits for that writeback.
+    let of = format!("of={}", side_fs.dir.join("sidecar").display());
+    let mut cmd = Command::new(wrap[0]);
+    cmd.args(&wrap[1..])
+        .args(["dd", "if=/dev/zero", &of, "bs=1M", "count=600"])
+        .stderr(Stdio::null());
+    let mut sidecar = Proc::spawn("dd in the cgroup", &mut cmd);
+    std::thread::sleep(Duration::from_secs(8));
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let _ = sidecar.child.kill();
+    let _ = sidecar.wait_for_exit(Duration::from_secs(30));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    // Every logged stall is matched (the check in `matched`), and the stalled writes of
+    // the SyncThread are memory reclaim, with the cgroup's limit named.
+    let _pairs = matched(&warnings, &calls);
+    let reclaim: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "memory_reclaim")
+        .collect();
+    assert!(
+        !reclaim.is_empty(),
+        "{:#?}",
+        calls
+            .iter()
+            .map(|c| format!(
+                "{} {} {:.0} ms: {}",
+                c["type"],
+                c["verdict"],
+                c["duration_ms"].as_f64().unwrap_or(0.0),
+                c["headline"]
+            ))
+            .collect::<Vec<_>>()
+    );
+    for c in &reclaim {
+        assert_eq!(
+            c["evidence"]["mem_limit"]["max"].as_u64(),
+            Some(limit),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn zookeeper_on_xfs_under_dd_is_contention_with_dd_on_top() {
+    if !can_run_root_tests("zookeeper_on_xfs_under_dd_is_contention_with_dd_on_top") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(1024);
+    let mnt = Mount::xfs(&lo.dev);
+    let (mut zk, tracer) = start(&mnt.dir, &[]);
+    let mut load = zk.load(10);
+    std::thread::sleep(Duration::from_secs(3));
+    let of = format!("of={}", mnt.dir.join("big").display());
+    let dd_from = now_ms();
+    let mut dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=1M", "count=400", "conv=fsync"])
+            .stderr(Stdio::null()),
+    );
+    let dd_pid = dd.pid() as u64;
+    assert!(dd.wait_for_exit(Duration::from_secs(120)).success());
+    let dd_to = now_ms();
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    let pairs = matched(&warnings, &calls);
+    let during = logged_between(&pairs, dd_from + 100, dd_to);
+    assert!(
+        !during.is_empty(),
+        "dd slowed ZooKeeper: {:#?}",
+        summary(&pairs)
+    );
+    let worst = during.iter().max_by_key(|(w, _)| w.took_ms).unwrap();
+    assert_eq!(
+        worst.1["verdict"],
+        "device_contention",
+        "worst: {:#?}",
+        summary(&pairs)
+    );
+    assert_eq!(
+        worst.1["contenders"][0]["pid"].as_u64(),
+        Some(dd_pid),
+        "{}",
+        worst.1
+    );
+}
+
+#[test]
+fn zookeepers_own_snapshot_thread_is_named_as_the_contender() {
+    if !can_run_root_tests("zookeepers_own_snapshot_thread_is_named_as_the_contender") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(2048);
+    let mnt = Mount::ext4(&lo.dev);
+    // A snapshot every ~1000 transactions of 16 KiB znodes: tens of MB, written by
+    // ZooKeeper's own Snapshot Thread on the disk its SyncThread fsyncs.
+    // Snapshots are not fsynced: the flusher writes them back, promptly once more than
+    // 4 MiB is dirty, and that writeback is charged to the Snapshot Thread that dirtied it.
+    let _dirty = DirtyLimits::set(1 << 30, 4 << 20);
+    let mut zk = ZooKeeper::start_with(&mnt.dir, WARN_MS, &[], "snapCount=1000", &[]);
+    let tracer = start_tracer_with(
+        zk.proc.pid(),
+        &["--threshold", TRACE_MS, "--format", "json"],
+    );
+    let mut load = zk.load_with(12, 16384);
+    let _ = load.wait_for_exit(Duration::from_secs(90));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    let pairs = matched(&warnings, &calls);
+    let by_snapshot: Vec<&(ZkFsyncWarning, &Value)> = pairs
+        .iter()
+        .filter(|(_, r)| {
+            r["verdict"] == "device_contention" && r["contenders"][0]["comm"] == "Snapshot Thread"
+        })
+        .collect();
+    assert!(!by_snapshot.is_empty(), "{:#?}", summary(&pairs));
+    for (_, r) in &by_snapshot {
+        let top = &r["contenders"][0];
+        assert_eq!(top["same_process"], true, "{r}");
+        assert_eq!(top["pid"], r["pid"], "{r}");
+        let h = r["headline"].as_str().unwrap();
+        assert!(
+            h.contains("Snapshot Thread") && h.contains("same process"),
+            "{h}"
+        );
+    }
+    // Own means the SyncThread: the snapshot's bytes are never called its own.
+    for (_, r) in &pairs {
+        if r["verdict"] == "own_io" {
+            assert!(
+                r["evidence"]["bytes_target"].as_u64() >= r["evidence"]["bytes_others"].as_u64(),
+                "{r}"
+            );
+        }
     }
 }
