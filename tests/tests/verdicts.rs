@@ -487,7 +487,8 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lo = LoopDev::new(1024);
+    // Room for every write: a nearly full filesystem would be low_space instead.
+    let lo = LoopDev::new(3072);
     let mnt = Mount::ext4(&lo.dev);
     let cg = TestCgroup::new("memory", "zkstall-memcg").expect("a memory cgroup controller");
     let limit = 48u64 << 20;
@@ -504,7 +505,7 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
         "20ms",
         &[
             "--calls",
-            "100000",
+            "1500",
             "--interval",
             "1ms",
             "--syscalls",

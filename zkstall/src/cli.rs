@@ -10,12 +10,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "Explains storage stalls of JVM services (ZooKeeper first) from the kernel's point of view",
     long_about = "zkstall traces fsync-family syscalls of ZooKeeper (or any process) with eBPF \
-tracepoints and explains each slow call: a verdict (device_stall, device_contention, \
-journal_wait, dirty_throttle, fs_blocked, cpu_starvation, jvm_pause, own_io, unknown), the \
-evidence behind it, the processes competing for the device, and what the process's \
+tracepoints and explains each slow call: a verdict (device_stall, cpu_starvation, \
+jvm_pause, memory_reclaim, low_space, dirty_throttle, io_throttled, device_contention, \
+journal_wait, own_io, fs_blocked, unknown), the chain of waits behind it and its time by \
+stage, the processes competing for each disk under the file, and what the process's \
 threads were doing meanwhile. Recordings (trace --output) are read back by report with \
 the same answers.\n\n\
-Needs Linux >= 5.8 with tracefs, and root (or CAP_BPF + CAP_PERFMON).",
+Needs Linux >= 5.8 with tracefs and BTF (/sys/kernel/btf/vmlinux), and root (or CAP_BPF + \
+CAP_PERFMON).",
     after_help = "Examples:\n  \
 sudo zkstall check                      # can zkstall trace on this host?\n  \
 sudo zkstall trace                      # every ZooKeeper JVM, calls >= 100 ms, until Ctrl-C\n  \
@@ -182,6 +184,14 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn long_help_names_every_verdict() {
+        let help = Cli::command().render_long_help().to_string();
+        for v in crate::attribution::Verdict::ALL {
+            assert!(help.contains(v.name()), "--help does not name {}", v.name());
+        }
     }
 
     #[test]

@@ -230,8 +230,12 @@ pub struct Reclaim {
 pub struct Throttle {
     pub pid: u32,
     pub tid: u32,
+    pub comm: String,
     pub at: MonoNs,
     pub pause_ms: i64,
+    /// The bdi it was throttled on (`MAJ:MIN`): the disk whose dirty pages were over the
+    /// limit.
+    pub bdi: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -433,6 +437,8 @@ mod tests {
         let mut h = History::default();
         for i in 0..(MAX_THROTTLES + 10) {
             h.throttle(Throttle {
+                comm: String::new(),
+                bdi: String::new(),
                 pid: 1,
                 tid: 1,
                 at: MonoNs(i as u64),
@@ -469,12 +475,16 @@ mod tests {
     fn old_entries_expire_past_the_horizon_and_the_queue_says_so() {
         let mut h = History::default();
         h.throttle(Throttle {
+            comm: String::new(),
+            bdi: String::new(),
             pid: 1,
             tid: 1,
             at: MonoNs(1),
             pause_ms: 1,
         });
         h.throttle(Throttle {
+            comm: String::new(),
+            bdi: String::new(),
             pid: 1,
             tid: 1,
             at: MonoNs(HORIZON_NS + 10),

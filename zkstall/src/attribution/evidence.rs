@@ -71,6 +71,19 @@ pub struct LayerEvidence {
     pub requeues: u32,
     /// It saw no block I/O at all during the call.
     pub no_io: bool,
+    /// For a loop device, over its longest completion gap: how long the disk under its
+    /// backing file had requests in flight (the loop waiting on it: a flush of the backing
+    /// file, say), how long tasks were paused by dirty throttling there (the loop's own
+    /// writes to that file are throttled with them), and the one paused longest.
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub backing_busy_ms: f64,
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub backing_throttled_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_throttled: Option<String>,
+    /// The share of the gap either covers (union).
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub backing_held_ms: f64,
 }
 
 fn is_zero_u64(v: &u64) -> bool {
@@ -756,6 +769,60 @@ pub fn layer_evidence(
     (le, contenders)
 }
 
+/// A loop device completes nothing while its worker waits on the disk under its backing
+/// file (a flush of the backing file writing back everything a flood left there), or while
+/// its buffered writes to that file sleep in balance_dirty_pages: that is not the layer
+/// stopping but the layer under it busy (a stop there is found at that layer). Measures,
+/// for each loop layer's longest gap, the time the disk under it had requests in flight
+/// and the throttling pauses on its bdi.
+fn backing_held(h: &History, path: &[Layer], layers: &mut [LayerEvidence]) {
+    for i in 0..layers.len() {
+        let l = &layers[i];
+        let (Some(gs), true) = (l.gap_start_ns, l.kind == "loop") else {
+            continue;
+        };
+        let Some(bi) = layers.iter().position(|b| b.depth == l.depth + 1) else {
+            continue;
+        };
+        let (below_dev, below_disk) = (layers[bi].dev.clone(), path.get(bi).map(|p| p.disk));
+        let gap = (
+            MonoNs(gs),
+            MonoNs(gs + (l.longest_completion_gap_ms * 1e6) as u64),
+        );
+        let busy: Vec<(MonoNs, MonoNs)> = below_disk
+            .map(|d| {
+                ios_in(h, d, gap)
+                    .iter()
+                    .map(|io| (io.start(), io.end_or(gap.1)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut longest: Option<(u64, &str)> = None;
+        let throttled: Vec<(MonoNs, MonoNs)> = h
+            .throttles
+            .iter()
+            .filter(|t| t.bdi == below_dev && t.pause_ms > 0)
+            .map(|t| {
+                let iv = (t.at, MonoNs(t.at.0 + t.pause_ms as u64 * 1_000_000));
+                let o = overlap(iv, gap);
+                if o > 0 && longest.is_none_or(|(m, _)| o > m) {
+                    longest = Some((o, t.comm.as_str()));
+                }
+                iv
+            })
+            .collect();
+        let busy_ns = measure(&union(busy.clone()), gap);
+        let throttled_ns = measure(&union(throttled.clone()), gap);
+        let held_ns = measure(&union([busy, throttled].concat()), gap);
+        let who = longest.map(|(_, c)| c.to_string());
+        let l = &mut layers[i];
+        l.backing_busy_ms = ms(busy_ns);
+        l.backing_throttled_ms = ms(throttled_ns);
+        l.backing_throttled = who.filter(|_| throttled_ns > 0);
+        l.backing_held_ms = ms(held_ns);
+    }
+}
+
 /// Gathers everything about `call`.
 pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gathered<'a> {
     let win = (call.start, call.end);
@@ -812,6 +879,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         }
         ev.layers.push(le);
     }
+    backing_held(h, &call.disks.layers, &mut ev.layers);
     if let Some(top) = ev.layers.first() {
         ev.inflight_max = top.inflight_max;
         ev.completions = top.completions;

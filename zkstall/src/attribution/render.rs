@@ -343,6 +343,30 @@ fn unknown(call: &Span, g: &Gathered, f: &Finding, dur: f64) -> String {
             }
         }
     }
+    // A loop layer that paused waiting on the disk under it: say so, and how.
+    for l in &ev.layers {
+        if l.backing_held_ms * 2.0 >= l.longest_completion_gap_ms && l.backing_held_ms > 0.0 {
+            let below = ev
+                .layers
+                .iter()
+                .find(|b| b.depth == l.depth + 1)
+                .map_or("the disk under it", |b| b.disk.as_str());
+            if l.backing_throttled_ms > l.backing_busy_ms {
+                s.push_str(&format!(
+                    "; {} completed nothing for {:.0} ms while writes to its backing file were dirty-throttled on {below} ({} paused longest)",
+                    l.disk,
+                    l.longest_completion_gap_ms,
+                    l.backing_throttled.as_deref().unwrap_or("?")
+                ));
+            } else {
+                s.push_str(&format!(
+                    "; {} completed nothing for {:.0} ms while {below} under it was busy ({:.0} ms with requests in flight)",
+                    l.disk, l.longest_completion_gap_ms, l.backing_busy_ms
+                ));
+            }
+            break;
+        }
+    }
     if !ev.incomplete.is_empty() {
         s.push_str(&format!("; incomplete: {}", ev.incomplete.join("; ")));
     }

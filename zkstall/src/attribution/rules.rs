@@ -67,7 +67,7 @@ impl Verdict {
     pub fn describe(self) -> &'static str {
         match self {
             Verdict::DeviceStall => {
-                "a disk under the file had requests in flight and completed none for >= 50% of the call and >= 500 ms (the lowest such layer is named; its history must cover the call)"
+                "a disk under the file had requests in flight and completed none for >= 50% of the call and >= 500 ms (the lowest such layer is named; its history must cover the call; not a disk saturated by others, >= 8 requests in flight, nor a loop device held back by the disk under it)"
             }
             Verdict::CpuStarvation => {
                 "runnable but not running for >= 50% of the call, or the journal commit it waited on was, its journal thread runnable for >= 50% of the commit"
@@ -139,6 +139,9 @@ pub struct Thresholds {
     pub slow_abs_ms: f64,
     /// Other threads stopped with it that make an after-return sleep a JVM pause.
     pub pause_min_stopped: u32,
+    /// Requests in flight from which a pause in completions, under others' load, is
+    /// saturation rather than a stop.
+    pub saturated_depth: u32,
 }
 
 impl Thresholds {
@@ -152,6 +155,7 @@ impl Thresholds {
         slow_factor: 10.0,
         slow_abs_ms: 100.0,
         pause_min_stopped: 2,
+        saturated_depth: 8,
     };
 }
 
@@ -237,12 +241,70 @@ fn mechanism(g: &Gathered) -> Option<&'static str> {
     }
 }
 
-fn stalled(le: &LayerEvidence, dur: u64, t: &Thresholds) -> bool {
+fn stalled(le: &LayerEvidence, top: &LayerEvidence, dur: u64, t: &Thresholds) -> bool {
     let gap = (le.longest_completion_gap_ms * 1e6) as u64;
     le.complete
         && le.inflight_max > 0
         && gap >= t.stall_min_ns
         && gap as f64 >= t.stall_share * dur as f64
+        && !held_from_below(le)
+        && !saturated(le, top, t)
+}
+
+/// A disk with a deep queue of others' requests (its own, or relayed from a loop device
+/// above whose traffic others dominated) that pauses completing is saturated by them, not
+/// stopped: a flood is the cause the evidence supports (the pause is in the chain).
+fn saturated(le: &LayerEvidence, top: &LayerEvidence, t: &Thresholds) -> bool {
+    le.inflight_max >= t.saturated_depth
+        && (contended(le, t)
+            || (le.bytes_from_above >= t.contention_min_bytes && contended(top, t)))
+}
+
+/// A loop device whose gap was mostly the disk under it busy (with requests in flight
+/// and completing them) or its backing filesystem's dirty throttling: the layer did not
+/// stop, it waited on the one below.
+fn held_from_below(le: &LayerEvidence) -> bool {
+    le.backing_held_ms > 0.0 && le.backing_held_ms * 2.0 >= le.longest_completion_gap_ms
+}
+
+/// The chain link for a disk that paused completing without having stopped: saturated
+/// by others, or a loop layer held back by the disk under it.
+fn backing_link(g: &Gathered, t: &Thresholds) -> Option<Link> {
+    let layers = &g.ev.layers;
+    let top = layers.first()?;
+    if let Some(l) = layers.iter().find(|l| {
+        l.longest_completion_gap_ms * 1e6 >= t.stall_min_ns as f64 && saturated(l, top, t)
+    }) {
+        return Some(Link {
+            what: "saturated",
+            detail: format!(
+                "{} completed nothing with up to {} request(s) in flight, saturated by others' I/O",
+                l.disk, l.inflight_max
+            ),
+            start_ns: l.gap_start_ns.unwrap_or(0),
+            duration_ms: l.longest_completion_gap_ms,
+        });
+    }
+    let l = layers.iter().find(|l| held_from_below(l))?;
+    let below = layers.iter().find(|b| b.depth == l.depth + 1)?;
+    let how = if l.backing_throttled_ms > l.backing_busy_ms {
+        format!(
+            "its writes to its backing file dirty-throttled on {} ({} paused longest)",
+            below.disk,
+            l.backing_throttled.as_deref().unwrap_or("?")
+        )
+    } else {
+        format!(
+            "waiting on {} under it, busy with its backing file",
+            below.disk
+        )
+    };
+    Some(Link {
+        what: "held_from_below",
+        detail: format!("{} completed nothing, {how}", l.disk),
+        start_ns: l.gap_start_ns.unwrap_or(0),
+        duration_ms: l.backing_held_ms,
+    })
 }
 
 /// A disk stopped completing I/O for most of the call. The root is the lowest stalled
@@ -252,7 +314,7 @@ fn device_stall(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let idx = layers
         .iter()
         .enumerate()
-        .filter(|(_, l)| stalled(l, g.dur_ns, t))
+        .filter(|(_, l)| stalled(l, &layers[0], g.dur_ns, t))
         .max_by_key(|(_, l)| l.depth)
         .map(|(i, _)| i)?;
     let l = &layers[idx];
@@ -526,6 +588,7 @@ fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
         duration_ms: j.map_or(ms(jw), |j| j.duration_ms),
     });
     let span_ms = j.map_or(ms(jw), |j| j.duration_ms);
+    chain.extend(backing_link(g, t));
     chain.push(Link {
         what: "device_queue",
         detail: format!(
@@ -591,6 +654,7 @@ fn device_contention(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Findin
             .enumerate()
             .find(|(_, l)| contended(l, t) && l.complete)?;
     let mut chain = vec![call_link(call, g)];
+    chain.extend(backing_link(g, t));
     chain.push(Link {
         what: "device_queue",
         detail: format!(

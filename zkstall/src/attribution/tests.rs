@@ -535,8 +535,10 @@ fn pauses_in_balance_dirty_pages_are_dirty_throttle() {
         h.throttle(Throttle {
             pid: ZK,
             tid: SYNC,
+            comm: "SyncThread:1".into(),
             at: t(i * 40),
             pause_ms: 40,
+            bdi: "7:0".into(),
         });
     }
     h.blocked(blocked(
@@ -555,8 +557,10 @@ fn pauses_in_balance_dirty_pages_are_dirty_throttle() {
     other.throttle(Throttle {
         pid: ZK,
         tid: 999,
+        comm: "other".into(),
         at: t(10),
         pause_ms: 200,
+        bdi: "7:0".into(),
     });
     assert_ne!(
         explain_it(&call(0, 250), &other).verdict,
@@ -1120,4 +1124,129 @@ fn every_verdict_has_a_rule_or_is_the_catch_all() {
             "{v:?} has no rule"
         );
     }
+}
+
+#[test]
+fn a_disk_saturated_by_others_that_pauses_is_contention_not_a_stall() {
+    // loop1 completes nothing for 800 ms with dd's 32 requests queued: dd's flood.
+    let mut h = History::default();
+    watched(&mut h);
+    for i in 0..48u64 {
+        let done = if i < 16 { 60 + i * 2 } else { 900 + i };
+        h.io(io(900, "dd", 1 << 20, 40 + i, done));
+    }
+    h.io(io(ZK, "SyncThread:1", 4096, 95, 960));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        990,
+        Some(990),
+        &["folio_wait_writeback"],
+        None,
+    ));
+    let e = explain_it(&call(0, 1000), &h);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.contenders[0].comm, "dd");
+    let link = e.chain.iter().find(|k| k.what == "saturated").unwrap();
+    assert!(link.duration_ms >= 800.0, "{link:?}");
+}
+
+#[test]
+fn a_loop_device_held_back_by_the_disk_under_it_is_not_a_stall() {
+    // loop1 (over a file on loop0) completes nothing for 800 ms with the SyncThread's one
+    // request in flight.
+    let base = |h: &mut History| {
+        watched(h);
+        h.io(io(ZK, "SyncThread:1", 4096, 100, 900));
+        h.io(io(ZK, "SyncThread:1", 4096, 20, 30));
+        h.blocked(blocked(
+            SYNC,
+            SchedState::DiskSleep,
+            5,
+            990,
+            Some(990),
+            &["folio_wait_writeback"],
+            None,
+        ));
+    };
+    let mut c = call(0, 1000);
+    c.disks.layers[0].kind = LayerKind::Loop {
+        backing_file: "/outer/inner.img".into(),
+    };
+    c.disks.layers.push(layer(LOWER, "loop0", 1));
+
+    // Nothing under it moved: the layer itself stopped (a frozen backing filesystem).
+    let mut stopped = History::default();
+    base(&mut stopped);
+    assert_eq!(explain_it(&c, &stopped).verdict, Verdict::DeviceStall);
+
+    // Its worker flushing the backing file: loop0 busy writing it back all along,
+    // completing as it goes.
+    let mut busy = History::default();
+    base(&mut busy);
+    for i in 0..40u64 {
+        busy.io(io_on(
+            LOWER,
+            41,
+            41,
+            "kworker/u8:4",
+            1 << 20,
+            90 + i * 20,
+            115 + i * 20,
+        ));
+    }
+    let e = explain_it(&c, &busy);
+    assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+    let l = &e.evidence.layers[0];
+    assert!(l.backing_busy_ms >= 700.0, "{l:?}");
+
+    // Its writes to the backing file paused in balance_dirty_pages on loop0.
+    let mut throttled = History::default();
+    base(&mut throttled);
+    for at in [100, 300, 500, 700] {
+        throttled.throttle(Throttle {
+            pid: 40,
+            tid: 40,
+            comm: "kworker/u8:3".into(),
+            at: t(at),
+            pause_ms: 200,
+            bdi: "7:0".into(),
+        });
+    }
+    let e = explain_it(&c, &throttled);
+    assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+    let l = &e.evidence.layers[0];
+    assert!(l.backing_throttled_ms >= 700.0, "{l:?}");
+    assert_eq!(l.backing_throttled.as_deref(), Some("kworker/u8:3"));
+}
+
+#[test]
+fn the_readme_table_is_the_rules_table() {
+    // One row per verdict, in the order the rules try them, with describe()'s words.
+    let readme = include_str!("../../../README.md");
+    let rows: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter(|l| {
+            Verdict::ALL
+                .iter()
+                .any(|v| l.starts_with(&format!("| `{}` |", v.name())))
+        })
+        .collect();
+    let mut order: Vec<Verdict> = Vec::new();
+    for (v, _) in rules::RULES {
+        if !order.contains(v) {
+            order.push(*v);
+        }
+    }
+    order.push(Verdict::Unknown);
+    let want: Vec<String> = order
+        .iter()
+        .map(|v| format!("| `{}` | {} |", v.name(), v.describe()))
+        .collect();
+    assert_eq!(
+        rows, want,
+        "README.md's verdict table differs from rules.rs"
+    );
 }

@@ -734,18 +734,23 @@ fn trailer(
     pids: &BTreeSet<u32>,
     feed: &mut Feed,
 ) -> Trailer {
+    // The blkcg a request was charged to, by its cgroup id in the io (blkio) hierarchy.
+    let mounts = crate::enrich::cgroups::Mounts::detect();
+    let mut blkcgs =
+        crate::enrich::cgroups::Cgroups::new(mounts.blkio_root().map(|p| p.to_path_buf()));
     let mut other: Vec<OtherDisk> = probes
         .other_io()
         .unwrap_or_default()
         .into_iter()
         .map(|(key, v)| {
             let disk = DevId::from_kernel(key.disk);
+            let cgroup = blkcgs.path(key.blk_cgroup);
             OtherDisk {
                 disk: disk.to_string(),
                 name: std::fs::read_link(format!("/sys/dev/block/{disk}"))
                     .ok()
                     .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
-                cgroup: None,
+                cgroup,
                 requests: v.requests,
                 bytes: v.bytes,
             }

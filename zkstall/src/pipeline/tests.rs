@@ -338,10 +338,33 @@ fn calls_whose_exit_never_comes_are_closed_not_reported_as_phantoms() {
 
 #[test]
 fn a_stuck_call_is_reported_as_it_crosses_the_threshold_and_again_when_it_ends() {
+    let (l, p) = stuck_call_reported_with(100 * MS);
+    assert_eq!(l.len(), 2, "{l:#?}");
+    assert_eq!(l[0]["in_progress"], true);
+    assert_eq!(l[0]["start_bound"], true);
+    assert_eq!(l[0]["duration_ms"], 150.0);
+    assert_eq!(l[0]["verdict"], "journal_wait", "{}", l[0]["headline"]);
+    assert!(l[1].get("in_progress").is_none());
+    assert_eq!(l[1]["duration_ms"], 400.0);
+    assert_eq!(l[1]["start_bound"], true);
+    assert_eq!(
+        l[1]["evidence"]["stack"][0], "jbd2_log_wait_commit+0xc2",
+        "the seeded interval carries the /proc stack"
+    );
+    assert_eq!(p.stats.crossed, 1);
+    assert_eq!(p.stats.reported, 1);
+    // The same records reported with a higher threshold (`report --threshold`): the
+    // crossing noted at the recording's threshold is not one at this one.
+    let (l, p) = stuck_call_reported_with(500 * MS);
+    assert!(l.is_empty(), "{l:#?}");
+    assert_eq!((p.stats.crossed, p.stats.reported), (0, 0));
+}
+
+fn stuck_call_reported_with(threshold_ns: u64) -> (Vec<serde_json::Value>, Pipeline) {
     let mut p = Pipeline::new(
         Box::new(Replay::default()),
         WallClock { offset_ns: 0 },
-        100 * MS,
+        threshold_ns,
     );
     let mut out = Vec::new();
     {
@@ -386,21 +409,7 @@ fn a_stuck_call_is_reported_as_it_crosses_the_threshold_and_again_when_it_ends()
         x.flags = zkstall_common::CALL_START_BOUND;
         p.handle(&record_bytes(&x), &mut sink).unwrap();
     }
-    let l = lines(&out);
-    assert_eq!(l.len(), 2, "{l:#?}");
-    assert_eq!(l[0]["in_progress"], true);
-    assert_eq!(l[0]["start_bound"], true);
-    assert_eq!(l[0]["duration_ms"], 150.0);
-    assert_eq!(l[0]["verdict"], "journal_wait", "{}", l[0]["headline"]);
-    assert!(l[1].get("in_progress").is_none());
-    assert_eq!(l[1]["duration_ms"], 400.0);
-    assert_eq!(l[1]["start_bound"], true);
-    assert_eq!(
-        l[1]["evidence"]["stack"][0], "jbd2_log_wait_commit+0xc2",
-        "the seeded interval carries the /proc stack"
-    );
-    assert_eq!(p.stats.crossed, 1);
-    assert_eq!(p.stats.reported, 1);
+    (lines(&out), p)
 }
 
 #[test]

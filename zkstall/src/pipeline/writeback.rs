@@ -130,8 +130,10 @@ impl Pipeline {
         self.history.throttle(history::Throttle {
             pid: task.pid,
             tid: task.tid,
+            comm: comm.clone(),
             at: ts,
             pause_ms,
+            bdi: bdi.clone(),
         });
         if !self.events_out {
             self.count("throttle");

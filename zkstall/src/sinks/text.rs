@@ -299,15 +299,26 @@ impl<W: Write> Sink for TextSink<W> {
                 .iter()
                 .take(5)
                 .map(|d| {
+                    // Watched later on: these came before (or between the watch of a
+                    // disk and of its partitions).
+                    let later = s
+                        .watched
+                        .iter()
+                        .any(|w| w.ends_with(&format!("({})", d.disk)));
                     format!(
-                        "{} {} req {}{}",
+                        "{} {} req {}{}{}",
                         d.name.as_deref().unwrap_or(&d.disk),
                         d.requests,
                         crate::attribution::render::size(d.bytes),
                         d.cgroup
                             .as_ref()
                             .map(|c| format!(" [{c}]"))
-                            .unwrap_or_default()
+                            .unwrap_or_default(),
+                        if later {
+                            " (before it was watched)"
+                        } else {
+                            ""
+                        }
                     )
                 })
                 .collect();
