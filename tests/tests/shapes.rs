@@ -100,12 +100,21 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
     let tracer = start_tracer_with(work.pid(), &["--threshold", "30ms", "--format", "json"]);
     std::thread::sleep(Duration::from_millis(500));
     let of = format!("of={}", other_fs.dir.join("big").display());
-    let mut dd = Proc::spawn(
-        "dd",
-        Command::new("dd")
-            .args(["if=/dev/zero", &of, "bs=1M", "count=700", "conv=fsync"])
-            .stderr(Stdio::null()),
-    );
+    // dd runs in a cgroup of its own (a backup job's): v1 blkio on hybrid hosts.
+    let cg = TestCgroup::new("blkio", "zkstall-backup").expect("a blkio/io cgroup controller");
+    let wrap = cg.wrap();
+    let mut cmd = Command::new(&wrap[0]);
+    cmd.args(&wrap[1..])
+        .args([
+            "dd",
+            "if=/dev/zero",
+            &of,
+            "bs=1M",
+            "count=700",
+            "conv=fsync",
+        ])
+        .stderr(Stdio::null());
+    let mut dd = Proc::spawn("dd", &mut cmd);
     let dd_pid = dd.pid() as u64;
     assert!(dd.wait_for_exit(Duration::from_secs(120)).success());
     std::thread::sleep(Duration::from_millis(300));
@@ -129,6 +138,12 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
+    assert!(
+        contention.iter().any(|c| {
+            c["contenders"][0][if cg.v1 { "blkio_cgroup" } else { "cgroup" }] == cg.path.as_str()
+        }),
+        "dd's cgroup named: {contention:#?}"
+    );
     for c in &contention {
         // The file is on the partition; the queue examined is the whole disk's.
         assert_eq!(c["device"].as_str(), Some(p1.as_str()), "{c}");
@@ -139,6 +154,12 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
         assert_eq!(top["pid"].as_u64(), Some(dd_pid), "{c}");
         let layer = &c["evidence"]["layers"][0];
         assert_eq!(layer["partition"].as_str(), Some(p1.as_str()), "{c}");
+        // Its cgroup is named: v1 blkio membership (read while dd runs), or the unified
+        // path on cgroup2 hosts.
+        let key = if cg.v1 { "blkio_cgroup" } else { "cgroup" };
+        if let Some(p) = top[key].as_str() {
+            assert_eq!(p, cg.path, "{c}");
+        }
         assert!(
             layer["bytes_other_partitions"].as_u64().unwrap() > 1 << 20,
             "dd's bytes are on the other partition: {c}"

@@ -665,6 +665,8 @@ pub fn layer_evidence(
                         comm: c.comm.clone(),
                         process: None,
                         cgroup: c.cgroup.clone(),
+                        blkio_cgroup: None,
+                        memory_cgroup: None,
                         kind: match c.kind {
                             PartyKind::Task => "task",
                             PartyKind::Cgroup => "cgroup",
@@ -859,6 +861,11 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         for c in &mut cs {
             if c.kind == "task" && c.pid != 0 && c.pid != c.tid {
                 c.process = enrich.thread_name(c.pid, c.pid).filter(|p| *p != c.comm);
+            }
+            if c.kind == "task" && c.pid != 0 {
+                let pc = enrich.process_cgroups(c.pid);
+                c.blkio_cgroup = pc.blkio;
+                c.memory_cgroup = pc.memory;
             }
         }
         by_layer.push(cs);

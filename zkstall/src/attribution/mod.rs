@@ -95,6 +95,12 @@ pub struct Contender {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<String>,
     pub cgroup: Option<String>,
+    /// Its v1 blkio and memory cgroups, on hosts where those controllers are on v1 (read
+    /// from /proc when it is analysed: absent once the process is gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blkio_cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_cgroup: Option<String>,
     /// task, cgroup, kernel.
     pub kind: &'static str,
     /// A thread of the traced process itself (ZooKeeper's Snapshot Thread, say).

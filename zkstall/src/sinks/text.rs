@@ -164,11 +164,25 @@ fn explanation(w: &crate::attribution::Explanation) -> String {
                     crate::attribution::render::who(c),
                     size(c.bytes),
                     c.requests,
-                    c.cgroup
-                        .as_ref()
-                        .filter(|_| c.kind != "cgroup")
-                        .map(|g| format!(" [{g}]"))
-                        .unwrap_or_default()
+                    {
+                        // Its cgroups: unified, and v1 blkio/memory where they differ.
+                        let mut g: Vec<String> = c
+                            .cgroup
+                            .iter()
+                            .filter(|_| c.kind != "cgroup")
+                            .cloned()
+                            .collect();
+                        for (k, v) in [("blkio", &c.blkio_cgroup), ("memory", &c.memory_cgroup)] {
+                            if let Some(v) = v.as_ref().filter(|v| Some(*v) != c.cgroup.as_ref()) {
+                                g.push(format!("{k}:{v}"));
+                            }
+                        }
+                        if g.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" [{}]", g.join(" "))
+                        }
+                    }
                 )
             })
             .collect();
