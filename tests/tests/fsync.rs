@@ -422,3 +422,29 @@ fn finds_a_zookeeper_jvm_by_itself_and_names_its_sync_thread() {
         );
     }
 }
+
+#[test]
+fn zkstall_demo_passes_and_accounts_for_every_call() {
+    if !can_run_root_tests("zkstall_demo_passes_and_accounts_for_every_call") {
+        return;
+    }
+    let out = zkstall(&["demo", "--calls", "12", "--format", "json"])
+        .output()
+        .expect("run zkstall demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "zkstall demo failed: {stderr}");
+    assert!(
+        stderr.contains("the workload timed") && stderr.contains("matched"),
+        "{stderr}"
+    );
+    let records = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let calls: Vec<&Value> = records.iter().filter(|r| r["type"] == "fsync").collect();
+    // fsync, fdatasync, sync_file_range, msync in turn: 12 calls, each once.
+    assert_eq!(calls.len(), 12, "{records:#?}");
+    let summary = records.last().expect("a summary");
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["dropped"], 0, "{summary}");
+    for c in &calls {
+        assert_supported(c);
+    }
+}

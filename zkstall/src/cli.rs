@@ -125,7 +125,8 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// How many calls the workload makes (half fsync, half fdatasync).
+    /// How many calls the workload makes (fsync, fdatasync, sync_file_range and msync in
+    /// turn).
     #[arg(long, default_value_t = 20)]
     pub calls: u32,
     /// Output format.
