@@ -112,7 +112,11 @@ fn main() -> Result<()> {
         }
         Cmd::Demo => {
             setup()?;
-            let bin = build(&root, true)?;
+            // ZKSTALL_DEMO_BIN: run the demo with another build (to compare versions).
+            let bin = match std::env::var_os("ZKSTALL_DEMO_BIN") {
+                Some(b) => PathBuf::from(b),
+                None => build(&root, true)?,
+            };
             demo::run(&bin, &root)
         }
         Cmd::Bench { seconds, rounds } => {

@@ -50,8 +50,11 @@ pub fn thread_entry(tid: u32, tgid: u32) -> Option<*mut ThreadState> {
         return Some(p);
     }
     let zero = ZERO_THREAD.get_ptr(0)?;
-    // SAFETY: a valid map value pointer; the map copies from it.
-    if THREADS.insert(tid, unsafe { &*zero }, 0).is_err() {
+    // SAFETY: a valid map value pointer; the map copies from it. A reference, not a value:
+    // clippy's `*zero` would copy the 448 bytes onto the BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = THREADS.insert(tid, unsafe { &*zero }, 0);
+    if inserted.is_err() {
         count(Counter::MapFull);
         return None;
     }

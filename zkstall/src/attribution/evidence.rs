@@ -537,7 +537,7 @@ pub fn blocked_in<'a>(
 }
 
 /// The requests of `disk` overlapping `win` (in flight or completed in it).
-fn ios_in<'a>(h: &'a History, disk: DiskDev, win: (MonoNs, MonoNs)) -> Vec<&'a Io> {
+fn ios_in(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> Vec<&Io> {
     let Some(d) = h.disks.get(&disk) else {
         return Vec::new();
     };

@@ -588,6 +588,9 @@ pub async fn trace(
                 last_check = now;
                 crossing_scan(&mut probes, &mut feed, &live, &proc, crossing, &mut crossed, false)?;
                 if ticks.is_multiple_of(TARGET_EVERY) {
+                    for pid in &live {
+                        feed.pipeline.refresh_files(*pid);
+                    }
                     for tid in feed.helpers.clone() {
                         if !proc.is_alive(tid) {
                             feed.helpers.remove(&tid);
@@ -756,7 +759,7 @@ fn trailer(
             }
         })
         .collect();
-    other.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    other.sort_by_key(|d| std::cmp::Reverse(d.bytes));
     other.truncate(20);
     Trailer {
         end_ns: end.0,

@@ -56,8 +56,11 @@ pub trait Enricher {
     fn mem_limit(&mut self, pid: u32) -> Option<MemLimit>;
     /// Facts answered since the last call (live, when recording).
     fn take_facts(&mut self) -> Vec<Fact>;
-    /// Reads the names of all current threads of `pid` (live only).
+    /// Reads the names of all current threads of `pid` (live only), and its open files.
     fn seed_threads(&mut self, _pid: u32) {}
+    /// Reads the open files and mappings of `pid` again (live only; kept for records
+    /// processed after the process closed them or exited).
+    fn refresh_files(&mut self, _pid: u32) {}
     /// Takes in a fact read from a recording (replay only).
     fn learn(&mut self, _fact: Fact) {}
 }
@@ -430,6 +433,10 @@ impl Enricher for Live {
     }
     fn seed_threads(&mut self, pid: u32) {
         self.threads.seed(pid);
+        self.files.snapshot(pid);
+    }
+    fn refresh_files(&mut self, pid: u32) {
+        self.files.snapshot(pid);
     }
 }
 

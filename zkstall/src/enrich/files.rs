@@ -88,13 +88,53 @@ pub struct FileInfo {
 pub struct Files {
     proc: ProcRoot,
     by_fd: HashMap<(u32, i32), FileInfo>,
+    /// File mappings per process, as last read (for msync records processed after the
+    /// process unmapped or exited).
+    maps: HashMap<u32, Vec<(u64, u64, FileInfo)>>,
 }
+
+/// Fds looked at per snapshot.
+const SNAPSHOT_FDS: usize = 2048;
+/// Processes whose mappings are kept.
+const MAPS_PIDS: usize = 64;
+/// Mappings kept per process.
+const MAPS_PER_PID: usize = 4096;
 
 impl Files {
     pub fn new(proc: ProcRoot) -> Self {
         Files {
             proc,
             by_fd: HashMap::new(),
+            maps: HashMap::new(),
+        }
+    }
+
+    /// Reads every open fd and file mapping of `pid` now, so that records processed after
+    /// the process closed them or exited (a tracer running behind) still find their files.
+    /// Called when a process becomes a target, and then every half second.
+    pub fn snapshot(&mut self, pid: u32) {
+        let dir = self.proc.pid_dir(pid);
+        if let Ok(rd) = std::fs::read_dir(dir.join("fd")) {
+            // Files and pipes; a server's thousands of client sockets are left out (their
+            // writes are not what zkstall explains, and they would crowd the cache).
+            for e in rd.flatten().take(SNAPSHOT_FDS) {
+                let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let socket = std::fs::read_link(e.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+                if !socket {
+                    let _ = self.by_fd(pid, fd);
+                }
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("maps")) {
+            let v: Vec<(u64, u64, FileInfo)> = text
+                .lines()
+                .filter_map(parse_maps_range)
+                .take(MAPS_PER_PID)
+                .collect();
+            bounded_insert(&mut self.maps, MAPS_PIDS, pid, v);
         }
     }
 
@@ -122,15 +162,35 @@ impl Files {
     }
 
     /// The file mapped at `addr` in process `pid` (for msync).
+    /// Reads /proc now; when the process is gone (or unmapped it), falls back to its last
+    /// snapshot.
     pub fn by_addr(&mut self, pid: u32, addr: u64) -> Option<FileInfo> {
-        let maps = std::fs::read_to_string(self.proc.pid_dir(pid).join("maps")).ok()?;
-        maps.lines().find_map(|l| parse_maps_line(l, addr))
+        if let Ok(maps) = std::fs::read_to_string(self.proc.pid_dir(pid).join("maps"))
+            && let Some(f) = maps.lines().find_map(|l| parse_maps_line(l, addr))
+        {
+            return Some(f);
+        }
+        self.maps
+            .get(&pid)?
+            .iter()
+            .find(|(lo, hi, _)| (*lo..*hi).contains(&addr))
+            .map(|(_, _, f)| f.clone())
     }
 
     /// Forgets everything about a process (it exited).
     pub fn forget_pid(&mut self, pid: u32) {
         self.by_fd.retain(|(p, _), _| *p != pid);
+        self.maps.remove(&pid);
     }
+}
+
+/// A maps line's range and file, for a file mapping.
+fn parse_maps_range(line: &str) -> Option<(u64, u64, FileInfo)> {
+    let (range, _) = line.split_once(' ')?;
+    let (lo, hi) = range.split_once('-')?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    parse_maps_line(line, lo).map(|f| (lo, hi, f))
 }
 
 /// `7f..-7f.. rw-s 00000000 fe:00 1234   /path` -> the file, if `addr` is inside.
@@ -234,6 +294,30 @@ mod tests {
         files.forget_pid(42);
         assert_eq!(files.by_fd(42, 5), None);
         assert_eq!(files.by_fd(42, -1), None);
+    }
+
+    #[test]
+    fn a_snapshot_answers_for_a_process_that_is_gone() {
+        // The tracer runs behind: by the time it processes a record, the process exited.
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("log.1");
+        std::fs::write(&target, b"x").unwrap();
+        let pid_dir = dir.path().join("proc/43");
+        std::fs::create_dir_all(pid_dir.join("fd")).unwrap();
+        std::os::unix::fs::symlink(&target, pid_dir.join("fd/7")).unwrap();
+        std::fs::write(
+            pid_dir.join("maps"),
+            "7f0000000000-7f0000001000 rw-s 00000000 fe:01 1234 /data/zk/map.1\n",
+        )
+        .unwrap();
+        let mut files = Files::new(ProcRoot(dir.path().join("proc")));
+        files.snapshot(43);
+        std::fs::remove_dir_all(&pid_dir).unwrap();
+        assert_eq!(files.by_fd(43, 7).unwrap().path, target.to_string_lossy());
+        let m = files.by_addr(43, 0x7f00_0000_0800).unwrap();
+        assert_eq!(m.path, "/data/zk/map.1");
+        assert_eq!(m.ino, Some(1234));
+        assert_eq!(files.by_addr(43, 0x7f00_0000_1800), None);
     }
 
     #[test]

@@ -294,6 +294,11 @@ impl Pipeline {
         }
     }
 
+    /// Reads a target's open files again (live tracing, periodically).
+    pub fn refresh_files(&mut self, pid: u32) {
+        self.enrich.refresh_files(pid);
+    }
+
     /// Handles one userspace observation.
     pub fn note(&mut self, n: &Note, sink: &mut dyn Sink) -> io::Result<()> {
         match n {

@@ -364,8 +364,7 @@ pub(crate) mod tests {
         }
         pub(crate) fn int(&mut self, name: &str, size: u32) -> u32 {
             let id = self.rec(name, INT, false, 0, size);
-            self.types
-                .extend_from_slice(&((size * 8) as u32).to_le_bytes());
+            self.types.extend_from_slice(&(size * 8).to_le_bytes());
             id
         }
         pub(crate) fn ptr(&mut self, to: u32) -> u32 {
