@@ -147,6 +147,30 @@ pub fn interval_ns(r: &serde_json::Value) -> (u64, u64) {
     (start, start + (ms * 1e6).round() as u64)
 }
 
+/// True when the record's interval overlaps `[from_ns, to_ns]` (CLOCK_MONOTONIC).
+pub fn overlaps(r: &serde_json::Value, from_ns: u64, to_ns: u64) -> bool {
+    let (start, end) = interval_ns(r);
+    start <= to_ns && end >= from_ns
+}
+
+/// Pins every thread whose name starts with `prefix` (a kernel thread such as a
+/// filesystem's `jbd2/loop3-8`) to `cpus` (a taskset list, e.g. "0"). Panics when there is
+/// none.
+pub fn pin_threads_named(prefix: &str, cpus: &str) {
+    let mut pinned = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(prefix) {
+            sh("taskset", &["-pc", cpus, &pid.to_string()]);
+            pinned += 1;
+        }
+    }
+    assert!(pinned > 0, "no thread named {prefix}*");
+}
+
 /// The median of some values (0 for none).
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
