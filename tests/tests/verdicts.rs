@@ -229,9 +229,10 @@ fn a_competing_dd_with_conv_fsync_is_journal_wait_or_contention_naming_dd() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lo = LoopDev::new(1024);
     let mnt = Mount::ext4(&lo.dev);
-    let sc = Scenario::start(
+    // --events: dd's block requests say when it was writing to the device.
+    let sc = Scenario::start_with(
         &mnt.dir.join("zk"),
-        "50ms",
+        &["--threshold", "50ms", "--format", "json", "--events"],
         &[
             "--calls",
             "100000",
@@ -243,7 +244,6 @@ fn a_competing_dd_with_conv_fsync_is_journal_wait_or_contention_naming_dd() {
         &[],
     );
     let of = format!("of={}", mnt.dir.join("big").display());
-    let dd_began = mono_ns();
     let mut dd = Proc::spawn(
         "dd",
         Command::new("dd")
@@ -252,14 +252,33 @@ fn a_competing_dd_with_conv_fsync_is_journal_wait_or_contention_naming_dd() {
     );
     let dd_pid = dd.pid() as u64;
     assert!(dd.wait_for_exit(Duration::from_secs(120)).success());
-    let dd_ended = mono_ns();
-    let calls = sc.finish();
-    // The slow calls while dd ran. (On a slow machine, a guest under emulation, an
-    // fdatasync can pass the threshold with no help from dd: its own journal commit
-    // takes that long. Those, before and after dd, are not this test's point.)
+    let (calls, raw) = sc.finish_raw();
+    // When dd's data was going to the device, as the kernel saw it: from the first to the
+    // last completion of a request queued by dd or charged to it (flusher writeback).
+    let dev = lo.majmin();
+    let dd_io: Vec<u64> = json_lines(&raw)
+        .iter()
+        .filter(|r| {
+            r["type"] == "io"
+                && r["dev"] == dev.as_str()
+                && (r["pid"].as_u64() == Some(dd_pid)
+                    || r["dirtier"]["pid"].as_u64() == Some(dd_pid))
+        })
+        .filter_map(|r| r["complete_ns"].as_u64())
+        .collect();
+    let (Some(&dd_from), Some(&dd_to)) = (dd_io.iter().min(), dd_io.iter().max()) else {
+        panic!("no request of dd on {dev}");
+    };
+    // The slow calls while dd's writes were going to the device. (On a slow machine, a
+    // guest under emulation, an fdatasync can pass the threshold with no help from dd,
+    // its own journal commit taking that long: before dd's writes reach the device, and
+    // after. Those are not this test's point.)
     let slow: Vec<&Value> = calls
         .iter()
-        .filter(|c| c["type"] == "fsync" && overlaps(c, dd_began, dd_ended))
+        .filter(|c| {
+            let (start, end) = interval_ns(c);
+            c["type"] == "fsync" && dd_from <= start && end <= dd_to
+        })
         .collect();
     assert!(!slow.is_empty(), "dd slows the fdatasyncs down");
     for c in &slow {

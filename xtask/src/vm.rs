@@ -55,14 +55,31 @@ pub const TIERS: &[&str] = &["check", "fsync", "observe", "verdicts", "zookeeper
 
 /// Tests that cannot show what they test on an emulated (TCG) CPU, skipped there (not under
 /// KVM), each with the reason, which the run prints.
-const TCG_SKIPS: &[(&str, &str, &str)] = &[(
-    "verdicts",
-    "a_writer_over_the_dirty_limit_is_dirty_throttle",
-    "an emulated CPU copies a 1 MiB write() in ~20-50 ms, slower than the loop device writes \
-     it back, so the writer never gets over the dirty limit: balance_dirty_pages computes no \
-     pause (it shows 0 or negative ones) and there is no dirty throttling to find. The throttle \
-     signal itself is tested by observe's a_writer_over_a_low_dirty_limit_shows_balance_dirty_pages_pauses",
-)];
+const TCG_SKIPS: &[(&str, &str, &str)] = &[
+    (
+        "verdicts",
+        "a_writer_over_the_dirty_limit_is_dirty_throttle",
+        "an emulated CPU copies a 1 MiB write() in ~20-50 ms, slower than the loop device \
+         writes it back, so the writer never gets over the dirty limit: balance_dirty_pages \
+         computes no pause (0 or negative ones) and there is no throttling to find; the \
+         throttle signal itself is tested by observe's \
+         a_writer_over_a_low_dirty_limit_shows_balance_dirty_pages_pauses",
+    ),
+    (
+        "verdicts",
+        "a_thread_kept_off_the_cpu_is_cpu_starvation",
+        "on the emulated disk each fdatasync's jbd2 commit takes 100-300 ms by itself, above \
+         the test's 200 ms threshold, so its slow calls are (truthfully) journal waits and the \
+         RT hog's effect cannot be told apart",
+    ),
+    (
+        "verdicts",
+        "a_competing_dd_with_conv_fsync_is_journal_wait_or_contention_naming_dd",
+        "emulated, fdatasyncs pass the 50 ms threshold on their own journal commits, and dd's \
+         writeback reaches the device in bursts: a slow call between bursts waits on a commit \
+         full of dd's handles with no dd bytes on the device, so dd is not its top contender",
+    ),
+];
 
 /// Host packages the VM needs (the guest runs the host's userspace, so it also needs what
 /// the native tests need: `crate::APT_PACKAGES`).
