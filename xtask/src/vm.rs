@@ -159,13 +159,6 @@ pub fn run_vm_tests(root: &Path, zkstall_bin: &Path, opts: &Options) -> Result<(
     let accel = if use_kvm { "kvm" } else { "tcg" };
     eprintln!("xtask: accelerator {accel}: {why}");
 
-    // The guest's /var/tmp: a sparse image, formatted in the guest.
-    let scratch = run_dir.join("scratch.img");
-    let _ = fs::remove_file(&scratch);
-    let f = fs::File::create(&scratch)?;
-    f.set_len(16 << 30)?;
-    drop(f);
-
     // The guest reads what it runs from a copy, so that building on the host while the VM
     // runs (for minutes under TCG) changes nothing under its feet.
     let bin_dir = run_dir.join("bin");
@@ -191,55 +184,90 @@ pub fn run_vm_tests(root: &Path, zkstall_bin: &Path, opts: &Options) -> Result<(
     let script_path = share.join("guest.sh");
     fs::write(&script_path, script)?;
 
-    let mut cmd = Command::new(&vng_bin);
-    cmd.env(
-        "PATH",
-        path_with(vng_bin.parent().unwrap_or(Path::new("/"))),
-    )
-    .args(["--name", "zkstall-vm", "--verbose"])
-    .arg("--run")
-    .arg(&kimg)
-    .args(["--cpus", &opts.cpus.to_string(), "--memory", &opts.memory])
-    .arg("--disk")
-    .arg(&scratch)
-    .arg("--rwdir")
-    .arg(&share)
-    // Warnings and worse from the guest kernel reach the log; its info chatter (every
-    // loop device and mount of the tests) does not.
-    .args(["--append", "loglevel=5"])
-    .arg("--exec")
-    .arg(format!("bash {}", script_path.display()))
-    .current_dir(root);
-    if !use_kvm {
-        cmd.arg("--disable-kvm");
-    }
-    let console = run_dir.join("console.log");
-    let started = Instant::now();
-    let outcome = run_bounded(cmd, &console, opts.timeout);
-    let _ = fs::remove_file(&scratch);
-    let wall = started.elapsed();
-
-    let results = fs::read_to_string(share.join("results.tsv")).unwrap_or_default();
-    let status = fs::read_to_string(share.join("status")).ok();
-    print_summary(&opts.kernel, accel, &why, &results, wall);
-    eprintln!("xtask: guest console log: {}", console.display());
-    if outcome.is_err() || status.is_none() {
-        // The last snapshot of the guest's processes (see guest_script).
-        if let Ok(ps) = fs::read_to_string(share.join("ps.tmp")) {
-            eprintln!("xtask: the guest's last process snapshot:\n{ps}");
+    let scratch = run_dir.join("scratch.img");
+    let vng_command = || {
+        let mut cmd = Command::new(&vng_bin);
+        cmd.env(
+            "PATH",
+            path_with(vng_bin.parent().unwrap_or(Path::new("/"))),
+        )
+        .args(["--name", "zkstall-vm", "--verbose"])
+        .arg("--run")
+        .arg(&kimg)
+        .args(["--cpus", &opts.cpus.to_string(), "--memory", &opts.memory])
+        .arg("--disk")
+        .arg(&scratch)
+        .arg("--rwdir")
+        .arg(&share)
+        // Warnings and worse from the guest kernel reach the log; its info chatter (every
+        // loop device and mount of the tests) does not.
+        .args(["--append", "loglevel=5"])
+        .arg("--exec")
+        .arg(format!("bash {}", script_path.display()))
+        .current_dir(root);
+        if !use_kvm {
+            cmd.arg("--disable-kvm");
         }
-    }
-    outcome?;
-    match status.as_deref().map(str::trim) {
-        Some("0") => Ok(()),
-        Some(st) => bail!(
-            "tests failed under {} ({accel}): guest status {st}",
-            opts.kernel
-        ),
-        None => bail!(
-            "the guest did not report a status (it crashed or was killed before the end); see {}",
-            console.display()
-        ),
+        cmd
+    };
+    // A TCG guest can freeze (both vCPU threads spinning, nothing printed, the guest's
+    // 30 s process snapshots stop): seen twice in ~10 runs on a loaded 2-core host, with the
+    // JVM test running. Such a run is stopped after 5 minutes without a sign of life and
+    // tried once more.
+    let console = run_dir.join("console.log");
+    let mut attempt = 1;
+    loop {
+        for f in ["results.tsv", "status", "ps.log", "ps.tmp"] {
+            let _ = fs::remove_file(share.join(f));
+        }
+        // The guest's /var/tmp: a sparse image, formatted in the guest.
+        let _ = fs::remove_file(&scratch);
+        let f = fs::File::create(&scratch)?;
+        f.set_len(16 << 30)?;
+        drop(f);
+        let mut cmd = vng_command();
+        let started = Instant::now();
+        let outcome = run_bounded(&mut cmd, &console, &share, opts.timeout);
+        let _ = fs::remove_file(&scratch);
+        let wall = started.elapsed();
+
+        let results = fs::read_to_string(share.join("results.tsv")).unwrap_or_default();
+        let status = fs::read_to_string(share.join("status")).ok();
+        print_summary(&opts.kernel, accel, &why, &results, wall);
+        eprintln!("xtask: guest console log: {}", console.display());
+        if !matches!(outcome, Ok(Ended::Exited)) || status.is_none() {
+            // The last snapshot of the guest's processes (see guest_script).
+            if let Ok(ps) = fs::read_to_string(share.join("ps.tmp")) {
+                eprintln!("xtask: the guest's last process snapshot:\n{ps}");
+            }
+        }
+        match outcome? {
+            Ended::Stalled if attempt == 1 => {
+                eprintln!(
+                    "xtask: the guest showed no sign of life for {} s: stopped; trying once more",
+                    STALL.as_secs()
+                );
+                attempt += 1;
+                continue;
+            }
+            Ended::Stalled => bail!(
+                "the guest froze again (no sign of life for {} s); see {}",
+                STALL.as_secs(),
+                console.display()
+            ),
+            Ended::Exited => {}
+        }
+        return match status.as_deref().map(str::trim) {
+            Some("0") => Ok(()),
+            Some(st) => bail!(
+                "tests failed under {} ({accel}): guest status {st}",
+                opts.kernel
+            ),
+            None => bail!(
+                "the guest did not report a status (it crashed or was killed before the end); see {}",
+                console.display()
+            ),
+        };
     }
 }
 
@@ -590,7 +618,17 @@ step zkstall-check "$ZKSTALL_BIN" check
 
 /// Runs vng with a deadline, copying its output to ours and to `log`. qemu runs in the
 /// child's process group, which is killed at the end whatever happened.
-fn run_bounded(mut cmd: Command, log: &Path, timeout: Duration) -> Result<()> {
+/// How a VM run ended (other than by its timeout or an interruption: errors).
+enum Ended {
+    Exited,
+    /// No output and no process snapshot from the guest for [`STALL`]: killed.
+    Stalled,
+}
+
+/// A guest silent this long has frozen: it prints a process snapshot every 30 s.
+const STALL: Duration = Duration::from_secs(300);
+
+fn run_bounded(cmd: &mut Command, log: &Path, share: &Path, timeout: Duration) -> Result<Ended> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -604,6 +642,8 @@ fn run_bounded(mut cmd: Command, log: &Path, timeout: Duration) -> Result<()> {
     let mut child = cmd.spawn().context("starting vng")?;
     let pgid = child.id() as i32;
     let log_file = fs::File::create(log)?;
+    let spawned = Instant::now();
+    let last_output = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let copiers: Vec<_> = [
         Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
         Box::new(child.stderr.take().expect("piped")),
@@ -611,12 +651,14 @@ fn run_bounded(mut cmd: Command, log: &Path, timeout: Duration) -> Result<()> {
     .into_iter()
     .map(|r| {
         let mut log = log_file.try_clone().expect("log file");
+        let last_output = last_output.clone();
         std::thread::spawn(move || {
             // Serial consoles end lines with \r\n; keep the log plain.
             for line in BufReader::new(r).split(b'\n').map_while(Result::ok) {
                 let line = String::from_utf8_lossy(&line).replace('\r', "");
                 println!("{line}");
                 let _ = writeln!(log, "{line}");
+                last_output.store(spawned.elapsed().as_secs(), Ordering::Relaxed);
             }
         })
     })
@@ -625,21 +667,30 @@ fn run_bounded(mut cmd: Command, log: &Path, timeout: Duration) -> Result<()> {
     let result = loop {
         match child.try_wait() {
             Ok(Some(st)) => {
-                break if st.success() {
-                    Ok(())
-                } else {
+                if !st.success() {
                     // Without udev in the guest, virtme-ng cannot pass the script's exit
                     // status out and exits non-zero whatever it was: the status file is
                     // what counts.
                     eprintln!("xtask: vng exited with {st}");
-                    Ok(())
-                };
+                }
+                break Ok(Ended::Exited);
             }
             Ok(None) => {}
             Err(e) => break Err(anyhow::anyhow!("waiting for vng: {e}")),
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
             break Err(anyhow::anyhow!("interrupted: the VM was stopped"));
+        }
+        let snapshot_age = fs::metadata(share.join("ps.log"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or(Duration::MAX);
+        let output_age = spawned
+            .elapsed()
+            .saturating_sub(Duration::from_secs(last_output.load(Ordering::Relaxed)));
+        if output_age > STALL && snapshot_age > STALL {
+            break Ok(Ended::Stalled);
         }
         if Instant::now() > deadline {
             break Err(anyhow::anyhow!(
