@@ -657,7 +657,8 @@ fn run_bounded(cmd: &mut Command, log: &Path, share: &Path, timeout: Duration) -
             for line in BufReader::new(r).split(b'\n').map_while(Result::ok) {
                 let line = String::from_utf8_lossy(&line).replace('\r', "");
                 println!("{line}");
-                let _ = writeln!(log, "{line}");
+                // The log has the host's clock: seconds since qemu started.
+                let _ = writeln!(log, "[{:8.2}] {line}", spawned.elapsed().as_secs_f64());
                 last_output.store(spawned.elapsed().as_secs(), Ordering::Relaxed);
             }
         })
