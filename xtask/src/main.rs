@@ -69,7 +69,8 @@ enum Cmd {
         /// Accelerator: KVM if a probe boot works (auto), or force one.
         #[arg(long, value_enum, default_value = "auto")]
         accel: vm::Accel,
-        /// Test tiers to run, comma-separated: check, fsync, observe, verdicts, zookeeper.
+        /// Test tiers to run, comma-separated: check, fsync, observe, verdicts, zookeeper,
+        /// shapes.
         /// zookeeper is not in the default: under TCG its JVMs start too slowly for its
         /// scenarios (see README, "Kernels tested").
         #[arg(

@@ -51,7 +51,14 @@ const VIRTME_NG_VERSION: &str = "1.42";
 
 /// The test tiers that need root and a kernel, in the order they run: each is one test
 /// executable of the `zkstall-tests` crate.
-pub const TIERS: &[&str] = &["check", "fsync", "observe", "verdicts", "zookeeper"];
+pub const TIERS: &[&str] = &[
+    "check",
+    "fsync",
+    "observe",
+    "verdicts",
+    "zookeeper",
+    "shapes",
+];
 
 /// Tests that cannot show what they test on an emulated (TCG) CPU, skipped there (not under
 /// KVM), each with the reason, which the run prints.
@@ -587,8 +594,9 @@ finish() {{
 ) &
 
 # Debian builds these as modules; the tests need ext4 (and its jbd2 journal: the journal
-# signal's tracepoints appear only once jbd2 is loaded), loop devices, and the scratch disk.
-step modules modprobe -a virtio_blk loop jbd2 ext4 || finish
+# signal's tracepoints appear only once jbd2 is loaded), XFS, loop devices, and the scratch
+# disk.
+step modules modprobe -a virtio_blk loop jbd2 ext4 xfs || finish
 # The scratch disk (the only virtio disk) becomes /var/tmp, where tests put scratch
 # directories and loop images.
 scratch() {{
