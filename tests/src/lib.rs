@@ -124,6 +124,62 @@ pub fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration)
     }
 }
 
+/// Now on CLOCK_MONOTONIC, in nanoseconds: the clock of zkstall's `start_ns` (the kernel's
+/// `bpf_ktime_get_ns`). Tests bracket what they inject with it and compare the kernel's
+/// measurements against those brackets, never against how long a sleep of their own took:
+/// on a slow machine (a guest under emulation) starting `fsfreeze` alone takes a noticeable
+/// fraction of a second.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The interval `[start_ns, start_ns + duration_ms]` of a zkstall record, in ns.
+pub fn interval_ns(r: &serde_json::Value) -> (u64, u64) {
+    let start = r["start_ns"].as_u64().expect("start_ns");
+    let ms = r["duration_ms"].as_f64().expect("duration_ms");
+    (start, start + (ms * 1e6).round() as u64)
+}
+
+/// True when the record's interval overlaps `[from_ns, to_ns]` (CLOCK_MONOTONIC).
+pub fn overlaps(r: &serde_json::Value, from_ns: u64, to_ns: u64) -> bool {
+    let (start, end) = interval_ns(r);
+    start <= to_ns && end >= from_ns
+}
+
+/// Pins every thread whose name starts with `prefix` (a kernel thread such as a
+/// filesystem's `jbd2/loop3-8`) to `cpus` (a taskset list, e.g. "0"). Panics when there is
+/// none.
+pub fn pin_threads_named(prefix: &str, cpus: &str) {
+    let mut pinned = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(prefix) {
+            sh("taskset", &["-pc", cpus, &pid.to_string()]);
+            pinned += 1;
+        }
+    }
+    assert!(pinned > 0, "no thread named {prefix}*");
+}
+
+/// The median of some values (0 for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// A command running the zkstall binary with piped output.
 pub fn zkstall(args: &[&str]) -> Command {
     let mut c = Command::new(zkstall_bin());

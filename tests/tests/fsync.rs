@@ -185,6 +185,7 @@ fn assert_matches_own(t: &Traced, expect_fd: bool) {
         t.records
     );
     let mut worst_ns = 0i64;
+    let mut diffs_ms = Vec::new();
     for (r, o) in t.records.iter().zip(&t.own) {
         assert_eq!(r["type"], "fsync");
         assert_eq!(r["pid"].as_u64(), Some(pid), "only the traced process: {r}");
@@ -224,11 +225,7 @@ fn assert_matches_own(t: &Traced, expect_fd: bool) {
         );
         let diff = o["duration_ns"].as_i64().unwrap() - (k_ms * 1e6) as i64;
         worst_ns = worst_ns.max(diff.abs());
-        // Within 2 ms: generous for a loaded 2-core CI machine; typically under 0.05 ms.
-        assert!(
-            diff.abs() < 2_000_000,
-            "duration differs by {diff} ns: {r} vs {o}"
-        );
+        diffs_ms.push(diff as f64 / 1e6);
         // Wall-clock time of the same instant.
         let unix_ms = r["start_unix_ms"].as_i64().unwrap();
         let now_ms = std::time::SystemTime::now()
@@ -240,9 +237,20 @@ fn assert_matches_own(t: &Traced, expect_fd: bool) {
             "start_unix_ms {unix_ms} is not near now {now_ms}"
         );
     }
+    // The workload's timing adds the user-mode time around the syscall (two clock reads,
+    // the syscall entry and exit), plus whatever delayed the thread there: typically under
+    // 0.05 ms. Each call is checked exactly above (the kernel's interval lies inside the
+    // workload's); the size of the difference is checked on the median, not on every call:
+    // on a slow machine (a guest under emulation, sharing 2 host CPUs) a few calls are
+    // stretched by milliseconds the guest kernel cannot see (its vCPU was not running).
+    let median_ms = median(diffs_ms.clone());
     eprintln!(
-        "largest difference from the workload's own timing: {worst_ns} ns over {} calls",
+        "difference from the workload's own timing: median {median_ms:.3} ms, largest {worst_ns} ns over {} calls",
         t.own.len()
+    );
+    assert!(
+        median_ms < 2.0,
+        "the kernel's durations are not the workload's calls: differences {diffs_ms:?} ms"
     );
     assert_eq!(t.summary["dropped"], 0, "{}", t.summary);
     assert_eq!(t.summary["pids"], serde_json::json!([pid]));
@@ -411,16 +419,25 @@ fn finds_a_zookeeper_jvm_by_itself_and_names_its_sync_thread() {
         "FileChannel.force(false) is fdatasync: {forces:#?}"
     );
     let log = log.to_string_lossy();
+    let mut extra_ms = Vec::new();
     for (r, own_ms) in forces.iter().zip(&own) {
         assert_eq!(r["thread"], "SyncThread:0", "the JVM named its thread: {r}");
         assert_eq!(r["path"].as_str(), Some(log.as_ref()));
         let ms = r["duration_ms"].as_f64().unwrap();
         // force() adds the JNI transition to the syscall: a little longer, never shorter.
         assert!(
-            ms <= own_ms + 0.01 && own_ms - ms < 2.0,
+            ms <= own_ms + 0.01,
             "kernel {ms} ms vs JVM's own {own_ms} ms"
         );
+        extra_ms.push(own_ms - ms);
     }
+    // How much longer: checked on the median, as in assert_matches_own. Under emulation
+    // the first force() (linking its native method) and a few others are milliseconds
+    // longer in the JVM's user-mode code, which no kernel event accounts for.
+    assert!(
+        median(extra_ms.clone()) < 2.0,
+        "the kernel's durations are not the JVM's force() calls: JVM minus kernel {extra_ms:?} ms"
+    );
 }
 
 #[test]

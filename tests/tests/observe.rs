@@ -7,7 +7,7 @@ use std::{
     io::Write as _,
     process::{Command, Stdio},
     sync::Mutex,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -121,11 +121,12 @@ fn a_thread_blocked_by_a_frozen_filesystem_is_a_d_state_interval_with_its_stack(
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     std::thread::sleep(Duration::from_millis(300));
 
+    let freeze_began = mono_ns();
     let mut freeze = Freeze::new(&mnt.dir);
-    let frozen_at = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
-    let frozen_for = frozen_at.elapsed();
+    let thaw_began = mono_ns();
     freeze.thaw();
+    let thawed = mono_ns();
     std::thread::sleep(Duration::from_millis(300));
     let _ = work.child.kill();
     let records = finish_tracer(tracer);
@@ -152,13 +153,19 @@ fn a_thread_blocked_by_a_frozen_filesystem_is_a_d_state_interval_with_its_stack(
     if let Some(tid) = worker_tid {
         assert_eq!(b["tid"].as_u64(), Some(tid));
     }
-    // It blocked within one loop iteration (5 ms + a call) of the freeze and ran again
-    // right after the thaw.
-    let ms = b["duration_ms"].as_f64().unwrap();
-    let frozen_ms = frozen_for.as_secs_f64() * 1000.0;
+    // It blocked while the filesystem was frozen and ran again when the thaw woke it (as
+    // soon as it got a CPU). Checked against the freeze's bounds on the kernel's clock,
+    // not against the length of the test's own sleep: starting `fsfreeze -f` and
+    // `fsfreeze -u` takes time of its own, a lot of it on a slow (emulated) machine.
+    let (b_start, b_end) = interval_ns(b);
+    let runq_ns = (b["runq_ms"].as_f64().unwrap() * 1e6) as u64;
     assert!(
-        ms <= frozen_ms + 100.0 && ms >= frozen_ms - 100.0,
-        "blocked {ms} ms, frozen {frozen_ms} ms"
+        freeze_began <= b_start && b_start < thaw_began,
+        "blocked at {b_start}, outside the freeze [{freeze_began}, {thaw_began}]: {b}"
+    );
+    assert!(
+        thaw_began <= b_end && b_end <= thawed + runq_ns + 10_000,
+        "ran again at {b_end}, not at the thaw [{thaw_began}, {thawed}] (+ {runq_ns} ns run queue): {b}"
     );
     let stack = b["stack"].as_array().expect("a D-state stack");
     let joined: Vec<&str> = stack.iter().filter_map(|f| f.as_str()).collect();
@@ -175,13 +182,14 @@ fn a_thread_blocked_by_a_frozen_filesystem_is_a_d_state_interval_with_its_stack(
         "{joined:#?}"
     );
     assert_eq!(b["syscall"], "write", "{b}");
-    // And the stuck write() is reported as a slow call in its own right.
+    // And the stuck write() is reported as a slow call in its own right: the call that
+    // holds the whole D interval.
     let writes: Vec<&Value> = of_type(&records, "write");
     assert!(
-        writes
-            .iter()
-            .any(|w| w["duration_ms"].as_f64().unwrap() > frozen_ms - 100.0
-                && w["thread"] == "SyncThread:1"),
+        writes.iter().any(|w| {
+            let (w_start, w_end) = interval_ns(w);
+            w["thread"] == "SyncThread:1" && w_start <= b_start && w_end + 10_000 >= b_end
+        }),
         "the write stuck on the frozen fs is reported: {writes:#?}"
     );
 }

@@ -157,7 +157,9 @@ fn a_frozen_filesystem_under_a_write_is_fs_blocked() {
         &[],
     );
     let mut freeze = Freeze::new(&mnt.dir);
+    let frozen = mono_ns();
     std::thread::sleep(Duration::from_millis(1500));
+    let thaw_began = mono_ns();
     freeze.thaw();
     let (calls, live) = sc.finish_raw();
     // The recording, reported later without root, says exactly what the live run said.
@@ -181,9 +183,17 @@ fn a_frozen_filesystem_under_a_write_is_fs_blocked() {
     let c = &calls[0];
     assert_eq!(c["type"], "write", "the stuck call is the write: {c}");
     assert_eq!(c["verdict"], "fs_blocked", "{}", c["headline"]);
+    // From when the write started (or the freeze was complete, if later) until the thaw
+    // began, the thread was blocked on the freeze, but for what it ran on a CPU or waited
+    // for one: bounds on the kernel's clock, not the test's own 1.5 s sleep.
+    let (c_start, _) = interval_ns(c);
+    let ev = &c["evidence"];
+    let frozen_under_it_ms = thaw_began.saturating_sub(c_start.max(frozen)) as f64 / 1e6;
+    let not_d_ms = ev["on_cpu_ms"].as_f64().unwrap() + ev["runq_ms"].as_f64().unwrap();
     assert!(
-        c["evidence"]["d_state_ms"].as_f64().unwrap() > 1300.0,
-        "{c}"
+        frozen_under_it_ms > 1000.0
+            && ev["d_state_ms"].as_f64().unwrap() >= frozen_under_it_ms - not_d_ms - 0.01,
+        "blocked in D for the {frozen_under_it_ms} ms it was frozen under it: {c}"
     );
     assert!(
         c["headline"].as_str().unwrap().contains("percpu_rwsem"),
@@ -219,9 +229,10 @@ fn a_competing_dd_with_conv_fsync_is_journal_wait_or_contention_naming_dd() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lo = LoopDev::new(1024);
     let mnt = Mount::ext4(&lo.dev);
-    let sc = Scenario::start(
+    // --events: dd's block requests say when it was writing to the device.
+    let sc = Scenario::start_with(
         &mnt.dir.join("zk"),
-        "50ms",
+        &["--threshold", "50ms", "--format", "json", "--events"],
         &[
             "--calls",
             "100000",
@@ -241,8 +252,34 @@ fn a_competing_dd_with_conv_fsync_is_journal_wait_or_contention_naming_dd() {
     );
     let dd_pid = dd.pid() as u64;
     assert!(dd.wait_for_exit(Duration::from_secs(120)).success());
-    let calls = sc.finish();
-    let slow: Vec<&Value> = calls.iter().filter(|c| c["type"] == "fsync").collect();
+    let (calls, raw) = sc.finish_raw();
+    // When dd's data was going to the device, as the kernel saw it: from the first to the
+    // last completion of a request queued by dd or charged to it (flusher writeback).
+    let dev = lo.majmin();
+    let dd_io: Vec<u64> = json_lines(&raw)
+        .iter()
+        .filter(|r| {
+            r["type"] == "io"
+                && r["dev"] == dev.as_str()
+                && (r["pid"].as_u64() == Some(dd_pid)
+                    || r["dirtier"]["pid"].as_u64() == Some(dd_pid))
+        })
+        .filter_map(|r| r["complete_ns"].as_u64())
+        .collect();
+    let (Some(&dd_from), Some(&dd_to)) = (dd_io.iter().min(), dd_io.iter().max()) else {
+        panic!("no request of dd on {dev}");
+    };
+    // The slow calls while dd's writes were going to the device. (On a slow machine, a
+    // guest under emulation, an fdatasync can pass the threshold with no help from dd,
+    // its own journal commit taking that long: before dd's writes reach the device, and
+    // after. Those are not this test's point.)
+    let slow: Vec<&Value> = calls
+        .iter()
+        .filter(|c| {
+            let (start, end) = interval_ns(c);
+            c["type"] == "fsync" && dd_from <= start && end <= dd_to
+        })
+        .collect();
     assert!(!slow.is_empty(), "dd slows the fdatasyncs down");
     for c in &slow {
         let v = c["verdict"].as_str().unwrap();
@@ -381,6 +418,10 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
     // worker is kept on CPU 0, or the hog would stall the device too (a device stall,
     // truthfully reported, but not this test's point).
     let _wq = WorkqueueCpus::set("1");
+    // The same for the filesystem's journal thread: with the hog on its CPU, the
+    // workload's fdatasyncs would wait for a starved jbd2 commit (journal_wait, truthfully,
+    // and likely on a slow machine, where each commit takes hundreds of ms).
+    pin_threads_named(&format!("jbd2/{}-", lo.name()), "0");
     let sc = Scenario::start(
         &mnt.dir.join("zk"),
         "200ms",

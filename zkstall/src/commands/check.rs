@@ -36,6 +36,27 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
+/// The oldest kernel zkstall runs on: every record reaches userspace through a BPF ring
+/// buffer (BPF_MAP_TYPE_RINGBUF), which Linux 5.8 introduced.
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// Whether a kernel release (`uname -r`) is supported, and the line `check` prints for it.
+fn kernel_support(release: &str) -> (Status, String) {
+    match kernel_version(release) {
+        Some(v) if v >= MIN_KERNEL => (
+            Status::Ok,
+            format!("{release} (the BPF ring buffer needs >= 5.8)"),
+        ),
+        Some(_) => (
+            Status::Fail,
+            format!(
+                "{release} is unsupported: zkstall needs Linux >= 5.8, where the BPF ring buffer (BPF_MAP_TYPE_RINGBUF) that carries its records appeared; upgrade the kernel"
+            ),
+        ),
+        None => (Status::Warn, format!("cannot parse release {release:?}")),
+    }
+}
+
 fn uname_release() -> String {
     // SAFETY: utsname is plain old data; uname fills it.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
@@ -54,23 +75,8 @@ pub fn run(w: impl Write) -> bool {
     let mut r = Report { w, failures: 0 };
 
     let release = uname_release();
-    match kernel_version(&release) {
-        Some(v) if v >= (5, 8) => r.line(
-            Status::Ok,
-            "kernel",
-            &format!("{release} (the BPF ring buffer needs >= 5.8)"),
-        ),
-        Some(_) => r.line(
-            Status::Fail,
-            "kernel",
-            &format!("{release}: zkstall needs Linux >= 5.8 (BPF ring buffer); upgrade the kernel"),
-        ),
-        None => r.line(
-            Status::Warn,
-            "kernel",
-            &format!("cannot parse release {release:?}"),
-        ),
-    }
+    let (st, detail) = kernel_support(&release);
+    r.line(st, "kernel", &detail);
 
     let btf = match Btf::from_sys_fs() {
         Ok(b) => {
@@ -226,5 +232,27 @@ mod tests {
         assert_eq!(kernel_version("5.8.0"), Some((5, 8)));
         assert!(kernel_version("4.19.1").unwrap() < (5, 8));
         assert_eq!(kernel_version("weird"), None);
+    }
+
+    #[test]
+    fn kernels_below_5_8_are_unsupported_naming_the_ring_buffer() {
+        // Debian 10 and Ubuntu 18.04's kernels.
+        for old in ["4.19.0-27-amd64", "5.4.0-150-generic", "5.7.19"] {
+            let (st, line) = kernel_support(old);
+            assert!(st == Status::Fail, "{old}");
+            assert!(line.contains("unsupported"), "{line}");
+            assert!(line.contains("BPF ring buffer"), "{line}");
+            assert!(line.contains(">= 5.8"), "{line}");
+        }
+        // Debian 11 and 12, and the development machine's.
+        for ok in [
+            "5.8.0",
+            "5.10.0-35-amd64",
+            "6.1.0-47-amd64",
+            "6.18.44-fc-v669",
+        ] {
+            assert!(kernel_support(ok).0 == Status::Ok, "{ok}");
+        }
+        assert!(kernel_support("").0 == Status::Warn);
     }
 }

@@ -16,6 +16,10 @@ pub enum TracefsError {
     Unreadable(PathBuf, String),
     #[error("tracepoint {0} not found in {1}: this kernel does not have it")]
     Missing(String, PathBuf),
+    #[error(
+        "tracepoint {0} appears only once kernel module {1} is loaded, and it is not (`modprobe {1}`, or mount a filesystem that uses it; then restart zkstall)"
+    )]
+    ModuleNotLoaded(String, String),
     #[error("cannot parse {0}: {1}")]
     Parse(PathBuf, String),
 }
@@ -25,6 +29,10 @@ pub enum TracefsError {
 pub struct Tracefs {
     pub root: PathBuf,
     pub mounted_by_us: bool,
+    /// Root of the system whose kernel modules explain a missing tracepoint category
+    /// (`/`; None for a fake tracefs): distribution kernels build ext4 and jbd2 as modules,
+    /// whose tracepoints exist only once they are loaded.
+    pub system: Option<PathBuf>,
 }
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -38,6 +46,7 @@ impl Tracefs {
                 return Ok(Tracefs {
                     root: p.to_path_buf(),
                     mounted_by_us: false,
+                    system: Some(PathBuf::from("/")),
                 });
             }
             if let Err(e) = std::fs::read_dir(p)
@@ -52,6 +61,7 @@ impl Tracefs {
             Ok(Tracefs {
                 root: target.to_path_buf(),
                 mounted_by_us: true,
+                system: Some(PathBuf::from("/")),
             })
         } else {
             Err(TracefsError::MountFailed(
@@ -65,7 +75,33 @@ impl Tracefs {
         Tracefs {
             root: root.into(),
             mounted_by_us: false,
+            system: None,
         }
+    }
+
+    /// True when `module` is a loadable module of the running kernel that is not loaded
+    /// (listed in its modules.dep, absent from /sys/module).
+    fn module_not_loaded(&self, module: &str) -> bool {
+        let Some(sys) = &self.system else {
+            return false;
+        };
+        if sys.join("sys/module").join(module).exists() {
+            return false;
+        }
+        let Ok(release) = std::fs::read_to_string(sys.join("proc/sys/kernel/osrelease")) else {
+            return false;
+        };
+        let dep = sys
+            .join("lib/modules")
+            .join(release.trim())
+            .join("modules.dep");
+        let Ok(dep) = std::fs::read_to_string(dep) else {
+            return false;
+        };
+        dep.lines().filter_map(|l| l.split(':').next()).any(|path| {
+            let file = path.rsplit('/').next().unwrap_or(path);
+            file.split('.').next() == Some(module) && file.contains(".ko")
+        })
     }
 
     pub fn format_path(&self, category: &str, name: &str) -> PathBuf {
@@ -85,6 +121,14 @@ impl Tracefs {
     pub fn format(&self, category: &str, name: &str) -> Result<Format, TracefsError> {
         let path = self.format_path(category, name);
         if !self.has(category, name) {
+            // A whole event category missing: its module may just not be loaded yet.
+            if !self.root.join("events").join(category).is_dir() && self.module_not_loaded(category)
+            {
+                return Err(TracefsError::ModuleNotLoaded(
+                    format!("{category}:{name}"),
+                    category.to_string(),
+                ));
+            }
             return Err(TracefsError::Missing(
                 format!("{category}:{name}"),
                 self.root.clone(),
@@ -206,6 +250,43 @@ mod tests {
     fn rejects_garbage() {
         assert!(Format::parse("nothing here").is_err());
         assert!(Format::parse("\tfield:int x;\toffset:zz;\tsize:4;").is_err());
+    }
+
+    #[test]
+    fn tracepoints_of_an_unloaded_module_say_so() {
+        // As on Debian 12's kernel before the first ext4 mount: jbd2 is a module.
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys-root");
+        std::fs::create_dir_all(dir.path().join("events/sched")).unwrap();
+        std::fs::create_dir_all(sys.join("sys/module/loop")).unwrap();
+        std::fs::create_dir_all(sys.join("proc/sys/kernel")).unwrap();
+        std::fs::write(sys.join("proc/sys/kernel/osrelease"), "6.1.0-47-amd64\n").unwrap();
+        let mods = sys.join("lib/modules/6.1.0-47-amd64");
+        std::fs::create_dir_all(&mods).unwrap();
+        std::fs::write(
+            mods.join("modules.dep"),
+            "kernel/fs/jbd2/jbd2.ko: kernel/lib/crc16.ko\nkernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\nkernel/drivers/block/loop.ko:\n",
+        )
+        .unwrap();
+        let mut t = Tracefs::at(dir.path());
+        t.system = Some(sys.clone());
+        let e = t.format("jbd2", "jbd2_start_commit").unwrap_err();
+        assert!(matches!(e, TracefsError::ModuleNotLoaded(..)), "{e}");
+        assert!(e.to_string().contains("modprobe jbd2"), "{e}");
+        // Not a module of this kernel (or loaded, yet without the event): plainly missing.
+        assert!(matches!(
+            t.format("xfs", "xfs_log_force"),
+            Err(TracefsError::Missing(..))
+        ));
+        assert!(matches!(
+            t.format("loop", "nothing"),
+            Err(TracefsError::Missing(..))
+        ));
+        std::fs::create_dir_all(sys.join("sys/module/jbd2")).unwrap();
+        assert!(matches!(
+            t.format("jbd2", "jbd2_start_commit"),
+            Err(TracefsError::Missing(..))
+        ));
     }
 
     #[test]
