@@ -160,6 +160,8 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { seconds, rounds } => {
             setup()?;
+            // The alternative the flood is compared with.
+            apt_install(&[("bpftrace", "command -v bpftrace")])?;
             let bin = build(&root, true)?;
             bench::run(&bin, seconds, rounds)
         }
