@@ -105,48 +105,6 @@ fn smallio(dir: &Path, for_: Duration) -> Result<f64> {
     Ok(rate)
 }
 
-/// A tracer attached to an idle process, stopped (SIGINT) on drop.
-struct Tracer {
-    child: Child,
-    idle: Child,
-}
-
-impl Tracer {
-    fn start(zkstall: &Path, extra: &[&str]) -> Result<Tracer> {
-        let idle = Command::new("sleep").arg("3600").spawn()?;
-        let mut child = Command::new(zkstall)
-            .args(["trace", "--format", "json", "--threshold", "10s"])
-            .args(extra)
-            .arg("--pid")
-            .arg(idle.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().context("tracer stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("tracing 1 process") => break,
-                Some(Ok(_)) => {}
-                _ => bail!("zkstall trace ended before it was ready"),
-            }
-        }
-        // Keep draining stderr so the tracer never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Tracer { child, idle })
-    }
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-        let _ = self.idle.kill();
-        let _ = self.idle.wait();
-    }
-}
-
 /// A named load: (name, unit, run it once and return its rate).
 type Load = (&'static str, &'static str, Box<dyn Fn() -> Result<f64>>);
 
@@ -218,15 +176,16 @@ fn fio(dev: &str, seconds: u64) -> Result<f64> {
         .context("fio's write iops")
 }
 
-/// A tracer for the flood: its summary line is kept.
-struct FloodTracer {
+/// `zkstall trace` attached to an idle process; stopped (SIGINT) by `stop`, which returns
+/// its summary line.
+struct Tracer {
     child: Child,
     idle: Child,
     out: std::thread::JoinHandle<Option<serde_json::Value>>,
 }
 
-impl FloodTracer {
-    fn start(zkstall: &Path, extra: &[&str]) -> Result<FloodTracer> {
+impl Tracer {
+    fn start(zkstall: &Path, extra: &[&str]) -> Result<Tracer> {
         let idle = Command::new("sleep").arg("3600").spawn()?;
         let mut child = Command::new(zkstall)
             .args(["trace", "--format", "json", "--threshold", "10s"])
@@ -241,6 +200,8 @@ impl FloodTracer {
             BufReader::new(stdout)
                 .lines()
                 .map_while(|l| l.ok())
+                // Only the summary is parsed: --events prints a line per request.
+                .filter(|l| l.starts_with("{\"type\":\"summary\""))
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
                 .filter(|v| v["type"] == "summary")
                 .last()
@@ -255,7 +216,7 @@ impl FloodTracer {
             }
         }
         std::thread::spawn(move || for _ in lines {});
-        Ok(FloodTracer { child, idle, out })
+        Ok(Tracer { child, idle, out })
     }
 
     fn stop(mut self) -> Option<serde_json::Value> {
@@ -347,8 +308,16 @@ pub fn flood(zkstall: &Path, seconds: u64, rounds: usize) -> Result<()> {
         .is_ok_and(|o| o.status.success());
     let disk_arg = ["--disk", dev.as_str()];
     let mut modes: Vec<(String, Option<(std::path::PathBuf, Vec<&str>)>, bool)> = vec![
-        ("zkstall --disk (every request)".into(), Some((zkstall.to_path_buf(), disk_arg.to_vec())), false),
-        ("zkstall (disk only counted)".into(), Some((zkstall.to_path_buf(), vec![])), false),
+        (
+            "zkstall --disk (every request)".into(),
+            Some((zkstall.to_path_buf(), disk_arg.to_vec())),
+            false,
+        ),
+        (
+            "zkstall (disk only counted)".into(),
+            Some((zkstall.to_path_buf(), vec![])),
+            false,
+        ),
     ];
     if bpftrace {
         modes.push(("bpftrace issue->complete".into(), None, true));
@@ -356,9 +325,16 @@ pub fn flood(zkstall: &Path, seconds: u64, rounds: usize) -> Result<()> {
         println!("(bpftrace not installed: its comparison is left out)");
     }
     if let Some(b) = &baseline {
-        modes.push((format!("baseline {}", b.display()), Some((b.clone(), vec![])), false));
+        modes.push((
+            format!("baseline {}", b.display()),
+            Some((b.clone(), vec![])),
+            false,
+        ));
     }
-    println!("{:<36} {:>10} {:>10} {:>7}  what zkstall saw (last round)", "with", "without", "with", "ratio");
+    println!(
+        "{:<36} {:>10} {:>10} {:>7}  what zkstall saw (last round)",
+        "with", "without", "with", "ratio"
+    );
     for (name, tracer, is_bpftrace) in &modes {
         let (mut without, mut with) = (Vec::new(), Vec::new());
         let mut seen = None;
@@ -369,7 +345,7 @@ pub fn flood(zkstall: &Path, seconds: u64, rounds: usize) -> Result<()> {
                 with.push(fio(&dev, seconds)?);
                 drop(b);
             } else if let Some((bin, extra)) = tracer {
-                let t = FloodTracer::start(bin, extra)?;
+                let t = Tracer::start(bin, extra)?;
                 with.push(fio(&dev, seconds)?);
                 seen = t.stop();
             }
@@ -378,7 +354,11 @@ pub fn flood(zkstall: &Path, seconds: u64, rounds: usize) -> Result<()> {
         println!(
             "{name:<36} {a:>10.0} {b:>10.0} {:>7.3}  {}",
             b / a,
-            if *is_bpftrace { String::new() } else { counters(&seen) }
+            if *is_bpftrace {
+                String::new()
+            } else {
+                counters(&seen)
+            }
         );
     }
     Ok(())
@@ -425,7 +405,7 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize) -> Result<()> {
                 without.push(load()?);
                 let tracer = Tracer::start(bin, extra)?;
                 with.push(load()?);
-                drop(tracer);
+                tracer.stop();
             }
             let (a, b) = (median(without), median(with));
             println!(

@@ -143,14 +143,18 @@ impl Feed<'_> {
     }
 
     fn note(&mut self, n: Note, probes: &mut Probes) -> anyhow::Result<()> {
-        self.pipeline
-            .note(&n, self.sink)
-            .context("writing output")?;
+        self.record(&n)?;
+        self.watch_wanted(probes)
+    }
+
+    /// Hands a note to the pipeline and the recording (after the facts it asked for).
+    fn record(&mut self, n: &Note) -> anyhow::Result<()> {
+        self.pipeline.note(n, self.sink).context("writing output")?;
         self.facts()?;
         if let Some(w) = &mut self.writer {
-            w.note(&n).context("writing the recording")?;
+            w.note(n).context("writing the recording")?;
         }
-        self.watch_wanted(probes)
+        Ok(())
     }
 
     /// Watches the disks the pipeline found traced files on (and their partitions), and
@@ -172,12 +176,7 @@ impl Feed<'_> {
                 comm,
                 why,
             };
-            self.pipeline
-                .note(&n, self.sink)
-                .context("writing output")?;
-            if let Some(w) = &mut self.writer {
-                w.note(&n).context("writing the recording")?;
-            }
+            self.record(&n)?;
         }
         for (disk, name, why) in self.pipeline.take_wanted_disks() {
             for dev in self.topology.disk_and_partitions(disk) {
@@ -195,12 +194,7 @@ impl Feed<'_> {
                 backing_bdi,
                 backing_ino,
             };
-            self.pipeline
-                .note(&n, self.sink)
-                .context("writing output")?;
-            if let Some(w) = &mut self.writer {
-                w.note(&n).context("writing the recording")?;
-            }
+            self.record(&n)?;
         }
         Ok(())
     }
@@ -691,13 +685,7 @@ fn losses(
         ringbuf_full: full,
         shed: n_shed,
     };
-    feed.pipeline
-        .note(&n, feed.sink)
-        .context("writing output")?;
-    if let Some(w) = &mut feed.writer {
-        w.note(&n).context("writing the recording")?;
-    }
-    Ok(())
+    feed.record(&n)
 }
 
 fn losses_final(
@@ -721,13 +709,7 @@ fn losses_final(
         ringbuf_full: full,
         shed: 0,
     };
-    feed.pipeline
-        .note(&n, feed.sink)
-        .context("writing output")?;
-    if let Some(w) = &mut feed.writer {
-        w.note(&n).context("writing the recording")?;
-    }
-    Ok(())
+    feed.record(&n)
 }
 
 fn trailer(
