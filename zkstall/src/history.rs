@@ -167,6 +167,13 @@ pub enum WakerInfo {
 impl WakerInfo {
     pub fn label(&self) -> String {
         match self {
+            // A kernel thread is its own process: its name once.
+            WakerInfo::Task {
+                thread,
+                process: Some(p),
+                pid,
+                ..
+            } if p == thread => format!("{thread} ({pid})"),
             WakerInfo::Task {
                 thread,
                 process: Some(p),
