@@ -153,22 +153,93 @@ pub fn overlaps(r: &serde_json::Value, from_ns: u64, to_ns: u64) -> bool {
     start <= to_ns && end >= from_ns
 }
 
-/// Pins every thread whose name starts with `prefix` (a kernel thread such as a
-/// filesystem's `jbd2/loop3-8`) to `cpus` (a taskset list, e.g. "0"). Panics when there is
-/// none.
-pub fn pin_threads_named(prefix: &str, cpus: &str) {
-    let mut pinned = 0;
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim_end().starts_with(prefix) {
+/// Threads whose names start with a prefix, pinned to some CPUs; their earlier affinity is
+/// restored on drop (kernel threads of the host's own filesystems are pinned too).
+pub struct PinnedThreads {
+    saved: Vec<(u32, String)>,
+}
+
+impl PinnedThreads {
+    /// Pins every thread named `prefix*` to `cpus` (a taskset list, e.g. "0").
+    pub fn named(prefix: &str, cpus: &str) -> PinnedThreads {
+        let mut saved = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if !comm.trim_end().starts_with(prefix) {
+                continue;
+            }
+            // "pid 123's current affinity list: 0,1"
+            let Ok(out) = Command::new("taskset")
+                .args(["-pc", &pid.to_string()])
+                .output()
+            else {
+                continue;
+            };
+            let before = String::from_utf8_lossy(&out.stdout)
+                .rsplit(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if before.is_empty() {
+                continue;
+            }
             sh("taskset", &["-pc", cpus, &pid.to_string()]);
-            pinned += 1;
+            saved.push((pid, before));
+        }
+        assert!(!saved.is_empty(), "no thread named {prefix}*");
+        PinnedThreads { saved }
+    }
+}
+
+impl Drop for PinnedThreads {
+    fn drop(&mut self) {
+        for (pid, cpus) in &self.saved {
+            let _ = Command::new("taskset")
+                .args(["-pc", cpus, &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
-    assert!(pinned > 0, "no thread named {prefix}*");
+}
+
+/// Device interrupts steered to some CPUs (a hex mask, e.g. "1" for CPU 0), so their
+/// completions (and the softirqs after them) do not share a CPU a test hogs; every IRQ's
+/// earlier mask is restored on drop. IRQs that cannot be moved are left alone.
+pub struct IrqAffinity {
+    saved: Vec<(PathBuf, String)>,
+}
+
+impl IrqAffinity {
+    pub fn all_to(mask: &str) -> IrqAffinity {
+        let mut saved = Vec::new();
+        for entry in std::fs::read_dir("/proc/irq")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = entry.path().join("smp_affinity");
+            let Ok(before) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            if std::fs::write(&p, mask).is_ok() {
+                saved.push((p, before.trim().to_string()));
+            }
+        }
+        IrqAffinity { saved }
+    }
+}
+
+impl Drop for IrqAffinity {
+    fn drop(&mut self) {
+        for (p, mask) in &self.saved {
+            let _ = std::fs::write(p, mask);
+        }
+    }
 }
 
 /// The median of some values (0 for none).

@@ -321,6 +321,12 @@ fn a_starved_sync_thread_is_cpu_starvation() {
     let mnt = Mount::ext4(&lo.dev);
     // ZooKeeper on CPU 1; the loop device's worker on CPU 0 (else the device stalls too).
     let _wq = WorkqueueCpus::set("1");
+    // And every journal thread (this filesystem's, and the host's under the loop device's
+    // backing file), or the fsyncs wait on starved commits: see verdicts.rs.
+    let _jbd2 = PinnedThreads::named("jbd2/", "0");
+    // Disk interrupts on CPU 0 too: with the hog on CPU 1, completions handled there (in
+    // softirqs deferred to a starved ksoftirqd) would slow the disks under the workload.
+    let _irqs = IrqAffinity::all_to("1");
     let (mut zk, tracer) = start(&mnt.dir, &["taskset", "-c", "1"]);
     let mut load = zk.load(8);
     std::thread::sleep(Duration::from_secs(3));
