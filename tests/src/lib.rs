@@ -775,11 +775,14 @@ pub fn match_zk_warning<'a>(
     tolerance_ms: f64,
 ) -> Option<&'a serde_json::Value> {
     records.iter().find(|r| {
-        // What the JVM measured: the syscall, plus any wait right after it returned.
-        let d = r["visible_ms"].as_f64().or(r["duration_ms"].as_f64());
-        let (Some(d), Some(start)) = (d, r["start_unix_ms"].as_i64()) else {
+        // What the JVM measured lies between the syscall alone and the syscall plus the
+        // wait right after it returned (zkstall counts a preemption in the first 50 µs of
+        // CPU after the return, which may come just after ZooKeeper's closing nanoTime).
+        let (Some(syscall), Some(start)) = (r["duration_ms"].as_f64(), r["start_unix_ms"].as_i64())
+        else {
             return false;
         };
+        let d = r["visible_ms"].as_f64().unwrap_or(syscall);
         let end = start as f64 + d;
         // ZooKeeper's clock also counts the JVM's code around the syscall (FileChannel's
         // prologue and epilogue, between its nanoTime reads and fdatasync): on a
@@ -795,7 +798,7 @@ pub fn match_zk_warning<'a>(
         r["type"] == "fsync"
             && r["syscall"] == "fdatasync"
             && r["thread"].as_str() == Some(w.thread.as_str())
-            && ((d - took).abs() <= tolerance_ms || jvm_side)
+            && ((took >= syscall - tolerance_ms && took <= d + tolerance_ms) || jvm_side)
             && (w.logged_unix_ms as f64 - end).abs() <= 100.0
     })
 }

@@ -461,11 +461,14 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     let s = summary(&records);
     eprintln!("summary: {s}");
     // Every neighbour request is counted in the kernel (fio's count and the kernel's can
-    // differ by the one or two requests in flight when fio's clock stops).
+    // differ by the one or two requests in flight when fio's clock stops), except where
+    // the kernel itself skipped a program's run (a completion in an interrupt while the
+    // same program ran on that CPU): those are counted apart, never silently lost.
     let counted = s["io_other_disks"].as_u64().unwrap();
+    let misses = s["probe_misses"].as_u64().unwrap();
     assert!(
-        counted + 4 >= ios,
-        "every neighbour request is counted in the kernel ({counted} of {ios})"
+        counted + misses + 4 >= ios,
+        "every neighbour request is counted in the kernel ({counted} of {ios}, {misses} probe runs skipped by the kernel)"
     );
     let flood_name = flood_dev.name();
     assert!(

@@ -57,6 +57,25 @@ zkstall report zk1.zst                      # the slow calls, explained\n  \
 zkstall report zk1.zst --threshold 500ms    # only the worst\n  \
 zkstall report zk1.zst --format json --events")]
     Report(ReportArgs),
+    /// Run always on: trace every ZooKeeper JVM (found whenever it starts), keep a
+    /// bounded flight recorder of the last minutes, write an incident recording when a
+    /// call crosses the threshold (or on SIGUSR1, or POST /trigger), and serve Prometheus
+    /// metrics.
+    #[command(after_help = "Examples:\n  \
+zkstall agent                                   # defaults, or /etc/zkstall/agent.toml if present\n  \
+zkstall agent --config /etc/zkstall/agent.toml  # settings from a file (flags override it)\n  \
+zkstall agent --threshold 1s --window 5m --incident-dir /srv/zkstall\n  \
+curl -s 127.0.0.1:9477/metrics                  # Prometheus metrics\n  \
+curl -s -XPOST 127.0.0.1:9477/trigger           # write an incident now (prints its path)\n  \
+kill -USR1 $(pidof zkstall)                     # the same\n  \
+zkstall report /var/lib/zkstall/incidents/zkstall-incident-...zst\n\n\
+Every setting is a flag and a key of the config file (TOML, the flag's name with \
+underscores: threshold = \"500ms\", max_memory = \"64MiB\", incident_dir = \"...\"). \
+Incident files are 0600, named zkstall-incident-<host>-<UTC time>-<why>.zst; the oldest \
+are removed past --max-incidents or --max-incident-bytes. The agent's memory (RSS) stays \
+under --max-memory: its history and flight recorder are sized from it, and the recorder \
+sheds its oldest chunks (counted, and said in incidents) when a flood would exceed it.")]
+    Agent(AgentArgs),
     /// Run a built-in workload (a thread named SyncThread:1 doing fsync and fdatasync) and
     /// trace it, comparing zkstall's durations with the workload's own.
     Demo(DemoArgs),
@@ -123,6 +142,47 @@ pub struct ReportArgs {
     pub events: bool,
 }
 
+#[derive(Debug, Args, Default)]
+pub struct AgentArgs {
+    /// Settings file (TOML). Default: /etc/zkstall/agent.toml when it exists.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A watched call this long is a stall: explained, counted, and an incident
+    /// [default: 500ms].
+    #[arg(short, long, value_parser = parse_duration)]
+    pub threshold: Option<Duration>,
+    /// History kept before a trigger, written into its incident [default: 2m].
+    #[arg(long, value_parser = parse_duration)]
+    pub window: Option<Duration>,
+    /// Recording goes on this long after the last trigger [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub post: Option<Duration>,
+    /// Where incident files go [default: /var/lib/zkstall/incidents].
+    #[arg(long, value_name = "DIR")]
+    pub incident_dir: Option<PathBuf>,
+    /// Incident files kept at most (the oldest go first) [default: 50].
+    #[arg(long, value_name = "N")]
+    pub max_incidents: Option<usize>,
+    /// Bytes of incident files kept at most (`1GiB`, `500MB`) [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_incident_bytes: Option<u64>,
+    /// Address of the HTTP server for /metrics and POST /trigger [default: 127.0.0.1:9477].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The agent's whole resident memory stays under this (`64MiB`) [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// Trace these processes (repeatable) instead of finding ZooKeeper JVMs.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Also trace the requests of this disk one by one (repeatable), as with trace.
+    #[arg(long = "disk", value_name = "DISK")]
+    pub disks: Vec<String>,
+    /// Off-CPU intervals from this long are kept [default: 1ms].
+    #[arg(long, value_parser = parse_duration)]
+    pub blocked_min: Option<Duration>,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// How many calls the workload makes (fsync, fdatasync, sync_file_range and msync in
@@ -172,10 +232,54 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (examples: 250ms, 5s, 2m)"))
 }
 
+/// Parses `64MiB`, `512KiB`, `1GiB`, `500MB`, `2G` (powers of 1024 either way) or a byte
+/// count.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 64MiB, 1GiB, 500MB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (examples: 64MiB, 1GiB, 500MB)"
+            ));
+        }
+    };
+    if n < 0.0 || !n.is_finite() {
+        return Err(format!("{s:?} must be a positive size"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert!(parse_size("lots").is_err());
+        assert!(
+            parse_size("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+    }
 
     #[test]
     fn durations() {

@@ -27,6 +27,31 @@ pub const MAX_THROTTLES: usize = 50_000;
 pub const MAX_COMMITS: usize = 10_000;
 pub const MAX_LOST: usize = 10_000;
 
+/// The caps of a [`History`]: the defaults above for `trace`, smaller for an agent that
+/// must stay within a memory bound (see `agent::memory`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryLimits {
+    pub ios_per_disk: usize,
+    pub blocked: usize,
+    pub throttles: usize,
+    pub commits: usize,
+}
+
+impl HistoryLimits {
+    pub const DEFAULT: HistoryLimits = HistoryLimits {
+        ios_per_disk: MAX_IOS_PER_DISK,
+        blocked: MAX_BLOCKED,
+        throttles: MAX_THROTTLES,
+        commits: MAX_COMMITS,
+    };
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// What kind of party caused I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -298,6 +323,7 @@ pub struct History {
     pub lost: VecDeque<(MonoNs, MonoNs)>,
     /// Entries shed to stay within bounds before they aged out (a flood).
     pub shed: u64,
+    pub limits: HistoryLimits,
 }
 
 fn push<T>(q: &mut VecDeque<T>, cap: usize, v: T, shed: &mut u64) -> Option<T> {
@@ -325,6 +351,13 @@ fn expire<T>(q: &mut VecDeque<T>, now: MonoNs, at: impl Fn(&T) -> MonoNs) -> Opt
 }
 
 impl History {
+    pub fn with_limits(limits: HistoryLimits) -> History {
+        History {
+            limits,
+            ..Default::default()
+        }
+    }
+
     /// Starts keeping the requests of `disk` (from `since`).
     pub fn watch(&mut self, disk: DiskDev, since: MonoNs) {
         self.disks.entry(disk).or_insert(DiskHistory {
@@ -346,7 +379,7 @@ impl History {
             shed: 0,
         });
         let mut shed = 0;
-        if let Some(old) = push(&mut h.ios, MAX_IOS_PER_DISK, v, &mut shed) {
+        if let Some(old) = push(&mut h.ios, self.limits.ios_per_disk, v, &mut shed) {
             let t = old.completed.unwrap_or(now);
             h.lost_until = Some(h.lost_until.map_or(t, |l| l.max(t)));
         }
@@ -359,7 +392,7 @@ impl History {
 
     pub fn blocked(&mut self, v: Blocked) {
         let now = v.on;
-        if let Some(old) = push(&mut self.blocked, MAX_BLOCKED, v, &mut self.shed) {
+        if let Some(old) = push(&mut self.blocked, self.limits.blocked, v, &mut self.shed) {
             let t = old.on;
             self.blocked_lost_until = Some(self.blocked_lost_until.map_or(t, |l| l.max(t)));
         }
@@ -370,20 +403,46 @@ impl History {
 
     pub fn throttle(&mut self, v: Throttle) {
         let now = v.at;
-        push(&mut self.throttles, MAX_THROTTLES, v, &mut self.shed);
+        push(
+            &mut self.throttles,
+            self.limits.throttles,
+            v,
+            &mut self.shed,
+        );
         expire(&mut self.throttles, now, |v| v.at);
     }
 
     pub fn reclaim(&mut self, v: Reclaim) {
         let now = v.end;
-        push(&mut self.reclaims, MAX_THROTTLES, v, &mut self.shed);
+        push(&mut self.reclaims, self.limits.throttles, v, &mut self.shed);
         expire(&mut self.reclaims, now, |v| v.end);
     }
 
     pub fn commit(&mut self, v: Commit) {
         let now = v.end;
-        push(&mut self.commits, MAX_COMMITS, v, &mut self.shed);
+        push(&mut self.commits, self.limits.commits, v, &mut self.shed);
         expire(&mut self.commits, now, |v| v.end);
+    }
+
+    /// Adds requests still in flight for one look (an explanation while a call is still
+    /// running); [`History::remove_open`] takes them out again. Nothing is shed or expired.
+    pub fn add_open(&mut self, ios: Vec<Io>) -> Vec<DiskDev> {
+        let mut added = Vec::with_capacity(ios.len());
+        for io in ios {
+            if let Some(h) = self.disks.get_mut(&io.disk) {
+                added.push(io.disk);
+                h.ios.push_back(io);
+            }
+        }
+        added
+    }
+
+    pub fn remove_open(&mut self, added: Vec<DiskDev>) {
+        for d in added.into_iter().rev() {
+            if let Some(h) = self.disks.get_mut(&d) {
+                h.ios.pop_back();
+            }
+        }
     }
 
     /// Records were lost between `from` and `to`.

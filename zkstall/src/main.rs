@@ -39,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Report(a) => commands::report::run(a),
         Command::Trace(a) => runtime().and_then(|rt| rt.block_on(commands::trace::run(a))),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(commands::demo::run(a))),
+        Command::Agent(a) => runtime().and_then(|rt| rt.block_on(commands::agent::run(a))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -126,10 +126,32 @@ pub struct Trailer {
     pub io_other_disks: u64,
     pub other_disks: Vec<OtherDisk>,
     pub shed_by_reader: u64,
+    /// Program runs the kernel skipped (bpf_prog_info.recursion_misses).
+    pub probe_misses: u64,
+}
+
+/// Anything that takes the frames of a recording as they are consumed: the recording's
+/// [`Writer`], the agent's flight recorder.
+pub trait FrameOut {
+    fn kernel(&mut self, rec: &[u8]) -> io::Result<()>;
+    fn note(&mut self, n: &Note) -> io::Result<()>;
+    fn fact(&mut self, f: &Fact) -> io::Result<()>;
 }
 
 pub struct Writer {
     z: zstd::Encoder<'static, BufWriter<File>>,
+}
+
+impl FrameOut for Writer {
+    fn kernel(&mut self, rec: &[u8]) -> io::Result<()> {
+        Writer::kernel(self, rec)
+    }
+    fn note(&mut self, n: &Note) -> io::Result<()> {
+        Writer::note(self, n)
+    }
+    fn fact(&mut self, f: &Fact) -> io::Result<()> {
+        Writer::fact(self, f)
+    }
 }
 
 impl Writer {

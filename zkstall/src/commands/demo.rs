@@ -56,6 +56,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         blocked_min: Duration::from_millis(1),
         output: None,
         disks: Vec::new(),
+        history: crate::history::HistoryLimits::DEFAULT,
     };
     let mut out = sink_for(args.format);
     let mut tee = Tee {

@@ -1,7 +1,9 @@
 //! The subcommands.
+pub mod agent;
 pub mod check;
 pub mod demo;
 pub mod report;
+pub mod session;
 pub mod trace;
 pub mod workload;
 

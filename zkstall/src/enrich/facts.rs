@@ -128,6 +128,27 @@ pub enum Fact {
     },
 }
 
+impl Fact {
+    /// The question this fact answers (a later answer to the same question replaces it).
+    pub fn key(&self) -> String {
+        match self {
+            Fact::Fd { pid, fd, .. } => format!("fd {pid} {fd}"),
+            Fact::Addr { pid, addr, .. } => format!("addr {pid} {addr}"),
+            Fact::DeviceName { dev, pid, .. } => format!("devname {dev} {pid}"),
+            Fact::DeviceModel { dev, .. } => format!("devmodel {dev}"),
+            Fact::Thread { pid, tid, .. } => format!("thread {pid} {tid}"),
+            Fact::Cgroup { id, .. } => format!("cgroup {id}"),
+            Fact::BlkCgroup { id, .. } => format!("blkcg {id}"),
+            Fact::ProcCgroups { pid, .. } => format!("proccg {pid}"),
+            Fact::DiskPath { dev, .. } => format!("diskpath {dev}"),
+            Fact::Stack { key, .. } => format!("stack {key}"),
+            Fact::Jvm { pid, .. } => format!("jvm {pid}"),
+            Fact::IoLimit { pid, disk, .. } => format!("iolimit {pid} {disk}"),
+            Fact::MemLimit { pid, .. } => format!("memlimit {pid}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredFile {
     pub path: String,
@@ -176,9 +197,14 @@ pub struct Live {
     mounts: Mounts,
     limits: HashMap<(u32, DiskDev), Option<IoLimit>>,
     mem_limits: HashMap<u32, Option<MemLimit>>,
-    /// Some while recording: every answer is logged.
+    /// Some while recording: every answer is logged, once until it changes.
     log: Option<Vec<Fact>>,
+    logged: lru::LruCache<String, Fact>,
 }
+
+/// Answers remembered to log each only when it changes (a replay keeps every answer it
+/// learned, so repeating an unchanged one adds nothing).
+const LOGGED_KEPT: usize = 16384;
 
 impl Live {
     /// Answers from `proc` and `sys` (normally /proc and /sys), with the cgroup mounts of
@@ -205,6 +231,7 @@ impl Live {
             limits: HashMap::new(),
             mem_limits: HashMap::new(),
             log: None,
+            logged: lru::LruCache::new(std::num::NonZeroUsize::new(LOGGED_KEPT).expect("nonzero")),
         }
     }
 
@@ -222,7 +249,13 @@ impl Live {
 
     fn note(&mut self, f: impl FnOnce() -> Fact) {
         if let Some(log) = &mut self.log {
-            log.push(f());
+            let f = f();
+            let key = f.key();
+            if self.logged.get(&key) == Some(&f) {
+                return;
+            }
+            self.logged.put(key, f.clone());
+            log.push(f);
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::{
     history::{self, Op, Party, PartyKind},
     probes::ReqBits,
     sinks::{
-        EventRecord, Sink,
+        EventRecord, Observation, Sink,
         events::{IoRecord, Who},
     },
 };
@@ -193,22 +193,22 @@ impl Pipeline {
         }
     }
 
-    pub(super) fn on_io(&mut self, io: IoDone, sink: &mut dyn Sink) -> io::Result<()> {
+    /// The history entry of a request: charged to whoever caused it.
+    pub(super) fn io_entry(&mut self, io: &IoDone) -> history::Io {
         let flags = req_flags(io.cmd_flags, &self.req_bits);
-        let charged = self.charge(&io);
-        let disk = DiskDev(io.disk);
+        let charged = self.charge(io);
         let blkcg = if io.blk_cgroup != 0 {
             self.enrich.blk_cgroup_path(io.blk_cgroup)
         } else {
             None
         };
-        self.history.io(history::Io {
-            disk,
+        history::Io {
+            disk: DiskDev(io.disk),
             part: io.part,
             sector: io.sector,
             pid: io.submitter.pid,
             tid: io.submitter.tid,
-            charged: charged.clone(),
+            charged,
             blkcg,
             bytes: if io.open { io.bytes } else { io.nr_bytes },
             op: flags.op,
@@ -221,7 +221,22 @@ impl Pipeline {
             unmatched: io.unmatched,
             requeues: io.requeues,
             status: io.status,
-        });
+        }
+    }
+
+    pub(super) fn on_io(&mut self, io: IoDone, sink: &mut dyn Sink) -> io::Result<()> {
+        let flags = req_flags(io.cmd_flags, &self.req_bits);
+        let entry = self.io_entry(&io);
+        let charged = entry.charged.clone();
+        let disk = DiskDev(io.disk);
+        self.history.io(entry);
+        if !io.open && self.watched.contains_key(&disk) {
+            sink.observe(&Observation::Io {
+                disk,
+                service_ns: io.issued.map(|i| io.completed.since(i)),
+                queue_ns: io.queued.zip(io.issued).map(|(q, i)| i.since(q)),
+            });
+        }
         if !self.events_out {
             self.count("io");
             return Ok(());

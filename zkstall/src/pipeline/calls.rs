@@ -14,7 +14,7 @@ use crate::{
     decode::{Exit, SchedState, Task},
     enrich::{FileDev, FileInfo},
     model::{Call, Open},
-    sinks::{CallRecord, Sink},
+    sinks::{CallRecord, Observation, Sink},
 };
 
 /// Where a reported call stands.
@@ -95,6 +95,12 @@ impl Pipeline {
             accounting: x.accounting,
             after_ns,
         };
+        sink.observe(&Observation::Call {
+            syscall: call.syscall.name(),
+            thread: &call.comm,
+            dev: call.file.as_ref().and_then(|f| f.dev),
+            duration_ns: x.end.since(call.start),
+        });
         let visible = call.visible_end(x.end).since(call.start);
         if visible < self.threshold_ns && !crossed {
             return Ok(());
@@ -215,6 +221,7 @@ impl Pipeline {
             stack,
             off_ns,
             wake_ns,
+            in_flight,
             ..
         } = n
         else {
@@ -280,7 +287,21 @@ impl Pipeline {
         } else {
             Phase::InProgress
         };
-        self.report(&call, now, phase, off, sink)
+        // The requests in flight now are part of the evidence (a disk that stopped has
+        // sent none of them yet); they leave the history again once it is explained.
+        let open: Vec<crate::history::Io> = in_flight
+            .iter()
+            .filter_map(|h| super::notes::from_hex(h))
+            .filter_map(|rec| match crate::decode::decode(&rec) {
+                Ok(crate::decode::Event::Io(io)) => Some(io),
+                _ => None,
+            })
+            .map(|io| self.io_entry(&io))
+            .collect();
+        let added = self.history.add_open(open);
+        let r = self.report(&call, now, phase, off, sink);
+        self.history.remove_open(added);
+        r
     }
 
     /// Explains and prints one call.

@@ -123,6 +123,12 @@ impl Pipeline {
         self
     }
 
+    /// The caps of the history kept for attribution.
+    pub fn with_history_limits(mut self, limits: crate::history::HistoryLimits) -> Self {
+        self.history = History::with_limits(limits);
+        self
+    }
+
     /// How this kernel numbers request ops and flags (from BTF, or a recording's header).
     pub fn with_req_bits(mut self, bits: ReqBits) -> Self {
         self.req_bits = bits;
@@ -163,6 +169,11 @@ impl Pipeline {
                     .push((l.disk, l.name.clone(), why.to_string()));
             }
         }
+    }
+
+    /// History entries shed to stay within bounds so far.
+    pub fn history_shed(&self) -> u64 {
+        self.history.shed
     }
 
     /// The disks watched so far.
@@ -374,6 +385,7 @@ impl Pipeline {
             pids: t.pids.clone(),
             duration_s: t.end_ns.saturating_sub(started_ns) as f64 / 1e9,
             dropped: t.dropped,
+            probe_misses: t.probe_misses,
             untimed: t.untimed + self.calls.evicted,
             exit_without_enter: t.exit_without_enter,
             read_errors: t.read_errors,

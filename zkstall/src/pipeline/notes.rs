@@ -80,6 +80,11 @@ pub enum Note {
         wchan: Option<String>,
         /// Where it waits now, innermost first.
         stack: Vec<String>,
+        /// The requests in flight on watched disks now (kernel records in the ring
+        /// buffer's layout, hex), as the kernel will report them when they complete: a
+        /// call stuck behind a request that has not completed is explained with it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        in_flight: Vec<String>,
     },
     /// Records were lost between `from_ns` and `to_ns`: the kernel found its ring buffer
     /// full, or the reader shed records it could not queue.
@@ -103,6 +108,21 @@ impl Note {
             Note::Lost { to_ns, .. } => *to_ns,
         }
     }
+}
+
+/// A kernel record as a note carries it (hex), and back.
+pub fn to_hex(rec: &[u8]) -> String {
+    rec.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The syscall named `name` (as notes carry it).
@@ -133,6 +153,7 @@ mod tests {
             wake_ns: None,
             wchan: None,
             stack: vec!["jbd2_log_wait_commit".into()],
+            in_flight: vec!["00ff".into()],
         };
         let j = serde_json::to_string(&n).unwrap();
         assert!(j.contains("\"note\":\"running\""), "{j}");
@@ -142,5 +163,11 @@ mod tests {
             Some(zkstall_common::Syscall::Fdatasync)
         );
         assert_eq!(syscall_by_name("nope"), None);
+        assert_eq!(
+            from_hex(&to_hex(&[0, 1, 0xab, 0xff])),
+            Some(vec![0, 1, 0xab, 0xff])
+        );
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
     }
 }

@@ -398,6 +398,7 @@ fn stuck_call_reported_with(threshold_ns: u64) -> (Vec<serde_json::Value>, Pipel
             wake_ns: None,
             wchan: None,
             stack: vec!["jbd2_log_wait_commit+0xc2".into()],
+            in_flight: vec![],
         };
         p.note(&running, &mut sink).unwrap();
         p.note(&running, &mut sink).unwrap(); // once only
@@ -438,6 +439,7 @@ fn a_call_still_running_at_the_end_is_reported_unfinished_even_at_threshold_zero
                 wake_ns: None,
                 wchan: None,
                 stack: vec![],
+                in_flight: vec![],
             },
             &mut sink,
         )
@@ -490,4 +492,114 @@ fn the_way_back_spans_every_preemption_and_ends_at_the_callers_own_wait() {
         "both preemptions, not the queue wait"
     );
     assert_eq!(l[0]["verdict"], "cpu_starvation", "{}", l[0]["headline"]);
+}
+
+/// A disk that stopped has not completed the request the call waits on: as the call
+/// crosses the threshold, that request (from the kernel's map, carried by the note) is
+/// the evidence of the stall.
+#[test]
+fn a_call_stuck_behind_a_request_that_never_completes_is_a_device_stall_while_it_runs() {
+    use crate::enrich::{DevId, DiskDev, DiskPath, Fact, Layer, LayerKind, facts::StoredFile};
+    let mut r = Replay::default();
+    r.learn(Fact::Fd {
+        pid: 7,
+        fd: 3,
+        file: Some(StoredFile {
+            path: "/zk/log.1".into(),
+            dev: Some("7:0".into()),
+            ino: Some(12),
+        }),
+    });
+    r.learn(Fact::DiskPath {
+        dev: "7:0".into(),
+        path: DiskPath {
+            layers: vec![Layer {
+                disk: DiskDev(DevId::parse("7:0").unwrap()),
+                name: "loop0".into(),
+                part: None,
+                part_name: None,
+                kind: LayerKind::Disk,
+                depth: 0,
+            }],
+        },
+    });
+    let mut p = Pipeline::new(Box::new(r), WallClock { offset_ns: 0 }, 500 * MS);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        p.note(
+            &Note::Watch {
+                ts_ns: 0,
+                disk: "7:0".into(),
+                name: "loop0".into(),
+                why: "/zk/log.1".into(),
+                backing_bdi: None,
+                backing_ino: None,
+            },
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        // Its write, issued at 1001 ms, still in flight at 1600 ms.
+        let rq = IoEvent {
+            hdr: hdr::<IoEvent>(EventKind::Io, 1_600 * MS, 7, 8),
+            rq: Request {
+                queued_ns: 1_000 * MS + 500_000,
+                insert_ns: 0,
+                issue_ns: 1_001 * MS,
+                sector: 8,
+                ino: 0,
+                wb_bdi: [0; 16],
+                task_cgroup: 0,
+                blk_cgroup: 0,
+                disk: 7 << 20,
+                part: 0,
+                tgid: 7,
+                tid: 8,
+                bytes: 4096,
+                done_bytes: 0,
+                cmd_flags: 1,
+                requeues: 0,
+                flags: zkstall_common::RQ_OPEN,
+                comm: comm("SyncThread:1"),
+            },
+            nr_bytes: 0,
+            status: 0,
+        };
+        let running = |in_flight: Vec<String>| Note::Running {
+            ts_ns: 1_600 * MS,
+            pid: 7,
+            tid: 8,
+            syscall: "fdatasync".into(),
+            arg: 3,
+            start_ns: 1_000 * MS,
+            start_bound: false,
+            at_end: false,
+            state: Some("D".into()),
+            off_ns: Some(1_001 * MS),
+            wake_ns: None,
+            wchan: None,
+            stack: vec!["io_schedule".into(), "folio_wait_writeback".into()],
+            in_flight,
+        };
+        p.note(&running(vec![notes::to_hex(&record_bytes(&rq))]), &mut sink)
+            .unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 1, "{l:#?}");
+    assert_eq!(l[0]["in_progress"], true);
+    assert_eq!(l[0]["verdict"], "device_stall", "{:#}", l[0]);
+    assert!(
+        l[0]["headline"].as_str().unwrap().contains("loop0"),
+        "{}",
+        l[0]["headline"]
+    );
+    // The open request was only lent to that explanation.
+    assert!(
+        p.history
+            .disks
+            .values()
+            .all(|d| d.ios.iter().all(|io| io.completed.is_some()))
+    );
 }

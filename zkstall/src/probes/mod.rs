@@ -141,6 +141,57 @@ impl Probes {
         Ok(Probes { bpf, layout })
     }
 
+    /// Runs of the loaded programs that the kernel skipped, by program: a tracepoint that
+    /// fired while the same program was already running on that CPU (a block completion
+    /// in an interrupt, say) is not run again (`recursion_misses` of bpf_prog_info, from
+    /// 5.12 on; 0 where the kernel does not report it). Those events are lost without a
+    /// trace inside the program, so they are counted here.
+    pub fn recursion_misses(&self) -> Vec<(String, u64)> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let mut out = Vec::new();
+        for (name, prog) in self.bpf.programs() {
+            let Ok(fd) = prog.fd() else { continue };
+            let fd = fd.as_fd().as_raw_fd();
+            // SAFETY: bpf_prog_info is plain integers and pointers-as-u64: all zeros is valid.
+            let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+            // The `info` member of union bpf_attr for BPF_OBJ_GET_INFO_BY_FD.
+            #[repr(C)]
+            struct InfoAttr {
+                bpf_fd: u32,
+                info_len: u32,
+                info: u64,
+            }
+            let mut attr = [0u8; 128];
+            let a = InfoAttr {
+                bpf_fd: fd as u32,
+                info_len: size_of::<aya_obj::generated::bpf_prog_info>() as u32,
+                info: &mut info as *mut _ as u64,
+            };
+            // SAFETY: InfoAttr is plain data no larger than `attr`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    &a as *const InfoAttr as *const u8,
+                    attr.as_mut_ptr(),
+                    size_of::<InfoAttr>(),
+                );
+            }
+            // SAFETY: `attr` is a zeroed bpf_attr whose info member points at `info`, which
+            // outlives the call; the kernel writes at most info_len bytes there.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+                    attr.as_mut_ptr(),
+                    attr.len() as libc::c_long,
+                )
+            };
+            if rc == 0 && info.recursion_misses > 0 {
+                out.push((name.to_string(), info.recursion_misses));
+            }
+        }
+        out
+    }
+
     /// Number of programs loaded.
     pub fn program_count(&self) -> usize {
         self.layout.enabled.iter().map(|s| s.hooks.len()).sum()

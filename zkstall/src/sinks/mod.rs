@@ -2,7 +2,9 @@
 //! Data goes to stdout (or a file) through a sink; diagnostics go to stderr via `tracing`.
 
 pub mod events;
+pub mod incidents;
 pub mod json;
+pub mod metrics;
 pub mod text;
 
 use std::io;
@@ -84,6 +86,9 @@ pub struct Summary {
     pub events: u64,
     /// Records lost in the kernel because the ring buffer was full.
     pub dropped: u64,
+    /// Program runs the kernel skipped (a tracepoint firing while the same program ran on
+    /// that CPU): their events were never seen.
+    pub probe_misses: u64,
     /// Watched calls seen, and how many were at or above the threshold.
     pub calls: u64,
     pub reported: u64,
@@ -133,10 +138,33 @@ pub struct Summary {
     pub disabled: Vec<DisabledSignal>,
 }
 
+/// Something measured on the way, reported or not (the agent's metrics count them all).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Observation<'a> {
+    /// A watched call ended (every one, not only those over the threshold).
+    Call {
+        syscall: &'static str,
+        /// The kernel's name of the thread.
+        thread: &'a str,
+        /// The file's device, when known.
+        dev: Option<crate::enrich::DevId>,
+        duration_ns: u64,
+    },
+    /// A request on a watched disk completed.
+    Io {
+        disk: crate::enrich::DiskDev,
+        /// Issue -> completion, and queued -> issue, when both ends were seen.
+        service_ns: Option<u64>,
+        queue_ns: Option<u64>,
+    },
+}
+
 pub trait Sink {
     fn call(&mut self, r: &CallRecord) -> io::Result<()>;
     fn event(&mut self, r: &EventRecord) -> io::Result<()>;
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
+    /// Every watched call and every request on a watched disk, as it ends.
+    fn observe(&mut self, _o: &Observation<'_>) {}
 }
 
 /// Passes records on to another sink and keeps a copy (the demo compares them).
@@ -155,5 +183,8 @@ impl Sink for Tee<'_> {
     }
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         self.inner.summary(s)
+    }
+    fn observe(&mut self, o: &Observation<'_>) {
+        self.inner.observe(o)
     }
 }

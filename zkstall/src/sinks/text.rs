@@ -258,6 +258,12 @@ impl<W: Write> Sink for TextSink<W> {
                 s.dropped
             ));
         }
+        if s.probe_misses > 0 {
+            lost.push(format!(
+                "{} probe run(s) skipped by the kernel (a tracepoint fired while the same program ran on that CPU)",
+                s.probe_misses
+            ));
+        }
         if s.shed_by_reader > 0 {
             lost.push(format!(
                 "{} record(s) shed by the reader because the analysis fell behind",

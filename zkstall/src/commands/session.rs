@@ -1,0 +1,1092 @@
+//! A tracing session: find the targets, load the probes, seed what is already running,
+//! attach, and stream every record through the pipeline; then close what is still open
+//! (off-CPU intervals, requests in flight, calls still running) from the kernel's maps,
+//! and report everything that was lost. `trace` and `agent` drive one each, with their own
+//! event loops around [`Session::next`], [`Session::record`] and [`Session::tick`].
+//!
+//! Everything the pipeline consumes (kernel records, notes of what userspace saw, facts)
+//! also goes to the recording and to the tap (the agent's flight recorder), in the order
+//! it was consumed: `report` replays it exactly.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use zkstall_common::{
+    BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_AFTER, CALL_START_BOUND, Counter, EventKind,
+    Inflight, IoEvent, RQ_OPEN, THREAD_AFTER, THREAD_OFF, THREAD_PENDING, ThreadState,
+};
+
+use crate::{
+    clock::{MonoNs, WallClock},
+    decode::record_bytes,
+    enrich::{DevId, FileDev, Live, Topology},
+    history::HistoryLimits,
+    pipeline::{Note, Pipeline},
+    probes::{KernelCounters, Probes, btf::Btf, layout, tracefs::Tracefs},
+    reader::{self, Reader},
+    recording::{self, DeviceInfo, FrameOut, Header, OtherDisk, TargetInfo, Trailer, Writer},
+    sinks::{DisabledSignal, Sink, Summary},
+    targets::{self, ProcRoot, Target},
+    threads_now,
+};
+
+/// How often calls crossing the threshold and losses are looked for.
+pub const TICK: Duration = Duration::from_millis(100);
+/// How often exited targets are noticed, and (without --pid) new ZooKeepers found.
+const TARGET_EVERY: u32 = 5;
+const REDISCOVER_EVERY: u32 = 10;
+/// With --threshold 0 every call is reported when it ends; a call still running is
+/// reported as it crosses this.
+const CROSSING_AT_ZERO: Duration = Duration::from_secs(1);
+
+/// What to trace and how to report it.
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    pub pids: Vec<u32>,
+    pub duration: Option<Duration>,
+    pub threshold: Duration,
+    pub events: bool,
+    pub blocked_min: Duration,
+    pub output: Option<std::path::PathBuf>,
+    /// Disks to watch besides those behind the targets' files.
+    pub disks: Vec<String>,
+    /// How much history the pipeline keeps (the agent's are smaller).
+    pub history: HistoryLimits,
+}
+
+/// The device a `--disk` argument names: `sdb`, `7:3`, or a path on it.
+pub fn resolve_disk_arg(arg: &str) -> anyhow::Result<DevId> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    if let Some(d) = DevId::parse(arg) {
+        return Ok(d);
+    }
+    let name = arg.strip_prefix("/dev/").unwrap_or(arg);
+    if !name.contains('/')
+        && let Ok(s) = std::fs::read_to_string(format!("/sys/class/block/{name}/dev"))
+        && let Some(d) = DevId::parse(&s)
+    {
+        return Ok(d);
+    }
+    let meta = std::fs::metadata(arg).with_context(|| {
+        format!("--disk {arg}: not a block device name (see /sys/class/block), MAJ:MIN, or an existing path")
+    })?;
+    Ok(if meta.file_type().is_block_device() {
+        DevId::from_dev_t(meta.rdev())
+    } else {
+        DevId::from_dev_t(meta.dev())
+    })
+}
+
+/// The pipeline plus the recording: everything consumed goes through here, so the
+/// recording holds exactly what the live run saw, in order.
+struct Feed<'s> {
+    pipeline: Pipeline,
+    writer: Option<Writer>,
+    /// Another consumer of every frame (the agent's flight recorder).
+    tap: Option<&'s mut dyn FrameOut>,
+    sink: &'s mut dyn Sink,
+    topology: Topology,
+    /// Records the reader shed, in all.
+    shed_total: u64,
+    /// Helper kernel threads added to the targets.
+    helpers: BTreeSet<u32>,
+}
+
+impl Feed<'_> {
+    fn facts(&mut self) -> anyhow::Result<()> {
+        if self.writer.is_none() && self.tap.is_none() {
+            return Ok(());
+        }
+        for f in self.pipeline.take_facts() {
+            if let Some(w) = &mut self.writer {
+                w.fact(&f).context("writing the recording")?;
+            }
+            if let Some(t) = &mut self.tap {
+                t.fact(&f).context("recording a fact")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn kernel(&mut self, rec: &[u8], probes: &mut Probes) -> anyhow::Result<()> {
+        self.pipeline
+            .handle(rec, self.sink)
+            .context("writing output")?;
+        self.facts()?;
+        if let Some(w) = &mut self.writer {
+            w.kernel(rec).context("writing the recording")?;
+        }
+        if let Some(t) = &mut self.tap {
+            t.kernel(rec).context("recording a kernel record")?;
+        }
+        self.watch_wanted(probes)
+    }
+
+    fn note(&mut self, n: Note, probes: &mut Probes) -> anyhow::Result<()> {
+        self.record(&n)?;
+        self.watch_wanted(probes)
+    }
+
+    /// Hands a note to the pipeline and the recording (after the facts it asked for).
+    fn record(&mut self, n: &Note) -> anyhow::Result<()> {
+        self.pipeline.note(n, self.sink).context("writing output")?;
+        self.facts()?;
+        if let Some(w) = &mut self.writer {
+            w.note(n).context("writing the recording")?;
+        }
+        if let Some(t) = &mut self.tap {
+            t.note(n).context("recording a note")?;
+        }
+        Ok(())
+    }
+
+    /// Watches the disks the pipeline found traced files on (and their partitions), and
+    /// traces the kernel threads it found traced calls waiting on.
+    fn watch_wanted(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
+        for (tid, why) in self.pipeline.take_wanted_helpers() {
+            if let Err(e) = probes.add_target(tid) {
+                tracing::warn!("cannot trace {why} (tid {tid}): {e}");
+                continue;
+            }
+            self.helpers.insert(tid);
+            let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default();
+            tracing::debug!("tracing {comm} ({tid}), the {why}");
+            let n = Note::Helper {
+                ts_ns: MonoNs::now().0,
+                pid: tid,
+                comm,
+                why,
+            };
+            self.record(&n)?;
+        }
+        for (disk, name, why) in self.pipeline.take_wanted_disks() {
+            for dev in self.topology.disk_and_partitions(disk) {
+                if let Err(e) = probes.watch_dev(dev.to_kernel()) {
+                    tracing::warn!("cannot watch {name} ({dev}): {e}");
+                }
+            }
+            tracing::debug!("watching {name} ({disk}) for {why}");
+            let (backing_bdi, backing_ino) = loop_backing(&self.topology, disk);
+            let n = Note::Watch {
+                ts_ns: MonoNs::now().0,
+                disk: disk.to_string(),
+                name,
+                why,
+                backing_bdi,
+                backing_ino,
+            };
+            self.record(&n)?;
+        }
+        Ok(())
+    }
+}
+
+/// For a loop device: the bdi (its disk's `MAJ:MIN`) and inode of its backing file.
+fn loop_backing(topo: &Topology, disk: crate::enrich::DiskDev) -> (Option<String>, Option<u64>) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(f) = std::fs::read_to_string(format!("/sys/dev/block/{disk}/loop/backing_file")) else {
+        return (None, None);
+    };
+    let Ok(meta) = std::fs::metadata(f.trim()) else {
+        return (None, None);
+    };
+    let fs = topo.resolve(FileDev(DevId::from_dev_t(meta.dev())));
+    match fs.top() {
+        Some(l) => (Some(l.disk.to_string()), Some(meta.ino())),
+        None => (None, None),
+    }
+}
+
+/// One tracing run, from loading the probes to the summary.
+pub struct Session<'s> {
+    opts: TraceOptions,
+    proc: ProcRoot,
+    probes: Probes,
+    feed: Feed<'s>,
+    reader: Reader,
+    rx: mpsc::Receiver<Bytes>,
+    /// Targets alive now, and every pid traced.
+    live: BTreeMap<u32, Target>,
+    all_pids: BTreeSet<u32>,
+    explicit: bool,
+    crossing: Duration,
+    crossed: HashSet<(u32, u64)>,
+    last_check: MonoNs,
+    last_counters: KernelCounters,
+    ticks: u32,
+    started: MonoNs,
+    start_totals: KernelTotals,
+    wall: WallClock,
+    disabled: Vec<DisabledSignal>,
+    req_bits: crate::probes::ReqBits,
+    stopping: bool,
+    waiting_logged: bool,
+}
+
+impl<'s> Session<'s> {
+    /// Loads and attaches everything and starts reading; `on_attached` runs once the
+    /// probes are live, with the targets found. Without --pid and no ZooKeeper running,
+    /// it waits for one (found within a second of its start).
+    pub async fn start(
+        opts: &TraceOptions,
+        sink: &'s mut dyn Sink,
+        tap: Option<&'s mut dyn FrameOut>,
+        on_attached: impl FnOnce(&[Target]),
+    ) -> anyhow::Result<Session<'s>> {
+        let proc = ProcRoot::default();
+        let explicit = !opts.pids.is_empty();
+        let initial = if explicit {
+            targets::explicit(&proc, &opts.pids)?
+        } else {
+            targets::discover_zookeeper(&proc)?
+        };
+
+        if let Err(why) = super::privileges() {
+            bail!("cannot trace: {why}");
+        }
+        let tracefs = Tracefs::find_or_mount()?;
+        if tracefs.mounted_by_us {
+            tracing::info!(
+                "tracefs was not mounted; mounted it at {}",
+                tracefs.root.display()
+            );
+        }
+        let btf = match Btf::from_sys_fs() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!("no usable BTF ({e}): block requests are not traced");
+                None
+            }
+        };
+        let mut layout = layout::build(&tracefs, btf.as_ref())?;
+        drop(btf);
+        // Slow writes are what matters; a JVM makes too many fast ones to ship them all.
+        layout.config.write_min_ns = opts.threshold.as_nanos() as u64;
+        // Off-CPU intervals of the target's threads feed the verdicts (and --events).
+        layout.config.blocked_min_ns = opts.blocked_min.as_nanos() as u64;
+        for d in &layout.disabled {
+            tracing::warn!("signal {} is off on this kernel: {}", d.signal, d.reason);
+        }
+        let disabled: Vec<DisabledSignal> = layout
+            .disabled
+            .iter()
+            .map(|d| DisabledSignal {
+                signal: d.signal.into(),
+                reason: d.reason.clone(),
+            })
+            .collect();
+        let req_bits = layout.req_bits;
+
+        let mut probes = Probes::load(layout)?;
+        let wall = WallClock::sample();
+        let mut enrich = Live::new(proc.clone(), "/sys").preload();
+        if opts.output.is_some() || tap.is_some() {
+            enrich = enrich.recording();
+        }
+        let pipeline = Pipeline::new(Box::new(enrich), wall, opts.threshold.as_nanos() as u64)
+            .with_events(opts.events)
+            .with_req_bits(req_bits)
+            .with_history_limits(opts.history);
+
+        // Reader first, then targets (seeded), then attach: nothing is missed between.
+        let ring = probes.take_events()?;
+        let (tx, rx) = mpsc::channel(reader::CHANNEL_RECORDS);
+        let reader = Reader::spawn(ring, tx).context("starting the ring-buffer reader")?;
+
+        let started = MonoNs::now();
+        let writer = match &opts.output {
+            Some(path) => {
+                let header = header(
+                    &initial,
+                    &proc,
+                    wall,
+                    started,
+                    opts.threshold,
+                    opts.blocked_min,
+                    &disabled,
+                    req_bits,
+                );
+                Some(Writer::create(path, &header)?)
+            }
+            None => None,
+        };
+        let feed = Feed {
+            pipeline,
+            writer,
+            tap,
+            sink,
+            topology: Topology::new("/sys"),
+            shed_total: 0,
+            helpers: BTreeSet::new(),
+        };
+        let last_counters = probes.counters()?;
+        let start_totals = KernelTotals::read(&probes);
+        let mut s = Session {
+            opts: opts.clone(),
+            proc,
+            probes,
+            feed,
+            reader,
+            rx,
+            live: BTreeMap::new(),
+            all_pids: BTreeSet::new(),
+            explicit,
+            crossing: if opts.threshold.is_zero() {
+                CROSSING_AT_ZERO
+            } else {
+                opts.threshold
+            },
+            crossed: HashSet::new(),
+            last_check: MonoNs::now(),
+            last_counters,
+            ticks: 0,
+            started,
+            start_totals,
+            wall,
+            disabled,
+            req_bits,
+            stopping: false,
+            waiting_logged: false,
+        };
+        for d in &opts.disks {
+            let dev = resolve_disk_arg(d)?;
+            s.feed
+                .pipeline
+                .want_disks_of(FileDev(dev), &format!("--disk {d}"));
+        }
+        s.feed.watch_wanted(&mut s.probes)?;
+        for t in &initial {
+            s.add(t)?;
+        }
+        s.probes.attach()?;
+        let desc: Vec<String> = initial
+            .iter()
+            .map(|t| format!("{} ({}, {})", t.pid, t.comm, t.reason))
+            .collect();
+        let which = if opts.threshold.is_zero() {
+            "every call".to_string()
+        } else {
+            format!("calls >= {}", humantime::format_duration(opts.threshold))
+        };
+        tracing::info!(
+            "tracing {} process(es): {}; reporting {which}; Ctrl-C to stop",
+            initial.len(),
+            desc.join(", "),
+        );
+        if initial.is_empty() {
+            tracing::info!(
+                "no ZooKeeper JVM is running (no command line with QuorumPeerMain or ZooKeeperServerMain): waiting for one"
+            );
+            s.waiting_logged = true;
+        }
+        on_attached(&initial);
+        Ok(s)
+    }
+
+    fn add(&mut self, t: &Target) -> anyhow::Result<()> {
+        add_target(t, &self.proc, &mut self.probes, &mut self.feed)?;
+        self.live.insert(t.pid, t.clone());
+        self.all_pids.insert(t.pid);
+        Ok(())
+    }
+
+    /// The next record from the ring buffer; None once the reader has stopped and the
+    /// ring is drained.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+
+    /// Hands one kernel record to the pipeline (and the recording, and the tap).
+    pub fn record(&mut self, rec: &[u8]) -> anyhow::Result<()> {
+        self.feed.kernel(rec, &mut self.probes)
+    }
+
+    /// Stops reading: [`Session::next`] returns what is left, then None.
+    pub fn stop(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            self.reader.stop();
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Every [`TICK`]: losses, calls crossing the threshold, targets that exited or
+    /// appeared. With --pid, stops once every target has exited.
+    pub fn tick(&mut self) -> anyhow::Result<()> {
+        if self.stopping {
+            return Ok(());
+        }
+        self.ticks += 1;
+        let now = MonoNs::now();
+        losses(
+            &self.probes,
+            &self.reader,
+            &mut self.feed,
+            &mut self.last_counters,
+            self.last_check,
+            now,
+        )?;
+        self.last_check = now;
+        let live: BTreeSet<u32> = self.live.keys().copied().collect();
+        for n in running_notes(
+            &self.probes,
+            &live,
+            &self.proc,
+            self.crossing,
+            &mut self.crossed,
+            false,
+        ) {
+            self.feed.note(n, &mut self.probes)?;
+        }
+        if self.ticks.is_multiple_of(TARGET_EVERY) {
+            for pid in &live {
+                self.feed.pipeline.refresh_files(*pid);
+            }
+            for tid in self.feed.helpers.clone() {
+                if !self.proc.is_alive(tid) {
+                    self.feed.helpers.remove(&tid);
+                    self.probes.remove_target(tid)?;
+                }
+            }
+            for pid in live {
+                if !self.proc.is_alive(pid) {
+                    tracing::info!("process {pid} exited");
+                    self.live.remove(&pid);
+                    self.probes.remove_target(pid)?;
+                    self.feed.note(
+                        Note::TargetExit {
+                            ts_ns: MonoNs::now().0,
+                            pid,
+                        },
+                        &mut self.probes,
+                    )?;
+                }
+            }
+        }
+        if !self.explicit && self.ticks.is_multiple_of(REDISCOVER_EVERY) {
+            for t in targets::discover_zookeeper(&self.proc).unwrap_or_default() {
+                if !self.live.contains_key(&t.pid) {
+                    tracing::info!("found ZooKeeper {} ({}); tracing it", t.pid, t.reason);
+                    self.add(&t)?;
+                    self.waiting_logged = false;
+                }
+            }
+            if self.live.is_empty() && !self.waiting_logged {
+                tracing::info!("no ZooKeeper JVM is running now: waiting for one");
+                self.waiting_logged = true;
+            }
+        }
+        if self.explicit && self.live.is_empty() {
+            tracing::info!("every traced process has exited");
+            self.stop();
+        }
+        Ok(())
+    }
+
+    /// The targets alive now.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.live.values()
+    }
+
+    pub fn probes(&self) -> &Probes {
+        &self.probes
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.feed.pipeline
+    }
+
+    /// Records the reader shed so far (the pipeline fell behind), and kernel drops.
+    pub fn shed_total(&self) -> u64 {
+        self.feed.shed_total
+    }
+
+    pub fn started(&self) -> MonoNs {
+        self.started
+    }
+
+    /// The header a recording of the targets made now would carry.
+    pub fn header_now(&self, started: MonoNs) -> Header {
+        let targets: Vec<Target> = self.live.values().cloned().collect();
+        header(
+            &targets,
+            &self.proc,
+            self.wall,
+            started,
+            self.opts.threshold,
+            self.opts.blocked_min,
+            &self.disabled,
+            self.req_bits,
+        )
+    }
+
+    /// What is open in the kernel now (requests in flight, off-CPU intervals, exits held),
+    /// as the records it will send, and the calls still running, as notes at the end of a
+    /// recording: what an incident closed now needs to explain a call still stuck. Nothing
+    /// is handed to the pipeline.
+    pub fn open_now(&self) -> (Vec<Vec<u8>>, Vec<Note>) {
+        let live: BTreeSet<u32> = self.live.keys().copied().collect();
+        let now = MonoNs::now();
+        let recs = open_records(&self.probes, &live, now);
+        let mut none = HashSet::new();
+        let notes = running_notes(
+            &self.probes,
+            &live,
+            &self.proc,
+            Duration::ZERO,
+            &mut none,
+            true,
+        );
+        (recs, notes)
+    }
+
+    /// Drains the ring, closes what is open, writes the trailer and returns the summary.
+    pub async fn finish(mut self) -> anyhow::Result<Summary> {
+        self.stop();
+        while let Some(rec) = self.rx.recv().await {
+            self.feed.kernel(&rec, &mut self.probes)?;
+        }
+        self.reader.join().context("reading the ring buffer")?;
+
+        let now = MonoNs::now();
+        let mut last = self.last_counters;
+        losses_final(
+            &self.probes,
+            &mut self.feed,
+            &mut last,
+            self.last_check,
+            now,
+        )?;
+        let live: BTreeSet<u32> = self.live.keys().copied().collect();
+        let end = MonoNs::now();
+        for rec in open_records(&self.probes, &live, end) {
+            self.feed.kernel(&rec, &mut self.probes)?;
+        }
+        let mut none = HashSet::new();
+        for n in running_notes(
+            &self.probes,
+            &live,
+            &self.proc,
+            Duration::ZERO,
+            &mut none,
+            true,
+        ) {
+            self.feed.note(n, &mut self.probes)?;
+        }
+        self.feed
+            .pipeline
+            .finish(end, self.feed.sink)
+            .context("writing output")?;
+        for (prog, n) in self.probes.recursion_misses() {
+            tracing::debug!("program {prog}: {n} run(s) skipped by the kernel (recursion)");
+        }
+        let totals = KernelTotals::read(&self.probes).since(&self.start_totals);
+        let trailer = trailer(&totals, end, &self.all_pids, self.feed.shed_total);
+        let summary = self
+            .feed
+            .pipeline
+            .summary(&trailer, self.started.0, self.disabled.clone());
+        self.feed.sink.summary(&summary).context("writing output")?;
+        if let Some(mut w) = self.feed.writer.take() {
+            for f in self.feed.pipeline.take_facts() {
+                w.fact(&f).context("writing the recording")?;
+            }
+            w.finish(&trailer).context("writing the recording")?;
+            if let Some(p) = &self.opts.output {
+                tracing::info!(
+                    "recording written to {} (read it with `zkstall report {}`)",
+                    p.display(),
+                    p.display()
+                );
+            }
+        }
+        if summary.dropped > 0 || summary.shed_by_reader > 0 {
+            tracing::warn!(
+                "{} kernel record(s) were dropped (ring buffer full) and {} shed by the reader: verdicts over those windows say they are incomplete",
+                summary.dropped,
+                summary.shed_by_reader
+            );
+        }
+        Ok(summary)
+    }
+}
+
+/// Starts tracing process `t`: its disks are watched, calls it is already inside are
+/// seeded so their exits are timed, and noted.
+fn add_target(
+    t: &Target,
+    proc: &ProcRoot,
+    probes: &mut Probes,
+    feed: &mut Feed,
+) -> anyhow::Result<()> {
+    probes.add_target(t.pid)?;
+    let now = MonoNs::now();
+    feed.note(
+        Note::Target {
+            ts_ns: now.0,
+            pid: t.pid,
+            comm: t.comm.clone(),
+            reason: t.reason.clone(),
+        },
+        probes,
+    )?;
+    for (dev, path) in threads_now::open_file_devs(proc, t.pid) {
+        feed.pipeline
+            .want_disks_of(FileDev(DevId::from_dev_t(dev)), &path);
+    }
+    feed.watch_wanted(probes)?;
+    for tid in threads_now::tids(proc, t.pid) {
+        let th = threads_now::read(proc, t.pid, tid);
+        let Some(sc) = th.syscall.as_ref() else {
+            continue;
+        };
+        let Some(syscall) = threads_now::watched_syscall(sc.nr) else {
+            continue;
+        };
+        // Seed the kernel so the exit is timed (from now: a bound) and the sleep it is in
+        // is sent when it ends.
+        let now = MonoNs::now();
+        probes.seed_call(
+            tid,
+            Inflight {
+                start_ns: now.0,
+                arg: sc.arg0,
+                on_ns: 0,
+                short_ns: [0; 3],
+                syscall: syscall as u32,
+                tgid: t.pid,
+                flags: CALL_START_BOUND,
+                _pad: 0,
+            },
+        )?;
+        if let Some(state @ ('D' | 'S')) = th.state {
+            let mut st = zero_thread();
+            st.tgid = t.pid;
+            st.flags = THREAD_OFF;
+            st.off.off_ns = now.0;
+            st.off.state = if state == 'D' { 0x2 } else { 0x1 };
+            st.off.syscall = sc.nr;
+            st.off.flags = BLOCKED_SEEDED;
+            probes.seed_thread(tid, st)?;
+        }
+        // It may have left the call while this was being done.
+        let again = threads_now::read(proc, t.pid, tid);
+        if again.syscall.as_ref().map(|s| s.nr) != Some(sc.nr) {
+            probes.unseed_call(tid);
+            continue;
+        }
+        feed.note(
+            Note::Stuck {
+                ts_ns: now.0,
+                pid: t.pid,
+                tid,
+                thread: th.comm.clone(),
+                syscall: syscall.name().into(),
+                arg: sc.arg0,
+                state: th.state.map(String::from).unwrap_or_default(),
+                wchan: th.wchan.clone(),
+                stack: th.stack.clone(),
+            },
+            probes,
+        )?;
+    }
+    Ok(())
+}
+
+fn zero_thread() -> ThreadState {
+    ThreadState {
+        off: BlockedEvent::default(),
+        on_since_ns: 0,
+        on_ns: 0,
+        short_ns: [0; 3],
+        tgid: 0,
+        flags: 0,
+        after_cpu_ns: 0,
+        pending: Default::default(),
+    }
+}
+
+/// Calls in progress for longer than `crossing`, once each (all of them `at_end`), with
+/// where they wait now.
+fn running_notes(
+    probes: &Probes,
+    live: &BTreeSet<u32>,
+    proc: &ProcRoot,
+    crossing: Duration,
+    reported: &mut HashSet<(u32, u64)>,
+    at_end: bool,
+) -> Vec<Note> {
+    let mut notes = Vec::new();
+    // The requests in flight now, for the calls that crossed (taken once per scan).
+    let mut in_flight: Option<Vec<String>> = None;
+    let now = MonoNs::now();
+    let calls = probes.inflight().unwrap_or_default();
+    let threads: std::collections::HashMap<u32, ThreadState> = if at_end {
+        Default::default()
+    } else {
+        probes.threads().unwrap_or_default().into_iter().collect()
+    };
+    for (tid, c) in calls {
+        if !live.contains(&c.tgid) || c.start_ns > now.0 {
+            continue;
+        }
+        let long = now.since(MonoNs(c.start_ns)) >= crossing.as_nanos() as u64;
+        if !at_end && (!long || !reported.insert((tid, c.start_ns))) {
+            continue;
+        }
+        let Some(sc) = zkstall_common::Syscall::ALL
+            .get(c.syscall as usize)
+            .copied()
+        else {
+            continue;
+        };
+        let th = threads_now::read(proc, c.tgid, tid);
+        let off = threads.get(&tid).filter(|s| s.flags & THREAD_OFF != 0);
+        let in_flight = if at_end {
+            // At the end, the open requests are handed to the pipeline as records first.
+            Vec::new()
+        } else {
+            in_flight
+                .get_or_insert_with(|| {
+                    open_requests(probes, now)
+                        .iter()
+                        .map(|r| crate::pipeline::notes::to_hex(r))
+                        .collect()
+                })
+                .clone()
+        };
+        notes.push(Note::Running {
+            ts_ns: now.0,
+            pid: c.tgid,
+            tid,
+            syscall: sc.name().into(),
+            arg: c.arg,
+            start_ns: c.start_ns,
+            start_bound: c.flags & CALL_START_BOUND != 0,
+            at_end,
+            state: th.state.map(String::from),
+            off_ns: off.map(|s| s.off.off_ns),
+            wake_ns: off.map(|s| s.off.wake_ns).filter(|w| *w != 0),
+            wchan: th.wchan,
+            stack: th.stack,
+            in_flight,
+        });
+    }
+    // Old entries can go: a call's start is never seen again once it ended, and one still
+    // running past this many crossings is reported again at worst.
+    if reported.len() > 65536 {
+        reported.clear();
+    }
+    notes
+}
+
+/// What is open now, from the kernel's maps, as the records the kernel would send when it
+/// ends: requests in flight, off-CPU intervals in progress, exits still pending.
+fn open_records(probes: &Probes, live_pids: &BTreeSet<u32>, now: MonoNs) -> Vec<Vec<u8>> {
+    let mut out = open_requests(probes, now);
+    let mut threads = probes.threads().unwrap_or_default();
+    threads.sort_by_key(|(_, s)| s.off.off_ns);
+    for (tid, st) in &threads {
+        if !live_pids.contains(&st.tgid) {
+            continue;
+        }
+        if st.flags & THREAD_OFF != 0 {
+            let mut b = st.off;
+            b.hdr = zkstall_common::EventHeader {
+                kind: EventKind::Blocked as u32,
+                size: size_of::<BlockedEvent>() as u32,
+                ts_ns: now.0,
+                tgid: st.tgid,
+                tid: *tid,
+            };
+            b.flags |= BLOCKED_OPEN;
+            out.push(record_bytes(&b));
+        }
+        if st.flags & THREAD_PENDING != 0 {
+            let mut x = st.pending;
+            if st.flags & THREAD_AFTER != 0 {
+                // Still off CPU on its way back: what the caller waits for so far.
+                x.flags |= CALL_AFTER;
+                x.after_ns = now.since(MonoNs(x.hdr.ts_ns));
+            }
+            out.push(record_bytes(&x));
+        }
+    }
+    out
+}
+
+/// The requests in flight on watched disks now, as the records the kernel will send when
+/// they complete (flagged open).
+fn open_requests(probes: &Probes, now: MonoNs) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut requests = probes.requests().unwrap_or_default();
+    requests.sort_by_key(|(_, r)| r.queued_ns);
+    for (_, r) in requests {
+        let mut rq = r;
+        rq.flags |= RQ_OPEN;
+        let ev = IoEvent {
+            hdr: zkstall_common::EventHeader {
+                kind: EventKind::Io as u32,
+                size: size_of::<IoEvent>() as u32,
+                ts_ns: now.0,
+                tgid: r.tgid,
+                tid: r.tid,
+            },
+            rq,
+            nr_bytes: 0,
+            status: 0,
+        };
+        out.push(record_bytes(&ev));
+    }
+    out
+}
+
+/// Notes a loss window when the kernel dropped records or the reader shed some.
+fn losses(
+    probes: &Probes,
+    reader: &Reader,
+    feed: &mut Feed,
+    last: &mut KernelCounters,
+    from: MonoNs,
+    to: MonoNs,
+) -> anyhow::Result<()> {
+    let k = probes.counters()?;
+    let full = k
+        .get(Counter::RingbufFull)
+        .saturating_sub(last.get(Counter::RingbufFull));
+    let shed = reader.shed.take();
+    *last = k;
+    if full == 0 && shed.is_none() {
+        return Ok(());
+    }
+    let (n_shed, a, b) = shed.unwrap_or((0, from.0, to.0));
+    let (lo, hi) = if full > 0 {
+        (from.0.min(a), to.0.max(b))
+    } else {
+        (a, b)
+    };
+    feed.shed_total += n_shed;
+    let n = Note::Lost {
+        from_ns: lo,
+        to_ns: hi,
+        ringbuf_full: full,
+        shed: n_shed,
+    };
+    feed.record(&n)
+}
+
+fn losses_final(
+    probes: &Probes,
+    feed: &mut Feed,
+    last: &mut KernelCounters,
+    from: MonoNs,
+    to: MonoNs,
+) -> anyhow::Result<()> {
+    let k = probes.counters()?;
+    let full = k
+        .get(Counter::RingbufFull)
+        .saturating_sub(last.get(Counter::RingbufFull));
+    *last = k;
+    if full == 0 {
+        return Ok(());
+    }
+    let n = Note::Lost {
+        from_ns: from.0,
+        to_ns: to.0,
+        ringbuf_full: full,
+        shed: 0,
+    };
+    feed.record(&n)
+}
+
+/// The kernel's counters and its summary of unwatched disks at one instant: a trailer is
+/// made from the difference between two of these (a recording's start and end, an
+/// incident's window).
+#[derive(Clone, Debug, Default)]
+pub struct KernelTotals {
+    pub counters: KernelCounters,
+    pub other_io: Vec<(zkstall_common::OtherIoKey, zkstall_common::OtherIo)>,
+    /// Program runs the kernel skipped, all programs.
+    pub misses: u64,
+}
+
+impl KernelTotals {
+    pub fn read(probes: &Probes) -> KernelTotals {
+        KernelTotals {
+            counters: probes.counters().unwrap_or_default(),
+            other_io: probes.other_io().unwrap_or_default(),
+            misses: probes.recursion_misses().iter().map(|(_, n)| n).sum(),
+        }
+    }
+
+    /// What happened between `earlier` and this.
+    pub fn since(&self, earlier: &KernelTotals) -> KernelTotals {
+        let mut counters = self.counters;
+        for (c, e) in counters.0.iter_mut().zip(earlier.counters.0.iter()) {
+            *c = c.saturating_sub(*e);
+        }
+        let other_io = self
+            .other_io
+            .iter()
+            .map(|(k, v)| {
+                let before = earlier
+                    .other_io
+                    .iter()
+                    .find(|(ek, _)| ek == k)
+                    .map(|(_, ev)| *ev)
+                    .unwrap_or_default();
+                (
+                    *k,
+                    zkstall_common::OtherIo {
+                        requests: v.requests.saturating_sub(before.requests),
+                        bytes: v.bytes.saturating_sub(before.bytes),
+                    },
+                )
+            })
+            .filter(|(_, v)| v.requests > 0)
+            .collect();
+        KernelTotals {
+            counters,
+            other_io,
+            misses: self.misses.saturating_sub(earlier.misses),
+        }
+    }
+}
+
+/// The end of a recording (or incident) from the kernel's totals over it.
+pub fn trailer(t: &KernelTotals, end: MonoNs, pids: &BTreeSet<u32>, shed: u64) -> Trailer {
+    let k = &t.counters;
+    // The blkcg a request was charged to, by its cgroup id in the io (blkio) hierarchy.
+    let mounts = crate::enrich::cgroups::Mounts::detect();
+    let mut blkcgs =
+        crate::enrich::cgroups::Cgroups::new(mounts.blkio_root().map(|p| p.to_path_buf()));
+    let mut other: Vec<OtherDisk> = t
+        .other_io
+        .iter()
+        .map(|(key, v)| {
+            let disk = DevId::from_kernel(key.disk);
+            let cgroup = blkcgs.path(key.blk_cgroup);
+            OtherDisk {
+                disk: disk.to_string(),
+                name: std::fs::read_link(format!("/sys/dev/block/{disk}"))
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+                cgroup,
+                requests: v.requests,
+                bytes: v.bytes,
+            }
+        })
+        .collect();
+    other.sort_by_key(|d| std::cmp::Reverse(d.bytes));
+    other.truncate(20);
+    Trailer {
+        end_ns: end.0,
+        pids: pids.iter().copied().collect(),
+        dropped: k.dropped(),
+        untimed: k.get(Counter::InflightFull),
+        exit_without_enter: k.get(Counter::ExitWithoutEnter),
+        read_errors: k.get(Counter::ReadError),
+        io_unmatched: k.get(Counter::IoUnmatched),
+        map_full: k.get(Counter::MapFull),
+        stack_errors: k.get(Counter::StackError),
+        io_watched: k.get(Counter::IoWatched),
+        io_merged: k.get(Counter::IoMerged),
+        io_stale: k.get(Counter::IoStale),
+        io_partial: k.get(Counter::IoPartial),
+        io_flush: k.get(Counter::IoFlush),
+        io_flush_seq_end: k.get(Counter::IoFlushSeqEnd),
+        io_other_disks: k.get(Counter::IoOther),
+        other_disks: other,
+        shed_by_reader: shed,
+        probe_misses: t.misses,
+    }
+}
+
+/// What a recording says about where it was made: the host, the targets and their
+/// threads now, the devices and mounts.
+#[allow(clippy::too_many_arguments)]
+pub fn header(
+    targets: &[Target],
+    proc: &ProcRoot,
+    wall: WallClock,
+    started: MonoNs,
+    threshold: Duration,
+    blocked_min: Duration,
+    disabled: &[DisabledSignal],
+    req_bits: crate::probes::ReqBits,
+) -> Header {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let mut threads = Vec::new();
+    for t in targets {
+        for tid in threads_now::tids(proc, t.pid) {
+            if let Ok(name) = std::fs::read_to_string(
+                proc.pid_dir(t.pid)
+                    .join("task")
+                    .join(tid.to_string())
+                    .join("comm"),
+            ) {
+                threads.push((tid, name.trim_end().to_string()));
+            }
+        }
+    }
+    let devices = std::fs::read_dir("/sys/dev/block")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = std::fs::read_link(e.path())
+                        .ok()?
+                        .file_name()?
+                        .to_string_lossy()
+                        .into_owned();
+                    Some(DeviceInfo {
+                        dev: e.file_name().to_string_lossy().into_owned(),
+                        name,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mounts = targets
+        .first()
+        .and_then(|t| std::fs::read_to_string(proc.pid_dir(t.pid).join("mountinfo")).ok())
+        .map(|m| m.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    Header {
+        format: recording::FORMAT.into(),
+        version: recording::VERSION,
+        host: read("/proc/sys/kernel/hostname"),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        boot_id: read("/proc/sys/kernel/random/boot_id"),
+        wall_offset_ns: wall.offset_ns as i64,
+        started_ns: started.0,
+        threshold_ns: threshold.as_nanos() as u64,
+        blocked_min_ns: blocked_min.as_nanos() as u64,
+        targets: targets
+            .iter()
+            .map(|t| TargetInfo {
+                pid: t.pid,
+                comm: t.comm.clone(),
+                reason: t.reason.clone(),
+            })
+            .collect(),
+        threads,
+        devices,
+        mounts,
+        disabled: disabled.to_vec(),
+        req_bits,
+    }
+}
