@@ -117,6 +117,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("fdisk", "command -v sfdisk"), // partition tables on loop devices (partx registers them)
     ("fio", "command -v fio"),      // floods of small random writes (neighbour disks, bench)
     ("xfsprogs", "command -v mkfs.xfs"), // XFS: log forces instead of jbd2 commits
+    ("prometheus", "command -v promtool"), // the agent's metrics scraped, its rules checked
+    ("systemd", "command -v systemd-analyze"), // the agent's unit verified
     ("default-jre-headless", "command -v java"), // a real JVM; ZooKeeper's runtime
     // The real thing (3.8 on Debian 12); checked by package: its jar comes from
     // libzookeeper-java, which can be present without it.

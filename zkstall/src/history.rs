@@ -8,7 +8,10 @@
 //! [`History::blocked_complete_from`]) or as a window in which records were lost
 //! ([`History::lost`]), so attribution can tell whether its inputs cover a call.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use serde::Serialize;
 
@@ -52,6 +55,10 @@ impl Default for HistoryLimits {
     }
 }
 
+/// A name many entries share (a thread's, a cgroup's): one allocation for all of them, so
+/// a flood of requests costs no string per request.
+pub type Name = Arc<str>;
+
 /// What kind of party caused I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,8 +86,8 @@ pub struct Party {
     pub pid: u32,
     pub tid: u32,
     /// The thread's name (the process's for a relay).
-    pub comm: String,
-    pub cgroup: Option<String>,
+    pub comm: Name,
+    pub cgroup: Option<Name>,
 }
 
 impl Party {
@@ -89,7 +96,7 @@ impl Party {
             kind: PartyKind::Unknown,
             pid: 0,
             tid: 0,
-            comm: String::new(),
+            comm: "".into(),
             cgroup: None,
         }
     }
@@ -119,7 +126,7 @@ pub struct Io {
     pub tid: u32,
     pub charged: Party,
     /// The cgroup the block layer charged it to (the io controller's hierarchy).
-    pub blkcg: Option<String>,
+    pub blkcg: Option<Name>,
     /// Bytes completed by this completion (the whole request, or a part of it).
     pub bytes: u32,
     pub op: Op,
@@ -355,6 +362,45 @@ impl History {
         History {
             limits,
             ..Default::default()
+        }
+    }
+
+    /// Lowers the caps (to stay under a memory bound) and drops the oldest entries beyond
+    /// them now, as shedding (counted; the queues are incomplete before what remains).
+    pub fn shrink(&mut self, limits: HistoryLimits) {
+        self.limits = limits;
+        for h in self.disks.values_mut() {
+            while h.ios.len() > limits.ios_per_disk {
+                if let Some(old) = h.ios.pop_front() {
+                    let t = old.completed.unwrap_or(old.start());
+                    h.lost_until = Some(h.lost_until.map_or(t, |l| l.max(t)));
+                    h.shed += 1;
+                    self.shed += 1;
+                }
+            }
+            h.ios.shrink_to_fit();
+        }
+        while self.blocked.len() > limits.blocked {
+            if let Some(old) = self.blocked.pop_front() {
+                self.blocked_lost_until =
+                    Some(self.blocked_lost_until.map_or(old.on, |l| l.max(old.on)));
+                self.shed += 1;
+            }
+        }
+        self.blocked.shrink_to_fit();
+        for q in [&mut self.throttles] {
+            while q.len() > limits.throttles {
+                q.pop_front();
+                self.shed += 1;
+            }
+        }
+        while self.reclaims.len() > limits.throttles {
+            self.reclaims.pop_front();
+            self.shed += 1;
+        }
+        while self.commits.len() > limits.commits {
+            self.commits.pop_front();
+            self.shed += 1;
         }
     }
 

@@ -581,7 +581,7 @@ fn whose(io: &Io, call: &Span) -> Whose {
 fn whose_in(io: &Io, call: &Span, above: &[String], under_loop: bool) -> Whose {
     let c = &io.charged;
     match c.kind {
-        PartyKind::Layer if above.contains(&c.comm) => Whose::FromAbove,
+        PartyKind::Layer if above.iter().any(|a| **a == *c.comm) => Whose::FromAbove,
         PartyKind::Kernel if under_loop => Whose::FromAbove,
         PartyKind::Journal => Whose::Journal,
         PartyKind::Unknown => Whose::Unknown,
@@ -658,13 +658,13 @@ pub fn layer_evidence(
                 }
                 {
                     let c = &io.charged;
-                    let key = (c.pid, c.tid, c.comm.clone());
+                    let key = (c.pid, c.tid, c.comm.to_string());
                     let e = cmap.entry(key).or_insert_with(|| Contender {
                         pid: c.pid,
                         tid: c.tid,
-                        comm: c.comm.clone(),
+                        comm: c.comm.to_string(),
                         process: None,
-                        cgroup: c.cgroup.clone(),
+                        cgroup: c.cgroup.as_deref().map(str::to_string),
                         blkio_cgroup: None,
                         memory_cgroup: None,
                         kind: match c.kind {

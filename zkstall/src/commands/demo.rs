@@ -57,6 +57,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         output: None,
         disks: Vec::new(),
         history: crate::history::HistoryLimits::DEFAULT,
+        channel_records: crate::reader::CHANNEL_RECORDS,
     };
     let mut out = sink_for(args.format);
     let mut tee = Tee {

@@ -28,7 +28,7 @@ use crate::{
     history::HistoryLimits,
     pipeline::{Note, Pipeline},
     probes::{KernelCounters, Probes, btf::Btf, layout, tracefs::Tracefs},
-    reader::{self, Reader},
+    reader::Reader,
     recording::{self, DeviceInfo, FrameOut, Header, OtherDisk, TargetInfo, Trailer, Writer},
     sinks::{DisabledSignal, Sink, Summary},
     targets::{self, ProcRoot, Target},
@@ -57,6 +57,9 @@ pub struct TraceOptions {
     pub disks: Vec<String>,
     /// How much history the pipeline keeps (the agent's are smaller).
     pub history: HistoryLimits,
+    /// Records queued between the ring-buffer reader and the pipeline at most (then the
+    /// reader sheds, counted).
+    pub channel_records: usize,
 }
 
 /// The device a `--disk` argument names: `sdb`, `7:3`, or a path on it.
@@ -297,7 +300,7 @@ impl<'s> Session<'s> {
 
         // Reader first, then targets (seeded), then attach: nothing is missed between.
         let ring = probes.take_events()?;
-        let (tx, rx) = mpsc::channel(reader::CHANNEL_RECORDS);
+        let (tx, rx) = mpsc::channel(opts.channel_records.max(1));
         let reader = Reader::spawn(ring, tx).context("starting the ring-buffer reader")?;
 
         let started = MonoNs::now();
@@ -493,6 +496,11 @@ impl<'s> Session<'s> {
         Ok(())
     }
 
+    /// Records waiting between the reader and the pipeline.
+    pub fn queued(&self) -> usize {
+        self.rx.len()
+    }
+
     /// The targets alive now.
     pub fn targets(&self) -> impl Iterator<Item = &Target> {
         self.live.values()
@@ -504,6 +512,10 @@ impl<'s> Session<'s> {
 
     pub fn pipeline(&self) -> &Pipeline {
         &self.feed.pipeline
+    }
+
+    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.feed.pipeline
     }
 
     /// Records the reader shed so far (the pipeline fell behind), and kernel drops.
@@ -617,6 +629,9 @@ impl<'s> Session<'s> {
                 summary.shed_by_reader
             );
         }
+        let t = std::time::Instant::now();
+        self.probes.close();
+        tracing::debug!("probes detached in {:?}", t.elapsed());
         Ok(summary)
     }
 }

@@ -24,6 +24,7 @@ impl From<&TraceArgs> for TraceOptions {
             output: a.output.clone(),
             disks: a.disks.clone(),
             history: HistoryLimits::DEFAULT,
+            channel_records: crate::reader::CHANNEL_RECORDS,
         }
     }
 }

@@ -5,8 +5,24 @@ use std::path::PathBuf;
 
 pub struct Symbols {
     path: PathBuf,
-    /// (address, name), sorted by address; None until loaded, empty if unreadable.
-    table: Option<Vec<(u64, String)>>,
+    /// Sorted by address; None until loaded, empty if unreadable.
+    table: Option<Table>,
+}
+
+/// The text symbols, compactly: every name in one string, (address, name's end) sorted by
+/// address (~100k symbols: ~4 MB instead of a String each).
+#[derive(Default)]
+struct Table {
+    names: String,
+    /// (address, start of the name in `names`, its length).
+    syms: Vec<(u64, u32, u16)>,
+}
+
+impl Table {
+    fn name(&self, i: usize) -> &str {
+        let (_, at, len) = self.syms[i];
+        &self.names[at as usize..at as usize + len as usize]
+    }
 }
 
 impl Symbols {
@@ -23,35 +39,44 @@ impl Symbols {
         let _ = self.table();
     }
 
-    fn table(&mut self) -> &[(u64, String)] {
+    fn table(&mut self) -> &Table {
         if self.table.is_none() {
-            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-            let mut t: Vec<(u64, String)> = text
-                .lines()
-                .filter_map(|l| {
+            use std::io::BufRead as _;
+            let mut t = Table::default();
+            if let Ok(f) = std::fs::File::open(&self.path) {
+                for l in std::io::BufReader::new(f).lines().map_while(Result::ok) {
                     let mut it = l.split_whitespace();
-                    let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                    let kind = it.next()?;
-                    let name = it.next()?;
+                    let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next())
+                    else {
+                        continue;
+                    };
+                    let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                        continue;
+                    };
                     // Text symbols only; zero addresses mean kptr_restrict hides them.
-                    (addr != 0 && matches!(kind, "t" | "T" | "w" | "W"))
-                        .then(|| (addr, name.to_string()))
-                })
-                .collect();
-            t.sort_unstable_by_key(|(a, _)| *a);
+                    if addr == 0 || !matches!(kind, "t" | "T" | "w" | "W") || name.len() > 512 {
+                        continue;
+                    }
+                    t.syms.push((addr, t.names.len() as u32, name.len() as u16));
+                    t.names.push_str(name);
+                }
+            }
+            t.syms.sort_unstable_by_key(|(a, _, _)| *a);
+            t.syms.shrink_to_fit();
+            t.names.shrink_to_fit();
             self.table = Some(t);
         }
-        self.table.as_deref().unwrap_or(&[])
+        self.table.get_or_insert_with(Table::default)
     }
 
     /// `function+0xoff` for a kernel address, or the raw address.
     pub fn resolve(&mut self, addr: u64) -> String {
         let t = self.table();
-        match t.partition_point(|(a, _)| *a <= addr) {
+        match t.syms.partition_point(|(a, _, _)| *a <= addr) {
             0 => format!("{addr:#x}"),
             i => {
-                let (base, name) = &t[i - 1];
-                format!("{name}+{:#x}", addr - base)
+                let base = t.syms[i - 1].0;
+                format!("{}+{:#x}", t.name(i - 1), addr - base)
             }
         }
     }

@@ -137,7 +137,7 @@ impl Pipeline {
                 kind: PartyKind::Layer,
                 pid: 0,
                 tid: 0,
-                comm: dev.clone(),
+                comm: self.names.get(dev),
                 cgroup: None,
             };
         }
@@ -148,8 +148,8 @@ impl Pipeline {
                 kind: PartyKind::Task,
                 pid: d.pid,
                 tid: d.tid,
-                comm: d.comm,
-                cgroup: d.cgroup,
+                comm: self.names.get(&d.comm),
+                cgroup: d.cgroup.as_deref().map(|c| self.names.get(c)),
             };
         }
         if io.unmatched && io.submitter.pid == 0 {
@@ -160,7 +160,7 @@ impl Pipeline {
                 kind: PartyKind::Journal,
                 pid: io.submitter.pid,
                 tid: io.submitter.tid,
-                comm: io.comm.clone(),
+                comm: self.names.get(&io.comm),
                 cgroup: None,
             };
         }
@@ -172,24 +172,28 @@ impl Pipeline {
                     kind: PartyKind::Cgroup,
                     pid: 0,
                     tid: 0,
-                    comm: format!("cgroup {p}"),
-                    cgroup: Some(p),
+                    comm: self.names.get(&format!("cgroup {p}")),
+                    cgroup: Some(self.names.get(&p)),
                 },
                 _ => Party {
                     kind: PartyKind::Kernel,
                     pid: io.submitter.pid,
                     tid: io.submitter.tid,
-                    comm: io.comm.clone(),
+                    comm: self.names.get(&io.comm),
                     cgroup: None,
                 },
             };
         }
+        let cgroup = self
+            .enrich
+            .cgroup_path(io.task_cgroup)
+            .map(|c| self.names.get(&c));
         Party {
             kind: PartyKind::Task,
             pid: io.submitter.pid,
             tid: io.submitter.tid,
-            comm: io.comm.clone(),
-            cgroup: self.enrich.cgroup_path(io.task_cgroup),
+            comm: self.names.get(&io.comm),
+            cgroup,
         }
     }
 
@@ -198,7 +202,9 @@ impl Pipeline {
         let flags = req_flags(io.cmd_flags, &self.req_bits);
         let charged = self.charge(io);
         let blkcg = if io.blk_cgroup != 0 {
-            self.enrich.blk_cgroup_path(io.blk_cgroup)
+            self.enrich
+                .blk_cgroup_path(io.blk_cgroup)
+                .map(|c| self.names.get(&c))
         } else {
             None
         };
@@ -252,8 +258,8 @@ impl Pipeline {
             (charged.kind == PartyKind::Task && charged.tid != io.submitter.tid).then(|| Who {
                 pid: charged.pid,
                 tid: charged.tid,
-                comm: charged.comm.clone(),
-                cgroup: charged.cgroup.clone(),
+                comm: charged.comm.to_string(),
+                cgroup: charged.cgroup.as_deref().map(str::to_string),
             });
         let rec = IoRecord {
             kind: "io",
@@ -300,7 +306,7 @@ pub fn party_label(p: &Party) -> String {
         PartyKind::Task if p.pid != 0 => format!("{} (pid {} tid {})", p.comm, p.pid, p.tid),
         PartyKind::Layer => format!("{} (writing its backing file)", p.comm),
         PartyKind::Task | PartyKind::Journal | PartyKind::Kernel | PartyKind::Cgroup => {
-            p.comm.clone()
+            p.comm.to_string()
         }
         PartyKind::Unknown => "unknown (queued before tracing)".into(),
     }

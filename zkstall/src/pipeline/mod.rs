@@ -33,6 +33,28 @@ use crate::{
     sinks::{EventRecord, Sink, Summary, events::Who},
 };
 
+/// Interned names: every request of a flood shares its submitter's name and cgroup.
+#[derive(Default)]
+pub(crate) struct Names(HashMap<String, crate::history::Name>);
+
+impl Names {
+    /// Bounded: past this many distinct names the table starts over (entries already made
+    /// keep theirs).
+    const MAX: usize = 8192;
+
+    pub(crate) fn get(&mut self, s: &str) -> crate::history::Name {
+        if let Some(n) = self.0.get(s) {
+            return n.clone();
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let n: crate::history::Name = s.into();
+        self.0.insert(s.to_string(), n.clone());
+        n
+    }
+}
+
 /// Dirtied inodes remembered, per (bdi, inode), least recently used first out.
 const DIRTIERS: usize = 65536;
 
@@ -87,6 +109,8 @@ pub struct Pipeline {
     asked_helpers: HashSet<u32>,
     /// The newest kernel timestamp seen.
     last_ts: MonoNs,
+    /// Names shared by history entries.
+    names: Names,
     pub stats: Stats,
 }
 
@@ -113,6 +137,7 @@ impl Pipeline {
             want_helpers: Vec::new(),
             asked_helpers: HashSet::new(),
             last_ts: MonoNs(0),
+            names: Names::default(),
             stats: Stats::default(),
         }
     }
@@ -169,6 +194,26 @@ impl Pipeline {
                     .push((l.disk, l.name.clone(), why.to_string()));
             }
         }
+    }
+
+    /// The history's caps now.
+    pub fn history_limits(&self) -> crate::history::HistoryLimits {
+        self.history.limits
+    }
+
+    /// Lowers the history's caps (the agent near its memory bound), shedding the oldest.
+    pub fn shrink_history(&mut self, limits: crate::history::HistoryLimits) {
+        self.history.shrink(limits);
+    }
+
+    /// How much the history holds now: (requests, off-CPU intervals, other entries).
+    pub fn history_len(&self) -> (usize, usize, usize) {
+        let h = &self.history;
+        (
+            h.disks.values().map(|d| d.ios.len()).sum(),
+            h.blocked.len(),
+            h.throttles.len() + h.reclaims.len() + h.commits.len() + h.lost.len(),
+        )
     }
 
     /// History entries shed to stay within bounds so far.

@@ -83,8 +83,14 @@ pub struct Shed {
 /// Why an incident was started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Trigger {
-    /// A watched call crossed the threshold (pid, tid, the call's start).
-    Stall { pid: u32, tid: u32, start_ns: u64 },
+    /// A watched call crossed the threshold (pid, tid, the call's start), and is still
+    /// running (`ongoing`: the incident stays open until it ends), or ended.
+    Stall {
+        pid: u32,
+        tid: u32,
+        start_ns: u64,
+        ongoing: bool,
+    },
     /// SIGUSR1.
     Signal,
     /// POST /trigger.
@@ -112,6 +118,36 @@ struct Incident {
     pids: Vec<u32>,
     frames: u64,
     triggers: Vec<Trigger>,
+    /// Stalls still running (pid, tid, start): the incident ends after they do.
+    ongoing: std::collections::HashSet<(u32, u32, u64)>,
+}
+
+impl Incident {
+    fn track(&mut self, t: &Trigger) {
+        if let Trigger::Stall {
+            pid,
+            tid,
+            start_ns,
+            ongoing,
+        } = *t
+        {
+            if ongoing {
+                self.ongoing.insert((pid, tid, start_ns));
+            } else {
+                self.ongoing.remove(&(pid, tid, start_ns));
+            }
+        }
+        let key = |t: &Trigger| match *t {
+            Trigger::Stall {
+                pid, tid, start_ns, ..
+            } => (1, pid, tid, start_ns),
+            Trigger::Signal => (2, 0, 0, 0),
+            Trigger::Http => (3, 0, 0, 0),
+        };
+        if !self.triggers.iter().any(|x| key(x) == key(t)) {
+            self.triggers.push(t.clone());
+        }
+    }
 }
 
 /// An incident that was finished: where, and why.
@@ -289,7 +325,9 @@ impl FlightRecorder {
                     self.incident = None;
                     return None;
                 }
-                now.0 >= inc.end_ns
+                // Done once `post` has passed since the last trigger and every stall it
+                // recorded has ended (or it is as long as an incident may be).
+                (now.0 >= inc.end_ns && inc.ongoing.is_empty()) || now.0 >= inc.hard_end_ns
             }
             None => false,
         };
@@ -313,9 +351,7 @@ impl FlightRecorder {
             inc.end_ns = (now.0 + self.cfg.post_ns)
                 .min(inc.hard_end_ns)
                 .max(inc.end_ns);
-            if !inc.triggers.contains(&trigger) {
-                inc.triggers.push(trigger);
-            }
+            inc.track(&trigger);
             return Ok(inc.path.clone());
         }
         // The window: chunks from `now - window` on (or what the budget left of it).
@@ -406,7 +442,7 @@ impl FlightRecorder {
         frames += self.open_frames;
         z.flush()?;
         let pids = self.targets.keys().copied().collect();
-        self.incident = Some(Incident {
+        let mut inc = Incident {
             path: path.clone(),
             z,
             end_ns: now.0 + self.cfg.post_ns,
@@ -414,8 +450,11 @@ impl FlightRecorder {
             totals_at_start,
             pids,
             frames,
-            triggers: vec![trigger],
-        });
+            triggers: Vec::new(),
+            ongoing: Default::default(),
+        };
+        inc.track(&trigger);
+        self.incident = Some(inc);
         Ok(path)
     }
 
@@ -587,4 +626,250 @@ pub fn retain(dir: &Path, max_files: usize, max_bytes: u64) -> io::Result<Vec<Pa
         n -= 1;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use crate::recording::{Frame, Reader};
+
+    fn header() -> Header {
+        Header {
+            format: crate::recording::FORMAT.into(),
+            version: crate::recording::VERSION,
+            host: "zk1".into(),
+            kernel: "6.18".into(),
+            boot_id: "b".into(),
+            wall_offset_ns: 1_700_000_000_000_000_000,
+            started_ns: 0,
+            threshold_ns: 500_000_000,
+            blocked_min_ns: 1_000_000,
+            targets: vec![],
+            threads: vec![],
+            devices: vec![],
+            mounts: vec![],
+            disabled: vec![],
+            req_bits: Default::default(),
+        }
+    }
+
+    fn cfg(dir: &Path) -> RecorderConfig {
+        RecorderConfig {
+            window_ns: 10_000_000_000,
+            post_ns: 1_000_000_000,
+            max_incident_ns: 60_000_000_000,
+            budget_bytes: 64 << 20,
+            dir: dir.to_path_buf(),
+            max_incidents: 3,
+            max_incident_bytes: 1 << 30,
+        }
+    }
+
+    /// A kernel record of `len` bytes stamped `ts` (bytes 8..16).
+    fn rec(ts: u64, len: usize, fill: u8) -> Vec<u8> {
+        let mut r = vec![fill; len.max(16)];
+        r[8..16].copy_from_slice(&ts.to_le_bytes());
+        r
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    fn frames(path: &Path) -> (Header, Vec<Frame>) {
+        let mut r = Reader::open(path).unwrap();
+        let h = r.header.clone();
+        let mut out = Vec::new();
+        while let Ok(Some(f)) = r.next_frame() {
+            out.push(f);
+        }
+        (h, out)
+    }
+
+    #[test]
+    fn an_incident_holds_the_window_before_the_trigger_the_state_then_and_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = FlightRecorder::new(cfg(dir.path()));
+        f.note(&Note::Target {
+            ts_ns: 1,
+            pid: 7,
+            comm: "java".into(),
+            reason: "QuorumPeerMain".into(),
+        })
+        .unwrap();
+        f.fact(&Fact::Cgroup {
+            id: 1,
+            path: Some("/old".into()),
+        })
+        .unwrap();
+        f.fact(&Fact::Cgroup {
+            id: 1,
+            path: Some("/zk".into()),
+        })
+        .unwrap();
+        // 30 s of records, one a second; only the last 10 s are in the window.
+        for t in 1..=30 {
+            f.kernel(&rec(t * S, 64, t as u8)).unwrap();
+            f.tick(MonoNs(t * S + 1), KernelTotals::default(), || {
+                (vec![], vec![])
+            });
+        }
+        let path = f
+            .trigger(
+                Trigger::Stall {
+                    pid: 7,
+                    tid: 8,
+                    start_ns: 29 * S,
+                    ongoing: true,
+                },
+                MonoNs(30 * S + 2),
+                header(),
+                "zk1",
+            )
+            .unwrap();
+        assert!(path.file_name().unwrap().to_string_lossy().contains("zk1"));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Written at once: readable while the stall lasts (no trailer yet).
+        let (h, now) = frames(&path);
+        assert!(
+            h.started_ns >= 19 * S && h.started_ns <= 21 * S,
+            "{}",
+            h.started_ns
+        );
+        assert!(
+            now.iter()
+                .any(|f| matches!(f, Frame::Kernel(k) if k[0] == 30))
+        );
+        // Post: the incident goes on while the stall runs, past `post`.
+        for t in 31..=34 {
+            f.kernel(&rec(t * S, 64, t as u8)).unwrap();
+            assert!(
+                f.tick(MonoNs(t * S + 1), KernelTotals::default(), || (
+                    vec![],
+                    vec![]
+                ))
+                .is_none(),
+                "still open at {t} s: the stall has not ended"
+            );
+        }
+        f.trigger(
+            Trigger::Stall {
+                pid: 7,
+                tid: 8,
+                start_ns: 29 * S,
+                ongoing: false,
+            },
+            MonoNs(34 * S + 5),
+            header(),
+            "zk1",
+        )
+        .unwrap();
+        let done = f
+            .tick(MonoNs(36 * S), KernelTotals::default(), || {
+                (vec![rec(36 * S, 40, 0xee)], vec![])
+            })
+            .expect("finished 1 s after the stall ended");
+        assert_eq!(done.path, path);
+        let (_, all) = frames(&path);
+        let kernel: Vec<u8> = all
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Kernel(k) => Some(k[0]),
+                _ => None,
+            })
+            .collect();
+        // The window (20..=30 s), the post records, then the closing one.
+        assert_eq!(kernel.first(), Some(&20), "{kernel:?}");
+        assert!(
+            kernel.windows(2).all(|w| w[0] < w[1] || w[1] == 0xee),
+            "{kernel:?}"
+        );
+        assert_eq!(kernel.last(), Some(&0xee));
+        // The preamble re-creates the target (stamped at the window's start) and the
+        // latest answer to each question.
+        assert!(all.iter().any(|f| matches!(
+            f,
+            Frame::Note(Note::Target { pid: 7, ts_ns, .. }) if *ts_ns >= 19 * S
+        )));
+        let cgroups: Vec<&Fact> = all
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Fact(x @ Fact::Cgroup { .. }) => Some(x),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            cgroups,
+            vec![&Fact::Cgroup {
+                id: 1,
+                path: Some("/zk".into())
+            }]
+        );
+        assert!(matches!(all.last(), Some(Frame::End(_))));
+    }
+
+    #[test]
+    fn a_flood_over_the_budget_sheds_the_oldest_chunks_and_the_incident_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path());
+        c.budget_bytes = CHUNK_RAW_MAX * 2;
+        let mut f = FlightRecorder::new(c);
+        // Incompressible records, 20 chunks' worth in 10 s.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..(20 * CHUNK_RAW_MAX / 200) as u64 {
+            let mut r = vec![0u8; 200];
+            for b in r.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let ts = S + i * 10_000_000 / 2;
+            r[8..16].copy_from_slice(&ts.to_le_bytes());
+            f.kernel(&r).unwrap();
+        }
+        assert!(
+            f.stored_bytes() <= CHUNK_RAW_MAX * 3,
+            "{}",
+            f.stored_bytes()
+        );
+        assert!(f.shed.chunks > 10 && f.shed.frames > 0, "{:?}", f.shed);
+        let now = MonoNs(f.last_ns + 1);
+        let path = f.trigger(Trigger::Signal, now, header(), "zk1").unwrap();
+        let (_, all) = frames(&path);
+        assert!(
+            all.iter()
+                .any(|f| matches!(f, Frame::Note(Note::Lost { shed, .. }) if *shed > 0)),
+            "the incident says its window was cut"
+        );
+    }
+
+    #[test]
+    fn retention_removes_the_oldest_incidents_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::write(
+                dir.path()
+                    .join(format!("{INCIDENT_PREFIX}h-2026120{i}T000000.000Z-x.zst")),
+                vec![0u8; 1000],
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let removed = retain(dir.path(), 3, 1 << 30).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(removed[0].to_string_lossy().contains("20261200"));
+        assert!(dir.path().join("notes.txt").exists());
+        // By bytes: at most 1500 bytes leaves one (the newest stays in any case).
+        let removed = retain(dir.path(), 10, 1500).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(
+            dir.path()
+                .join(format!("{INCIDENT_PREFIX}h-20261204T000000.000Z-x.zst"))
+                .exists()
+        );
+    }
 }

@@ -235,6 +235,37 @@ impl Metrics {
         s
     }
 
+    /// The same in Prometheus' older text format (0.0.4), for clients that do not ask for
+    /// OpenMetrics (curl, promtool): counters' HELP and TYPE name their `_total` samples,
+    /// and there is no `# EOF`.
+    pub fn encode_prometheus_text(&self) -> String {
+        let om = self.encode();
+        let counters: HashSet<&str> = om
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(om.len());
+        for l in om.lines() {
+            if l == "# EOF" || l.starts_with("# UNIT ") {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                let rest = l.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(name)
+                    .then(|| format!("{p}{name}_total {tail}"))
+            });
+            match renamed {
+                Some(r) => out.push_str(&r),
+                None => out.push_str(l),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// One watched call's duration.
     pub fn observe_call(&self, syscall: &str, device: &str, thread: &str, seconds: f64) {
         let mut l = CallLabels {
@@ -324,12 +355,81 @@ mod tests {
         );
         assert!(text.contains("zkstall_records_total 10"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
+        let old = m.encode_prometheus_text();
+        assert!(
+            old.contains("# TYPE zkstall_records_total counter"),
+            "{old}"
+        );
+        assert!(
+            old.contains("# HELP zkstall_records_total Records"),
+            "{old}"
+        );
+        assert!(!old.contains("# EOF"));
         let names = m.sample_names();
         assert!(
             names.contains(&"zkstall_stalls_total".to_string()),
             "{names:?}"
         );
         assert!(names.contains(&"zkstall_agent_resident_memory_bytes".to_string()));
+    }
+
+    /// Every `zkstall_*` metric the shipped alert rules and Grafana dashboard use.
+    fn names_in(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let b = text.as_bytes();
+        let mut i = 0;
+        while let Some(off) = text[i..].find("zkstall_") {
+            let start = i + off;
+            let mut end = start;
+            while end < b.len() && (b[end].is_ascii_lowercase() || b[end] == b'_') {
+                end += 1;
+            }
+            // Not part of a longer identifier (a file name, a uid).
+            let before_ok =
+                start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'-');
+            if before_ok && !text[start..end].ends_with('_') {
+                out.push(text[start..end].to_string());
+            }
+            i = end.max(start + 1);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn every_metric_the_alert_rules_and_dashboard_name_is_exported() {
+        let m = Metrics::new();
+        // Families with labels appear once observed.
+        m.observe_call("fdatasync", "sda", "SyncThread:0", 0.01);
+        m.stall("device_stall");
+        m.shed("reader", 1);
+        m.disk_inflight
+            .get_or_create(&DiskLabels { disk: "sda".into() })
+            .set(1);
+        m.disk_request_duration
+            .get_or_create(&DiskLabels { disk: "sda".into() })
+            .observe(0.001);
+        m.info
+            .get_or_create(&InfoLabels {
+                version: "x".into(),
+                kernel: "y".into(),
+            })
+            .set(1);
+        let exported = m.sample_names();
+        let rules = include_str!("../../../dist/prometheus/zkstall-rules.yml");
+        let dashboard = include_str!("../../../dist/grafana/zkstall-dashboard.json");
+        let used: Vec<String> = names_in(rules)
+            .into_iter()
+            .chain(names_in(dashboard))
+            .collect();
+        assert!(used.len() >= 10, "{used:?}");
+        for n in &used {
+            assert!(
+                exported.contains(n),
+                "{n} is used by the rules or dashboard but not exported; exported: {exported:?}"
+            );
+        }
     }
 
     #[test]

@@ -219,26 +219,53 @@ impl AgentConfig {
         Ok(())
     }
 
-    /// History caps and the flight recorder's budget that keep the whole agent under
-    /// `max_memory`: a quarter for the recorder, a third for attribution's history (an
-    /// `Io` with its strings is ~300 bytes, an off-CPU interval ~250), the rest for the
-    /// process itself (code, runtime, the ring buffer's mapping, buffers).
-    pub fn budgets(&self) -> (HistoryLimits, usize) {
-        let m = self.max_memory as usize;
-        let recorder = m / 4;
-        let history = m / 3;
-        let limits = HistoryLimits {
-            ios_per_disk: (history * 2 / 3 / 300).clamp(5_000, crate::history::MAX_IOS_PER_DISK),
-            blocked: (history / 6 / 250).clamp(2_000, crate::history::MAX_BLOCKED),
-            throttles: (history / 24 / 120).clamp(1_000, crate::history::MAX_THROTTLES),
-            commits: (history / 24 / 200).clamp(500, crate::history::MAX_COMMITS),
-        };
-        (limits, recorder)
+    /// History caps, the flight recorder's budget and the reader's queue that keep the
+    /// whole agent under `max_memory`. Measured here: the agent itself takes ~25 MiB
+    /// ([`BASELINE`]: code, the ring buffer's mapping, BTF-derived tables, kernel
+    /// symbols). Of the rest, a third for the recorder, half for attribution's history (an
+    /// `Io` with its strings is ~300 bytes, an off-CPU interval ~250), a tenth for the
+    /// reader's queue (~200 bytes a record), and some slack.
+    pub fn budgets(&self) -> Budgets {
+        let spare = self.max_memory.saturating_sub(BASELINE) as usize;
+        let history = spare / 2;
+        Budgets {
+            recorder_bytes: spare / 3,
+            history: HistoryLimits {
+                // A power of two: a queue's buffer grows by doubling, so any other cap
+                // would allocate up to twice the memory it is meant to.
+                ios_per_disk: pow2_floor(history * 2 / 3 / 300)
+                    .clamp(2_048, crate::history::MAX_IOS_PER_DISK),
+                blocked: (history / 6 / 250).clamp(1_000, crate::history::MAX_BLOCKED),
+                throttles: (history / 24 / 120).clamp(500, crate::history::MAX_THROTTLES),
+                commits: (history / 24 / 200).clamp(200, crate::history::MAX_COMMITS),
+            },
+            channel_records: (spare / 10 / 200).clamp(1024, crate::reader::CHANNEL_RECORDS),
+        }
     }
 }
 
+fn pow2_floor(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        1 << (usize::BITS - 1 - n.leading_zeros())
+    }
+}
+
+/// What [`AgentConfig::budgets`] hands out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budgets {
+    pub recorder_bytes: usize,
+    pub history: HistoryLimits,
+    pub channel_records: usize,
+}
+
+/// The agent's own resident memory before it records anything (measured on the
+/// development machine: 25 MiB, see the README's Cost section).
+pub const BASELINE: u64 = 28 << 20;
+
 /// Below this the agent cannot hold its own code and buffers.
-pub const MIN_MEMORY: u64 = 32 << 20;
+pub const MIN_MEMORY: u64 = 40 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -309,16 +336,20 @@ mod tests {
     #[test]
     fn budgets_scale_with_memory() {
         let c = AgentConfig::default();
-        let (l, r) = c.budgets();
-        assert_eq!(r, 16 << 20);
-        assert!(
-            l.ios_per_disk >= 40_000 && l.ios_per_disk <= 60_000,
-            "{l:?}"
-        );
+        let b = c.budgets();
+        assert_eq!(b.recorder_bytes, (36 << 20) / 3);
+        assert!(b.history.ios_per_disk == 32_768, "{b:?}");
+        // What the budgets add up to stays under the bound.
+        let worst = BASELINE as usize
+            + b.recorder_bytes
+            + b.history.ios_per_disk * 300
+            + b.history.blocked * 250
+            + b.channel_records * 200;
+        assert!(worst < c.max_memory as usize, "{worst} {b:?}");
         let big = AgentConfig {
             max_memory: 1 << 30,
             ..Default::default()
         };
-        assert!(big.budgets().0.ios_per_disk > l.ios_per_disk);
+        assert!(big.budgets().history.ios_per_disk > b.history.ios_per_disk);
     }
 }

@@ -4,7 +4,7 @@
 use axum::{
     Router,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::{get, post},
 };
@@ -36,14 +36,30 @@ async fn index() -> &'static str {
     "zkstall agent\n  GET  /metrics   Prometheus metrics (OpenMetrics text)\n  POST /trigger   write an incident recording now\n"
 }
 
-async fn metrics_text(State(app): State<App>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.encode(),
-    )
+/// OpenMetrics to clients that ask for it (Prometheus does), the older text format to the
+/// rest (curl, promtool check metrics).
+async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> impl IntoResponse {
+    let open_metrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if open_metrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            app.metrics.encode(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            app.metrics.encode_prometheus_text(),
+        )
+    }
 }
 
 async fn trigger(State(app): State<App>) -> impl IntoResponse {
