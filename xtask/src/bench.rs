@@ -1,154 +1,131 @@
-//! `cargo xtask bench`: what zkstall costs processes it is not tracing. Two bystander
-//! loads run alternately without and with `zkstall trace --events` attached (tracing an
-//! idle process, so every device-wide and scheduler probe is live), and the result is a
-//! ratio measured in one run, never an absolute time.
+//! `cargo xtask bench`: what zkstall costs, as ratios measured side by side in one run
+//! (alternating rounds without and with, medians), never as absolute times. Each row is a
+//! goal of issue 10; results go to `target/bench/results.json` and a table on stdout.
 //!
-//! Then a flood at saturation: fio's 4 KiB random direct writes on a loop device from two
-//! jobs (both CPUs busy), without zkstall, with zkstall watching that disk request by
-//! request (`--disk`), with zkstall only counting it (a neighbour disk), with the same
-//! per-request collection in bpftrace, and (`ZKSTALL_BENCH_BASELINE=<binary>`) with another
-//! zkstall build. Reported: IOPS ratios, and what each zkstall run says it saw, paired,
-//! lost and shed.
+//! - bystanders of the always-on agent (tracing an idle process: every scheduler and block
+//!   probe live): `perf bench sched pipe`; fio's 4 KiB random direct writes from two jobs
+//!   (both CPUs busy) on a ram-backed loop device the target does not use, and on the one
+//!   its file is on (every request traced); the same collection in bpftrace beside it;
+//! - ZooKeeper creates/s (its own client, a real server) with the agent on it;
+//! - the userspace pipeline: `report` of a recording of the flood, records/s on one core;
+//! - the agent's resident memory, idle and through the flood; recording size per hour, idle
+//!   and under ZooKeeper's load; from a stall crossing the threshold to its incident begun
+//!   and its verdict logged; records dropped at the flood's request rate.
 
 use std::{
-    io::{BufRead as _, BufReader},
-    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
-    path::Path,
+    io::{BufRead as _, BufReader, Read as _},
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-
-/// Round trips of one byte between two threads over pipes: every one is two context
-/// switches and two wakeups, the hot path of the scheduler probes.
-fn ctxswitch(for_: Duration) -> Result<f64> {
-    let mut a = [0i32; 2];
-    let mut b = [0i32; 2];
-    // SAFETY: valid arrays for pipe(2).
-    if unsafe { libc::pipe(a.as_mut_ptr()) } != 0 || unsafe { libc::pipe(b.as_mut_ptr()) } != 0 {
-        bail!("pipe: {}", std::io::Error::last_os_error());
-    }
-    let (a_r, a_w, b_r, b_w) = (a[0], a[1], b[0], b[1]);
-    let echo = std::thread::spawn(move || {
-        let mut byte = 0u8;
-        loop {
-            // SAFETY: valid fds and a one-byte buffer.
-            let n = unsafe { libc::read(a_r, (&mut byte as *mut u8).cast(), 1) };
-            if n != 1 || byte == 0xff {
-                break;
-            }
-            // SAFETY: as above.
-            unsafe { libc::write(b_w, (&byte as *const u8).cast(), 1) };
-        }
-    });
-    let start = Instant::now();
-    let mut trips = 0u64;
-    let mut byte = 1u8;
-    while start.elapsed() < for_ {
-        for _ in 0..256 {
-            // SAFETY: valid fds and a one-byte buffer.
-            unsafe {
-                libc::write(a_w, (&byte as *const u8).cast(), 1);
-                libc::read(b_r, (&mut byte as *mut u8).cast(), 1);
-            }
-            trips += 1;
-        }
-    }
-    let rate = trips as f64 / start.elapsed().as_secs_f64();
-    byte = 0xff;
-    // SAFETY: as above.
-    unsafe { libc::write(a_w, (&byte as *const u8).cast(), 1) };
-    let _ = echo.join();
-    for fd in [a_r, a_w, b_r, b_w] {
-        // SAFETY: fds owned here.
-        unsafe { libc::close(fd) };
-    }
-    Ok(rate)
-}
-
-/// 4 KiB O_DIRECT writes at scattered offsets of a 64 MiB file: one block request each,
-/// the hot path of the block probes.
-fn smallio(dir: &Path, for_: Duration) -> Result<f64> {
-    const SIZE: u64 = 64 << 20;
-    let path = dir.join("zkstall-bench-smallio");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    f.set_len(SIZE)?;
-    // O_DIRECT needs an aligned buffer.
-    let layout = std::alloc::Layout::from_size_align(4096, 4096)?;
-    // SAFETY: non-zero size layout; freed below.
-    let buf = unsafe { std::alloc::alloc_zeroed(layout) };
-    let start = Instant::now();
-    let mut ops = 0u64;
-    let mut off = 0u64;
-    while start.elapsed() < for_ {
-        off = (off + 7 * 4096 + 4096 * 131) % SIZE;
-        // SAFETY: aligned 4 KiB buffer, open fd.
-        let n = unsafe { libc::pwrite(f.as_raw_fd(), buf.cast(), 4096, off as i64) };
-        if n != 4096 {
-            bail!("pwrite: {}", std::io::Error::last_os_error());
-        }
-        ops += 1;
-    }
-    let rate = ops as f64 / start.elapsed().as_secs_f64();
-    // SAFETY: allocated above with the same layout.
-    unsafe { std::alloc::dealloc(buf, layout) };
-    drop(f);
-    let _ = std::fs::remove_file(&path);
-    Ok(rate)
-}
-
-/// A named load: (name, unit, run it once and return its rate).
-type Load = (&'static str, &'static str, Box<dyn Fn() -> Result<f64>>);
+use serde_json::{Value, json};
 
 fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-/// A loop device over a sparse file in /var/tmp, detached on drop.
-struct Loop {
-    dev: String,
-    image: std::path::PathBuf,
+fn sh(cmd: &str) -> Result<String> {
+    let out = Command::new("sh").args(["-c", cmd]).output()?;
+    if !out.status.success() {
+        bail!("{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-impl Loop {
-    fn new(mib: u64) -> Result<Loop> {
-        let image = std::path::PathBuf::from(format!(
-            "/var/tmp/zkstall-bench-flood-{}.img",
-            std::process::id()
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(9477)
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    Some(buf.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// A loop device over a file in /dev/shm (a disk as fast as memory) or /var/tmp, with an
+/// ext4 filesystem mounted when asked; all undone on drop.
+struct Disk {
+    dev: String,
+    image: PathBuf,
+    mnt: Option<PathBuf>,
+}
+
+impl Disk {
+    fn new(dir: &str, mib: u64, mount: bool) -> Result<Disk> {
+        let image = PathBuf::from(format!(
+            "{dir}/zkstall-bench-{}-{}.img",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ (mib as u128 * 7919)
         ));
-        let f = std::fs::File::create(&image)?;
-        f.set_len(mib << 20)?;
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(&image)
-            .output()
-            .context("losetup")?;
-        if !out.status.success() {
-            bail!("losetup: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::File::create(&image)?.set_len(mib << 20)?;
+        let dev = sh(&format!("losetup -f --show {}", image.display()))?;
+        let mut d = Disk {
+            dev,
+            image,
+            mnt: None,
+        };
+        if mount {
+            let m = PathBuf::from(format!("{}.mnt", d.image.display()));
+            std::fs::create_dir_all(&m)?;
+            sh(&format!("mkfs.ext4 -q {}", d.dev))?;
+            sh(&format!("mount {} {}", d.dev, m.display()))?;
+            d.mnt = Some(m);
         }
-        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Ok(Loop { dev, image })
+        Ok(d)
+    }
+
+    fn dir(&self) -> &Path {
+        self.mnt.as_deref().expect("mounted")
     }
 }
 
-impl Drop for Loop {
+impl Drop for Disk {
     fn drop(&mut self) {
+        if let Some(m) = &self.mnt {
+            let _ = Command::new("umount").arg(m).status();
+            let _ = std::fs::remove_dir_all(m);
+        }
         let _ = Command::new("losetup").args(["-d", &self.dev]).status();
         let _ = std::fs::remove_file(&self.image);
     }
 }
 
-/// fio's write IOPS for `seconds` of 4 KiB random direct writes on `dev`, two jobs.
-fn fio(dev: &str, seconds: u64) -> Result<f64> {
+/// fio's write IOPS for `seconds` of 4 KiB random direct writes, two jobs, on a device or
+/// a file.
+fn fio(target: &str, seconds: u64) -> Result<f64> {
     let out = Command::new("fio")
         .args([
             "--name=flood",
@@ -158,95 +135,135 @@ fn fio(dev: &str, seconds: u64) -> Result<f64> {
             "--ioengine=libaio",
             "--iodepth=32",
             "--numjobs=2",
+            "--size=256m",
             "--group_reporting",
             "--time_based",
             "--output-format=json",
         ])
-        .arg(format!("--filename={dev}"))
+        .arg(format!("--filename={target}"))
         .arg(format!("--runtime={seconds}"))
         .stderr(Stdio::null())
         .output()
         .context("running fio (cargo xtask setup installs it)")?;
     if !out.status.success() {
-        bail!("fio failed");
+        bail!("fio failed on {target}");
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("fio's JSON")?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("fio's JSON")?;
     v["jobs"][0]["write"]["iops"]
         .as_f64()
         .context("fio's write iops")
 }
 
-/// `zkstall trace` attached to an idle process; stopped (SIGINT) by `stop`, which returns
-/// its summary line.
-struct Tracer {
-    child: Child,
-    idle: Child,
-    out: std::thread::JoinHandle<Option<serde_json::Value>>,
+/// `perf bench sched pipe`: round trips of a token between two processes over pipes (each
+/// two context switches, two wakeups and four syscalls). Ops/s.
+fn sched_pipe(seconds: u64) -> Result<f64> {
+    // Calibrated count: ~60k ops/s here; `-l` makes it a fixed amount of work.
+    // Both processes on CPU 0: every op is two context switches on one CPU (unpinned, the
+    // pair's placement varies from run to run by 2x here, which drowns any cost).
+    let loops = (seconds * 150_000).to_string();
+    let out = Command::new("taskset")
+        .args(["-c", "0", "perf", "bench", "sched", "pipe", "-l", &loops])
+        .output()
+        .context("perf bench (cargo xtask bench installs linux-perf)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("ops/sec"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .context("perf bench sched pipe printed no ops/sec")
 }
 
-impl Tracer {
-    fn start(zkstall: &Path, extra: &[&str]) -> Result<Tracer> {
-        let idle = Command::new("sleep").arg("3600").spawn()?;
+/// A process that holds a file open on `dir` (so its disk is watched) and does nothing.
+fn idle_target(dir: &Path) -> Result<Child> {
+    Ok(Command::new("sh")
+        .args([
+            "-c",
+            &format!("exec 3>>{}/idle-target; exec sleep 3600", dir.display()),
+        ])
+        .spawn()?)
+}
+
+/// A running `zkstall agent`, its metrics reachable.
+struct Agent {
+    child: Child,
+    port: u16,
+    lines: mpsc::Receiver<String>,
+    _incidents: PathBuf,
+}
+
+impl Agent {
+    fn start(zkstall: &Path, extra: &[&str]) -> Result<Agent> {
+        let port = free_port();
+        let incidents = PathBuf::from(format!(
+            "/var/tmp/zkstall-bench-incidents-{}-{port}",
+            std::process::id()
+        ));
         let mut child = Command::new(zkstall)
-            .args(["trace", "--format", "json", "--threshold", "10s"])
+            .arg("agent")
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--incident-dir")
+            .arg(&incidents)
             .args(extra)
-            .arg("--pid")
-            .arg(idle.id().to_string())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
-        let stdout = child.stdout.take().context("tracer stdout")?;
-        let out = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(|l| l.ok())
-                // Only the summary is parsed: --events prints a line per request.
-                .filter(|l| l.starts_with("{\"type\":\"summary\""))
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-                .filter(|v| v["type"] == "summary")
-                .last()
-        });
-        let stderr = child.stderr.take().context("tracer stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("tracing 1 process") => break,
-                Some(Ok(_)) => {}
-                _ => bail!("zkstall trace ended before it was ready"),
+        let stderr = child.stderr.take().context("agent stderr")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if tx.send(l).is_err() {
+                    break;
+                }
             }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Tracer { child, idle, out })
+        });
+        let a = Agent {
+            child,
+            port,
+            lines,
+            _incidents: incidents,
+        };
+        a.wait_for("tracing ", Duration::from_secs(30))?;
+        Ok(a)
     }
 
-    fn stop(mut self) -> Option<serde_json::Value> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-        let _ = self.idle.kill();
-        let _ = self.idle.wait();
-        self.out.join().ok().flatten()
+    fn wait_for(&self, needle: &str, limit: Duration) -> Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return Ok(l),
+                Ok(_) => {}
+                Err(_) => bail!("the agent logged no {needle:?} within {limit:?}"),
+            }
+        }
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
-/// bpftrace doing what `--disk` does per request: issue time by request, latency at
-/// completion (a histogram rather than records, which favours bpftrace).
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._incidents);
+    }
+}
+
+/// bpftrace doing the per-request part alone: issue time by request, a latency histogram
+/// per submitting pid at completion (`dev` 0: every disk).
 struct Bpftrace(Child);
 
 impl Bpftrace {
-    fn start(dev: &str) -> Result<Bpftrace> {
-        let meta = std::fs::metadata(dev)?;
-        use std::os::unix::fs::MetadataExt as _;
-        let rdev = meta.rdev();
-        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-        let kdev = (major << 20) | minor;
-        let prog = format!(
-            "tracepoint:block:block_rq_issue /args->dev == {kdev}/ {{ @s[args->sector] = nsecs; }} \
-             tracepoint:block:block_rq_complete /args->dev == {kdev} && @s[args->sector]/ {{ \
-             @lat = hist((nsecs - @s[args->sector]) / 1000); delete(@s[args->sector]); }}"
-        );
+    fn start(prog: &str) -> Result<Bpftrace> {
         let mut child = Command::new("bpftrace")
-            .args(["-e", &prog])
+            .args(["-e", prog])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -265,6 +282,20 @@ impl Bpftrace {
         std::thread::sleep(Duration::from_millis(500));
         Ok(Bpftrace(child))
     }
+
+    fn per_pid_latency(kdev: Option<u64>) -> Result<Bpftrace> {
+        let f = kdev.map_or(String::new(), |d| format!("/args->dev == {d}/"));
+        Self::start(&format!(
+            "tracepoint:block:block_rq_issue {f} {{ @s[args->dev, args->sector] = nsecs; @p[args->dev, args->sector] = pid; }} \
+             tracepoint:block:block_rq_complete {f} {{ $t = @s[args->dev, args->sector]; if ($t) {{ \
+             @us[@p[args->dev, args->sector]] = hist((nsecs - $t) / 1000); \
+             delete(@s[args->dev, args->sector]); delete(@p[args->dev, args->sector]); }} }}"
+        ))
+    }
+
+    fn count_switches() -> Result<Bpftrace> {
+        Self::start("tracepoint:sched:sched_switch { @[cpu] = count(); }")
+    }
 }
 
 impl Drop for Bpftrace {
@@ -275,144 +306,680 @@ impl Drop for Bpftrace {
     }
 }
 
-fn counters(s: &Option<serde_json::Value>) -> String {
-    let Some(s) = s else {
-        return "no summary".into();
-    };
-    let n = |k: &str| s[k].as_u64().map_or("-".to_string(), |v| v.to_string());
-    format!(
-        "events {} dropped {} shed {} io_watched {} io_unmatched {} io_other_disks {}",
-        n("events"),
-        n("dropped"),
-        s["shed_by_reader"]
-            .as_u64()
-            .or(s["history_shed"].as_u64())
-            .map_or("-".to_string(), |v| v.to_string()),
-        n("io_watched"),
-        n("io_unmatched"),
-        n("io_other_disks")
-    )
+fn kdev(dev: &str) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let rdev = std::fs::metadata(dev)?.rdev();
+    Ok(((libc::major(rdev) as u64) << 20) | libc::minor(rdev) as u64)
 }
 
-/// The flood at saturation.
-pub fn flood(zkstall: &Path, seconds: u64, rounds: usize) -> Result<()> {
-    let lo = Loop::new(1024)?;
-    let dev = lo.dev.clone();
-    println!(
-        "\nflood at saturation: fio 4 KiB random direct writes on {dev} (2 jobs, iodepth 32), {rounds} alternating rounds of {seconds}s; IOPS ratios against no tracing"
-    );
-    let baseline = std::env::var_os("ZKSTALL_BENCH_BASELINE").map(std::path::PathBuf::from);
-    let bpftrace = Command::new("sh")
-        .args(["-c", "command -v bpftrace"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let disk_arg = ["--disk", dev.as_str()];
-    let mut modes: Vec<(String, Option<(std::path::PathBuf, Vec<&str>)>, bool)> = vec![
-        (
-            "zkstall --disk (every request)".into(),
-            Some((zkstall.to_path_buf(), disk_arg.to_vec())),
-            false,
-        ),
-        (
-            "zkstall (disk only counted)".into(),
-            Some((zkstall.to_path_buf(), vec![])),
-            false,
-        ),
-    ];
-    if bpftrace {
-        modes.push(("bpftrace issue->complete".into(), None, true));
-    } else {
-        println!("(bpftrace not installed: its comparison is left out)");
+/// One measured row.
+struct Row {
+    name: &'static str,
+    with: String,
+    unit: &'static str,
+    without: f64,
+    value: f64,
+    /// The goal (a ratio, or a bound) and whether larger is better.
+    goal: Option<(f64, bool)>,
+    note: String,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        (self.without > 0.0).then(|| self.value / self.without)
     }
-    if let Some(b) = &baseline {
-        modes.push((
-            format!("baseline {}", b.display()),
-            Some((b.clone(), vec![])),
-            false,
-        ));
+
+    fn json(&self) -> Value {
+        json!({
+            "row": self.name,
+            "with": self.with,
+            "unit": self.unit,
+            "without": (self.without > 0.0).then_some(self.without),
+            "value": self.value,
+            "ratio": self.ratio(),
+            "goal": self.goal.map(|(g, _)| g),
+            "met": self.goal.map(|(g, up)| {
+                let v = self.ratio().unwrap_or(self.value);
+                if up { v >= g } else { v <= g }
+            }),
+            "note": self.note,
+        })
     }
-    println!(
-        "{:<36} {:>10} {:>10} {:>7}  what zkstall saw (last round)",
-        "with", "without", "with", "ratio"
-    );
-    for (name, tracer, is_bpftrace) in &modes {
-        let (mut without, mut with) = (Vec::new(), Vec::new());
-        let mut seen = None;
-        for _ in 0..rounds {
-            without.push(fio(&dev, seconds)?);
-            if *is_bpftrace {
-                let b = Bpftrace::start(&dev)?;
-                with.push(fio(&dev, seconds)?);
-                drop(b);
-            } else if let Some((bin, extra)) = tracer {
-                let t = Tracer::start(bin, extra)?;
-                with.push(fio(&dev, seconds)?);
-                seen = t.stop();
-            }
-        }
-        let (a, b) = (median(without), median(with));
+
+    fn print(&self) {
+        let (shown, goal) = match (self.ratio(), self.goal) {
+            (Some(r), Some((g, up))) => (
+                format!("{r:.3}"),
+                format!("{} {g}", if up { ">=" } else { "<=" }),
+            ),
+            (Some(r), None) => (format!("{r:.3}"), String::new()),
+            (None, Some((g, up))) => (
+                format!("{:.1}", self.value),
+                format!("{} {g}", if up { ">=" } else { "<=" }),
+            ),
+            (None, None) => (format!("{:.1}", self.value), String::new()),
+        };
         println!(
-            "{name:<36} {a:>10.0} {b:>10.0} {:>7.3}  {}",
-            b / a,
-            if *is_bpftrace {
-                String::new()
+            "{:<34} {:<34} {:>12} {:>12} {:>9} {:>9}  {} {}",
+            self.name,
+            self.with,
+            if self.without > 0.0 {
+                format!("{:.0}", self.without)
             } else {
-                counters(&seen)
+                "-".into()
+            },
+            format!("{:.1}", self.value),
+            shown,
+            goal,
+            self.unit,
+            self.note
+        );
+    }
+}
+
+/// Alternating rounds of `load` without and with `attach` (which returns a guard).
+fn ab<G>(
+    rounds: usize,
+    mut load: impl FnMut() -> Result<f64>,
+    mut attach: impl FnMut() -> Result<G>,
+    mut after: impl FnMut(&G),
+) -> Result<(f64, f64)> {
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        without.push(load()?);
+        let g = attach()?;
+        with.push(load()?);
+        after(&g);
+        drop(g);
+    }
+    Ok((median(without), median(with)))
+}
+
+pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark attaches eBPF programs and needs root: sudo -E cargo xtask bench");
+    }
+    let bpftrace = sh("command -v bpftrace").is_ok();
+    let mut rows: Vec<Row> = Vec::new();
+    println!(
+        "zkstall bench: {rounds} alternating rounds of {seconds}s, medians; ratios with/without (1.000 = no cost)"
+    );
+    println!(
+        "{:<34} {:<34} {:>12} {:>12} {:>9} {:>9}  unit",
+        "row", "with", "without", "with", "ratio", "goal"
+    );
+    let shown = |rows: &Vec<Row>| {
+        if let Some(r) = rows.last() {
+            r.print();
+        }
+    };
+
+    // 1. The scheduler's hot path.
+    let home = Disk::new("/var/tmp", 256, true)?;
+    {
+        let mut target = idle_target(home.dir())?;
+        let pid = target.id().to_string();
+        let (a, b) = ab(
+            rounds.max(5),
+            || sched_pipe(seconds),
+            || Agent::start(zkstall, &["--pid", &pid]),
+            |_| {},
+        )?;
+        rows.push(Row {
+            name: "perf bench sched pipe",
+            with: "zkstall agent (idle target)".into(),
+            unit: "ops/s",
+            without: a,
+            value: b,
+            goal: Some((0.97, true)),
+            note: String::new(),
+        });
+        shown(&rows);
+        if bpftrace {
+            let (a, b) = ab(
+                rounds.max(5),
+                || sched_pipe(seconds),
+                Bpftrace::count_switches,
+                |_| {},
+            )?;
+            rows.push(Row {
+                name: "perf bench sched pipe",
+                with: "bpftrace counting sched_switch".into(),
+                unit: "ops/s",
+                without: a,
+                value: b,
+                goal: None,
+                note: String::new(),
+            });
+            shown(&rows);
+        }
+        let _ = target.kill();
+        let _ = target.wait();
+    }
+
+    // 2. A flood on a disk the target does not use: counted in the kernel, not traced.
+    let other = Disk::new("/dev/shm", 512, false)?;
+    {
+        let mut target = idle_target(home.dir())?;
+        let pid = target.id().to_string();
+        let (a, b) = ab(
+            rounds,
+            || fio(&other.dev, seconds),
+            || Agent::start(zkstall, &["--pid", &pid]),
+            |_| {},
+        )?;
+        rows.push(Row {
+            name: "fio flood, a disk ZooKeeper does not use",
+            with: "zkstall agent".into(),
+            unit: "IOPS",
+            without: a,
+            value: b,
+            goal: Some((0.97, true)),
+            note: String::new(),
+        });
+        shown(&rows);
+        if bpftrace {
+            let k = kdev(&other.dev)?;
+            let (a, b) = ab(
+                rounds,
+                || fio(&other.dev, seconds),
+                || Bpftrace::per_pid_latency(Some(k)),
+                |_| {},
+            )?;
+            rows.push(Row {
+                name: "fio flood, a disk ZooKeeper does not use",
+                with: "bpftrace per-pid latency histogram".into(),
+                unit: "IOPS",
+                without: a,
+                value: b,
+                goal: None,
+                note: String::new(),
+            });
+            shown(&rows);
+        }
+        let _ = target.kill();
+        let _ = target.wait();
+    }
+    drop(other);
+
+    // 3. A flood on the target's own disk: every request traced one by one.
+    let own = Disk::new("/dev/shm", 768, true)?;
+    let flood_file = own.dir().join("flood").display().to_string();
+    let mut flood_rate: f64 = 0.0;
+    let mut flood_drops: f64 = 0.0;
+    let mut flood_rss = 0u64;
+    let mut flood_records: f64 = 0.0;
+    {
+        let mut target = idle_target(own.dir())?;
+        let pid = target.id().to_string();
+        let (a, b) = ab(
+            rounds,
+            || {
+                // The agent's RSS is sampled while fio runs.
+                let r = fio(&flood_file, seconds);
+                if let Ok(v) = &r {
+                    flood_rate = flood_rate.max(*v);
+                }
+                r
+            },
+            || Agent::start(zkstall, &["--pid", &pid]),
+            |agent| {
+                let m = agent.metrics();
+                flood_drops += metric(&m, "zkstall_records_dropped_total");
+                flood_records += metric(&m, "zkstall_records_total ");
+            },
+        )?;
+        // The agent's resident memory, sampled through one more flood.
+        {
+            let agent = Agent::start(zkstall, &["--pid", &pid])?;
+            let apid = agent.pid();
+            let f2 = flood_file.clone();
+            let h = std::thread::spawn(move || fio(&f2, seconds));
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(seconds) {
+                flood_rss = flood_rss.max(rss_of(apid));
+                std::thread::sleep(Duration::from_millis(200));
             }
+            let _ = h.join();
+        }
+        rows.push(Row {
+            name: "fio flood, ZooKeeper's own disk",
+            with: "zkstall agent (every request)".into(),
+            unit: "IOPS",
+            without: a,
+            value: b,
+            goal: Some((0.95, true)),
+            note: format!("{:.0} records, {:.0} dropped", flood_records, flood_drops),
+        });
+        shown(&rows);
+        if bpftrace {
+            let k = kdev(&own.dev)?;
+            let (a, b) = ab(
+                rounds,
+                || fio(&flood_file, seconds),
+                || Bpftrace::per_pid_latency(Some(k)),
+                |_| {},
+            )?;
+            rows.push(Row {
+                name: "fio flood, ZooKeeper's own disk",
+                with: "bpftrace per-pid latency histogram".into(),
+                unit: "IOPS",
+                without: a,
+                value: b,
+                goal: None,
+                note: String::new(),
+            });
+            shown(&rows);
+        }
+        let _ = target.kill();
+        let _ = target.wait();
+    }
+    rows.push(Row {
+        name: "records dropped at the flood's rate",
+        with: format!("{:.0} requests/s, ZooKeeper's disk", flood_rate),
+        unit: "records",
+        without: 0.0,
+        value: flood_drops,
+        goal: Some((0.0, false)),
+        note: String::new(),
+    });
+    shown(&rows);
+    rows.push(Row {
+        name: "agent RSS through the flood",
+        with: "zkstall agent, --max-memory 64MiB".into(),
+        unit: "MiB",
+        without: 0.0,
+        value: flood_rss as f64 / (1 << 20) as f64,
+        goal: Some((64.0, false)),
+        note: String::new(),
+    });
+    shown(&rows);
+
+    // 4. The userspace pipeline alone: recordings of the flood, reported on one core. The
+    // rate is the slope between a short and a long one (start-up, loading kernel symbols,
+    // is the same for both and not the pipeline's).
+    {
+        let mut points = Vec::new();
+        for secs in [1, seconds * 2] {
+            let mut target = idle_target(own.dir())?;
+            let rec = PathBuf::from(format!(
+                "/var/tmp/zkstall-bench-{}-{secs}.zst",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&rec);
+            let mut tracer = Command::new(zkstall)
+                .args(["trace", "--threshold", "10s", "--format", "json", "--pid"])
+                .arg(target.id().to_string())
+                .arg("--output")
+                .arg(&rec)
+                .arg("--duration")
+                .arg(format!("{}s", secs + 2))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = fio(&flood_file, secs);
+            let _ = tracer.wait();
+            let _ = target.kill();
+            let _ = target.wait();
+            let t = Instant::now();
+            let out = Command::new("taskset")
+                .args(["-c", "0"])
+                .arg(zkstall)
+                .args(["report", "--format", "json"])
+                .arg(&rec)
+                .output()?;
+            let took = t.elapsed().as_secs_f64();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let events = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["type"] == "summary")
+                .and_then(|s| s["events"].as_f64())
+                .unwrap_or(0.0);
+            let size = std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0);
+            let _ = std::fs::remove_file(&rec);
+            points.push((events, took, size));
+        }
+        let ((e0, t0, _), (e1, t1, size)) = (points[0], points[1]);
+        let rate = if t1 > t0 { (e1 - e0) / (t1 - t0) } else { 0.0 };
+        rows.push(Row {
+            name: "userspace pipeline (report)",
+            with: "one core, recordings of the flood".into(),
+            unit: "M records/s",
+            without: 0.0,
+            value: rate / 1e6,
+            goal: Some((2.0, true)),
+            note: format!(
+                "{e1:.0} records in {t1:.2} s ({} MiB), {e0:.0} in {t0:.2} s",
+                size >> 20
+            ),
+        });
+        shown(&rows);
+    }
+    drop(own);
+
+    // 5. A real ZooKeeper: creates/s, idle RSS, recording sizes, crossing latency.
+    if zk {
+        zookeeper_rows(zkstall, seconds, rounds, &mut rows, &home)?;
+    }
+
+    let results = json!({
+        "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ").unwrap_or_default(),
+        "kernel": sh("uname -r").unwrap_or_default(),
+        "cpus": sh("nproc").unwrap_or_default(),
+        "seconds": seconds,
+        "rounds": rounds,
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+    });
+    let dir = Path::new("target/bench");
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    println!("\nresults: {}", path.display());
+    let unmet: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.json()["met"] == Value::Bool(false))
+        .collect();
+    if !unmet.is_empty() {
+        println!(
+            "goals not met: {}",
+            unmet
+                .iter()
+                .map(|r| format!("{} ({})", r.name, r.with))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     Ok(())
 }
 
-pub fn run(zkstall: &Path, seconds: u64, rounds: usize) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark attaches eBPF programs and needs root: sudo -E cargo xtask bench");
-    }
-    let dur = Duration::from_secs(seconds);
-    let dir = Path::new("/var/tmp");
-    let loads: [Load; 2] = [
-        (
-            "ctxswitch",
-            "round trips/s",
-            Box::new(move || ctxswitch(dur)),
-        ),
-        (
-            "smallio",
-            "4 KiB O_DIRECT writes/s",
-            Box::new(move || smallio(dir, dur)),
-        ),
-    ];
-    println!(
-        "bystander cost of zkstall tracing an idle process ({rounds} alternating rounds of {seconds}s each; ratios of medians, 1.000 = no cost)"
-    );
-    println!(
-        "{:<10} {:<16} {:>12} {:>12} {:>8}  unit",
-        "load", "zkstall", "without", "with", "ratio"
-    );
-    let baseline = std::env::var_os("ZKSTALL_BENCH_BASELINE").map(std::path::PathBuf::from);
-    let mut modes: Vec<(&str, &Path, &[&str])> = vec![
-        ("trace", zkstall, &[]),
-        ("trace --events", zkstall, &["--events"]),
-    ];
-    if let Some(b) = &baseline {
-        modes.push(("baseline trace", b.as_path(), &[]));
-    }
-    for (name, unit, load) in &loads {
-        for (mode, bin, extra) in &modes {
-            let (mut without, mut with) = (Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                without.push(load()?);
-                let tracer = Tracer::start(bin, extra)?;
-                with.push(load()?);
-                tracer.stop();
-            }
-            let (a, b) = (median(without), median(with));
-            println!(
-                "{name:<10} {mode:<16} {a:>12.0} {b:>12.0} {:>8.3}  {unit}",
-                b / a
-            );
+/// Debian's ZooKeeper on a loop-mounted ext4, with its own client (ZkLoad) driving creates.
+struct Zk {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+const ZK_CLASSPATH: &str =
+    "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar";
+
+impl Zk {
+    fn start(dir: &Path) -> Result<Zk> {
+        let port = free_port();
+        for d in ["data", "log"] {
+            std::fs::create_dir_all(dir.join(d))?;
         }
+        let cfg = dir.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=2000\ndataDir={0}/data\ndataLogDir={0}/log\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\n",
+                dir.display()
+            ),
+        )?;
+        let log4j = dir.join("log4j.properties");
+        std::fs::write(
+            &log4j,
+            "log4j.rootLogger=WARN, CONSOLE\nlog4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\nlog4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\nlog4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} - %-5p [%t] - %m%n\n",
+        )?;
+        let out = std::fs::File::create(dir.join("zookeeper.out"))?;
+        let child = Command::new("java")
+            .arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
+            .args([
+                "-Xmx256m",
+                "-cp",
+                ZK_CLASSPATH,
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+            ])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting ZooKeeper (cargo xtask setup installs it)")?;
+        let zk = Zk {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !zk.ruok() {
+            if Instant::now() > deadline {
+                bail!(
+                    "ZooKeeper did not start (see {}/zookeeper.out)",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(zk)
     }
-    flood(zkstall, seconds, rounds)
+
+    fn ruok(&self) -> bool {
+        use std::io::Write as _;
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"ruok").is_err() {
+            return false;
+        }
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf == "imok"
+    }
+
+    /// Creates/s over `seconds`, with ZooKeeper's own Java client (16 in flight).
+    fn creates(&self, seconds: u64) -> Result<f64> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/java/ZkLoad.java");
+        let out = Command::new("java")
+            .args(["-cp", ZK_CLASSPATH])
+            .arg(src)
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(seconds.to_string())
+            .stderr(Stdio::null())
+            .output()?;
+        let n: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .context("ZkLoad's count")?;
+        Ok(n / seconds as f64)
+    }
+
+    fn load_in_background(&self, seconds: u64) -> Result<Child> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/java/ZkLoad.java");
+        Ok(Command::new("java")
+            .args(["-cp", ZK_CLASSPATH])
+            .arg(src)
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(seconds.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?)
+    }
+}
+
+impl Drop for Zk {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+        let _ = std::fs::remove_dir_all(self.dir.join("log"));
+    }
+}
+
+fn zookeeper_rows(
+    zkstall: &Path,
+    seconds: u64,
+    rounds: usize,
+    rows: &mut Vec<Row>,
+    home: &Disk,
+) -> Result<()> {
+    let zk = Zk::start(&home.dir().join("zk"))?;
+    let secs = seconds.max(8);
+    // Warm the JVMs up (the server's JIT, the page cache).
+    let _ = zk.creates(3)?;
+    let (a, b) = ab(
+        rounds.max(5),
+        || zk.creates(secs),
+        || Agent::start(zkstall, &[]),
+        |_| {},
+    )?;
+    rows.push(Row {
+        name: "ZooKeeper creates/s",
+        with: "zkstall agent on it".into(),
+        unit: "creates/s",
+        without: a,
+        value: b,
+        goal: Some((0.99, true)),
+        note: String::new(),
+    });
+    rows.last().map(Row::print);
+
+    // Idle RSS of the agent on a quiet ZooKeeper.
+    {
+        let agent = Agent::start(zkstall, &[])?;
+        std::thread::sleep(Duration::from_secs(secs));
+        rows.push(Row {
+            name: "agent RSS, ZooKeeper idle",
+            with: "zkstall agent".into(),
+            unit: "MiB",
+            without: 0.0,
+            value: rss_of(agent.pid()) as f64 / (1 << 20) as f64,
+            goal: Some((64.0, false)),
+            note: String::new(),
+        });
+        rows.last().map(Row::print);
+    }
+
+    // Recording size per hour, idle and under load.
+    for (label, loaded) in [("idle", false), ("under ZkLoad", true)] {
+        let rec = PathBuf::from(format!(
+            "/var/tmp/zkstall-bench-rec-{}-{loaded}.zst",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&rec);
+        let mut load = if loaded {
+            Some(zk.load_in_background(secs + 5)?)
+        } else {
+            None
+        };
+        std::thread::sleep(Duration::from_secs(if loaded { 3 } else { 0 }));
+        let status = Command::new(zkstall)
+            .args(["trace", "--format", "json", "--output"])
+            .arg(&rec)
+            .arg("--duration")
+            .arg(format!("{secs}s"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if let Some(l) = &mut load {
+            let _ = l.wait();
+        }
+        let size = std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(&rec);
+        rows.push(Row {
+            name: "recording size per hour",
+            with: format!("zkstall trace --output, ZooKeeper {label}"),
+            unit: "MiB/h",
+            without: 0.0,
+            value: size as f64 * 3600.0 / secs as f64 / (1 << 20) as f64,
+            goal: None,
+            note: if status.success() {
+                String::new()
+            } else {
+                "trace failed".into()
+            },
+        });
+        rows.last().map(Row::print);
+    }
+    drop(zk);
+
+    // From a stall crossing the threshold to its incident begun and its verdict logged:
+    // the agent's first line of the stall says how long the call had run by then.
+    {
+        let outer = Disk::new("/var/tmp", 512, true)?;
+        let img = outer.dir().join("inner.img");
+        std::fs::File::create(&img)?.set_len(128 << 20)?;
+        let inner_dev = sh(&format!("losetup -f --show {}", img.display()))?;
+        sh(&format!("mkfs.ext4 -q {inner_dev}"))?;
+        let inner_mnt = PathBuf::from(format!("{}.inner", img.display()));
+        std::fs::create_dir_all(&inner_mnt)?;
+        sh(&format!("mount {inner_dev} {}", inner_mnt.display()))?;
+        let cleanup = |_: ()| {
+            let _ = Command::new("fsfreeze")
+                .arg("-u")
+                .arg(outer.dir())
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("umount").arg(&inner_mnt).status();
+            let _ = Command::new("losetup").args(["-d", &inner_dev]).status();
+        };
+        let result = (|| -> Result<Vec<f64>> {
+            let mut work = Command::new(zkstall)
+                .args([
+                    "workload",
+                    "--calls",
+                    "1000000",
+                    "--interval",
+                    "10ms",
+                    "--syscalls",
+                    "fdatasync",
+                    "--no-wait",
+                    "--dir",
+                ])
+                .arg(inner_mnt.join("w"))
+                .stdout(Stdio::null())
+                .spawn()?;
+            let threshold_ms = 200.0;
+            let agent = Agent::start(
+                zkstall,
+                &[
+                    "--pid",
+                    &work.id().to_string(),
+                    "--threshold",
+                    "200ms",
+                    "--post",
+                    "1s",
+                ],
+            )?;
+            let mut lat = Vec::new();
+            for _ in 0..rounds {
+                std::thread::sleep(Duration::from_secs(1));
+                sh(&format!("fsfreeze -f {}", outer.dir().display()))?;
+                let line = agent.wait_for("stall in progress: ", Duration::from_secs(10));
+                std::thread::sleep(Duration::from_millis(300));
+                sh(&format!("fsfreeze -u {}", outer.dir().display()))?;
+                let line = line?;
+                // "stall in progress: fdatasync 262 ms so far by ..."
+                let so_far: f64 = line
+                    .split("stall in progress: ")
+                    .nth(1)
+                    .and_then(|r| r.split(" ms so far").next())
+                    .and_then(|r| r.split_whitespace().last())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                lat.push(so_far - threshold_ms);
+                let _ = agent.wait_for("incident written", Duration::from_secs(20));
+            }
+            let _ = work.kill();
+            let _ = work.wait();
+            Ok(lat)
+        })();
+        cleanup(());
+        let lat = result?;
+        rows.push(Row {
+            name: "stall crossing -> incident + verdict",
+            with: "zkstall agent, --threshold 200ms".into(),
+            unit: "ms",
+            without: 0.0,
+            value: median(lat.clone()),
+            goal: Some((250.0, false)),
+            note: format!("rounds: {lat:.0?}"),
+        });
+        rows.last().map(Row::print);
+    }
+    Ok(())
 }

@@ -53,11 +53,15 @@ enum Cmd {
     /// I/O load, each without and with zkstall attached, as ratios (needs root).
     Bench {
         /// Seconds per measurement.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 4)]
         seconds: u64,
-        /// Alternating without/with rounds per load (the median is reported).
+        /// Alternating without/with rounds per row (the median is reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Leave out the ZooKeeper rows (creates/s, idle memory, recording sizes, crossing
+        /// latency).
+        #[arg(long)]
+        no_zookeeper: bool,
     },
     /// Set up, build, then boot a distribution kernel (Debian 12's 6.1 by default) in qemu
     /// with virtme-ng and run `zkstall check` and the root test tiers inside (needs root).
@@ -160,12 +164,19 @@ fn main() -> Result<()> {
             };
             demo::run(&bin, &root)
         }
-        Cmd::Bench { seconds, rounds } => {
+        Cmd::Bench {
+            seconds,
+            rounds,
+            no_zookeeper,
+        } => {
             setup()?;
-            // The alternative the flood is compared with.
-            apt_install(&[("bpftrace", "command -v bpftrace")])?;
+            // The alternative each row is compared with, and perf's scheduler benchmark.
+            apt_install(&[
+                ("bpftrace", "command -v bpftrace"),
+                ("linux-perf", "command -v perf"),
+            ])?;
             let bin = build(&root, true)?;
-            bench::run(&bin, seconds, rounds)
+            bench::run(&bin, seconds, rounds, !no_zookeeper)
         }
         Cmd::VmTest {
             kernel,

@@ -15,6 +15,12 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     /// tgid -> 1 for every traced process; userspace fills it.
     pub const TARGETS: &str = "TARGETS";
+    /// The same set as a bitmap by tgid: what every hot path tests (an array lookup the
+    /// verifier inlines, where a hash lookup costs a hash and a bucket walk).
+    pub const TARGET_BITS: &str = "TARGET_BITS";
+    /// One counter userspace bumps whenever DISKS changes: the programs' per-CPU caches of
+    /// "is this queue (or block device) watched" are good while it stays the same.
+    pub const WATCH_GEN: &str = "WATCH_GEN";
     /// tid -> the watched syscall the thread is in ([`crate::Inflight`]); LRU, so a lost
     /// exit cannot leak an entry. Userspace scans it for calls crossing the threshold.
     pub const INFLIGHT: &str = "INFLIGHT";
@@ -48,6 +54,10 @@ pub mod names {
 pub const EVENTS_BYTES: u32 = 4 << 20;
 /// How many processes can be traced at once.
 pub const MAX_TARGETS: u32 = 1024;
+/// tgids below this are in [`names::TARGET_BITS`] (Linux's PID_MAX_LIMIT on 64-bit); above
+/// it (never, today) the hash is asked.
+pub const PID_BITS: u32 = 1 << 22;
+pub const TARGET_WORDS: u32 = PID_BITS / 64;
 /// How many threads can be inside a watched syscall at once.
 pub const MAX_INFLIGHT: u32 = 16384;
 /// Length of a task's comm, including the terminating NUL (the kernel's TASK_COMM_LEN).

@@ -5,12 +5,13 @@ use aya_ebpf::{
     EbpfContext as _, Global,
     helpers::bpf_probe_read_kernel,
     macros::map,
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use zkstall_common::{
     COMM_LEN, COUNTER_COUNT, Config, Counter, EVENTS_BYTES, Field, IRQ_CTX_COUNT, Inflight,
-    MAX_INFLIGHT, MAX_TARGETS, NO_OFFSET, OtherIo, OtherIoKey, Request, Submitter, ThreadState,
+    MAX_INFLIGHT, MAX_TARGETS, NO_OFFSET, OtherIo, OtherIoKey, PID_BITS, Request, Submitter,
+    TARGET_WORDS, ThreadState,
 };
 
 /// Tracepoint field offsets, kernel struct offsets and thresholds, written by userspace at
@@ -109,11 +110,32 @@ pub fn count(c: Counter) {
     }
 }
 
-/// True when the current task belongs to a traced process.
+/// TARGETS as a bitmap by tgid (userspace keeps both): one inlined array access on the
+/// hot paths every bystander's context switch, wakeup and syscall go through.
+#[map]
+pub static TARGET_BITS: Array<u64> = Array::with_max_entries(TARGET_WORDS, 0);
+
+/// Bumped by userspace whenever DISKS changes (entry 0).
+#[map]
+pub static WATCH_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The current DISKS generation.
+#[inline(always)]
+pub fn watch_gen() -> u64 {
+    WATCH_GEN.get(0).copied().unwrap_or(0)
+}
+
+/// True when a task of this tgid belongs to a traced process.
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
-    // SAFETY: the value is only tested for presence, never dereferenced.
-    unsafe { TARGETS.get(tgid) }.is_some()
+    if tgid >= PID_BITS {
+        // SAFETY: the value is only tested for presence, never dereferenced.
+        return unsafe { TARGETS.get(tgid) }.is_some();
+    }
+    match TARGET_BITS.get(tgid >> 6) {
+        Some(w) => *w & (1u64 << (tgid & 63)) != 0,
+        None => false,
+    }
 }
 
 /// Block requests in flight on watched disks, keyed by `struct request *`. A plain hash,

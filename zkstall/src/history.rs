@@ -8,10 +8,7 @@
 //! [`History::blocked_complete_from`]) or as a window in which records were lost
 //! ([`History::lost`]), so attribution can tell whether its inputs cover a call.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc};
 
 use serde::Serialize;
 
@@ -58,6 +55,8 @@ impl Default for HistoryLimits {
 /// A name many entries share (a thread's, a cgroup's): one allocation for all of them, so
 /// a flood of requests costs no string per request.
 pub type Name = Arc<str>;
+
+type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// What kind of party caused I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -2,7 +2,7 @@
 //! at attach, and calls closed by their thread's exit. A call's file is resolved at entry
 //! (by the caller, through `enrich`) and carried here until its exit arrives.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use zkstall_common::Syscall;
 

@@ -19,7 +19,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
     },
-    macros::btf_tracepoint,
+    macros::{btf_tracepoint, map},
+    maps::PerCpuArray,
     programs::BtfTracePointContext,
 };
 use zkstall_common::{
@@ -31,7 +32,7 @@ use crate::{
     emit::{emit, header},
     maps::{
         BIOS, DISKS, FLUSH_GRACE_NS, FLUSHING, OTHER_IO, REQUESTS, config, count, current_comm,
-        kread,
+        kread, watch_gen,
     },
 };
 
@@ -41,14 +42,83 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 const REQ_OP_MASK: u32 = 0xff;
 const REQ_OP_FLUSH: u32 = 2;
 
-/// The kernel dev_t of the disk a request belongs to (`rq->q->disk`).
+/// The last object each CPU looked at and what it found: a flood of requests comes from a
+/// few queues, block devices and blkcgs, so the chains of reads behind "which disk, is it
+/// watched, which cgroup" are done once per CPU and object, not per request (each
+/// bpf_probe_read_kernel is a helper call; the chains were most of these programs' cost).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Seen {
+    /// The object (a request_queue, block_device or blkcg_gq pointer).
+    key: u64,
+    /// What it resolves to (a dev_t, or a cgroup id).
+    value: u64,
+    /// For disks: DISKS' generation the verdict was taken at, and the verdict.
+    generation: u64,
+    watched: u64,
+}
+
+/// Slot 0: the last request queue; 1: the last bio's block device; 2: the last blkg.
+#[map]
+static SEEN: PerCpuArray<Seen> = PerCpuArray::with_max_entries(3, 0);
+const SEEN_QUEUE: u32 = 0;
+const SEEN_BDEV: u32 = 1;
+const SEEN_BLKG: u32 = 2;
+
+/// The kernel dev_t of the disk a request belongs to (`rq->q->disk`), and whether it is
+/// watched.
 #[inline(always)]
-fn rq_disk(rq: u64) -> Option<u32> {
+fn rq_disk(rq: u64) -> Option<(u32, bool)> {
     let q = kread::<u64>(rq, config!(kernel.rq_q))?;
+    let generation = watch_gen();
+    let slot = SEEN.get_ptr_mut(SEEN_QUEUE)?;
+    // SAFETY: a per-CPU slot; programs do not nest on one CPU.
+    unsafe {
+        if (*slot).key == q && q != 0 && (*slot).generation == generation {
+            return Some(((*slot).value as u32, (*slot).watched != 0));
+        }
+    }
     let disk = kread::<u64>(q, config!(kernel.q_disk))?;
     let major = kread::<i32>(disk, config!(kernel.disk_major))?;
     let minor = kread::<i32>(disk, config!(kernel.disk_first_minor))?;
-    Some(((major as u32) << 20) | (minor as u32 & 0xfffff))
+    let dev = ((major as u32) << 20) | (minor as u32 & 0xfffff);
+    let w = watched(dev);
+    // SAFETY: as above.
+    unsafe {
+        *slot = Seen {
+            key: q,
+            value: dev as u64,
+            generation,
+            watched: w as u64,
+        };
+    }
+    Some((dev, w))
+}
+
+/// Whether the block device a bio was submitted to (a partition or a whole disk) is
+/// watched.
+#[inline(always)]
+fn bdev_watched(bdev: u64) -> Option<bool> {
+    let generation = watch_gen();
+    let slot = SEEN.get_ptr_mut(SEEN_BDEV)?;
+    // SAFETY: a per-CPU slot; programs do not nest on one CPU.
+    unsafe {
+        if (*slot).key == bdev && bdev != 0 && (*slot).generation == generation {
+            return Some((*slot).watched != 0);
+        }
+    }
+    let dev = kread::<u32>(bdev, config!(kernel.bdev_dev))?;
+    let w = watched(dev);
+    // SAFETY: as above.
+    unsafe {
+        *slot = Seen {
+            key: bdev,
+            value: dev as u64,
+            generation,
+            watched: w as u64,
+        };
+    }
+    Some(w)
 }
 
 #[inline(always)]
@@ -60,9 +130,42 @@ fn watched(dev: u32) -> bool {
 /// The id of the cgroup the block layer charges a bio to (its blkcg's cgroup).
 #[inline(always)]
 fn blk_cgroup(bio: u64) -> u64 {
+    kread::<u64>(bio, config!(kernel.bio_blkg)).map_or(0, blkg_cgroup)
+}
+
+/// The same through the per-CPU cache, for the summaries of unwatched disks: a blkg's
+/// cgroup never changes while it exists, but a freed blkg's address can come back for
+/// another cgroup's, so the watched disks' requests, whose cgroups verdicts name, always
+/// read the chain.
+#[inline(always)]
+fn blk_cgroup_cached(bio: u64) -> u64 {
     let Some(blkg) = kread::<u64>(bio, config!(kernel.bio_blkg)) else {
         return 0;
     };
+    if let Some(slot) = SEEN.get_ptr_mut(SEEN_BLKG) {
+        // SAFETY: a per-CPU slot; programs do not nest on one CPU.
+        unsafe {
+            if (*slot).key == blkg && blkg != 0 {
+                return (*slot).value;
+            }
+        }
+        let id = blkg_cgroup(blkg);
+        // SAFETY: as above.
+        unsafe {
+            *slot = Seen {
+                key: blkg,
+                value: id,
+                generation: 0,
+                watched: 0,
+            };
+        }
+        return id;
+    }
+    blkg_cgroup(blkg)
+}
+
+#[inline(always)]
+fn blkg_cgroup(blkg: u64) -> u64 {
     let Some(blkcg) = kread::<u64>(blkg, config!(kernel.blkg_blkcg)) else {
         return 0;
     };
@@ -164,10 +267,7 @@ pub fn block_getrq(ctx: BtfTracePointContext) -> i32 {
     };
     // The bio's device is the partition (or whole disk) it was submitted to: DISKS holds
     // the watched disks' partitions too.
-    let Some(dev) = kread::<u32>(bdev, config!(kernel.bdev_dev)) else {
-        return 0;
-    };
-    if !watched(dev) {
+    if bdev_watched(bdev) != Some(true) {
         return 0;
     }
     // SAFETY: plain helper call.
@@ -184,10 +284,9 @@ pub fn block_getrq(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_insert")]
 pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
-    let Some(disk) = rq_disk(rq) else { return 0 };
-    if !watched(disk) {
+    let Some((disk, true)) = rq_disk(rq) else {
         return 0;
-    }
+    };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     match REQUESTS.get_ptr_mut(rq) {
@@ -211,10 +310,9 @@ pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
-    let Some(disk) = rq_disk(rq) else { return 0 };
-    if !watched(disk) {
+    let Some((disk, true)) = rq_disk(rq) else {
         return 0;
-    }
+    };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     match REQUESTS.get_ptr_mut(rq) {
@@ -276,17 +374,19 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
     let status: u8 = ctx.arg(1);
     let nr_bytes: u32 = ctx.arg(2);
-    let Some(disk) = rq_disk(rq) else { return 0 };
+    let Some((disk, is_watched)) = rq_disk(rq) else {
+        return 0;
+    };
     // Bytes left before this completion: the request is done when they are all done.
     let left = kread::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0);
     let last = nr_bytes >= left;
-    if !watched(disk) {
+    if !is_watched {
         count(Counter::IoOther);
         let bio = kread::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
         let key = OtherIoKey {
             disk,
             _pad: 0,
-            blk_cgroup: blk_cgroup(bio),
+            blk_cgroup: blk_cgroup_cached(bio),
         };
         match OTHER_IO.get_ptr_mut(key) {
             // SAFETY: a per-CPU value, only touched by this CPU.

@@ -23,8 +23,9 @@ use aya_ebpf::{
 };
 use zkstall_common::{
     BLOCKED_AFTER_CALL, BLOCKED_SEEDED, CALL_AFTER, Counter, EventKind, Field, IRQ_CTX_HARDIRQ,
-    IRQ_CTX_SOFTIRQ, IRQ_CTX_TIMER, MAX_FRAMES, SHORT_D, SHORT_RUNQ, SHORT_S, THREAD_ACCOUNTED,
-    THREAD_AFTER, THREAD_OFF, THREAD_PENDING, ThreadChange, ThreadEvent, ThreadState, WakerCtx,
+    IRQ_CTX_SOFTIRQ, IRQ_CTX_TIMER, MAX_FRAMES, NO_OFFSET, SHORT_D, SHORT_RUNQ, SHORT_S,
+    THREAD_ACCOUNTED, THREAD_AFTER, THREAD_OFF, THREAD_PENDING, ThreadChange, ThreadEvent,
+    ThreadState, WakerCtx,
 };
 
 use crate::{
@@ -235,11 +236,19 @@ fn current_syscall() -> i64 {
  * every interval knows the syscall it was spent in. */
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    if tid != 0 && is_target(tgid) {
+    // A switch between two bystanders (nearly every one) costs two bitmap tests and one
+    // read of next's ids: no clock, no hash lookup.
+    let next: u64 = ctx.arg(2);
+    let next_ids = next_ids(next);
+    let prev_is = tid != 0 && is_target(tgid);
+    if !prev_is && next_ids.is_none() {
+        return 0;
+    }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if prev_is {
         let preempt: u64 = ctx.arg(0);
         // The raw state, normalised to the report encoding the classic tracepoint prints:
         // preempted -> R+, TASK_IDLE (D|NOLOAD) -> I, TASK_DEAD -> X.
@@ -260,13 +269,30 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
         };
         switch_out(&ctx, now, tid, tgid, state, current_syscall());
     }
-    let next: u64 = ctx.arg(2);
-    if let Some(next_tid) = kread::<i32>(next, config!(kernel.task_pid))
-        && next_tid > 0
-    {
-        switch_in(now, next_tid as u32);
+    if let Some(next_tid) = next_ids {
+        switch_in(now, next_tid);
     }
     0
+}
+
+/// The tid of `task` when it may have a THREADS entry (its tgid is a target, or the tgid
+/// offset is unknown on this kernel); None for a bystander.
+#[inline(always)]
+fn next_ids(task: u64) -> Option<u32> {
+    let (pid_off, tgid_off) = (config!(kernel.task_pid), config!(kernel.task_tgid));
+    // `pid_t pid; pid_t tgid;` sit side by side in task_struct: one read for both (each
+    // bpf_probe_read_kernel is a helper call, the larger part of this program's cost).
+    let (tid, tgid) = if tgid_off != NO_OFFSET && tgid_off == pid_off.wrapping_add(4) {
+        let both = kread::<u64>(task, pid_off)?;
+        (both as u32 as i32, (both >> 32) as u32 as i32)
+    } else {
+        let tid = kread::<i32>(task, pid_off)?;
+        (tid, kread::<i32>(task, tgid_off).unwrap_or(0))
+    };
+    if tid <= 0 || (tgid > 0 && !is_target(tgid as u32)) {
+        return None;
+    }
+    Some(tid as u32)
 }
 
 /* Classic sched_switch, used when there is no BTF: TP_PROTO(bool preempt,
@@ -312,17 +338,33 @@ fn waker_ctx() -> WakerCtx {
 }
 
 /* TP_PROTO(struct task_struct *p): comm, pid, prio, target_cpu. Runs in the waker's
- * context (a task, or an interrupt on whatever task was running). */
+ * context (a task, or an interrupt on whatever task was running). Every wakeup of the host
+ * passes here: the BTF tracepoint reads p->pid and builds no event record; the classic one
+ * is the fallback without BTF. */
+#[btf_tracepoint(function = "sched_waking")]
+pub fn sched_waking_btf(ctx: BtfTracePointContext) -> i32 {
+    let p: u64 = ctx.arg(0);
+    if let Some(tid) = next_ids(p) {
+        waking(tid as i32);
+    }
+    0
+}
+
 #[tracepoint]
 pub fn sched_waking(ctx: TracePointContext) -> u32 {
-    let Some(pid) = field::<i32>(&ctx, Field::WakingPid) else {
-        return 0;
-    };
+    if let Some(pid) = field::<i32>(&ctx, Field::WakingPid) {
+        waking(pid);
+    }
+    0
+}
+
+#[inline(always)]
+fn waking(pid: i32) {
     if pid <= 0 {
-        return 0;
+        return;
     }
     let Some(st) = THREADS.get_ptr_mut(pid as u32) else {
-        return 0;
+        return;
     };
     // SAFETY: a valid map value pointer; the waker fields of an interval in progress.
     unsafe {
@@ -335,7 +377,6 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
             (*st).off.waker_comm = current_comm();
         }
     }
-    0
 }
 
 #[inline(always)]

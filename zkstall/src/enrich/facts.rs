@@ -4,7 +4,7 @@
 //! pipeline asks the same questions in the same order either way, `report` on a
 //! recording gives the answers the live run gave.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -223,13 +223,13 @@ impl Live {
             blk_cgroups: Cgroups::new(mounts.blkio_root().map(|p| p.to_path_buf())),
             symbols: Symbols::new(proc.0.join("kallsyms")),
             proc,
-            stack_cache: HashMap::new(),
-            paths: HashMap::new(),
-            proc_cgroups: HashMap::new(),
-            jvms: HashMap::new(),
+            stack_cache: HashMap::default(),
+            paths: HashMap::default(),
+            proc_cgroups: HashMap::default(),
+            jvms: HashMap::default(),
             mounts,
-            limits: HashMap::new(),
-            mem_limits: HashMap::new(),
+            limits: HashMap::default(),
+            mem_limits: HashMap::default(),
             log: None,
             logged: lru::LruCache::new(std::num::NonZeroUsize::new(LOGGED_KEPT).expect("nonzero")),
         }

@@ -28,8 +28,8 @@ pub use topology::{DiskDev, DiskPath, FileDev, Layer, LayerKind, PartRange, Topo
 /// Inserts into a bounded map: when full, it is cleared first. Crude, but the working sets
 /// (open files, threads and devices of a few JVMs) are far below the bounds, so clearing
 /// only happens under pathological churn, and costs re-resolution, not correctness.
-pub fn bounded_insert<K: std::hash::Hash + Eq, V>(
-    map: &mut std::collections::HashMap<K, V>,
+pub fn bounded_insert<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
     cap: usize,
     k: K,
     v: V,

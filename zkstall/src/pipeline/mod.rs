@@ -13,12 +13,13 @@ mod sched;
 mod writeback;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     io,
     num::NonZeroUsize,
 };
 
 use lru::LruCache;
+use rustc_hash::FxHashMap as HashMap;
 
 pub use block::{disk_label, on_partition, party_label, req_flags};
 pub use notes::Note;
@@ -126,14 +127,14 @@ impl Pipeline {
             history: History::default(),
             dirtiers: LruCache::new(NonZeroUsize::new(DIRTIERS).expect("nonzero")),
             commits: journal::OpenCommits::default(),
-            stuck_stacks: HashMap::new(),
+            stuck_stacks: HashMap::default(),
             watched: BTreeMap::new(),
             want_watch: Vec::new(),
             asked: HashSet::new(),
             file_devs: HashSet::new(),
             crossed_writes: HashSet::new(),
-            loop_backing: HashMap::new(),
-            helpers: HashMap::new(),
+            loop_backing: HashMap::default(),
+            helpers: HashMap::default(),
             want_helpers: Vec::new(),
             asked_helpers: HashSet::new(),
             last_ts: MonoNs(0),

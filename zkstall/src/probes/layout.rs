@@ -82,6 +82,19 @@ pub struct Signal {
     pub syscall: Option<Syscall>,
 }
 
+/// The interrupt and timer tracepoints: (category, tracepoint = its classic program, its
+/// BTF program).
+const IRQ_HOOKS: [(&str, &str, &str); 8] = [
+    ("irq", "irq_handler_entry", "irq_handler_entry_btf"),
+    ("irq", "irq_handler_exit", "irq_handler_exit_btf"),
+    ("irq", "softirq_entry", "softirq_entry_btf"),
+    ("irq", "softirq_exit", "softirq_exit_btf"),
+    ("timer", "hrtimer_expire_entry", "hrtimer_expire_entry_btf"),
+    ("timer", "hrtimer_expire_exit", "hrtimer_expire_exit_btf"),
+    ("timer", "timer_expire_entry", "timer_expire_entry_btf"),
+    ("timer", "timer_expire_exit", "timer_expire_exit_btf"),
+];
+
 /// Every signal of this build.
 pub fn signals() -> Vec<Signal> {
     let mut out: Vec<Signal> = Syscall::ALL
@@ -128,22 +141,25 @@ pub fn signals() -> Vec<Signal> {
             // tp_btf first: it also sees the syscall each interval is spent in.
             Hook::btf("sched", "sched_switch", "sched_switch_btf").one_of("switch"),
             Hook::tp("sched", "sched_switch", "sched_switch").one_of("switch"),
+            // Every wakeup of the host: tp_btf builds no event record (the classic one
+            // is the fallback without BTF).
+            Hook::btf("sched", "sched_waking", "sched_waking_btf").optional(),
             Hook::tp("sched", "sched_waking", "sched_waking").optional(),
         ],
     ));
+    // Every interrupt, softirq and timer of the host: tp_btf first, as above.
     out.push(sig(
         "wakers",
         "interrupt and timer context of wakeups (irq, softirq, timer instead of a bystander)",
-        vec![
-            Hook::tp("irq", "irq_handler_entry", "irq_handler_entry"),
-            Hook::tp("irq", "irq_handler_exit", "irq_handler_exit"),
-            Hook::tp("irq", "softirq_entry", "softirq_entry"),
-            Hook::tp("irq", "softirq_exit", "softirq_exit"),
-            Hook::tp("timer", "hrtimer_expire_entry", "hrtimer_expire_entry"),
-            Hook::tp("timer", "hrtimer_expire_exit", "hrtimer_expire_exit"),
-            Hook::tp("timer", "timer_expire_entry", "timer_expire_entry"),
-            Hook::tp("timer", "timer_expire_exit", "timer_expire_exit"),
-        ],
+        IRQ_HOOKS
+            .iter()
+            .flat_map(|&(cat, tp, btf)| {
+                [
+                    Hook::btf(cat, tp, btf).one_of(tp),
+                    Hook::tp(cat, tp, tp).one_of(tp),
+                ]
+            })
+            .collect(),
     ));
     out.push(sig(
         "threads",
@@ -406,7 +422,7 @@ fn btf_needs(program: &str, k: &KernelOffsets) -> Result<(), String> {
             ("struct block_device.bd_dev", k.bdev_dev),
             ("struct request.bio", k.rq_bio),
         ]),
-        "sched_switch_btf" => need(&[("struct task_struct.pid", k.task_pid)]),
+        "sched_switch_btf" | "sched_waking_btf" => need(&[("struct task_struct.pid", k.task_pid)]),
         _ => Ok(()),
     }
 }
@@ -429,7 +445,25 @@ pub fn build(tracefs: &Tracefs, btf: Option<&Btf>) -> Result<Layout, TracefsErro
         config.switch_has_state_arg =
             (b.typedef_fn_params("btf_trace_sched_switch").unwrap_or(0) >= 5) as u32;
     }
+    // ZKSTALL_SIGNALS_OFF=irq,wakers,...: signals left out on purpose (to measure what each
+    // costs, or to spare a host one); said like any other disabled signal.
+    let off: Vec<String> = std::env::var("ZKSTALL_SIGNALS_OFF")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     for mut sig in signals() {
+        if off
+            .iter()
+            .any(|o| o == sig.name || (o == "syscalls" && sig.syscall.is_some()))
+        {
+            disabled.push(Disabled {
+                signal: sig.name,
+                reason: "turned off by ZKSTALL_SIGNALS_OFF".into(),
+            });
+            continue;
+        }
         if let Some(sc) = sig.syscall {
             match syscall_offsets(tracefs, sc) {
                 Ok((arg_off, ret_off)) => {
@@ -465,6 +499,13 @@ pub fn build(tracefs: &Tracefs, btf: Option<&Btf>) -> Result<Layout, TracefsErro
                 && usable.iter().any(|h| h.need == Need::OneOf(g))
             {
                 continue; // an earlier alternative is already in use
+            }
+            if hook.need == Need::Optional
+                && usable
+                    .iter()
+                    .any(|h| h.category == hook.category && h.name == hook.name)
+            {
+                continue; // this tracepoint already has its program (the BTF one)
             }
             let problem = match hook_usable(tracefs, btf, &hook, &mut config) {
                 Ok(()) => None,

@@ -274,11 +274,37 @@ impl Probes {
     pub fn add_target(&mut self, pid: u32) -> Result<(), ProbeError> {
         self.targets()?.insert(pid, 1, 0).map_err(|e| {
             ProbeError::Map(names::TARGETS, format!("adding pid {pid}: {}", chain(&e)))
-        })
+        })?;
+        self.set_target_bit(pid, true)
+    }
+
+    /// Keeps TARGET_BITS equal to TARGETS (only userspace writes either).
+    fn set_target_bit(&mut self, pid: u32, on: bool) -> Result<(), ProbeError> {
+        if pid >= zkstall_common::PID_BITS {
+            return Ok(());
+        }
+        let map = self.bpf.map_mut(names::TARGET_BITS).ok_or(ProbeError::Map(
+            names::TARGET_BITS,
+            "missing from the object".into(),
+        ))?;
+        let mut bits: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(map)
+            .map_err(|e| ProbeError::Map(names::TARGET_BITS, chain(&e)))?;
+        let word = pid >> 6;
+        let w = bits
+            .get(&word, 0)
+            .map_err(|e| ProbeError::Map(names::TARGET_BITS, chain(&e)))?;
+        let w = if on {
+            w | (1u64 << (pid & 63))
+        } else {
+            w & !(1u64 << (pid & 63))
+        };
+        bits.set(word, w, 0)
+            .map_err(|e| ProbeError::Map(names::TARGET_BITS, chain(&e)))
     }
 
     /// Stops tracing `pid` (it exited; its pid may be reused by an unrelated process).
     pub fn remove_target(&mut self, pid: u32) -> Result<(), ProbeError> {
+        self.set_target_bit(pid, false)?;
         match self.targets()?.remove(&pid) {
             Ok(()) => Ok(()),
             Err(e) => Err(ProbeError::Map(
@@ -315,7 +341,19 @@ impl Probes {
         let mut m: HashMap<&mut MapData, u32, u32> =
             HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
         m.insert(kernel_dev, 1, 0)
-            .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))
+            .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
+        // The programs' cached verdicts ("this queue is not watched") are stale now.
+        let map = self.bpf.map_mut(names::WATCH_GEN).ok_or(ProbeError::Map(
+            names::WATCH_GEN,
+            "missing from the object".into(),
+        ))?;
+        let mut g: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(map)
+            .map_err(|e| ProbeError::Map(names::WATCH_GEN, chain(&e)))?;
+        let v = g
+            .get(&0, 0)
+            .map_err(|e| ProbeError::Map(names::WATCH_GEN, chain(&e)))?;
+        g.set(0, v + 1, 0)
+            .map_err(|e| ProbeError::Map(names::WATCH_GEN, chain(&e)))
     }
 
     /// Calls in progress (tid -> call), as the kernel sees them now.
