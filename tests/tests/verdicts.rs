@@ -707,7 +707,14 @@ fn writeback_forced_by_a_nearly_full_filesystem_is_low_space() {
             "{c}"
         );
     }
+    // Nobody else writes here: no call may blame others or a stopped disk. (A write that
+    // waits for the writeback of its own earlier data, stable pages, is own_io truthfully.)
     for c in &calls {
-        assert_ne!(c["verdict"], "own_io", "{:#?}", verdicts(&calls));
+        let v = c["verdict"].as_str().unwrap();
+        assert!(
+            v != "device_contention" && v != "device_stall",
+            "{:#?}",
+            verdicts(&calls)
+        );
     }
 }

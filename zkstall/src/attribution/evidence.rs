@@ -294,6 +294,10 @@ const SITES: &[(Site, &[&str])] = &[
             "wait_for_completion_io",
             "wait_for_completion_io_timeout",
             "__blockdev_direct_IO",
+            // A buffer head is locked for as long as its I/O runs: waiting on one is
+            // waiting on the device.
+            "__wait_on_buffer",
+            "__lock_buffer",
         ],
     ),
     (
@@ -314,8 +318,6 @@ const SITES: &[(Site, &[&str])] = &[
             "mutex_lock",
             "down_read",
             "down_write",
-            "__wait_on_buffer",
-            "__lock_buffer",
             "inode_lock",
         ],
     ),

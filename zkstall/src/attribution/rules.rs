@@ -67,7 +67,7 @@ impl Verdict {
     pub fn describe(self) -> &'static str {
         match self {
             Verdict::DeviceStall => {
-                "a disk under the file had requests in flight and completed none for >= 50% of the call and >= 500 ms (the lowest such layer is named; its history must cover the call; not a disk saturated by others, >= 8 requests in flight, nor a loop device held back by the disk under it)"
+                "a disk under the file had requests in flight and completed none for >= 50% of the call and >= 500 ms, while the call waited on something a stopped disk holds up (not a frozen filesystem or a lock) for >= 50% of it (the lowest such layer is named; its history must cover the call; not a disk saturated by others, >= 8 requests in flight, nor a loop device held back by the disk under it)"
             }
             Verdict::CpuStarvation => {
                 "runnable but not running for >= 50% of the call, or the journal commit it waited on was, its journal thread runnable for >= 50% of the commit"
@@ -310,6 +310,12 @@ fn backing_link(g: &Gathered, t: &Thresholds) -> Option<Link> {
 /// A disk stopped completing I/O for most of the call. The root is the lowest stalled
 /// layer: a loop device stalls when the disk under it does.
 fn device_stall(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    // The call must have been waiting on something a stopped disk holds up (its own I/O,
+    // a commit, writeback, dirty throttling, reclaim...), not on a frozen filesystem or a
+    // lock, nor running: a disk pausing beside a call stuck elsewhere is not its cause.
+    if share(g, device_dependent_ns(g)) < t.stall_share {
+        return None;
+    }
     let layers = &g.ev.layers;
     let idx = layers
         .iter()
@@ -356,6 +362,26 @@ fn device_stall(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
         layer: Some(idx),
         stage: None,
     })
+}
+
+/// The call's time spent in waits a stopped disk can cause.
+fn device_dependent_ns(g: &Gathered) -> u64 {
+    g.stages
+        .iter()
+        .filter(|(s, _)| {
+            !matches!(
+                s,
+                Stage::OnCpu
+                    | Stage::RunQueue
+                    | Stage::AfterReturn
+                    | Stage::FsLock
+                    | Stage::Sleep
+                    | Stage::ShortSleeps
+                    | Stage::Unaccounted
+            )
+        })
+        .map(|(_, v)| *v)
+        .sum()
 }
 
 fn cpu_starvation(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {

@@ -630,6 +630,47 @@ fn blocked_with_no_io_in_flight_is_fs_blocked_with_its_frame() {
     assert_eq!(e.evidence.waker.as_deref(), Some("fsfreeze"));
 }
 
+/// Seen under emulation: a write waiting on a frozen filesystem while, beside it, the disk
+/// under the file paused for half a second with others' requests in flight. The disk did
+/// not hold the write up: the freeze did.
+#[test]
+fn a_disk_pausing_beside_a_call_stuck_on_a_frozen_filesystem_is_not_its_stall() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(99, "kworker/u8:1", 4096, 1, 2));
+    // Others' requests in flight from 10 ms, completed only at 900 ms.
+    for i in 0..6 {
+        h.io(io(99, "kworker/u8:1", 4096, 10 + i, 900));
+    }
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        1000,
+        Some(1000),
+        &[
+            "__schedule+0x6",
+            "schedule+0x2",
+            "percpu_rwsem_wait+0x9",
+            "__percpu_down_read+0x5",
+            "ext4_buffered_write_iter+0x3",
+            "vfs_write+0x1",
+        ],
+        Some("fsfreeze"),
+    ));
+    let mut c = call(0, 1002);
+    c.syscall = "write";
+    c.write_family = true;
+    let e = explain_it(&c, &h);
+    assert!(
+        e.evidence.longest_completion_gap_ms >= 800.0,
+        "the disk did pause: {:?}",
+        e.evidence
+    );
+    assert_eq!(e.verdict, Verdict::FsBlocked, "{}", e.headline);
+    assert_consistent(&c, &e);
+}
+
 #[test]
 fn held_back_in_the_block_layer_by_a_busy_device_is_contention_not_fs_blocked() {
     let mut h = History::default();
