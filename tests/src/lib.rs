@@ -774,7 +774,34 @@ pub fn match_zk_warning<'a>(
     records: &'a [serde_json::Value],
     tolerance_ms: f64,
 ) -> Option<&'a serde_json::Value> {
-    records.iter().find(|r| {
+    records
+        .iter()
+        .find(|r| zk_warning_matches(w, r, tolerance_ms))
+}
+
+/// Each warning's record, one to one: a record explains at most one logged stall (two
+/// warnings of back-to-back fsyncs could otherwise both claim the nearer record).
+pub fn match_zk_warnings<'a>(
+    warnings: &[ZkFsyncWarning],
+    records: &'a [serde_json::Value],
+    tolerance_ms: f64,
+) -> Vec<Option<&'a serde_json::Value>> {
+    let mut used = vec![false; records.len()];
+    warnings
+        .iter()
+        .map(|w| {
+            let i = records
+                .iter()
+                .enumerate()
+                .position(|(i, r)| !used[i] && zk_warning_matches(w, r, tolerance_ms))?;
+            used[i] = true;
+            Some(&records[i])
+        })
+        .collect()
+}
+
+fn zk_warning_matches(w: &ZkFsyncWarning, r: &serde_json::Value, tolerance_ms: f64) -> bool {
+    {
         // What the JVM measured lies between the syscall alone and the syscall plus the
         // wait right after it returned (zkstall counts a preemption in the first 50 µs of
         // CPU after the return, which may come just after ZooKeeper's closing nanoTime).
@@ -800,7 +827,7 @@ pub fn match_zk_warning<'a>(
             && r["thread"].as_str() == Some(w.thread.as_str())
             && ((took >= syscall - tolerance_ms && took <= d + tolerance_ms) || jvm_side)
             && (w.logged_unix_ms as f64 - end).abs() <= 100.0
-    })
+    }
 }
 
 impl Drop for ZooKeeper {

@@ -44,7 +44,7 @@ fn stop(zk: &mut ZooKeeper, tracer: Tracer) -> (Vec<Value>, Vec<ZkFsyncWarning>)
     {
         assert_supported(r);
     }
-    let calls = records
+    let calls: Vec<Value> = records
         .into_iter()
         .filter(|r| {
             (r["type"] == "fsync" || r["type"] == "write")
@@ -54,6 +54,23 @@ fn stop(zk: &mut ZooKeeper, tracer: Tracer) -> (Vec<Value>, Vec<ZkFsyncWarning>)
                     .is_some_and(|t| t.starts_with("SyncThread"))
         })
         .collect();
+    // What this scenario came to, for the log: the SyncThread's slow calls by type and
+    // verdict, and how many stalls ZooKeeper logged itself.
+    let mut tally: std::collections::BTreeMap<String, u32> = Default::default();
+    for c in &calls {
+        *tally
+            .entry(format!(
+                "{} {}",
+                c["syscall"].as_str().unwrap_or("?"),
+                c["verdict"].as_str().unwrap_or("?")
+            ))
+            .or_default() += 1;
+    }
+    eprintln!(
+        "verdicts: {tally:?}; ZooKeeper logged {} fsync warning(s), the longest {} ms",
+        warnings.len(),
+        warnings.iter().map(|w| w.took_ms).max().unwrap_or(0)
+    );
     (calls, warnings)
 }
 
@@ -62,10 +79,12 @@ fn matched<'a>(
     warnings: &[ZkFsyncWarning],
     calls: &'a [Value],
 ) -> Vec<(ZkFsyncWarning, &'a Value)> {
+    let found = match_zk_warnings(warnings, calls, TOLERANCE_MS);
     warnings
         .iter()
-        .map(|w| {
-            let r = match_zk_warning(w, calls, TOLERANCE_MS).unwrap_or_else(|| {
+        .zip(found)
+        .map(|(w, r)| {
+            let r = r.unwrap_or_else(|| {
                 let near: Vec<String> = calls
                     .iter()
                     .filter(|c| {
@@ -473,8 +492,11 @@ fn a_blkio_limited_zookeeper_is_io_throttled() {
         "{:#?}",
         summary(&pairs)
     );
-    let worst = pairs.iter().max_by_key(|(w, _)| w.took_ms).unwrap();
-    assert_eq!(worst.1["verdict"], "io_throttled", "{:#?}", summary(&pairs));
+    // The longest throttled stall carries the limit and the cgroup. (The longest of all
+    // may have another cause: seen here, a 330 ms fdatasync whose flush of loop0 waited on
+    // the host's disk under it, busy for 321 ms; zkstall said so, `unknown` with that
+    // evidence, rather than blame the limit.)
+    let worst = throttled.iter().max_by_key(|(w, _)| w.took_ms).unwrap();
     assert_eq!(worst.1["evidence"]["io_limit"]["wiops"], 30, "{}", worst.1);
     assert_eq!(
         worst.1["evidence"]["io_limit"]["own_cgroup"],

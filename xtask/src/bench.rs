@@ -325,6 +325,25 @@ struct Row {
 }
 
 impl Row {
+    /// A with/without row.
+    fn ab(
+        name: &'static str,
+        with: impl Into<String>,
+        unit: &'static str,
+        (without, value): (f64, f64),
+        goal: Option<(f64, bool)>,
+    ) -> Row {
+        Row {
+            name,
+            with: with.into(),
+            unit,
+            without,
+            value,
+            goal,
+            note: String::new(),
+        }
+    }
+
     fn ratio(&self) -> Option<f64> {
         (self.without > 0.0).then(|| self.value / self.without)
     }
@@ -416,7 +435,8 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
     };
 
     // 1. The scheduler's hot path.
-    let home = Disk::new("/var/tmp", 256, true)?;
+    // Sparse: room for ZooKeeper's logs and snapshots through every round.
+    let home = Disk::new("/var/tmp", 4096, true)?;
     {
         let mut target = idle_target(home.dir())?;
         let pid = target.id().to_string();
@@ -426,15 +446,13 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             || Agent::start(zkstall, &["--pid", &pid]),
             |_| {},
         )?;
-        rows.push(Row {
-            name: "perf bench sched pipe",
-            with: "zkstall agent (idle target)".into(),
-            unit: "ops/s",
-            without: a,
-            value: b,
-            goal: Some((0.97, true)),
-            note: String::new(),
-        });
+        rows.push(Row::ab(
+            "perf bench sched pipe",
+            "zkstall agent (idle target)",
+            "ops/s",
+            (a, b),
+            Some((0.97, true)),
+        ));
         shown(&rows);
         if bpftrace {
             let (a, b) = ab(
@@ -443,15 +461,13 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
                 Bpftrace::count_switches,
                 |_| {},
             )?;
-            rows.push(Row {
-                name: "perf bench sched pipe",
-                with: "bpftrace counting sched_switch".into(),
-                unit: "ops/s",
-                without: a,
-                value: b,
-                goal: None,
-                note: String::new(),
-            });
+            rows.push(Row::ab(
+                "perf bench sched pipe",
+                "bpftrace counting sched_switch",
+                "ops/s",
+                (a, b),
+                None,
+            ));
             shown(&rows);
         }
         let _ = target.kill();
@@ -469,15 +485,13 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             || Agent::start(zkstall, &["--pid", &pid]),
             |_| {},
         )?;
-        rows.push(Row {
-            name: "fio flood, a disk ZooKeeper does not use",
-            with: "zkstall agent".into(),
-            unit: "IOPS",
-            without: a,
-            value: b,
-            goal: Some((0.97, true)),
-            note: String::new(),
-        });
+        rows.push(Row::ab(
+            "fio flood, a disk ZooKeeper does not use",
+            "zkstall agent",
+            "IOPS",
+            (a, b),
+            Some((0.97, true)),
+        ));
         shown(&rows);
         if bpftrace {
             let k = kdev(&other.dev)?;
@@ -487,15 +501,13 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
                 || Bpftrace::per_pid_latency(Some(k)),
                 |_| {},
             )?;
-            rows.push(Row {
-                name: "fio flood, a disk ZooKeeper does not use",
-                with: "bpftrace per-pid latency histogram".into(),
-                unit: "IOPS",
-                without: a,
-                value: b,
-                goal: None,
-                note: String::new(),
-            });
+            rows.push(Row::ab(
+                "fio flood, a disk ZooKeeper does not use",
+                "bpftrace per-pid latency histogram",
+                "IOPS",
+                (a, b),
+                None,
+            ));
             shown(&rows);
         }
         let _ = target.kill();
@@ -561,15 +573,13 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
                 || Bpftrace::per_pid_latency(Some(k)),
                 |_| {},
             )?;
-            rows.push(Row {
-                name: "fio flood, ZooKeeper's own disk",
-                with: "bpftrace per-pid latency histogram".into(),
-                unit: "IOPS",
-                without: a,
-                value: b,
-                goal: None,
-                note: String::new(),
-            });
+            rows.push(Row::ab(
+                "fio flood, ZooKeeper's own disk",
+                "bpftrace per-pid latency histogram",
+                "IOPS",
+                (a, b),
+                None,
+            ));
             shown(&rows);
         }
         let _ = target.kill();
@@ -779,12 +789,19 @@ impl Zk {
             .arg(src)
             .arg(format!("127.0.0.1:{}", self.port))
             .arg(seconds.to_string())
-            .stderr(Stdio::null())
             .output()?;
         let n: f64 = String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
-            .context("ZkLoad's count")?;
+            .with_context(|| {
+                format!(
+                    "ZkLoad's count (it said: {})",
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                )
+            })?;
         Ok(n / seconds as f64)
     }
 
@@ -827,15 +844,13 @@ fn zookeeper_rows(
         || Agent::start(zkstall, &[]),
         |_| {},
     )?;
-    rows.push(Row {
-        name: "ZooKeeper creates/s",
-        with: "zkstall agent on it".into(),
-        unit: "creates/s",
-        without: a,
-        value: b,
-        goal: Some((0.99, true)),
-        note: String::new(),
-    });
+    rows.push(Row::ab(
+        "ZooKeeper creates/s",
+        "zkstall agent on it",
+        "creates/s",
+        (a, b),
+        Some((0.99, true)),
+    ));
     rows.last().map(Row::print);
 
     // Idle RSS of the agent on a quiet ZooKeeper.

@@ -24,6 +24,7 @@ sudo zkstall trace                      # every ZooKeeper JVM, calls >= 100 ms, 
 sudo zkstall trace --pid 4242 --threshold 0 --duration 30s --format json\n  \
 sudo zkstall trace --output zk1.zst          # and keep a recording\n  \
 zkstall report zk1.zst                       # later, anywhere: the same answers\n  \
+sudo zkstall agent                      # always on: flight recorder, incidents, metrics\n  \
 sudo zkstall demo                       # trace a built-in fsync workload"
 )]
 pub struct Cli {

@@ -283,23 +283,30 @@ impl Probes {
         if pid >= zkstall_common::PID_BITS {
             return Ok(());
         }
-        let map = self.bpf.map_mut(names::TARGET_BITS).ok_or(ProbeError::Map(
-            names::TARGET_BITS,
-            "missing from the object".into(),
-        ))?;
-        let mut bits: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(map)
-            .map_err(|e| ProbeError::Map(names::TARGET_BITS, chain(&e)))?;
-        let word = pid >> 6;
-        let w = bits
-            .get(&word, 0)
-            .map_err(|e| ProbeError::Map(names::TARGET_BITS, chain(&e)))?;
-        let w = if on {
-            w | (1u64 << (pid & 63))
-        } else {
-            w & !(1u64 << (pid & 63))
-        };
-        bits.set(word, w, 0)
-            .map_err(|e| ProbeError::Map(names::TARGET_BITS, chain(&e)))
+        let bit = 1u64 << (pid & 63);
+        self.update_u64(names::TARGET_BITS, pid >> 6, |w| {
+            if on { w | bit } else { w & !bit }
+        })
+    }
+
+    /// Rewrites entry `index` of a u64 array map (only userspace writes these).
+    fn update_u64(
+        &mut self,
+        name: &'static str,
+        index: u32,
+        f: impl FnOnce(u64) -> u64,
+    ) -> Result<(), ProbeError> {
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(ProbeError::Map(name, "missing from the object".into()))?;
+        let mut a: aya::maps::Array<&mut MapData, u64> =
+            aya::maps::Array::try_from(map).map_err(|e| ProbeError::Map(name, chain(&e)))?;
+        let v = a
+            .get(&index, 0)
+            .map_err(|e| ProbeError::Map(name, chain(&e)))?;
+        a.set(index, f(v), 0)
+            .map_err(|e| ProbeError::Map(name, chain(&e)))
     }
 
     /// Stops tracing `pid` (it exited; its pid may be reused by an unrelated process).
@@ -343,17 +350,7 @@ impl Probes {
         m.insert(kernel_dev, 1, 0)
             .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
         // The programs' cached verdicts ("this queue is not watched") are stale now.
-        let map = self.bpf.map_mut(names::WATCH_GEN).ok_or(ProbeError::Map(
-            names::WATCH_GEN,
-            "missing from the object".into(),
-        ))?;
-        let mut g: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(map)
-            .map_err(|e| ProbeError::Map(names::WATCH_GEN, chain(&e)))?;
-        let v = g
-            .get(&0, 0)
-            .map_err(|e| ProbeError::Map(names::WATCH_GEN, chain(&e)))?;
-        g.set(0, v + 1, 0)
-            .map_err(|e| ProbeError::Map(names::WATCH_GEN, chain(&e)))
+        self.update_u64(names::WATCH_GEN, 0, |g| g + 1)
     }
 
     /// Calls in progress (tid -> call), as the kernel sees them now.
