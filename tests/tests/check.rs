@@ -84,6 +84,40 @@ fn trace_without_privileges_fails_naming_the_fix() {
 }
 
 #[test]
+fn the_agent_without_privileges_fails_naming_the_fix_before_touching_anything() {
+    if !can_run_root_tests(
+        "the_agent_without_privileges_fails_naming_the_fix_before_touching_anything",
+    ) {
+        return;
+    }
+    let dir = scratch_dir("zkstall-agent-nopriv");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let inc = dir.join("incidents");
+    let (code, _out, err) = as_nobody(&[
+        "agent",
+        "--incident-dir",
+        inc.to_str().unwrap(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("run as root"), "{err}");
+    assert!(!inc.exists(), "nothing was created");
+}
+
+#[test]
+fn a_bad_agent_config_names_the_key() {
+    let dir = scratch_dir("zkstall-agent-cfg");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let cfg = dir.join("agent.toml");
+    std::fs::write(&cfg, "treshold = \"1s\"\n").unwrap();
+    let (code, _out, err) = run(&mut zkstall(&["agent", "--config", cfg.to_str().unwrap()]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("treshold"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn trace_of_a_missing_pid_says_so() {
     // Needs no privileges: the pid is checked first.
     let (code, _out, err) = run(&mut zkstall(&["trace", "--pid", "4194304"]));

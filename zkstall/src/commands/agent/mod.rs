@@ -204,6 +204,10 @@ fn bound_the_allocator() {
 }
 
 pub async fn run_with(cfg: AgentConfig) -> anyhow::Result<()> {
+    // Before anything is created or bound: without privileges nothing else matters.
+    if let Err(why) = super::privileges() {
+        anyhow::bail!("cannot run the agent: {why}");
+    }
     bound_the_allocator();
     let budgets = cfg.budgets();
     let recorder_budget = budgets.recorder_bytes;
