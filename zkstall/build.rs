@@ -1,9 +1,12 @@
 //! Builds the kernel programs (zkstall-ebpf) for bpfel-unknown-none with the nightly
-//! toolchain and bpf-linker, and leaves the object in OUT_DIR, where src/probes embeds it.
+//! toolchain and bpf-linker, and leaves the object in OUT_DIR, where src/probes embeds it;
+//! and generates the Rust types of Perfetto's trace format (proto/, parsed by protox: no
+//! protoc needed) that `zkstall export` writes.
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    perfetto_protos()?;
     if std::env::var_os("AYA_BUILD_SKIP").is_none() && which("bpf-linker").is_none() {
         return Err(anyhow!(
             "bpf-linker is not on PATH: the eBPF programs cannot be linked.\n\
@@ -28,6 +31,15 @@ fn main() -> anyhow::Result<()> {
         "building the eBPF programs failed; if the nightly toolchain or its rust-src is \
          missing, run `cargo xtask setup`",
     )
+}
+
+fn perfetto_protos() -> anyhow::Result<()> {
+    let proto = "proto/perfetto_trace_subset.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["proto"]).context("parsing the Perfetto protos")?;
+    prost_build::Config::new()
+        .compile_fds(fds)
+        .context("generating the Perfetto types")
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {

@@ -1244,3 +1244,58 @@ pub fn assert_supported(r: &serde_json::Value) {
     };
     assert!(ok, "{verdict} is not what its evidence shows: {r}");
 }
+
+/// Python with Perfetto's protos (the `perfetto` PyPI package): `$ZKSTALL_PYTHON` (set by
+/// `cargo xtask test`), else the venv `cargo xtask setup` makes. Missing: fails under CI,
+/// skips with the reason on a developer's machine.
+pub fn perfetto_python(test: &str) -> Option<PathBuf> {
+    let py = std::env::var_os("ZKSTALL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/zkstall/perfetto-venv/bin/python")
+        });
+    let ok = Command::new(&py)
+        .args([
+            "-c",
+            "import perfetto.protos.perfetto.trace.perfetto_trace_pb2",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(py);
+    }
+    let why = format!(
+        "no Python with the perfetto package at {} (run `cargo xtask setup`)",
+        py.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{test}: {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    None
+}
+
+/// A script of tests/py run with `python`, its stdout as JSON.
+pub fn python_json(
+    python: &std::path::Path,
+    script: &str,
+    args: &[&std::path::Path],
+) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(script);
+    let out = Command::new(python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{script} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON: {e}"))
+}

@@ -149,3 +149,112 @@ fn report_of_a_bad_file_names_the_problem_without_panicking() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot open"), "{err}");
 }
+
+/// Every command that reads recordings, on every kind of bad file: a clear message naming
+/// the file, exit status 1, and never a panic.
+#[test]
+fn bad_recordings_get_a_clear_message_and_a_failure_from_every_reader() {
+    let dir = scratch_dir("zkstall-badrecs");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    // Pseudo-random bytes (xorshift), the same every run.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..65536)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let zstd_of = |b: &[u8]| zstd::encode_all(b, 3).unwrap();
+    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+        (file("empty.zst", b""), "is not a zkstall recording"),
+        (file("random.zst", &random), "is not a zkstall recording"),
+        (
+            file("garbage-in-zstd.zst", &zstd_of(&random)),
+            "is not a zkstall recording",
+        ),
+        (
+            file(
+                "other-json.zst",
+                &zstd_of(b"{\"format\":\"pcap\",\"version\":1}\n"),
+            ),
+            "is not a zkstall recording",
+        ),
+        (
+            file(
+                "future.zst",
+                &zstd_of(b"{\"format\":\"zkstall-recording\",\"version\":99}\n"),
+            ),
+            "newer zkstall",
+        ),
+        (
+            file(
+                "v1.zst",
+                &zstd_of(b"{\"format\":\"zkstall-recording\",\"version\":1}\n"),
+            ),
+            "older zkstall",
+        ),
+        (
+            file(
+                "bad-header.zst",
+                &zstd_of(b"{\"format\":\"zkstall-recording\",\"version\":3,\"host\":7}\n"),
+            ),
+            "corrupt",
+        ),
+        (dir.join("missing.zst"), "cannot open"),
+        (dir.clone(), "zkstall recording"),
+    ];
+    let out = dir.join("out.pftrace");
+    for (path, want) in &cases {
+        let p = path.to_str().unwrap();
+        for args in [
+            vec!["report", p],
+            vec!["report", p, "--summary", "--format", "json"],
+            vec!["export", p, "-o", out.to_str().unwrap()],
+            vec!["export", p, "--jsonl"],
+            vec!["merge", p, p],
+        ] {
+            let (code, _o, err) = run(&mut zkstall(&args));
+            assert_eq!(code, 1, "{args:?}: exit {code}: {err}");
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert!(err.contains(want), "{args:?}: wanted {want:?} in: {err}");
+            assert!(
+                err.contains(path.file_name().unwrap().to_str().unwrap()),
+                "{args:?}: {err}"
+            );
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        }
+        assert!(!out.exists(), "no output from a bad recording");
+    }
+}
+
+#[test]
+fn an_existing_output_is_refused_without_force_before_anything_is_traced() {
+    let dir = scratch_dir("zkstall-force");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join("zk1.zst");
+    std::fs::write(&rec, b"precious").unwrap();
+    // As nobody too: the file is checked before privileges.
+    for (code, _o, err) in [
+        run(&mut zkstall(&[
+            "trace",
+            "--output",
+            rec.to_str().unwrap(),
+            "-d",
+            "1s",
+        ])),
+        as_nobody(&["trace", "--output", rec.to_str().unwrap(), "-d", "1s"]),
+    ] {
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    }
+    assert_eq!(std::fs::read(&rec).unwrap(), b"precious");
+}

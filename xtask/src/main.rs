@@ -123,6 +123,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("xfsprogs", "command -v mkfs.xfs"), // XFS: log forces instead of jbd2 commits
     ("prometheus", "command -v promtool"), // the agent's metrics scraped, its rules checked
     ("systemd", "command -v systemd-analyze"), // the agent's unit verified
+    (
+        "python3-venv",
+        "/usr/bin/python3 -c 'import ensurepip, venv'",
+    ), // Perfetto's protos
     ("default-jre-headless", "command -v java"), // a real JVM; ZooKeeper's runtime
     // The real thing (3.8 on Debian 12); checked by package: its jar comes from
     // libzookeeper-java, which can be present without it.
@@ -152,7 +156,8 @@ fn main() -> Result<()> {
             // failure (CI's log then shows everything that is wrong at once).
             cmd.args(["test", "--no-fail-fast"])
                 .args(&args)
-                .env("ZKSTALL_BIN", &bin);
+                .env("ZKSTALL_BIN", &bin)
+                .env("ZKSTALL_PYTHON", ensure_perfetto_python()?);
             run(&mut cmd)
         }
         Cmd::Demo => {
@@ -353,7 +358,42 @@ fn setup() -> Result<()> {
     }
 
     // 3. Debian packages.
-    apt_install(APT_PACKAGES)
+    apt_install(APT_PACKAGES)?;
+
+    // 4. Perfetto's own trace protos as Python modules (the `perfetto` PyPI package), in
+    //    a venv: the export tests decode zkstall's traces with them.
+    ensure_perfetto_python().map(|_| ())
+}
+
+/// The `perfetto` PyPI release whose protos the export tests decode with.
+const PERFETTO_PY_VERSION: &str = "0.59.1";
+
+/// A venv with `perfetto` and `protobuf`; returns its python (also given to the tests as
+/// ZKSTALL_PYTHON).
+fn ensure_perfetto_python() -> Result<PathBuf> {
+    let venv = PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".cache/zkstall/perfetto-venv");
+    let python = venv.join("bin/python");
+    let probe = format!(
+        "import importlib.metadata as m, perfetto.protos.perfetto.trace.perfetto_trace_pb2; assert m.version('perfetto') == '{PERFETTO_PY_VERSION}'"
+    );
+    if output(Command::new(&python).args(["-c", &probe])).is_some() {
+        return Ok(python);
+    }
+    eprintln!(
+        "xtask: installing perfetto {PERFETTO_PY_VERSION} (Python) in {}",
+        venv.display()
+    );
+    run(Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv))?;
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .arg(format!("perfetto=={PERFETTO_PY_VERSION}"))
+        .arg("protobuf"))?;
+    output(Command::new(&python).args(["-c", &probe]))
+        .context("perfetto's protos do not import in the venv just made")?;
+    Ok(python)
 }
 
 /// Installs the packages whose probe fails (idempotent: quick when all are there).

@@ -77,6 +77,32 @@ are removed past --max-incidents or --max-incident-bytes. The agent's memory (RS
 under --max-memory: its history and flight recorder are sized from it, and the recorder \
 sheds its oldest chunks (counted, and said in incidents) when a flood would exceed it.")]
     Agent(AgentArgs),
+    /// Write recordings as a timeline: a Perfetto trace (ui.perfetto.dev,
+    /// trace_processor), Chrome trace-event JSON, or JSON lines of every record.
+    #[command(after_help = "Examples:\n  \
+zkstall export zk1.zst -o zk1.pftrace           # open in ui.perfetto.dev\n  \
+zkstall export zk1.zst zk2.zst zk3.zst -o ensemble.pftrace  # hosts aligned on wall clock\n  \
+zkstall export zk1.zst -o zk1.json              # chrome://tracing\n  \
+zkstall export zk1.zst --jsonl | jq 'select(.type == \"io\")'\n\n\
+The timeline has a process track per traced JVM (per recording: host and pid), a thread \
+track per thread with a slice per call (args: path, device, verdict, headline) and a \
+verdict marker on the slow ones; each thread's off-CPU intervals (state, syscall, waker, \
+stack) with arrows from the waker; per disk: requests in flight, MB/s (all and by whom), a \
+slice per request; journal commits and writeback. Recordings are placed on wall-clock \
+time; process and thread ids of the second and later recordings are offset by n << 22 to \
+keep them apart (the real ones are in the names and labels).")]
+    Export(ExportArgs),
+    /// Put recordings of several hosts (or processes) on one wall clock and find the
+    /// stalls that began together: a cause below the hosts (shared storage, the
+    /// hypervisor) is then likely. Per-host table of stalls and verdicts.
+    #[command(after_help = "Examples:\n  \
+zkstall merge zk1.zst zk2.zst zk3.zst                 # one ensemble's recordings\n  \
+zkstall merge --window 1s --format json zk*.zst | jq 'select(.type == \"correlated_stall\")'\n\n\
+Each recording carries its host's mapping from the monotonic clock to wall-clock time and \
+the host's clock discipline at trace time (adjtimex: offset, max error, NTP sync): the \
+window widens by the clocks' combined uncertainty, and a clock that was not synchronized \
+is named. Recordings of one boot of one host share one clock and align exactly.")]
+    Merge(MergeArgs),
     /// Run a built-in workload (a thread named SyncThread:1 doing fsync and fdatasync) and
     /// trace it, comparing zkstall's durations with the workload's own.
     Demo(DemoArgs),
@@ -118,8 +144,12 @@ pub struct TraceArgs {
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pub blocked_min: Duration,
     /// Also write a recording to FILE (compressed), for `zkstall report` anywhere later.
+    /// An existing FILE is refused unless --force.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Overwrite the --output file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Also trace the requests of this disk one by one (repeatable): a name (`sdb`,
     /// `loop3`), `MAJ:MIN`, or a path on the filesystem it holds. The disks behind the
     /// traced processes' files are always traced; other disks are only counted.
@@ -141,6 +171,97 @@ pub struct ReportArgs {
     /// Also print the recorded block I/O, off-CPU intervals, writeback... (as trace --events).
     #[arg(short, long)]
     pub events: bool,
+    /// Only what happened from this time: wall clock (`2026-12-03T23:05:14Z`,
+    /// `2026-12-03 23:05:14.250`, `23:05:14` on the recording's first day, all UTC), or
+    /// relative to the start of the recording (`+30s`, `2m`).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only what happened until this time (same forms as --since).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Only calls of this process (repeatable).
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only calls of this thread (repeatable).
+    #[arg(long = "tid", value_name = "TID")]
+    pub tids: Vec<u32>,
+    /// Only calls with this verdict (repeatable).
+    #[arg(long = "verdict", value_name = "VERDICT", value_parser = parse_verdict)]
+    pub verdicts: Vec<String>,
+    /// Only calls on this device (its name, `sdb1`, the disk behind it, `sdb`, or
+    /// `MAJ:MIN`; repeatable).
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
+    /// Print only the aggregate over the recording: latency of every watched call by
+    /// device and syscall (percentiles, log2 histograms), stalls by verdict, top
+    /// contenders. (Text output ends with a short form of it anyway.)
+    #[arg(long)]
+    pub summary: bool,
+}
+
+/// A verdict's name, as zkstall prints them.
+pub fn parse_verdict(s: &str) -> Result<String, String> {
+    let names: Vec<&str> = crate::attribution::Verdict::ALL
+        .iter()
+        .map(|v| v.name())
+        .collect();
+    if names.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a verdict; one of: {}",
+            names.join(", ")
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Perfetto's native protobuf trace.
+    Perfetto,
+    /// Chrome trace-event JSON.
+    Chrome,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Recordings (from `trace --output`, or the agent's incidents).
+    #[arg(required = true, value_name = "RECORDING")]
+    pub files: Vec<PathBuf>,
+    /// Where to write: `.json` means Chrome trace-event JSON, anything else a Perfetto
+    /// trace (`.pftrace`). With --jsonl, default stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The timeline's format, whatever the file is named.
+    #[arg(long = "as", value_enum, value_name = "FORMAT")]
+    pub format: Option<ExportFormat>,
+    /// Instead of a timeline: every record (calls and --events records) as JSON lines,
+    /// each with `ts_ns` (CLOCK_MONOTONIC) and `unix_ms`.
+    #[arg(long)]
+    pub jsonl: bool,
+    /// Calls from this long are exported [default: 0, every call the recording holds].
+    #[arg(short, long, value_parser = parse_duration)]
+    pub threshold: Option<Duration>,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Two or more recordings.
+    #[arg(required = true, num_args = 2.., value_name = "RECORDING")]
+    pub files: Vec<PathBuf>,
+    /// Stalls of different recordings beginning within this long of each other are one
+    /// correlated stall (widened by the clocks' uncertainty).
+    #[arg(short, long, default_value = "250ms", value_parser = parse_duration)]
+    pub window: Duration,
+    /// A stall is a call at least this long [default: each recording's own threshold].
+    #[arg(short, long, value_parser = parse_duration)]
+    pub threshold: Option<Duration>,
+    /// Output format: text, or JSON lines (recording, correlated_stall, host_stalls).
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args, Default)]

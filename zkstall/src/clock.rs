@@ -30,6 +30,49 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// How well this host's wall clock is disciplined, from adjtimex(2) (read-only: modes 0),
+/// as NTP daemons (chrony, ntpd, systemd-timesyncd) keep it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClockSync {
+    /// The daemon's last measured offset from its reference (µs).
+    pub offset_us: i64,
+    /// The kernel's bound on the clock's error (µs); 16 s when nobody disciplines it.
+    pub maxerror_us: i64,
+    /// Its estimated error (µs).
+    pub esterror_us: i64,
+    /// The clock is marked synchronized (STA_UNSYNC clear and the state is not
+    /// TIME_ERROR). False on a host without a time daemon: its wall clock may be off by
+    /// anything.
+    pub synchronized: bool,
+    /// adjtimex's status bits.
+    pub status: i32,
+}
+
+impl ClockSync {
+    pub fn sample() -> Self {
+        // SAFETY: timex is plain data; modes 0 only reads.
+        let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+        let state = unsafe { libc::adjtimex(&mut tx) };
+        let nano = tx.status & libc::STA_NANO != 0;
+        ClockSync {
+            offset_us: if nano { tx.offset / 1000 } else { tx.offset },
+            maxerror_us: tx.maxerror,
+            esterror_us: tx.esterror,
+            synchronized: state >= 0
+                && state != libc::TIME_ERROR
+                && tx.status & libc::STA_UNSYNC == 0,
+            status: tx.status,
+        }
+    }
+
+    /// How far this host's wall clock may be from true time (ms), as far as it knows:
+    /// max error when synchronized; None when it is not (no bound).
+    pub fn uncertainty_ms(&self) -> Option<f64> {
+        self.synchronized
+            .then(|| (self.maxerror_us.max(0) as f64 + self.offset_us.unsigned_abs() as f64) / 1e3)
+    }
+}
+
 /// The mapping from CLOCK_MONOTONIC to wall-clock time (CLOCK_REALTIME).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WallClock {

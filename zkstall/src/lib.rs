@@ -37,3 +37,6 @@ pub mod recording;
 pub mod sinks;
 pub mod targets;
 pub mod threads_now;
+
+#[cfg(test)]
+mod fuzz_tests;

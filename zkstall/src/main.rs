@@ -37,12 +37,23 @@ fn main() -> std::process::ExitCode {
         }
         Command::Workload(a) => commands::workload::run(a),
         Command::Report(a) => commands::report::run(a),
+        Command::Export(a) => commands::export::run(a),
+        Command::Merge(a) => commands::merge::run(a),
         Command::Trace(a) => runtime().and_then(|rt| rt.block_on(commands::trace::run(a))),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(commands::demo::run(a))),
         Command::Agent(a) => runtime().and_then(|rt| rt.block_on(commands::agent::run(a))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A closed pipe (`| head`): the reader has what it wanted.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("zkstall: error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -15,6 +15,13 @@
 //!
 //! The facts precede the record whose processing asked for them, so `report` answers
 //! every question exactly as the live run did: same code, same output.
+//!
+//! Version 3 writes that stream in self-contained chunks (2 MiB or 2 s of records each):
+//! a zstd skippable frame holding the chunk's index entry (its time range, sizes), then
+//! the chunk as a zstd frame of its own. Every chunk after the first opens with a
+//! preamble frame `'C'` (the facts and state notes known then), so a time window is read
+//! by skipping the chunks before it without decompressing them, and a crash loses at
+//! most the last chunk. The whole file is still one zstd stream (`zstd -dc` reads it).
 
 use std::{
     fs::File,
@@ -29,8 +36,11 @@ use crate::{enrich::Fact, pipeline::Note, probes::ReqBits, sinks::DisabledSignal
 
 pub const FORMAT: &str = "zkstall-recording";
 /// 2: requests keyed by pointer with their submitter and disk, per-thread accounting,
-/// notes. Version 1 recordings are refused with a message naming the release to use.
-pub const VERSION: u32 = 2;
+/// notes. 3: chunks (below) and the host's clock discipline in the header. Version 1
+/// recordings are refused with a message naming the release to use.
+pub const VERSION: u32 = 3;
+/// The oldest version read: 2 has the same frames, in one zstd frame.
+pub const MIN_VERSION: u32 = 2;
 /// Larger frames are corruption, not data (kernel records are ~100 bytes).
 const MAX_FRAME: u32 = 16 << 20;
 
@@ -92,6 +102,10 @@ pub struct Header {
     /// How the recording kernel numbers request ops and flags.
     #[serde(default)]
     pub req_bits: ReqBits,
+    /// The host's clock discipline when tracing started (adjtimex), for `merge`: how far
+    /// its wall clock may be off. None in recordings made before it was recorded.
+    #[serde(default)]
+    pub clock: Option<crate::clock::ClockSync>,
 }
 
 /// Requests on a disk nobody watched, by cgroup (from the kernel's summary).
@@ -138,8 +152,219 @@ pub trait FrameOut {
     fn fact(&mut self, f: &Fact) -> io::Result<()>;
 }
 
+/// A chunk closes at this much raw data, or this long of recorded time (or of wall time,
+/// on a quiet host: [`Writer::tick`]): a crash loses at most that.
+const CHUNK_RAW: usize = 2 << 20;
+const CHUNK_NS: u64 = 2_000_000_000;
+/// The zstd skippable frame that precedes each chunk with its index entry (zstd's
+/// decoders, `zstd -d` included, skip it: the file stays one readable zstd stream).
+const INDEX_MAGIC: u32 = 0x184D_2A5A;
+/// Facts carried by a chunk's preamble at most (the most recently learnt).
+const PREAMBLE_FACTS: usize = 8192;
+
+/// A chunk's index entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChunkIndex {
+    pub seq: u32,
+    /// Times (CLOCK_MONOTONIC ns) of its first and last timed frame.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub frames: u32,
+    /// Bytes of the zstd frame that follows, and of its content.
+    pub zlen: u64,
+    pub raw_len: u64,
+}
+
+/// What a chunk carries for reading it without the ones before (frame 'C'): the facts
+/// known and the state notes (targets, watched disks, helpers) when it began. A reader
+/// going from the start skips it: it has seen all of that already.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Preamble {
+    pub ts_ns: u64,
+    pub facts: Vec<Fact>,
+    pub notes: Vec<Note>,
+}
+
+/// Writes a recording in self-contained chunks: each one an index entry (skippable
+/// frame) and a zstd frame of its own, the later ones opening with a preamble.
 pub struct Writer {
-    z: zstd::Encoder<'static, BufWriter<File>>,
+    out: BufWriter<File>,
+    raw: Vec<u8>,
+    seq: u32,
+    first_ns: Option<u64>,
+    last_ns: u64,
+    frames: u32,
+    opened: std::time::Instant,
+    facts: lru::LruCache<String, Fact>,
+    state: std::collections::BTreeMap<String, Note>,
+    /// Bytes of the open chunk taken by its preamble (not counted against CHUNK_RAW).
+    preamble_len: usize,
+}
+
+impl Writer {
+    /// Creates `path`, refusing an existing file (pass `force` to replace it).
+    pub fn create_with(
+        path: &Path,
+        header: &Header,
+        force: bool,
+    ) -> Result<Writer, RecordingError> {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true);
+        if force {
+            o.create(true).truncate(true);
+        } else {
+            o.create_new(true);
+        }
+        let f = o
+            .open(path)
+            .map_err(|e| RecordingError::Open(path.display().to_string(), e))?;
+        let mut w = Writer {
+            out: BufWriter::new(f),
+            raw: Vec::with_capacity(CHUNK_RAW + 4096),
+            seq: 0,
+            first_ns: None,
+            last_ns: 0,
+            frames: 0,
+            opened: std::time::Instant::now(),
+            facts: lru::LruCache::new(
+                std::num::NonZeroUsize::new(PREAMBLE_FACTS).expect("nonzero"),
+            ),
+            state: Default::default(),
+            preamble_len: 0,
+        };
+        serde_json::to_writer(&mut w.raw, header).map_err(io::Error::other)?;
+        w.raw.push(b'\n');
+        w.timed(header.started_ns);
+        // The header is a chunk of its own, on disk at once: a crash never loses it.
+        w.close_chunk()?;
+        Ok(w)
+    }
+
+    /// Creates (or replaces) `path`.
+    pub fn create(path: &Path, header: &Header) -> Result<Writer, RecordingError> {
+        Self::create_with(path, header, true)
+    }
+
+    fn timed(&mut self, ts: u64) {
+        if self.first_ns.is_none() {
+            self.first_ns = Some(ts);
+        }
+        self.last_ns = self.last_ns.max(ts);
+    }
+
+    fn frame(&mut self, tag: u8, payload: &[u8]) -> io::Result<()> {
+        self.raw.push(tag);
+        self.raw
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.raw.extend_from_slice(payload);
+        self.frames += 1;
+        let long = self
+            .first_ns
+            .is_some_and(|f| self.last_ns.saturating_sub(f) >= CHUNK_NS);
+        if self.raw.len() - self.preamble_len >= CHUNK_RAW || long {
+            self.close_chunk()?;
+        }
+        Ok(())
+    }
+
+    /// Compresses and writes the open chunk; the next one opens with a preamble.
+    fn close_chunk(&mut self) -> io::Result<()> {
+        if self.raw.is_empty() {
+            return Ok(());
+        }
+        let z = zstd::bulk::compress(&self.raw, 3)?;
+        let idx = ChunkIndex {
+            seq: self.seq,
+            first_ns: self.first_ns.unwrap_or(self.last_ns),
+            last_ns: self.last_ns,
+            frames: self.frames,
+            zlen: z.len() as u64,
+            raw_len: self.raw.len() as u64,
+        };
+        let ij = serde_json::to_vec(&idx).map_err(io::Error::other)?;
+        self.out.write_all(&INDEX_MAGIC.to_le_bytes())?;
+        self.out.write_all(&(ij.len() as u32).to_le_bytes())?;
+        self.out.write_all(&ij)?;
+        self.out.write_all(&z)?;
+        self.out.flush()?;
+        self.seq += 1;
+        self.raw.clear();
+        self.frames = 0;
+        self.first_ns = None;
+        self.opened = std::time::Instant::now();
+        // The preamble of the next chunk: what is known now.
+        let p = Preamble {
+            ts_ns: self.last_ns,
+            facts: self.facts.iter().rev().map(|(_, f)| f.clone()).collect(),
+            notes: self.state.values().cloned().collect(),
+        };
+        let v = serde_json::to_vec(&p).map_err(io::Error::other)?;
+        self.raw.push(b'C');
+        self.raw.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        self.raw.extend_from_slice(&v);
+        self.preamble_len = self.raw.len();
+        Ok(())
+    }
+
+    /// Closes the open chunk if it has been open a second (a quiet host): called on the
+    /// session's tick.
+    pub fn tick(&mut self) -> io::Result<()> {
+        if self.frames > 0 && self.opened.elapsed() >= std::time::Duration::from_secs(1) {
+            self.close_chunk()?;
+        }
+        Ok(())
+    }
+
+    pub fn kernel(&mut self, rec: &[u8]) -> io::Result<()> {
+        // Bytes 8..16 of every record are its timestamp (EventHeader::ts_ns).
+        if let Some(ts) = rec
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+        {
+            self.timed(ts);
+        }
+        self.frame(b'K', rec)
+    }
+
+    pub fn note(&mut self, n: &Note) -> io::Result<()> {
+        const KEEP: usize = 4096;
+        match n {
+            Note::Target { pid, .. } if self.state.len() < KEEP => {
+                self.state.insert(format!("target {pid}"), n.clone());
+            }
+            Note::TargetExit { pid, .. } => {
+                self.state.remove(&format!("target {pid}"));
+            }
+            Note::Watch { disk, .. } if self.state.len() < KEEP => {
+                self.state.insert(format!("watch {disk}"), n.clone());
+            }
+            Note::Helper { pid, .. } if self.state.len() < KEEP => {
+                self.state.insert(format!("helper {pid}"), n.clone());
+            }
+            _ => {}
+        }
+        self.timed(n.ts_ns());
+        let v = serde_json::to_vec(n).map_err(io::Error::other)?;
+        self.frame(b'N', &v)
+    }
+
+    pub fn fact(&mut self, f: &Fact) -> io::Result<()> {
+        self.facts.put(f.key(), f.clone());
+        let v = serde_json::to_vec(f).map_err(io::Error::other)?;
+        self.frame(b'F', &v)
+    }
+
+    pub fn finish(mut self, t: &Trailer) -> io::Result<()> {
+        let v = serde_json::to_vec(t).map_err(io::Error::other)?;
+        self.timed(t.end_ns);
+        self.raw.push(b'E');
+        self.raw.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        self.raw.extend_from_slice(&v);
+        self.frames += 1;
+        self.close_chunk()?;
+        self.out.flush()
+    }
 }
 
 impl FrameOut for Writer {
@@ -154,43 +379,6 @@ impl FrameOut for Writer {
     }
 }
 
-impl Writer {
-    pub fn create(path: &Path, header: &Header) -> Result<Writer, RecordingError> {
-        let f =
-            File::create(path).map_err(|e| RecordingError::Open(path.display().to_string(), e))?;
-        let mut z = zstd::Encoder::new(BufWriter::new(f), 3)?;
-        serde_json::to_writer(&mut z, header).map_err(io::Error::other)?;
-        z.write_all(b"\n")?;
-        Ok(Writer { z })
-    }
-
-    fn frame(&mut self, tag: u8, payload: &[u8]) -> io::Result<()> {
-        self.z.write_all(&[tag])?;
-        self.z.write_all(&(payload.len() as u32).to_le_bytes())?;
-        self.z.write_all(payload)
-    }
-
-    pub fn kernel(&mut self, rec: &[u8]) -> io::Result<()> {
-        self.frame(b'K', rec)
-    }
-
-    pub fn note(&mut self, n: &Note) -> io::Result<()> {
-        let v = serde_json::to_vec(n).map_err(io::Error::other)?;
-        self.frame(b'N', &v)
-    }
-
-    pub fn fact(&mut self, f: &Fact) -> io::Result<()> {
-        let v = serde_json::to_vec(f).map_err(io::Error::other)?;
-        self.frame(b'F', &v)
-    }
-
-    pub fn finish(mut self, t: &Trailer) -> io::Result<()> {
-        let v = serde_json::to_vec(t).map_err(io::Error::other)?;
-        self.frame(b'E', &v)?;
-        self.z.finish()?.flush()
-    }
-}
-
 /// One frame read back.
 #[derive(Debug)]
 pub enum Frame {
@@ -198,6 +386,8 @@ pub enum Frame {
     Note(Note),
     Fact(Fact),
     End(Trailer),
+    /// The preamble of the first chunk read by [`Reader::open_at`] (never from the start).
+    Preamble(Preamble),
 }
 
 pub struct Reader {
@@ -205,6 +395,10 @@ pub struct Reader {
     z: BufReader<zstd::Decoder<'static, BufReader<File>>>,
     pub header: Header,
     pub frames: u64,
+    /// Return the next preamble (a window's first chunk) instead of skipping it.
+    want_preamble: bool,
+    /// Chunks skipped without decompressing them (open_at).
+    pub chunks_skipped: u32,
 }
 
 impl Reader {
@@ -242,7 +436,7 @@ impl Reader {
         if probe.version > VERSION {
             return Err(RecordingError::TooNew(name, probe.version));
         }
-        if probe.version < VERSION {
+        if probe.version < MIN_VERSION {
             return Err(RecordingError::TooOld(name, probe.version));
         }
         let header: Header = serde_json::from_slice(&line)
@@ -252,46 +446,118 @@ impl Reader {
             z,
             header,
             frames: 0,
+            want_preamble: false,
+            chunks_skipped: 0,
         })
+    }
+
+    /// Opens `path` at the chunk holding `from_ns` (CLOCK_MONOTONIC), skipping the chunks
+    /// before it unread; its preamble comes first. Files without an index (version 2,
+    /// the agent's incidents) are read from the start.
+    pub fn open_at(path: &Path, from_ns: u64) -> Result<Reader, RecordingError> {
+        use std::io::{Seek as _, SeekFrom};
+        let mut r = Reader::open(path)?;
+        let name = path.display().to_string();
+        let mut f = File::open(path).map_err(|e| RecordingError::Open(name.clone(), e))?;
+        let mut pos = 0u64;
+        let mut skipped = 0u32;
+        let mut target = None;
+        loop {
+            let mut hdr = [0u8; 8];
+            if f.read_exact(&mut hdr).is_err() {
+                break;
+            }
+            let magic = u32::from_le_bytes(hdr[..4].try_into().expect("4 bytes"));
+            let len = u32::from_le_bytes(hdr[4..].try_into().expect("4 bytes"));
+            if magic != INDEX_MAGIC || len > 1 << 16 {
+                break; // not indexed (or not from here on): read sequentially
+            }
+            let mut ij = vec![0u8; len as usize];
+            if f.read_exact(&mut ij).is_err() {
+                break;
+            }
+            let Ok(idx) = serde_json::from_slice::<ChunkIndex>(&ij) else {
+                break;
+            };
+            if idx.seq > 0 && idx.last_ns >= from_ns {
+                target = Some(pos);
+                break;
+            }
+            if idx.seq > 0 {
+                skipped += 1;
+            }
+            pos += 8 + len as u64 + idx.zlen;
+            if f.seek(SeekFrom::Start(pos)).is_err() {
+                break;
+            }
+            if idx.last_ns >= from_ns {
+                // The window begins in the first chunk: read from the start.
+                break;
+            }
+        }
+        if let Some(pos) = target {
+            f.seek(SeekFrom::Start(pos))
+                .map_err(|e| RecordingError::Open(name.clone(), e))?;
+            let z = zstd::Decoder::new(f)
+                .map_err(|e| RecordingError::NotARecording(name.clone(), e.to_string()))?;
+            r.z = BufReader::new(z);
+            r.want_preamble = true;
+            r.chunks_skipped = skipped;
+        }
+        Ok(r)
     }
 
     /// The next frame; Ok(None) at a clean end. A recording cut short (the tracer was
     /// killed) ends with an error saying so, after every complete frame was returned.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, RecordingError> {
-        let mut tag = [0u8; 1];
-        match self.z.read(&mut tag) {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(e) => return Err(self.corrupt(e.to_string())),
+        // A loop only to pass over preambles read from the start.
+        loop {
+            let mut tag = [0u8; 1];
+            match self.z.read(&mut tag) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) => return Err(self.corrupt(e.to_string())),
+            }
+            let mut len = [0u8; 4];
+            self.z
+                .read_exact(&mut len)
+                .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
+            let len = u32::from_le_bytes(len);
+            if len > MAX_FRAME {
+                return Err(self.corrupt(format!("frame {} claims {len} bytes", self.frames)));
+            }
+            let mut payload = vec![0u8; len as usize];
+            self.z
+                .read_exact(&mut payload)
+                .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
+            self.frames += 1;
+            let frame = match tag[0] {
+                b'K' => Frame::Kernel(payload),
+                b'N' => Frame::Note(
+                    serde_json::from_slice(&payload)
+                        .map_err(|e| self.corrupt(format!("note: {e}")))?,
+                ),
+                b'F' => Frame::Fact(
+                    serde_json::from_slice(&payload)
+                        .map_err(|e| self.corrupt(format!("fact: {e}")))?,
+                ),
+                b'E' => Frame::End(
+                    serde_json::from_slice(&payload)
+                        .map_err(|e| self.corrupt(format!("trailer: {e}")))?,
+                ),
+                b'C' if self.want_preamble => {
+                    self.want_preamble = false;
+                    Frame::Preamble(
+                        serde_json::from_slice(&payload)
+                            .map_err(|e| self.corrupt(format!("preamble: {e}")))?,
+                    )
+                }
+                // Read from the start: everything in it was seen already.
+                b'C' => continue,
+                t => return Err(self.corrupt(format!("unknown frame tag {t:#x}"))),
+            };
+            return Ok(Some(frame));
         }
-        let mut len = [0u8; 4];
-        self.z
-            .read_exact(&mut len)
-            .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
-        let len = u32::from_le_bytes(len);
-        if len > MAX_FRAME {
-            return Err(self.corrupt(format!("frame {} claims {len} bytes", self.frames)));
-        }
-        let mut payload = vec![0u8; len as usize];
-        self.z
-            .read_exact(&mut payload)
-            .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
-        self.frames += 1;
-        let frame = match tag[0] {
-            b'K' => Frame::Kernel(payload),
-            b'N' => Frame::Note(
-                serde_json::from_slice(&payload).map_err(|e| self.corrupt(format!("note: {e}")))?,
-            ),
-            b'F' => Frame::Fact(
-                serde_json::from_slice(&payload).map_err(|e| self.corrupt(format!("fact: {e}")))?,
-            ),
-            b'E' => Frame::End(
-                serde_json::from_slice(&payload)
-                    .map_err(|e| self.corrupt(format!("trailer: {e}")))?,
-            ),
-            t => return Err(self.corrupt(format!("unknown frame tag {t:#x}"))),
-        };
-        Ok(Some(frame))
     }
 
     fn corrupt(&self, what: String) -> RecordingError {
@@ -330,7 +596,124 @@ mod tests {
             mounts: vec![],
             disabled: vec![],
             req_bits: ReqBits::default(),
+            clock: None,
         }
+    }
+
+    /// A kernel record stamped `ts` (bytes 8..16), numbered `i`.
+    fn rec(i: u32, ts: u64) -> Vec<u8> {
+        let mut v = vec![0u8; 24];
+        v[..4].copy_from_slice(&i.to_le_bytes());
+        v[8..16].copy_from_slice(&ts.to_le_bytes());
+        v
+    }
+
+    /// 10 s of records, 1000 a second, a fact in the first second and one at 5 s.
+    fn chunked(p: &Path) {
+        let mut w = Writer::create(p, &header()).unwrap();
+        w.note(&Note::Target {
+            ts_ns: 5,
+            pid: 1,
+            comm: "java".into(),
+            reason: "--pid".into(),
+        })
+        .unwrap();
+        w.fact(&Fact::Cgroup {
+            id: 3,
+            path: Some("/a".into()),
+        })
+        .unwrap();
+        for i in 0..10_000u32 {
+            let ts = 5 + i as u64 * 1_000_000;
+            if i == 5_000 {
+                w.fact(&Fact::Cgroup {
+                    id: 4,
+                    path: Some("/b".into()),
+                })
+                .unwrap();
+            }
+            w.kernel(&rec(i, ts)).unwrap();
+        }
+        w.finish(&Trailer {
+            end_ns: 10_000_000_005,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    fn kernel_ids(r: &mut Reader) -> (Vec<u32>, Vec<Frame>, bool) {
+        let (mut ids, mut other, mut end) = (Vec::new(), Vec::new(), false);
+        while let Ok(Some(f)) = r.next_frame() {
+            match f {
+                Frame::Kernel(k) => ids.push(u32::from_le_bytes(k[..4].try_into().unwrap())),
+                Frame::End(_) => end = true,
+                f => other.push(f),
+            }
+        }
+        (ids, other, end)
+    }
+
+    #[test]
+    fn chunks_read_from_the_start_are_the_frames_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.zst");
+        chunked(&p);
+        let mut r = Reader::open(&p).unwrap();
+        let (ids, other, end) = kernel_ids(&mut r);
+        assert_eq!(ids, (0..10_000).collect::<Vec<_>>());
+        assert!(end);
+        // The note and the two facts, no preambles.
+        assert_eq!(other.len(), 3, "{other:?}");
+        // Several chunks, and still one zstd stream for other tools.
+        let raw = zstd::stream::decode_all(File::open(&p).unwrap()).unwrap();
+        assert!(raw.starts_with(b"{\"format\":\"zkstall-recording\""));
+        assert!(raw.windows(2).filter(|w| w[0] == b'C' && w[1] != 0).count() > 0);
+    }
+
+    #[test]
+    fn a_window_skips_the_chunks_before_it_and_opens_with_what_was_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.zst");
+        chunked(&p);
+        let mut r = Reader::open_at(&p, 7_000_000_000).unwrap();
+        assert!(r.chunks_skipped >= 2, "{} skipped", r.chunks_skipped);
+        let first = r.next_frame().unwrap().unwrap();
+        let Frame::Preamble(pre) = first else {
+            panic!("no preamble first: {first:?}")
+        };
+        // Both facts (the later one replaces nothing: other key) and the target.
+        assert_eq!(pre.facts.len(), 2, "{:?}", pre.facts);
+        assert!(matches!(
+            pre.notes.as_slice(),
+            [Note::Target { pid: 1, .. }]
+        ));
+        let (ids, _, end) = kernel_ids(&mut r);
+        assert!(end);
+        assert_eq!(*ids.last().unwrap(), 9_999);
+        // The window's chunk begins at or before 7 s, after the first chunks.
+        assert!(
+            ids[0] <= 7_000 && ids[0] >= 2_000,
+            "starts at record {}",
+            ids[0]
+        );
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    #[test]
+    fn a_crash_loses_at_most_the_last_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.zst");
+        chunked(&p);
+        let len = std::fs::metadata(&p).unwrap().len();
+        let cut = dir.path().join("cut.zst");
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&cut, &bytes[..(len as usize - 200)]).unwrap();
+        let mut r = Reader::open(&cut).unwrap();
+        let (ids, _, end) = kernel_ids(&mut r);
+        assert!(!end);
+        // Chunks hold 2 s of records: at least the first 8 s are there.
+        assert!(ids.len() >= 8_000, "{} records survived", ids.len());
+        assert_eq!(ids, (0..ids.len() as u32).collect::<Vec<_>>());
     }
 
     #[test]

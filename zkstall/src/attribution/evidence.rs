@@ -15,6 +15,10 @@ use crate::{
     pipeline::on_partition,
 };
 
+/// balance_dirty_pages sleeps at most this long per pause (MAX_PAUSE is HZ/5; with
+/// slack for any HZ): larger values in a record are corruption, clamped.
+const MAX_PAUSE_MS: i64 = 1_000;
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Percentiles {
     pub p50: f64,
@@ -807,7 +811,13 @@ fn backing_held(h: &History, path: &[Layer], layers: &mut [LayerEvidence]) {
             .iter()
             .filter(|t| t.bdi == below_dev && t.pause_ms > 0)
             .map(|t| {
-                let iv = (t.at, MonoNs(t.at.0 + t.pause_ms as u64 * 1_000_000));
+                let iv = (
+                    t.at,
+                    MonoNs(
+                        t.at.0
+                            .saturating_add(t.pause_ms.min(MAX_PAUSE_MS) as u64 * 1_000_000),
+                    ),
+                );
                 let o = overlap(iv, gap);
                 if o > 0 && longest.is_none_or(|(m, _)| o > m) {
                     longest = Some((o, t.comm.as_str()));
@@ -1074,6 +1084,13 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     // The kernel's measurements of the rest.
     let mut on_cpu = 0;
     if let Some(a) = &call.accounting {
+        // No part of a call is longer than the call (a corrupt record could say so).
+        let a = crate::decode::Accounting {
+            on_cpu_ns: a.on_cpu_ns.min(dur),
+            short_d_ns: a.short_d_ns.min(dur),
+            short_s_ns: a.short_s_ns.min(dur),
+            short_runq_ns: a.short_runq_ns.min(dur),
+        };
         on_cpu = a.on_cpu_ns;
         add(&mut stages, Stage::OnCpu, a.on_cpu_ns);
         // Short D waits are not placed in time: charge them to its own I/O in the share of
@@ -1088,7 +1105,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         s_ns += a.short_s_ns;
         runq_ns += a.short_runq_ns;
     }
-    let counted: u64 = stages.values().sum();
+    let counted: u64 = stages.values().fold(0, |a, b| a.saturating_add(*b));
     if counted < dur {
         add(&mut stages, Stage::Unaccounted, dur - counted);
     } else if counted > dur {
@@ -1213,8 +1230,9 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         .rev()
         .take_while(|t| t.at >= call.start)
         .filter(|t| t.tid == call.tid && t.at <= call.end && t.pause_ms > 0)
-        .map(|t| t.pause_ms)
-        .sum();
+        // The kernel pauses 200 ms at most (MAX_PAUSE); a wild value is not summed whole.
+        .map(|t| t.pause_ms.min(MAX_PAUSE_MS))
+        .fold(0i64, i64::saturating_add);
     // The planned pauses (jiffies), or the time it actually slept there, whichever is more.
     ev.throttle_pause_ms =
         (pause_ms as f64).max(ms(stages.get(&Stage::DirtyThrottle).copied().unwrap_or(0)));

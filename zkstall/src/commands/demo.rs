@@ -55,6 +55,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         events: false,
         blocked_min: Duration::from_millis(1),
         output: None,
+        force: false,
         disks: Vec::new(),
         history: crate::history::HistoryLimits::DEFAULT,
         channel_records: crate::reader::CHANNEL_RECORDS,

@@ -2,6 +2,8 @@
 pub mod agent;
 pub mod check;
 pub mod demo;
+pub mod export;
+pub mod merge;
 pub mod report;
 pub mod session;
 pub mod trace;

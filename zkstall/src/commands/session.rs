@@ -53,6 +53,8 @@ pub struct TraceOptions {
     pub events: bool,
     pub blocked_min: Duration,
     pub output: Option<std::path::PathBuf>,
+    /// Replace an existing --output file.
+    pub force: bool,
     /// Disks to watch besides those behind the targets' files.
     pub disks: Vec<String>,
     /// How much history the pipeline keeps (the agent's are smaller).
@@ -243,6 +245,16 @@ impl<'s> Session<'s> {
         tap: Option<&'s mut dyn FrameOut>,
         on_attached: impl FnOnce(&[Target]),
     ) -> anyhow::Result<Session<'s>> {
+        // A recording is never written over by accident: refused before anything else.
+        if let Some(out) = &opts.output
+            && !opts.force
+            && std::fs::symlink_metadata(out).is_ok()
+        {
+            bail!(
+                "{} exists: choose another --output, or add --force to overwrite it",
+                out.display()
+            );
+        }
         let proc = ProcRoot::default();
         let explicit = !opts.pids.is_empty();
         let initial = if explicit {
@@ -289,6 +301,7 @@ impl<'s> Session<'s> {
 
         let mut probes = Probes::load(layout)?;
         let wall = WallClock::sample();
+        sink.clock(&wall);
         let mut enrich = Live::new(proc.clone(), "/sys").preload();
         if opts.output.is_some() || tap.is_some() {
             enrich = enrich.recording();
@@ -316,7 +329,16 @@ impl<'s> Session<'s> {
                     &disabled,
                     req_bits,
                 );
-                Some(Writer::create(path, &header)?)
+                Some(Writer::create_with(path, &header, opts.force).map_err(|e| match e {
+                    crate::recording::RecordingError::Open(p, e)
+                        if e.kind() == std::io::ErrorKind::AlreadyExists =>
+                    {
+                        anyhow::anyhow!(
+                            "{p} exists: choose another --output, or add --force to overwrite it"
+                        )
+                    }
+                    e => e.into(),
+                })?)
             }
             None => None,
         };
@@ -430,6 +452,10 @@ impl<'s> Session<'s> {
             return Ok(());
         }
         self.ticks += 1;
+        if let Some(w) = &mut self.feed.writer {
+            // A quiet host: close the recording's open chunk after a second.
+            w.tick().context("writing the recording")?;
+        }
         let now = MonoNs::now();
         losses(
             &self.probes,
@@ -1103,5 +1129,6 @@ pub fn header(
         mounts,
         disabled: disabled.to_vec(),
         req_bits,
+        clock: Some(crate::clock::ClockSync::sample()),
     }
 }

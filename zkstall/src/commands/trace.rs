@@ -22,6 +22,7 @@ impl From<&TraceArgs> for TraceOptions {
             events: a.events,
             blocked_min: a.blocked_min,
             output: a.output.clone(),
+            force: a.force,
             disks: a.disks.clone(),
             history: HistoryLimits::DEFAULT,
             channel_records: crate::reader::CHANNEL_RECORDS,

@@ -100,6 +100,9 @@ impl Pipeline {
             thread: &call.comm,
             dev: call.file.as_ref().and_then(|f| f.dev),
             duration_ns: x.end.since(call.start),
+            pid: call.task.pid,
+            tid: call.task.tid,
+            start_ns: call.start.0,
         });
         let visible = call.visible_end(x.end).since(call.start);
         if visible < self.threshold_ns && !crossed {

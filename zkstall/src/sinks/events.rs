@@ -220,6 +220,32 @@ fn ms(v: Option<f64>) -> String {
 }
 
 impl EventRecord {
+    /// The record's instant (CLOCK_MONOTONIC ns): when it began (a request: when it was
+    /// queued, else issued, else completed); for writeback, when it ended. Records that
+    /// already carry a `ts_ns` field return None: theirs is kept as it is.
+    pub fn start_ns(&self) -> Option<u64> {
+        match self {
+            EventRecord::Io(r) => Some(r.queued_ns.or(r.issue_ns).unwrap_or(r.complete_ns)),
+            EventRecord::Blocked(r) => Some(r.start_ns),
+            EventRecord::Journal(r) => Some(r.start_ns),
+            EventRecord::Thread(_)
+            | EventRecord::Dirty(_)
+            | EventRecord::Writeback(_)
+            | EventRecord::Throttle(_) => None,
+        }
+    }
+
+    /// The value of its `ts_ns` field, for those that have one.
+    pub fn ts_field(&self) -> Option<u64> {
+        match self {
+            EventRecord::Thread(r) => Some(r.ts_ns),
+            EventRecord::Dirty(r) => Some(r.ts_ns),
+            EventRecord::Writeback(r) => Some(r.ts_ns),
+            EventRecord::Throttle(r) => Some(r.ts_ns),
+            _ => None,
+        }
+    }
+
     /// One readable line.
     pub fn text(&self) -> String {
         match self {

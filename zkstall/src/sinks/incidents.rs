@@ -652,6 +652,7 @@ mod tests {
             mounts: vec![],
             disabled: vec![],
             req_bits: Default::default(),
+            clock: None,
         }
     }
 

@@ -1,11 +1,15 @@
 //! Where results go. Each sink writes to any `io::Write`, so tests pass a `Vec<u8>`.
 //! Data goes to stdout (or a file) through a sink; diagnostics go to stderr via `tracing`.
 
+pub mod aggregate;
+pub mod chrome;
 pub mod events;
 pub mod incidents;
 pub mod json;
 pub mod metrics;
+pub mod perfetto;
 pub mod text;
+pub mod timeline;
 
 use std::io;
 
@@ -149,6 +153,10 @@ pub enum Observation<'a> {
         /// The file's device, when known.
         dev: Option<crate::enrich::DevId>,
         duration_ns: u64,
+        pid: u32,
+        tid: u32,
+        /// CLOCK_MONOTONIC ns at entry.
+        start_ns: u64,
     },
     /// A request on a watched disk completed.
     Io {
@@ -165,6 +173,9 @@ pub trait Sink {
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
     /// Every watched call and every request on a watched disk, as it ends.
     fn observe(&mut self, _o: &Observation<'_>) {}
+    /// The run's monotonic-to-wall mapping, before the first record (JSON adds `unix_ms`
+    /// to every record with it).
+    fn clock(&mut self, _wall: &crate::clock::WallClock) {}
 }
 
 /// Passes records on to another sink and keeps a copy (the demo compares them).
@@ -186,5 +197,8 @@ impl Sink for Tee<'_> {
     }
     fn observe(&mut self, o: &Observation<'_>) {
         self.inner.observe(o)
+    }
+    fn clock(&mut self, wall: &crate::clock::WallClock) {
+        self.inner.clock(wall)
     }
 }

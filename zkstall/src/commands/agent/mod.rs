@@ -125,6 +125,7 @@ impl Sink for AgentSink {
                 thread,
                 dev,
                 duration_ns,
+                ..
             } => {
                 let device = dev.map_or_else(|| "none".to_string(), |d| self.dev_name(d));
                 self.metrics
@@ -274,6 +275,7 @@ pub async fn run_with(cfg: AgentConfig) -> anyhow::Result<()> {
         events: false,
         blocked_min: cfg.blocked_min,
         output: None,
+        force: false,
         disks: cfg.disks.clone(),
         history: budgets.history,
         channel_records: budgets.channel_records,
