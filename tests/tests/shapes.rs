@@ -477,16 +477,25 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     let records = finish_tracer(tracer);
     let s = summary(&records);
     eprintln!("summary: {s}");
-    // Every neighbour request is counted in the kernel (up to a few in flight as the
-    // counts are read), except where the kernel itself skipped a program's run (a
-    // completion in an interrupt while the same program ran on that CPU): those are
-    // counted apart, never silently lost.
+    // Every neighbour request is counted in the kernel, or said to be missing: the kernel
+    // skips some program runs (counted by it as probe misses, or, for completions in a
+    // softirq that interrupted another BPF program, not counted at all: those zkstall
+    // finds against the block layer's own count and reports as unseen). Up to a few in
+    // flight as the counts are read.
     let counted = s["io_other_disks"].as_u64().unwrap();
     let misses = s["probe_misses"].as_u64().unwrap();
+    let unseen = s["io_unseen"].as_u64().unwrap();
     assert!(
-        counted + misses + 4 >= ios,
-        "every neighbour request is counted in the kernel ({counted} of {ios}, {misses} probe runs skipped by the kernel)"
+        counted + misses + unseen + 4 >= ios,
+        "every neighbour request is counted in the kernel or said to be unseen ({counted} of {ios}, {misses} probe runs skipped by the kernel, {unseen} unseen)"
     );
+    // What is said to be unseen was unseen: never more than the block layer's count says.
+    assert!(
+        counted + unseen <= ios + 4,
+        "{counted} counted + {unseen} unseen > {ios}"
+    );
+    // And rare: a batch now and then, not a blind spot.
+    assert!(unseen * 1000 <= ios, "{unseen} of {ios} unseen");
     let flood_name = flood_dev.name();
     assert!(
         s["other_disks"]
@@ -494,9 +503,19 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
             .unwrap()
             .iter()
             .any(|d| d["name"].as_str() == Some(flood_name.as_str())
-                && d["requests"].as_u64().unwrap() + 4 >= ios),
+                && d["requests"].as_u64().unwrap() + unseen + 4 >= ios),
         "{s}"
     );
+    if unseen > 0 {
+        assert!(
+            s["unseen_disks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["name"].as_str() == Some(flood_name.as_str())),
+            "only the flooded disk has unseen requests: {s}"
+        );
+    }
     assert!(
         !s["watched"].to_string().contains(&flood_name),
         "the neighbour is not traced request by request: {s}"

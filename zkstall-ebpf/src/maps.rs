@@ -104,8 +104,13 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 #[inline(always)]
 pub fn count(c: Counter) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
-        // SAFETY: a per-CPU slot is only touched by the program running on this CPU, and
-        // tracepoint programs do not nest on one CPU.
+        // Not atomic (bpfel-unknown-none has no atomic RMW in core). The counters bumped
+        // on hot paths (IoWatched, IoOther, ...) are each bumped by one program, which
+        // never nests with itself on a CPU, so they are exact. A counter several
+        // programs bump (MapFull, IoStale, ReadError, RingbufFull) could lose one if an interrupt's program
+        // bumps it between this load and store: those are rare-event counters, and a
+        // loss would need two rare events nested within three instructions.
+        // SAFETY: a valid map value pointer for the program's whole run.
         unsafe { *p += 1 };
     }
 }

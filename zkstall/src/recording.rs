@@ -118,6 +118,16 @@ pub struct OtherDisk {
     pub bytes: u64,
 }
 
+/// Requests the block layer completed on a disk nobody watched that the probes never saw.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnseenDisk {
+    pub disk: String,
+    pub name: Option<String>,
+    /// Completed requests by the block layer's count (/proc/diskstats), and by the probes'.
+    pub block_layer: u64,
+    pub counted: u64,
+}
+
 /// The end of a recording: the kernel-side counters and what they summarize.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -142,6 +152,10 @@ pub struct Trailer {
     pub shed_by_reader: u64,
     /// Program runs the kernel skipped (bpf_prog_info.recursion_misses).
     pub probe_misses: u64,
+    /// Requests on unwatched disks the block layer completed and the probes never saw
+    /// (a lower bound), and by disk.
+    pub io_unseen: u64,
+    pub unseen_disks: Vec<UnseenDisk>,
 }
 
 /// Anything that takes the frames of a recording as they are consumed: the recording's

@@ -58,21 +58,32 @@ pub struct Seen {
     watched: u64,
 }
 
-/// Slot 0: the last request queue; 1: the last bio's block device; 2: the last blkg.
+/// One slot per program and object kind. Programs do nest on one CPU: a block_rq_issue in
+/// a task can be interrupted by a completion (or an insert) that runs another of these
+/// programs. A slot shared between programs was seen torn that way (one program's key
+/// beside another's disk and verdict), which made a neighbour's requests look like a
+/// watched disk's. A program never nests with itself (the kernel skips such a run), so a
+/// slot that only one program uses is never torn.
 #[map]
-static SEEN: PerCpuArray<Seen> = PerCpuArray::with_max_entries(3, 0);
-const SEEN_QUEUE: u32 = 0;
-const SEEN_BDEV: u32 = 1;
-const SEEN_BLKG: u32 = 2;
+static SEEN: PerCpuArray<Seen> = PerCpuArray::with_max_entries(SEEN_SLOTS, 0);
+/// The last request queue of block_rq_insert, block_rq_issue and block_rq_complete.
+const SEEN_QUEUE_INSERT: u32 = 0;
+const SEEN_QUEUE_ISSUE: u32 = 1;
+const SEEN_QUEUE_COMPLETE: u32 = 2;
+/// The last bio's block device (block_getrq).
+const SEEN_BDEV: u32 = 3;
+/// The last blkg (block_rq_complete).
+const SEEN_BLKG: u32 = 4;
+const SEEN_SLOTS: u32 = 5;
 
 /// The kernel dev_t of the disk a request belongs to (`rq->q->disk`), and whether it is
-/// watched.
+/// watched, cached in the calling program's own slot `seen`.
 #[inline(always)]
-fn rq_disk(rq: u64) -> Option<(u32, bool)> {
+fn rq_disk(rq: u64, seen: u32) -> Option<(u32, bool)> {
     let q = kread::<u64>(rq, config!(kernel.rq_q))?;
     let generation = watch_gen();
-    let slot = SEEN.get_ptr_mut(SEEN_QUEUE)?;
-    // SAFETY: a per-CPU slot; programs do not nest on one CPU.
+    let slot = SEEN.get_ptr_mut(seen)?;
+    // SAFETY: a per-CPU slot only the calling program uses (see SEEN).
     unsafe {
         if (*slot).key == q && q != 0 && (*slot).generation == generation {
             return Some(((*slot).value as u32, (*slot).watched != 0));
@@ -101,7 +112,7 @@ fn rq_disk(rq: u64) -> Option<(u32, bool)> {
 fn bdev_watched(bdev: u64) -> Option<bool> {
     let generation = watch_gen();
     let slot = SEEN.get_ptr_mut(SEEN_BDEV)?;
-    // SAFETY: a per-CPU slot; programs do not nest on one CPU.
+    // SAFETY: a per-CPU slot only the calling program uses (see SEEN).
     unsafe {
         if (*slot).key == bdev && bdev != 0 && (*slot).generation == generation {
             return Some((*slot).watched != 0);
@@ -143,7 +154,7 @@ fn blk_cgroup_cached(bio: u64) -> u64 {
         return 0;
     };
     if let Some(slot) = SEEN.get_ptr_mut(SEEN_BLKG) {
-        // SAFETY: a per-CPU slot; programs do not nest on one CPU.
+        // SAFETY: a per-CPU slot only the calling program uses (see SEEN).
         unsafe {
             if (*slot).key == blkg && blkg != 0 {
                 return (*slot).value;
@@ -284,7 +295,7 @@ pub fn block_getrq(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_insert")]
 pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
-    let Some((disk, true)) = rq_disk(rq) else {
+    let Some((disk, true)) = rq_disk(rq, SEEN_QUEUE_INSERT) else {
         return 0;
     };
     // SAFETY: plain helper call.
@@ -310,7 +321,7 @@ pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
-    let Some((disk, true)) = rq_disk(rq) else {
+    let Some((disk, true)) = rq_disk(rq, SEEN_QUEUE_ISSUE) else {
         return 0;
     };
     // SAFETY: plain helper call.
@@ -374,7 +385,7 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
     let status: u8 = ctx.arg(1);
     let nr_bytes: u32 = ctx.arg(2);
-    let Some((disk, is_watched)) = rq_disk(rq) else {
+    let Some((disk, is_watched)) = rq_disk(rq, SEEN_QUEUE_COMPLETE) else {
         return 0;
     };
     // Bytes left before this completion: the request is done when they are all done.

@@ -29,7 +29,9 @@ use crate::{
     pipeline::{Note, Pipeline},
     probes::{KernelCounters, Probes, btf::Btf, layout, tracefs::Tracefs},
     reader::Reader,
-    recording::{self, DeviceInfo, FrameOut, Header, OtherDisk, TargetInfo, Trailer, Writer},
+    recording::{
+        self, DeviceInfo, FrameOut, Header, OtherDisk, TargetInfo, Trailer, UnseenDisk, Writer,
+    },
     sinks::{DisabledSignal, Sink, Summary},
     targets::{self, ProcRoot, Target},
     threads_now,
@@ -57,6 +59,8 @@ pub struct TraceOptions {
     pub force: bool,
     /// Disks to watch besides those behind the targets' files.
     pub disks: Vec<String>,
+    /// Only processes in these cgroups (or below), as /proc/PID/cgroup paths.
+    pub cgroups: Vec<String>,
     /// How much history the pipeline keeps (the agent's are smaller).
     pub history: HistoryLimits,
     /// Records queued between the ring-buffer reader and the pipeline at most (then the
@@ -257,11 +261,23 @@ impl<'s> Session<'s> {
         }
         let proc = ProcRoot::default();
         let explicit = !opts.pids.is_empty();
-        let initial = if explicit {
+        let mut initial = if explicit {
             targets::explicit(&proc, &opts.pids)?
         } else {
             targets::discover_zookeeper(&proc)?
         };
+        initial.retain(|t| targets::in_cgroups(&proc, t.pid, &opts.cgroups));
+        if explicit && initial.is_empty() {
+            bail!(
+                "none of --pid {} is in --cgroup {}: check /proc/PID/cgroup",
+                opts.pids
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                opts.cgroups.join(", ")
+            );
+        }
 
         if let Err(why) = super::privileges() {
             bail!("cannot trace: {why}");
@@ -391,6 +407,7 @@ impl<'s> Session<'s> {
             s.add(t)?;
         }
         s.probes.attach()?;
+        s.start_totals.rebase_disks(&s.probes);
         let desc: Vec<String> = initial
             .iter()
             .map(|t| format!("{} ({}, {})", t.pid, t.comm, t.reason))
@@ -504,7 +521,9 @@ impl<'s> Session<'s> {
         }
         if !self.explicit && self.ticks.is_multiple_of(REDISCOVER_EVERY) {
             for t in targets::discover_zookeeper(&self.proc).unwrap_or_default() {
-                if !self.live.contains_key(&t.pid) {
+                if !self.live.contains_key(&t.pid)
+                    && targets::in_cgroups(&self.proc, t.pid, &self.opts.cgroups)
+                {
                     tracing::info!("found ZooKeeper {} ({}); tracing it", t.pid, t.reason);
                     self.add(&t)?;
                     self.waiting_logged = false;
@@ -959,15 +978,43 @@ pub struct KernelTotals {
     pub other_io: Vec<(zkstall_common::OtherIoKey, zkstall_common::OtherIo)>,
     /// Program runs the kernel skipped, all programs.
     pub misses: u64,
+    /// The block layer's own counts, read between two reads of the probes' (`other_io`
+    /// before, `other_io` after), so that over any two snapshots the probes' interval
+    /// covers the block layer's: a difference is a lower bound of what the probes missed,
+    /// never an artefact of when each was read.
+    pub disks: crate::enrich::diskstats::DiskStats,
+    pub other_io_before_disks: Vec<(zkstall_common::OtherIoKey, zkstall_common::OtherIo)>,
+    /// Devices ever watched (their requests are not in `other_io`).
+    pub watched: BTreeSet<u32>,
+    /// Set by [`KernelTotals::since`]: by disk, requests the block layer completed that
+    /// the probes never saw.
+    pub unseen: Vec<(u32, u64, u64)>,
 }
 
 impl KernelTotals {
     pub fn read(probes: &Probes) -> KernelTotals {
+        let other_io_before_disks = probes.other_io().unwrap_or_default();
+        let disks = crate::enrich::diskstats::DiskStats::read(
+            std::path::Path::new("/proc"),
+            std::path::Path::new("/sys"),
+        );
         KernelTotals {
             counters: probes.counters().unwrap_or_default(),
             other_io: probes.other_io().unwrap_or_default(),
             misses: probes.recursion_misses().iter().map(|(_, n)| n).sum(),
+            disks,
+            other_io_before_disks,
+            watched: probes.watched_devs().unwrap_or_default(),
+            unseen: Vec::new(),
         }
+    }
+
+    /// Takes the block layer's counts again, after the programs were attached: requests
+    /// completed between the first snapshot and the attach were never the probes' to see.
+    pub fn rebase_disks(&mut self, probes: &Probes) {
+        let now = KernelTotals::read(probes);
+        self.other_io_before_disks = now.other_io_before_disks;
+        self.disks = now.disks;
     }
 
     /// What happened between `earlier` and this.
@@ -976,30 +1023,56 @@ impl KernelTotals {
         for (c, e) in counters.0.iter_mut().zip(earlier.counters.0.iter()) {
             *c = c.saturating_sub(*e);
         }
-        let other_io = self
-            .other_io
-            .iter()
-            .map(|(k, v)| {
-                let before = earlier
-                    .other_io
+        let delta =
+            |later: &[(zkstall_common::OtherIoKey, zkstall_common::OtherIo)],
+             before: &[(zkstall_common::OtherIoKey, zkstall_common::OtherIo)]| {
+                later
                     .iter()
-                    .find(|(ek, _)| ek == k)
-                    .map(|(_, ev)| *ev)
-                    .unwrap_or_default();
-                (
-                    *k,
-                    zkstall_common::OtherIo {
-                        requests: v.requests.saturating_sub(before.requests),
-                        bytes: v.bytes.saturating_sub(before.bytes),
-                    },
-                )
-            })
-            .filter(|(_, v)| v.requests > 0)
-            .collect();
+                    .map(|(k, v)| {
+                        let b = before
+                            .iter()
+                            .find(|(ek, _)| ek == k)
+                            .map(|(_, ev)| *ev)
+                            .unwrap_or_default();
+                        (
+                            *k,
+                            zkstall_common::OtherIo {
+                                requests: v.requests.saturating_sub(b.requests),
+                                bytes: v.bytes.saturating_sub(b.bytes),
+                            },
+                        )
+                    })
+                    .filter(|(_, v)| v.requests > 0)
+                    .collect::<Vec<_>>()
+            };
+        let other_io = delta(&self.other_io, &earlier.other_io);
+        // The probes' count over an interval that covers the block layer's.
+        let mut counted: BTreeMap<u32, u64> = BTreeMap::new();
+        for (k, v) in delta(&self.other_io, &earlier.other_io_before_disks) {
+            *counted.entry(k.disk).or_default() += v.requests;
+        }
+        let mut unseen = Vec::new();
+        for (disk, after) in &self.disks.0 {
+            if self.watched.contains(disk) {
+                continue;
+            }
+            let Some(before) = earlier.disks.0.get(disk) else {
+                continue;
+            };
+            let block_layer = after.saturating_sub(*before);
+            let seen = counted.get(disk).copied().unwrap_or(0);
+            if block_layer > seen {
+                unseen.push((*disk, block_layer, seen));
+            }
+        }
         KernelTotals {
             counters,
             other_io,
             misses: self.misses.saturating_sub(earlier.misses),
+            disks: Default::default(),
+            other_io_before_disks: Vec::new(),
+            watched: self.watched.clone(),
+            unseen,
         }
     }
 }
@@ -1030,6 +1103,24 @@ pub fn trailer(t: &KernelTotals, end: MonoNs, pids: &BTreeSet<u32>, shed: u64) -
         .collect();
     other.sort_by_key(|d| std::cmp::Reverse(d.bytes));
     other.truncate(20);
+    let disk_name = |disk: DevId| {
+        std::fs::read_link(format!("/sys/dev/block/{disk}"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    };
+    let unseen_disks: Vec<UnseenDisk> = t
+        .unseen
+        .iter()
+        .map(|&(disk, block_layer, counted)| {
+            let disk = DevId::from_kernel(disk);
+            UnseenDisk {
+                disk: disk.to_string(),
+                name: disk_name(disk),
+                block_layer,
+                counted,
+            }
+        })
+        .collect();
     Trailer {
         end_ns: end.0,
         pids: pids.iter().copied().collect(),
@@ -1050,6 +1141,8 @@ pub fn trailer(t: &KernelTotals, end: MonoNs, pids: &BTreeSet<u32>, shed: u64) -
         other_disks: other,
         shed_by_reader: shed,
         probe_misses: t.misses,
+        io_unseen: unseen_disks.iter().map(|d| d.block_layer - d.counted).sum(),
+        unseen_disks,
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! - `files`: fd (or msync address) -> absolute path, device number, inode
 //! - `devices`: device number -> disk name (loop0, sdb, nvme0n1p1)
+//! - `diskstats`: the block layer's own count of completed requests per disk
 //! - `topology`: a file's device -> the disks serving it (partition, dm/md, loop backing)
 //! - `threads`: tid -> thread name (the JVM's `SyncThread:1`)
 //! - `cgroups`: cgroup id -> path (containers, systemd units)
@@ -10,6 +11,7 @@
 
 pub mod cgroups;
 pub mod devices;
+pub mod diskstats;
 pub mod facts;
 pub mod files;
 pub mod symbols;

@@ -446,6 +446,8 @@ impl Pipeline {
             io_watched: t.io_watched,
             io_other_disks: t.io_other_disks,
             other_disks: t.other_disks.clone(),
+            io_unseen: t.io_unseen,
+            unseen_disks: t.unseen_disks.clone(),
             shed_by_reader: t.shed_by_reader,
             disabled,
             ..Default::default()

@@ -353,6 +353,17 @@ impl Probes {
         self.update_u64(names::WATCH_GEN, 0, |g| g + 1)
     }
 
+    /// The devices (disks and partitions) ever watched: DISKS only grows.
+    pub fn watched_devs(&self) -> Result<std::collections::BTreeSet<u32>, ProbeError> {
+        let map = self.bpf.map(names::DISKS).ok_or(ProbeError::Map(
+            names::DISKS,
+            "missing from the object".into(),
+        ))?;
+        let m: HashMap<&MapData, u32, u32> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
+        Ok(m.keys().filter_map(Result::ok).collect())
+    }
+
     /// Calls in progress (tid -> call), as the kernel sees them now.
     pub fn inflight(&self) -> Result<Vec<(u32, Inflight)>, ProbeError> {
         let map = self.bpf.map(names::INFLIGHT).ok_or(ProbeError::Map(
