@@ -127,9 +127,17 @@ fn trace_of_a_missing_pid_says_so() {
 
 #[test]
 fn bad_arguments_are_usage_errors() {
-    let (code, _out, err) = run(&mut zkstall(&["trace", "--threshold", "5"]));
+    // A bare threshold is milliseconds (as in bcc's fileslower), so `5` is
+    // valid; a negative one or a duration without a unit is a usage error.
+    let (code, _out, err) = run(&mut zkstall(&["trace", "--threshold", "-5"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be negative"), "{err}");
+    let (code, _out, err) = run(&mut zkstall(&["trace", "--duration", "5"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("needs a unit"), "{err}");
+    let (code, _out, err) = run(&mut zkstall(&["trace", "--threshold", "fast"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("examples"), "{err}");
 }
 
 #[test]
@@ -207,6 +215,15 @@ fn bad_recordings_get_a_clear_message_and_a_failure_from_every_reader() {
                 &zstd_of(b"{\"format\":\"zkstall-recording\",\"version\":3,\"host\":7}\n"),
             ),
             "corrupt",
+        ),
+        (
+            // Cut inside the header's chunk: nothing usable, unlike a cut after it.
+            file("truncated.zst", &{
+                let z =
+                    zstd_of(b"{\"format\":\"zkstall-recording\",\"version\":3,\"host\":\"zk1\"}\n");
+                z[..z.len() / 2].to_vec()
+            }),
+            "is not a zkstall recording",
         ),
         (dir.join("missing.zst"), "cannot open"),
         (dir.clone(), "zkstall recording"),

@@ -465,3 +465,123 @@ fn zkstall_demo_passes_and_accounts_for_every_call() {
         assert_supported(c);
     }
 }
+
+/// bcc-style options on a real run: `-j`, a bare `--threshold 0`-style number in ms,
+/// `--device` keeping only the calls on that device, `--cgroup` selecting processes,
+/// `--events` text lines starting with a timestamp.
+#[test]
+fn bcc_style_options_filter_what_is_printed() {
+    if !can_run_root_tests("bcc_style_options_filter_what_is_printed") {
+        return;
+    }
+    let dir = scratch_dir("zkstall-test");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let (dev, name) = dev_of(dir.to_str().unwrap());
+    let run = |extra: &[&str]| -> (String, String, bool) {
+        let (mut work, _) = start_workload(&dir, 5, "fdatasync", "SyncThread:1", true);
+        let pid = work.pid().to_string();
+        let mut args = vec!["trace", "--pid", &pid];
+        args.extend_from_slice(extra);
+        let mut tracer = Proc::spawn("zkstall trace", &mut zkstall(&args));
+        let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
+        // Until tracing starts, or the tracer gives up (a refused option).
+        let mut seen = Vec::new();
+        let started = loop {
+            match stderr.recv_timeout(Duration::from_secs(30)) {
+                Ok(l) => {
+                    let hit = l.contains("tracing 1 process");
+                    seen.push(l);
+                    if hit {
+                        break true;
+                    }
+                }
+                Err(_) => break false,
+            }
+        };
+        let _ = work.child.stdin.as_mut().unwrap().write_all(b"go\n");
+        let _ = work.wait_for_exit(Duration::from_secs(60));
+        let ok = tracer.wait_for_exit(Duration::from_secs(30)).success();
+        let mut out = String::new();
+        std::io::Read::read_to_string(tracer.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        seen.extend(stderr.try_iter());
+        (out, seen.join("\n"), ok && started)
+    };
+    // -j and a bare threshold in ms: every fdatasync above 0.001 ms is reported.
+    let (out, err, ok) = run(&["-j", "--threshold", "0.001"]);
+    assert!(ok, "{err}");
+    let lines = json_lines(&out);
+    let calls = lines.iter().filter(|l| done_fdatasync(l)).count();
+    assert_eq!(calls, 5, "{out}");
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .expect("summary");
+    assert_eq!(summary["threshold_ms"], 0.001);
+    // --device: the calls' own device keeps them, another device drops them (still
+    // counted in the summary).
+    let mine = name.clone().unwrap_or(dev.clone());
+    let (out, _, _) = run(&["-j", "-t", "0", "--device", &mine]);
+    assert_eq!(
+        json_lines(&out)
+            .iter()
+            .filter(|l| done_fdatasync(l))
+            .count(),
+        5,
+        "--device {mine}: {out}"
+    );
+    let (out, _, _) = run(&["-j", "-t", "0", "--device", "no-such-disk"]);
+    let lines = json_lines(&out);
+    assert_eq!(
+        lines.iter().filter(|l| done_fdatasync(l)).count(),
+        0,
+        "{out}"
+    );
+    assert!(
+        lines.last().unwrap()["calls"].as_u64().unwrap() >= 5,
+        "still traced and counted: {out}"
+    );
+    // --cgroup: the workload is in this test's cgroup, not in /no-such-cgroup.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own
+        .lines()
+        .last()
+        .unwrap()
+        .splitn(3, ':')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let (out, err, ok) = run(&["-j", "-t", "0", "--cgroup", &own]);
+    assert!(ok, "--cgroup {own}: {err}");
+    assert_eq!(
+        json_lines(&out)
+            .iter()
+            .filter(|l| done_fdatasync(l))
+            .count(),
+        5
+    );
+    let (_, err, ok) = run(&["-j", "--cgroup", "/no-such-cgroup"]);
+    assert!(!ok && err.contains("is in --cgroup"), "{err}");
+    // --events in text: each line begins with a timestamp, as call lines do.
+    let (out, err, ok) = run(&["-t", "0", "--events"]);
+    assert!(ok, "{err}");
+    let events: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" io ") || l.contains(" journal ") || l.contains(" blocked "))
+        .collect();
+    assert!(!events.is_empty(), "{out}");
+    for l in events {
+        assert!(
+            l.len() > 24 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T',
+            "no timestamp: {l}"
+        );
+        assert!(
+            !l.contains("18446744073709551615") && !l.contains("(0/0)"),
+            "{l}"
+        );
+    }
+}
+
+/// A finished fdatasync's record (not the in-progress one printed as it crossed).
+fn done_fdatasync(l: &Value) -> bool {
+    l["syscall"] == "fdatasync" && l["in_progress"] != true
+}

@@ -28,11 +28,44 @@ sudo zkstall agent                      # always on: flight recorder, incidents,
 sudo zkstall demo                       # trace a built-in fsync workload"
 )]
 pub struct Cli {
-    /// More diagnostics on stderr (repeat for more).
+    /// More diagnostics on stderr: -v zkstall's own, -vv all of them, -vvv also the
+    /// loader's (aya) and every library's.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Print times in the host's local time zone (as ZooKeeper's log4j does), not UTC.
+    /// JSON keeps `start_unix_ms`/`unix_ms` either way.
+    #[arg(long, global = true)]
+    pub localtime: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Folds synonyms into the options they stand for (`-j` is `--format json`).
+    pub fn normalize(&mut self) {
+        let json = |f: &mut Format, j: bool| {
+            if j {
+                *f = Format::Json;
+            }
+        };
+        match &mut self.command {
+            Command::Trace(a) => json(&mut a.format, a.json),
+            Command::Report(a) => json(&mut a.format, a.json),
+            Command::Merge(a) => json(&mut a.format, a.json),
+            Command::Demo(a) => json(&mut a.format, a.json),
+            _ => {}
+        }
+    }
+
+    /// The tracing filter for `-v` levels (ZKSTALL_LOG overrides it).
+    pub fn log_filter(&self) -> &'static str {
+        match self.verbose {
+            0 => "warn,zkstall=info",
+            1 => "warn,zkstall=debug",
+            2 => "info,zkstall=trace",
+            _ => "trace",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,14 +158,18 @@ pub struct TraceArgs {
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
     /// Stop after this long (`30s`, `5m`). Default: until Ctrl-C or SIGTERM.
-    #[arg(short, long, value_parser = parse_duration)]
+    #[arg(short, long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
-    /// Report calls at or above this duration (`100ms`, `1s`; `0` reports every call).
-    #[arg(short, long, default_value = "100ms", value_parser = parse_duration)]
+    /// Report calls at or above this duration (`100ms`, `1s`; a bare number is
+    /// milliseconds, as in bcc's tools: `5` is 5ms; `0` reports every call).
+    #[arg(short, long, default_value = "100ms", value_parser = parse_threshold, allow_hyphen_values = true)]
     pub threshold: Duration,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// The same as `--format json`.
+    #[arg(short = 'j', long = "json", conflicts_with = "format")]
+    pub json: bool,
     /// Also stream what happens around the calls: block I/O (io), off-CPU intervals of
     /// the target's threads (blocked), thread changes (thread), page dirtying (dirty),
     /// flusher writeback (writeback), dirty throttling (throttle), journal commits
@@ -141,7 +178,7 @@ pub struct TraceArgs {
     pub events: bool,
     /// Off-CPU intervals of the target's threads from this long are kept (for the
     /// verdicts' thread timelines, and printed with --events).
-    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "1ms", value_parser = parse_duration, allow_hyphen_values = true)]
     pub blocked_min: Duration,
     /// Also write a recording to FILE (compressed), for `zkstall report` anywhere later.
     /// An existing FILE is refused unless --force.
@@ -155,19 +192,32 @@ pub struct TraceArgs {
     /// traced processes' files are always traced; other disks are only counted.
     #[arg(long = "disk", value_name = "DISK")]
     pub disks: Vec<String>,
+    /// Only print calls (and --events records) on this device: its name (`sdb1`), the
+    /// disk behind it (`sdb`), or `MAJ:MIN` (repeatable). Everything is still traced.
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
+    /// Only trace processes in this cgroup or below (repeatable): a path as
+    /// /proc/PID/cgroup shows it (`/system.slice/zookeeper.service`) or its directory
+    /// under /sys/fs/cgroup, v1 or v2.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// A recording written by `zkstall trace --output`.
     pub file: PathBuf,
-    /// Report calls at or above this duration. Default: the threshold the recording was
-    /// made with (write-family calls below it were never recorded).
-    #[arg(short, long, value_parser = parse_duration)]
+    /// Report calls at or above this duration (a bare number is milliseconds). Default:
+    /// the threshold the recording was made with (write-family calls below it were never
+    /// recorded).
+    #[arg(short, long, value_parser = parse_threshold, allow_hyphen_values = true)]
     pub threshold: Option<Duration>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// The same as `--format json`.
+    #[arg(short = 'j', long = "json", conflicts_with = "format")]
+    pub json: bool,
     /// Also print the recorded block I/O, off-CPU intervals, writeback... (as trace --events).
     #[arg(short, long)]
     pub events: bool,
@@ -239,8 +289,9 @@ pub struct ExportArgs {
     /// each with `ts_ns` (CLOCK_MONOTONIC) and `unix_ms`.
     #[arg(long)]
     pub jsonl: bool,
-    /// Calls from this long are exported [default: 0, every call the recording holds].
-    #[arg(short, long, value_parser = parse_duration)]
+    /// Calls from this long are exported (a bare number is milliseconds) [default: 0,
+    /// every call the recording holds].
+    #[arg(short, long, value_parser = parse_threshold, allow_hyphen_values = true)]
     pub threshold: Option<Duration>,
     /// Overwrite the output file if it exists.
     #[arg(long)]
@@ -254,14 +305,18 @@ pub struct MergeArgs {
     pub files: Vec<PathBuf>,
     /// Stalls of different recordings beginning within this long of each other are one
     /// correlated stall (widened by the clocks' uncertainty).
-    #[arg(short, long, default_value = "250ms", value_parser = parse_duration)]
+    #[arg(short, long, default_value = "250ms", value_parser = parse_duration, allow_hyphen_values = true)]
     pub window: Duration,
-    /// A stall is a call at least this long [default: each recording's own threshold].
-    #[arg(short, long, value_parser = parse_duration)]
+    /// A stall is a call at least this long (a bare number is milliseconds) [default:
+    /// each recording's own threshold].
+    #[arg(short, long, value_parser = parse_threshold, allow_hyphen_values = true)]
     pub threshold: Option<Duration>,
     /// Output format: text, or JSON lines (recording, correlated_stall, host_stalls).
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// The same as `--format json`.
+    #[arg(short = 'j', long = "json", conflicts_with = "format")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Default)]
@@ -269,15 +324,15 @@ pub struct AgentArgs {
     /// Settings file (TOML). Default: /etc/zkstall/agent.toml when it exists.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// A watched call this long is a stall: explained, counted, and an incident
-    /// [default: 500ms].
-    #[arg(short, long, value_parser = parse_duration)]
+    /// A watched call this long is a stall: explained, counted, and an incident (a bare
+    /// number is milliseconds) [default: 500ms].
+    #[arg(short, long, value_parser = parse_threshold, allow_hyphen_values = true)]
     pub threshold: Option<Duration>,
     /// History kept before a trigger, written into its incident [default: 2m].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub window: Option<Duration>,
     /// Recording goes on this long after the last trigger [default: 30s].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub post: Option<Duration>,
     /// Where incident files go [default: /var/lib/zkstall/incidents].
     #[arg(long, value_name = "DIR")]
@@ -301,7 +356,7 @@ pub struct AgentArgs {
     #[arg(long = "disk", value_name = "DISK")]
     pub disks: Vec<String>,
     /// Off-CPU intervals from this long are kept [default: 1ms].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub blocked_min: Option<Duration>,
 }
 
@@ -314,6 +369,9 @@ pub struct DemoArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// The same as `--format json`.
+    #[arg(short = 'j', long = "json", conflicts_with = "format")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -329,7 +387,7 @@ pub struct WorkloadArgs {
     #[arg(long, default_value = "fsync,fdatasync")]
     pub syscalls: String,
     /// Pause between calls.
-    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "20ms", value_parser = parse_duration, allow_hyphen_values = true)]
     pub interval: Duration,
     /// Bytes written before each call.
     #[arg(long, default_value_t = 4096)]
@@ -342,9 +400,32 @@ pub struct WorkloadArgs {
     pub no_wait: bool,
 }
 
+/// Parses a threshold: a duration with a unit as [`parse_duration`], or a bare number of
+/// milliseconds (`5`, `2.5`), as bcc's tools take `min_ms`.
+pub fn parse_threshold(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "{t:?}: a threshold cannot be negative (0 reports every call)"
+        ));
+    }
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return match t.parse::<f64>() {
+            Ok(ms) if ms.is_finite() && ms <= 1e12 => Ok(Duration::from_secs_f64(ms / 1e3)),
+            _ => Err(format!(
+                "{t:?} is not a number of milliseconds (examples: 5, 2.5, 250ms, 1s)"
+            )),
+        };
+    }
+    parse_duration(t)
+}
+
 /// Parses `250ms`, `5s`, `2m`, `1h 30m`; a bare `0` means zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
+    if s.starts_with('-') {
+        return Err(format!("{s:?}: a duration cannot be negative"));
+    }
     if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
         return match s.parse::<u64>() {
             Ok(0) => Ok(Duration::ZERO),
@@ -411,6 +492,78 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn a_bare_threshold_is_milliseconds_as_in_bcc() {
+        assert_eq!(parse_threshold("5"), Ok(Duration::from_millis(5)));
+        assert_eq!(parse_threshold("2.5"), Ok(Duration::from_micros(2500)));
+        assert_eq!(parse_threshold("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_threshold("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_threshold("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_threshold("1.2.3").is_err());
+        assert!(parse_threshold("soon").is_err());
+    }
+
+    #[test]
+    fn negative_values_get_a_clear_message() {
+        assert!(
+            parse_threshold("-5")
+                .unwrap_err()
+                .contains("cannot be negative")
+        );
+        assert!(
+            parse_duration("-5s")
+                .unwrap_err()
+                .contains("cannot be negative")
+        );
+        for args in [
+            &["zkstall", "trace", "--threshold", "-5"][..],
+            &["zkstall", "trace", "-t", "-5ms"],
+            &["zkstall", "trace", "--duration", "-30s"],
+            &["zkstall", "report", "r.zst", "--threshold", "-1"],
+            &["zkstall", "merge", "a", "b", "--window", "-1s"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains("cannot be negative"), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn dash_j_is_format_json() {
+        for cmd in [
+            &["zkstall", "trace", "-j", "--threshold", "5"][..],
+            &["zkstall", "report", "r.zst", "--json"],
+            &["zkstall", "merge", "a", "b", "-j"],
+        ] {
+            let mut cli = Cli::try_parse_from(cmd).unwrap();
+            cli.normalize();
+            let f = match &cli.command {
+                Command::Trace(t) => {
+                    assert_eq!(t.threshold, Duration::from_millis(5));
+                    t.format
+                }
+                Command::Report(r) => r.format,
+                Command::Merge(m) => m.format,
+                _ => unreachable!(),
+            };
+            assert_eq!(f, Format::Json, "{cmd:?}");
+        }
+        // Saying both ways at once is refused rather than guessed.
+        assert!(Cli::try_parse_from(["zkstall", "trace", "-j", "--format", "text"]).is_err());
+    }
+
+    #[test]
+    fn verbosity_keeps_the_loader_quiet_until_vvv() {
+        let level = |v: &[&str]| {
+            let mut args = vec!["zkstall", "check"];
+            args.extend_from_slice(v);
+            Cli::try_parse_from(args).unwrap().log_filter()
+        };
+        assert_eq!(level(&[]), "warn,zkstall=info");
+        assert_eq!(level(&["-v"]), "warn,zkstall=debug");
+        assert!(level(&["-vv"]).starts_with("info,"));
+        assert_eq!(level(&["-vvv"]), "trace");
     }
 
     #[test]

@@ -10,12 +10,10 @@ use zkstall::{
 };
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
+    let mut cli = Cli::parse();
+    cli.normalize();
+    let level = cli.log_filter();
+    zkstall::sinks::text::set_localtime(cli.localtime);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

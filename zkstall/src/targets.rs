@@ -128,6 +128,72 @@ pub fn discover_zookeeper(root: &ProcRoot) -> Result<Vec<Target>, TargetError> {
     Ok(out)
 }
 
+/// A `--cgroup` argument as /proc/PID/cgroup writes paths: `/sys/fs/cgroup/unified/zk`,
+/// `/sys/fs/cgroup/memory/zk` and `/sys/fs/cgroup/zk` (the hierarchy's mount) are all `/zk`.
+pub fn cgroup_arg(arg: &str) -> String {
+    let Some(rest) = arg.strip_prefix("/sys/fs/cgroup") else {
+        return format!("/{}", arg.trim_matches('/'));
+    };
+    let rest = rest.trim_matches('/');
+    let mut parts = rest.splitn(2, '/');
+    let first = parts.next().unwrap_or("");
+    // A v1 controller's or the v2 (unified, systemd) hierarchy's mount directory.
+    let hierarchy = std::path::Path::new("/sys/fs/cgroup").join(first);
+    let is_mount = !first.is_empty()
+        && (["unified", "systemd"].contains(&first)
+            || first.split(',').all(|c| {
+                [
+                    "blkio",
+                    "io",
+                    "memory",
+                    "cpu",
+                    "cpuacct",
+                    "cpuset",
+                    "pids",
+                    "devices",
+                    "freezer",
+                    "net_cls",
+                    "net_prio",
+                    "perf_event",
+                    "hugetlb",
+                    "rdma",
+                    "misc",
+                ]
+                .contains(&c)
+            })
+            || std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+                m.lines()
+                    .any(|l| l.split(' ').nth(4) == Some(&*hierarchy.to_string_lossy()))
+            }));
+    if is_mount {
+        format!("/{}", parts.next().unwrap_or(""))
+    } else {
+        format!("/{rest}")
+    }
+}
+
+/// Whether `pid` is in one of `cgroups` (paths as [`cgroup_arg`] makes them) or below, in
+/// any hierarchy. No filter lets everything through.
+pub fn in_cgroups(root: &ProcRoot, pid: u32, cgroups: &[String]) -> bool {
+    if cgroups.is_empty() {
+        return true;
+    }
+    let Ok(text) = std::fs::read_to_string(root.pid_dir(pid).join("cgroup")) else {
+        return false;
+    };
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .any(|path| {
+            cgroups.iter().any(|c| {
+                c == "/"
+                    || path == c
+                    || path
+                        .strip_prefix(c.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            })
+        })
+}
+
 /// Like [`discover_zookeeper`], but "none found" is an error naming the fix.
 pub fn require_zookeeper(root: &ProcRoot) -> Result<Vec<Target>, TargetError> {
     let found = discover_zookeeper(root)?;
@@ -216,6 +282,48 @@ mod tests {
         let pids: Vec<u32> = found.iter().map(|t| t.pid).collect();
         assert_eq!(pids, vec![100, 200], "500 is a zombie, 300 grep, 400 kafka");
         assert_eq!(found[0].reason, ZOOKEEPER_MAIN_CLASSES[0]);
+    }
+
+    #[test]
+    fn cgroup_arguments_are_paths_as_proc_shows_them() {
+        assert_eq!(cgroup_arg("/sys/fs/cgroup/unified/zk"), "/zk");
+        assert_eq!(cgroup_arg("/sys/fs/cgroup/memory/zk/a/"), "/zk/a");
+        assert_eq!(cgroup_arg("/sys/fs/cgroup/cpu,cpuacct/zk"), "/zk");
+        assert_eq!(
+            cgroup_arg("/system.slice/zk.service"),
+            "/system.slice/zk.service"
+        );
+        assert_eq!(cgroup_arg("zk"), "/zk");
+    }
+
+    #[test]
+    fn processes_are_kept_by_cgroup_in_any_hierarchy() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = ProcRoot(dir.path().to_path_buf());
+        let pid_dir = dir.path().join("42");
+        std::fs::create_dir_all(&pid_dir).unwrap();
+        std::fs::write(
+            pid_dir.join("cgroup"),
+            "12:memory:/zk/a\n0::/system.slice/zookeeper.service\n",
+        )
+        .unwrap();
+        let yes = |c: &[&str]| {
+            in_cgroups(
+                &root,
+                42,
+                &c.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert!(yes(&[]));
+        assert!(yes(&["/zk"]));
+        assert!(yes(&["/zk/a"]));
+        assert!(yes(&["/system.slice"]));
+        assert!(!yes(&["/z"]), "a prefix of a name is not a parent");
+        assert!(!yes(&["/other"]));
+        assert!(
+            !in_cgroups(&root, 43, &["/zk".to_string()]),
+            "no such process"
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         output: None,
         force: false,
         disks: Vec::new(),
+        cgroups: Vec::new(),
         history: crate::history::HistoryLimits::DEFAULT,
         channel_records: crate::reader::CHANNEL_RECORDS,
     };

@@ -9,7 +9,7 @@ use std::{
     collections::BTreeMap,
     io::{self, Write},
     path::{Path, PathBuf},
-    time::{Duration, UNIX_EPOCH},
+    time::Duration,
 };
 
 use serde::Serialize;
@@ -406,8 +406,7 @@ fn tightest(starts: &[(usize, i128)], n: usize) -> (i128, i128) {
 }
 
 fn utc(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::sinks::text::wall(ms)
 }
 
 fn clock_text(c: &Option<ClockSync>) -> String {

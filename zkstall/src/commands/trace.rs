@@ -24,6 +24,11 @@ impl From<&TraceArgs> for TraceOptions {
             output: a.output.clone(),
             force: a.force,
             disks: a.disks.clone(),
+            cgroups: a
+                .cgroups
+                .iter()
+                .map(|c| crate::targets::cgroup_arg(c))
+                .collect(),
             history: HistoryLimits::DEFAULT,
             channel_records: crate::reader::CHANNEL_RECORDS,
         }
@@ -39,8 +44,19 @@ pub fn sink_for(format: Format) -> Box<dyn Sink> {
 }
 
 pub async fn run(args: &TraceArgs) -> anyhow::Result<()> {
-    let mut sink = sink_for(args.format);
-    trace(&TraceOptions::from(args), sink.as_mut(), |_| {}).await?;
+    let mut out = sink_for(args.format);
+    if args.devices.is_empty() {
+        trace(&TraceOptions::from(args), out.as_mut(), |_| {}).await?;
+    } else {
+        let mut sink = crate::sinks::aggregate::Filtered {
+            inner: out.as_mut(),
+            filter: crate::sinks::aggregate::Filter {
+                devices: args.devices.clone(),
+                ..Default::default()
+            },
+        };
+        trace(&TraceOptions::from(args), &mut sink, |_| {}).await?;
+    }
     Ok(())
 }
 

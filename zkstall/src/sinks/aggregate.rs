@@ -90,6 +90,37 @@ impl Filter {
     }
 }
 
+/// Passes on the records a [`Filter`] keeps (trace's --device): the run, its summary and
+/// its observations are untouched.
+pub struct Filtered<'a> {
+    pub inner: &'a mut dyn Sink,
+    pub filter: Filter,
+}
+
+impl Sink for Filtered<'_> {
+    fn call(&mut self, r: &CallRecord) -> io::Result<()> {
+        if self.filter.call(r) {
+            self.inner.call(r)?;
+        }
+        Ok(())
+    }
+    fn event(&mut self, e: &EventRecord) -> io::Result<()> {
+        if self.filter.event(e) {
+            self.inner.event(e)?;
+        }
+        Ok(())
+    }
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        self.inner.summary(s)
+    }
+    fn observe(&mut self, o: &Observation<'_>) {
+        self.inner.observe(o)
+    }
+    fn clock(&mut self, wall: &WallClock) {
+        self.inner.clock(wall)
+    }
+}
+
 /// How much of the aggregate to print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Aggregate {
@@ -335,10 +366,10 @@ impl<W: Write> ReportSink<W> {
                 .iter()
                 .map(|t| {
                     format!(
-                        "{}{} {:.1} MB in {} request(s)",
+                        "{}{} {} in {} request(s)",
                         t.who,
                         if t.traced { " [traced]" } else { "" },
-                        t.bytes as f64 / 1e6,
+                        crate::attribution::render::size(t.bytes),
                         t.requests
                     )
                 })
@@ -558,7 +589,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("usecs"), "{text}");
         assert!(
-            text.contains("loop0: dd (400) 0.0 MB in 2 request(s)"),
+            text.contains("loop0: dd (400) 8 KB in 2 request(s)"),
             "{text}"
         );
         assert!(text.contains("by verdict: unknown 1"), "{text}");

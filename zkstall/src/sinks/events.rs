@@ -215,6 +215,17 @@ fn dev_name(dev: &str, device: &Option<String>) -> String {
     }
 }
 
+/// A task as text lines name it: `comm (pid/tid)`, and never `(0/0)` for a task that was
+/// not seen.
+fn who(comm: &str, pid: u32, tid: u32) -> String {
+    match (comm.is_empty(), pid) {
+        (true, 0) => "an unseen task".to_string(),
+        (true, _) => format!("pid {pid}/{tid}"),
+        (false, _) if pid == tid || tid == 0 => format!("{comm} ({pid})"),
+        (false, _) => format!("{comm} ({pid}/{tid})"),
+    }
+}
+
 fn ms(v: Option<f64>) -> String {
     v.map_or("?".into(), |v| format!("{v:.3}"))
 }
@@ -250,15 +261,24 @@ impl EventRecord {
     pub fn text(&self) -> String {
         match self {
             EventRecord::Io(r) => {
+                // A flush has no sector (the kernel's -1).
+                let sector = if r.sector == u64::MAX {
+                    String::new()
+                } else {
+                    format!(" sector {}", r.sector)
+                };
                 let mut s = format!(
-                    "io        {:<4} {:>8} B  {} sector {}  queue {} ms  device {} ms  for {}",
+                    "io        {:<4} {:>8}  {}{sector}  queue {} ms  device {} ms  for {}",
                     r.rwbs,
-                    r.bytes,
+                    crate::attribution::render::size(r.bytes as u64),
                     dev_name(&r.dev, &r.device),
-                    r.sector,
                     ms(r.queue_ms),
                     ms(r.service_ms),
-                    r.charged_to,
+                    if r.charged_to.trim().is_empty() || r.charged_to.contains("(0/0)") {
+                        who(&r.comm, r.pid, r.tid)
+                    } else {
+                        r.charged_to.clone()
+                    },
                 );
                 if r.in_flight_at_end {
                     s.push_str(" (still in flight at the end)");
@@ -281,7 +301,7 @@ impl EventRecord {
                 );
                 match (&r.waker, r.waker_context) {
                     (Some(w), _) => {
-                        s.push_str(&format!("  woken by {} ({}/{})", w.comm, w.pid, w.tid))
+                        s.push_str(&format!("  woken by {}", who(&w.comm, w.pid, w.tid)))
                     }
                     (None, Some(ctx)) => s.push_str(&format!("  woken by {ctx}")),
                     _ => {}
@@ -295,33 +315,29 @@ impl EventRecord {
                 format!("thread    {} {} ({}/{})", r.change, r.thread, r.pid, r.tid)
             }
             EventRecord::Dirty(r) => format!(
-                "dirty     {} folio(s) of inode {} on {} by {} ({})",
+                "dirty     {} folio(s) of inode {} on {} by {}",
                 r.folios,
                 r.ino,
                 dev_name(&r.dev, &r.device),
-                r.comm,
-                r.pid
+                who(&r.comm, r.pid, r.tid)
             ),
             EventRecord::Writeback(r) => {
                 let mut s = format!(
-                    "writeback {} page(s) of inode {} on {} by {} ({}) in {} ms",
+                    "writeback {} page(s) of inode {} on {} by {} in {} ms",
                     r.pages,
                     r.ino,
                     dev_name(&r.dev, &r.device),
-                    r.comm,
-                    r.pid,
+                    who(&r.comm, r.pid, r.tid),
                     ms(r.duration_ms)
                 );
                 if let Some(d) = &r.dirtier {
-                    s.push_str(&format!(", dirtied by {} ({})", d.comm, d.pid));
+                    s.push_str(&format!(", dirtied by {}", who(&d.comm, d.pid, d.tid)));
                 }
                 s
             }
             EventRecord::Throttle(r) => format!(
-                "throttle  {} ({}/{}) pauses {} ms on {} (paused {} ms so far; dirty {} / limit {} pages)",
-                r.comm,
-                r.pid,
-                r.tid,
+                "throttle  {} pauses {} ms on {} (paused {} ms so far; dirty {} / limit {} pages)",
+                who(&r.comm, r.pid, r.tid),
                 r.pause_ms,
                 dev_name(&r.dev, &r.device),
                 r.paused_ms,
@@ -340,5 +356,41 @@ impl EventRecord {
                 r.blocks.map_or("?".into(), |b| b.to_string())
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::timeline::tests::{blocked, io};
+
+    #[test]
+    fn text_lines_print_no_sentinel_as_a_value() {
+        let mut flush = io(1_000, 2_000, 3_000);
+        flush.sector = u64::MAX;
+        flush.bytes = 0;
+        flush.rwbs = "F".into();
+        flush.comm = String::new();
+        flush.pid = 0;
+        flush.tid = 0;
+        flush.charged_to = " (0/0)".into();
+        let line = EventRecord::Io(flush).text();
+        assert!(!line.contains("18446744073709551615"), "{line}");
+        assert!(!line.contains("sector"), "{line}");
+        assert!(!line.contains("(0/0)"), "{line}");
+        assert!(line.contains("for an unseen task"), "{line}");
+        let line = EventRecord::Io(io(1_000, 2_000, 3_000)).text();
+        assert!(line.contains("sector 8") && line.contains("4 KB"), "{line}");
+
+        let mut b = blocked(1_000, 2.0, 0.1);
+        b.waker = Some(Who {
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            cgroup: None,
+        });
+        let line = EventRecord::Blocked(b).text();
+        assert!(line.contains("woken by an unseen task"), "{line}");
+        assert!(!line.contains("(0/0)"), "{line}");
     }
 }

@@ -122,6 +122,11 @@ pub struct Summary {
     /// Those, by disk and cgroup.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub other_disks: Vec<crate::recording::OtherDisk>,
+    /// Requests on those disks the block layer completed and the probes never saw (the
+    /// kernel skipped their runs without counting them): a lower bound, by disk.
+    pub io_unseen: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unseen_disks: Vec<crate::recording::UnseenDisk>,
     /// Entries refused by full kernel maps (requests, threads, dirty).
     pub map_full: u64,
     pub stack_errors: u64,

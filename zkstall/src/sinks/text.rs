@@ -9,18 +9,58 @@ use super::{CallRecord, EventRecord, Sink, Summary};
 
 pub struct TextSink<W: Write> {
     w: W,
+    wall: Option<crate::clock::WallClock>,
 }
 
 impl<W: Write> TextSink<W> {
     pub fn new(w: W) -> Self {
-        TextSink { w }
+        TextSink { w, wall: None }
     }
 }
 
-/// `2026-11-24T18:40:01.123Z` for Unix milliseconds.
-fn wall(ms: i64) -> String {
+static LOCALTIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--localtime`: text prints wall-clock times in the host's time zone from now on.
+pub fn set_localtime(on: bool) {
+    LOCALTIME.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A wall-clock instant for people, the one format of every text output: UTC
+/// (`2026-11-24T18:40:01.123Z`), or with `--localtime` the host's zone with its offset
+/// (`2026-11-24T19:40:01.123+01:00`).
+pub fn wall(ms: i64) -> String {
+    if LOCALTIME.load(std::sync::atomic::Ordering::Relaxed)
+        && let Some(s) = local(ms)
+    {
+        return s;
+    }
     let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn local(ms: i64) -> Option<String> {
+    let secs = ms.div_euclid(1000) as libc::time_t;
+    // SAFETY: tm is plain data; localtime_r fills it from `secs` (reading TZ and
+    // /etc/localtime) and returns null on failure.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::localtime_r(&secs, &mut tm) };
+    if rc.is_null() {
+        return None;
+    }
+    let off = tm.tm_gmtoff / 60;
+    let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}{sign}{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        ms.rem_euclid(1000),
+        off / 60,
+        off % 60
+    ))
 }
 
 pub fn format_call(r: &CallRecord) -> String {
@@ -224,8 +264,22 @@ impl<W: Write> Sink for TextSink<W> {
     }
 
     fn event(&mut self, r: &EventRecord) -> io::Result<()> {
-        writeln!(self.w, "{}", r.text())?;
+        // Each line starts with when it happened, as call lines do.
+        let ts = r.start_ns().or_else(|| r.ts_field());
+        match (ts, &self.wall) {
+            (Some(ts), Some(clock)) => writeln!(
+                self.w,
+                "{} {}",
+                wall(clock.unix_ms(crate::clock::MonoNs(ts))),
+                r.text()
+            )?,
+            _ => writeln!(self.w, "{}", r.text())?,
+        }
         self.w.flush()
+    }
+
+    fn clock(&mut self, wall: &crate::clock::WallClock) {
+        self.wall = Some(*wall);
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
@@ -262,6 +316,25 @@ impl<W: Write> Sink for TextSink<W> {
             lost.push(format!(
                 "{} probe run(s) skipped by the kernel (a tracepoint fired while the same program ran on that CPU)",
                 s.probe_misses
+            ));
+        }
+        if s.io_unseen > 0 {
+            let by_disk: Vec<String> = s
+                .unseen_disks
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} {} of {}",
+                        d.name.as_deref().unwrap_or(&d.disk),
+                        d.block_layer - d.counted,
+                        d.block_layer
+                    )
+                })
+                .collect();
+            lost.push(format!(
+                "{} request(s) on other disks that the block layer completed and the probes never saw (the kernel skipped those runs without counting them): {}",
+                s.io_unseen,
+                by_disk.join(", ")
             ));
         }
         if s.shed_by_reader > 0 {
@@ -364,6 +437,21 @@ impl<W: Write> Sink for TextSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_time_carries_its_offset() {
+        // The global switch is left alone: other tests read UTC lines in parallel.
+        let t = local(1_700_000_000_123).expect("localtime_r");
+        let (date, rest) = t.split_at(10);
+        assert_eq!(date.len(), 10, "{t}");
+        assert!(rest.starts_with('T') && rest.contains(".123"), "{t}");
+        let off = &t[t.len() - 6..];
+        assert!(
+            (off.starts_with('+') || off.starts_with('-')) && off.as_bytes()[3] == b':',
+            "{t}"
+        );
+        assert!(wall(1_700_000_000_123).ends_with('Z'));
+    }
 
     #[test]
     fn one_readable_line_with_the_same_facts() {

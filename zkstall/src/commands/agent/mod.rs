@@ -277,6 +277,7 @@ pub async fn run_with(cfg: AgentConfig) -> anyhow::Result<()> {
         output: None,
         force: false,
         disks: cfg.disks.clone(),
+        cgroups: Vec::new(),
         history: budgets.history,
         channel_records: budgets.channel_records,
     };
