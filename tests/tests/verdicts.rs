@@ -557,9 +557,11 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
     let wrap = cg.wrap();
     // 1 MiB buffered writes: the page cache they fill is charged to the cgroup, which
     // must reclaim (and wait for writeback) to make room.
+    // 10 ms, not 20: how long reclaim holds one write varies from run to run, and at
+    // 20 ms a run sometimes had a single slow write (still memory_reclaim).
     let sc = Scenario::start(
         &mnt.dir.join("zk"),
-        "20ms",
+        "10ms",
         &[
             "--calls",
             "1500",
@@ -572,14 +574,16 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
         ],
         &wrap_refs(&wrap),
     );
-    std::thread::sleep(Duration::from_millis(4000));
+    std::thread::sleep(Duration::from_millis(6000));
     let calls = sc.finish();
     let reclaim: Vec<&Value> = calls
         .iter()
         .filter(|c| c["verdict"] == "memory_reclaim")
         .collect();
     assert!(
-        reclaim.len() >= 3 && reclaim.len() * 2 >= calls.len(),
+        // How many writes reclaim holds past the threshold varies (1 to 10+ in
+        // runs here); what must hold is that slow writes are memory_reclaim.
+        !reclaim.is_empty() && reclaim.len() * 2 >= calls.len(),
         "{:#?}",
         verdicts(&calls)
     );
