@@ -347,9 +347,18 @@ fn a_starved_sync_thread_is_cpu_starvation() {
     // softirqs deferred to a starved ksoftirqd) would slow the disks under the workload.
     let _irqs = IrqAffinity::all_to("1");
     let (mut zk, tracer) = start(&mnt.dir, &["taskset", "-c", "1"]);
-    let mut load = zk.load(8);
+    let mut load = zk.load(16);
     std::thread::sleep(Duration::from_secs(3));
-    rt_hog_on_cpu1(Duration::from_millis(1500));
+    // A hog that begins while the SyncThread waits for work stalls the request pipeline
+    // upstream, not an fsync (ZooKeeper then logs nothing): up to three hogs, until one
+    // stalled an fsync that ZooKeeper logged.
+    for _ in 0..3 {
+        rt_hog_on_cpu1(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_secs(1));
+        if zk.fsync_warnings().iter().any(|w| w.took_ms >= 200) {
+            break;
+        }
+    }
     let _ = load.wait_for_exit(Duration::from_secs(60));
     let (calls, warnings) = stop(&mut zk, tracer);
     // ZooKeeper's own measurement can exceed the syscall's: System.nanoTime() around
@@ -373,10 +382,21 @@ fn a_starved_sync_thread_is_cpu_starvation() {
             .as_f64()
             .or(r["duration_ms"].as_f64())
             .unwrap();
-        assert!(
-            r["evidence"]["runq_ms"].as_f64().unwrap() >= 0.5 * seen,
-            "{r}"
-        );
+        if r["via"] == "jvm_pause" {
+            // Held in a safepoint after the return, which could not end because the JVM's
+            // threads (the VM thread) could not get the hogged CPU.
+            let after = r["evidence"]["after_syscall_ms"].as_f64().unwrap();
+            assert!(after >= 0.5 * seen, "{r}");
+            assert!(
+                r["evidence"]["after_others_runq_ms"].as_f64().unwrap() >= 0.5 * after,
+                "{r}"
+            );
+        } else {
+            assert!(
+                r["evidence"]["runq_ms"].as_f64().unwrap() >= 0.5 * seen,
+                "{r}"
+            );
+        }
     }
 }
 

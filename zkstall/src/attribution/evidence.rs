@@ -167,6 +167,10 @@ pub struct Evidence {
     /// safepoint stops them all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_threads_stopped: Option<u32>,
+    /// After the return: how long at least one other thread of the process was runnable
+    /// without a CPU (the JVM could not finish a pause for want of a CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_others_runq_ms: Option<f64>,
     /// An I/O limit (blk-throttle) on a disk under the file, from the thread's cgroup, and
     /// how close that cgroup's I/O came to it during the call.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1293,12 +1297,19 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     if call.syscall_end.is_some() && call.end > syscall_end {
         let wait = call.end.since(syscall_end).max(1);
         let mut stopped: HashMap<u32, u64> = HashMap::new();
+        let mut runnable = Vec::new();
         for b in blocked_in(h, call.pid, after).filter(|b| b.tid != call.tid) {
             *stopped.entry(b.tid).or_default() += overlap((b.off, b.on), after);
+            runnable.push(b.runq());
         }
         ev.after_syscall_ms = Some(ms(wait));
         ev.other_threads_stopped =
             Some(stopped.values().filter(|&&t| t * 2 >= wait).count() as u32);
+        // While it was held, for how long some other thread of the process (the VM thread
+        // that runs the safepoint, threads still to reach it) sat runnable without a CPU: a
+        // pause that lasts because the JVM cannot get a CPU is CPU starvation.
+        let others_runq = measure(&union(runnable), after);
+        ev.after_others_runq_ms = Some(ms(others_runq));
     }
     let jvm = enrich.is_jvm(call.pid);
 

@@ -209,6 +209,13 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                 j.map_or(0.0, |j| j.duration_ms)
             )
         }
+        Verdict::CpuStarvation if f.via == Some("jvm_pause") => format!(
+            "{sc} returned in {:.0} ms, then the JVM held the thread {:.0} ms in a pause ({} other thread(s) stopped) that could not end: its threads were runnable but not running for {:.0} ms of it; the CPU was busy with others",
+            ms(g.syscall_end.since(call.start)),
+            ms(g.stage(Stage::AfterReturn)),
+            ev.other_threads_stopped.unwrap_or(0),
+            ev.after_others_runq_ms.unwrap_or(0.0)
+        ),
         Verdict::CpuStarvation => format!(
             "runnable but not running for {:.0} ms of this {dur:.0} ms {sc}{}: the CPU was busy with others",
             ms(g.stage(Stage::RunQueue)),

@@ -70,7 +70,7 @@ impl Verdict {
                 "a disk under the file had requests in flight and completed none for >= 50% of the call and >= 500 ms, while the call waited on something a stopped disk holds up (not a frozen filesystem or a lock) for >= 50% of it (the lowest such layer is named; its history must cover the call; not a disk saturated by others, >= 8 requests in flight, nor a loop device held back by the disk under it)"
             }
             Verdict::CpuStarvation => {
-                "runnable but not running for >= 50% of the call, or the journal commit it waited on was, its journal thread runnable for >= 50% of the commit"
+                "runnable but not running for >= 50% of the call; or the journal commit it waited on was, its journal thread runnable for >= 50% of the commit; or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= 50% of it"
             }
             Verdict::JvmPause => {
                 "the syscall returned, then a JVM held the thread (woken by its VM thread, or with >= 2 other threads stopped) for >= 50% of what its caller measured"
@@ -177,6 +177,7 @@ type Rule = fn(&Span, &Gathered, &Thresholds) -> Option<Finding>;
 pub const RULES: &[(Verdict, Rule)] = &[
     (Verdict::DeviceStall, device_stall),
     (Verdict::CpuStarvation, cpu_starvation),
+    (Verdict::CpuStarvation, starvation_via_pause),
     (Verdict::JvmPause, jvm_pause),
     (Verdict::MemoryReclaim, memory_reclaim),
     (Verdict::LowSpace, low_space),
@@ -406,8 +407,9 @@ fn cpu_starvation(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> 
 }
 
 /// Slept right after the return, in a JVM, with other threads stopped too (a safepoint),
-/// or woken by the JVM's own VM thread; not parked on its own work queue.
-fn jvm_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+/// or woken by the JVM's own VM thread; not parked on its own work queue. Returns the
+/// pause's length and the other threads stopped.
+fn in_jvm_pause(g: &Gathered, t: &Thresholds) -> Option<(u64, u32)> {
     let a = g.stage(Stage::AfterReturn);
     if share(g, a) < t.starvation_share || !g.jvm || g.after_woken_by_own_work {
         return None;
@@ -416,6 +418,42 @@ fn jvm_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     if stopped < t.pause_min_stopped && !g.after_woken_by_vm {
         return None;
     }
+    Some((a, stopped))
+}
+
+/// A JVM pause that lasted because the JVM's threads could not get a CPU (the VM thread
+/// that runs the safepoint, or threads still to reach it, runnable for most of it): the
+/// root is the CPU, the pause the mechanism.
+fn starvation_via_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let (a, stopped) = in_jvm_pause(g, t)?;
+    let rq = (g.ev.after_others_runq_ms? * 1e6) as u64;
+    if (rq as f64) < t.starvation_share * a as f64 {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "after_return",
+        detail: format!("parked with {stopped} other thread(s) of the JVM"),
+        start_ns: g.syscall_end.0,
+        duration_ms: ms(a),
+    });
+    chain.push(Link {
+        what: "run_queue",
+        detail: "the JVM's other threads runnable, waiting for a CPU".into(),
+        start_ns: g.syscall_end.0,
+        duration_ms: ms(rq),
+    });
+    Some(Finding {
+        verdict: Verdict::CpuStarvation,
+        via: Some("jvm_pause"),
+        chain,
+        layer: None,
+        stage: Some(Stage::AfterReturn),
+    })
+}
+
+fn jvm_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let (a, stopped) = in_jvm_pause(g, t)?;
     let mut chain = vec![call_link(call, g)];
     chain.push(Link {
         what: "after_return",

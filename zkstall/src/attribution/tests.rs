@@ -823,6 +823,49 @@ fn a_quick_syscall_then_a_park_with_the_whole_jvm_is_a_jvm_pause_only_in_a_jvm()
 }
 
 #[test]
+fn a_jvm_pause_that_lasts_because_the_vm_thread_cannot_run_is_cpu_starvation_via_the_pause() {
+    // The same pause, but the VM thread (330) sat runnable for most of it: a CPU hog kept
+    // the JVM from finishing its safepoint. The root is the CPU.
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 1, 11));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        11,
+        Some(11),
+        &["io_schedule"],
+        None,
+    ));
+    for tid in [SYNC, 320, 321] {
+        h.blocked(blocked(
+            tid,
+            SchedState::Sleep,
+            12,
+            90,
+            Some(89),
+            &[],
+            Some("VM Thread"),
+        ));
+    }
+    let mut vm = blocked(330, SchedState::Runnable, 14, 88, None, &[], None);
+    vm.thread = "VM Thread".into();
+    h.blocked(vm);
+    let mut c = call(0, 90);
+    c.syscall_end = Some(t(12));
+    let mut jvm = Replay::default();
+    jvm.learn(crate::enrich::Fact::Jvm { pid: ZK, jvm: true });
+    let e = explain(&c, &h, &mut jvm);
+    assert_consistent(&c, &e);
+    assert_eq!(e.verdict, Verdict::CpuStarvation, "{}", e.headline);
+    assert_eq!(e.via, Some("jvm_pause"));
+    assert_eq!(e.evidence.after_others_runq_ms, Some(75.0));
+    assert!(e.headline.contains("returned in 12 ms"), "{}", e.headline);
+    assert!(e.headline.contains("runnable but not running for 75 ms"), "{}", e.headline);
+}
+
+#[test]
 fn preempted_right_after_the_syscall_is_cpu_starvation() {
     let mut h = History::default();
     watched(&mut h);
