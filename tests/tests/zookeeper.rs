@@ -524,6 +524,20 @@ fn a_blkio_limited_zookeeper_is_io_throttled() {
         "{}",
         worst.1
     );
+    // ZooKeeper's own writes, held by the throttle and issued later by the kernel's
+    // dispatch worker, are its own process's (the only process in that cgroup), never
+    // another party's; no headline claims "its own 0 B".
+    for (_, r) in &pairs {
+        for c in r["contenders"].as_array().into_iter().flatten() {
+            let own_cgroup = c["cgroup"] == cg.path.as_str();
+            assert!(
+                !own_cgroup || c["same_process"] == true,
+                "ZooKeeper's relayed I/O listed as another's: {c} in {r}"
+            );
+        }
+        let h = r["headline"].as_str().unwrap_or("");
+        assert!(!h.contains("own 0 B"), "{h}");
+    }
 }
 
 #[test]

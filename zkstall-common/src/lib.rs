@@ -850,8 +850,15 @@ const _: () = assert!(size_of::<IoEvent>() == 152);
 pub struct OtherIoKey {
     pub disk: u32,
     pub _pad: u32,
+    /// The cgroup the block layer charged the requests to, or [`OTHER_IO_WATCHED`].
     pub blk_cgroup: u64,
 }
+
+/// `OtherIoKey::blk_cgroup` of a watched disk's entry: its completions, counted the way
+/// unwatched disks' are, so that every disk's count can be checked against the block
+/// layer's own (a completion the kernel skipped the program for leaves a request that
+/// looks in flight forever).
+pub const OTHER_IO_WATCHED: u64 = u64::MAX;
 
 /// Value of [`names::OTHER_IO`] (per CPU).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -68,6 +68,10 @@ pub enum PartyKind {
     Journal,
     /// A kernel thread relaying I/O for a cgroup it could not be traced back further than.
     Cgroup,
+    /// A kernel thread relaying the I/O of a process: the only process in the cgroup the
+    /// block layer charged (blk-throttle's dispatch worker, for one). Its thread is not
+    /// known (`tid` 0).
+    Process,
     /// A kernel thread relaying I/O for nobody we can name.
     Kernel,
     /// Not known (a request first seen at its completion).
@@ -303,9 +307,30 @@ pub struct DiskHistory {
     /// incomplete.
     pub lost_until: Option<MonoNs>,
     pub shed: u64,
+    /// Windows in which completions happened that the probes did not see (or requests
+    /// that looked in flight were not): the queue is not known there.
+    pub unseen: VecDeque<(MonoNs, MonoNs)>,
 }
 
 impl DiskHistory {
+    fn new(since: MonoNs) -> DiskHistory {
+        DiskHistory {
+            ios: VecDeque::new(),
+            since,
+            lost_until: None,
+            shed: 0,
+            unseen: VecDeque::new(),
+        }
+    }
+
+    /// The windows of unseen completions overlapping `from..=to`.
+    pub fn unseen_during(&self, from: MonoNs, to: MonoNs) -> usize {
+        self.unseen
+            .iter()
+            .filter(|(a, b)| *a <= to && *b >= from)
+            .count()
+    }
+
     /// The instant from which this disk's history is complete.
     pub fn complete_from(&self) -> MonoNs {
         match self.lost_until {
@@ -405,24 +430,28 @@ impl History {
 
     /// Starts keeping the requests of `disk` (from `since`).
     pub fn watch(&mut self, disk: DiskDev, since: MonoNs) {
-        self.disks.entry(disk).or_insert(DiskHistory {
-            ios: VecDeque::new(),
-            since,
-            lost_until: None,
-            shed: 0,
-        });
+        self.disks.entry(disk).or_insert(DiskHistory::new(since));
+    }
+
+    /// Stops keeping the requests of `disk` (nobody traced uses it any more): a later
+    /// watch starts a new history.
+    pub fn unwatch(&mut self, disk: DiskDev) {
+        self.disks.remove(&disk);
+    }
+
+    /// Completions on `disk` between `from` and `to` were not seen.
+    pub fn unseen(&mut self, disk: DiskDev, from: MonoNs, to: MonoNs) {
+        if let Some(h) = self.disks.get_mut(&disk) {
+            let mut s = 0;
+            push(&mut h.unseen, 1024, (from, to), &mut s);
+        }
     }
 
     pub fn io(&mut self, v: Io) {
         let now = v.completed.unwrap_or(v.start());
         let disk = v.disk;
-        let h = self.disks.entry(disk).or_insert(DiskHistory {
-            ios: VecDeque::new(),
-            // Not announced as watched: complete only from its first request on.
-            since: now,
-            lost_until: None,
-            shed: 0,
-        });
+        // Not announced as watched: complete only from its first request on.
+        let h = self.disks.entry(disk).or_insert(DiskHistory::new(now));
         let mut shed = 0;
         if let Some(old) = push(&mut h.ios, self.limits.ios_per_disk, v, &mut shed) {
             let t = old.completed.unwrap_or(now);

@@ -353,6 +353,9 @@ impl Writer {
             Note::Watch { disk, .. } if self.state.len() < KEEP => {
                 self.state.insert(format!("watch {disk}"), n.clone());
             }
+            Note::Unwatch { disk, .. } => {
+                self.state.remove(&format!("watch {disk}"));
+            }
             Note::Helper { pid, .. } if self.state.len() < KEEP => {
                 self.state.insert(format!("helper {pid}"), n.clone());
             }

@@ -24,7 +24,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use zkstall_common::{
-    Counter, EventKind, IoEvent, OtherIo, OtherIoKey, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_PARTIAL,
+    Counter, EventKind, IoEvent, OTHER_IO_WATCHED, OtherIo, OtherIoKey, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_PARTIAL,
     RQ_UNMATCHED, Request, Submitter,
 };
 
@@ -261,6 +261,30 @@ fn new_request(rq: u64, disk: u32, now: u64) -> Request {
     }
 }
 
+/// Sums a completion into OTHER_IO (per CPU, by disk and cgroup).
+#[inline(always)]
+fn add_other_io(disk: u32, blk_cgroup: u64, last: bool, nr_bytes: u32) {
+    let key = OtherIoKey {
+        disk,
+        _pad: 0,
+        blk_cgroup,
+    };
+    match OTHER_IO.get_ptr_mut(key) {
+        // SAFETY: a per-CPU value, only touched by this CPU.
+        Some(v) => unsafe {
+            (*v).requests += last as u64;
+            (*v).bytes += nr_bytes as u64;
+        },
+        None => {
+            let v = OtherIo {
+                requests: last as u64,
+                bytes: nr_bytes as u64,
+            };
+            let _ = OTHER_IO.insert(key, v, 0);
+        }
+    }
+}
+
 #[inline(always)]
 fn store(rq: u64, r: &Request) {
     if REQUESTS.insert(rq, r, 0).is_err() {
@@ -394,28 +418,12 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     if !is_watched {
         count(Counter::IoOther);
         let bio = kread::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
-        let key = OtherIoKey {
-            disk,
-            _pad: 0,
-            blk_cgroup: blk_cgroup_cached(bio),
-        };
-        match OTHER_IO.get_ptr_mut(key) {
-            // SAFETY: a per-CPU value, only touched by this CPU.
-            Some(v) => unsafe {
-                (*v).requests += last as u64;
-                (*v).bytes += nr_bytes as u64;
-            },
-            None => {
-                let v = OtherIo {
-                    requests: last as u64,
-                    bytes: nr_bytes as u64,
-                };
-                let _ = OTHER_IO.insert(key, v, 0);
-            }
-        }
+        add_other_io(disk, blk_cgroup_cached(bio), last, nr_bytes);
         return 0;
     }
     count(Counter::IoWatched);
+    // Counted like the unwatched disks' (userspace checks both against /proc/diskstats).
+    add_other_io(disk, OTHER_IO_WATCHED, last, nr_bytes);
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let mut req = match REQUESTS.get_ptr_mut(rq) {

@@ -596,7 +596,7 @@ fn whose_in(io: &Io, call: &Span, above: &[String], under_loop: bool) -> Whose {
         PartyKind::Journal => Whose::Journal,
         PartyKind::Unknown => Whose::Unknown,
         PartyKind::Task if c.pid == call.pid && c.tid == call.tid => Whose::Thread,
-        PartyKind::Task if c.pid == call.pid => Whose::Process,
+        PartyKind::Task | PartyKind::Process if c.pid == call.pid => Whose::Process,
         _ if io.pid == call.pid && io.tid == call.tid && c.kind != PartyKind::Task => Whose::Thread,
         _ => Whose::Other,
     }
@@ -680,6 +680,7 @@ pub fn layer_evidence(
                         kind: match c.kind {
                             PartyKind::Task => "task",
                             PartyKind::Cgroup => "cgroup",
+                            PartyKind::Process => "relayed",
                             PartyKind::Layer => "device",
                             _ => "kernel",
                         },
@@ -885,16 +886,28 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             }
         }
         by_layer.push(cs);
+        let reaches_back = le.complete;
         if !lost.is_empty() {
             // Which disk's records were lost is not known: none is complete.
             le.complete = false;
+        }
+        let unseen = h
+            .disks
+            .get(&l.disk)
+            .map_or(0, |d| d.unseen_during(call.start, call.end));
+        if unseen > 0 {
+            le.complete = false;
+            ev.incomplete.push(format!(
+                "{}: completions the probes did not see (the block layer counted more) in {unseen} window(s) during the call",
+                le.disk
+            ));
         }
         if !le.watched {
             ev.incomplete.push(format!(
                 "{} was not watched: its requests are unknown",
                 le.disk
             ));
-        } else if !le.complete {
+        } else if !reaches_back {
             ev.incomplete.push(format!(
                 "{}'s request history does not reach back to the call's start",
                 le.disk

@@ -22,6 +22,17 @@ pub fn size(bytes: u64) -> String {
 pub fn who(c: &Contender) -> String {
     match c.kind {
         "cgroup" => c.comm.clone(),
+        "relayed" if c.same_process => format!(
+            "its own process's I/O (pid {}), relayed by the kernel for cgroup {}",
+            c.pid,
+            c.cgroup.as_deref().unwrap_or("?")
+        ),
+        "relayed" => format!(
+            "{} (pid {}), relayed by the kernel for cgroup {}",
+            c.comm,
+            c.pid,
+            c.cgroup.as_deref().unwrap_or("?")
+        ),
         _ if c.same_process => format!(
             "{} / {} (pid {} tid {}, same process)",
             c.process.as_deref().unwrap_or("the traced process"),

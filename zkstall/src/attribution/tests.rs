@@ -628,6 +628,33 @@ fn blocked_with_no_io_in_flight_is_fs_blocked_with_its_frame() {
         e.headline
     );
     assert_eq!(e.evidence.waker.as_deref(), Some("fsfreeze"));
+    assert!(e.evidence.layers[0].no_io, "loop1 saw no I/O: said, not guessed");
+}
+
+#[test]
+fn a_call_whose_disk_saw_no_block_io_says_so_and_guesses_nothing() {
+    // 300 ms asleep in a frame zkstall has no rule for, on a watched disk that completed
+    // nothing and had nothing in flight: unknown, naming the frame and the idle disk.
+    let mut h = History::default();
+    watched(&mut h);
+    h.blocked(blocked(
+        SYNC,
+        SchedState::Sleep,
+        1,
+        301,
+        Some(300),
+        &["__schedule+0x6", "schedule+0x2", "some_driver_wait+0x10"],
+        None,
+    ));
+    let e = explain_it(&call(0, 302), &h);
+    assert_eq!(e.verdict, Verdict::Unknown, "{}", e.headline);
+    assert!(e.evidence.layers[0].no_io);
+    assert!(
+        e.headline.contains("loop1 saw no block I/O during it"),
+        "{}",
+        e.headline
+    );
+    assert!(!e.headline.contains("stopped completing"), "{}", e.headline);
 }
 
 /// Seen under emulation: a write waiting on a frozen filesystem while, beside it, the disk

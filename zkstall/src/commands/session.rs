@@ -42,6 +42,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// How often exited targets are noticed, and (without --pid) new ZooKeepers found.
 const TARGET_EVERY: u32 = 5;
 const REDISCOVER_EVERY: u32 = 10;
+/// How often watched disks' completions are checked against the block layer's count.
+const DISK_CHECK_EVERY: u32 = 10;
 /// With --threshold 0 every call is reported when it ends; a call still running is
 /// reported as it crosses this.
 const CROSSING_AT_ZERO: Duration = Duration::from_secs(1);
@@ -193,8 +195,163 @@ impl Feed<'_> {
             };
             self.record(&n)?;
         }
+        for (disk, name) in self.pipeline.take_unwanted_disks() {
+            for dev in self.topology.disk_and_partitions(disk) {
+                if let Err(e) = probes.unwatch_dev(dev.to_kernel()) {
+                    tracing::warn!("cannot stop watching {name} ({dev}): {e}");
+                }
+            }
+            tracing::debug!("no traced process uses {name} ({disk}) any more: not watched");
+            let n = Note::Unwatch {
+                ts_ns: MonoNs::now().0,
+                disk: disk.to_string(),
+                name,
+            };
+            self.record(&n)?;
+        }
         Ok(())
     }
+}
+
+/// Each watched disk's completions as the block layer counts them (/proc/diskstats)
+/// against the probes' count, every second: the kernel can skip a program's run without
+/// counting it anywhere (see enrich/diskstats.rs), and a skipped completion leaves a
+/// request that looks in flight for ever. A shortfall marks the disk's history incomplete
+/// over that second; requests held in flight that the disk no longer has are dropped.
+#[derive(Default)]
+struct DiskCheck {
+    at: Option<MonoNs>,
+    /// By disk (kernel dev_t): the probes' count read before the block layer's, and the
+    /// block layer's, at the last check.
+    last: BTreeMap<u32, (u64, u64)>,
+}
+
+/// Requests issued longer ago than this that the disk does not count in flight are stale.
+const STALE_AFTER_NS: u64 = 1_000_000_000;
+
+impl DiskCheck {
+    fn run(
+        &mut self,
+        probes: &mut Probes,
+        feed: &mut Feed,
+        op_flush: u32,
+        now: MonoNs,
+    ) -> anyhow::Result<()> {
+        let disks: Vec<(crate::enrich::DiskDev, String)> = feed
+            .pipeline
+            .watched()
+            .iter()
+            .map(|(d, n)| (*d, n.clone()))
+            .collect();
+        let before: BTreeMap<u32, u64> = disks
+            .iter()
+            .map(|(d, _)| (d.0.to_kernel(), probes.watched_completions(d.0.to_kernel())))
+            .collect();
+        let block = crate::enrich::diskstats::DiskStats::read(
+            std::path::Path::new("/proc"),
+            std::path::Path::new("/sys"),
+        );
+        let mut notes = Vec::new();
+        let mut next = BTreeMap::new();
+        for (disk, name) in &disks {
+            let k = disk.0.to_kernel();
+            let Some(&d_now) = block.0.get(&k) else {
+                continue;
+            };
+            let a_now = before.get(&k).copied().unwrap_or(0);
+            let b_now = probes.watched_completions(k);
+            if let (Some(from), Some(&(a_prev, d_prev))) = (self.at, self.last.get(&k))
+                && b_now >= a_prev
+            {
+                let block_layer = d_now.saturating_sub(d_prev);
+                let seen = b_now - a_prev;
+                if block_layer > seen {
+                    notes.push(Note::Unseen {
+                        from_ns: from.0,
+                        to_ns: now.0,
+                        disk: disk.to_string(),
+                        name: name.clone(),
+                        completions: block_layer - seen,
+                        stale: 0,
+                    });
+                }
+            }
+            next.insert(k, (a_now, d_now));
+        }
+        self.last = next;
+        self.at = Some(now);
+        notes.extend(drop_stale_requests(probes, &disks, op_flush, now));
+        for n in notes {
+            tracing::debug!("{n:?}");
+            feed.record(&n)?;
+        }
+        Ok(())
+    }
+}
+
+/// Requests the kernel's map holds as issued on a disk whose own in-flight count
+/// (/sys/dev/block/D/inflight, counted by the block layer when the queue's iostats is on)
+/// is lower: the oldest of them, issued over a second ago, completed unseen. Flushes are
+/// never counted by the block layer in flight, so they are never judged.
+fn drop_stale_requests(
+    probes: &mut Probes,
+    disks: &[(crate::enrich::DiskDev, String)],
+    op_flush: u32,
+    now: MonoNs,
+) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let requests = probes.requests().unwrap_or_default();
+    for (disk, name) in disks {
+        let k = disk.0.to_kernel();
+        let mut issued: Vec<(u64, u64)> = requests
+            .iter()
+            .filter(|(_, r)| {
+                r.disk == k && r.issue_ns != 0 && r.bytes > 0 && r.cmd_flags & 0xff != op_flush
+            })
+            .map(|(rq, r)| (r.issue_ns, *rq))
+            .collect();
+        if issued.is_empty() {
+            continue;
+        }
+        let sys = format!("/sys/dev/block/{disk}");
+        let iostats = std::fs::read_to_string(format!("{sys}/queue/iostats"))
+            .is_ok_and(|v| v.trim() == "1");
+        let Some(kernel_inflight) = std::fs::read_to_string(format!("{sys}/inflight"))
+            .ok()
+            .map(|t| {
+                t.split_whitespace()
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+        else {
+            continue;
+        };
+        if !iostats || issued.len() as u64 <= kernel_inflight {
+            continue;
+        }
+        issued.sort();
+        let excess = issued.len() - kernel_inflight as usize;
+        let stale: Vec<(u64, u64)> = issued
+            .into_iter()
+            .take(excess)
+            .filter(|(at, _)| now.0.saturating_sub(*at) > STALE_AFTER_NS)
+            .collect();
+        if stale.is_empty() {
+            continue;
+        }
+        for (_, rq) in &stale {
+            probes.remove_request(*rq);
+        }
+        notes.push(Note::Unseen {
+            from_ns: stale[0].0,
+            to_ns: now.0,
+            disk: disk.to_string(),
+            name: name.clone(),
+            completions: 0,
+            stale: stale.len() as u64,
+        });
+    }
+    notes
 }
 
 /// For a loop device: the bdi (its disk's `MAJ:MIN`) and inode of its backing file.
@@ -237,6 +394,7 @@ pub struct Session<'s> {
     req_bits: crate::probes::ReqBits,
     stopping: bool,
     waiting_logged: bool,
+    disk_check: DiskCheck,
 }
 
 impl<'s> Session<'s> {
@@ -395,12 +553,13 @@ impl<'s> Session<'s> {
             req_bits,
             stopping: false,
             waiting_logged: false,
+            disk_check: DiskCheck::default(),
         };
         for d in &opts.disks {
             let dev = resolve_disk_arg(d)?;
             s.feed
                 .pipeline
-                .want_disks_of(FileDev(dev), &format!("--disk {d}"));
+                .want_disks_of(FileDev(dev), None, &format!("--disk {d}"));
         }
         s.feed.watch_wanted(&mut s.probes)?;
         for t in &initial {
@@ -493,6 +652,14 @@ impl<'s> Session<'s> {
             false,
         ) {
             self.feed.note(n, &mut self.probes)?;
+        }
+        if self.ticks.is_multiple_of(DISK_CHECK_EVERY) {
+            self.disk_check.run(
+                &mut self.probes,
+                &mut self.feed,
+                self.req_bits.op_flush,
+                now,
+            )?;
         }
         if self.ticks.is_multiple_of(TARGET_EVERY) {
             for pid in &live {
@@ -626,6 +793,8 @@ impl<'s> Session<'s> {
         )?;
         let live: BTreeSet<u32> = self.live.keys().copied().collect();
         let end = MonoNs::now();
+        self.disk_check
+            .run(&mut self.probes, &mut self.feed, self.req_bits.op_flush, end)?;
         for rec in open_records(&self.probes, &live, end) {
             self.feed.kernel(&rec, &mut self.probes)?;
         }
@@ -702,7 +871,7 @@ fn add_target(
     )?;
     for (dev, path) in threads_now::open_file_devs(proc, t.pid) {
         feed.pipeline
-            .want_disks_of(FileDev(DevId::from_dev_t(dev)), &path);
+            .want_disks_of(FileDev(DevId::from_dev_t(dev)), Some(t.pid), &path);
     }
     feed.watch_wanted(probes)?;
     for tid in threads_now::tids(proc, t.pid) {
@@ -1051,11 +1220,10 @@ impl KernelTotals {
         for (k, v) in delta(&self.other_io, &earlier.other_io_before_disks) {
             *counted.entry(k.disk).or_default() += v.requests;
         }
+        // Watched disks' completions are counted too (under OTHER_IO_WATCHED): a disk
+        // watched part of the time has both kinds of entries.
         let mut unseen = Vec::new();
         for (disk, after) in &self.disks.0 {
-            if self.watched.contains(disk) {
-                continue;
-            }
             let Some(before) = earlier.disks.0.get(disk) else {
                 continue;
             };
@@ -1087,6 +1255,7 @@ pub fn trailer(t: &KernelTotals, end: MonoNs, pids: &BTreeSet<u32>, shed: u64) -
     let mut other: Vec<OtherDisk> = t
         .other_io
         .iter()
+        .filter(|(key, _)| key.blk_cgroup != zkstall_common::OTHER_IO_WATCHED)
         .map(|(key, v)| {
             let disk = DevId::from_kernel(key.disk);
             let cgroup = blkcgs.path(key.blk_cgroup);

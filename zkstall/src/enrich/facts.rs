@@ -44,6 +44,9 @@ pub trait Enricher {
     /// The path of a cgroup id the block layer charged I/O to (the io controller's
     /// hierarchy: v1 blkio on hybrid hosts).
     fn blk_cgroup_path(&mut self, id: u64) -> Option<String>;
+    /// The processes (tgids) in the io controller's cgroup at `path` (v1 blkio on hybrid
+    /// hosts), at most [`CGROUP_PROCS_MAX`]; empty when unknown.
+    fn blk_cgroup_procs(&mut self, path: &str) -> Vec<u32>;
     /// The cgroups a process is in (v2 path, v1 blkio and memory paths).
     fn process_cgroups(&mut self, pid: u32) -> ProcCgroups;
     /// Symbolized kernel stack (innermost first, tracing frames dropped).
@@ -101,6 +104,10 @@ pub enum Fact {
         id: u64,
         path: Option<String>,
     },
+    BlkCgroupProcs {
+        path: String,
+        pids: Vec<u32>,
+    },
     ProcCgroups {
         pid: u32,
         cgroups: ProcCgroups,
@@ -139,6 +146,7 @@ impl Fact {
             Fact::Thread { pid, tid, .. } => format!("thread {pid} {tid}"),
             Fact::Cgroup { id, .. } => format!("cgroup {id}"),
             Fact::BlkCgroup { id, .. } => format!("blkcg {id}"),
+            Fact::BlkCgroupProcs { path, .. } => format!("blkprocs {path}"),
             Fact::ProcCgroups { pid, .. } => format!("proccg {pid}"),
             Fact::DiskPath { dev, .. } => format!("diskpath {dev}"),
             Fact::Stack { key, .. } => format!("stack {key}"),
@@ -179,6 +187,8 @@ impl From<&StoredFile> for FileInfo {
 const STACK_CACHE: usize = 4096;
 const PATH_CACHE: usize = 1024;
 const PROC_CGROUP_CACHE: usize = 4096;
+/// Members of a cgroup read at most (only "exactly one" matters to charging).
+pub const CGROUP_PROCS_MAX: usize = 16;
 
 /// Answers from the running system.
 pub struct Live {
@@ -197,6 +207,8 @@ pub struct Live {
     mounts: Mounts,
     limits: HashMap<(u32, DiskDev), Option<IoLimit>>,
     mem_limits: HashMap<u32, Option<MemLimit>>,
+    /// Members of io-controller cgroups, read at most once a second per cgroup.
+    blk_procs: HashMap<String, (std::time::Instant, Vec<u32>)>,
     /// Some while recording: every answer is logged, once until it changes.
     log: Option<Vec<Fact>>,
     logged: lru::LruCache<String, Fact>,
@@ -230,6 +242,7 @@ impl Live {
             mounts,
             limits: HashMap::default(),
             mem_limits: HashMap::default(),
+            blk_procs: HashMap::default(),
             log: None,
             logged: lru::LruCache::new(std::num::NonZeroUsize::new(LOGGED_KEPT).expect("nonzero")),
         }
@@ -333,6 +346,46 @@ impl Enricher for Live {
         self.note(|| Fact::BlkCgroup {
             id,
             path: v.clone(),
+        });
+        v
+    }
+    fn blk_cgroup_procs(&mut self, path: &str) -> Vec<u32> {
+        let fresh = self
+            .blk_procs
+            .get(path)
+            .filter(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1))
+            .map(|(_, v)| v.clone());
+        let v = match fresh {
+            Some(v) => v,
+            None => {
+                let v: Vec<u32> = self
+                    .mounts
+                    .blkio_root()
+                    .and_then(|root| {
+                        std::fs::read_to_string(
+                            root.join(path.trim_start_matches('/')).join("cgroup.procs"),
+                        )
+                        .ok()
+                    })
+                    .map(|t| {
+                        t.lines()
+                            .filter_map(|l| l.trim().parse().ok())
+                            .take(CGROUP_PROCS_MAX)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                bounded_insert(
+                    &mut self.blk_procs,
+                    PROC_CGROUP_CACHE,
+                    path.to_string(),
+                    (std::time::Instant::now(), v.clone()),
+                );
+                v
+            }
+        };
+        self.note(|| Fact::BlkCgroupProcs {
+            path: path.to_string(),
+            pids: v.clone(),
         });
         v
     }
@@ -485,6 +538,7 @@ pub struct Replay {
     thread_answers: HashMap<(u32, u32), Option<String>>,
     cgroups: HashMap<u64, Option<String>>,
     blk_cgroups: HashMap<u64, Option<String>>,
+    blk_procs: HashMap<String, Vec<u32>>,
     proc_cgroups: HashMap<u32, ProcCgroups>,
     paths: HashMap<String, DiskPath>,
     stacks: HashMap<u64, Vec<String>>,
@@ -523,6 +577,9 @@ impl Replay {
             Fact::Cgroup { id, path } => bounded_insert(&mut self.cgroups, REPLAY_FACTS, id, path),
             Fact::BlkCgroup { id, path } => {
                 bounded_insert(&mut self.blk_cgroups, REPLAY_FACTS, id, path)
+            }
+            Fact::BlkCgroupProcs { path, pids } => {
+                bounded_insert(&mut self.blk_procs, REPLAY_FACTS, path, pids)
             }
             Fact::ProcCgroups { pid, cgroups } => {
                 bounded_insert(&mut self.proc_cgroups, REPLAY_FACTS, pid, cgroups)
@@ -590,6 +647,9 @@ impl Enricher for Replay {
     }
     fn process_cgroups(&mut self, pid: u32) -> ProcCgroups {
         self.proc_cgroups.get(&pid).cloned().unwrap_or_default()
+    }
+    fn blk_cgroup_procs(&mut self, path: &str) -> Vec<u32> {
+        self.blk_procs.get(path).cloned().unwrap_or_default()
     }
     fn disk_path(&mut self, dev: FileDev) -> DiskPath {
         self.paths

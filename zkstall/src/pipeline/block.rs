@@ -165,8 +165,24 @@ impl Pipeline {
             };
         }
         if io.kthread {
-            // A relay: the blkcg says on whose behalf, unless it is the root cgroup.
+            // A relay: the blkcg says on whose behalf, unless it is the root cgroup; a
+            // cgroup holding one process says whose exactly.
             let path = self.enrich.blk_cgroup_path(io.blk_cgroup);
+            if let Some(p) = path.as_deref().filter(|p| *p != "/")
+                && let [pid] = self.enrich.blk_cgroup_procs(p)[..]
+            {
+                let comm = self
+                    .enrich
+                    .thread_name(pid, pid)
+                    .unwrap_or_else(|| format!("pid {pid}"));
+                return Party {
+                    kind: PartyKind::Process,
+                    pid,
+                    tid: 0,
+                    comm: self.names.get(&comm),
+                    cgroup: Some(self.names.get(p)),
+                };
+            }
             return match path {
                 Some(p) if p != "/" => Party {
                     kind: PartyKind::Cgroup,
@@ -305,6 +321,12 @@ pub fn party_label(p: &Party) -> String {
     match p.kind {
         PartyKind::Task if p.pid != 0 => format!("{} (pid {} tid {})", p.comm, p.pid, p.tid),
         PartyKind::Layer => format!("{} (writing its backing file)", p.comm),
+        PartyKind::Process => format!(
+            "{} (pid {}, relayed for cgroup {})",
+            p.comm,
+            p.pid,
+            p.cgroup.as_deref().unwrap_or("?")
+        ),
         PartyKind::Task | PartyKind::Journal | PartyKind::Kernel | PartyKind::Cgroup => {
             p.comm.to_string()
         }

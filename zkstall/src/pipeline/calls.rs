@@ -37,13 +37,13 @@ impl Pipeline {
         }
     }
 
-    /// A new file: the disks serving it are watched from now on.
-    fn watch_file(&mut self, file: &Option<FileInfo>) {
+    /// A new file: the disks serving it are watched from now on (while `pid` lives).
+    fn watch_file(&mut self, file: &Option<FileInfo>, pid: u32) {
         if let Some(f) = file
             && let Some(dev) = f.dev
         {
             let why = f.path.clone();
-            self.want_disks_of(FileDev(dev), &why);
+            self.want_disks_of(FileDev(dev), Some(pid), &why);
         }
     }
 
@@ -56,7 +56,7 @@ impl Pipeline {
         _sink: &mut dyn Sink,
     ) -> io::Result<()> {
         let file = self.resolve(task, syscall, arg);
-        self.watch_file(&file);
+        self.watch_file(&file, task.pid);
         self.calls.enter(Open {
             task,
             syscall,
@@ -192,7 +192,7 @@ impl Pipeline {
         };
         self.enrich.observe_thread(*tid, thread);
         let file = self.resolve(task, sc, *arg);
-        self.watch_file(&file);
+        self.watch_file(&file, task.pid);
         self.stuck_stacks.insert(*tid, stack.clone());
         if !sc.is_write() {
             self.calls.enter(Open {

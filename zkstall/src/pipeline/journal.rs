@@ -70,7 +70,7 @@ impl Pipeline {
         if phase == JournalPhase::Start
             && self
                 .file_devs
-                .contains(&crate::enrich::FileDev(DevId::from_kernel(dev)))
+                .contains_key(&crate::enrich::FileDev(DevId::from_kernel(dev)))
             && !self.helpers.contains_key(&task.tid)
             && self.asked_helpers.insert(task.tid)
         {

@@ -75,6 +75,13 @@ pub struct Stats {
     pub lost_ringbuf_full: u64,
     pub lost_shed: u64,
     pub lost_windows: u64,
+    /// Completions on watched disks the probes never saw (the block layer's count was
+    /// higher), requests that looked in flight but were not, and the windows they fell in.
+    pub unseen_completions: u64,
+    pub stale_requests: u64,
+    pub unseen_windows: u64,
+    /// Disks no longer watched because no traced process used them any more.
+    pub unwatched: u64,
 }
 
 pub struct Pipeline {
@@ -93,12 +100,18 @@ pub struct Pipeline {
     commits: journal::OpenCommits,
     /// /proc stacks of threads found stuck at attach (their seeded intervals have none).
     stuck_stacks: HashMap<u32, Vec<String>>,
-    /// Disks watched (their requests traced one by one), by name.
+    /// Disks watched (their requests traced one by one), by name; and every disk that
+    /// was, for the summary.
     watched: BTreeMap<DiskDev, String>,
+    ever_watched: BTreeMap<DiskDev, String>,
     /// Disks that should be watched (live: the tracer adds them and notes it).
     want_watch: Vec<(DiskDev, String, String)>,
+    /// Disks no traced process uses any more (live: the tracer stops watching them).
+    want_unwatch: Vec<(DiskDev, String)>,
     asked: HashSet<DiskDev>,
-    file_devs: HashSet<FileDev>,
+    /// Filesystems of traced files, and the traced processes using each (`None`: asked
+    /// for by --disk, kept for the whole run).
+    file_devs: HashMap<FileDev, HashSet<Option<u32>>>,
     /// Write-family calls reported while running (they have no open entry), by (tid, start).
     crossed_writes: HashSet<(u32, u64)>,
     /// (bdi, inode) of loop devices' backing files -> the loop device's name.
@@ -129,9 +142,11 @@ impl Pipeline {
             commits: journal::OpenCommits::default(),
             stuck_stacks: HashMap::default(),
             watched: BTreeMap::new(),
+            ever_watched: BTreeMap::new(),
             want_watch: Vec::new(),
+            want_unwatch: Vec::new(),
             asked: HashSet::new(),
-            file_devs: HashSet::new(),
+            file_devs: HashMap::default(),
             crossed_writes: HashSet::new(),
             loop_backing: HashMap::default(),
             helpers: HashMap::default(),
@@ -183,16 +198,51 @@ impl Pipeline {
         std::mem::take(&mut self.want_helpers)
     }
 
-    /// Asks for the disks serving filesystem `dev` to be watched.
-    pub fn want_disks_of(&mut self, dev: FileDev, why: &str) {
-        if !self.file_devs.insert(dev) {
+    /// Disks no traced process uses any more: (disk, name). Live tracing stops watching
+    /// them and hands back a [`Note::Unwatch`] each.
+    pub fn take_unwanted_disks(&mut self) -> Vec<(DiskDev, String)> {
+        std::mem::take(&mut self.want_unwatch)
+    }
+
+    /// Asks for the disks serving filesystem `dev` to be watched, for process `user`
+    /// (`None`: for the whole run, as --disk asks).
+    pub fn want_disks_of(&mut self, dev: FileDev, user: Option<u32>, why: &str) {
+        if self.file_devs.get(&dev).is_some_and(|u| u.contains(&user)) {
             return;
         }
+        if self.file_devs.len() >= 4096 && !self.file_devs.contains_key(&dev) {
+            return;
+        }
+        self.file_devs.entry(dev).or_default().insert(user);
         let path = self.enrich.disk_path(dev);
         for l in path.layers {
             if !self.watched.contains_key(&l.disk) && self.asked.insert(l.disk) {
                 self.want_watch
                     .push((l.disk, l.name.clone(), why.to_string()));
+            }
+        }
+    }
+
+    /// Process `pid` is gone: the disks only it used are no longer wanted.
+    fn release_disks_of(&mut self, pid: u32) {
+        let mut changed = false;
+        self.file_devs.retain(|_, users| {
+            changed |= users.remove(&Some(pid));
+            !users.is_empty()
+        });
+        if !changed {
+            return;
+        }
+        let mut still: HashSet<DiskDev> = HashSet::new();
+        let devs: Vec<FileDev> = self.file_devs.keys().copied().collect();
+        for dev in devs {
+            for l in self.enrich.disk_path(dev).layers {
+                still.insert(l.disk);
+            }
+        }
+        for (disk, name) in &self.watched {
+            if !still.contains(disk) && !self.want_unwatch.iter().any(|(d, _)| d == disk) {
+                self.want_unwatch.push((*disk, name.clone()));
             }
         }
     }
@@ -366,6 +416,34 @@ impl Pipeline {
             Note::TargetExit { pid, .. } => {
                 self.calls.forget_pid(*pid);
                 self.enrich.forget_pid(*pid);
+                self.release_disks_of(*pid);
+                Ok(())
+            }
+            Note::Unwatch { disk, .. } => {
+                if let Some(d) = crate::enrich::DevId::parse(disk) {
+                    let d = DiskDev(d);
+                    self.watched.remove(&d);
+                    self.asked.remove(&d);
+                    self.history.unwatch(d);
+                    self.stats.unwatched += 1;
+                }
+                Ok(())
+            }
+            Note::Unseen {
+                from_ns,
+                to_ns,
+                disk,
+                completions,
+                stale,
+                ..
+            } => {
+                if let Some(d) = crate::enrich::DevId::parse(disk) {
+                    self.history
+                        .unseen(DiskDev(d), MonoNs(*from_ns), MonoNs(*to_ns));
+                }
+                self.stats.unseen_completions += completions;
+                self.stats.stale_requests += stale;
+                self.stats.unseen_windows += 1;
                 Ok(())
             }
             Note::Watch {
@@ -379,6 +457,9 @@ impl Pipeline {
                 if let Some(d) = crate::enrich::DevId::parse(disk) {
                     let d = DiskDev(d);
                     self.watched.insert(d, name.clone());
+                    if self.ever_watched.len() < 4096 {
+                        self.ever_watched.insert(d, name.clone());
+                    }
                     self.history.watch(d, MonoNs(*ts_ns));
                 }
                 if let (Some(b), Some(i)) = (backing_bdi, backing_ino)
@@ -465,10 +546,14 @@ impl Pipeline {
         s.calls_exit_lost = self.calls.exit_lost;
         s.calls_thread_exited = self.calls.thread_exited;
         s.watched = self
-            .watched
+            .ever_watched
             .iter()
             .map(|(d, n)| format!("{n} ({d})"))
             .collect();
+        s.unwatched = self.stats.unwatched;
+        s.unseen_watched = self.stats.unseen_completions;
+        s.stale_requests = self.stats.stale_requests;
+        s.unseen_windows = self.stats.unseen_windows;
         s
     }
 }

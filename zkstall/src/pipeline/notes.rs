@@ -86,6 +86,26 @@ pub enum Note {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         in_flight: Vec<String>,
     },
+    /// Requests of a watched disk completed between `from_ns` and `to_ns` without the
+    /// probes seeing them (the block layer's own count, /proc/diskstats, is higher: the
+    /// kernel skipped the program's run), or requests that looked in flight were not (the
+    /// disk's own in-flight count is lower). That disk's history is incomplete there.
+    Unseen {
+        from_ns: u64,
+        to_ns: u64,
+        /// The disk, `MAJ:MIN`.
+        disk: String,
+        name: String,
+        /// Completions the block layer counted and the probes did not.
+        #[serde(default)]
+        completions: u64,
+        /// Requests the probes held in flight that the disk no longer had (dropped).
+        #[serde(default)]
+        stale: u64,
+    },
+    /// A disk is no longer watched (no traced process uses it any more): its requests are
+    /// only counted in the kernel from now on.
+    Unwatch { ts_ns: u64, disk: String, name: String },
     /// Records were lost between `from_ns` and `to_ns`: the kernel found its ring buffer
     /// full, or the reader shed records it could not queue.
     Lost {
@@ -104,8 +124,9 @@ impl Note {
             | Note::Watch { ts_ns, .. }
             | Note::Helper { ts_ns, .. }
             | Note::Stuck { ts_ns, .. }
-            | Note::Running { ts_ns, .. } => *ts_ns,
-            Note::Lost { to_ns, .. } => *to_ns,
+            | Note::Running { ts_ns, .. }
+            | Note::Unwatch { ts_ns, .. } => *ts_ns,
+            Note::Lost { to_ns, .. } | Note::Unseen { to_ns, .. } => *to_ns,
         }
     }
 }

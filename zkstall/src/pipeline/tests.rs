@@ -603,3 +603,222 @@ fn a_call_stuck_behind_a_request_that_never_completes_is_a_device_stall_while_it
             .all(|d| d.ios.iter().all(|io| io.completed.is_some()))
     );
 }
+
+/// A pipeline that knows fd 3 of pid 7 is /zk/log.1 on loop0 (7:0), watched from 0.
+fn on_loop0(threshold_ns: u64) -> Pipeline {
+    use crate::enrich::{DevId, DiskDev, DiskPath, Fact, Layer, LayerKind, facts::StoredFile};
+    let mut r = Replay::default();
+    r.learn(Fact::Fd {
+        pid: 7,
+        fd: 3,
+        file: Some(StoredFile {
+            path: "/zk/log.1".into(),
+            dev: Some("7:0".into()),
+            ino: Some(12),
+        }),
+    });
+    r.learn(Fact::DiskPath {
+        dev: "7:0".into(),
+        path: DiskPath {
+            layers: vec![Layer {
+                disk: DiskDev(DevId::parse("7:0").unwrap()),
+                name: "loop0".into(),
+                part: None,
+                part_name: None,
+                kind: LayerKind::Disk,
+                depth: 0,
+            }],
+        },
+    });
+    let mut p = Pipeline::new(Box::new(r), WallClock { offset_ns: 0 }, threshold_ns);
+    let mut out = Vec::new();
+    let mut sink = JsonSink::new(&mut out);
+    p.note(
+        &Note::Watch {
+            ts_ns: 0,
+            disk: "7:0".into(),
+            name: "loop0".into(),
+            why: "/zk/log.1".into(),
+            backing_bdi: None,
+            backing_ino: None,
+        },
+        &mut sink,
+    )
+    .unwrap();
+    p
+}
+
+fn write_rq(tgid: u32, queued: u64, issued: u64, done: u64, flags: u16) -> IoEvent {
+    IoEvent {
+        hdr: hdr::<IoEvent>(EventKind::Io, done, tgid, tgid + 1),
+        rq: Request {
+            queued_ns: queued,
+            insert_ns: 0,
+            issue_ns: issued,
+            sector: 8,
+            ino: 0,
+            wb_bdi: [0; 16],
+            task_cgroup: 0,
+            blk_cgroup: 0,
+            disk: 7 << 20,
+            part: 0,
+            tgid,
+            tid: tgid + 1,
+            bytes: 4096,
+            done_bytes: if flags & zkstall_common::RQ_OPEN != 0 { 0 } else { 4096 },
+            cmd_flags: 1,
+            requeues: 0,
+            flags,
+            comm: comm("SyncThread:1"),
+        },
+        nr_bytes: if flags & zkstall_common::RQ_OPEN != 0 { 0 } else { 4096 },
+        status: 0,
+    }
+}
+
+#[test]
+fn completions_the_probes_did_not_see_on_a_disk_make_its_history_incomplete_and_claim_no_stall()
+{
+    // A 1.5 s fdatasync whose one request looks in flight throughout: a device stall, unless
+    // the block layer counted completions on that disk that the probes never saw (the
+    // kernel skipped their runs); then the "request in flight" may be one that completed.
+    let run = |unseen: bool| {
+        let mut p = on_loop0(100 * MS);
+        let mut out = Vec::new();
+        {
+            let mut sink = JsonSink::new(&mut out);
+            p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), &mut sink)
+                .unwrap();
+            if unseen {
+                p.note(
+                    &Note::Unseen {
+                        from_ns: 1_100 * MS,
+                        to_ns: 1_200 * MS,
+                        disk: "7:0".into(),
+                        name: "loop0".into(),
+                        completions: 1,
+                        stale: 0,
+                    },
+                    &mut sink,
+                )
+                .unwrap();
+            }
+            let mut b = blocked(7, 8, 1_001 * MS, 2_500 * MS, 0x2);
+            b.wake_ns = 2_500 * MS;
+            p.handle(&record_bytes(&b), &mut sink).unwrap();
+            let rq = write_rq(7, 1_000 * MS + 500_000, 1_001 * MS, 2_500 * MS, 0);
+            let mut rq = rq;
+            rq.hdr.tid = 8;
+            rq.rq.tid = 8;
+            p.handle(&record_bytes(&rq), &mut sink).unwrap();
+            p.handle(
+                &record_bytes(&exit(7, 8, 1_000 * MS, 2_500 * MS, Syscall::Fdatasync, 3)),
+                &mut sink,
+            )
+            .unwrap();
+        }
+        let l = lines(&out);
+        assert_eq!(l.len(), 1, "{l:#?}");
+        (l[0].clone(), p)
+    };
+    let (seen, _) = run(false);
+    assert_eq!(seen["verdict"], "device_stall", "{seen:#}");
+    let (r, p) = run(true);
+    assert_ne!(r["verdict"], "device_stall", "{r:#}");
+    let incomplete = r["evidence"]["incomplete"].to_string();
+    assert!(
+        incomplete.contains("loop0: completions the probes did not see"),
+        "{incomplete}"
+    );
+    assert_eq!(p.stats.unseen_completions, 1);
+    assert_eq!(p.stats.unseen_windows, 1);
+}
+
+#[test]
+fn a_disk_no_traced_process_uses_any_more_is_unwatched_and_its_history_dropped() {
+    let mut p = on_loop0(0);
+    let mut out = Vec::new();
+    let mut sink = JsonSink::new(&mut out);
+    // Pid 7 uses loop0 (its fdatasync on fd 3); pid 9 does not.
+    p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), &mut sink)
+        .unwrap();
+    p.handle(
+        &record_bytes(&exit(7, 8, 1_000 * MS, 1_002 * MS, Syscall::Fdatasync, 3)),
+        &mut sink,
+    )
+    .unwrap();
+    p.handle(
+        &record_bytes(&write_rq(7, 1_000 * MS, 1_000 * MS, 1_001 * MS, 0)),
+        &mut sink,
+    )
+    .unwrap();
+    assert!(p.take_wanted_disks().is_empty(), "watched already");
+    p.note(&Note::TargetExit { ts_ns: 2_000 * MS, pid: 9 }, &mut sink)
+        .unwrap();
+    assert!(p.take_unwanted_disks().is_empty(), "pid 9 never used it");
+    p.note(&Note::TargetExit { ts_ns: 2_000 * MS, pid: 7 }, &mut sink)
+        .unwrap();
+    let gone = p.take_unwanted_disks();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].1, "loop0");
+    p.note(
+        &Note::Unwatch {
+            ts_ns: 2_001 * MS,
+            disk: "7:0".into(),
+            name: "loop0".into(),
+        },
+        &mut sink,
+    )
+    .unwrap();
+    assert!(p.watched().is_empty());
+    assert!(p.history.disks.is_empty(), "its requests are dropped");
+    // A new process using it again asks for it again.
+    p.handle(&enter(7, 20, 3_000 * MS, Syscall::Fdatasync, 3), &mut sink)
+        .unwrap();
+    let again = p.take_wanted_disks();
+    assert_eq!(again.len(), 1, "{again:?}");
+    drop(sink);
+    let s = p.summary(&Default::default(), 0, Vec::new());
+    assert_eq!(s.unwatched, 1);
+    assert_eq!(s.watched, vec!["loop0 (7:0)".to_string()], "ever watched");
+}
+
+#[test]
+fn flusher_dirtiers_are_an_lru_the_recent_ones_survive_a_flood_of_others() {
+    let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, 0).with_events(true);
+    let mut out = Vec::new();
+    let mut sink = JsonSink::new(&mut out);
+    let bdi = *b"7:0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    let dirty = |ino: u64, tid: u32, name: &str| DirtyEvent {
+        hdr: hdr::<DirtyEvent>(EventKind::Dirty, 10, tid, tid),
+        ino,
+        pages: 1,
+        _pad: 0,
+        cgroup_id: 0,
+        bdi,
+        comm: comm(name),
+    };
+    p.handle(&record_bytes(&dirty(1, 500, "zk")), &mut sink)
+        .unwrap();
+    // Far more inodes dirtied by someone else than the table holds, but zk's inode used
+    // (looked up) along the way: it stays; the oldest of the flood go.
+    for ino in 2..(DIRTIERS as u64 + 1000) {
+        p.handle(&record_bytes(&dirty(ino, 600, "dd")), &mut sink)
+            .unwrap();
+        if ino % 1000 == 0 {
+            p.handle(&record_bytes(&dirty(1, 500, "zk")), &mut sink)
+                .unwrap();
+        }
+    }
+    assert_eq!(p.dirtiers.len(), DIRTIERS, "bounded, never cleared");
+    assert_eq!(
+        p.dirtiers.get(&("7:0".to_string(), 1)).map(|w| w.tid),
+        Some(500)
+    );
+    assert!(p.dirtiers.get(&("7:0".to_string(), 2)).is_none());
+    assert!(
+        p.dirtiers
+            .get(&("7:0".to_string(), DIRTIERS as u64 + 999))
+            .is_some()
+    );
+}

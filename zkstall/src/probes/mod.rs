@@ -353,7 +353,48 @@ impl Probes {
         self.update_u64(names::WATCH_GEN, 0, |g| g + 1)
     }
 
-    /// The devices (disks and partitions) ever watched: DISKS only grows.
+    /// Stops watching a disk (or partition): its requests are only summed from now on.
+    pub fn unwatch_dev(&mut self, kernel_dev: u32) -> Result<(), ProbeError> {
+        let map = self.bpf.map_mut(names::DISKS).ok_or(ProbeError::Map(
+            names::DISKS,
+            "missing from the object".into(),
+        ))?;
+        let mut m: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
+        // Absent already is fine.
+        let _ = m.remove(&kernel_dev);
+        self.update_u64(names::WATCH_GEN, 0, |g| g + 1)
+    }
+
+    /// Completions the probes counted on a watched disk so far (summed over CPUs; the
+    /// entry can be evicted, so a count can go back to zero).
+    pub fn watched_completions(&self, disk: u32) -> u64 {
+        let Some(map) = self.bpf.map(names::OTHER_IO) else {
+            return 0;
+        };
+        let Ok(m) = PerCpuHashMap::<&MapData, OtherIoKey, OtherIo>::try_from(map) else {
+            return 0;
+        };
+        let key = OtherIoKey {
+            disk,
+            _pad: 0,
+            blk_cgroup: zkstall_common::OTHER_IO_WATCHED,
+        };
+        m.get(&key, 0)
+            .map(|v| v.iter().map(|o| o.requests).sum())
+            .unwrap_or(0)
+    }
+
+    /// Forgets a request the kernel's map holds (one whose completion was never seen).
+    pub fn remove_request(&mut self, rq: u64) {
+        if let Some(map) = self.bpf.map_mut(names::REQUESTS)
+            && let Ok(mut m) = HashMap::<&mut MapData, u64, Request>::try_from(map)
+        {
+            let _ = m.remove(&rq);
+        }
+    }
+
+    /// The devices (disks and partitions) watched now.
     pub fn watched_devs(&self) -> Result<std::collections::BTreeSet<u32>, ProbeError> {
         let map = self.bpf.map(names::DISKS).ok_or(ProbeError::Map(
             names::DISKS,

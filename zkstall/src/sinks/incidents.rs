@@ -529,6 +529,9 @@ impl FlightRecorder {
             Note::Watch { disk, .. } if self.watches.len() < KEEP => {
                 self.watches.insert(disk.clone(), n.clone());
             }
+            Note::Unwatch { disk, .. } => {
+                self.watches.remove(disk);
+            }
             Note::Helper { pid, .. } if self.helpers.len() < KEEP => {
                 self.helpers.insert(*pid, n.clone());
             }

@@ -105,8 +105,9 @@ pub struct Summary {
     pub decode_errors: u64,
     /// Calls reported while running, as they crossed the threshold.
     pub crossed: u64,
-    /// Requests on watched disks completed, and the kinds that could not be paired with
-    /// a submission: queued before their disk was watched.
+    /// Requests on watched disks completed, and those that could not be paired with a
+    /// submission (queued before their disk was watched, or whose start the kernel did not
+    /// run the probe for).
     pub io_watched: u64,
     pub io_unmatched: u64,
     /// Requests merged into others, entries replaced because their struct was reused
@@ -122,11 +123,19 @@ pub struct Summary {
     /// Those, by disk and cgroup.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub other_disks: Vec<crate::recording::OtherDisk>,
-    /// Requests on those disks the block layer completed and the probes never saw (the
-    /// kernel skipped their runs without counting them): a lower bound, by disk.
+    /// Requests the block layer completed and the probes never saw (the kernel skipped
+    /// their runs without counting them), on any disk: a lower bound, by disk.
     pub io_unseen: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unseen_disks: Vec<crate::recording::UnseenDisk>,
+    /// On watched disks: completions the block layer counted that the probes did not see,
+    /// requests held in flight that the disk no longer had (dropped), and the windows
+    /// they fell in (verdicts over them say incomplete).
+    pub unseen_watched: u64,
+    pub stale_requests: u64,
+    pub unseen_windows: u64,
+    /// Disks no longer watched because no traced process used them any more.
+    pub unwatched: u64,
     /// Entries refused by full kernel maps (requests, threads, dirty).
     pub map_full: u64,
     pub stack_errors: u64,

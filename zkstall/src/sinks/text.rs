@@ -300,9 +300,17 @@ impl<W: Write> Sink for TextSink<W> {
         if !s.watched.is_empty() {
             writeln!(
                 self.w,
-                "         disks watched request by request: {}; {} request(s) completed there",
+                "         disks watched request by request: {}; {} request(s) completed there{}",
                 s.watched.join(", "),
-                s.io_watched
+                s.io_watched,
+                if s.unwatched > 0 {
+                    format!(
+                        " ({} no longer watched: no traced process used them any more)",
+                        s.unwatched
+                    )
+                } else {
+                    String::new()
+                }
             )?;
         }
         let mut lost = Vec::new();
@@ -332,7 +340,7 @@ impl<W: Write> Sink for TextSink<W> {
                 })
                 .collect();
             lost.push(format!(
-                "{} request(s) on other disks that the block layer completed and the probes never saw (the kernel skipped those runs without counting them): {}",
+                "{} request(s) that the block layer completed and the probes never saw (the kernel skipped those runs without counting them): {}",
                 s.io_unseen,
                 by_disk.join(", ")
             ));
@@ -349,10 +357,28 @@ impl<W: Write> Sink for TextSink<W> {
                 s.history_shed
             ));
         }
+        if s.unseen_windows > 0 {
+            lost.push(format!(
+                "on watched disks, {} completion(s) the probes did not see and {} request(s) held in flight that the disk no longer had, in {} window(s) (verdicts over them say incomplete)",
+                s.unseen_watched, s.stale_requests, s.unseen_windows
+            ));
+        }
         if s.io_unmatched > 0 {
             lost.push(format!(
-                "{} request(s) completed that were queued before their disk was watched",
-                s.io_unmatched
+                "{} of {} request(s) on watched disks completed unpaired (queued before their disk was watched, or their start was not seen)",
+                s.io_unmatched, s.io_watched
+            ));
+        }
+        if s.io_stale > 0 {
+            lost.push(format!(
+                "{} request entries replaced because their request was reused (a completion not seen)",
+                s.io_stale
+            ));
+        }
+        if s.calls_thread_exited > 0 {
+            lost.push(format!(
+                "{} call(s) closed by their thread's exit (not reported as calls)",
+                s.calls_thread_exited
             ));
         }
         if s.untimed > 0 {
