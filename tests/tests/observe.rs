@@ -350,3 +350,123 @@ fn a_writer_over_a_low_dirty_limit_shows_balance_dirty_pages_pauses() {
         "the sysctl is restored"
     );
 }
+
+/// A thread sleeping in clock_nanosleep is woken by its timer. With every CPU busy with
+/// another process, some task is always on the CPU when the timer fires: the waker is the
+/// interrupt or timer context, never that task.
+#[test]
+fn a_thread_woken_by_its_timer_names_the_timer_not_the_task_that_was_on_the_cpu() {
+    if !can_run_root_tests(
+        "a_thread_woken_by_its_timer_names_the_timer_not_the_task_that_was_on_the_cpu",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut hogs: Vec<Proc> = (0..2)
+        .map(|_| {
+            Proc::spawn(
+                "cpu hog",
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .stdin(Stdio::null()),
+            )
+        })
+        .collect();
+    let hog_pids: Vec<u64> = hogs.iter().map(|h| h.pid() as u64).collect();
+    let mut napper = Proc::spawn(
+        "napper",
+        Command::new("python3")
+            .args([
+                "-c",
+                "import time\nfor _ in range(600):\n    time.sleep(0.01)",
+            ])
+            .stdin(Stdio::null()),
+    );
+    let tracer = start_tracer(napper.pid(), &["--threshold", "10s"]);
+    let _ = napper.wait_for_exit(Duration::from_secs(60));
+    for h in &mut hogs {
+        let _ = h.child.kill();
+    }
+    let records = finish_tracer(tracer);
+    let naps: Vec<&Value> = of_type(&records, "blocked")
+        .into_iter()
+        .filter(|r| r["syscall"] == "clock_nanosleep" && r["state"] == "S")
+        .collect();
+    assert!(naps.len() >= 20, "too few sleeps seen: {}", naps.len());
+    for r in &naps {
+        let ctx = r["waker_context"].as_str().unwrap_or("task");
+        assert!(
+            matches!(ctx, "timer" | "irq" | "softirq"),
+            "a timer's wakeup blamed on a task: {r}"
+        );
+        assert!(r["waker"].is_null(), "{r}");
+        assert!(
+            !hog_pids.contains(&r["waker"]["pid"].as_u64().unwrap_or(0)),
+            "{r}"
+        );
+    }
+}
+
+/// A thread blocked in a page fault (a write to a shared mapping of a file on a frozen
+/// filesystem) is in no syscall: its interval must not carry one (the registers at a fault
+/// hold the fault's error code where a syscall's number would be).
+#[test]
+fn a_thread_blocked_in_a_page_fault_is_not_labelled_with_a_syscall() {
+    if !can_run_root_tests("a_thread_blocked_in_a_page_fault_is_not_labelled_with_a_syscall") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = LoopDev::new(64);
+    let mnt = Mount::ext4(&lo.dev);
+    let file = mnt.dir.join("mapped");
+    std::fs::write(&file, vec![0u8; 4096]).unwrap();
+    let go = scratch_dir("zkstall-fault").join("go");
+    let _go_dir = RemoveOnDrop(go.parent().unwrap().to_path_buf());
+    // Maps the file, waits for `go` (outside the frozen filesystem), then writes to the
+    // clean page: page_mkwrite waits for the thaw.
+    let script = format!(
+        "import mmap, os, time\n\
+         f = open({file:?}, 'r+b')\n\
+         m = mmap.mmap(f.fileno(), 4096)\n\
+         os.sync()\n\
+         print('ready', flush=True)\n\
+         while not os.path.exists({go:?}):\n    time.sleep(0.01)\n\
+         m[0] = 1\n\
+         m.flush()\n",
+        file = file.display().to_string(),
+        go = go.display().to_string(),
+    );
+    let mut writer = Proc::spawn(
+        "fault writer",
+        Command::new("python3")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    );
+    let ready = lines_of(writer.child.stdout.take().unwrap());
+    wait_for_line(&ready, "ready", Duration::from_secs(30));
+    let tracer = start_tracer(writer.pid(), &["--threshold", "10s"]);
+    let mut freeze = Freeze::new(&mnt.dir);
+    std::fs::write(&go, b"").unwrap();
+    wait_until("the writer blocked in its fault", Duration::from_secs(10), || {
+        thread_state(writer.pid()) == Some('D')
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    freeze.thaw();
+    assert!(writer.wait_for_exit(Duration::from_secs(30)).success());
+    let records = finish_tracer(tracer);
+    let faults: Vec<&Value> = of_type(&records, "blocked")
+        .into_iter()
+        .filter(|r| {
+            r["state"] == "D"
+                && r["duration_ms"].as_f64().unwrap_or(0.0) >= 400.0
+                && r["stack"].to_string().contains("page_mkwrite")
+        })
+        .collect();
+    assert_eq!(faults.len(), 1, "{:#?}", of_type(&records, "blocked"));
+    assert!(
+        faults[0]["syscall"].is_null(),
+        "a page fault labelled as a syscall: {}",
+        faults[0]
+    );
+}

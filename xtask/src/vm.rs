@@ -88,6 +88,12 @@ const TCG_SKIPS: &[(&str, &str, &str)] = &[
     ),
     (
         "verdicts",
+        "a_cgroup_v2_io_max_limit_is_io_throttled",
+        "the same scenario as a_cgroup_io_limit_on_the_disk_is_io_throttled (the guest's \
+         cgroups are cgroup2 already): skipped for the same reason",
+    ),
+    (
+        "verdicts",
         "a_memory_cgroup_at_its_limit_is_memory_reclaim",
         "an emulated CPU spends the 20 ms threshold copying each write (unknown: on CPU), and \
          the slow writer does not drive its memory cgroup into reclaim",
@@ -101,7 +107,7 @@ const TCG_SKIPS: &[(&str, &str, &str)] = &[
     ),
     (
         "verdicts",
-        "a_competing_dd_with_conv_fsync_is_journal_wait_or_contention_naming_dd",
+        "a_competing_dd_with_conv_fsync_is_contention_naming_dd",
         "emulated, fdatasyncs pass the 50 ms threshold on their own journal commits, and dd's \
          writeback reaches the device in bursts: a slow call between bursts waits on a commit \
          full of dd's handles with no dd bytes on the device, so dd is not its top contender",

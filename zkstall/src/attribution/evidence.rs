@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::{Contender, Span, ms};
+use super::{Contender, ContenderKind, Span, ms};
 use crate::{
     clock::MonoNs,
     decode::SchedState,
@@ -34,8 +34,7 @@ pub struct LayerEvidence {
     pub dev: String,
     /// 0: the disk holding the file's filesystem; 1: the one below it; ...
     pub depth: u32,
-    /// disk, loop, device_mapper, md.
-    pub kind: &'static str,
+    pub kind: LayerKindName,
     /// The partition the file's filesystem is on, when it is on one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
@@ -559,13 +558,23 @@ fn ios_in(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> Vec<&Io> {
         .collect()
 }
 
-/// How a layer is named in evidence.
-fn kind_name(k: &LayerKind) -> &'static str {
+/// What a layer is, as evidence names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerKindName {
+    #[default]
+    Disk,
+    Loop,
+    DeviceMapper,
+    Md,
+}
+
+fn kind_name(k: &LayerKind) -> LayerKindName {
     match k {
-        LayerKind::Disk => "disk",
-        LayerKind::Loop { .. } => "loop",
-        LayerKind::DeviceMapper => "device_mapper",
-        LayerKind::Md => "md",
+        LayerKind::Disk => LayerKindName::Disk,
+        LayerKind::Loop { .. } => LayerKindName::Loop,
+        LayerKind::DeviceMapper => LayerKindName::DeviceMapper,
+        LayerKind::Md => LayerKindName::Md,
     }
 }
 
@@ -678,11 +687,11 @@ pub fn layer_evidence(
                         blkio_cgroup: None,
                         memory_cgroup: None,
                         kind: match c.kind {
-                            PartyKind::Task => "task",
-                            PartyKind::Cgroup => "cgroup",
-                            PartyKind::Process => "relayed",
-                            PartyKind::Layer => "device",
-                            _ => "kernel",
+                            PartyKind::Task => ContenderKind::Task,
+                            PartyKind::Cgroup => ContenderKind::Cgroup,
+                            PartyKind::Process => ContenderKind::Relayed,
+                            PartyKind::Layer => ContenderKind::Device,
+                            _ => ContenderKind::Kernel,
                         },
                         same_process: w == Whose::Process,
                         bytes: 0,
@@ -791,7 +800,7 @@ pub fn layer_evidence(
 fn backing_held(h: &History, path: &[Layer], layers: &mut [LayerEvidence]) {
     for i in 0..layers.len() {
         let l = &layers[i];
-        let (Some(gs), true) = (l.gap_start_ns, l.kind == "loop") else {
+        let (Some(gs), true) = (l.gap_start_ns, l.kind == LayerKindName::Loop) else {
             continue;
         };
         let Some(bi) = layers.iter().position(|b| b.depth == l.depth + 1) else {
@@ -876,10 +885,10 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     for l in &call.disks.layers {
         let (mut le, mut cs) = layer_evidence(h, l, call, win);
         for c in &mut cs {
-            if c.kind == "task" && c.pid != 0 && c.pid != c.tid {
+            if c.kind == ContenderKind::Task && c.pid != 0 && c.pid != c.tid {
                 c.process = enrich.thread_name(c.pid, c.pid).filter(|p| *p != c.comm);
             }
-            if c.kind == "task" && c.pid != 0 {
+            if c.kind == ContenderKind::Task && c.pid != 0 {
                 let pc = enrich.process_cgroups(c.pid);
                 c.blkio_cgroup = pc.blkio;
                 c.memory_cgroup = pc.memory;

@@ -84,6 +84,23 @@ pub struct Link {
 }
 
 /// Another party's share of a disk during the call.
+
+/// What kind of party a contender is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContenderKind {
+    /// A thread (its own I/O, or writeback of pages it dirtied).
+    Task,
+    /// I/O a kernel thread relayed for a cgroup of several processes (or none known).
+    Cgroup,
+    /// I/O a kernel thread relayed for the only process of a cgroup (its thread unknown).
+    Relayed,
+    /// A block device above relaying its own I/O (a loop device writing its backing file).
+    Device,
+    /// A kernel thread on its own account, or nobody known.
+    Kernel,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Contender {
     pub pid: u32,
@@ -101,8 +118,7 @@ pub struct Contender {
     pub blkio_cgroup: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_cgroup: Option<String>,
-    /// task, cgroup, kernel.
-    pub kind: &'static str,
+    pub kind: ContenderKind,
     /// A thread of the traced process itself (ZooKeeper's Snapshot Thread, say).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub same_process: bool,

@@ -2,7 +2,7 @@
 //! evidence. It only states what the evidence shows.
 
 use super::{
-    Contender, Span,
+    Contender, ContenderKind, Span,
     evidence::{Gathered, Stage},
     ms,
     rules::{Finding, Verdict},
@@ -21,13 +21,13 @@ pub fn size(bytes: u64) -> String {
 /// `dd (pid 812)`, `java / Snapshot Thread (pid 20 tid 31, same process)`.
 pub fn who(c: &Contender) -> String {
     match c.kind {
-        "cgroup" => c.comm.clone(),
-        "relayed" if c.same_process => format!(
+        ContenderKind::Cgroup => c.comm.clone(),
+        ContenderKind::Relayed if c.same_process => format!(
             "its own process's I/O (pid {}), relayed by the kernel for cgroup {}",
             c.pid,
             c.cgroup.as_deref().unwrap_or("?")
         ),
-        "relayed" => format!(
+        ContenderKind::Relayed => format!(
             "{} (pid {}), relayed by the kernel for cgroup {}",
             c.comm,
             c.pid,
@@ -349,11 +349,11 @@ fn unknown(call: &Span, g: &Gathered, f: &Finding, dur: f64) -> String {
             s.push_str(&format!("; {} saw no block I/O during it", l.disk));
         } else if let Some(p) = &l.latency_ms {
             match l.usual_p50_ms {
-                Some(u) if p.p50 > u * 10.0 => s.push_str(&format!(
+                Some(u) if p.p50 > u * super::rules::Thresholds::DEFAULT.slow_factor => s.push_str(&format!(
                     "; {} answered slowly (p50 {:.2} ms, usually {:.2} ms) without stalling",
                     l.disk, p.p50, u
                 )),
-                None if p.p50 > 100.0 => s.push_str(&format!(
+                None if p.p50 > super::rules::Thresholds::DEFAULT.slow_abs_ms => s.push_str(&format!(
                     "; {} answered slowly (p50 {:.2} ms) without stalling",
                     l.disk, p.p50
                 )),

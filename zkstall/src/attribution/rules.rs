@@ -63,43 +63,61 @@ impl Verdict {
         }
     }
 
-    /// When the verdict is reached (the README's table is checked against these).
-    pub fn describe(self) -> &'static str {
+    /// When the verdict is reached, with the numbers of [`Thresholds::DEFAULT`] (the
+    /// README's table is checked against these, so a threshold changed here shows there).
+    pub fn describe(self) -> String {
+        let t = Thresholds::DEFAULT;
+        let pct = |x: f64| format!("{:.0}%", x * 100.0);
+        let (stall, dominant, starved) = (
+            pct(t.stall_share),
+            pct(t.dominant_share),
+            pct(t.starvation_share),
+        );
         match self {
-            Verdict::DeviceStall => {
-                "a disk under the file had requests in flight and completed none for >= 50% of the call and >= 500 ms, while the call waited on something a stopped disk holds up (not a frozen filesystem or a lock) for >= 50% of it (the lowest such layer is named; its history must cover the call; not a disk saturated by others, >= 8 requests in flight, nor a loop device held back by the disk under it)"
+            Verdict::DeviceStall => format!(
+                "a disk under the file had requests in flight and completed none for >= {stall} of the call and >= {} ms, while the call waited on something a stopped disk holds up (not a frozen filesystem or a lock) for >= {stall} of it (the lowest such layer is named; its history must cover the call; not a disk saturated by others, >= {} requests in flight, nor a loop device held back by the disk under it)",
+                t.stall_min_ns / 1_000_000,
+                t.saturated_depth
+            ),
+            Verdict::CpuStarvation => format!(
+                "runnable but not running for >= {starved} of the call; or the journal commit it waited on was, its journal thread runnable for >= {starved} of the commit; or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= {starved} of it"
+            ),
+            Verdict::JvmPause => format!(
+                "the syscall returned, then a JVM held the thread (woken by its VM thread, or with >= {} other threads stopped) for >= {starved} of what its caller measured",
+                t.pause_min_stopped
+            ),
+            Verdict::MemoryReclaim => format!(
+                "reclaiming memory itself (direct or memory-cgroup reclaim) for >= {dominant} of the call"
+            ),
+            Verdict::LowSpace => format!(
+                "waiting >= {dominant} of the call for writeback forced by low free space"
+            ),
+            Verdict::DirtyThrottle => {
+                format!("paused in balance_dirty_pages for >= {dominant} of the call")
             }
-            Verdict::CpuStarvation => {
-                "runnable but not running for >= 50% of the call; or the journal commit it waited on was, its journal thread runnable for >= 50% of the commit; or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= 50% of it"
-            }
-            Verdict::JvmPause => {
-                "the syscall returned, then a JVM held the thread (woken by its VM thread, or with >= 2 other threads stopped) for >= 50% of what its caller measured"
-            }
-            Verdict::MemoryReclaim => {
-                "reclaiming memory itself (direct or memory-cgroup reclaim) for >= 30% of the call"
-            }
-            Verdict::LowSpace => {
-                "waiting >= 30% of the call for writeback forced by low free space"
-            }
-            Verdict::DirtyThrottle => "paused in balance_dirty_pages for >= 30% of the call",
-            Verdict::IoThrottled => {
-                "waiting >= 30% of the call for its own I/O while its cgroup has an I/O limit on the disk, with that cgroup's I/O at >= 50% of the limit or held above the block layer"
-            }
-            Verdict::DeviceContention => {
-                "waiting >= 30% of the call for its own I/O or a journal commit while others' I/O dominated the disk (>= 1 MiB or 16 requests, more than its own); via journal, writeback or block_queue"
-            }
-            Verdict::JournalWait => {
-                "waiting >= 30% of the call for a journal commit that was slow on its own"
-            }
-            Verdict::OwnIo => {
-                "waiting >= 30% of the call for its own I/O, which dominated the disk, at the disk's usual latency"
-            }
-            Verdict::FsBlocked => {
-                "blocked >= 30% of the call in the filesystem (a lock, a frozen filesystem) with no I/O of its own in flight"
-            }
-            Verdict::Unknown => {
-                "none of the above: the headline names where the time went as far as it is known, the frame it waited at, and what is missing"
-            }
+            Verdict::IoThrottled => format!(
+                "waiting >= {dominant} of the call for its own I/O while its cgroup has an I/O limit on the disk, with that cgroup's I/O at >= {} of the limit or held above the block layer",
+                pct(t.throttle_utilization)
+            ),
+            Verdict::DeviceContention => format!(
+                "waiting >= {dominant} of the call for its own I/O or a journal commit while others' I/O dominated the disk (>= {} MiB or {} requests, more than its own); via journal, writeback or block_queue",
+                t.contention_min_bytes >> 20,
+                t.contention_min_requests
+            ),
+            Verdict::JournalWait => format!(
+                "waiting >= {dominant} of the call for a journal commit that was slow on its own"
+            ),
+            Verdict::OwnIo => format!(
+                "waiting >= {dominant} of the call for its own I/O at the disk's usual latency (under {}x its usual p50, or {} ms when that is not known), others' I/O there less than its own or too little to be contention (under {} MiB and {} requests)",
+                t.slow_factor,
+                t.slow_abs_ms,
+                t.contention_min_bytes >> 20,
+                t.contention_min_requests
+            ),
+            Verdict::FsBlocked => format!(
+                "blocked >= {dominant} of the call in the filesystem (a lock, a frozen filesystem) with no I/O of its own in flight"
+            ),
+            Verdict::Unknown => "none of the above: the headline names where the time went as far as it is known, the frame it waited at, and what is missing".into(),
         }
     }
 
@@ -142,6 +160,8 @@ pub struct Thresholds {
     /// Requests in flight from which a pause in completions, under others' load, is
     /// saturation rather than a stop.
     pub saturated_depth: u32,
+    /// A cgroup's I/O at this share of its limit or more is held back by it.
+    pub throttle_utilization: f64,
 }
 
 impl Thresholds {
@@ -156,6 +176,7 @@ impl Thresholds {
         slow_abs_ms: 100.0,
         pause_min_stopped: 2,
         saturated_depth: 8,
+        throttle_utilization: 0.5,
     };
 }
 
@@ -551,7 +572,7 @@ fn io_throttled(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     if share(g, wait) < t.dominant_share {
         return None;
     }
-    if lim.utilization < 0.5 && share(g, held) < t.dominant_share {
+    if lim.utilization < t.throttle_utilization && share(g, held) < t.dominant_share {
         return None;
     }
     let mut chain = vec![call_link(call, g)];

@@ -1,5 +1,5 @@
-//! Verdicts on hand-built histories. Each fixture is also checked by
-//! [`headline_never_contradicts_evidence`].
+//! Verdicts on hand-built histories. Each fixture's explanation is also checked by
+//! [`assert_consistent`]: no headline contradicts its own evidence.
 
 use super::*;
 use crate::{
@@ -175,13 +175,61 @@ fn assert_consistent(c: &Span, e: &Explanation) {
             "a stall needs a gap of half the call with requests in flight: {ev:?}"
         );
     }
+    let t = rules::Thresholds::DEFAULT;
+    let stage = |k: &str| e.stages.get(k).copied().unwrap_or(0.0);
     match e.verdict {
         Verdict::DeviceContention => assert!(
             !e.contenders.is_empty() && ev.layers.iter().any(|l| l.bytes_others > l.bytes_thread),
             "contention names contenders that moved more than the thread: {e:?}"
         ),
-        Verdict::OwnIo => assert!(ev.bytes_target > 0 && ev.bytes_target >= ev.bytes_others),
-        Verdict::JvmPause => assert!(ev.after_syscall_ms.is_some()),
+        Verdict::OwnIo => {
+            let top = &ev.layers[0];
+            assert!(ev.bytes_target > 0, "own I/O of nothing: {e:?}");
+            assert!(
+                ev.bytes_target >= ev.bytes_others
+                    || (top.bytes_others < t.contention_min_bytes
+                        && top.requests_others < t.contention_min_requests),
+                "own_io while others' I/O was contention: {e:?}"
+            );
+        }
+        Verdict::JvmPause => {
+            assert!(ev.after_syscall_ms.is_some());
+            assert!(stage("after_return") >= t.starvation_share * dur, "{e:?}");
+        }
+        Verdict::CpuStarvation => assert!(
+            stage("run_queue") >= t.starvation_share * dur
+                || e.via == Some("journal")
+                || (e.via == Some("jvm_pause")
+                    && ev.after_others_runq_ms.unwrap_or(0.0)
+                        >= t.starvation_share * stage("after_return")),
+            "starvation without the time runnable: {e:?}"
+        ),
+        Verdict::IoThrottled => {
+            let lim = ev.io_limit.as_ref().expect("io_throttled names the limit");
+            assert!(
+                ev.layers.iter().any(|l| l.disk == lim.disk_name),
+                "the limit is on a disk under the file: {e:?}"
+            );
+            assert!(e.headline.contains("I/O limit"), "{}", e.headline);
+        }
+        Verdict::MemoryReclaim => {
+            assert!(stage("reclaim") >= t.dominant_share * dur, "{e:?}");
+        }
+        Verdict::LowSpace => {
+            assert!(stage("low_space") >= t.dominant_share * dur, "{e:?}");
+        }
+        Verdict::DirtyThrottle => assert!(
+            ev.throttle_pause_ms.max(stage("dirty_throttle")) >= t.dominant_share * dur,
+            "{e:?}"
+        ),
+        Verdict::FsBlocked => {
+            assert!(stage("fs_wait") >= t.dominant_share * dur, "{e:?}");
+        }
+        Verdict::Unknown => assert!(
+            e.headline.contains("no traced signal") || e.headline.contains("no cause"),
+            "unknown says what is unknown: {}",
+            e.headline
+        ),
         _ => {}
     }
 }
@@ -1019,7 +1067,7 @@ fn the_timeline_merges_states_per_thread_and_leaves_idle_sleepers_out() {
     let e = explain_it(&call(0, 100), &h);
     let tids: Vec<u32> = e.timeline.iter().map(|t| t.tid).collect();
     assert_eq!(tids, vec![SYNC, 300], "{:?}", e.timeline);
-    assert_eq!(e.timeline[1].role, "waited_on_caller");
+    assert_eq!(e.timeline[1].role, timeline::Role::WaitedOnCaller);
     assert_eq!(e.timeline_omitted, 1);
     assert!(
         e.timeline[0].states.starts_with("D 89.0 ms"),

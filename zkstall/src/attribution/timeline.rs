@@ -31,9 +31,36 @@ pub struct TimelineEntry {
     pub waker: Option<String>,
     /// Time by state: `D 4044.8 ms, R 0.3 ms`.
     pub states: String,
-    /// caller, woke_caller (it woke the calling thread), waited_on_caller (the caller
-    /// woke it), blocked (D), runnable.
-    pub role: &'static str,
+    pub role: Role,
+}
+
+/// Why a thread is on the timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The thread that made the call.
+    Caller,
+    /// It woke the calling thread.
+    WokeCaller,
+    /// The caller woke it: it waited on the call (ZooKeeper's request pipeline behind its
+    /// SyncThread).
+    WaitedOnCaller,
+    /// In D for a noticeable part of the call.
+    Blocked,
+    /// Runnable without a CPU for a noticeable part of the call.
+    Runnable,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Caller => "caller",
+            Role::WokeCaller => "woke_caller",
+            Role::WaitedOnCaller => "waited_on_caller",
+            Role::Blocked => "blocked",
+            Role::Runnable => "runnable",
+        }
+    }
 }
 
 const MAX_TIMELINE: usize = 20;
@@ -82,15 +109,15 @@ pub fn timeline(call: &Span, h: &History) -> (Vec<TimelineEntry>, u32) {
         let d = by_state.get("D").copied().unwrap_or(0);
         let r = by_state.get("R").copied().unwrap_or(0);
         let role = if tid == call.tid {
-            "caller"
+            Role::Caller
         } else if caller_wakers.contains(&tid) {
-            "woke_caller"
+            Role::WokeCaller
         } else if woken_by_caller && total * 20 >= dur {
-            "waited_on_caller"
+            Role::WaitedOnCaller
         } else if d * 10 >= dur {
-            "blocked"
+            Role::Blocked
         } else if r * 10 >= dur {
-            "runnable"
+            Role::Runnable
         } else {
             omitted += 1;
             continue;
@@ -127,8 +154,8 @@ pub fn timeline(call: &Span, h: &History) -> (Vec<TimelineEntry>, u32) {
     }
     // The calling thread first, then by time off CPU.
     out.sort_by(|a, b| {
-        (b.role == "caller")
-            .cmp(&(a.role == "caller"))
+        (b.role == Role::Caller)
+            .cmp(&(a.role == Role::Caller))
             .then(b.duration_ms.total_cmp(&a.duration_ms))
     });
     if out.len() > MAX_TIMELINE {

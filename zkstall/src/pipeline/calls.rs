@@ -143,7 +143,9 @@ impl Pipeline {
                 _ => {
                     let by_vm = matches!(&b.waker, Some(crate::history::WakerInfo::Task { pid, thread, .. })
                         if *pid == task.pid && crate::attribution::evidence::is_jvm_internal(thread));
-                    by_vm || self.others_stopped(task, b.off, b.on) >= 2
+                    by_vm
+                        || self.others_stopped(task, b.off, b.on)
+                            >= crate::attribution::rules::Thresholds::DEFAULT.pause_min_stopped as usize
                 }
             };
             if !counts {

@@ -141,12 +141,13 @@ impl Pipeline {
         comm: String,
         sink: &mut dyn Sink,
     ) -> io::Result<()> {
+        let exited = change == ThreadChange::Exit;
         let change = match change {
             ThreadChange::New => "new",
             ThreadChange::Exit => "exit",
             ThreadChange::Rename => "rename",
         };
-        if change == "exit" {
+        if exited {
             // A call it was inside never returns: closed, not reported later.
             self.calls.thread_exit(tid);
             self.stuck_stacks.remove(&tid);
@@ -162,7 +163,7 @@ impl Pipeline {
             ts_ns: ts.0,
         };
         self.out(sink, EventRecord::Thread(rec))?;
-        if change == "exit" {
+        if exited {
             self.enrich.forget_thread(tid);
         }
         Ok(())

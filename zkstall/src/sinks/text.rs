@@ -209,7 +209,7 @@ fn explanation(w: &crate::attribution::Explanation) -> String {
                         let mut g: Vec<String> = c
                             .cgroup
                             .iter()
-                            .filter(|_| c.kind != "cgroup")
+                            .filter(|_| c.kind != crate::attribution::ContenderKind::Cgroup)
                             .cloned()
                             .collect();
                         for (k, v) in [("blkio", &c.blkio_cgroup), ("memory", &c.memory_cgroup)] {
@@ -245,7 +245,7 @@ fn explanation(w: &crate::attribution::Explanation) -> String {
                 .as_ref()
                 .map(|w| format!(", woken by {w}"))
                 .unwrap_or_default(),
-            t.role
+            t.role.name()
         ));
     }
     if w.timeline_omitted > 0 {
