@@ -1352,6 +1352,7 @@ pub fn assert_supported(r: &serde_json::Value) {
         // A limit on a disk under the file, and the call waited for its I/O.
         "io_throttled" => {
             let waited = stage("writeback_wait")
+                + stage("io_throttle")
                 + stage("device_queue")
                 + stage("device_service")
                 + stage("short_device_waits");

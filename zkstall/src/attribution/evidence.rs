@@ -383,6 +383,9 @@ pub enum Stage {
     /// Waiting for writeback with nothing of its own in flight and the disk idle (held
     /// above the block layer: throttling, a frozen filesystem).
     WritebackWait,
+    /// The same while its cgroup has an I/O limit on the disk: held by blk-throttle above
+    /// the block layer (its bios reach the block layer only when the limit lets them).
+    IoThrottle,
     DirtyThrottle,
     Reclaim,
     LowSpace,
@@ -407,6 +410,7 @@ impl Stage {
             Stage::DeviceQueue => "device_queue",
             Stage::DeviceService => "device_service",
             Stage::WritebackWait => "writeback_wait",
+            Stage::IoThrottle => "io_throttle",
             Stage::DirtyThrottle => "dirty_throttle",
             Stage::Reclaim => "reclaim",
             Stage::LowSpace => "low_space",
@@ -453,6 +457,10 @@ pub struct Gathered<'a> {
     pub after_runq_ns: u64,
     pub after_woken_by_own_work: bool,
     pub after_woken_by_vm: bool,
+    /// Asleep waiting for a journal commit (or log force), all of it; and the part of it
+    /// charged to the device's queue (the journal's requests behind others').
+    pub journal_ns: u64,
+    pub journal_queue_ns: u64,
     /// Requests of the thread in flight during the window (union, ns).
     pub own_inflight_ns: u64,
     pub dur_ns: u64,
@@ -522,6 +530,25 @@ fn union(mut iv: Vec<(MonoNs, MonoNs)>) -> Vec<(MonoNs, MonoNs)> {
         match out.last_mut() {
             Some(last) if a <= last.1 => last.1 = last.1.max(b),
             _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The intersection of two unions (each sorted, disjoint).
+fn intersect(a: &[(MonoNs, MonoNs)], b: &[(MonoNs, MonoNs)]) -> Vec<(MonoNs, MonoNs)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let lo = a[i].0.max(b[j].0);
+        let hi = a[i].1.min(b[j].1);
+        if lo < hi {
+            out.push((lo, hi));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
         }
     }
     out
@@ -966,6 +993,29 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             .collect(),
     );
     let own_inflight_ns = measure(&own_any, win);
+    // While it waited for a journal commit: when the journal's requests were in flight
+    // together with others' (the commit's writes queued behind them), that part of the
+    // wait is the device's queue, the deeper cause.
+    let top_ios = call
+        .disks
+        .top()
+        .map(|l| ios_in(h, l.disk, win))
+        .unwrap_or_default();
+    let journal_io = union(
+        top_ios
+            .iter()
+            .filter(|io| whose(io, call) == Whose::Journal)
+            .map(|io| (io.start(), io.end_or(call.end)))
+            .collect(),
+    );
+    let others_io = union(
+        top_ios
+            .iter()
+            .filter(|io| matches!(whose(io, call), Whose::Other | Whose::Process))
+            .map(|io| (io.start(), io.end_or(call.end)))
+            .collect(),
+    );
+    let journal_behind_others = intersect(&journal_io, &others_io);
 
     // 4. The calling thread's time, by stage.
     let mut stages: BTreeMap<Stage, u64> = BTreeMap::new();
@@ -982,6 +1032,8 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     let mut after_runq = 0u64;
     let mut after_by_own = false;
     let mut after_by_vm = false;
+    // Time asleep waiting for the journal, and the part of it charged to the device queue.
+    let (mut journal_ns, mut journal_queue_ns) = (0u64, 0u64);
     let mut longest: Option<(&Blocked, u64)> = None;
     for b in &mine {
         let rq = overlap(b.runq(), in_call);
@@ -1025,7 +1077,13 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         let sw = b.sleep();
         let sw = (sw.0.max(in_call.0), sw.1.min(in_call.1));
         match site {
-            Site::Journal => add(&mut stages, Stage::JournalWait, sl),
+            Site::Journal => {
+                let behind = measure(&journal_behind_others, sw).min(sl);
+                add(&mut stages, Stage::DeviceQueue, behind);
+                add(&mut stages, Stage::JournalWait, sl - behind);
+                journal_ns += sl;
+                journal_queue_ns += behind;
+            }
             Site::DirtyThrottle => add(&mut stages, Stage::DirtyThrottle, sl),
             Site::Reclaim => add(&mut stages, Stage::Reclaim, sl),
             Site::LowSpace => add(&mut stages, Stage::LowSpace, sl),
@@ -1086,6 +1144,9 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             s_ns += sl;
         }
         *by_site.entry(site).or_default() += sl;
+        if site == Site::Journal {
+            journal_ns += sl;
+        }
         let stage = match site {
             Site::Journal => Stage::JournalWait,
             Site::DirtyThrottle => Stage::DirtyThrottle,
@@ -1249,6 +1310,14 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         break;
     }
 
+    // With an I/O limit on a disk under the file, the waits with nothing of its own in the
+    // block layer are the throttle holding its bios back.
+    if ev.io_limit.is_some()
+        && let Some(w) = stages.remove(&Stage::WritebackWait)
+    {
+        add(&mut stages, Stage::IoThrottle, w);
+    }
+
     // 5. Throttling pauses of the thread (every history queue is in time order).
     let pause_ms: i64 = h
         .throttles
@@ -1348,6 +1417,8 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         after_runq_ns: after_runq,
         after_woken_by_own_work: after_by_own,
         after_woken_by_vm: after_by_vm,
+        journal_ns,
+        journal_queue_ns,
         own_inflight_ns,
         dur_ns: dur,
         syscall_end,

@@ -57,6 +57,7 @@ fn stage_words(s: Stage) -> &'static str {
         Stage::DeviceQueue => "waiting behind queued I/O",
         Stage::DeviceService => "waiting for its own I/O at the device",
         Stage::WritebackWait => "waiting for writeback with nothing of its own in flight",
+        Stage::IoThrottle => "held back by its cgroup's I/O limit",
         Stage::DirtyThrottle => "throttled for dirty pages",
         Stage::Reclaim => "reclaiming memory",
         Stage::LowSpace => "forcing writeback for free space",
@@ -151,7 +152,7 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                     "{top} kept {} busy ({} of others' I/O): this {dur:.0} ms {sc} waited {:.0} ms for the filesystem's log{}, whose writes queued behind it",
                     l.disk,
                     size(l.bytes_others),
-                    ms(g.stage(Stage::JournalWait)),
+                    ms(g.journal_ns),
                     ev.wait_frame
                         .as_ref()
                         .map(|f| format!(" (at {f})"))
@@ -171,7 +172,7 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
             }
         }
         Verdict::JournalWait => {
-            let jw = ms(g.stage(Stage::JournalWait));
+            let jw = ms(g.journal_ns);
             let detail = match &ev.journal {
                 Some(j) => {
                     let mut phases = Vec::new();
@@ -287,6 +288,7 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                 lim.write_iops,
                 lim.utilization * 100.0,
                 ms(g.stage(Stage::WritebackWait)
+                    + g.stage(Stage::IoThrottle)
                     + g.stage(Stage::DeviceQueue)
                     + g.stage(Stage::DeviceService)
                     + g.stage(Stage::ShortDeviceWaits))

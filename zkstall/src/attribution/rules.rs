@@ -251,9 +251,11 @@ fn share(g: &Gathered, ns: u64) -> f64 {
 
 /// How the call was stuck on the disk: through the journal, or its own writeback.
 fn mechanism(g: &Gathered) -> Option<&'static str> {
-    let j = g.stage(Stage::JournalWait);
-    let w =
-        g.stage(Stage::DeviceQueue) + g.stage(Stage::DeviceService) + g.stage(Stage::WritebackWait);
+    let j = g.journal_ns;
+    let w = g.stage(Stage::DeviceQueue).saturating_sub(g.journal_queue_ns)
+        + g.stage(Stage::DeviceService)
+        + g.stage(Stage::WritebackWait)
+        + g.stage(Stage::IoThrottle);
     if j == 0 && w == 0 {
         None
     } else if j >= w {
@@ -348,7 +350,7 @@ fn device_stall(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let l = &layers[idx];
     let mut chain = vec![call_link(call, g)];
     if let Some(j) = &g.ev.journal
-        && g.stage(Stage::JournalWait) > 0
+        && g.journal_ns > 0
     {
         chain.push(Link {
             what: "journal_commit",
@@ -395,6 +397,7 @@ fn device_dependent_ns(g: &Gathered) -> u64 {
                 s,
                 Stage::OnCpu
                     | Stage::RunQueue
+                    | Stage::IoThrottle
                     | Stage::AfterReturn
                     | Stage::FsLock
                     | Stage::Sleep
@@ -564,7 +567,7 @@ fn low_space(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
 /// I/O, and that cgroup's I/O ran near the limit (or was held above the block layer).
 fn io_throttled(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let lim = g.ev.io_limit.as_ref()?;
-    let held = g.stage(Stage::WritebackWait);
+    let held = g.stage(Stage::WritebackWait) + g.stage(Stage::IoThrottle);
     let wait = held
         + g.stage(Stage::DeviceQueue)
         + g.stage(Stage::DeviceService)
@@ -587,7 +590,7 @@ fn io_throttled(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
         via: None,
         chain,
         layer: g.ev.layers.iter().position(|l| l.disk == lim.disk_name),
-        stage: Some(Stage::WritebackWait),
+        stage: Some(Stage::IoThrottle),
     })
 }
 
@@ -600,7 +603,7 @@ fn contended(le: &LayerEvidence, t: &Thresholds) -> bool {
 /// Waited for a journal commit that was slow because its journal thread could not get a
 /// CPU.
 fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
-    let jw = g.stage(Stage::JournalWait);
+    let jw = g.journal_ns;
     if share(g, jw) < t.dominant_share {
         return None;
     }
@@ -637,7 +640,7 @@ fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
 /// Waited for a journal commit whose disk was busy with others' I/O: the others are the
 /// root cause, the journal the mechanism.
 fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
-    let jw = g.stage(Stage::JournalWait);
+    let jw = g.journal_ns;
     if share(g, jw) < t.dominant_share {
         return None;
     }
@@ -703,7 +706,7 @@ fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
 
 /// Waited for a journal commit that was slow on its own.
 fn journal_wait(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
-    let jw = g.stage(Stage::JournalWait);
+    let jw = g.journal_ns;
     if share(g, jw) < t.dominant_share {
         return None;
     }

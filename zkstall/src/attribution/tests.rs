@@ -459,6 +459,8 @@ fn a_journal_commit_behind_a_writer_is_contention_via_the_journal() {
     let mut h = History::default();
     watched(&mut h);
     h.io(io(0, "jbd2/loop1-8", 4096, 10, 20));
+    // The commit block, queued at 200 behind dd's writes, done at 330.
+    h.io(io(0, "jbd2/loop1-8", 4096, 200, 330));
     for i in 0..10 {
         h.io(io(777, "dd", 1 << 20, 20 + i * 30, 45 + i * 30));
     }
@@ -496,6 +498,11 @@ fn a_journal_commit_behind_a_writer_is_contention_via_the_journal() {
     assert!(e.headline.starts_with("dd (pid 777)"), "{}", e.headline);
     assert!(e.chain.iter().any(|l| l.what == "journal_commit"));
     assert!(e.chain.iter().any(|l| l.what == "requests_of"));
+    // The deepest cause wins each instant: while the commit's block (200..330) was in
+    // flight with dd's writes (200..225, 230..255, 260..285, 290..315), the wait is the
+    // device's queue; the rest of the 338 ms asleep is the journal.
+    assert_eq!(e.stages.get("device_queue"), Some(&100.0), "{:?}", e.stages);
+    assert_eq!(e.stages.get("journal_wait"), Some(&238.0), "{:?}", e.stages);
 }
 
 #[test]
@@ -1114,11 +1121,12 @@ fn held_back_by_its_cgroups_io_limit_is_io_throttled() {
             100 + i * 100,
             110 + i * 100,
         );
+        // The only process in /zk is ZooKeeper: its own I/O, thread unknown.
         r.charged = Party {
-            kind: PartyKind::Cgroup,
-            pid: 0,
+            kind: PartyKind::Process,
+            pid: ZK,
             tid: 0,
-            comm: "cgroup /zk".into(),
+            comm: "java".into(),
             cgroup: Some("/zk".into()),
         };
         r.blkcg = Some("/zk".into());
@@ -1157,6 +1165,15 @@ fn held_back_by_its_cgroups_io_limit_is_io_throttled() {
             .starts_with("cgroup /zk's I/O limit on loop1 (write 1.0 MB/s, blkio.throttle)"),
         "{}",
         e.headline
+    );
+    // Its own process's I/O, relayed by the throttle: never another party's.
+    assert!(e.contenders.iter().all(|c| c.same_process), "{:?}", e.contenders);
+    assert!(!e.headline.contains("own 0 B"), "{}", e.headline);
+    // The wait with nothing of its own in the block layer is the throttle's hold.
+    assert!(
+        e.stages.get("io_throttle").copied().unwrap_or(0.0) > 0.0,
+        "{:?}",
+        e.stages
     );
     // No limit: not io_throttled.
     assert_ne!(explain_it(&c, &h).verdict, Verdict::IoThrottled);
