@@ -740,6 +740,14 @@ fn writeback_forced_by_a_nearly_full_filesystem_is_low_space() {
             "{c}"
         );
     }
+    // The kernel's own word for it: the writer queued writeback with the reason
+    // fs_free_space (writeback:writeback_queue) during a low_space call.
+    assert!(
+        low.iter()
+            .any(|c| c["evidence"]["low_space_writeback"]["nr_pages"].as_i64() > Some(0)),
+        "{:#?}",
+        low
+    );
     // Nobody else writes here: no call may blame others or a stopped disk. (A write that
     // waits for the writeback of its own earlier data, stable pages, is own_io truthfully.)
     for c in &calls {

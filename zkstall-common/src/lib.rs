@@ -78,6 +78,7 @@ pub enum EventKind {
     Journal = 9,
     JournalStats = 10,
     Reclaim = 11,
+    LowSpace = 12,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -95,6 +96,7 @@ impl TryFrom<u32> for EventKind {
             9 => Self::Journal,
             10 => Self::JournalStats,
             11 => Self::Reclaim,
+            12 => Self::LowSpace,
             other => return Err(other),
         })
     }
@@ -375,7 +377,7 @@ pub struct Config {
     /// Offsets of the other tracepoint fields the programs read, indexed by [`Field`];
     /// 0 means "absent on this kernel" (every real field is past the common header).
     pub field: [u16; FIELD_COUNT],
-    pub _pad_f: u16,
+    pub _pad_f: [u16; 2],
     pub kernel: KernelOffsets,
     /// Write-family calls shorter than this are not sent to userspace.
     pub write_min_ns: u64,
@@ -393,8 +395,12 @@ pub struct Config {
     pub dirty_batch_pages: u32,
     /// 1 when the tp_btf sched_switch passes prev_state as its 4th argument (>= 5.18).
     pub switch_has_state_arg: u32,
+    /// writeback_queue's `reason` for writeback forced by low free space
+    /// (WB_REASON_FS_FREE_SPACE, from the format file's print fmt); u32::MAX: unknown.
+    pub wb_reason_free_space: u32,
+    pub _pad_end: u32,
 }
-const _: () = assert!(size_of::<Config>() == 200);
+const _: () = assert!(size_of::<Config>() == 216);
 
 impl Config {
     /// Every offset unknown, nothing filtered: the eBPF side's initial value, and what
@@ -403,7 +409,7 @@ impl Config {
         arg_offset: [0; SYSCALL_COUNT],
         ret_offset: 0,
         field: [0; FIELD_COUNT],
-        _pad_f: 0,
+        _pad_f: [0; 2],
         kernel: KernelOffsets::NONE,
         write_min_ns: 0,
         blocked_min_ns: 0,
@@ -414,6 +420,8 @@ impl Config {
         after_gap_ns: 50_000,
         dirty_batch_pages: 256,
         switch_has_state_arg: 0,
+        wb_reason_free_space: u32::MAX,
+        _pad_end: 0,
     };
 }
 
@@ -467,9 +475,12 @@ pub enum Field {
     DirtyPageIno,
     DirectReclaimEndNr,
     MemcgReclaimEndNr,
+    WqSbDev,
+    WqReason,
+    WqNrPages,
 }
 
-pub const FIELD_COUNT: usize = 39;
+pub const FIELD_COUNT: usize = 42;
 
 impl Field {
     /// (category, tracepoint, field, bytes the program reads). A field whose format says
@@ -493,6 +504,9 @@ impl Field {
             WbIno => ("writeback", "writeback_single_inode", "ino", 8),
             WbWrote => ("writeback", "writeback_single_inode", "wrote", 8),
             BdpBdi => ("writeback", "balance_dirty_pages", "bdi", 16),
+            WqSbDev => ("writeback", "writeback_queue", "sb_dev", 4),
+            WqReason => ("writeback", "writeback_queue", "reason", 4),
+            WqNrPages => ("writeback", "writeback_queue", "nr_pages", 8),
             BdpLimit => ("writeback", "balance_dirty_pages", "limit", 8),
             BdpDirty => ("writeback", "balance_dirty_pages", "dirty", 8),
             BdpPaused => ("writeback", "balance_dirty_pages", "paused", 8),
@@ -927,6 +941,21 @@ pub struct WritebackEvent {
     pub bdi: [u8; 16],
 }
 const _: () = assert!(size_of::<WritebackEvent>() == 64);
+
+/// A target thread queued writeback of a filesystem because it was low on free space
+/// (writeback_queue with reason WB_REASON_FS_FREE_SPACE; ext4 does it from
+/// ext4_nonda_switch when delayed allocation runs short).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct LowSpaceEvent {
+    pub hdr: EventHeader,
+    /// Pages asked for.
+    pub nr_pages: i64,
+    /// The filesystem's device (kernel dev_t).
+    pub sb_dev: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<LowSpaceEvent>() == 40);
 
 /// A task was paused in balance_dirty_pages (`hdr` is the task).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use zkstall_common::{
     JournalPhase, JournalStatsEvent, MAX_FRAMES, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_OPEN, RQ_PARTIAL,
     RQ_UNMATCHED, ReclaimEvent, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent,
     SyscallExitEvent, ThreadChange, ThreadEvent, ThrottleEvent, WakerCtx, WritebackEvent,
+    LowSpaceEvent,
 };
 
 use crate::{clock::MonoNs, enrich::DevId};
@@ -263,6 +264,14 @@ pub enum Event {
         blocks: u32,
         blocks_logged: u32,
     },
+    /// A target thread queued writeback of a filesystem for low free space.
+    LowSpace {
+        task: Task,
+        ts: MonoNs,
+        /// The filesystem's device (kernel dev_t).
+        sb_dev: u32,
+        nr_pages: i64,
+    },
     /// A target thread reclaimed memory itself.
     Reclaim {
         task: Task,
@@ -287,6 +296,7 @@ impl Record for ThrottleEvent {}
 impl Record for JournalEvent {}
 impl Record for JournalStatsEvent {}
 impl Record for ReclaimEvent {}
+impl Record for LowSpaceEvent {}
 impl Record for EventHeader {}
 
 /// The bytes of a wire record, as the kernel writes them (to synthesize records from the
@@ -494,6 +504,15 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 dev: e.dev,
                 transaction: e.transaction,
                 phase,
+            })
+        }
+        EventKind::LowSpace => {
+            let e: LowSpaceEvent = read(buf)?;
+            Ok(Event::LowSpace {
+                task,
+                ts: MonoNs(hdr.ts_ns),
+                sb_dev: e.sb_dev,
+                nr_pages: e.nr_pages,
             })
         }
         EventKind::Reclaim => {

@@ -280,6 +280,17 @@ pub struct Throttle {
     pub bdi: String,
 }
 
+/// A target thread queued writeback of a filesystem because it was low on free space.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LowSpaceQueued {
+    pub pid: u32,
+    pub tid: u32,
+    pub at: MonoNs,
+    /// The filesystem's device.
+    pub dev: DevId,
+    pub nr_pages: i64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Commit {
     pub dev: DevId,
@@ -349,6 +360,7 @@ pub struct History {
     pub blocked_lost_until: Option<MonoNs>,
     pub throttles: VecDeque<Throttle>,
     pub reclaims: VecDeque<Reclaim>,
+    pub low_space: VecDeque<LowSpaceQueued>,
     pub commits: VecDeque<Commit>,
     /// Windows in which records were lost (ring buffer full, or shed by the reader).
     pub lost: VecDeque<(MonoNs, MonoNs)>,
@@ -484,6 +496,12 @@ impl History {
             &mut self.shed,
         );
         expire(&mut self.throttles, now, |v| v.at);
+    }
+
+    pub fn low_space(&mut self, v: LowSpaceQueued) {
+        let now = v.at;
+        push(&mut self.low_space, self.limits.throttles, v, &mut self.shed);
+        expire(&mut self.low_space, now, |v| v.at);
     }
 
     pub fn reclaim(&mut self, v: Reclaim) {

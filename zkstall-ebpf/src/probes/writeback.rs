@@ -8,11 +8,11 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use zkstall_common::{DirtyEvent, EventKind, Field, ThrottleEvent, WritebackEvent};
+use zkstall_common::{DirtyEvent, EventKind, Field, LowSpaceEvent, ThrottleEvent, WritebackEvent};
 
 use crate::{
     emit::{emit, header},
-    maps::{DIRTY_PENDING, DirtyKey, FLUSHING, Flushing, config, current_comm, field},
+    maps::{DIRTY_PENDING, DirtyKey, FLUSHING, Flushing, config, current_comm, field, is_target},
 };
 
 #[inline(always)]
@@ -153,6 +153,33 @@ pub fn balance_dirty_pages(ctx: TracePointContext) -> u32 {
         limit: field::<u64>(&ctx, Field::BdpLimit).unwrap_or(0),
         bdi: field::<[u8; 16]>(&ctx, Field::BdpBdi).unwrap_or([0; 16]),
         comm: current_comm(),
+    });
+    0
+}
+
+/* TP_PROTO(struct bdi_writeback *wb, struct wb_writeback_work *work): writeback work queued
+ * on a bdi, in the queuing task's context: name, nr_pages, sb_dev, sync_mode, ..., reason.
+ * Only work a target queued because its filesystem ran low on free space is sent (ext4's
+ * ext4_nonda_switch -> try_to_writeback_inodes_sb); everything else returns at once. */
+#[tracepoint]
+pub fn writeback_queue(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let Some(reason) = field::<u32>(&ctx, Field::WqReason) else {
+        return 0;
+    };
+    if reason != config!(wb_reason_free_space) {
+        return 0;
+    }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit(LowSpaceEvent {
+        hdr: header::<LowSpaceEvent>(EventKind::LowSpace, now, pid_tgid),
+        nr_pages: field::<i64>(&ctx, Field::WqNrPages).unwrap_or(0),
+        sb_dev: field::<u32>(&ctx, Field::WqSbDev).unwrap_or(0),
+        _pad: 0,
     });
     0
 }

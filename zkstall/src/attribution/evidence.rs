@@ -11,7 +11,7 @@ use crate::{
     clock::MonoNs,
     decode::SchedState,
     enrich::{DiskDev, Enricher, Layer, LayerKind},
-    history::{Blocked, Commit, History, Io, Op, PartyKind, WakerInfo, overlap},
+    history::{Blocked, Commit, History, Io, LowSpaceQueued, Op, PartyKind, WakerInfo, overlap},
     pipeline::on_partition,
 };
 
@@ -182,6 +182,10 @@ pub struct Evidence {
     pub memcg_reclaim: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_limit: Option<crate::enrich::MemLimit>,
+    /// Writeback the thread queued for low free space during the call (writeback_queue's
+    /// reason fs_free_space): the largest, and how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_space_writeback: Option<LowSpaceEvidence>,
     /// Why the inputs do not cover the whole call (then no gap is claimed).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
@@ -350,6 +354,32 @@ pub fn wait_frame(stack: &[String]) -> Option<String> {
 }
 
 /// The wait site of a sleep.
+/// Writeback the thread queued for low free space, as evidence.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LowSpaceEvidence {
+    /// The filesystem's device, `MAJ:MIN`.
+    pub dev: String,
+    pub nr_pages: i64,
+    /// How many times it queued such writeback during the call.
+    pub queued: u32,
+    /// When (the largest), ms into the call.
+    pub at_ms: f64,
+}
+
+/// A wait that began right after the thread queued low-space writeback (within this) is
+/// waiting for that writeback.
+const LOW_SPACE_FOLLOW_NS: u64 = 5_000_000;
+
+fn low_space_site(site: Site, from: MonoNs, queued: &[&LowSpaceQueued]) -> Site {
+    let follows = queued
+        .iter()
+        .any(|q| q.at <= from && from.since(q.at) <= LOW_SPACE_FOLLOW_NS);
+    match site {
+        Site::Writeback | Site::OtherD | Site::BlockQueue if follows => Site::LowSpace,
+        s => s,
+    }
+}
+
 pub fn site_of(b: &Blocked) -> Site {
     if b.state != SchedState::DiskSleep {
         return Site::Sleep;
@@ -1032,6 +1062,23 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     let mut after_runq = 0u64;
     let mut after_by_own = false;
     let mut after_by_vm = false;
+    // When the thread queued writeback for low free space during the call (writeback_queue
+    // with that reason): the wait that follows is that writeback's.
+    let low_queued: Vec<&LowSpaceQueued> = h
+        .low_space
+        .iter()
+        .rev()
+        .take_while(|q| q.at >= call.start)
+        .filter(|q| q.tid == call.tid && q.at <= call.end)
+        .collect();
+    if let Some(q) = low_queued.iter().max_by_key(|q| q.nr_pages) {
+        ev.low_space_writeback = Some(LowSpaceEvidence {
+            dev: q.dev.to_string(),
+            nr_pages: q.nr_pages,
+            queued: low_queued.len() as u32,
+            at_ms: ms(q.at.since(call.start)),
+        });
+    }
     // Time asleep waiting for the journal, and the part of it charged to the device queue.
     let (mut journal_ns, mut journal_queue_ns) = (0u64, 0u64);
     let mut longest: Option<(&Blocked, u64)> = None;
@@ -1068,7 +1115,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         if sl == 0 {
             continue;
         }
-        let site = site_of(b);
+        let site = low_space_site(site_of(b), b.sleep().0, &low_queued);
         *by_site.entry(site).or_default() += sl;
         if b.state == SchedState::DiskSleep && longest.is_none_or(|(_, l)| sl > l) {
             longest = Some((b, sl));

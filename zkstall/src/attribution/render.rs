@@ -316,8 +316,15 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
             )
         }
         Verdict::LowSpace => format!(
-            "this {dur:.0} ms{so_far} {sc} waited {:.0} ms for writeback forced by low free space on {device}: the filesystem is nearly full{}",
+            "this {dur:.0} ms{so_far} {sc} waited {:.0} ms for writeback forced by low free space on {device}: the filesystem is nearly full{}{}",
             ms(g.stage(Stage::LowSpace)),
+            ev.low_space_writeback
+                .as_ref()
+                .map(|w| format!(
+                    "; it queued writeback of {} pages for free space itself ({} time(s))",
+                    w.nr_pages, w.queued
+                ))
+                .unwrap_or_default(),
             ev.wait_frame
                 .as_ref()
                 .map(|f| format!(" (at {f})"))

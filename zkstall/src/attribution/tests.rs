@@ -1262,6 +1262,58 @@ fn writeback_forced_by_low_free_space_is_low_space() {
 }
 
 #[test]
+fn a_wait_right_after_the_thread_queued_low_space_writeback_is_that_writeback() {
+    // No telling frame on the stack (another filesystem, or frames inlined away), but the
+    // kernel said the thread queued writeback for free space (writeback_queue's reason)
+    // just before it slept: the wait is that writeback's.
+    let mut h = History::default();
+    watched(&mut h);
+    h.low_space(crate::history::LowSpaceQueued {
+        pid: ZK,
+        tid: SYNC,
+        at: t(2),
+        dev: DISK.0,
+        nr_pages: 1024,
+    });
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        3,
+        250,
+        Some(250),
+        &["__schedule+0x1", "schedule+0x1", "some_wait+0x1"],
+        None,
+    ));
+    let mut c = call(0, 260);
+    c.syscall = "write";
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::LowSpace, "{}", e.headline);
+    let w = e.evidence.low_space_writeback.as_ref().unwrap();
+    assert_eq!((w.nr_pages, w.queued), (1024, 1));
+    assert!(e.headline.contains("queued writeback of 1024 pages"), "{}", e.headline);
+    // Another thread's queueing says nothing about this one.
+    let mut h2 = History::default();
+    watched(&mut h2);
+    h2.low_space(crate::history::LowSpaceQueued {
+        pid: ZK,
+        tid: SYNC + 1,
+        at: t(2),
+        dev: DISK.0,
+        nr_pages: 1024,
+    });
+    h2.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        3,
+        250,
+        Some(250),
+        &["__schedule+0x1", "schedule+0x1", "some_wait+0x1"],
+        None,
+    ));
+    assert_ne!(explain_it(&c, &h2).verdict, Verdict::LowSpace);
+}
+
+#[test]
 fn an_xfs_log_force_behind_a_writer_is_contention_via_the_journal() {
     let mut h = History::default();
     watched(&mut h);

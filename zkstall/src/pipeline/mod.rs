@@ -362,6 +362,22 @@ impl Pipeline {
                 limit,
                 bdi,
             } => self.on_throttle(task, ts, comm, pause_ms, paused_ms, dirty, limit, bdi, sink),
+            Event::LowSpace {
+                task,
+                ts,
+                sb_dev,
+                nr_pages,
+            } => {
+                self.history.low_space(crate::history::LowSpaceQueued {
+                    pid: task.pid,
+                    tid: task.tid,
+                    at: ts,
+                    dev: crate::enrich::DevId::from_kernel(sb_dev),
+                    nr_pages,
+                });
+                self.count("low_space");
+                Ok(())
+            }
             Event::Journal {
                 task,
                 ts,

@@ -201,6 +201,11 @@ pub fn signals() -> Vec<Signal> {
         ],
     ));
     out.push(sig(
+        "low_space",
+        "writeback the target's threads forced for low free space (its reason, from the format's symbol table)",
+        vec![Hook::tp("writeback", "writeback_queue", "writeback_queue")],
+    ));
+    out.push(sig(
         "throttle",
         "balance_dirty_pages pauses of any task",
         vec![Hook::tp(
@@ -576,6 +581,24 @@ pub fn build(tracefs: &Tracefs, btf: Option<&Btf>) -> Result<Layout, TracefsErro
         }
     }
     config.ret_offset = ret_offset.unwrap_or(0);
+    // Which writeback_queue reason is "low free space" on this kernel.
+    if enabled.iter().any(|s| s.name == "low_space") {
+        match tracefs
+            .format("writeback", "writeback_queue")
+            .ok()
+            .and_then(|f| f.symbol_value("reason", "fs_free_space"))
+        {
+            Some(v) if v >= 0 => config.wb_reason_free_space = v as u32,
+            _ => {
+                enabled.retain(|s| s.name != "low_space");
+                disabled.push(Disabled {
+                    signal: "low_space",
+                    reason: "writeback:writeback_queue's format names no fs_free_space reason"
+                        .into(),
+                });
+            }
+        }
+    }
     Ok(Layout {
         config,
         enabled,

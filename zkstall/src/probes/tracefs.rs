@@ -174,14 +174,21 @@ pub struct Field {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Format {
     pub fields: Vec<Field>,
+    /// The `print fmt:` line (its symbol tables name enum values: writeback reasons).
+    pub print_fmt: String,
 }
 
 impl Format {
     /// Parses lines like `\tfield:unsigned int fd;\toffset:16;\tsize:8;\tsigned:0;`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut fields = Vec::new();
+        let mut print_fmt = String::new();
         for line in text.lines() {
             let line = line.trim();
+            if let Some(p) = line.strip_prefix("print fmt:") {
+                print_fmt = p.trim().to_string();
+                continue;
+            }
             let Some(rest) = line.strip_prefix("field:") else {
                 continue;
             };
@@ -209,17 +216,45 @@ impl Format {
         if fields.is_empty() {
             return Err("no fields".into());
         }
-        Ok(Format { fields })
+        Ok(Format { fields, print_fmt })
     }
 
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The value `__print_symbolic(REC->{field}, ...)` prints as `symbol`: enum values
+    /// (writeback reasons, say) differ between kernels, and the format says which is which.
+    pub fn symbol_value(&self, field: &str, symbol: &str) -> Option<i64> {
+        let start = self
+            .print_fmt
+            .find(&format!("__print_symbolic(REC->{field},"))?;
+        let table = &self.print_fmt[start..];
+        let quoted = format!("\"{symbol}\"");
+        let at = table.find(&quoted)?;
+        let open = table[..at].rfind('{')?;
+        table[open + 1..at]
+            .trim()
+            .trim_end_matches(',')
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_values_come_from_the_print_fmt_symbol_table() {
+        let text = "name: writeback_queue\nID: 997\nformat:\n\tfield:int reason;\toffset:68;\tsize:4;\tsigned:1;\n\nprint fmt: \"reason=%s\", __print_symbolic(REC->reason, { 0, \"background\" }, { 1, \"vmscan\" }, { 5, \"fs_free_space\" }, { 6, \"forker_thread\" })\n";
+        let f = Format::parse(text).unwrap();
+        assert_eq!(f.symbol_value("reason", "fs_free_space"), Some(5));
+        assert_eq!(f.symbol_value("reason", "background"), Some(0));
+        assert_eq!(f.symbol_value("reason", "nonesuch"), None);
+        assert_eq!(f.symbol_value("other", "fs_free_space"), None);
+    }
 
     const FSYNC: &str = "name: sys_enter_fsync\nID: 1071\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:unsigned int fd;\toffset:16;\tsize:8;\tsigned:0;\n\nprint fmt: \"fd: 0x%08lx\", ((unsigned long)(REC->fd))\n";
 
