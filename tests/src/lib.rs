@@ -689,6 +689,23 @@ impl ZooKeeper {
         zk
     }
 
+    /// In an ensemble, a leader or a follower (`srvr` says its mode); standalone: up.
+    pub fn serving(&self) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"srvr").is_err() {
+            return false;
+        }
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        ["Mode: leader", "Mode: follower", "Mode: standalone"]
+            .iter()
+            .any(|m| buf.contains(m))
+    }
+
     fn ruok(&self) -> bool {
         use std::io::{Read as _, Write as _};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {

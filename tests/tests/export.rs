@@ -209,6 +209,33 @@ fn an_exported_trace_has_the_named_thread_one_slice_per_call_and_counters() {
         .count();
     assert_eq!(n, calls.len());
 
+    // A reader that stops after one line (`| head -1`): every reader ends quietly, status
+    // 0, no panic, whether it writes text, JSON lines or (merge) JSON documents.
+    for args in [
+        vec!["report", s(&rec)],
+        vec!["report", s(&rec), "--format", "json"],
+        vec!["export", s(&rec), "--jsonl"],
+        vec!["merge", s(&rec), s(&rec), "--format", "json", "--threshold", "0"],
+    ] {
+        let mut child = zkstall(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+        drop(out);
+        let done = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(!first.is_empty(), "{args:?} printed nothing");
+        assert!(
+            done.status.success() && !err.contains("panicked") && !err.contains("error"),
+            "{args:?} with its reader gone: {} {err}",
+            done.status
+        );
+    }
+
     // An existing output is refused without --force.
     let out = zkstall(&["export", s(&rec), "-o", s(&pf)])
         .output()
@@ -319,8 +346,28 @@ fn two_zookeepers_whose_disks_stop_together_are_a_correlated_stall() {
     let lo2 = LoopDev::over(&outer.dir.join("zk2.img"), 512);
     let m1 = Mount::ext4(&lo1.dev);
     let m2 = Mount::ext4(&lo2.dev);
-    let mut zk1 = ZooKeeper::start(&m1.dir, 20, &[]);
-    let mut zk2 = ZooKeeper::start(&m2.dir, 20, &[]);
+    // Servers 1 and 2 of a three-member ensemble (server 3 never starts): together they
+    // are its quorum, so both stalling at once stops the ensemble.
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let servers: String = (1..=3)
+        .map(|n| format!("server.{n}=127.0.0.1:{}:{}\n", free_port(), free_port()))
+        .collect();
+    let ensemble_cfg = format!("initLimit=10\nsyncLimit=5\n{servers}");
+    for (m, id) in [(&m1, "1"), (&m2, "2")] {
+        std::fs::create_dir_all(m.dir.join("data")).unwrap();
+        std::fs::write(m.dir.join("data/myid"), id).unwrap();
+    }
+    let mut zk1 = ZooKeeper::start_with(&m1.dir, 20, &[], &ensemble_cfg, &[]);
+    let mut zk2 = ZooKeeper::start_with(&m2.dir, 20, &[], &ensemble_cfg, &[]);
+    wait_until("servers 1 and 2 form a quorum", Duration::from_secs(60), || {
+        zk1.serving() && zk2.serving()
+    });
     let (r1, r2) = (dir.join("zk1.zst"), dir.join("zk2.zst"));
     let t1 = start_tracer_with(
         zk1.proc.pid(),
@@ -418,10 +465,19 @@ fn two_zookeepers_whose_disks_stop_together_are_a_correlated_stall() {
         recs.iter().all(|r| r["clock"].is_object()),
         "adjtimex recorded: {recs:?}"
     );
+    // The quorum picture: both members of one ensemble of three, read from their zoo.cfg.
+    let q = &c["quorum"][0];
+    assert_eq!(q["size"], 3, "{c}");
+    assert_eq!(q["stalled"], serde_json::json!([1, 2]), "{c}");
+    assert_eq!(q["lost_quorum"], true, "{c}");
+    assert!(q["overlap_ms"].as_f64().unwrap() >= 2000.0, "{c}");
     // Text says what it means.
     let (text, _) = run_ok(&["merge", s(&r1), s(&r2)]);
     assert!(text.contains("correlated stall at"), "{text}");
-    assert!(text.contains("quorum: 2 of 2"), "{text}");
+    assert!(
+        text.contains("quorum: ensemble of 3") && text.contains("could not commit writes"),
+        "{text}"
+    );
     eprintln!("{text}");
 
     // One export of both: both processes, apart.

@@ -48,6 +48,10 @@ fn main() -> std::process::ExitCode {
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                    // JSON written straight to stdout: serde_json's error hides the io error.
+                    || c.downcast_ref::<serde_json::Error>()
+                        .and_then(|e| e.io_error_kind())
+                        == Some(std::io::ErrorKind::BrokenPipe)
             }) =>
         {
             std::process::ExitCode::SUCCESS

@@ -69,6 +69,10 @@ pub struct TargetInfo {
     pub pid: u32,
     pub comm: String,
     pub reason: String,
+    /// A ZooKeeper server's ensemble (its zoo.cfg's server lines and myid), for `merge`'s
+    /// quorum picture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<crate::targets::Ensemble>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -607,6 +611,7 @@ mod tests {
                 pid: 1,
                 comm: "java".into(),
                 reason: "--pid".into(),
+                ensemble: None,
             }],
             threads: vec![(2, "SyncThread:1".into())],
             devices: vec![],

@@ -222,10 +222,136 @@ pub fn zookeeper_main_class(cmdline: &[String]) -> Option<&'static str> {
         .find(|c| cmdline.iter().any(|a| a == c))
 }
 
+/// A ZooKeeper server's place in its ensemble, from the zoo.cfg its command line names:
+/// the `server.N` lines (and a `dynamicConfigFile`'s) and its `myid`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ensemble {
+    /// The configuration file read (as the process sees it).
+    pub config: String,
+    /// Each `server.N=...` line: (N, what follows `=`), sorted by N. Empty: a standalone
+    /// server.
+    pub servers: Vec<(u32, String)>,
+    /// This server's id (`<dataDir>/myid`), when it has one.
+    pub myid: Option<u32>,
+}
+
+impl Ensemble {
+    /// What identifies the ensemble across hosts: its members' ids and addresses.
+    pub fn key(&self) -> String {
+        self.servers
+            .iter()
+            .map(|(n, a)| format!("{n}={}", a.split(';').next().unwrap_or(a)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Reads the ensemble of ZooKeeper process `pid` (None: not a ZooKeeper main class, or its
+/// configuration cannot be read). Paths are read through /proc/PID/root, so a server in a
+/// container is read as it sees its files.
+pub fn zk_ensemble(root: &ProcRoot, pid: u32) -> Option<Ensemble> {
+    let dir = root.pid_dir(pid);
+    let raw = std::fs::read(dir.join("cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let class = zookeeper_main_class(&args)?;
+    let at = args.iter().position(|a| a == class)?;
+    // QuorumPeerMain <config>; ZooKeeperServerMain <config> or <port> <datadir>.
+    let cfg = args.get(at + 1)?;
+    if cfg.parse::<u16>().is_ok() {
+        return Some(Ensemble::default());
+    }
+    let resolve = |p: &str| -> PathBuf {
+        let abs = if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else {
+            std::fs::read_link(dir.join("cwd"))
+                .unwrap_or_default()
+                .join(p)
+        };
+        dir.join("root").join(abs.strip_prefix("/").unwrap_or(&abs))
+    };
+    let text = std::fs::read_to_string(resolve(cfg)).ok()?;
+    let mut e = Ensemble {
+        config: cfg.clone(),
+        ..Default::default()
+    };
+    let mut data_dir = None;
+    let parse = |text: &str, e: &mut Ensemble, data_dir: &mut Option<String>| {
+        for line in text.lines() {
+            let line = line.trim();
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if let Some(n) = k.strip_prefix("server.").and_then(|n| n.parse::<u32>().ok()) {
+                e.servers.push((n, v.to_string()));
+            } else if k == "dataDir" {
+                *data_dir = Some(v.to_string());
+            }
+        }
+    };
+    parse(&text, &mut e, &mut data_dir);
+    let dynamic = text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("dynamicConfigFile")
+            .and_then(|r| r.trim().strip_prefix('='))
+            .map(|v| v.trim().to_string())
+    });
+    if let Some(d) = dynamic
+        && let Ok(t) = std::fs::read_to_string(resolve(&d))
+    {
+        parse(&t, &mut e, &mut data_dir);
+    }
+    e.servers.sort();
+    e.servers.dedup_by_key(|s| s.0);
+    e.myid = data_dir
+        .and_then(|d| std::fs::read_to_string(resolve(&format!("{d}/myid"))).ok())
+        .and_then(|m| m.trim().parse().ok());
+    Some(e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn a_zookeepers_ensemble_and_myid_come_from_its_zoo_cfg() {
+        let dir = std::env::temp_dir().join(format!("zkstall-ens-{}", std::process::id()));
+        let proc = dir.join("proc");
+        let pd = proc.join("4242");
+        let rootfs = pd.join("root");
+        fs::create_dir_all(rootfs.join("etc/zk")).unwrap();
+        fs::create_dir_all(rootfs.join("var/zk")).unwrap();
+        fs::create_dir_all(&pd).unwrap();
+        fs::write(
+            pd.join("cmdline"),
+            b"/usr/bin/java\0-cp\0zk.jar\0org.apache.zookeeper.server.quorum.QuorumPeerMain\0/etc/zk/zoo.cfg\0",
+        )
+        .unwrap();
+        fs::write(
+            rootfs.join("etc/zk/zoo.cfg"),
+            "tickTime=2000\ndataDir=/var/zk\nserver.2=10.0.0.2:2888:3888\nserver.1=10.0.0.1:2888:3888;2181\nserver.3 = 10.0.0.3:2888:3888\n",
+        )
+        .unwrap();
+        fs::write(rootfs.join("var/zk/myid"), "2\n").unwrap();
+        let e = zk_ensemble(&ProcRoot(proc.clone()), 4242).unwrap();
+        assert_eq!(e.myid, Some(2));
+        assert_eq!(e.servers.len(), 3);
+        assert_eq!(
+            e.key(),
+            "1=10.0.0.1:2888:3888,2=10.0.0.2:2888:3888,3=10.0.0.3:2888:3888"
+        );
+        // Standalone: no server lines.
+        fs::write(rootfs.join("etc/zk/zoo.cfg"), "dataDir=/var/zk\nclientPort=2181\n").unwrap();
+        let e = zk_ensemble(&ProcRoot(proc), 4242).unwrap();
+        assert!(e.servers.is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     fn fake_proc() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

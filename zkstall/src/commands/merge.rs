@@ -56,6 +56,24 @@ pub struct RecordingInfo {
     /// The recording ended without its trailer (what it holds is still used).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// The traced ZooKeeper servers' ensembles, by pid (from their zoo.cfg).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ensembles: Vec<(u32, crate::targets::Ensemble)>,
+}
+
+/// What a correlated stall did to one ZooKeeper ensemble.
+#[derive(Clone, Debug, Serialize)]
+pub struct QuorumPicture {
+    /// Its members, `N=address` (empty for standalone servers).
+    pub ensemble: Vec<String>,
+    pub size: usize,
+    /// The ids (myid) of its members that stalled, and how many a quorum needs.
+    pub stalled: Vec<u32>,
+    pub quorum: usize,
+    /// All of them stalled at once for this long.
+    pub overlap_ms: f64,
+    /// Too few members were left to commit writes while they were all stalled.
+    pub lost_quorum: bool,
 }
 
 /// A stall of one recording, placed on the wall clock.
@@ -101,6 +119,10 @@ pub struct CorrelatedStall {
     pub members_stalled: usize,
     pub members: usize,
     pub overlap_ms: f64,
+    /// Per ZooKeeper ensemble involved (known from the servers' zoo.cfg): which members
+    /// stalled, and whether it kept a quorum.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quorum: Vec<QuorumPicture>,
     pub stalls: Vec<StallRef>,
 }
 
@@ -218,6 +240,11 @@ pub fn merge(
             end_unix_ms: ((end_mono as i128 + off) / 1_000_000) as i64,
             clock: h.clock,
             truncated: r.truncated,
+            ensembles: h
+                .targets
+                .iter()
+                .filter_map(|t| Some((t.pid, t.ensemble.clone()?)))
+                .collect(),
         });
         for c in calls.0 {
             let start = c.start_ns as i128 + off;
@@ -265,6 +292,55 @@ fn uncertainty(recs: &[RecordingInfo], which: &[usize]) -> (f64, Vec<String>) {
     }
     u.sort_by(|a, b| b.total_cmp(a));
     (u.iter().take(2).sum(), unsync)
+}
+
+/// For each ZooKeeper ensemble with a member among the stalled servers of cluster `c`:
+/// which members stalled, for how long all at once, and whether a quorum was left.
+fn quorum_pictures(
+    recordings: &[RecordingInfo],
+    stalls: &[(usize, StallRef, i128)],
+    c: &[usize],
+) -> Vec<QuorumPicture> {
+    // (ensemble key) -> (ensemble, member id -> its longest stall (start, end)).
+    let mut by: BTreeMap<String, (crate::targets::Ensemble, BTreeMap<u32, (i128, i128)>)> =
+        BTreeMap::new();
+    for &k in c {
+        let (r, s, end) = &stalls[k];
+        let Some((_, e)) = recordings[*r].ensembles.iter().find(|(p, _)| *p == s.pid) else {
+            continue;
+        };
+        let Some(id) = e.myid.filter(|_| !e.servers.is_empty()) else {
+            continue;
+        };
+        let entry = by
+            .entry(e.key())
+            .or_insert_with(|| (e.clone(), BTreeMap::new()));
+        let span = entry.1.entry(id).or_insert((s.start_unix_ns, *end));
+        if end - s.start_unix_ns > span.1 - span.0 {
+            *span = (s.start_unix_ns, *end);
+        }
+    }
+    by.into_values()
+        .map(|(e, members)| {
+            let size = e.servers.len();
+            let quorum = size / 2 + 1;
+            let overlap = members.values().map(|s| s.1).min().unwrap_or(0)
+                - members.values().map(|s| s.0).max().unwrap_or(0);
+            let overlap_ms = overlap.max(0) as f64 / 1e6;
+            QuorumPicture {
+                ensemble: e
+                    .servers
+                    .iter()
+                    .map(|(n, a)| format!("{n}={}", a.split(';').next().unwrap_or(a)))
+                    .collect(),
+                size,
+                stalled: members.keys().copied().collect(),
+                quorum,
+                overlap_ms,
+                lost_quorum: size - members.len() < quorum && overlap_ms > 0.0,
+            }
+        })
+        .collect()
 }
 
 pub fn correlate(
@@ -323,6 +399,7 @@ pub fn correlate(
             .collect();
         let overlap =
             longest.iter().map(|l| l.1).min().unwrap() - longest.iter().map(|l| l.0).max().unwrap();
+        let quorum = quorum_pictures(&recordings, &stalls, &c);
         let (u, unsync) = uncertainty(&recordings, &recs);
         let hosts = {
             let mut h: Vec<String> = recs.iter().map(|&r| recordings[r].host.clone()).collect();
@@ -344,6 +421,7 @@ pub fn correlate(
             members_stalled: recs.len(),
             members: recordings.len(),
             overlap_ms: (overlap.max(0)) as f64 / 1e6,
+            quorum,
             stalls: c.iter().map(|&k| stalls[k].1.clone()).collect(),
         });
     }
@@ -523,22 +601,38 @@ fn text(m: &Merged, window: Duration, out: &mut impl Write) -> io::Result<()> {
                 "  on every one, its own device stopped completing requests (device_stall)"
             )?;
         }
-        let quorum = c.members / 2 + 1;
-        writeln!(
-            out,
-            "  quorum: {} of {} traced servers stalled together for {:.0} ms{}",
-            c.members_stalled,
-            c.members,
-            c.overlap_ms,
-            if c.members_stalled >= quorum && c.overlap_ms > 0.0 {
-                format!(
-                    "; if they form one ensemble of {}, it could not commit writes for that long (a quorum needs {quorum})",
-                    c.members
-                )
-            } else {
-                String::new()
-            }
-        )?;
+        for q in &c.quorum {
+            let ids: Vec<String> = q.stalled.iter().map(|i| format!("server.{i}")).collect();
+            writeln!(
+                out,
+                "  quorum: ensemble of {} ({}): {} stalled together for {:.0} ms; a quorum needs {}: {}",
+                q.size,
+                q.ensemble.join(", "),
+                ids.join(" and "),
+                q.overlap_ms,
+                q.quorum,
+                if q.lost_quorum {
+                    format!(
+                        "with {} of {} left it could not commit writes for that long (the members still up elect, or wait, while the stalled ones time out)",
+                        q.size - q.stalled.len(),
+                        q.size
+                    )
+                } else {
+                    format!(
+                        "{} of {} stayed up, so it kept its quorum (the stalled ones fall behind and may drop out)",
+                        q.size - q.stalled.len(),
+                        q.size
+                    )
+                }
+            )?;
+        }
+        if c.quorum.is_empty() {
+            writeln!(
+                out,
+                "  quorum: {} of {} traced servers stalled together for {:.0} ms; none of their zoo.cfg names an ensemble (standalone servers, or not readable when traced)",
+                c.members_stalled, c.members, c.overlap_ms,
+            )?;
+        }
     }
     writeln!(out)?;
     writeln!(
@@ -582,7 +676,73 @@ mod tests {
             end_unix_ms: 10_000,
             clock,
             truncated: false,
+            ensembles: Vec::new(),
         }
+    }
+
+    fn member(name: &str, myid: u32) -> RecordingInfo {
+        let mut r = rec(name, name, synced(1_000));
+        r.ensembles = vec![(
+            1,
+            crate::targets::Ensemble {
+                config: "/etc/zookeeper/conf/zoo.cfg".into(),
+                servers: (1..=5)
+                    .map(|n| (n, format!("zk{n}:2888:3888")))
+                    .collect(),
+                myid: Some(myid),
+            },
+        )];
+        r
+    }
+
+    #[test]
+    fn the_quorum_picture_counts_the_members_of_each_ensemble_that_stalled() {
+        // The motivating report: a five-member ensemble, three members stalling together
+        // (a shared SAN): it loses its quorum while they are stalled.
+        let recs = vec![member("a", 1), member("b", 2), member("c", 4)];
+        let m = correlate(
+            recs,
+            vec![
+                stall(0, "a", 1_000, 30_000.0),
+                stall(1, "b", 1_001, 50_000.0),
+                stall(2, "c", 1_002, 20_000.0),
+            ],
+            Duration::from_millis(250),
+        );
+        let q = &m.correlated[0].quorum;
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert_eq!((q[0].size, q[0].quorum), (5, 3));
+        assert_eq!(q[0].stalled, vec![1, 2, 4]);
+        assert!(q[0].lost_quorum);
+        assert!((q[0].overlap_ms - 20_000.0).abs() < 1e-6, "{}", q[0].overlap_ms);
+        let mut out = Vec::new();
+        text(&m, Duration::from_millis(250), &mut out).unwrap();
+        let t = String::from_utf8(out).unwrap();
+        assert!(
+            t.contains("quorum: ensemble of 5") && t.contains("could not commit writes"),
+            "{t}"
+        );
+        // Two of five stalled: the ensemble kept its quorum.
+        let recs = vec![member("a", 1), member("b", 2)];
+        let m = correlate(
+            recs,
+            vec![stall(0, "a", 1_000, 3_000.0), stall(1, "b", 1_001, 3_000.0)],
+            Duration::from_millis(250),
+        );
+        let q = &m.correlated[0].quorum[0];
+        assert!(!q.lost_quorum, "{q:?}");
+        // Standalone servers (no ensemble): said as such, no quorum claimed.
+        let recs = vec![rec("a", "b1", None), rec("b", "b1", None)];
+        let m = correlate(
+            recs,
+            vec![stall(0, "a", 1_000, 3_000.0), stall(1, "b", 1_001, 3_000.0)],
+            Duration::from_millis(250),
+        );
+        assert!(m.correlated[0].quorum.is_empty());
+        let mut out = Vec::new();
+        text(&m, Duration::from_millis(250), &mut out).unwrap();
+        let t = String::from_utf8(out).unwrap();
+        assert!(t.contains("none of their zoo.cfg names an ensemble"), "{t}");
     }
 
     fn stall(i: usize, name: &str, start_ms: i128, dur_ms: f64) -> (usize, StallRef, i128) {

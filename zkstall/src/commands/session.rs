@@ -1384,6 +1384,7 @@ pub fn header(
                 pid: t.pid,
                 comm: t.comm.clone(),
                 reason: t.reason.clone(),
+                ensemble: targets::zk_ensemble(proc, t.pid),
             })
             .collect(),
         threads,
