@@ -689,21 +689,36 @@ impl ZooKeeper {
         zk
     }
 
-    /// In an ensemble, a leader or a follower (`srvr` says its mode); standalone: up.
-    pub fn serving(&self) -> bool {
+    /// What the `srvr` four-letter command says (empty when it does not answer).
+    fn srvr(&self) -> String {
         use std::io::{Read as _, Write as _};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
+            return String::new();
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         if s.write_all(b"srvr").is_err() {
-            return false;
+            return String::new();
         }
         let mut buf = String::new();
         let _ = s.read_to_string(&mut buf);
+        buf
+    }
+
+    /// In an ensemble, a leader or a follower (`srvr` says its mode); standalone: up.
+    pub fn serving(&self) -> bool {
+        let buf = self.srvr();
         ["Mode: leader", "Mode: follower", "Mode: standalone"]
             .iter()
             .any(|m| buf.contains(m))
+    }
+
+    /// The last transaction id it applied (`srvr`'s Zxid), 0 when unknown.
+    pub fn zxid(&self) -> u64 {
+        self.srvr()
+            .lines()
+            .find_map(|l| l.strip_prefix("Zxid: 0x"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+            .unwrap_or(0)
     }
 
     fn ruok(&self) -> bool {
@@ -1060,102 +1075,6 @@ pub fn cgroup_root(controller: &str) -> Option<CgroupRoot> {
         .then_some(CgroupRoot { root, v1: false })
 }
 
-/// A cgroup controller moved from its own v1 hierarchy to cgroup2 (the unified mount),
-/// so that a test exercises the v2 layout on a hybrid host; moved back on drop. A v1
-/// hierarchy can only give its controller up when it has no child cgroups.
-pub struct OnV2 {
-    v1_mount: Option<PathBuf>,
-    unified: PathBuf,
-    v2_name: &'static str,
-    v1_name: String,
-}
-
-impl OnV2 {
-    pub fn take(controller: &str) -> Result<OnV2, String> {
-        let v2_name = match controller {
-            "blkio" => "io",
-            "memory" => "memory",
-            other => return Err(format!("no cgroup2 name known for {other}")),
-        };
-        let unified = PathBuf::from("/sys/fs/cgroup/unified");
-        let root = cgroup_root(controller).ok_or("the controller is not mounted")?;
-        if !root.v1 {
-            return Ok(OnV2 {
-                v1_mount: None,
-                unified: root.root,
-                v2_name,
-                v1_name: controller.into(),
-            });
-        }
-        if !unified.join("cgroup.controllers").exists() {
-            return Err("no cgroup2 mount at /sys/fs/cgroup/unified".into());
-        }
-        let children = std::fs::read_dir(&root.root)
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .count();
-        if children > 0 {
-            return Err(format!(
-                "its v1 hierarchy at {} has child cgroups",
-                root.root.display()
-            ));
-        }
-        let st = Command::new("umount")
-            .arg(&root.root)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !st.success() {
-            return Err(format!("umount {} failed", root.root.display()));
-        }
-        let g = OnV2 {
-            v1_mount: Some(root.root),
-            unified,
-            v2_name,
-            v1_name: controller.into(),
-        };
-        // The v1 hierarchy goes away asynchronously: wait for the controller to show up.
-        for _ in 0..100 {
-            let ctl = std::fs::read_to_string(g.unified.join("cgroup.controllers"))
-                .unwrap_or_default();
-            if ctl.split_whitespace().any(|c| c == v2_name) {
-                return Ok(g);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!("{v2_name} did not appear on cgroup2 within 10 s"))
-    }
-}
-
-impl Drop for OnV2 {
-    fn drop(&mut self) {
-        let Some(mp) = &self.v1_mount else {
-            return;
-        };
-        let _ = std::fs::write(
-            self.unified.join("cgroup.subtree_control"),
-            format!("-{}", self.v2_name),
-        );
-        for _ in 0..100 {
-            let ok = Command::new("mount")
-                .args(["-t", "cgroup", "-o", &self.v1_name, "cgroup"])
-                .arg(mp)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!(
-            "could not mount the {} v1 hierarchy back at {}",
-            self.v1_name,
-            mp.display()
-        );
-    }
-}
-
 /// A child cgroup for a test, under this process's own cgroup of that controller (v1) or
 /// the cgroup2 root; removed on drop (its processes must be gone by then: tests declare it
 /// before the processes they put in it).
@@ -1333,10 +1252,17 @@ pub fn assert_supported(r: &serde_json::Value) {
                 others > l["bytes_thread"].as_u64().unwrap_or(0)
                     && (others >= 1 << 20 || l["requests_others"].as_u64().unwrap_or(0) >= 16)
             };
+            // (or, for a loop device whose commit flush wrote back its backing file, the
+            // data others wrote to it just before)
+            let bw = &ev["journal"]["backing_writers"];
+            let backing = bw["bytes_others"].as_u64().unwrap_or(0)
+                > bw["bytes_thread"].as_u64().unwrap_or(0)
+                && (bw["bytes_others"].as_u64().unwrap_or(0) >= 1 << 20
+                    || bw["requests_others"].as_u64().unwrap_or(0) >= 16);
             r["contenders"].as_array().is_some_and(|c| !c.is_empty())
-                && (layers.iter().any(busy) || busy(&ev["journal"]["disk_during"]))
+                && (layers.iter().any(busy) || busy(&ev["journal"]["disk_during"]) || backing)
         }
-        "journal_wait" => stage("journal_wait") >= 0.3 * dur,
+        "journal_wait" => ev["journal_wait_ms"].as_f64().unwrap_or(0.0) >= 0.3 * dur,
         "dirty_throttle" => {
             ev["throttle_pause_ms"]
                 .as_f64()
@@ -1363,8 +1289,13 @@ pub fn assert_supported(r: &serde_json::Value) {
                 && ev["other_threads_stopped"].as_u64().is_some()
         }
         "own_io" => {
+            // Its own I/O, with others' less than it or below the contention thresholds.
             let own = ev["bytes_target"].as_u64().unwrap_or(0);
-            own > 0 && own >= ev["bytes_others"].as_u64().unwrap_or(0).min(1 << 20)
+            let top = layers.first().cloned().unwrap_or_default();
+            let others = top["bytes_others"].as_u64().unwrap_or(0);
+            own > 0
+                && (own >= others
+                    || (others < 1 << 20 && top["requests_others"].as_u64().unwrap_or(0) < 16))
         }
         // A limit on a disk under the file, and the call waited for its I/O.
         "io_throttled" => {
@@ -1445,4 +1376,184 @@ pub fn python_json(
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON: {e}"))
+}
+
+/// A workload (already running its calls) and a tracer reporting calls >= `threshold`.
+pub struct Scenario {
+    work: Proc,
+    tracer: Tracer,
+}
+
+impl Scenario {
+    pub fn start(
+        dir: &std::path::Path,
+        threshold: &str,
+        workload_args: &[&str],
+        wrap: &[&str],
+    ) -> Scenario {
+        Self::start_with(
+            dir,
+            &["--threshold", threshold, "--format", "json"],
+            workload_args,
+            wrap,
+        )
+    }
+
+    pub fn start_with(
+        dir: &std::path::Path,
+        trace_args: &[&str],
+        workload_args: &[&str],
+        wrap: &[&str],
+    ) -> Scenario {
+        let exe = zkstall_bin();
+        let mut cmd = if wrap.is_empty() {
+            Command::new(&exe)
+        } else {
+            let mut c = Command::new(wrap[0]);
+            c.args(&wrap[1..]).arg(&exe);
+            c
+        };
+        cmd.args(["workload", "--thread-name", "SyncThread:1"])
+            .args(workload_args)
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut work = Proc::spawn("workload", &mut cmd);
+        let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
+        let mut ready = String::new();
+        std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+        // Drain its per-call lines so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let tracer = start_tracer_with(work.pid(), trace_args);
+        std::io::Write::write_all(work.child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        Scenario { work, tracer }
+    }
+
+    /// Stops the workload; returns the slow calls of its SyncThread.
+    pub fn finish(self) -> Vec<serde_json::Value> {
+        self.finish_raw().0
+    }
+
+    /// Also returns the live run's output, byte for byte. Calls reported while still
+    /// running (as they crossed the threshold) are left out: each is reported again when
+    /// it ends (see `in_progress`).
+    pub fn finish_raw(mut self) -> (Vec<serde_json::Value>, String) {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.work.child.kill();
+        let (records, raw) = finish_tracer_raw(self.tracer);
+        for r in records
+            .iter()
+            .filter(|r| r["type"] == "fsync" || r["type"] == "write")
+        {
+            assert_supported(r);
+        }
+        let calls = records
+            .into_iter()
+            .filter(|r| {
+                (r["type"] == "fsync" || r["type"] == "write")
+                    && r["thread"] == "SyncThread:1"
+                    && r.get("in_progress").is_none()
+            })
+            .collect();
+        (calls, raw)
+    }
+}
+
+/// `verdict duration: headline` of each call, for failure messages.
+pub fn verdicts(calls: &[serde_json::Value]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {:.0} ms: {}",
+                c["verdict"],
+                c["duration_ms"].as_f64().unwrap_or(0.0),
+                c["headline"]
+            )
+        })
+        .collect()
+}
+
+/// A wrapper's words as the `&str`s `Command` takes.
+pub fn wrap_refs(w: &[String]) -> Vec<&str> {
+    w.iter().map(String::as_str).collect()
+}
+
+/// A workload writing through a cgroup I/O limit (v1 blkio.throttle or v2 io.max, as
+/// the host mounts the controller): its slow calls are io_throttled, naming the limit.
+pub fn io_throttled_scenario(v2_only: bool, bytes_per_s: u64, threshold: &str) {
+    let lo = LoopDev::new(256);
+    let mnt = Mount::ext4(&lo.dev);
+    let cg = TestCgroup::new("blkio", "zkstall-throttle")
+        .expect("a blkio (v1) or io (v2) cgroup controller");
+    if v2_only {
+        assert!(!cg.v1, "the io controller is on cgroup2 for this run");
+    }
+    let dev = lo.majmin();
+    // bytes_per_s of writes for the workload's cgroup on that disk (v1 or v2, as mounted).
+    if cg.v1 {
+        cg.set(
+            "blkio.throttle.write_bps_device",
+            &format!("{dev} {bytes_per_s}"),
+        );
+    } else {
+        cg.set("io.max", &format!("{dev} wbps={bytes_per_s}"));
+    }
+    let wrap = cg.wrap();
+    let sc = Scenario::start(
+        &mnt.dir.join("zk"),
+        threshold,
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "2ms",
+            "--syscalls",
+            "fdatasync",
+            "--write-bytes",
+            "16384",
+        ],
+        &wrap_refs(&wrap),
+    );
+    std::thread::sleep(Duration::from_millis(3000));
+    let calls = sc.finish();
+    let throttled: Vec<&serde_json::Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "io_throttled")
+        .collect();
+    assert!(
+        throttled.len() >= 5 && throttled.len() * 4 >= calls.len() * 3,
+        "{:#?}",
+        verdicts(&calls)
+    );
+    for c in &throttled {
+        let lim = &c["evidence"]["io_limit"];
+        assert_eq!(lim["wbps"], bytes_per_s, "{c}");
+        assert_eq!(lim["disk"], dev.as_str(), "{c}");
+        assert_eq!(lim["own_cgroup"], cg.path.as_str(), "{c}");
+        assert!(
+            c["headline"].as_str().unwrap().contains("I/O limit on"),
+            "{}",
+            c["headline"]
+        );
+    }
+}
+
+/// Did others' I/O reach the contention thresholds (1 MiB or 16 requests, more than the
+/// thread's) on any view of the disks a call's record gives: a layer under the file, the
+/// journal's disk during its commit, or what others wrote to a loop device before the
+/// commit's flush?
+pub fn others_mattered(r: &serde_json::Value) -> bool {
+    let ev = &r["evidence"];
+    let busy = |l: &serde_json::Value| {
+        let others = l["bytes_others"].as_u64().unwrap_or(0);
+        others > l["bytes_thread"].as_u64().unwrap_or(0)
+            && (others >= 1 << 20 || l["requests_others"].as_u64().unwrap_or(0) >= 16)
+    };
+    ev["layers"].as_array().into_iter().flatten().any(busy)
+        || busy(&ev["journal"]["disk_during"])
+        || busy(&ev["journal"]["backing_writers"])
 }

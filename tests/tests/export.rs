@@ -215,7 +215,15 @@ fn an_exported_trace_has_the_named_thread_one_slice_per_call_and_counters() {
         vec!["report", s(&rec)],
         vec!["report", s(&rec), "--format", "json"],
         vec!["export", s(&rec), "--jsonl"],
-        vec!["merge", s(&rec), s(&rec), "--format", "json", "--threshold", "0"],
+        vec![
+            "merge",
+            s(&rec),
+            s(&rec),
+            "--format",
+            "json",
+            "--threshold",
+            "0",
+        ],
     ] {
         let mut child = zkstall(&args)
             .stdout(std::process::Stdio::piped())
@@ -365,9 +373,11 @@ fn two_zookeepers_whose_disks_stop_together_are_a_correlated_stall() {
     }
     let mut zk1 = ZooKeeper::start_with(&m1.dir, 20, &[], &ensemble_cfg, &[]);
     let mut zk2 = ZooKeeper::start_with(&m2.dir, 20, &[], &ensemble_cfg, &[]);
-    wait_until("servers 1 and 2 form a quorum", Duration::from_secs(60), || {
-        zk1.serving() && zk2.serving()
-    });
+    wait_until(
+        "servers 1 and 2 form a quorum",
+        Duration::from_secs(60),
+        || zk1.serving() && zk2.serving(),
+    );
     let (r1, r2) = (dir.join("zk1.zst"), dir.join("zk2.zst"));
     let t1 = start_tracer_with(
         zk1.proc.pid(),
@@ -391,9 +401,17 @@ fn two_zookeepers_whose_disks_stop_together_are_a_correlated_stall() {
             s(&r2),
         ],
     );
-    let mut load1 = zk1.load(9);
-    let mut load2 = zk2.load(9);
-    std::thread::sleep(Duration::from_secs(3));
+    let mut load1 = zk1.load(15);
+    let mut load2 = zk2.load(15);
+    // Writes flowing through the ensemble (the load generators compile and connect
+    // first), then both disks stop.
+    let z0 = zk1.zxid();
+    wait_until(
+        "the loads' writes committed",
+        Duration::from_secs(60),
+        || zk1.zxid() > z0 + 200,
+    );
+    std::thread::sleep(Duration::from_secs(1));
     {
         let mut freeze = Freeze::new(&outer.dir);
         std::thread::sleep(Duration::from_secs(3));

@@ -448,9 +448,11 @@ fn a_thread_blocked_in_a_page_fault_is_not_labelled_with_a_syscall() {
     let tracer = start_tracer(writer.pid(), &["--threshold", "10s"]);
     let mut freeze = Freeze::new(&mnt.dir);
     std::fs::write(&go, b"").unwrap();
-    wait_until("the writer blocked in its fault", Duration::from_secs(10), || {
-        thread_state(writer.pid()) == Some('D')
-    });
+    wait_until(
+        "the writer blocked in its fault",
+        Duration::from_secs(10),
+        || thread_state(writer.pid()) == Some('D'),
+    );
     std::thread::sleep(Duration::from_millis(500));
     freeze.thaw();
     assert!(writer.wait_for_exit(Duration::from_secs(30)).success());

@@ -3,7 +3,6 @@
 //! the expected verdict and evidence. Guards undo every injection even on failure.
 
 use std::{
-    io::{BufRead as _, Write as _},
     process::{Command, Stdio},
     sync::Mutex,
     time::Duration,
@@ -14,114 +13,11 @@ use zkstall_tests::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// A workload (already running its calls) and a tracer reporting calls >= `threshold`.
-struct Scenario {
-    work: Proc,
-    tracer: Tracer,
-}
-
-impl Scenario {
-    fn start(
-        dir: &std::path::Path,
-        threshold: &str,
-        workload_args: &[&str],
-        wrap: &[&str],
-    ) -> Scenario {
-        Self::start_with(
-            dir,
-            &["--threshold", threshold, "--format", "json"],
-            workload_args,
-            wrap,
-        )
-    }
-
-    fn start_with(
-        dir: &std::path::Path,
-        trace_args: &[&str],
-        workload_args: &[&str],
-        wrap: &[&str],
-    ) -> Scenario {
-        let exe = zkstall_bin();
-        let mut cmd = if wrap.is_empty() {
-            Command::new(&exe)
-        } else {
-            let mut c = Command::new(wrap[0]);
-            c.args(&wrap[1..]).arg(&exe);
-            c
-        };
-        cmd.args(["workload", "--thread-name", "SyncThread:1"])
-            .args(workload_args)
-            .arg("--dir")
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut work = Proc::spawn("workload", &mut cmd);
-        let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
-        let mut ready = String::new();
-        out.read_line(&mut ready).unwrap();
-        // Drain its per-call lines so it never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let tracer = start_tracer_with(work.pid(), trace_args);
-        work.child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"go\n")
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        Scenario { work, tracer }
-    }
-
-    /// Stops the workload; returns the slow calls of its SyncThread.
-    fn finish(self) -> Vec<Value> {
-        self.finish_raw().0
-    }
-
-    /// Also returns the live run's output, byte for byte. Calls reported while still
-    /// running (as they crossed the threshold) are left out: each is reported again when
-    /// it ends (see `in_progress`).
-    fn finish_raw(mut self) -> (Vec<Value>, String) {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = self.work.child.kill();
-        let (records, raw) = finish_tracer_raw(self.tracer);
-        for r in records
-            .iter()
-            .filter(|r| r["type"] == "fsync" || r["type"] == "write")
-        {
-            assert_supported(r);
-        }
-        let calls = records
-            .into_iter()
-            .filter(|r| {
-                (r["type"] == "fsync" || r["type"] == "write")
-                    && r["thread"] == "SyncThread:1"
-                    && r.get("in_progress").is_none()
-            })
-            .collect();
-        (calls, raw)
-    }
-}
-
 /// The calls of `raw` (JSON lines) reported while still running.
 fn in_progress(raw: &str) -> Vec<Value> {
     json_lines(raw)
         .into_iter()
         .filter(|r| r["in_progress"] == true)
-        .collect()
-}
-
-fn verdicts(calls: &[Value]) -> Vec<String> {
-    calls
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {:.0} ms: {}",
-                c["verdict"],
-                c["duration_ms"].as_f64().unwrap_or(0.0),
-                c["headline"]
-            )
-        })
         .collect()
 }
 
@@ -222,8 +118,7 @@ fn a_frozen_filesystem_under_a_write_is_fs_blocked() {
 
 #[test]
 fn a_competing_dd_with_conv_fsync_is_contention_naming_dd() {
-    if !can_run_root_tests("a_competing_dd_with_conv_fsync_is_contention_naming_dd")
-    {
+    if !can_run_root_tests("a_competing_dd_with_conv_fsync_is_contention_naming_dd") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -296,7 +191,8 @@ fn a_competing_dd_with_conv_fsync_is_contention_naming_dd() {
         // dd is the root cause: device_contention (via the journal, mostly), never
         // journal_wait.
         assert_eq!(
-            c["verdict"], "device_contention",
+            c["verdict"],
+            "device_contention",
             "{:#?}\n{c:#}",
             verdicts(&calls)
         );
@@ -478,92 +374,38 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
     }
 }
 
-fn wrap_refs(w: &[String]) -> Vec<&str> {
-    w.iter().map(String::as_str).collect()
-}
-
 #[test]
 fn a_cgroup_io_limit_on_the_disk_is_io_throttled() {
     if !can_run_root_tests("a_cgroup_io_limit_on_the_disk_is_io_throttled") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    io_throttled_scenario(None);
+    // 256 KiB/s of writes for the workload's cgroup on that disk.
+    io_throttled_scenario(false, 262_144, "30ms");
 }
 
-/// The same on cgroup2's io.max: the io controller is moved from its v1 hierarchy (this
-/// host's layout) to the unified one for the test, and back.
+/// The same with cgroup2's io.max, where the io controller is on cgroup2: Debian 12's
+/// kernel in `cargo xtask vm-test` (booted with the unified hierarchy only), and hosts
+/// laid out that way. On a hybrid host (io on v1, like the development machines) the
+/// controller cannot be moved for a test reliably (a v1 hierarchy that ever had child
+/// cgroups keeps its controller until they are all released, minutes later at times), so
+/// there this test says why it does not run: the v1 test above runs instead.
 #[test]
-fn a_cgroup_v2_io_max_limit_is_io_throttled() {
-    if !can_run_root_tests("a_cgroup_v2_io_max_limit_is_io_throttled") {
+fn a_cgroup2_io_max_limit_is_io_throttled() {
+    if !can_run_root_tests("a_cgroup2_io_max_limit_is_io_throttled") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let v2 = match OnV2::take("blkio") {
-        Ok(g) => g,
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("cannot put the io controller on cgroup2 here: {why}")
-        }
-        Err(why) => {
-            eprintln!("SKIP a_cgroup_v2_io_max_limit_is_io_throttled: {why}");
-            return;
-        }
-    };
-    io_throttled_scenario(Some(&v2));
-}
-
-fn io_throttled_scenario(v2: Option<&OnV2>) {
-    let lo = LoopDev::new(256);
-    let mnt = Mount::ext4(&lo.dev);
-    let cg = TestCgroup::new("blkio", "zkstall-throttle")
-        .expect("a blkio (v1) or io (v2) cgroup controller");
-    if v2.is_some() {
-        assert!(!cg.v1, "the io controller is on cgroup2 for this run");
-    }
-    let dev = lo.majmin();
-    // 256 KiB/s of writes for the workload's cgroup on that disk (v1 or v2, as mounted).
-    if cg.v1 {
-        cg.set("blkio.throttle.write_bps_device", &format!("{dev} 262144"));
-    } else {
-        cg.set("io.max", &format!("{dev} wbps=262144"));
-    }
-    let wrap = cg.wrap();
-    let sc = Scenario::start(
-        &mnt.dir.join("zk"),
-        "30ms",
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "2ms",
-            "--syscalls",
-            "fdatasync",
-            "--write-bytes",
-            "16384",
-        ],
-        &wrap_refs(&wrap),
-    );
-    std::thread::sleep(Duration::from_millis(3000));
-    let calls = sc.finish();
-    let throttled: Vec<&Value> = calls
-        .iter()
-        .filter(|c| c["verdict"] == "io_throttled")
-        .collect();
-    assert!(
-        throttled.len() >= 5 && throttled.len() * 4 >= calls.len() * 3,
-        "{:#?}",
-        verdicts(&calls)
-    );
-    for c in &throttled {
-        let lim = &c["evidence"]["io_limit"];
-        assert_eq!(lim["wbps"], 262144, "{c}");
-        assert_eq!(lim["disk"], dev.as_str(), "{c}");
-        assert_eq!(lim["own_cgroup"], cg.path.as_str(), "{c}");
-        assert!(
-            c["headline"].as_str().unwrap().contains("I/O limit on"),
-            "{}",
-            c["headline"]
-        );
+    match cgroup_root("blkio") {
+        // 32 KiB/s, and calls over 200 ms: each 16 KiB data write waits about half a
+        // second for the limit, far above what journal commits take even on an emulated
+        // disk (vm-test runs this under TCG).
+        Some(r) if !r.v1 => io_throttled_scenario(true, 32_768, "200ms"),
+        Some(r) => eprintln!(
+            "NOT RUN a_cgroup2_io_max_limit_is_io_throttled: the io controller is on a v1 hierarchy here ({}); cargo xtask vm-test runs it on cgroup2",
+            r.root.display()
+        ),
+        None => panic!("no blkio/io cgroup controller"),
     }
 }
 
@@ -740,14 +582,22 @@ fn writeback_forced_by_a_nearly_full_filesystem_is_low_space() {
             "{c}"
         );
     }
-    // The kernel's own word for it: the writer queued writeback with the reason
-    // fs_free_space (writeback:writeback_queue) during a low_space call.
-    assert!(
-        low.iter()
-            .any(|c| c["evidence"]["low_space_writeback"]["nr_pages"].as_i64() > Some(0)),
-        "{:#?}",
-        low
-    );
+    // The kernel's own word for it: a low_space call that waited for the writeback ext4
+    // queued for free space (try_to_writeback_inodes_sb on its stack) carries that
+    // writeback_queue record (reason fs_free_space). (A full filesystem also shows as an
+    // allocation retry forcing a journal commit, ext4_should_retry_alloc: no writeback
+    // queued there.)
+    for c in &low {
+        if c["evidence"]["stack"]
+            .to_string()
+            .contains("try_to_writeback_inodes_sb")
+        {
+            assert!(
+                c["evidence"]["low_space_writeback"]["nr_pages"].as_i64() > Some(0),
+                "{c}"
+            );
+        }
+    }
     // Nobody else writes here: no call may blame others or a stopped disk. (A write that
     // waits for the writeback of its own earlier data, stable pages, is own_io truthfully.)
     for c in &calls {

@@ -88,12 +88,6 @@ const TCG_SKIPS: &[(&str, &str, &str)] = &[
     ),
     (
         "verdicts",
-        "a_cgroup_v2_io_max_limit_is_io_throttled",
-        "the same scenario as a_cgroup_io_limit_on_the_disk_is_io_throttled (the guest's \
-         cgroups are cgroup2 already): skipped for the same reason",
-    ),
-    (
-        "verdicts",
         "a_memory_cgroup_at_its_limit_is_memory_reclaim",
         "an emulated CPU spends the 20 ms threshold copying each write (unknown: on CPU), and \
          the slow writer does not drive its memory cgroup into reclaim",

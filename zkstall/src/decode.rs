@@ -6,10 +6,10 @@ use thiserror::Error;
 use zkstall_common::{
     BLOCKED_AFTER_CALL, BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_ACCOUNTED, CALL_AFTER,
     CALL_START_BOUND, COMM_LEN, DirtyEvent, EventHeader, EventKind, IoEvent, JournalEvent,
-    JournalPhase, JournalStatsEvent, MAX_FRAMES, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_OPEN, RQ_PARTIAL,
-    RQ_UNMATCHED, ReclaimEvent, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent,
-    SyscallExitEvent, ThreadChange, ThreadEvent, ThrottleEvent, WakerCtx, WritebackEvent,
-    LowSpaceEvent,
+    JournalPhase, JournalStatsEvent, LowSpaceEvent, MAX_FRAMES, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_OPEN,
+    RQ_PARTIAL, RQ_UNMATCHED, ReclaimEvent, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall,
+    SyscallEnterEvent, SyscallExitEvent, ThreadChange, ThreadEvent, ThrottleEvent, WakerCtx,
+    WritebackEvent,
 };
 
 use crate::{clock::MonoNs, enrich::DevId};

@@ -500,7 +500,12 @@ impl History {
 
     pub fn low_space(&mut self, v: LowSpaceQueued) {
         let now = v.at;
-        push(&mut self.low_space, self.limits.throttles, v, &mut self.shed);
+        push(
+            &mut self.low_space,
+            self.limits.throttles,
+            v,
+            &mut self.shed,
+        );
         expire(&mut self.low_space, now, |v| v.at);
     }
 

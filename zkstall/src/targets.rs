@@ -287,7 +287,10 @@ pub fn zk_ensemble(root: &ProcRoot, pid: u32) -> Option<Ensemble> {
                 continue;
             };
             let (k, v) = (k.trim(), v.trim());
-            if let Some(n) = k.strip_prefix("server.").and_then(|n| n.parse::<u32>().ok()) {
+            if let Some(n) = k
+                .strip_prefix("server.")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
                 e.servers.push((n, v.to_string()));
             } else if k == "dataDir" {
                 *data_dir = Some(v.to_string());
@@ -347,7 +350,11 @@ mod tests {
             "1=10.0.0.1:2888:3888,2=10.0.0.2:2888:3888,3=10.0.0.3:2888:3888"
         );
         // Standalone: no server lines.
-        fs::write(rootfs.join("etc/zk/zoo.cfg"), "dataDir=/var/zk\nclientPort=2181\n").unwrap();
+        fs::write(
+            rootfs.join("etc/zk/zoo.cfg"),
+            "dataDir=/var/zk\nclientPort=2181\n",
+        )
+        .unwrap();
         let e = zk_ensemble(&ProcRoot(proc), 4242).unwrap();
         assert!(e.servers.is_empty());
         let _ = fs::remove_dir_all(&dir);

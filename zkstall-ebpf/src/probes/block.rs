@@ -24,8 +24,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use zkstall_common::{
-    Counter, EventKind, IoEvent, OTHER_IO_WATCHED, OtherIo, OtherIoKey, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_PARTIAL,
-    RQ_UNMATCHED, Request, Submitter,
+    Counter, EventKind, IoEvent, OTHER_IO_WATCHED, OtherIo, OtherIoKey, RQ_FROM_GETRQ, RQ_KTHREAD,
+    RQ_PARTIAL, RQ_UNMATCHED, Request, Submitter,
 };
 
 use crate::{

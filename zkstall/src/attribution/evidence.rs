@@ -113,7 +113,28 @@ pub struct JournalEvidence {
     pub thread_runq_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_d_ms: Option<f64>,
+    /// When the journal's disk is a loop device that spent the commit waiting on the disk
+    /// under it (its flush is an fsync of its backing file, which writes back everything
+    /// written to the loop device before): the data others wrote to it just before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_writers: Option<BackingWriters>,
 }
+
+/// Others' writes to a loop device in the window before a commit whose flush had to write
+/// them back first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BackingWriters {
+    pub disk: String,
+    pub window_ms: f64,
+    pub bytes_others: u64,
+    pub requests_others: u32,
+    pub bytes_thread: u64,
+    /// The top writers.
+    pub contenders: Vec<Contender>,
+}
+
+/// How far before a commit the writes its loop device's flush must persist are looked for.
+const BACKING_LOOKBACK_NS: u64 = 30_000_000_000;
 
 /// The numbers behind a verdict. Field names are a contract: later versions add fields,
 /// never rename these.
@@ -182,6 +203,10 @@ pub struct Evidence {
     pub memcg_reclaim: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_limit: Option<crate::enrich::MemLimit>,
+    /// Asleep waiting for a journal commit (or an XFS log force), all of it (the stages
+    /// charge the part where the commit's writes queued behind others' to device_queue).
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub journal_wait_ms: f64,
     /// Writeback the thread queued for low free space during the call (writeback_queue's
     /// reason fs_free_space): the largest, and how many.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1038,10 +1063,16 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             .map(|io| (io.start(), io.end_or(call.end)))
             .collect(),
     );
+    // Others' data, not the block layer's own empty flushes (which the flush machinery
+    // issues from a kernel thread for the commit itself).
     let others_io = union(
         top_ios
             .iter()
-            .filter(|io| matches!(whose(io, call), Whose::Other | Whose::Process))
+            .filter(|io| {
+                matches!(whose(io, call), Whose::Other | Whose::Process)
+                    && io.bytes > 0
+                    && io.charged.kind != PartyKind::Kernel
+            })
             .map(|io| (io.start(), io.end_or(call.end)))
             .collect(),
     );
@@ -1413,7 +1444,36 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
                 d += overlap(b.sleep(), cw);
             }
         }
+        // The journal's disk during the commit, with how long each layer waited on the one
+        // under it.
+        let mut during: Vec<LayerEvidence> = call
+            .disks
+            .layers
+            .iter()
+            .map(|l| layer_evidence(h, l, call, cw).0)
+            .collect();
+        backing_held(h, &call.disks.layers, &mut during);
+        let backing_writers = match (call.disks.layers.first(), during.first()) {
+            (Some(l), Some(d))
+                if d.kind == LayerKindName::Loop
+                    && d.backing_held_ms * 2.0 >= ms(c.end.since(c.start)) =>
+            {
+                let from = MonoNs(c.start.0.saturating_sub(BACKING_LOOKBACK_NS));
+                let (le, mut cs) = layer_evidence(h, l, call, (from, c.start));
+                cs.truncate(5);
+                Some(BackingWriters {
+                    disk: le.disk,
+                    window_ms: ms(c.start.since(from)),
+                    bytes_others: le.bytes_others,
+                    requests_others: le.requests_others,
+                    bytes_thread: le.bytes_thread,
+                    contenders: cs,
+                })
+            }
+            _ => None,
+        };
         JournalEvidence {
+            backing_writers,
             thread: jt.first().map(|b| b.thread.clone()),
             thread_runq_ms: (!jt.is_empty()).then_some(ms(rq)),
             thread_d_ms: (!jt.is_empty()).then_some(ms(d)),
@@ -1424,10 +1484,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             logging_ms: c.logging_ms,
             handles: c.handles,
             blocks: c.blocks,
-            disk_during: call
-                .disks
-                .top()
-                .map(|l| layer_evidence(h, l, call, (c.start, c.end)).0),
+            disk_during: during.into_iter().next(),
         }
     });
 
@@ -1451,6 +1508,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     }
     let jvm = enrich.is_jvm(call.pid);
 
+    ev.journal_wait_ms = ms(journal_ns);
     Gathered {
         ev,
         contenders,

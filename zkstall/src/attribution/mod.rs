@@ -158,6 +158,7 @@ pub fn explain(call: &Span, h: &History, enrich: &mut dyn Enricher) -> Explanati
     let finding = rules::decide(call, &g, &Thresholds::DEFAULT);
     let headline = render::headline(call, &g, &finding);
     let (timeline, omitted) = timeline::timeline(call, h);
+    let backing = finding.chain.iter().any(|l| l.what == "backing_flush");
     Explanation {
         verdict: finding.verdict,
         via: finding.via,
@@ -165,11 +166,20 @@ pub fn explain(call: &Span, h: &History, enrich: &mut dyn Enricher) -> Explanati
         chain: finding.chain,
         stages: g.stages_ms(),
         evidence: g.ev.clone(),
-        contenders: finding
-            .layer
-            .and_then(|i| g.contenders_by_layer.get(i))
-            .unwrap_or(&g.contenders)
-            .clone(),
+        contenders: match g
+            .ev
+            .journal
+            .as_ref()
+            .and_then(|j| j.backing_writers.as_ref())
+        {
+            // Those who wrote what the commit's flush had to write back first.
+            Some(bw) if backing => bw.contenders.clone(),
+            _ => finding
+                .layer
+                .and_then(|i| g.contenders_by_layer.get(i))
+                .unwrap_or(&g.contenders)
+                .clone(),
+        },
         timeline,
         timeline_omitted: omitted,
     }

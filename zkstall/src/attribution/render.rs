@@ -138,6 +138,22 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                 .map(who)
                 .unwrap_or_else(|| "others".into());
             match (f.via, &ev.journal) {
+                (Some("journal"), Some(j)) if f.chain.iter().any(|l| l.what == "backing_flush") => {
+                    let bw = j.backing_writers.as_ref();
+                    let top = bw
+                        .and_then(|b| b.contenders.first())
+                        .map(who)
+                        .unwrap_or_else(|| "others".into());
+                    format!(
+                        "{top} wrote {} to {} in the {:.0} s before: this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose flush of {} had to write that data back first",
+                        size(bw.map_or(0, |b| b.bytes_others)),
+                        bw.map_or("the disk", |b| b.disk.as_str()),
+                        bw.map_or(0.0, |b| b.window_ms / 1e3),
+                        j.transaction,
+                        j.duration_ms,
+                        bw.map_or("the disk", |b| b.disk.as_str()),
+                    )
+                }
                 (Some("journal"), Some(j)) => {
                     let during = j.disk_during.as_ref().unwrap_or(l);
                     format!(
@@ -316,8 +332,15 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
             )
         }
         Verdict::LowSpace => format!(
-            "this {dur:.0} ms{so_far} {sc} waited {:.0} ms for writeback forced by low free space on {device}: the filesystem is nearly full{}{}",
+            "this {dur:.0} ms{so_far} {sc} waited {:.0} ms for {} forced by low free space on {device}: the filesystem is nearly full{}{}",
             ms(g.stage(Stage::LowSpace)),
+            if ev.stack.iter().any(|f| f.contains("should_retry_alloc"))
+                && ev.low_space_writeback.is_none()
+            {
+                "a journal commit (an allocation retried after ENOSPC)"
+            } else {
+                "writeback"
+            },
             ev.low_space_writeback
                 .as_ref()
                 .map(|w| format!(
@@ -358,14 +381,18 @@ fn unknown(call: &Span, g: &Gathered, f: &Finding, dur: f64) -> String {
             s.push_str(&format!("; {} saw no block I/O during it", l.disk));
         } else if let Some(p) = &l.latency_ms {
             match l.usual_p50_ms {
-                Some(u) if p.p50 > u * super::rules::Thresholds::DEFAULT.slow_factor => s.push_str(&format!(
-                    "; {} answered slowly (p50 {:.2} ms, usually {:.2} ms) without stalling",
-                    l.disk, p.p50, u
-                )),
-                None if p.p50 > super::rules::Thresholds::DEFAULT.slow_abs_ms => s.push_str(&format!(
-                    "; {} answered slowly (p50 {:.2} ms) without stalling",
-                    l.disk, p.p50
-                )),
+                Some(u) if p.p50 > u * super::rules::Thresholds::DEFAULT.slow_factor => {
+                    s.push_str(&format!(
+                        "; {} answered slowly (p50 {:.2} ms, usually {:.2} ms) without stalling",
+                        l.disk, p.p50, u
+                    ))
+                }
+                None if p.p50 > super::rules::Thresholds::DEFAULT.slow_abs_ms => {
+                    s.push_str(&format!(
+                        "; {} answered slowly (p50 {:.2} ms) without stalling",
+                        l.disk, p.p50
+                    ))
+                }
                 _ => {}
             }
         }

@@ -100,7 +100,7 @@ impl Verdict {
                 pct(t.throttle_utilization)
             ),
             Verdict::DeviceContention => format!(
-                "waiting >= {dominant} of the call for its own I/O or a journal commit while others' I/O dominated the disk (>= {} MiB or {} requests, more than its own); via journal, writeback or block_queue",
+                "waiting >= {dominant} of the call for its own I/O or a journal commit while others' I/O dominated the disk (>= {} MiB or {} requests, more than its own), or for a commit whose flush of a loop device had to write back what others wrote to it in the 30 s before; via journal, writeback or block_queue",
                 t.contention_min_bytes >> 20,
                 t.contention_min_requests
             ),
@@ -252,7 +252,9 @@ fn share(g: &Gathered, ns: u64) -> f64 {
 /// How the call was stuck on the disk: through the journal, or its own writeback.
 fn mechanism(g: &Gathered) -> Option<&'static str> {
     let j = g.journal_ns;
-    let w = g.stage(Stage::DeviceQueue).saturating_sub(g.journal_queue_ns)
+    let w = g
+        .stage(Stage::DeviceQueue)
+        .saturating_sub(g.journal_queue_ns)
         + g.stage(Stage::DeviceService)
         + g.stage(Stage::WritebackWait)
         + g.stage(Stage::IoThrottle);
@@ -652,7 +654,7 @@ fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
         None => g.ev.layers.first()?,
     };
     if !contended(during, t) || !during.complete {
-        return None;
+        return backing_flush(call, g, t);
     }
     let top = g.contenders.first();
     let mut chain = vec![call_link(call, g)];
@@ -695,6 +697,59 @@ fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
             duration_ms: span_ms,
         });
     }
+    Some(Finding {
+        verdict: Verdict::DeviceContention,
+        via: Some("journal"),
+        chain,
+        layer: Some(0),
+        stage: Some(Stage::JournalWait),
+    })
+}
+
+/// A commit on a loop device that spent it waiting on the disk under it: the loop
+/// device's flush is an fsync of its backing file, which must first write back what was
+/// written to the device before; when others wrote much more there than the thread, they
+/// are the cause (a device cache flush behind others' writes works the same way).
+fn backing_flush(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let j = g.ev.journal.as_ref()?;
+    let bw = j.backing_writers.as_ref()?;
+    let top = bw.contenders.first()?;
+    if !(bw.bytes_others > bw.bytes_thread
+        && (bw.bytes_others >= t.contention_min_bytes
+            || bw.requests_others >= t.contention_min_requests))
+    {
+        return None;
+    }
+    let during = j.disk_during.as_ref()?;
+    let start = g.commit.map_or(call.start.0, |c| c.start.0);
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "journal_commit",
+        detail: format!("transaction {}", j.transaction),
+        start_ns: start,
+        duration_ms: j.duration_ms,
+    });
+    chain.push(Link {
+        what: "backing_flush",
+        detail: format!(
+            "{}'s flush writing back its backing file (held {:.0} ms by the disk under it)",
+            during.disk, during.backing_held_ms
+        ),
+        start_ns: start,
+        duration_ms: during.backing_held_ms,
+    });
+    chain.push(Link {
+        what: "requests_of",
+        detail: format!(
+            "{} ({} written to {} in the {:.0} s before)",
+            super::render::who(top),
+            super::render::size(top.bytes),
+            bw.disk,
+            bw.window_ms / 1e3
+        ),
+        start_ns: start.saturating_sub((bw.window_ms * 1e6) as u64),
+        duration_ms: bw.window_ms,
+    });
     Some(Finding {
         verdict: Verdict::DeviceContention,
         via: Some("journal"),

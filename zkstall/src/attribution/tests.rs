@@ -179,7 +179,16 @@ fn assert_consistent(c: &Span, e: &Explanation) {
     let stage = |k: &str| e.stages.get(k).copied().unwrap_or(0.0);
     match e.verdict {
         Verdict::DeviceContention => assert!(
-            !e.contenders.is_empty() && ev.layers.iter().any(|l| l.bytes_others > l.bytes_thread),
+            !e.contenders.is_empty()
+                && (ev.layers.iter().any(|l| l.bytes_others > l.bytes_thread)
+                    || ev
+                        .journal
+                        .as_ref()
+                        .and_then(|j| j.backing_writers.as_ref())
+                        .is_some_and(|b| {
+                            b.bytes_others > b.bytes_thread
+                                && b.bytes_others >= t.contention_min_bytes
+                        })),
             "contention names contenders that moved more than the thread: {e:?}"
         ),
         Verdict::OwnIo => {
@@ -683,7 +692,10 @@ fn blocked_with_no_io_in_flight_is_fs_blocked_with_its_frame() {
         e.headline
     );
     assert_eq!(e.evidence.waker.as_deref(), Some("fsfreeze"));
-    assert!(e.evidence.layers[0].no_io, "loop1 saw no I/O: said, not guessed");
+    assert!(
+        e.evidence.layers[0].no_io,
+        "loop1 saw no I/O: said, not guessed"
+    );
 }
 
 #[test]
@@ -944,7 +956,11 @@ fn a_jvm_pause_that_lasts_because_the_vm_thread_cannot_run_is_cpu_starvation_via
     assert_eq!(e.via, Some("jvm_pause"));
     assert_eq!(e.evidence.after_others_runq_ms, Some(75.0));
     assert!(e.headline.contains("returned in 12 ms"), "{}", e.headline);
-    assert!(e.headline.contains("runnable but not running for 75 ms"), "{}", e.headline);
+    assert!(
+        e.headline.contains("runnable but not running for 75 ms"),
+        "{}",
+        e.headline
+    );
 }
 
 #[test]
@@ -1167,7 +1183,11 @@ fn held_back_by_its_cgroups_io_limit_is_io_throttled() {
         e.headline
     );
     // Its own process's I/O, relayed by the throttle: never another party's.
-    assert!(e.contenders.iter().all(|c| c.same_process), "{:?}", e.contenders);
+    assert!(
+        e.contenders.iter().all(|c| c.same_process),
+        "{:?}",
+        e.contenders
+    );
     assert!(!e.headline.contains("own 0 B"), "{}", e.headline);
     // The wait with nothing of its own in the block layer is the throttle's hold.
     assert!(
@@ -1290,7 +1310,11 @@ fn a_wait_right_after_the_thread_queued_low_space_writeback_is_that_writeback() 
     assert_eq!(e.verdict, Verdict::LowSpace, "{}", e.headline);
     let w = e.evidence.low_space_writeback.as_ref().unwrap();
     assert_eq!((w.nr_pages, w.queued), (1024, 1));
-    assert!(e.headline.contains("queued writeback of 1024 pages"), "{}", e.headline);
+    assert!(
+        e.headline.contains("queued writeback of 1024 pages"),
+        "{}",
+        e.headline
+    );
     // Another thread's queueing says nothing about this one.
     let mut h2 = History::default();
     watched(&mut h2);
@@ -1477,4 +1501,111 @@ fn the_readme_table_is_the_rules_table() {
         rows, want,
         "README.md's verdict table differs from rules.rs"
     );
+}
+
+#[test]
+fn a_commit_whose_loop_device_flush_writes_back_others_data_is_contention_via_the_journal() {
+    // ZooKeeper on loop1, a loop device over a file on loop0. dd wrote 100 MB to loop1
+    // in the second before (done, into its backing file's page cache); then the commit's
+    // flush of loop1 (an fsync of the backing file) waits while loop0 writes all of that
+    // back. The commit is not slow "on its own": dd is the cause.
+    let mut h = History::default();
+    watched(&mut h);
+    for i in 0..100u64 {
+        h.io(io(777, "dd", 1 << 20, 1_000 + i * 9, 1_005 + i * 9));
+    }
+    // The journal's write and flush on loop1, in flight from 2010 to 2300.
+    h.io(io(0, "jbd2/loop1-8", 8192, 2_010, 2_300));
+    // loop0 under it, busy with loop1's backing-file writeback all along.
+    for i in 0..28u64 {
+        let mut r = io_on(
+            LOWER,
+            41,
+            41,
+            "kworker/u8:4",
+            1 << 20,
+            2_012 + i * 10,
+            2_021 + i * 10,
+        );
+        r.charged = Party {
+            kind: PartyKind::Layer,
+            pid: 0,
+            tid: 0,
+            comm: "loop1".into(),
+            cgroup: None,
+        };
+        h.io(r);
+    }
+    h.commit(Commit {
+        dev: DISK.0,
+        transaction: 69,
+        tid: 30,
+        start: t(2_005),
+        end: t(2_302),
+        locking_ms: Some(0.0),
+        flushing_ms: Some(0.0),
+        logging_ms: Some(296.0),
+        handles: Some(3),
+        blocks: Some(3),
+    });
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        2_004,
+        2_303,
+        Some(2_303),
+        &[
+            "__schedule",
+            "jbd2_log_wait_commit+0x11",
+            "ext4_sync_file+0x2",
+        ],
+        Some("jbd2/loop1-8"),
+    ));
+    let mut c = call(2_000, 2_305);
+    c.disks.layers[0].kind = LayerKind::Loop {
+        backing_file: "/outer/zk.img".into(),
+    };
+    c.disks.layers.push(layer(LOWER, "loop0", 1));
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.via, Some("journal"));
+    assert!(
+        e.headline
+            .starts_with("dd (pid 777) wrote 104.9 MB to loop1"),
+        "{}",
+        e.headline
+    );
+    assert!(e.headline.contains("journal commit 69"), "{}", e.headline);
+    assert_eq!(e.contenders[0].comm, "dd");
+    assert!(
+        e.chain.iter().any(|l| l.what == "backing_flush"),
+        "{:?}",
+        e.chain
+    );
+    // Without dd's writes before it: the commit was slow on its own.
+    let mut quiet = History::default();
+    watched(&mut quiet);
+    quiet.io(io(0, "jbd2/loop1-8", 8192, 2_010, 2_300));
+    for i in 0..28u64 {
+        let mut r = io_on(
+            LOWER,
+            41,
+            41,
+            "kworker/u8:4",
+            1 << 20,
+            2_012 + i * 10,
+            2_021 + i * 10,
+        );
+        r.charged = Party {
+            kind: PartyKind::Layer,
+            pid: 0,
+            tid: 0,
+            comm: "loop1".into(),
+            cgroup: None,
+        };
+        quiet.io(r);
+    }
+    quiet.commit(h.commits[0].clone());
+    quiet.blocked(h.blocked[0].clone());
+    assert_eq!(explain_it(&c, &quiet).verdict, Verdict::JournalWait);
 }

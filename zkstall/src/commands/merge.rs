@@ -686,9 +686,7 @@ mod tests {
             1,
             crate::targets::Ensemble {
                 config: "/etc/zookeeper/conf/zoo.cfg".into(),
-                servers: (1..=5)
-                    .map(|n| (n, format!("zk{n}:2888:3888")))
-                    .collect(),
+                servers: (1..=5).map(|n| (n, format!("zk{n}:2888:3888"))).collect(),
                 myid: Some(myid),
             },
         )];
@@ -714,7 +712,11 @@ mod tests {
         assert_eq!((q[0].size, q[0].quorum), (5, 3));
         assert_eq!(q[0].stalled, vec![1, 2, 4]);
         assert!(q[0].lost_quorum);
-        assert!((q[0].overlap_ms - 20_000.0).abs() < 1e-6, "{}", q[0].overlap_ms);
+        assert!(
+            (q[0].overlap_ms - 20_000.0).abs() < 1e-6,
+            "{}",
+            q[0].overlap_ms
+        );
         let mut out = Vec::new();
         text(&m, Duration::from_millis(250), &mut out).unwrap();
         let t = String::from_utf8(out).unwrap();

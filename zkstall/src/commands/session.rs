@@ -314,15 +314,16 @@ fn drop_stale_requests(
             continue;
         }
         let sys = format!("/sys/dev/block/{disk}");
-        let iostats = std::fs::read_to_string(format!("{sys}/queue/iostats"))
-            .is_ok_and(|v| v.trim() == "1");
-        let Some(kernel_inflight) = std::fs::read_to_string(format!("{sys}/inflight"))
-            .ok()
-            .map(|t| {
-                t.split_whitespace()
-                    .filter_map(|v| v.parse::<u64>().ok())
-                    .sum::<u64>()
-            })
+        let iostats =
+            std::fs::read_to_string(format!("{sys}/queue/iostats")).is_ok_and(|v| v.trim() == "1");
+        let Some(kernel_inflight) =
+            std::fs::read_to_string(format!("{sys}/inflight"))
+                .ok()
+                .map(|t| {
+                    t.split_whitespace()
+                        .filter_map(|v| v.parse::<u64>().ok())
+                        .sum::<u64>()
+                })
         else {
             continue;
         };
@@ -793,8 +794,12 @@ impl<'s> Session<'s> {
         )?;
         let live: BTreeSet<u32> = self.live.keys().copied().collect();
         let end = MonoNs::now();
-        self.disk_check
-            .run(&mut self.probes, &mut self.feed, self.req_bits.op_flush, end)?;
+        self.disk_check.run(
+            &mut self.probes,
+            &mut self.feed,
+            self.req_bits.op_flush,
+            end,
+        )?;
         for rec in open_records(&self.probes, &live, end) {
             self.feed.kernel(&rec, &mut self.probes)?;
         }

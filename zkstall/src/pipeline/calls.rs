@@ -145,7 +145,8 @@ impl Pipeline {
                         if *pid == task.pid && crate::attribution::evidence::is_jvm_internal(thread));
                     by_vm
                         || self.others_stopped(task, b.off, b.on)
-                            >= crate::attribution::rules::Thresholds::DEFAULT.pause_min_stopped as usize
+                            >= crate::attribution::rules::Thresholds::DEFAULT.pause_min_stopped
+                                as usize
                 }
             };
             if !counts {

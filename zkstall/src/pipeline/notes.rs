@@ -105,7 +105,11 @@ pub enum Note {
     },
     /// A disk is no longer watched (no traced process uses it any more): its requests are
     /// only counted in the kernel from now on.
-    Unwatch { ts_ns: u64, disk: String, name: String },
+    Unwatch {
+        ts_ns: u64,
+        disk: String,
+        name: String,
+    },
     /// Records were lost between `from_ns` and `to_ns`: the kernel found its ring buffer
     /// full, or the reader shed records it could not queue.
     Lost {

@@ -665,20 +665,27 @@ fn write_rq(tgid: u32, queued: u64, issued: u64, done: u64, flags: u16) -> IoEve
             tgid,
             tid: tgid + 1,
             bytes: 4096,
-            done_bytes: if flags & zkstall_common::RQ_OPEN != 0 { 0 } else { 4096 },
+            done_bytes: if flags & zkstall_common::RQ_OPEN != 0 {
+                0
+            } else {
+                4096
+            },
             cmd_flags: 1,
             requeues: 0,
             flags,
             comm: comm("SyncThread:1"),
         },
-        nr_bytes: if flags & zkstall_common::RQ_OPEN != 0 { 0 } else { 4096 },
+        nr_bytes: if flags & zkstall_common::RQ_OPEN != 0 {
+            0
+        } else {
+            4096
+        },
         status: 0,
     }
 }
 
 #[test]
-fn completions_the_probes_did_not_see_on_a_disk_make_its_history_incomplete_and_claim_no_stall()
-{
+fn completions_the_probes_did_not_see_on_a_disk_make_its_history_incomplete_and_claim_no_stall() {
     // A 1.5 s fdatasync whose one request looks in flight throughout: a device stall, unless
     // the block layer counted completions on that disk that the probes never saw (the
     // kernel skipped their runs); then the "request in flight" may be one that completed.
@@ -753,11 +760,23 @@ fn a_disk_no_traced_process_uses_any_more_is_unwatched_and_its_history_dropped()
     )
     .unwrap();
     assert!(p.take_wanted_disks().is_empty(), "watched already");
-    p.note(&Note::TargetExit { ts_ns: 2_000 * MS, pid: 9 }, &mut sink)
-        .unwrap();
+    p.note(
+        &Note::TargetExit {
+            ts_ns: 2_000 * MS,
+            pid: 9,
+        },
+        &mut sink,
+    )
+    .unwrap();
     assert!(p.take_unwanted_disks().is_empty(), "pid 9 never used it");
-    p.note(&Note::TargetExit { ts_ns: 2_000 * MS, pid: 7 }, &mut sink)
-        .unwrap();
+    p.note(
+        &Note::TargetExit {
+            ts_ns: 2_000 * MS,
+            pid: 7,
+        },
+        &mut sink,
+    )
+    .unwrap();
     let gone = p.take_unwanted_disks();
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].1, "loop0");
