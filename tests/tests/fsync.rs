@@ -6,7 +6,7 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::fs::MetadataExt as _,
-    process::Stdio,
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -587,4 +587,95 @@ fn bcc_style_options_filter_what_is_printed() {
 /// A finished fdatasync's record (not the in-progress one printed as it crossed).
 fn done_fdatasync(l: &Value) -> bool {
     l["syscall"] == "fdatasync" && l["in_progress"] != true
+}
+
+/// A real JVM (Debian's JDK 17): its threads' whole Java names (longer than the kernel's
+/// 15 characters) come from jcmd for a thread that started before tracing and from
+/// HotSpot's thread__start probe for one started after; a fdatasync held on its way back by
+/// a full GC's safepoint is `jvm_pause`, proved by HotSpot's safepoint probes.
+#[test]
+fn a_jvms_threads_have_their_whole_java_names_and_its_safepoints_prove_jvm_pauses() {
+    let test = "a_jvms_threads_have_their_whole_java_names_and_its_safepoints_prove_jvm_pauses";
+    if !can_run_root_tests(test) {
+        return;
+    }
+    let dir = scratch_dir("zkstall-jvm");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("java/LongNames.java");
+    let mut jvm = Proc::spawn(
+        "java LongNames",
+        Command::new("java")
+            .args(["-XX:+UseSerialGC", "-Xms256m", "-Xmx256m"])
+            .arg(&src)
+            .arg(&dir)
+            .arg("6")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let out = lines_of(jvm.child.stdout.take().unwrap());
+    wait_for_line(&out, "ready", Duration::from_secs(60));
+    let tracer = start_tracer_with(jvm.pid(), &["--threshold", "20ms", "--format", "json"]);
+    jvm.child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    assert!(jvm.wait_for_exit(Duration::from_secs(120)).success());
+    let (records, _) = finish_tracer_raw(tracer);
+    let calls: Vec<&Value> = records.iter().filter(|r| r["type"] == "fsync").collect();
+    let of =
+        |name: &str| -> Vec<&&Value> { calls.iter().filter(|c| c["thread"] == name).collect() };
+    let early = of("EarlyLongNamedSyncThread-1");
+    let late = of("LateLongNamedSyncThread-2");
+    let seen: std::collections::BTreeSet<String> = calls
+        .iter()
+        .map(|c| format!("{} ({})", c["thread"], c["thread_source"]))
+        .collect();
+    assert!(!early.is_empty(), "the early thread, named whole: {seen:?}");
+    assert!(!late.is_empty(), "the late thread, named whole: {seen:?}");
+    assert!(
+        early.iter().all(|c| c["thread_source"] == "jcmd"),
+        "{seen:?}"
+    );
+    assert!(
+        late.iter().all(|c| c["thread_source"] == "usdt"),
+        "{seen:?}"
+    );
+    assert!(
+        early.iter().all(|c| c["comm"] == "EarlyLongNamedS"),
+        "{seen:?}"
+    );
+    // Held in a GC's safepoint after the return: jvm_pause, with HotSpot's markers.
+    let pauses: Vec<&&Value> = calls
+        .iter()
+        .filter(|c| c["verdict"] == "jvm_pause" && c["evidence"]["safepoint"].is_object())
+        .collect();
+    assert!(
+        !pauses.is_empty(),
+        "{:#?}",
+        calls
+            .iter()
+            .map(|c| format!("{} {} {}", c["thread"], c["verdict"], c["headline"]))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        pauses.iter().any(|p| {
+            let sp = &p["evidence"]["safepoint"];
+            sp["op"].is_string() && !sp["gc_full"].is_null()
+        }),
+        "a pause names its VM operation and its GC: {pauses:#?}"
+    );
+    for p in &pauses {
+        let sp = &p["evidence"]["safepoint"];
+        assert!(sp["overlap_ms"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(
+            p["headline"].as_str().unwrap().contains("JVM safepoint"),
+            "{}",
+            p["headline"]
+        );
+        assert_supported(p);
+    }
 }

@@ -506,15 +506,17 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
                 && d["requests"].as_u64().unwrap() + unseen + 4 >= ios),
         "{s}"
     );
-    if unseen > 0 {
-        assert!(
-            s["unseen_disks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|d| d["name"].as_str() == Some(flood_name.as_str())),
-            "only the flooded disk has unseen requests: {s}"
-        );
+    // A watched disk can have completions the kernel ran no program for as well (the same
+    // softirq batches): those were noted as they happened, so that verdicts over them say
+    // their evidence is incomplete.
+    let watched_unseen = s["unseen_disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["name"].as_str() != Some(flood_name.as_str()))
+        .count();
+    if watched_unseen > 0 {
+        assert!(s["unseen_windows"].as_u64().unwrap_or(0) > 0, "{s}");
     }
     assert!(
         !s["watched"].to_string().contains(&flood_name),

@@ -48,6 +48,11 @@ pub mod names {
     pub const DIRTY_PENDING: &str = "DIRTY_PENDING";
     /// Target thread tid -> when its direct or memcg reclaim began.
     pub const RECLAIM_START: &str = "RECLAIM_START";
+    /// Attach cookie -> which HotSpot USDT probe a uprobe is and how to read its arguments
+    /// ([`crate::UsdtSpec`]); userspace fills it from libjvm.so's `.note.stapsdt`.
+    pub const USDT_SPECS: &str = "USDT_SPECS";
+    /// The uprobe program every HotSpot USDT probe is attached with.
+    pub const JVM_USDT: &str = "jvm_usdt";
 }
 
 /// Size of the ring buffer in bytes (a power of two and a multiple of the page size).
@@ -79,6 +84,7 @@ pub enum EventKind {
     JournalStats = 10,
     Reclaim = 11,
     LowSpace = 12,
+    Jvm = 13,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -97,6 +103,7 @@ impl TryFrom<u32> for EventKind {
             10 => Self::JournalStats,
             11 => Self::Reclaim,
             12 => Self::LowSpace,
+            13 => Self::Jvm,
             other => return Err(other),
         })
     }
@@ -942,6 +949,127 @@ pub struct WritebackEvent {
 }
 const _: () = assert!(size_of::<WritebackEvent>() == 64);
 
+/// Where a USDT argument is ([`UsdtArgSpec::loc`]).
+pub const USDT_ARG_NONE: u8 = 0;
+/// In a register of the probed instruction (`reg`: a `pt_regs` slot, x86_64 order).
+pub const USDT_ARG_REG: u8 = 1;
+/// In user memory at a register plus `off`.
+pub const USDT_ARG_MEM: u8 = 2;
+/// A constant (`value`).
+pub const USDT_ARG_CONST: u8 = 3;
+
+/// How to read one USDT argument (from its `SIZE@OPERAND` spec in the ELF note).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct UsdtArgSpec {
+    pub loc: u8,
+    pub reg: u8,
+    /// Bytes; negative: signed.
+    pub size: i8,
+    pub _pad: u8,
+    pub off: i32,
+    pub value: i64,
+}
+const _: () = assert!(size_of::<UsdtArgSpec>() == 16);
+
+pub const USDT_MAX_ARGS: usize = 4;
+/// Slots of [`names::USDT_SPECS`]: eight probes for each of up to eight libjvm builds.
+pub const USDT_SPEC_SLOTS: u32 = 64;
+
+/// The HotSpot probes zkstall uses ([`UsdtSpec::probe`], [`JvmEvent::probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum JvmProbe {
+    /// hotspot:thread__start(name, name_len, java_tid, native_tid, daemon).
+    ThreadStart = 1,
+    /// hotspot:thread__stop(the same).
+    ThreadStop = 2,
+    /// hs_private:safepoint__begin().
+    SafepointBegin = 3,
+    /// hs_private:safepoint__end().
+    SafepointEnd = 4,
+    /// hotspot:vmops__begin(name, name_len, mode): a VM operation (GC, deoptimization...).
+    VmopBegin = 5,
+    /// hotspot:vmops__end(the same).
+    VmopEnd = 6,
+    /// hotspot:gc__begin(full).
+    GcBegin = 7,
+    /// hotspot:gc__end().
+    GcEnd = 8,
+}
+
+impl JvmProbe {
+    pub const ALL: [JvmProbe; 8] = [
+        JvmProbe::ThreadStart,
+        JvmProbe::ThreadStop,
+        JvmProbe::SafepointBegin,
+        JvmProbe::SafepointEnd,
+        JvmProbe::VmopBegin,
+        JvmProbe::VmopEnd,
+        JvmProbe::GcBegin,
+        JvmProbe::GcEnd,
+    ];
+
+    /// (provider, name) in the ELF note.
+    pub const fn note(self) -> (&'static str, &'static str) {
+        match self {
+            JvmProbe::ThreadStart => ("hotspot", "thread__start"),
+            JvmProbe::ThreadStop => ("hotspot", "thread__stop"),
+            JvmProbe::SafepointBegin => ("hs_private", "safepoint__begin"),
+            JvmProbe::SafepointEnd => ("hs_private", "safepoint__end"),
+            JvmProbe::VmopBegin => ("hotspot", "vmops__begin"),
+            JvmProbe::VmopEnd => ("hotspot", "vmops__end"),
+            JvmProbe::GcBegin => ("hotspot", "gc__begin"),
+            JvmProbe::GcEnd => ("hotspot", "gc__end"),
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> Option<JvmProbe> {
+        Some(match v {
+            1 => JvmProbe::ThreadStart,
+            2 => JvmProbe::ThreadStop,
+            3 => JvmProbe::SafepointBegin,
+            4 => JvmProbe::SafepointEnd,
+            5 => JvmProbe::VmopBegin,
+            6 => JvmProbe::VmopEnd,
+            7 => JvmProbe::GcBegin,
+            8 => JvmProbe::GcEnd,
+            _ => return None,
+        })
+    }
+}
+
+/// Value of [`names::USDT_SPECS`]: one attached probe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct UsdtSpec {
+    /// A [`JvmProbe`].
+    pub probe: u32,
+    pub nargs: u32,
+    pub args: [UsdtArgSpec; USDT_MAX_ARGS],
+}
+const _: () = assert!(size_of::<UsdtSpec>() == 72);
+
+/// Bytes of a name a [`JvmEvent`] carries (thread names, VM operation names).
+pub const JVM_NAME_LEN: usize = 64;
+
+/// A HotSpot USDT probe fired in a target JVM (`hdr` is the firing thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct JvmEvent {
+    pub hdr: EventHeader,
+    /// A [`JvmProbe`].
+    pub probe: u32,
+    /// The name's length as the probe gave it (the copy is cut at JVM_NAME_LEN - 1).
+    pub name_len: u32,
+    /// thread probes: the Java thread id and the OS thread id; vmops: the mode; gc: full.
+    pub a: u64,
+    pub b: u64,
+    /// A thread's Java name, or a VM operation's name (NUL-terminated).
+    pub name: [u8; JVM_NAME_LEN],
+}
+const _: () = assert!(size_of::<JvmEvent>() == 112);
+
 /// A target thread queued writeback of a filesystem because it was low on free space
 /// (writeback_queue with reason WB_REASON_FS_FREE_SPACE; ext4 does it from
 /// ext4_nonda_switch when delayed allocation runs short).
@@ -1025,4 +1153,5 @@ mod user {
     unsafe impl aya::Pod for super::Request {}
     unsafe impl aya::Pod for super::OtherIoKey {}
     unsafe impl aya::Pod for super::OtherIo {}
+    unsafe impl aya::Pod for super::UsdtSpec {}
 }

@@ -201,6 +201,12 @@ pub struct TraceArgs {
     /// under /sys/fs/cgroup, v1 or v2.
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<String>,
+    /// Do not run `jcmd PID Thread.print` to name a JVM's threads that started before
+    /// tracing (it runs once per JVM, only where the kernel's names are cut at 15
+    /// characters or all `java` as on JDK 8, and costs the JVM one safepoint; threads
+    /// started later are named by HotSpot's own probes either way).
+    #[arg(long)]
+    pub no_jcmd: bool,
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +364,10 @@ pub struct AgentArgs {
     /// Off-CPU intervals from this long are kept [default: 1ms].
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub blocked_min: Option<Duration>,
+    /// Do not name threads that started before tracing with `jcmd PID Thread.print`, as
+    /// with trace (config key `jcmd = false`).
+    #[arg(long)]
+    pub no_jcmd: bool,
 }
 
 #[derive(Debug, Args)]

@@ -264,6 +264,18 @@ pub enum Event {
         blocks: u32,
         blocks_logged: u32,
     },
+    /// A HotSpot USDT probe fired in a traced JVM.
+    Jvm {
+        task: Task,
+        ts: MonoNs,
+        probe: zkstall_common::JvmProbe,
+        /// A thread's Java name or a VM operation's name ("" for the others).
+        name: String,
+        /// Thread probes: the Java thread id and the OS thread id; vmops: the mode; gc:
+        /// full (1) or not.
+        a: u64,
+        b: u64,
+    },
     /// A target thread queued writeback of a filesystem for low free space.
     LowSpace {
         task: Task,
@@ -297,6 +309,7 @@ impl Record for JournalEvent {}
 impl Record for JournalStatsEvent {}
 impl Record for ReclaimEvent {}
 impl Record for LowSpaceEvent {}
+impl Record for zkstall_common::JvmEvent {}
 impl Record for EventHeader {}
 
 /// The bytes of a wire record, as the kernel writes them (to synthesize records from the
@@ -504,6 +517,19 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 dev: e.dev,
                 transaction: e.transaction,
                 phase,
+            })
+        }
+        EventKind::Jvm => {
+            let e: zkstall_common::JvmEvent = read(buf)?;
+            let probe = zkstall_common::JvmProbe::from_u32(e.probe)
+                .ok_or(DecodeError::UnknownValue("JVM probe", e.probe))?;
+            Ok(Event::Jvm {
+                task,
+                ts: MonoNs(hdr.ts_ns),
+                probe,
+                name: cstr(&e.name),
+                a: e.a,
+                b: e.b,
             })
         }
         EventKind::LowSpace => {

@@ -280,6 +280,39 @@ pub struct Throttle {
     pub bdi: String,
 }
 
+/// A safepoint of a traced JVM (HotSpot's safepoint__begin..end), with the VM operation
+/// it ran and whether that was a GC.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JvmPause {
+    pub pid: u32,
+    pub start: MonoNs,
+    pub end: MonoNs,
+    /// The VM operation (`G1CollectFull`, `ThreadDump`, ...).
+    pub op: Option<String>,
+    /// Some(full?) when a GC ran in it.
+    pub gc: Option<bool>,
+    /// zkstall's own doing (the one `jcmd Thread.print` that names threads).
+    pub by_zkstall: bool,
+    /// Still in progress (`end` is its start until it ends): threads it releases run, and
+    /// their calls are explained, before its end probe fires.
+    pub open: bool,
+}
+
+/// An open safepoint older than this lost its end (the JVM died in it, or the record was
+/// lost): it is not taken to cover later waits.
+pub const SAFEPOINT_OPEN_MAX_NS: u64 = 60_000_000_000;
+
+impl JvmPause {
+    /// Its end as seen at `now`: an open one lasts until now (within bounds).
+    pub fn end_at(&self, now: MonoNs) -> MonoNs {
+        if self.open && now.since(self.start) < SAFEPOINT_OPEN_MAX_NS {
+            now.max(self.start)
+        } else {
+            self.end
+        }
+    }
+}
+
 /// A target thread queued writeback of a filesystem because it was low on free space.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LowSpaceQueued {
@@ -361,6 +394,7 @@ pub struct History {
     pub throttles: VecDeque<Throttle>,
     pub reclaims: VecDeque<Reclaim>,
     pub low_space: VecDeque<LowSpaceQueued>,
+    pub jvm_pauses: VecDeque<JvmPause>,
     pub commits: VecDeque<Commit>,
     /// Windows in which records were lost (ring buffer full, or shed by the reader).
     pub lost: VecDeque<(MonoNs, MonoNs)>,
@@ -496,6 +530,26 @@ impl History {
             &mut self.shed,
         );
         expire(&mut self.throttles, now, |v| v.at);
+    }
+
+    pub fn jvm_pause(&mut self, v: JvmPause) {
+        let now = v.end;
+        push(
+            &mut self.jvm_pauses,
+            self.limits.throttles,
+            v,
+            &mut self.shed,
+        );
+        expire(&mut self.jvm_pauses, now, |v| v.end);
+    }
+
+    /// The open safepoint of `pid`, if any (the newest).
+    pub fn open_jvm_pause(&mut self, pid: u32) -> Option<&mut JvmPause> {
+        self.jvm_pauses
+            .iter_mut()
+            .rev()
+            .take(64)
+            .find(|p| p.pid == pid && p.open)
     }
 
     pub fn low_space(&mut self, v: LowSpaceQueued) {

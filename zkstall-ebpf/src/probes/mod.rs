@@ -2,6 +2,7 @@
 pub mod block;
 pub mod irq;
 pub mod journal;
+pub mod jvm;
 pub mod reclaim;
 pub mod sched;
 pub mod syscalls;

@@ -11,7 +11,9 @@ use crate::{
     clock::MonoNs,
     decode::SchedState,
     enrich::{DiskDev, Enricher, Layer, LayerKind},
-    history::{Blocked, Commit, History, Io, LowSpaceQueued, Op, PartyKind, WakerInfo, overlap},
+    history::{
+        Blocked, Commit, History, Io, JvmPause, LowSpaceQueued, Op, PartyKind, WakerInfo, overlap,
+    },
     pipeline::on_partition,
 };
 
@@ -187,6 +189,10 @@ pub struct Evidence {
     /// safepoint stops them all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_threads_stopped: Option<u32>,
+    /// HotSpot's own markers (its safepoint probes) for the wait after the return: the
+    /// safepoints of the JVM that overlapped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safepoint: Option<SafepointEvidence>,
     /// After the return: how long at least one other thread of the process was runnable
     /// without a CPU (the JVM could not finish a pause for want of a CPU).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -379,6 +385,23 @@ pub fn wait_frame(stack: &[String]) -> Option<String> {
 }
 
 /// The wait site of a sleep.
+/// Safepoints of the JVM while the thread was held after the return.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SafepointEvidence {
+    /// How much of the wait after the return they covered, and how many there were.
+    pub overlap_ms: f64,
+    pub count: u32,
+    /// The longest: its length, the VM operation it ran, whether a GC (full?) ran in it.
+    pub longest_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc_full: Option<bool>,
+    /// zkstall's own (the jcmd Thread.print it runs once to name threads).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub by_zkstall: bool,
+}
+
 /// Writeback the thread queued for low free space, as evidence.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LowSpaceEvidence {
@@ -1505,6 +1528,28 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         // pause that lasts because the JVM cannot get a CPU is CPU starvation.
         let others_runq = measure(&union(runnable), after);
         ev.after_others_runq_ms = Some(ms(others_runq));
+        // HotSpot's markers: the JVM's safepoints during that wait.
+        let span = |p: &JvmPause| (p.start, p.end_at(call.end));
+        let sps: Vec<&JvmPause> = h
+            .jvm_pauses
+            .iter()
+            .rev()
+            .take(256)
+            .filter(|p| p.pid == call.pid && overlap(span(p), after) > 0)
+            .collect();
+        if let Some(longest) = sps.iter().max_by_key(|p| span(p).1.since(p.start)) {
+            ev.safepoint = Some(SafepointEvidence {
+                overlap_ms: ms(measure(
+                    &union(sps.iter().map(|p| span(p)).collect()),
+                    after,
+                )),
+                count: sps.len() as u32,
+                longest_ms: ms(span(longest).1.since(longest.start)),
+                op: longest.op.clone(),
+                gc_full: longest.gc,
+                by_zkstall: longest.by_zkstall,
+            });
+        }
     }
     let jvm = enrich.is_jvm(call.pid);
 

@@ -253,12 +253,40 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                 ""
             }
         ),
-        Verdict::JvmPause => format!(
-            "{sc} returned in {:.0} ms, then the thread slept {:.0} ms before its caller ran again, with {} other thread(s) of the JVM stopped too: a JVM pause (safepoint or GC)",
-            ms(g.syscall_end.since(call.start)),
-            ms(g.stage(Stage::AfterReturn)),
-            ev.other_threads_stopped.unwrap_or(0)
-        ),
+        Verdict::JvmPause => match &ev.safepoint {
+            Some(s) => format!(
+                "{sc} returned in {:.0} ms, then the thread waited {:.0} ms before its caller ran again, {:.0} ms of it in {} JVM safepoint{} (the longest {:.0} ms{}{}){}",
+                ms(g.syscall_end.since(call.start)),
+                ms(g.stage(Stage::AfterReturn)),
+                s.overlap_ms,
+                if s.count == 1 {
+                    "a".to_string()
+                } else {
+                    s.count.to_string()
+                },
+                if s.count == 1 { "" } else { "s" },
+                s.longest_ms,
+                s.op.as_deref()
+                    .map(|o| format!(", {o}"))
+                    .unwrap_or_default(),
+                match s.gc_full {
+                    Some(true) => ", a full GC",
+                    Some(false) => ", a GC",
+                    None => "",
+                },
+                if s.by_zkstall {
+                    ": zkstall's own (its one jcmd Thread.print, naming threads)"
+                } else {
+                    ""
+                }
+            ),
+            None => format!(
+                "{sc} returned in {:.0} ms, then the thread slept {:.0} ms before its caller ran again, with {} other thread(s) of the JVM stopped too: a JVM pause (safepoint or GC)",
+                ms(g.syscall_end.since(call.start)),
+                ms(g.stage(Stage::AfterReturn)),
+                ev.other_threads_stopped.unwrap_or(0)
+            ),
+        },
         Verdict::OwnIo => {
             let l = layer.or(ev.layers.first());
             format!(

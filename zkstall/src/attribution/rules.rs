@@ -83,7 +83,7 @@ impl Verdict {
                 "runnable but not running for >= {starved} of the call; or the journal commit it waited on was, its journal thread runnable for >= {starved} of the commit; or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= {starved} of it"
             ),
             Verdict::JvmPause => format!(
-                "the syscall returned, then a JVM held the thread (woken by its VM thread, or with >= {} other threads stopped) for >= {starved} of what its caller measured",
+                "the syscall returned, then a JVM held the thread (woken by its VM thread, with >= {} other threads stopped, or inside a safepoint HotSpot's own probes marked) for >= {starved} of what its caller measured",
                 t.pause_min_stopped
             ),
             Verdict::MemoryReclaim => format!(
@@ -441,7 +441,13 @@ fn in_jvm_pause(g: &Gathered, t: &Thresholds) -> Option<(u64, u32)> {
         return None;
     }
     let stopped = g.ev.other_threads_stopped.unwrap_or(0);
-    if stopped < t.pause_min_stopped && !g.after_woken_by_vm {
+    // HotSpot's own markers, where its probes are attached: a safepoint covering most of
+    // the wait is proof enough.
+    let marked =
+        g.ev.safepoint
+            .as_ref()
+            .is_some_and(|s| s.overlap_ms * 1e6 >= t.starvation_share * a as f64);
+    if stopped < t.pause_min_stopped && !g.after_woken_by_vm && !marked {
         return None;
     }
     Some((a, stopped))
@@ -483,7 +489,15 @@ fn jvm_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let mut chain = vec![call_link(call, g)];
     chain.push(Link {
         what: "after_return",
-        detail: format!("parked with {stopped} other thread(s) of the JVM"),
+        detail: match &g.ev.safepoint {
+            Some(s) => format!(
+                "in a JVM safepoint{}",
+                s.op.as_deref()
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default()
+            ),
+            None => format!("parked with {stopped} other thread(s) of the JVM"),
+        },
         start_ns: g.syscall_end.0,
         duration_ms: ms(a),
     });

@@ -187,15 +187,31 @@ pub fn run(w: impl Write) -> bool {
 
     if privileged {
         match Probes::load(layout) {
-            Ok(p) => r.line(
-                Status::Ok,
-                "programs",
-                &format!(
-                    "{} programs verified by the kernel; ring buffer of {} MiB created",
-                    p.program_count(),
-                    zkstall_common::EVENTS_BYTES >> 20
-                ),
-            ),
+            Ok(p) => {
+                r.line(
+                    Status::Ok,
+                    "programs",
+                    &format!(
+                        "{} programs verified by the kernel; ring buffer of {} MiB created",
+                        p.program_count(),
+                        zkstall_common::EVENTS_BYTES >> 20
+                    ),
+                );
+                match p.jvm_off() {
+                    None => r.line(
+                        Status::Ok,
+                        "signal",
+                        "jvm: HotSpot's USDT probes (whole Java thread names, safepoints, GCs), attached per traced JVM by uprobes with attach cookies (Linux >= 5.15)",
+                    ),
+                    Some(why) => r.line(
+                        Status::Warn,
+                        "signal",
+                        &format!(
+                            "jvm: off ({why}): thread names stay the kernel's (15 characters) and JVM pauses are inferred from thread states"
+                        ),
+                    ),
+                }
+            }
             Err(e) => r.line(Status::Fail, "programs", &e.to_string()),
         }
     } else {

@@ -60,6 +60,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         cgroups: Vec::new(),
         history: crate::history::HistoryLimits::DEFAULT,
         channel_records: crate::reader::CHANNEL_RECORDS,
+        jcmd: false,
     };
     let mut out = sink_for(args.format);
     let mut tee = Tee {

@@ -68,6 +68,9 @@ pub struct TraceOptions {
     /// Records queued between the ring-buffer reader and the pipeline at most (then the
     /// reader sheds, counted).
     pub channel_records: usize,
+    /// Name a JVM's threads that started before tracing with `jcmd PID Thread.print` (once,
+    /// where the kernel's names are cut or missing; it costs the JVM a safepoint).
+    pub jcmd: bool,
 }
 
 /// The device a `--disk` argument names: `sdb`, `7:3`, or a path on it.
@@ -594,6 +597,13 @@ impl<'s> Session<'s> {
 
     fn add(&mut self, t: &Target) -> anyhow::Result<()> {
         add_target(t, &self.proc, &mut self.probes, &mut self.feed)?;
+        attach_jvm(
+            t,
+            &self.proc,
+            &mut self.probes,
+            &mut self.feed,
+            self.opts.jcmd,
+        )?;
         self.live.insert(t.pid, t.clone());
         self.all_pids.insert(t.pid);
         Ok(())
@@ -677,6 +687,7 @@ impl<'s> Session<'s> {
                     tracing::info!("process {pid} exited");
                     self.live.remove(&pid);
                     self.probes.remove_target(pid)?;
+                    self.probes.detach_jvm(pid);
                     self.feed.note(
                         Note::TargetExit {
                             ts_ns: MonoNs::now().0,
@@ -857,6 +868,62 @@ impl<'s> Session<'s> {
 
 /// Starts tracing process `t`: its disks are watched, calls it is already inside are
 /// seeded so their exits are timed, and noted.
+/// HotSpot's probes for a JVM target (Java thread names, safepoints); then the names of
+/// its threads that started before them, from `jcmd Thread.print`, once, where the kernel's
+/// names are cut or missing.
+fn attach_jvm(
+    t: &Target,
+    proc: &ProcRoot,
+    probes: &mut Probes,
+    feed: &mut Feed,
+    jcmd: bool,
+) -> anyhow::Result<()> {
+    let jvm = std::fs::read_to_string(proc.pid_dir(t.pid).join("maps"))
+        .is_ok_and(|m| m.contains("/libjvm.so"));
+    if !jvm {
+        return Ok(());
+    }
+    match probes.attach_jvm(t.pid) {
+        Ok(n) => tracing::info!(
+            "HotSpot probes attached to {} ({n} sites): whole Java thread names, safepoints and GCs",
+            t.pid
+        ),
+        Err(e) => tracing::info!(
+            "no HotSpot probes for {}: {e}; thread names stay the kernel's, and JVM pauses are inferred from its threads' states",
+            t.pid
+        ),
+    }
+    if !jcmd || !crate::enrich::java::names_cut(proc, t.pid) {
+        return Ok(());
+    }
+    let from = MonoNs::now();
+    match crate::enrich::java::thread_names(proc, t.pid, Duration::from_secs(10)) {
+        Ok(names) => {
+            let to = MonoNs::now();
+            tracing::info!(
+                "named {} thread(s) of {} with jcmd Thread.print ({:.0} ms; its safepoint is zkstall's own)",
+                names.len(),
+                t.pid,
+                to.since(from) as f64 / 1e6
+            );
+            feed.note(
+                Note::JavaNames {
+                    ts_ns: from.0,
+                    end_ns: to.0,
+                    pid: t.pid,
+                    names,
+                },
+                probes,
+            )?;
+        }
+        Err(e) => tracing::info!(
+            "threads of {} that started before tracing keep the kernel's names (cut at 15 characters): jcmd: {e}",
+            t.pid
+        ),
+    }
+    Ok(())
+}
+
 fn add_target(
     t: &Target,
     proc: &ProcRoot,

@@ -31,6 +31,7 @@ impl From<&TraceArgs> for TraceOptions {
                 .collect(),
             history: HistoryLimits::DEFAULT,
             channel_records: crate::reader::CHANNEL_RECORDS,
+            jcmd: !a.no_jcmd,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod diskstats;
 pub mod facts;
 pub mod files;
+pub mod java;
 pub mod symbols;
 pub mod threads;
 pub mod topology;

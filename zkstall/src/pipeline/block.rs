@@ -172,7 +172,6 @@ impl Pipeline {
                 && let [pid] = self.enrich.blk_cgroup_procs(p)[..]
             {
                 let comm = self
-                    .enrich
                     .thread_name(pid, pid)
                     .unwrap_or_else(|| format!("pid {pid}"));
                 return Party {

@@ -144,6 +144,7 @@ impl Pipeline {
                     let by_vm = matches!(&b.waker, Some(crate::history::WakerInfo::Task { pid, thread, .. })
                         if *pid == task.pid && crate::attribution::evidence::is_jvm_internal(thread));
                     by_vm
+                        || self.in_safepoint(task.pid, b.off, b.on)
                         || self.others_stopped(task, b.off, b.on)
                             >= crate::attribution::rules::Thresholds::DEFAULT.pause_min_stopped
                                 as usize
@@ -155,6 +156,20 @@ impl Pipeline {
             }
         }
         Some(after_ns)
+    }
+
+    /// HotSpot's probes saw a safepoint of `pid` over at least half of [off, on].
+    fn in_safepoint(&self, pid: u32, off: MonoNs, on: MonoNs) -> bool {
+        let covered: u64 = self
+            .history
+            .jvm_pauses
+            .iter()
+            .rev()
+            .take(256)
+            .filter(|p| p.pid == pid)
+            .map(|p| crate::history::overlap((p.start, p.end_at(on)), (off, on)))
+            .sum();
+        covered > 0 && covered * 2 >= on.since(off)
     }
 
     /// Threads of `task`'s process off CPU through at least half of [off, on].
@@ -265,7 +280,7 @@ impl Pipeline {
             }
         }
         let file = file.or_else(|| self.resolve(task, sc, *arg));
-        let comm = self.enrich.thread_name(*pid, *tid).unwrap_or_default();
+        let comm = self.thread_name(*pid, *tid).unwrap_or_default();
         let call = Call {
             task,
             syscall: sc,
@@ -335,13 +350,18 @@ impl Pipeline {
         phase: Phase,
         off_now: Option<OffNow>,
     ) -> CallRecord {
-        let thread = if call.comm.is_empty() {
+        let kernel_name = if call.comm.is_empty() {
             self.enrich
                 .thread_name(call.task.pid, call.task.tid)
                 .unwrap_or_default()
         } else {
             call.comm.clone()
         };
+        let (thread, thread_source) = match self.java_name(call.task.tid) {
+            Some((n, s)) => (n.to_string(), Some(s.name())),
+            None => (kernel_name.clone(), None),
+        };
+        let comm = (thread_source.is_some() && kernel_name != thread).then_some(kernel_name);
         let dev = call.file.as_ref().and_then(|f| f.dev);
         let device = dev.and_then(|d| self.enrich.device_name(d, call.task.pid));
         let disks = dev
@@ -376,6 +396,8 @@ impl Pipeline {
             pid: call.task.pid,
             tid: call.task.tid,
             thread,
+            thread_source,
+            comm,
             syscall: call.syscall.name(),
             fd: match call.syscall.arg().1 {
                 ArgKind::Fd => Some(call.arg as i64 as i32),

@@ -125,10 +125,7 @@ impl Pipeline {
         let comm = match self.commits.comms.get(&task.tid) {
             Some(c) => c.clone(),
             None => {
-                let c = self
-                    .enrich
-                    .thread_name(task.pid, task.tid)
-                    .unwrap_or_default();
+                let c = self.thread_name(task.pid, task.tid).unwrap_or_default();
                 if self.commits.comms.len() < 1024 {
                     self.commits.comms.insert(task.tid, c.clone());
                 }

@@ -8,6 +8,7 @@
 mod block;
 mod calls;
 mod journal;
+pub mod jvm;
 pub mod notes;
 mod sched;
 mod writeback;
@@ -125,6 +126,10 @@ pub struct Pipeline {
     last_ts: MonoNs,
     /// Names shared by history entries.
     names: Names,
+    /// Java names of threads (from HotSpot's probes or jcmd), by tid.
+    java_names: HashMap<u32, (String, jvm::NameSource)>,
+    /// (pid, from, to) of safepoints zkstall caused itself (its jcmd).
+    own_safepoints: Vec<(u32, MonoNs, MonoNs)>,
     pub stats: Stats,
 }
 
@@ -154,6 +159,8 @@ impl Pipeline {
             asked_helpers: HashSet::new(),
             last_ts: MonoNs(0),
             names: Names::default(),
+            java_names: HashMap::default(),
+            own_safepoints: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -362,6 +369,14 @@ impl Pipeline {
                 limit,
                 bdi,
             } => self.on_throttle(task, ts, comm, pause_ms, paused_ms, dirty, limit, bdi, sink),
+            Event::Jvm {
+                task,
+                ts,
+                probe,
+                name,
+                a,
+                b,
+            } => self.on_jvm(task, ts, probe, name, a, b, sink),
             Event::LowSpace {
                 task,
                 ts,
@@ -433,6 +448,19 @@ impl Pipeline {
                 self.calls.forget_pid(*pid);
                 self.enrich.forget_pid(*pid);
                 self.release_disks_of(*pid);
+                // A safepoint it was in never ends.
+                while let Some(o) = self.history.open_jvm_pause(*pid) {
+                    o.open = false;
+                }
+                Ok(())
+            }
+            Note::JavaNames {
+                ts_ns,
+                end_ns,
+                pid,
+                names,
+            } => {
+                self.on_java_names(*pid, MonoNs(*ts_ns), MonoNs(*end_ns), names);
                 Ok(())
             }
             Note::Unwatch { disk, .. } => {
@@ -545,7 +573,9 @@ impl Pipeline {
             other_disks: t.other_disks.clone(),
             io_unseen: t.io_unseen,
             unseen_disks: t.unseen_disks.clone(),
-            shed_by_reader: t.shed_by_reader,
+            // The trailer counts what the reader shed while the file was written; an
+            // incident's window before its trigger says its own in its `lost` notes.
+            shed_by_reader: t.shed_by_reader.max(self.stats.lost_shed),
             disabled,
             ..Default::default()
         };

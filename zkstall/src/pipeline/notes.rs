@@ -103,6 +103,16 @@ pub enum Note {
         #[serde(default)]
         stale: u64,
     },
+    /// Java thread names of a JVM, from `jcmd PID Thread.print` (run once at attach, for
+    /// threads that started before HotSpot's probes were attached); the command made the
+    /// JVM stop in a safepoint between `ts_ns` and `end_ns`: zkstall's own pause.
+    JavaNames {
+        ts_ns: u64,
+        end_ns: u64,
+        pid: u32,
+        /// (tid, Java name)
+        names: Vec<(u32, String)>,
+    },
     /// A disk is no longer watched (no traced process uses it any more): its requests are
     /// only counted in the kernel from now on.
     Unwatch {
@@ -130,6 +140,7 @@ impl Note {
             | Note::Stuck { ts_ns, .. }
             | Note::Running { ts_ns, .. }
             | Note::Unwatch { ts_ns, .. } => *ts_ns,
+            Note::JavaNames { end_ns, .. } => *end_ns,
             Note::Lost { to_ns, .. } | Note::Unseen { to_ns, .. } => *to_ns,
         }
     }

@@ -34,7 +34,7 @@ impl Pipeline {
                         if task.pid == task.tid {
                             Some(comm.clone())
                         } else {
-                            self.enrich.thread_name(task.pid, task.pid)
+                            self.thread_name(task.pid, task.pid)
                         }
                     })
                     .flatten();
@@ -45,10 +45,7 @@ impl Pipeline {
     }
 
     pub(super) fn on_blocked(&mut self, b: OffCpu, sink: &mut dyn Sink) -> io::Result<()> {
-        let thread = self
-            .enrich
-            .thread_name(b.task.pid, b.task.tid)
-            .unwrap_or_default();
+        let thread = self.thread_name(b.task.pid, b.task.tid).unwrap_or_default();
         let runq = {
             let (a, z) = history::Blocked {
                 pid: 0,

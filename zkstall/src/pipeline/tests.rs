@@ -841,3 +841,166 @@ fn flusher_dirtiers_are_an_lru_the_recent_ones_survive_a_flood_of_others() {
             .is_some()
     );
 }
+
+fn jvm_event(
+    tgid: u32,
+    tid: u32,
+    ts: u64,
+    probe: zkstall_common::JvmProbe,
+    name: &str,
+    a: u64,
+    b: u64,
+) -> Vec<u8> {
+    let mut n = [0u8; zkstall_common::JVM_NAME_LEN];
+    n[..name.len()].copy_from_slice(name.as_bytes());
+    record_bytes(&zkstall_common::JvmEvent {
+        hdr: hdr::<zkstall_common::JvmEvent>(EventKind::Jvm, ts, tgid, tid),
+        probe: probe as u32,
+        name_len: name.len() as u32,
+        a,
+        b,
+        name: n,
+    })
+}
+
+#[test]
+fn hotspots_probes_name_threads_whole_and_mark_the_safepoint_a_call_waited_in() {
+    use zkstall_common::JvmProbe;
+    let mut r = Replay::default();
+    r.learn(crate::enrich::Fact::Jvm { pid: 7, jvm: true });
+    let mut p = Pipeline::new(Box::new(r), WallClock { offset_ns: 0 }, 20 * MS);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        // The thread starts (the probe fires in the parent, naming the child's OS tid 8).
+        let name = "NIOServerCxnFactory.SelectorThread-0";
+        p.handle(
+            &jvm_event(7, 7, 50 * MS, JvmProbe::ThreadStart, name, 31, 8),
+            &mut sink,
+        )
+        .unwrap();
+        // A 12 ms fdatasync, then 88 ms parked on the way back, inside a safepoint that
+        // ran a full GC (no other thread's state says so: only HotSpot's markers).
+        p.handle(&enter(7, 8, 100 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        p.handle(
+            &jvm_event(7, 9, 110 * MS, JvmProbe::SafepointBegin, "", 0, 0),
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(
+            &jvm_event(7, 9, 111 * MS, JvmProbe::VmopBegin, "G1CollectFull", 1, 0),
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(
+            &jvm_event(7, 9, 112 * MS, JvmProbe::GcBegin, "", 1, 0),
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(
+            &jvm_event(7, 9, 199 * MS, JvmProbe::GcEnd, "", 0, 0),
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(
+            &jvm_event(7, 9, 200 * MS, JvmProbe::SafepointEnd, "", 0, 0),
+            &mut sink,
+        )
+        .unwrap();
+        let mut after = blocked(7, 8, 112 * MS + 5_000, 200 * MS, 0x1);
+        after.flags = BLOCKED_AFTER_CALL;
+        p.handle(&record_bytes(&after), &mut sink).unwrap();
+        let mut x = exit(7, 8, 100 * MS, 112 * MS, Syscall::Fdatasync, 3);
+        x.flags = CALL_AFTER | CALL_ACCOUNTED;
+        x.after_ns = 88 * MS;
+        x.on_cpu_ns = MS;
+        x.short_ns = [11 * MS, 0, 0];
+        x.comm = comm("NIOServerCxnFac");
+        p.handle(&record_bytes(&x), &mut sink).unwrap();
+        p.finish(MonoNs(300 * MS), &mut sink).unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 1, "{l:#?}");
+    let r = &l[0];
+    assert_eq!(r["thread"], "NIOServerCxnFactory.SelectorThread-0", "{r:#}");
+    assert_eq!(r["thread_source"], "usdt");
+    assert_eq!(r["comm"], "NIOServerCxnFac");
+    assert_eq!(r["verdict"], "jvm_pause", "{r:#}");
+    let sp = &r["evidence"]["safepoint"];
+    assert_eq!(sp["op"], "G1CollectFull", "{r:#}");
+    assert_eq!(sp["gc_full"], true);
+    let h = r["headline"].as_str().unwrap();
+    assert!(
+        h.contains("G1CollectFull") && h.contains("a full GC"),
+        "{h}"
+    );
+}
+
+#[test]
+fn jcmds_names_fill_in_for_threads_started_before_and_its_safepoint_is_zkstalls_own() {
+    use zkstall_common::JvmProbe;
+    let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, 0);
+    let mut out = Vec::new();
+    let mut sink = JsonSink::new(&mut out);
+    p.note(
+        &Note::JavaNames {
+            ts_ns: 10 * MS,
+            end_ns: 60 * MS,
+            pid: 7,
+            names: vec![(8, "QuorumPeer[myid=1](plain=127.0.0.1:2181)".into())],
+        },
+        &mut sink,
+    )
+    .unwrap();
+    assert_eq!(
+        p.java_name(8),
+        Some((
+            "QuorumPeer[myid=1](plain=127.0.0.1:2181)",
+            super::jvm::NameSource::Jcmd
+        ))
+    );
+    p.handle(
+        &jvm_event(7, 9, 20 * MS, JvmProbe::SafepointBegin, "", 0, 0),
+        &mut sink,
+    )
+    .unwrap();
+    p.handle(
+        &jvm_event(7, 9, 21 * MS, JvmProbe::VmopBegin, "ThreadDump", 1, 0),
+        &mut sink,
+    )
+    .unwrap();
+    p.handle(
+        &jvm_event(7, 9, 40 * MS, JvmProbe::SafepointEnd, "", 0, 0),
+        &mut sink,
+    )
+    .unwrap();
+    let sp = p.history.jvm_pauses.back().unwrap();
+    assert!(sp.by_zkstall, "{sp:?}");
+    assert_eq!(sp.op.as_deref(), Some("ThreadDump"));
+    // A name from the probe is not overwritten by jcmd's.
+    p.handle(
+        &jvm_event(
+            7,
+            7,
+            70 * MS,
+            JvmProbe::ThreadStart,
+            "Snapshot Thread",
+            40,
+            9,
+        ),
+        &mut sink,
+    )
+    .unwrap();
+    p.note(
+        &Note::JavaNames {
+            ts_ns: 80 * MS,
+            end_ns: 90 * MS,
+            pid: 7,
+            names: vec![(9, "old".into())],
+        },
+        &mut sink,
+    )
+    .unwrap();
+    assert_eq!(p.java_name(9).map(|(n, _)| n), Some("Snapshot Thread"));
+}

@@ -88,10 +88,7 @@ impl Pipeline {
             return Ok(());
         }
         let (dev, device) = self.bdi(&bdi, task.pid);
-        let comm = self
-            .enrich
-            .thread_name(task.pid, task.tid)
-            .unwrap_or_default();
+        let comm = self.thread_name(task.pid, task.tid).unwrap_or_default();
         let dirtier = self
             .dirtiers
             .peek(&(bdi, ino))

@@ -2,8 +2,10 @@
 //! the ring buffer, the drop counters.
 
 pub mod btf;
+mod jvm;
 pub mod layout;
 pub mod tracefs;
+pub mod usdt;
 
 use std::error::Error as StdError;
 
@@ -93,6 +95,8 @@ impl KernelCounters {
 pub struct Probes {
     bpf: Ebpf,
     pub layout: Layout,
+    /// HotSpot's USDT probes (attached per traced JVM).
+    jvm: jvm::JvmState,
 }
 
 impl Probes {
@@ -138,7 +142,13 @@ impl Probes {
                 }
             }
         }
-        Ok(Probes { bpf, layout })
+        let mut probes = Probes {
+            bpf,
+            layout,
+            jvm: jvm::JvmState::default(),
+        };
+        probes.load_jvm();
+        Ok(probes)
     }
 
     /// Runs of the loaded programs that the kernel skipped, by program: a tracepoint that
@@ -207,6 +217,7 @@ impl Probes {
                         let _ = match &mut **p {
                             aya::programs::Program::TracePoint(t) => t.unload(),
                             aya::programs::Program::BtfTracePoint(t) => t.unload(),
+                            aya::programs::Program::UProbe(t) => t.unload(),
                             _ => Ok(()),
                         };
                     }

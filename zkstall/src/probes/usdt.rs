@@ -44,7 +44,8 @@ impl Probe {
 pub fn probes(path: &Path) -> Result<Vec<Probe>, UsdtError> {
     let name = path.display().to_string();
     let data = std::fs::read(path).map_err(|e| UsdtError::Read(name.clone(), e.to_string()))?;
-    let file = object::File::parse(&*data).map_err(|e| UsdtError::Elf(name.clone(), e.to_string()))?;
+    let file =
+        object::File::parse(&*data).map_err(|e| UsdtError::Elf(name.clone(), e.to_string()))?;
     let Some(notes) = file.section_by_name(".note.stapsdt") else {
         return Ok(Vec::new());
     };
@@ -149,8 +150,8 @@ fn parse_notes(mut b: &[u8]) -> Vec<RawNote> {
 /// x86_64 `struct pt_regs` slots, in the kernel's order (a stable arch ABI); the eBPF
 /// side reads the register at the index given.
 const PT_REGS: [&str; 21] = [
-    "r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si",
-    "di", "orig_ax", "ip", "cs", "flags", "sp", "ss",
+    "r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di",
+    "orig_ax", "ip", "cs", "flags", "sp", "ss",
 ];
 
 /// The pt_regs slot of an x86_64 register name as GNU as writes it (`rax`, `eax`, `ax`,

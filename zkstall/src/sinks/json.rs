@@ -82,6 +82,8 @@ pub(crate) mod tests {
             pid: 10,
             tid: 11,
             thread: "SyncThread:1".into(),
+            thread_source: None,
+            comm: None,
             syscall: "fdatasync",
             fd: Some(5),
             path: Some("/zk/version-2/log.1".into()),

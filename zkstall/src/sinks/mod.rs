@@ -28,7 +28,16 @@ pub struct CallRecord {
     pub kind: &'static str,
     pub pid: u32,
     pub tid: u32,
+    /// The thread's name: its whole Java name when known (`thread_source` says how), else
+    /// the kernel's (15 characters at most; `java` for every thread of a JDK 8 JVM).
     pub thread: String,
+    /// Where `thread` came from when it is not the kernel's name: `usdt` (HotSpot's
+    /// thread__start probe) or `jcmd` (`jcmd PID Thread.print` at attach).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_source: Option<&'static str>,
+    /// The kernel's name of the thread, when `thread` is another one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
     pub syscall: &'static str,
     /// The fd synced; null for msync and sync.
     pub fd: Option<i32>,

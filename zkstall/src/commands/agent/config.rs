@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub pids: Vec<u32>,
     pub disks: Vec<String>,
     pub blocked_min: Duration,
+    /// Name threads that started before tracing with one `jcmd Thread.print` per JVM.
+    pub jcmd: bool,
     /// Where the settings came from (for the start-up log line).
     pub source: Option<PathBuf>,
 }
@@ -48,6 +50,7 @@ impl Default for AgentConfig {
             pids: Vec::new(),
             disks: Vec::new(),
             blocked_min: Duration::from_millis(1),
+            jcmd: true,
             source: None,
         }
     }
@@ -69,6 +72,7 @@ struct FileConfig {
     pids: Option<Vec<u32>>,
     disks: Option<Vec<String>>,
     blocked_min: Option<String>,
+    jcmd: Option<bool>,
 }
 
 /// A size as a string (`"64MiB"`) or a number of bytes.
@@ -161,6 +165,9 @@ impl AgentConfig {
         if let Some(v) = f.disks {
             self.disks = v;
         }
+        if let Some(v) = f.jcmd {
+            self.jcmd = v;
+        }
         Ok(())
     }
 
@@ -197,6 +204,9 @@ impl AgentConfig {
         }
         if !a.disks.is_empty() {
             self.disks = a.disks.clone();
+        }
+        if a.no_jcmd {
+            self.jcmd = false;
         }
     }
 

@@ -280,6 +280,7 @@ pub async fn run_with(cfg: AgentConfig) -> anyhow::Result<()> {
         cgroups: Vec::new(),
         history: budgets.history,
         channel_records: budgets.channel_records,
+        jcmd: cfg.jcmd,
     };
     tracing::info!(
         "agent: threshold {}, window {}, post {}, incidents in {} (at most {} files, {} MiB), metrics on http://{}/metrics, memory under {} MiB{}",
