@@ -542,7 +542,8 @@ pub fn finish_tracer(t: Tracer) -> Vec<serde_json::Value> {
 
 /// Like [`finish_tracer`], also returning the output as printed.
 pub fn finish_tracer_raw(mut t: Tracer) -> (Vec<serde_json::Value>, String) {
-    let st = t.proc.wait_for_exit(Duration::from_secs(60));
+    // A debug build under load can take a while to work through what it queued.
+    let st = t.proc.wait_for_exit(Duration::from_secs(180));
     let out = t.stdout.join().expect("stdout reader");
     // For debugging a failure: ZKSTALL_TEST_DUMP=dir keeps every tracer's output there.
     if let Some(dir) = std::env::var_os("ZKSTALL_TEST_DUMP") {
