@@ -74,6 +74,10 @@ pub struct LayerEvidence {
     pub flushes: u32,
     pub errors: u32,
     pub requeues: u32,
+    /// Of the errors, those the block layer completed as timed out (BLK_STS_TIMEOUT: a
+    /// SCSI or NVMe command timeout, the classic cause of a 30 s fsync).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub timeouts: u32,
     /// It saw no block I/O at all during the call.
     pub no_io: bool,
     /// For a loop device, over its longest completion gap: how long the disk under its
@@ -89,6 +93,10 @@ pub struct LayerEvidence {
     /// The share of the gap either covers (union).
     #[serde(skip_serializing_if = "is_zero_f64")]
     pub backing_held_ms: f64,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
 }
 
 fn is_zero_u64(v: &u64) -> bool {
@@ -758,6 +766,9 @@ pub fn layer_evidence(
         }
         if io.status != 0 {
             le.errors += 1;
+            if crate::pipeline::status_errno(io.status) == -110 {
+                le.timeouts += 1;
+            }
         }
         le.requeues += io.requeues as u32;
         let bytes = io.bytes as u64;

@@ -19,6 +19,14 @@ pub fn size(bytes: u64) -> String {
 }
 
 /// `dd (pid 812)`, `java / Snapshot Thread (pid 20 tid 31, same process)`.
+fn plural(n: u32, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 pub fn who(c: &Contender) -> String {
     match c.kind {
         ContenderKind::Cgroup => c.comm.clone(),
@@ -116,6 +124,17 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                         "saw nothing to complete: the layer itself was blocked (its backing file's filesystem frozen or stuck?)"
                     }
                 ));
+            }
+            if l.timeouts > 0 || l.requeues > 0 {
+                // What a disk that stops says when its driver gives up on a command: the
+                // SCSI layer's 30 s timeout, an NVMe controller reset.
+                s.push_str(&format!(
+                    "; {} timed out and {} requeued there (a command timeout in the driver: SCSI's default is 30 s)",
+                    plural(l.timeouts, "request"),
+                    plural(l.requeues, "request")
+                ));
+            } else if l.errors > 0 {
+                s.push_str(&format!("; {} failed there", plural(l.errors, "request")));
             }
             if f.via == Some("journal")
                 && let Some(j) = &ev.journal

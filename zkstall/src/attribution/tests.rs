@@ -1609,3 +1609,36 @@ fn a_commit_whose_loop_device_flush_writes_back_others_data_is_contention_via_th
     quiet.blocked(h.blocked[0].clone());
     assert_eq!(explain_it(&c, &quiet).verdict, Verdict::JournalWait);
 }
+
+#[test]
+fn a_stall_with_a_timed_out_and_requeued_request_says_so() {
+    // A SCSI disk whose command timed out after 30 s: the request is requeued (retried),
+    // then completes; nothing else completes meanwhile.
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 1, 2));
+    let mut stuck = io(ZK, "SyncThread:1", 4096, 5, 30_010);
+    stuck.requeues = 1;
+    h.io(stuck);
+    let mut failed = io(0, "jbd2/loop1-8", 4096, 6, 30_005);
+    failed.status = 2; // BLK_STS_TIMEOUT
+    h.io(failed);
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        30_010,
+        Some(30_010),
+        &["io_schedule+0x3f", "folio_wait_writeback+0x2a"],
+        None,
+    ));
+    let e = explain_it(&call(0, 30_012), &h);
+    assert_eq!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+    let l = &e.evidence.layers[0];
+    assert_eq!((l.timeouts, l.requeues, l.errors), (1, 1, 1));
+    assert!(
+        e.headline.contains("1 request timed out and 1 request requeued there"),
+        "{}",
+        e.headline
+    );
+}

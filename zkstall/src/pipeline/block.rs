@@ -283,7 +283,7 @@ impl Pipeline {
             model,
             part: io.part.filter(|p| *p != io.disk).map(|p| p.to_string()),
             part_name,
-            sector: io.sector,
+            sector: (io.sector != u64::MAX).then_some(io.sector),
             bytes: if io.open { io.bytes } else { io.nr_bytes },
             rwbs: flags.rwbs(),
             op: flags.op_name(),

@@ -22,7 +22,7 @@ use std::{
 use lru::LruCache;
 use rustc_hash::FxHashMap as HashMap;
 
-pub use block::{disk_label, on_partition, party_label, req_flags};
+pub use block::{disk_label, on_partition, party_label, req_flags, status_errno};
 pub use notes::Note;
 
 use crate::{

@@ -27,7 +27,8 @@ pub struct IoRecord {
     pub part: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub part_name: Option<String>,
-    pub sector: u64,
+    /// Null for a flush (it has no sector: the kernel's -1).
+    pub sector: Option<u64>,
     pub bytes: u32,
     /// The block layer's flags: R/W/D/F(lush)/N(one) + F(UA), S(ync), M(eta), A(head).
     pub rwbs: String,
@@ -261,12 +262,8 @@ impl EventRecord {
     pub fn text(&self) -> String {
         match self {
             EventRecord::Io(r) => {
-                // A flush has no sector (the kernel's -1).
-                let sector = if r.sector == u64::MAX {
-                    String::new()
-                } else {
-                    format!(" sector {}", r.sector)
-                };
+                // A flush has no sector.
+                let sector = r.sector.map(|s| format!(" sector {s}")).unwrap_or_default();
                 let mut s = format!(
                     "io        {:<4} {:>8}  {}{sector}  queue {} ms  device {} ms  for {}",
                     r.rwbs,
@@ -367,7 +364,7 @@ mod tests {
     #[test]
     fn text_lines_print_no_sentinel_as_a_value() {
         let mut flush = io(1_000, 2_000, 3_000);
-        flush.sector = u64::MAX;
+        flush.sector = None;
         flush.bytes = 0;
         flush.rwbs = "F".into();
         flush.comm = String::new();

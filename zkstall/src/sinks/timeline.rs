@@ -596,13 +596,18 @@ impl TimelineSink {
         let mut args: Args = vec![
             ("rwbs", r.rwbs.clone().into()),
             ("bytes", r.bytes.into()),
-            ("sector", r.sector.into()),
             ("charged_to", r.charged_to.clone().into()),
-            (
+        ];
+        if let Some(s) = r.sector {
+            args.push(("sector", s.into()));
+        }
+        // A submitter first seen at completion is not named (never `(0/0)`).
+        if r.pid != 0 || !r.comm.is_empty() {
+            args.push((
                 "submitter",
                 format!("{} ({}/{})", r.comm, r.pid, r.tid).into(),
-            ),
-        ];
+            ));
+        }
         if let Some(q) = r.queue_ms {
             args.push(("queue_ms", q.into()));
         }
@@ -922,7 +927,7 @@ pub(crate) mod tests {
             model: None,
             part: None,
             part_name: None,
-            sector: 8,
+            sector: Some(8),
             bytes: 4096,
             rwbs: "WS".into(),
             op: "write",
