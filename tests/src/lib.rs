@@ -1313,6 +1313,7 @@ pub fn assert_supported(r: &serde_json::Value) {
         }
         "memory_reclaim" => stage("reclaim") >= 0.3 * dur,
         "low_space" => stage("low_space") >= 0.3 * dur,
+        "host_freeze" => ev["host_freeze"]["frozen_ms"].as_f64().unwrap_or(0.0) >= 0.5 * dur,
         // A catch-all says where the time went as far as known: never a stall it could not
         // see, and never a cause its own numbers name.
         "unknown" => {

@@ -15,6 +15,11 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 
 /// Runs zkstall as user `nobody`, from a copy it can execute.
 fn as_nobody(args: &[&str]) -> (i32, String, String) {
+    as_nobody_with(&[], args)
+}
+
+/// The same, holding the capabilities `caps` (`bpf`, `perfmon`, ...) as ambient ones.
+fn as_nobody_with(caps: &[&str], args: &[&str]) -> (i32, String, String) {
     let dir = scratch_dir("zkstall-nobody");
     let _cleanup = RemoveOnDrop(dir.clone());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -22,16 +27,49 @@ fn as_nobody(args: &[&str]) -> (i32, String, String) {
     std::fs::copy(zkstall_bin(), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-    ])
-    .arg(&bin)
-    .args(args);
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
+    if caps.is_empty() {
+        cmd.args(["--inh-caps=-all", "--bounding-set=-all"]);
+    } else {
+        let list: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
+        let list = list.join(",");
+        cmd.arg(format!("--inh-caps={list}"))
+            .arg(format!("--ambient-caps={list}"));
+    }
+    cmd.arg(&bin).args(args);
     run(&mut cmd)
+}
+
+#[test]
+fn check_names_each_capability_and_the_one_line_fix() {
+    if !can_run_root_tests("check_names_each_capability_and_the_one_line_fix") {
+        return;
+    }
+    // CAP_BPF and CAP_PERFMON alone: tracefs is still closed (root's, mode 700).
+    let (code, out, err) = as_nobody_with(&["bpf", "perfmon"], &["check"]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(out.contains("[ ok ] capability   CAP_BPF held"), "{out}");
+    assert!(
+        out.contains("[FAIL] capability   CAP_DAC_READ_SEARCH missing"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[warn] capability   CAP_SYS_PTRACE missing"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search"),
+        "the one-line fix: {out}"
+    );
+    assert!(out.contains("[FAIL] tracefs"), "{out}");
+    // With CAP_DAC_READ_SEARCH too, tracing works (the rest only adds detail).
+    let (code, out, err) = as_nobody_with(&["bpf", "perfmon", "dac_read_search"], &["check"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("zkstall can trace on this host"), "{out}");
+    assert!(
+        out.contains("[warn] capability   CAP_SYSLOG missing"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -53,7 +53,16 @@ pub mod names {
     pub const USDT_SPECS: &str = "USDT_SPECS";
     /// The uprobe program every HotSpot USDT probe is attached with.
     pub const JVM_USDT: &str = "jvm_usdt";
+    /// Per CPU: when its heartbeat last ran.
+    pub const HEARTBEAT: &str = "HEARTBEAT";
+    /// The per-CPU timer program (perf cpu-clock at [`crate::HEARTBEAT_HZ`]).
+    pub const HEARTBEAT_PROG: &str = "heartbeat";
 }
+
+/// How often each CPU's heartbeat runs (a perf cpu-clock timer: it fires on idle CPUs too).
+pub const HEARTBEAT_HZ: u64 = 10;
+/// A CPU silent this long (three heartbeats missed) reports the gap.
+pub const HOST_GAP_NS: u64 = 300_000_000;
 
 /// Size of the ring buffer in bytes (a power of two and a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 4 << 20;
@@ -85,6 +94,7 @@ pub enum EventKind {
     Reclaim = 11,
     LowSpace = 12,
     Jvm = 13,
+    HostGap = 14,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -104,6 +114,7 @@ impl TryFrom<u32> for EventKind {
             11 => Self::Reclaim,
             12 => Self::LowSpace,
             13 => Self::Jvm,
+            14 => Self::HostGap,
             other => return Err(other),
         })
     }
@@ -948,6 +959,18 @@ pub struct WritebackEvent {
     pub bdi: [u8; 16],
 }
 const _: () = assert!(size_of::<WritebackEvent>() == 64);
+
+/// A CPU whose heartbeat did not run for [`HOST_GAP_NS`] or more: from `last_ns` to the
+/// header's time. Every CPU silent at once is a host that stopped (a paused VM).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct HostGapEvent {
+    pub hdr: EventHeader,
+    pub last_ns: u64,
+    pub cpu: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<HostGapEvent>() == 40);
 
 /// Where a USDT argument is ([`UsdtArgSpec::loc`]).
 pub const USDT_ARG_NONE: u8 = 0;

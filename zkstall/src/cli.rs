@@ -10,14 +10,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "Explains storage stalls of JVM services (ZooKeeper first) from the kernel's point of view",
     long_about = "zkstall traces fsync-family syscalls of ZooKeeper (or any process) with eBPF \
-tracepoints and explains each slow call: a verdict (device_stall, cpu_starvation, \
-jvm_pause, memory_reclaim, low_space, dirty_throttle, io_throttled, device_contention, \
+tracepoints and explains each slow call: a verdict (host_freeze, device_stall, \
+cpu_starvation, jvm_pause, memory_reclaim, low_space, dirty_throttle, io_throttled, device_contention, \
 journal_wait, own_io, fs_blocked, unknown), the chain of waits behind it and its time by \
 stage, the processes competing for each disk under the file, and what the process's \
 threads were doing meanwhile. Recordings (trace --output) are read back by report with \
 the same answers.\n\n\
 Needs Linux >= 5.8 with tracefs and BTF (/sys/kernel/btf/vmlinux), and root (or CAP_BPF + \
-CAP_PERFMON).",
+CAP_PERFMON + CAP_DAC_READ_SEARCH; `zkstall check` lists every capability used and the \
+one setcap line that grants them).",
     after_help = "Examples:\n  \
 sudo zkstall check                      # can zkstall trace on this host?\n  \
 sudo zkstall trace                      # every ZooKeeper JVM, calls >= 100 ms, until Ctrl-C\n  \

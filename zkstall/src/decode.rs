@@ -276,6 +276,12 @@ pub enum Event {
         a: u64,
         b: u64,
     },
+    /// A CPU's heartbeat did not run from `from` to `to`.
+    HostGap {
+        cpu: u32,
+        from: MonoNs,
+        to: MonoNs,
+    },
     /// A target thread queued writeback of a filesystem for low free space.
     LowSpace {
         task: Task,
@@ -309,6 +315,7 @@ impl Record for JournalEvent {}
 impl Record for JournalStatsEvent {}
 impl Record for ReclaimEvent {}
 impl Record for LowSpaceEvent {}
+impl Record for zkstall_common::HostGapEvent {}
 impl Record for zkstall_common::JvmEvent {}
 impl Record for EventHeader {}
 
@@ -530,6 +537,14 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 name: cstr(&e.name),
                 a: e.a,
                 b: e.b,
+            })
+        }
+        EventKind::HostGap => {
+            let e: zkstall_common::HostGapEvent = read(buf)?;
+            Ok(Event::HostGap {
+                cpu: e.cpu,
+                from: MonoNs(e.last_ns),
+                to: MonoNs(hdr.ts_ns),
             })
         }
         EventKind::LowSpace => {

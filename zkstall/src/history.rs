@@ -395,6 +395,10 @@ pub struct History {
     pub reclaims: VecDeque<Reclaim>,
     pub low_space: VecDeque<LowSpaceQueued>,
     pub jvm_pauses: VecDeque<JvmPause>,
+    /// CPUs whose heartbeat stopped (cpu, from, to), and how many CPUs have one (None: no
+    /// heartbeat, so a host pause cannot be seen).
+    pub host_gaps: VecDeque<(u32, MonoNs, MonoNs)>,
+    pub host_cpus: Option<u32>,
     pub commits: VecDeque<Commit>,
     /// Windows in which records were lost (ring buffer full, or shed by the reader).
     pub lost: VecDeque<(MonoNs, MonoNs)>,
@@ -530,6 +534,33 @@ impl History {
             &mut self.shed,
         );
         expire(&mut self.throttles, now, |v| v.at);
+    }
+
+    pub fn host_gap(&mut self, cpu: u32, from: MonoNs, to: MonoNs) {
+        let mut s = 0;
+        push(&mut self.host_gaps, 4096, (cpu, from, to), &mut s);
+    }
+
+    /// When every CPU's heartbeat was silent at once, within `win`.
+    pub fn host_frozen(&self, win: (MonoNs, MonoNs)) -> Vec<(MonoNs, MonoNs)> {
+        let Some(n) = self.host_cpus.filter(|n| *n > 0) else {
+            return Vec::new();
+        };
+        let mut all: Option<Vec<(MonoNs, MonoNs)>> = None;
+        for cpu in 0..n {
+            let mut mine: Vec<(MonoNs, MonoNs)> = self
+                .host_gaps
+                .iter()
+                .filter(|(c, a, b)| *c == cpu && *b > win.0 && *a < win.1)
+                .map(|(_, a, b)| (*a, *b))
+                .collect();
+            mine.sort();
+            all = Some(match all {
+                None => mine,
+                Some(prev) => intersect(&prev, &mine),
+            });
+        }
+        all.unwrap_or_default()
     }
 
     pub fn jvm_pause(&mut self, v: JvmPause) {
@@ -732,4 +763,23 @@ mod tests {
         );
         assert_eq!(overlap((MonoNs(5), MonoNs(6)), (MonoNs(0), MonoNs(20))), 1);
     }
+}
+
+/// The intersection of two sorted lists of intervals (each disjoint).
+fn intersect(a: &[(MonoNs, MonoNs)], b: &[(MonoNs, MonoNs)]) -> Vec<(MonoNs, MonoNs)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let lo = a[i].0.max(b[j].0);
+        let hi = a[i].1.min(b[j].1);
+        if lo < hi {
+            out.push((lo, hi));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }

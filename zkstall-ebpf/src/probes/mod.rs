@@ -1,5 +1,6 @@
 //! One module per probe family.
 pub mod block;
+pub mod heartbeat;
 pub mod irq;
 pub mod journal;
 pub mod jvm;

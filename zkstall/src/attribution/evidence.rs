@@ -197,6 +197,9 @@ pub struct Evidence {
     /// safepoint stops them all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_threads_stopped: Option<u32>,
+    /// Every CPU's heartbeat silent at once during the call: the whole host stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_freeze: Option<HostFreezeEvidence>,
     /// HotSpot's own markers (its safepoint probes) for the wait after the return: the
     /// safepoints of the JVM that overlapped it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -393,6 +396,16 @@ pub fn wait_frame(stack: &[String]) -> Option<String> {
 }
 
 /// The wait site of a sleep.
+/// The host stopped: every CPU's heartbeat silent at once.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HostFreezeEvidence {
+    /// How much of the call, the longest freeze and when it began, and on how many CPUs.
+    pub frozen_ms: f64,
+    pub longest_ms: f64,
+    pub start_ns: u64,
+    pub cpus: u32,
+}
+
 /// Safepoints of the JVM while the thread was held after the return.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SafepointEvidence {
@@ -978,6 +991,17 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         disk: call.disks.top().map(|l| l.name.clone()),
         ..Default::default()
     };
+
+    // 0. The host: every CPU's heartbeat silent at once.
+    let frozen = h.host_frozen(win);
+    if let Some(longest) = frozen.iter().max_by_key(|(a, b)| b.since(*a)) {
+        ev.host_freeze = Some(HostFreezeEvidence {
+            frozen_ms: ms(measure(&frozen, win)),
+            longest_ms: ms(longest.1.since(longest.0)),
+            start_ns: longest.0.0,
+            cpus: h.host_cpus.unwrap_or(0),
+        });
+    }
 
     // 1. Coverage.
     if call.start_bound {

@@ -91,6 +91,16 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
         .unwrap_or_else(|| "the device".into());
     let so_far = if call.running { " so far" } else { "" };
     match f.verdict {
+        Verdict::HostFreeze => {
+            let hf = ev.host_freeze.clone().unwrap_or_default();
+            format!(
+                "the whole host stopped for {:.0} ms of this {dur:.0} ms{so_far} {sc}: none of its {} CPUs ran its {} Hz heartbeat for {:.0} ms (a VM paused by its hypervisor: a stun, a live migration, a snapshot); its disks did not stop on their own",
+                hf.frozen_ms,
+                hf.cpus,
+                zkstall_common::HEARTBEAT_HZ,
+                hf.longest_ms
+            )
+        }
         Verdict::DeviceStall => {
             let Some(l) = layer else {
                 return format!("a disk stopped completing I/O during this {dur:.0} ms {sc}");

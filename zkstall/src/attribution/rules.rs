@@ -41,6 +41,9 @@ pub enum Verdict {
     MemoryReclaim,
     /// Writeback forced by low free space on the filesystem.
     LowSpace,
+    /// The whole host stopped (every CPU's heartbeat silent at once: a VM paused by its
+    /// hypervisor).
+    HostFreeze,
     /// Nothing the signals show accounts for the time.
     Unknown,
 }
@@ -59,6 +62,7 @@ impl Verdict {
             Verdict::IoThrottled => "io_throttled",
             Verdict::MemoryReclaim => "memory_reclaim",
             Verdict::LowSpace => "low_space",
+            Verdict::HostFreeze => "host_freeze",
             Verdict::Unknown => "unknown",
         }
     }
@@ -74,6 +78,10 @@ impl Verdict {
             pct(t.starvation_share),
         );
         match self {
+            Verdict::HostFreeze => format!(
+                "every CPU's heartbeat ({} Hz, a timer that runs on idle CPUs too) was silent at once for >= {stall} of the call: the whole host stopped (a VM paused by its hypervisor), not its disk",
+                zkstall_common::HEARTBEAT_HZ
+            ),
             Verdict::DeviceStall => format!(
                 "a disk under the file had requests in flight and completed none for >= {stall} of the call and >= {} ms, while the call waited on something a stopped disk holds up (not a frozen filesystem or a lock) for >= {stall} of it (the lowest such layer is named; its history must cover the call; not a disk saturated by others, >= {} requests in flight, nor a loop device held back by the disk under it)",
                 t.stall_min_ns / 1_000_000,
@@ -121,7 +129,8 @@ impl Verdict {
         }
     }
 
-    pub const ALL: [Verdict; 12] = [
+    pub const ALL: [Verdict; 13] = [
+        Verdict::HostFreeze,
         Verdict::DeviceStall,
         Verdict::DeviceContention,
         Verdict::JournalWait,
@@ -196,6 +205,7 @@ type Rule = fn(&Span, &Gathered, &Thresholds) -> Option<Finding>;
 
 /// The rules, in order: the first that holds wins.
 pub const RULES: &[(Verdict, Rule)] = &[
+    (Verdict::HostFreeze, host_freeze),
     (Verdict::DeviceStall, device_stall),
     (Verdict::CpuStarvation, cpu_starvation),
     (Verdict::CpuStarvation, starvation_via_pause),
@@ -330,6 +340,30 @@ fn backing_link(g: &Gathered, t: &Thresholds) -> Option<Link> {
         detail: format!("{} completed nothing, {how}", l.disk),
         start_ns: l.gap_start_ns.unwrap_or(0),
         duration_ms: l.backing_held_ms,
+    })
+}
+
+/// The whole host stopped for most of the call: a stopped disk, a starved thread and a
+/// slow commit all look alike from inside a paused VM, so this is tried first.
+fn host_freeze(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let hf = g.ev.host_freeze.as_ref()?;
+    if hf.frozen_ms * 1e6 < t.stall_share * g.dur_ns as f64 {
+        return None;
+    }
+    Some(Finding {
+        verdict: Verdict::HostFreeze,
+        via: None,
+        chain: vec![
+            call_link(call, g),
+            Link {
+                what: "host_frozen",
+                detail: format!("all {} CPUs' heartbeats silent", hf.cpus),
+                start_ns: hf.start_ns,
+                duration_ms: hf.longest_ms,
+            },
+        ],
+        layer: None,
+        stage: None,
     })
 }
 

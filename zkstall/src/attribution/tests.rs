@@ -234,6 +234,12 @@ fn assert_consistent(c: &Span, e: &Explanation) {
         Verdict::FsBlocked => {
             assert!(stage("fs_wait") >= t.dominant_share * dur, "{e:?}");
         }
+        Verdict::HostFreeze => assert!(
+            ev.host_freeze
+                .as_ref()
+                .is_some_and(|h| h.frozen_ms >= t.stall_share * dur),
+            "{e:?}"
+        ),
         Verdict::Unknown => assert!(
             e.headline.contains("no traced signal") || e.headline.contains("no cause"),
             "unknown says what is unknown: {}",
@@ -1637,8 +1643,53 @@ fn a_stall_with_a_timed_out_and_requeued_request_says_so() {
     let l = &e.evidence.layers[0];
     assert_eq!((l.timeouts, l.requeues, l.errors), (1, 1, 1));
     assert!(
-        e.headline.contains("1 request timed out and 1 request requeued there"),
+        e.headline
+            .contains("1 request timed out and 1 request requeued there"),
         "{}",
         e.headline
     );
+}
+
+#[test]
+fn every_cpu_silent_at_once_is_a_host_freeze_not_a_device_stall() {
+    // From inside a paused VM a 3 s stop looks like a disk that completed nothing: the
+    // heartbeats of both CPUs say the whole host stopped.
+    let stalled = |cpus: &[u32]| {
+        let mut h = History::default();
+        watched(&mut h);
+        h.io(io(ZK, "SyncThread:1", 4096, 1, 2));
+        h.io(io(ZK, "SyncThread:1", 4096, 5, 3_050));
+        h.blocked(blocked(
+            SYNC,
+            SchedState::DiskSleep,
+            5,
+            3_050,
+            Some(3_050),
+            &["io_schedule+0x3f", "folio_wait_writeback+0x2a"],
+            None,
+        ));
+        h.host_cpus = Some(2);
+        for &cpu in cpus {
+            h.host_gap(cpu, t(10), t(3_040));
+        }
+        h
+    };
+    let c = call(0, 3_052);
+    let e = explain_it(&c, &stalled(&[0, 1]));
+    assert_eq!(e.verdict, Verdict::HostFreeze, "{}", e.headline);
+    let hf = e.evidence.host_freeze.as_ref().unwrap();
+    assert_eq!((hf.cpus, hf.frozen_ms), (2, 3030.0));
+    assert!(
+        e.headline.starts_with("the whole host stopped for 3030 ms"),
+        "{}",
+        e.headline
+    );
+    // One CPU silent (the other ran): the host did not stop; the disk did.
+    let e = explain_it(&c, &stalled(&[1]));
+    assert_eq!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+    assert!(e.evidence.host_freeze.is_none());
+    // No heartbeat at all (the signal off): nothing claimed either way.
+    let mut h = stalled(&[0, 1]);
+    h.host_cpus = None;
+    assert_eq!(explain_it(&c, &h).verdict, Verdict::DeviceStall);
 }

@@ -103,6 +103,37 @@ pub fn run(w: impl Write) -> bool {
             false
         }
     };
+    // Root holds them all; otherwise each capability is named with what it is for.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let caps = super::effective_caps();
+        let mut missing = false;
+        // tracefs opened to this user (a gid= / mode= mount) needs no capability.
+        let tracefs_readable = [
+            "/sys/kernel/tracing/events",
+            "/sys/kernel/debug/tracing/events",
+        ]
+        .iter()
+        .any(|p| std::fs::read_dir(p).is_ok());
+        for (name, bit, needed, why) in super::CAPABILITIES {
+            let held =
+                caps & (1u64 << bit) != 0 || (*name == "CAP_DAC_READ_SEARCH" && tracefs_readable);
+            let st = match (held, needed) {
+                (true, _) => Status::Ok,
+                (false, true) => Status::Fail,
+                (false, false) => Status::Warn,
+            };
+            missing |= !held && *name != "CAP_SYS_RESOURCE";
+            r.line(
+                st,
+                "capability",
+                &format!("{name} {}: {why}", if held { "held" } else { "missing" }),
+            );
+        }
+        if missing {
+            r.line(Status::Warn, "fix", &super::setcap_fix());
+        }
+    }
 
     let tracefs = match Tracefs::find_or_mount() {
         Ok(t) => {
@@ -197,6 +228,21 @@ pub fn run(w: impl Write) -> bool {
                         zkstall_common::EVENTS_BYTES >> 20
                     ),
                 );
+                match p.heartbeat_off() {
+                    None => r.line(
+                        Status::Ok,
+                        "signal",
+                        &format!(
+                            "heartbeat: a {} Hz timer on every CPU (perf cpu-clock), so a whole-host pause (a VM stopped by its hypervisor) is told from a device stall",
+                            zkstall_common::HEARTBEAT_HZ
+                        ),
+                    ),
+                    Some(why) => r.line(
+                        Status::Warn,
+                        "signal",
+                        &format!("heartbeat: off ({why}): a paused host would look like a device stall"),
+                    ),
+                }
                 match p.jvm_off() {
                     None => r.line(
                         Status::Ok,

@@ -10,6 +10,79 @@ pub mod trace;
 pub mod workload;
 
 /// Root, or the capabilities that loading tracing programs needs.
+/// The capabilities zkstall uses: (name, number, needed to trace at all, what for).
+pub const CAPABILITIES: &[(&str, u32, bool, &str)] = &[
+    ("CAP_BPF", 39, true, "create maps and load programs"),
+    (
+        "CAP_PERFMON",
+        38,
+        true,
+        "attach to tracepoints and uprobes, read kernel memory from the programs",
+    ),
+    (
+        "CAP_DAC_READ_SEARCH",
+        2,
+        true,
+        "read tracefs's format files (tracefs is root's only, mode 700)",
+    ),
+    (
+        "CAP_SYS_PTRACE",
+        19,
+        false,
+        "read another user's /proc/PID files (open files, maps, stacks of a ZooKeeper run as its own user)",
+    ),
+    (
+        "CAP_SYSLOG",
+        34,
+        false,
+        "kernel addresses in /proc/kallsyms, to name the frames of kernel stacks",
+    ),
+    (
+        "CAP_SETUID",
+        7,
+        false,
+        "run jcmd as the JVM's own user to name threads that started before tracing",
+    ),
+    ("CAP_SETGID", 6, false, "the same (jcmd's group)"),
+    (
+        "CAP_SYS_ADMIN",
+        21,
+        false,
+        "mount tracefs when it is not mounted",
+    ),
+    (
+        "CAP_SYS_RESOURCE",
+        24,
+        false,
+        "raise RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 only)",
+    ),
+];
+
+/// The effective capability set of this process.
+pub fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The one command that grants every capability zkstall uses to its binary.
+pub fn setcap_fix() -> String {
+    let names: Vec<String> = CAPABILITIES
+        .iter()
+        .filter(|(n, ..)| *n != "CAP_SYS_RESOURCE")
+        .map(|(n, ..)| n.to_lowercase())
+        .collect();
+    format!(
+        "sudo setcap {}+ep \"$(command -v zkstall)\" (or run zkstall as root)",
+        names.join(",")
+    )
+}
+
 pub fn privileges() -> Result<String, String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -32,6 +105,9 @@ pub fn privileges() -> Result<String, String> {
     } else if has(CAP_SYS_ADMIN) {
         Ok("CAP_SYS_ADMIN".into())
     } else {
-        Err("not root, and neither CAP_BPF + CAP_PERFMON nor CAP_SYS_ADMIN: run as root (sudo zkstall ...) or grant them (setcap cap_bpf,cap_perfmon+ep zkstall)".into())
+        Err(format!(
+            "not root, and neither CAP_BPF + CAP_PERFMON nor CAP_SYS_ADMIN: {}",
+            setcap_fix()
+        ))
     }
 }

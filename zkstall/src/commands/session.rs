@@ -570,6 +570,18 @@ impl<'s> Session<'s> {
             s.add(t)?;
         }
         s.probes.attach()?;
+        match s.probes.attach_heartbeat() {
+            Ok(cpus) => {
+                let n = Note::Host {
+                    ts_ns: MonoNs::now().0,
+                    cpus,
+                };
+                s.feed.note(n, &mut s.probes)?;
+            }
+            Err(e) => tracing::info!(
+                "no per-CPU heartbeat ({e}): a whole-host pause (a VM stopped by its hypervisor) cannot be told from a device stall"
+            ),
+        }
         s.start_totals.rebase_disks(&s.probes);
         let desc: Vec<String> = initial
             .iter()

@@ -280,7 +280,8 @@ impl Pipeline {
             }
         }
         let file = file.or_else(|| self.resolve(task, sc, *arg));
-        let comm = self.thread_name(*pid, *tid).unwrap_or_default();
+        // The kernel's name (the record says the Java one apart).
+        let comm = self.enrich.thread_name(*pid, *tid).unwrap_or_default();
         let call = Call {
             task,
             syscall: sc,

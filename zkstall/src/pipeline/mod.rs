@@ -377,6 +377,11 @@ impl Pipeline {
                 a,
                 b,
             } => self.on_jvm(task, ts, probe, name, a, b, sink),
+            Event::HostGap { cpu, from, to } => {
+                self.history.host_gap(cpu, from, to);
+                self.count("host_gap");
+                Ok(())
+            }
             Event::LowSpace {
                 task,
                 ts,
@@ -461,6 +466,10 @@ impl Pipeline {
                 names,
             } => {
                 self.on_java_names(*pid, MonoNs(*ts_ns), MonoNs(*end_ns), names);
+                Ok(())
+            }
+            Note::Host { cpus, .. } => {
+                self.history.host_cpus = Some(*cpus);
                 Ok(())
             }
             Note::Unwatch { disk, .. } => {

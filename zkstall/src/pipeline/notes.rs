@@ -113,6 +113,9 @@ pub enum Note {
         /// (tid, Java name)
         names: Vec<(u32, String)>,
     },
+    /// Each CPU's heartbeat runs from now on (CPUs 0..cpus): a gap on all of them at once is
+    /// a host that stopped.
+    Host { ts_ns: u64, cpus: u32 },
     /// A disk is no longer watched (no traced process uses it any more): its requests are
     /// only counted in the kernel from now on.
     Unwatch {
@@ -139,7 +142,8 @@ impl Note {
             | Note::Helper { ts_ns, .. }
             | Note::Stuck { ts_ns, .. }
             | Note::Running { ts_ns, .. }
-            | Note::Unwatch { ts_ns, .. } => *ts_ns,
+            | Note::Unwatch { ts_ns, .. }
+            | Note::Host { ts_ns, .. } => *ts_ns,
             Note::JavaNames { end_ns, .. } => *end_ns,
             Note::Lost { to_ns, .. } | Note::Unseen { to_ns, .. } => *to_ns,
         }

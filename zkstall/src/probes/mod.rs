@@ -12,7 +12,10 @@ use std::error::Error as StdError;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{
+        BtfTracePoint, PerfEvent, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
 };
 use thiserror::Error;
 use zkstall_common::{Counter, Inflight, OtherIo, OtherIoKey, Request, ThreadState, names};
@@ -97,6 +100,9 @@ pub struct Probes {
     pub layout: Layout,
     /// HotSpot's USDT probes (attached per traced JVM).
     jvm: jvm::JvmState,
+    /// The per-CPU heartbeat: why it is off, or how many CPUs it runs on once attached.
+    heartbeat_off: Option<String>,
+    heartbeat_cpus: Option<u32>,
 }
 
 impl Probes {
@@ -146,8 +152,11 @@ impl Probes {
             bpf,
             layout,
             jvm: jvm::JvmState::default(),
+            heartbeat_off: None,
+            heartbeat_cpus: None,
         };
         probes.load_jvm();
+        probes.load_heartbeat();
         Ok(probes)
     }
 
@@ -218,6 +227,7 @@ impl Probes {
                             aya::programs::Program::TracePoint(t) => t.unload(),
                             aya::programs::Program::BtfTracePoint(t) => t.unload(),
                             aya::programs::Program::UProbe(t) => t.unload(),
+                            aya::programs::Program::PerfEvent(t) => t.unload(),
                             _ => Ok(()),
                         };
                     }
@@ -229,6 +239,58 @@ impl Probes {
     /// Number of programs loaded.
     pub fn program_count(&self) -> usize {
         self.layout.enabled.iter().map(|s| s.hooks.len()).sum()
+    }
+
+    fn load_heartbeat(&mut self) {
+        if std::env::var("ZKSTALL_SIGNALS_OFF")
+            .unwrap_or_default()
+            .split(',')
+            .any(|s| s.trim() == "heartbeat")
+        {
+            self.heartbeat_off = Some("left out (ZKSTALL_SIGNALS_OFF)".into());
+            return;
+        }
+        let r = match self.bpf.program_mut(names::HEARTBEAT_PROG) {
+            None => Err("the program is missing from the object".to_string()),
+            Some(p) => match <&mut PerfEvent>::try_from(p) {
+                Ok(pe) => pe.load().map_err(|e| chain(&e)),
+                Err(e) => Err(chain(&e)),
+            },
+        };
+        if let Err(e) = r {
+            self.heartbeat_off = Some(format!("the perf-event program did not load: {e}"));
+        }
+    }
+
+    /// Starts each online CPU's heartbeat; returns how many CPUs, or why not.
+    pub fn attach_heartbeat(&mut self) -> Result<u32, String> {
+        if let Some(off) = &self.heartbeat_off {
+            return Err(off.clone());
+        }
+        let cpus = aya::util::online_cpus().map_err(|(_, e)| e.to_string())?;
+        let prog: &mut PerfEvent = self
+            .bpf
+            .program_mut(names::HEARTBEAT_PROG)
+            .ok_or("the program is missing from the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| chain(&e))?;
+        for cpu in &cpus {
+            prog.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu: *cpu },
+                SamplePolicy::Frequency(zkstall_common::HEARTBEAT_HZ),
+                false,
+            )
+            .map_err(|e| format!("perf_event_open on CPU {cpu}: {}", chain(&e)))?;
+        }
+        let n = cpus.iter().max().map_or(0, |m| m + 1);
+        self.heartbeat_cpus = Some(n);
+        Ok(n)
+    }
+
+    /// Why the heartbeat is off here (None: available).
+    pub fn heartbeat_off(&self) -> Option<&str> {
+        self.heartbeat_off.as_deref()
     }
 
     /// Attaches every loaded program to its tracepoint.

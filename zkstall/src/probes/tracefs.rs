@@ -12,7 +12,9 @@ pub enum TracefsError {
         "tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({0}); run as root, or mount it: `mount -t tracefs nodev /sys/kernel/tracing`"
     )]
     MountFailed(String),
-    #[error("cannot read {0}: {1}; tracefs needs root to read (run with sudo)")]
+    #[error(
+        "cannot read {0}: {1}; tracefs is root's only: run zkstall as root, or grant it CAP_DAC_READ_SEARCH (sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep \"$(command -v zkstall)\"), or open tracefs to a group (mount -o remount,gid=GROUP,mode=750 /sys/kernel/tracing)"
+    )]
     Unreadable(PathBuf, String),
     #[error("tracepoint {0} not found in {1}: this kernel does not have it")]
     Missing(String, PathBuf),
