@@ -567,3 +567,60 @@ fn a_flood_on_a_watched_disk_is_paired_exactly_and_any_loss_is_said() {
         assert!(s["lost_windows"].as_u64().unwrap() > 0, "{s}");
     }
 }
+
+/// A full kernel map is counted, never silent, and the kernel says so itself (aya-log,
+/// rate-limited, shown at -v): here the request table is shrunk to 16 entries under a
+/// flood (ZKSTALL_REQUESTS_MAX, a test knob).
+#[test]
+fn a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v() {
+    if !can_run_root_tests("a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (flood_dev, _shm) = ram_disk(128);
+    let mut target = sleeper();
+    let dev = flood_dev.dev.to_string_lossy().into_owned();
+    let pid = target.pid().to_string();
+    let mut tracer = Proc::spawn(
+        "zkstall trace",
+        zkstall(&[
+            "trace",
+            "--pid",
+            &pid,
+            "--duration",
+            "60s",
+            "--threshold",
+            "10s",
+            "--format",
+            "json",
+            "--disk",
+            &dev,
+            "-v",
+        ])
+        .env("ZKSTALL_REQUESTS_MAX", "16"),
+    );
+    let stderr = lines_of(tracer.child.stderr.take().unwrap());
+    let mut out = tracer.child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
+    let (ios, _) = fio(&dev, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = target.child.kill();
+    assert!(tracer.wait_for_exit(Duration::from_secs(120)).success());
+    let out = stdout.join().unwrap();
+    let err: Vec<String> = stderr.try_iter().collect();
+    let s = json_lines(&out)
+        .into_iter()
+        .find(|r| r["type"] == "summary")
+        .expect("summary");
+    assert!(ios > 10_000, "the flood ran: {ios}");
+    assert!(s["map_full"].as_u64().unwrap_or(0) > 0, "{s}");
+    assert!(
+        err.iter().any(|l| l.contains("REQUESTS is full")),
+        "the kernel's own diagnostic at -v: {err:#?}"
+    );
+}

@@ -63,3 +63,27 @@ pub fn header<T>(kind: EventKind, ts_ns: u64, pid_tgid: u64) -> EventHeader {
         tid: pid_tgid as u32,
     }
 }
+
+/// Rare diagnostics (aya-log) are rate-limited: one per CPU per second at most, so a map
+/// that stays full cannot flood the log ring.
+#[aya_ebpf::macros::map]
+static LOG_NEXT_NS: aya_ebpf::maps::PerCpuArray<u64> =
+    aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn log_allowed() -> bool {
+    // SAFETY: plain helper call.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    let Some(next) = LOG_NEXT_NS.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU value; a program never nests with itself, and a torn read between
+    // two programs only lets one more line through.
+    unsafe {
+        if now < *next {
+            return false;
+        }
+        *next = now + 1_000_000_000;
+    }
+    true
+}

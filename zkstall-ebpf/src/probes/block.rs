@@ -28,8 +28,10 @@ use zkstall_common::{
     RQ_PARTIAL, RQ_UNMATCHED, Request, Submitter,
 };
 
+use aya_log_ebpf::debug;
+
 use crate::{
-    emit::{emit, header},
+    emit::{emit, header, log_allowed},
     maps::{
         BIOS, DISKS, FLUSH_GRACE_NS, FLUSHING, OTHER_IO, REQUESTS, config, count, current_comm,
         kread, watch_gen,
@@ -286,9 +288,17 @@ fn add_other_io(disk: u32, blk_cgroup: u64, last: bool, nr_bytes: u32) {
 }
 
 #[inline(always)]
-fn store(rq: u64, r: &Request) {
+fn store(ctx: &BtfTracePointContext, rq: u64, r: &Request) {
     if REQUESTS.insert(rq, r, 0).is_err() {
         count(Counter::MapFull);
+        if log_allowed() {
+            debug!(
+                ctx,
+                target: "zkstall::kernel",
+                "REQUESTS is full: a request on disk {} is not followed (counted as map_full)",
+                r.disk
+            );
+        }
     }
 }
 
@@ -332,10 +342,18 @@ pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
                 // Issued, never completed nor requeued, and now inserted again: the
                 // struct was reused after a completion we missed.
                 count(Counter::IoStale);
+                if log_allowed() {
+                    debug!(
+                        &ctx,
+                        target: "zkstall::kernel",
+                        "a request on disk {} was reused before its completion was seen (a program run the kernel skipped?)",
+                        disk
+                    );
+                }
             }
             let mut r = new_request(rq, disk, now);
             r.insert_ns = now;
-            store(rq, &r);
+            store(&ctx, rq, &r);
         }
     }
     0
@@ -369,7 +387,7 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
             // Issued directly (no insert), or a reused struct: a new request.
             let mut r = new_request(rq, disk, now);
             r.issue_ns = now;
-            store(rq, &r);
+            store(&ctx, rq, &r);
         }
     }
     0
@@ -464,7 +482,7 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
             // Keep it, so the rest of it completes matched.
             let mut keep = req;
             keep.flags &= !RQ_PARTIAL;
-            store(rq, &keep);
+            store(&ctx, rq, &keep);
         }
     }
     let mut hdr = header::<IoEvent>(EventKind::Io, now, 0);

@@ -651,6 +651,7 @@ impl<'s> Session<'s> {
             return Ok(());
         }
         self.ticks += 1;
+        self.probes.flush_logs();
         if let Some(w) = &mut self.feed.writer {
             // A quiet host: close the recording's open chunk after a second.
             w.tick().context("writing the recording")?;

@@ -103,6 +103,8 @@ pub struct Probes {
     /// The per-CPU heartbeat: why it is off, or how many CPUs it runs on once attached.
     heartbeat_off: Option<String>,
     heartbeat_cpus: Option<u32>,
+    /// The kernel programs' rare diagnostics (aya-log), read on each tick.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Probes {
@@ -110,10 +112,16 @@ impl Probes {
     /// Nothing is attached yet, so a caller can start its reader first.
     pub fn load(layout: Layout) -> Result<Self, ProbeError> {
         raise_memlock_limit();
-        let mut bpf = EbpfLoader::new()
-            .override_global(names::CONFIG, &layout.config, true)
-            .load(OBJECT)
-            .map_err(|e| load_error(&e))?;
+        let mut loader = EbpfLoader::new();
+        loader.override_global(names::CONFIG, &layout.config, true);
+        // Tests shrink the request table to see what a full one does (ZKSTALL_REQUESTS_MAX).
+        if let Some(n) = std::env::var("ZKSTALL_REQUESTS_MAX")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            loader.map_max_entries(names::REQUESTS, n);
+        }
+        let mut bpf = loader.load(OBJECT).map_err(|e| load_error(&e))?;
         let mut btf: Option<Btf> = None;
         for sig in &layout.enabled {
             for hook in &sig.hooks {
@@ -154,7 +162,13 @@ impl Probes {
             jvm: jvm::JvmState::default(),
             heartbeat_off: None,
             heartbeat_cpus: None,
+            logger: None,
         };
+        // Their records go to the log facade, which tracing shows at -v (target
+        // zkstall::kernel).
+        probes.logger = aya_log::EbpfLogger::init(&mut probes.bpf)
+            .map_err(|e| tracing::debug!("no kernel diagnostics: {e}"))
+            .ok();
         probes.load_jvm();
         probes.load_heartbeat();
         Ok(probes)
@@ -286,6 +300,13 @@ impl Probes {
         let n = cpus.iter().max().map_or(0, |m| m + 1);
         self.heartbeat_cpus = Some(n);
         Ok(n)
+    }
+
+    /// Passes on the kernel programs' diagnostics (rate-limited there).
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = &mut self.logger {
+            l.flush();
+        }
     }
 
     /// Why the heartbeat is off here (None: available).
