@@ -156,7 +156,7 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// Process to trace (repeatable). Default: every ZooKeeper JVM on the host.
-    #[arg(short, long = "pid", value_name = "PID")]
+    #[arg(short, long = "pid", value_name = "PID", value_parser = parse_pid, allow_hyphen_values = true)]
     pub pids: Vec<u32>,
     /// Stop after this long (`30s`, `5m`). Default: until Ctrl-C or SIGTERM.
     #[arg(short, long, value_parser = parse_duration, allow_hyphen_values = true)]
@@ -237,7 +237,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "WHEN")]
     pub until: Option<String>,
     /// Only calls of this process (repeatable).
-    #[arg(short, long = "pid", value_name = "PID")]
+    #[arg(short, long = "pid", value_name = "PID", value_parser = parse_pid, allow_hyphen_values = true)]
     pub pids: Vec<u32>,
     /// Only calls of this thread (repeatable).
     #[arg(long = "tid", value_name = "TID")]
@@ -347,7 +347,8 @@ pub struct AgentArgs {
     /// Incident files kept at most (the oldest go first) [default: 50].
     #[arg(long, value_name = "N")]
     pub max_incidents: Option<usize>,
-    /// Bytes of incident files kept at most (`1GiB`, `500MB`) [default: 1GiB].
+    /// Bytes of incident files kept at most (`1GiB` = 2^30, `500MB` = 500 x 10^6, as sizes are
+    /// printed) [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_incident_bytes: Option<u64>,
     /// Address of the HTTP server for /metrics and POST /trigger [default: 127.0.0.1:9477].
@@ -357,7 +358,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
     /// Trace these processes (repeatable) instead of finding ZooKeeper JVMs.
-    #[arg(short, long = "pid", value_name = "PID")]
+    #[arg(short, long = "pid", value_name = "PID", value_parser = parse_pid, allow_hyphen_values = true)]
     pub pids: Vec<u32>,
     /// Also trace the requests of this disk one by one (repeatable), as with trace.
     #[arg(long = "disk", value_name = "DISK")]
@@ -448,8 +449,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses `64MiB`, `512KiB`, `1GiB`, `500MB`, `2G` (powers of 1024 either way) or a byte
 /// count.
+/// A process id: a positive number.
+pub fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n > 0 && n <= u32::MAX as i64 => Ok(n as u32),
+        Ok(_) => Err(format!(
+            "{s:?}: a pid is a positive number (`pgrep -f QuorumPeerMain` lists ZooKeeper JVMs)"
+        )),
+        Err(_) => Err(format!(
+            "{s:?} is not a pid (`pgrep -f QuorumPeerMain` lists ZooKeeper JVMs)"
+        )),
+    }
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "{s:?}: a size cannot be negative (examples: 64MiB, 1GiB)"
+        ));
+    }
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
@@ -457,12 +476,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: f64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a size (examples: 64MiB, 1GiB, 500MB)"))?;
+    // As zkstall prints sizes (and dd reads them): KB/MB/GB are powers of 1000, KiB/MiB/
+    // GiB and the bare K/M/G powers of 1024.
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
         other => {
             return Err(format!(
                 "{s:?}: unknown unit {other:?} (examples: 64MiB, 1GiB, 500MB)"
@@ -487,6 +512,17 @@ mod tests {
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("1.5k"), Ok(1536));
+        // As sizes are printed: MB is 10^6 bytes, MiB 2^20.
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert!(
+            parse_size("-64MiB")
+                .unwrap_err()
+                .contains("cannot be negative")
+        );
+        assert_eq!(parse_pid("4242"), Ok(4242));
+        assert!(parse_pid("-1").unwrap_err().contains("positive"));
+        assert!(parse_pid("0").unwrap_err().contains("positive"));
+        assert!(parse_pid("zk").unwrap_err().contains("not a pid"));
         assert!(parse_size("lots").is_err());
         assert!(
             parse_size("5 parsecs")

@@ -74,29 +74,70 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 
 /// A --since/--until value as CLOCK_MONOTONIC ns of the recording.
 pub fn when(s: &str, h: &Header) -> anyhow::Result<u64> {
+    let local = crate::sinks::text::localtime();
+    when_at(s, h.started_ns, h.wall_offset_ns as i128, |secs| {
+        if local {
+            crate::sinks::text::local_offset_s(secs)
+        } else {
+            0
+        }
+    })
+}
+
+/// `s` as CLOCK_MONOTONIC ns of a recording that began at `started_ns` (wall = mono +
+/// `wall_offset_ns`): `+30s` after its start; a date and time with `Z` or an offset
+/// (`+01:00`); or without either, in `zone` (seconds east of UTC at a Unix time: UTC, or the
+/// host's with --localtime, as text prints times); a time of day on the recording's first day.
+fn when_at(
+    s: &str,
+    started_ns: u64,
+    wall_offset_ns: i128,
+    zone: impl Fn(i64) -> i64,
+) -> anyhow::Result<u64> {
+    const HELP: &str =
+        "not a time: use 2026-12-03T23:05:14Z, 2026-12-03T23:05:14+01:00, 23:05:14 or +30s";
     let s = s.trim();
     let rel = s.strip_prefix('+').unwrap_or(s);
     if let Ok(d) = crate::cli::parse_duration(rel) {
-        return Ok(h.started_ns + d.as_nanos() as u64);
+        return Ok(started_ns + d.as_nanos() as u64);
     }
-    let unix_ns: i128 = if let Ok(t) = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')) {
+    // An explicit zone: Z, or +HH:MM / -HH:MM at the end of a date and time.
+    let (body, explicit): (&str, Option<i64>) = if let Some(b) = s.strip_suffix('Z') {
+        (b, Some(0))
+    } else if s.len() > 16
+        && let Some(i) = s.rfind(['+', '-'])
+        && i > 10
+        && s[i + 1..].len() == 5
+        && s.as_bytes()[i + 3] == b':'
+    {
+        let h: i64 = s[i + 1..i + 3].parse().map_err(|_| anyhow::anyhow!(HELP))?;
+        let m: i64 = s[i + 4..].parse().map_err(|_| anyhow::anyhow!(HELP))?;
+        let off = (h * 3600 + m * 60) * if &s[i..=i] == "-" { -1 } else { 1 };
+        (&s[..i], Some(off))
+    } else {
+        (s, None)
+    };
+    let start_unix = started_ns as i128 + wall_offset_ns;
+    let naive_ns: i128 = if let Ok(t) = humantime::parse_rfc3339_weak(body) {
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128)
-    } else if s.len() >= 5 && s.as_bytes()[2] == b':' {
-        // A time of day (UTC) on the day the recording began.
-        let start_unix = h.started_ns as i128 + h.wall_offset_ns as i128;
+    } else if body.len() >= 5 && body.as_bytes()[2] == b':' {
+        // A time of day on the day the recording began (in the same zone).
+        let off = explicit.unwrap_or_else(|| zone((start_unix / 1_000_000_000) as i64));
         let day_ns = 86_400 * 1_000_000_000i128;
-        let day = start_unix.div_euclid(day_ns) * day_ns;
-        let t = humantime::parse_rfc3339_weak(&format!("1970-01-01 {s}")).map_err(|_| {
-            anyhow::anyhow!("not a time: use 2026-12-03T23:05:14Z, 23:05:14 or +30s")
-        })?;
+        let local_start = start_unix + off as i128 * 1_000_000_000;
+        let day = local_start.div_euclid(day_ns) * day_ns;
+        let t = humantime::parse_rfc3339_weak(&format!("1970-01-01 {body}"))
+            .map_err(|_| anyhow::anyhow!(HELP))?;
         day + t
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128)
     } else {
-        anyhow::bail!("not a time: use 2026-12-03T23:05:14Z, 23:05:14 or +30s");
+        anyhow::bail!(HELP);
     };
-    Ok((unix_ns - h.wall_offset_ns as i128).max(0) as u64)
+    let off = explicit.unwrap_or_else(|| zone((naive_ns / 1_000_000_000) as i64));
+    let unix_ns = naive_ns - off as i128 * 1_000_000_000;
+    Ok((unix_ns - wall_offset_ns).max(0) as u64)
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -95,10 +95,18 @@ impl Pipeline {
             accounting: x.accounting,
             after_ns,
         };
+        let dev = call.file.as_ref().and_then(|f| f.dev);
+        let disk = dev.and_then(|d| {
+            self.enrich
+                .disk_path(FileDev(d))
+                .top()
+                .map(|l| l.name.clone())
+        });
         sink.observe(&Observation::Call {
             syscall: call.syscall.name(),
             thread: &call.comm,
-            dev: call.file.as_ref().and_then(|f| f.dev),
+            dev,
+            disk: disk.as_deref(),
             duration_ns: x.end.since(call.start),
             pid: call.task.pid,
             tid: call.task.tid,

@@ -173,8 +173,9 @@ pub enum Observation<'a> {
         syscall: &'static str,
         /// The kernel's name of the thread.
         thread: &'a str,
-        /// The file's device, when known.
+        /// The file's device, when known, and the disk behind it (`sdb` for `sdb1`).
         dev: Option<crate::enrich::DevId>,
+        disk: Option<&'a str>,
         duration_ns: u64,
         pid: u32,
         tid: u32,

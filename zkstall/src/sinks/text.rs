@@ -38,6 +38,20 @@ pub fn wall(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Whether `--localtime` is on.
+pub fn localtime() -> bool {
+    LOCALTIME.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The host's UTC offset (seconds) at Unix time `secs`.
+pub fn local_offset_s(secs: i64) -> i64 {
+    let t = secs as libc::time_t;
+    // SAFETY: tm is plain data; localtime_r fills it (or returns null).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::localtime_r(&t, &mut tm) };
+    if rc.is_null() { 0 } else { tm.tm_gmtoff }
+}
+
 fn local(ms: i64) -> Option<String> {
     let secs = ms.div_euclid(1000) as libc::time_t;
     // SAFETY: tm is plain data; localtime_r fills it from `secs` (reading TZ and

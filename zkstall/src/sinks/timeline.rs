@@ -630,7 +630,11 @@ impl TimelineSink {
                 track,
                 start,
                 dur: end - start,
-                name: format!("{} {} B", r.rwbs, r.bytes),
+                name: format!(
+                    "{} {}",
+                    r.rwbs,
+                    crate::attribution::render::size(r.bytes as u64)
+                ),
                 cat: "io",
                 args,
                 flow_in: None,
