@@ -372,7 +372,7 @@ fn finds_a_zookeeper_jvm_by_itself_and_names_its_sync_thread() {
         let _ = std::io::Read::read_to_string(&mut tout, &mut s);
         s
     });
-    let banner = wait_for_line(&stderr, "tracing", Duration::from_secs(30));
+    let banner = wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(90));
     let banner = banner.last().unwrap();
     assert!(banner.contains(&jvm_pid.to_string()), "{banner}");
     assert!(banner.contains("QuorumPeerMain"), "{banner}");
@@ -487,7 +487,8 @@ fn bcc_style_options_filter_what_is_printed() {
         // Until tracing starts, or the tracer gives up (a refused option).
         let mut seen = Vec::new();
         let started = loop {
-            match stderr.recv_timeout(Duration::from_secs(30)) {
+            // Generous: an emulated CPU (vm-test) verifies the programs slowly.
+            match stderr.recv_timeout(Duration::from_secs(90)) {
                 Ok(l) => {
                     let hit = l.contains("tracing 1 process");
                     seen.push(l);
