@@ -511,6 +511,41 @@ mod tests {
     }
 
     #[test]
+    fn contenders_carry_their_cgroups_in_text() {
+        use crate::attribution::{Contender, ContenderKind, Explanation, Verdict};
+        let mut r = super::super::json::tests::record();
+        r.why = Some(Explanation {
+            verdict: Verdict::DeviceContention,
+            via: Some("journal"),
+            headline: "dd (pid 812) kept loop0 busy".into(),
+            chain: Vec::new(),
+            stages: Default::default(),
+            evidence: Default::default(),
+            contenders: vec![Contender {
+                pid: 812,
+                tid: 812,
+                comm: "dd".into(),
+                process: None,
+                cgroup: Some("/backup.slice".into()),
+                blkio_cgroup: Some("/backup".into()),
+                memory_cgroup: None,
+                kind: ContenderKind::Task,
+                same_process: false,
+                bytes: 240_156_672,
+                requests: 230,
+                disk: "loop0".into(),
+            }],
+            timeline: Vec::new(),
+            timeline_omitted: 0,
+        });
+        let text = format_call(&r);
+        assert!(
+            text.contains("contenders: dd (pid 812) 240.2 MB in 230 req [/backup.slice blkio:/backup]"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn summary_names_losses_and_disabled_signals() {
         let mut out = Vec::new();
         let s = Summary {
