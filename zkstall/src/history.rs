@@ -766,7 +766,7 @@ mod tests {
 }
 
 /// The intersection of two sorted lists of intervals (each disjoint).
-fn intersect(a: &[(MonoNs, MonoNs)], b: &[(MonoNs, MonoNs)]) -> Vec<(MonoNs, MonoNs)> {
+pub fn intersect(a: &[(MonoNs, MonoNs)], b: &[(MonoNs, MonoNs)]) -> Vec<(MonoNs, MonoNs)> {
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
     while i < a.len() && j < b.len() {

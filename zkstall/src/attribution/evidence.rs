@@ -634,25 +634,6 @@ fn union(mut iv: Vec<(MonoNs, MonoNs)>) -> Vec<(MonoNs, MonoNs)> {
     out
 }
 
-/// The intersection of two unions (each sorted, disjoint).
-fn intersect(a: &[(MonoNs, MonoNs)], b: &[(MonoNs, MonoNs)]) -> Vec<(MonoNs, MonoNs)> {
-    let (mut i, mut j) = (0, 0);
-    let mut out = Vec::new();
-    while i < a.len() && j < b.len() {
-        let lo = a[i].0.max(b[j].0);
-        let hi = a[i].1.min(b[j].1);
-        if lo < hi {
-            out.push((lo, hi));
-        }
-        if a[i].1 < b[j].1 {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    out
-}
-
 /// Length of a union's part inside `win`.
 fn measure(u: &[(MonoNs, MonoNs)], win: (MonoNs, MonoNs)) -> u64 {
     u.iter().map(|iv| overlap(*iv, win)).sum()
@@ -1134,7 +1115,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             .map(|io| (io.start(), io.end_or(call.end)))
             .collect(),
     );
-    let journal_behind_others = intersect(&journal_io, &others_io);
+    let journal_behind_others = crate::history::intersect(&journal_io, &others_io);
 
     // 4. The calling thread's time, by stage.
     let mut stages: BTreeMap<Stage, u64> = BTreeMap::new();

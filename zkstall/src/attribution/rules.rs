@@ -745,13 +745,7 @@ fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
             duration_ms: span_ms,
         });
     }
-    Some(Finding {
-        verdict: Verdict::DeviceContention,
-        via: Some("journal"),
-        chain,
-        layer: Some(0),
-        stage: Some(Stage::JournalWait),
-    })
+    Some(via_journal(chain))
 }
 
 /// A commit on a loop device that spent it waiting on the disk under it: the loop
@@ -798,13 +792,18 @@ fn backing_flush(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
         start_ns: start.saturating_sub((bw.window_ms * 1e6) as u64),
         duration_ms: bw.window_ms,
     });
-    Some(Finding {
+    Some(via_journal(chain))
+}
+
+/// Others' I/O, through the journal commit the call waited on.
+fn via_journal(chain: Vec<Link>) -> Finding {
+    Finding {
         verdict: Verdict::DeviceContention,
         via: Some("journal"),
         chain,
         layer: Some(0),
         stage: Some(Stage::JournalWait),
-    })
+    }
 }
 
 /// Waited for a journal commit that was slow on its own.

@@ -499,46 +499,10 @@ fn the_way_back_spans_every_preemption_and_ends_at_the_callers_own_wait() {
 /// the evidence of the stall.
 #[test]
 fn a_call_stuck_behind_a_request_that_never_completes_is_a_device_stall_while_it_runs() {
-    use crate::enrich::{DevId, DiskDev, DiskPath, Fact, Layer, LayerKind, facts::StoredFile};
-    let mut r = Replay::default();
-    r.learn(Fact::Fd {
-        pid: 7,
-        fd: 3,
-        file: Some(StoredFile {
-            path: "/zk/log.1".into(),
-            dev: Some("7:0".into()),
-            ino: Some(12),
-        }),
-    });
-    r.learn(Fact::DiskPath {
-        dev: "7:0".into(),
-        path: DiskPath {
-            layers: vec![Layer {
-                disk: DiskDev(DevId::parse("7:0").unwrap()),
-                name: "loop0".into(),
-                part: None,
-                part_name: None,
-                kind: LayerKind::Disk,
-                depth: 0,
-            }],
-        },
-    });
-    let mut p = Pipeline::new(Box::new(r), WallClock { offset_ns: 0 }, 500 * MS);
+    let mut p = on_loop0(500 * MS);
     let mut out = Vec::new();
     {
         let mut sink = JsonSink::new(&mut out);
-        p.note(
-            &Note::Watch {
-                ts_ns: 0,
-                disk: "7:0".into(),
-                name: "loop0".into(),
-                why: "/zk/log.1".into(),
-                backing_bdi: None,
-                backing_ino: None,
-            },
-            &mut sink,
-        )
-        .unwrap();
         p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), &mut sink)
             .unwrap();
         // Its write, issued at 1001 ms, still in flight at 1600 ms.

@@ -435,28 +435,29 @@ impl Probes {
 
     /// Watches a disk (or partition): its requests are traced one by one from now on.
     pub fn watch_dev(&mut self, kernel_dev: u32) -> Result<(), ProbeError> {
-        let map = self.bpf.map_mut(names::DISKS).ok_or(ProbeError::Map(
-            names::DISKS,
-            "missing from the object".into(),
-        ))?;
-        let mut m: HashMap<&mut MapData, u32, u32> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
-        m.insert(kernel_dev, 1, 0)
-            .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
-        // The programs' cached verdicts ("this queue is not watched") are stale now.
-        self.update_u64(names::WATCH_GEN, 0, |g| g + 1)
+        self.set_watched(kernel_dev, true)
     }
 
     /// Stops watching a disk (or partition): its requests are only summed from now on.
     pub fn unwatch_dev(&mut self, kernel_dev: u32) -> Result<(), ProbeError> {
+        self.set_watched(kernel_dev, false)
+    }
+
+    fn set_watched(&mut self, kernel_dev: u32, on: bool) -> Result<(), ProbeError> {
         let map = self.bpf.map_mut(names::DISKS).ok_or(ProbeError::Map(
             names::DISKS,
             "missing from the object".into(),
         ))?;
         let mut m: HashMap<&mut MapData, u32, u32> =
             HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
-        // Absent already is fine.
-        let _ = m.remove(&kernel_dev);
+        if on {
+            m.insert(kernel_dev, 1, 0)
+                .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
+        } else {
+            // Absent already is fine.
+            let _ = m.remove(&kernel_dev);
+        }
+        // The programs' cached verdicts ("this queue is not watched") are stale now.
         self.update_u64(names::WATCH_GEN, 0, |g| g + 1)
     }
 

@@ -540,7 +540,9 @@ mod tests {
         });
         let text = format_call(&r);
         assert!(
-            text.contains("contenders: dd (pid 812) 240.2 MB in 230 req [/backup.slice blkio:/backup]"),
+            text.contains(
+                "contenders: dd (pid 812) 240.2 MB in 230 req [/backup.slice blkio:/backup]"
+            ),
             "{text}"
         );
     }
