@@ -511,8 +511,8 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     // their evidence is incomplete.
     let watched_unseen = s["unseen_disks"]
         .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .filter(|d| d["name"].as_str() != Some(flood_name.as_str()))
         .count();
     if watched_unseen > 0 {

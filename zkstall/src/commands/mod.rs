@@ -78,7 +78,7 @@ pub fn setcap_fix() -> String {
         .map(|(n, ..)| n.to_lowercase())
         .collect();
     format!(
-        "sudo setcap {}+ep \"$(command -v zkstall)\" (or run zkstall as root)",
+        "run as root (sudo zkstall ...), or grant its capabilities: sudo setcap {}+ep \"$(command -v zkstall)\"",
         names.join(",")
     )
 }
