@@ -527,7 +527,8 @@ pub fn start_tracer_with(pid: u32, extra: &[&str]) -> Tracer {
         let _ = std::io::Read::read_to_string(&mut out, &mut s);
         s
     });
-    wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
+    // Generous: an emulated CPU (vm-test) verifies and attaches the programs slowly.
+    wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(90));
     Tracer {
         proc,
         stderr,

@@ -364,17 +364,6 @@ fn a_thread_woken_by_its_timer_names_the_timer_not_the_task_that_was_on_the_cpu(
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut hogs: Vec<Proc> = (0..2)
-        .map(|_| {
-            Proc::spawn(
-                "cpu hog",
-                Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .stdin(Stdio::null()),
-            )
-        })
-        .collect();
-    let hog_pids: Vec<u64> = hogs.iter().map(|h| h.pid() as u64).collect();
     // It naps only once the tracer is attached ("go" on stdin): a slow (emulated) host
     // takes seconds to attach.
     let mut napper = Proc::spawn(
@@ -387,6 +376,19 @@ fn a_thread_woken_by_its_timer_names_the_timer_not_the_task_that_was_on_the_cpu(
             .stdin(Stdio::piped()),
     );
     let tracer = start_tracer(napper.pid(), &["--threshold", "10s"]);
+    // The CPUs are made busy once the tracer is attached (on an emulated CPU, hogs started
+    // first starve its start-up).
+    let mut hogs: Vec<Proc> = (0..2)
+        .map(|_| {
+            Proc::spawn(
+                "cpu hog",
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .stdin(Stdio::null()),
+            )
+        })
+        .collect();
+    let hog_pids: Vec<u64> = hogs.iter().map(|h| h.pid() as u64).collect();
     napper
         .child
         .stdin
