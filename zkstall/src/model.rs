@@ -59,8 +59,9 @@ pub struct Open {
     pub arg: u64,
     pub file: Option<FileInfo>,
     pub start_bound: bool,
-    /// Already reported as crossing the threshold while running.
-    pub crossed: bool,
+    /// Already reported as crossing the threshold while running: the verdict it was last
+    /// reported with (a later look reports it again only when that changed).
+    pub crossed: Option<&'static str>,
 }
 
 /// Why an open call was closed without its exit.
@@ -185,7 +186,7 @@ mod tests {
             arg: 5,
             file: None,
             start_bound: false,
-            crossed: false,
+            crossed: None,
         }
     }
 

@@ -9,7 +9,7 @@
 //! it was consumed: `report` replays it exactly.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     time::Duration,
 };
 
@@ -387,7 +387,7 @@ pub struct Session<'s> {
     all_pids: BTreeSet<u32>,
     explicit: bool,
     crossing: Duration,
-    crossed: HashSet<(u32, u64)>,
+    crossed: HashMap<(u32, u64), u64>,
     last_check: MonoNs,
     last_counters: KernelCounters,
     ticks: u32,
@@ -546,7 +546,7 @@ impl<'s> Session<'s> {
             } else {
                 opts.threshold
             },
-            crossed: HashSet::new(),
+            crossed: HashMap::new(),
             last_check: MonoNs::now(),
             last_counters,
             ticks: 0,
@@ -787,7 +787,7 @@ impl<'s> Session<'s> {
         let live: BTreeSet<u32> = self.live.keys().copied().collect();
         let now = MonoNs::now();
         let recs = open_records(&self.probes, &live, now);
-        let mut none = HashSet::new();
+        let mut none = HashMap::new();
         let notes = running_notes(
             &self.probes,
             &live,
@@ -827,7 +827,7 @@ impl<'s> Session<'s> {
         for rec in open_records(&self.probes, &live, end) {
             self.feed.kernel(&rec, &mut self.probes)?;
         }
-        let mut none = HashSet::new();
+        let mut none = HashMap::new();
         for n in running_notes(
             &self.probes,
             &live,
@@ -1030,14 +1030,15 @@ fn zero_thread() -> ThreadState {
     }
 }
 
-/// Calls in progress for longer than `crossing`, once each (all of them `at_end`), with
-/// where they wait now.
+/// Calls in progress for longer than `crossing`, with where they wait now: as they cross
+/// it, then each time they double in length (all of them `at_end`). `looked` holds, by
+/// (tid, call start), how long each call must run before it is looked at again.
 fn running_notes(
     probes: &Probes,
     live: &BTreeSet<u32>,
     proc: &ProcRoot,
     crossing: Duration,
-    reported: &mut HashSet<(u32, u64)>,
+    looked: &mut HashMap<(u32, u64), u64>,
     at_end: bool,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
@@ -1045,18 +1046,30 @@ fn running_notes(
     let mut in_flight: Option<Vec<String>> = None;
     let now = MonoNs::now();
     let calls = probes.inflight().unwrap_or_default();
-    let threads: std::collections::HashMap<u32, ThreadState> = if at_end {
+    let threads: HashMap<u32, ThreadState> = if at_end {
         Default::default()
     } else {
         probes.threads().unwrap_or_default().into_iter().collect()
     };
+    // Calls that ended are not looked at again.
+    if !at_end {
+        let open: HashSet<(u32, u64)> = calls.iter().map(|(t, c)| (*t, c.start_ns)).collect();
+        looked.retain(|k, _| open.contains(k));
+    }
     for (tid, c) in calls {
         if !live.contains(&c.tgid) || c.start_ns > now.0 {
             continue;
         }
-        let long = now.since(MonoNs(c.start_ns)) >= crossing.as_nanos() as u64;
-        if !at_end && (!long || !reported.insert((tid, c.start_ns))) {
-            continue;
+        if !at_end {
+            let ran = now.since(MonoNs(c.start_ns));
+            let due = looked
+                .get(&(tid, c.start_ns))
+                .copied()
+                .unwrap_or(crossing.as_nanos() as u64);
+            if ran < due {
+                continue;
+            }
+            looked.insert((tid, c.start_ns), ran.saturating_mul(2));
         }
         let Some(sc) = zkstall_common::Syscall::ALL
             .get(c.syscall as usize)
@@ -1095,11 +1108,6 @@ fn running_notes(
             stack: th.stack,
             in_flight,
         });
-    }
-    // Old entries can go: a call's start is never seen again once it ended, and one still
-    // running past this many crossings is reported again at worst.
-    if reported.len() > 65536 {
-        reported.clear();
     }
     notes
 }

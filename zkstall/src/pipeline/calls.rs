@@ -64,7 +64,7 @@ impl Pipeline {
             arg,
             file,
             start_bound: false,
-            crossed: false,
+            crossed: None,
         });
         Ok(())
     }
@@ -73,8 +73,11 @@ impl Pipeline {
         self.enrich.observe_thread(x.task.tid, &x.comm);
         self.stats.calls_seen += 1;
         let open = self.calls.exit(x.task.tid, x.syscall, x.start);
-        let crossed = open.as_ref().is_some_and(|o| o.crossed)
-            || self.crossed_writes.remove(&(x.task.tid, x.start.0));
+        let crossed = open.as_ref().is_some_and(|o| o.crossed.is_some())
+            | self
+                .crossed_writes
+                .remove(&(x.task.tid, x.start.0))
+                .is_some();
         let (file, start_bound, start) = match open {
             Some(o) => (o.file, o.start_bound || x.start_bound, x.start.min(o.start)),
             None => (None, x.start_bound, x.start),
@@ -228,7 +231,7 @@ impl Pipeline {
                 arg: *arg,
                 file,
                 start_bound: true,
-                crossed: false,
+                crossed: None,
             });
         }
         Ok(())
@@ -278,15 +281,17 @@ impl Pipeline {
         if now.since(start) < self.threshold_ns {
             return Ok(());
         }
-        if !*at_end {
-            let already = match self.calls.get_mut(*tid) {
-                Some(o) if o.syscall == sc => std::mem::replace(&mut o.crossed, true),
-                _ => !self.crossed_writes.insert((*tid, *start_ns)),
-            };
-            if already {
-                return Ok(());
+        // Reported once as it crosses; a later look (the tracer looks again each time the
+        // call doubles its length) reports it again only if the verdict so far changed: a
+        // disk that has just stopped is a journal wait at 500 ms and a device stall later.
+        let before = if *at_end {
+            None
+        } else {
+            match self.calls.get(*tid) {
+                Some(o) if o.syscall == sc => o.crossed,
+                _ => self.crossed_writes.get(&(*tid, *start_ns)).copied(),
             }
-        }
+        };
         let file = file.or_else(|| self.resolve(task, sc, *arg));
         // The kernel's name (the record says the Java one apart).
         let comm = self.enrich.thread_name(*pid, *tid).unwrap_or_default();
@@ -329,9 +334,27 @@ impl Pipeline {
             .map(|io| self.io_entry(&io))
             .collect();
         let added = self.history.add_open(open);
-        let r = self.report(&call, now, phase, off, sink);
+        let mut rec = self.record(&call, now, phase, off);
         self.history.remove_open(added);
-        r
+        let verdict = rec.why.as_ref().map_or("unknown", |w| w.verdict.name());
+        if !*at_end {
+            if before == Some(verdict) {
+                return Ok(());
+            }
+            match self.calls.get_mut(*tid) {
+                Some(o) if o.syscall == sc => o.crossed = Some(verdict),
+                _ => {
+                    self.crossed_writes.insert((*tid, *start_ns), verdict);
+                }
+            }
+            rec.revised = before.is_some();
+        }
+        if phase == Phase::InProgress && before.is_none() {
+            self.stats.crossed += 1;
+        } else if phase != Phase::InProgress {
+            self.stats.reported += 1;
+        }
+        sink.call(&rec)
     }
 
     /// Explains and prints one call.
@@ -422,6 +445,7 @@ impl Pipeline {
             ret: call.ret,
             unfinished: phase == Phase::Unfinished,
             in_progress: phase == Phase::InProgress,
+            revised: false,
             start_bound: call.start_bound,
             after_ms,
             visible_ms: call

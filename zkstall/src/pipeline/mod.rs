@@ -113,8 +113,9 @@ pub struct Pipeline {
     /// Filesystems of traced files, and the traced processes using each (`None`: asked
     /// for by --disk, kept for the whole run).
     file_devs: HashMap<FileDev, HashSet<Option<u32>>>,
-    /// Write-family calls reported while running (they have no open entry), by (tid, start).
-    crossed_writes: HashSet<(u32, u64)>,
+    /// Write-family calls reported while running (they have no open entry), by (tid, start):
+    /// the verdict they were last reported with.
+    crossed_writes: HashMap<(u32, u64), &'static str>,
     /// (bdi, inode) of loop devices' backing files -> the loop device's name.
     loop_backing: HashMap<(String, u64), String>,
     /// Kernel threads whose scheduling is traced because traced calls wait on them (the
@@ -152,7 +153,7 @@ impl Pipeline {
             want_unwatch: Vec::new(),
             asked: HashSet::new(),
             file_devs: HashMap::default(),
-            crossed_writes: HashSet::new(),
+            crossed_writes: HashMap::default(),
             loop_backing: HashMap::default(),
             helpers: HashMap::default(),
             want_helpers: Vec::new(),

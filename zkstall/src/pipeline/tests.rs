@@ -568,6 +568,58 @@ fn a_call_stuck_behind_a_request_that_never_completes_is_a_device_stall_while_it
     );
 }
 
+#[test]
+fn a_running_call_is_reported_again_only_when_its_verdict_so_far_changes() {
+    let mut p = on_loop0(500 * MS);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        // Its write, issued at 1100 ms, never completes.
+        let mut rq = write_rq(
+            7,
+            1_099 * MS,
+            1_100 * MS,
+            1_100 * MS,
+            zkstall_common::RQ_OPEN,
+        );
+        rq.rq.tid = 8;
+        let open = notes::to_hex(&record_bytes(&rq));
+        let running = |ts: u64| Note::Running {
+            ts_ns: ts * MS,
+            pid: 7,
+            tid: 8,
+            syscall: "fdatasync".into(),
+            arg: 3,
+            start_ns: 1_000 * MS,
+            start_bound: false,
+            at_end: false,
+            state: Some("D".into()),
+            off_ns: Some(1_100 * MS),
+            wake_ns: None,
+            wchan: None,
+            stack: vec!["io_schedule".into(), "folio_wait_writeback".into()],
+            in_flight: vec![open.clone()],
+        };
+        // At the crossing the disk has been silent 450 ms: too short to call it stopped.
+        p.note(&running(1_550), &mut sink).unwrap();
+        // Looked at again as the call doubled: now it is.
+        p.note(&running(2_100), &mut sink).unwrap();
+        // And again: nothing changed, nothing printed.
+        p.note(&running(4_200), &mut sink).unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 2, "{l:#?}");
+    assert_eq!(l[0]["in_progress"], true);
+    assert!(l[0].get("revised").is_none(), "{:#}", l[0]);
+    assert_ne!(l[0]["verdict"], "device_stall", "{:#}", l[0]);
+    assert_eq!(l[1]["in_progress"], true);
+    assert_eq!(l[1]["revised"], true);
+    assert_eq!(l[1]["verdict"], "device_stall", "{:#}", l[1]);
+    assert_eq!(p.stats.crossed, 1, "one call crossed, once");
+}
+
 /// A pipeline that knows fd 3 of pid 7 is /zk/log.1 on loop0 (7:0), watched from 0.
 fn on_loop0(threshold_ns: u64) -> Pipeline {
     use crate::enrich::{DevId, DiskDev, DiskPath, Fact, Layer, LayerKind, facts::StoredFile};

@@ -96,6 +96,7 @@ pub(crate) mod tests {
             ret: Some(0),
             unfinished: false,
             in_progress: false,
+            revised: false,
             start_bound: false,
             after_ms: None,
             visible_ms: None,

@@ -64,6 +64,10 @@ pub struct CallRecord {
     /// ends). Its duration and verdict are so far.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub in_progress: bool,
+    /// An in-progress record after the first: the call, looked at again as its length
+    /// doubled, has a different verdict so far than it was last reported with.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub revised: bool,
     /// The call was already running when tracing began: its start (and duration) are
     /// lower bounds.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -109,7 +109,9 @@ pub fn format_call(r: &CallRecord) -> String {
         let err = io::Error::from_raw_os_error((-ret) as i32);
         s.push_str(&format!(" failed: {err}"));
     }
-    if r.in_progress {
+    if r.revised {
+        s.push_str("  [STILL RUNNING: the verdict so far changed]");
+    } else if r.in_progress {
         s.push_str("  [STILL RUNNING: crossed the threshold]");
     }
     if r.unfinished {

@@ -65,7 +65,9 @@ impl AgentSink {
 /// The one line an incident's verdict is logged with.
 fn stall_line(r: &CallRecord) -> String {
     let dur = r.visible_ms.unwrap_or(r.duration_ms);
-    let (state, so_far) = if r.in_progress {
+    let (state, so_far) = if r.revised {
+        ("stall in progress, verdict revised", " so far")
+    } else if r.in_progress {
         ("stall in progress", " so far")
     } else if r.unfinished {
         ("stall still running at the end", " so far")
