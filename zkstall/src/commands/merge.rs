@@ -1,6 +1,6 @@
 //! `zkstall merge REC REC...`: recordings of several hosts (or processes) on one wall
-//! clock. Stalls that began within `--window` of each other on different recordings are a
-//! correlated stall: a cause below the hosts (shared storage, the hypervisor) is likely.
+//! clock. Stalls that began within `--window` of the longest among them, on different
+//! recordings, are a correlated stall: a cause below the hosts (shared storage, the hypervisor) is likely.
 //! Each recording is replayed exactly as `report` does, so its stalls and verdicts are the
 //! live run's; each host's clock uncertainty (adjtimex, recorded at trace time) widens the
 //! window, and an unsynchronized clock is said plainly.
@@ -352,17 +352,36 @@ pub fn correlate(
     let all: Vec<usize> = (0..recordings.len()).collect();
     let (u_all, _) = uncertainty(&recordings, &all);
     let window_ns = window.as_nanos() as i128 + (u_all * 1e6) as i128;
+    // Each cluster grows around its longest stall: it takes every stall not yet taken that
+    // began within the window of it, longest seeds first. (Clusters anchored at the first
+    // stall in time let a small stall 240 ms before a common stop push one host's long
+    // stall out of its cluster.)
+    let starts: Vec<i128> = stalls.iter().map(|(_, s, _)| s.start_unix_ns).collect();
+    let mut by_length: Vec<usize> = (0..stalls.len()).collect();
+    by_length.sort_by(|&a, &b| {
+        stalls[b]
+            .1
+            .duration_ms
+            .total_cmp(&stalls[a].1.duration_ms)
+            .then(starts[a].cmp(&starts[b]))
+    });
+    let mut taken = vec![false; stalls.len()];
     let mut clusters: Vec<Vec<usize>> = Vec::new();
-    let mut first_start: i128 = i128::MIN;
-    for (k, (_, s, _)) in stalls.iter().enumerate() {
-        match clusters.last_mut() {
-            Some(c) if s.start_unix_ns - first_start <= window_ns => c.push(k),
-            _ => {
-                first_start = s.start_unix_ns;
-                clusters.push(vec![k]);
-            }
+    for seed in by_length {
+        if taken[seed] {
+            continue;
         }
+        let from = starts.partition_point(|&t| t < starts[seed] - window_ns);
+        let c: Vec<usize> = (from..stalls.len())
+            .take_while(|&k| starts[k] <= starts[seed] + window_ns)
+            .filter(|&k| !taken[k])
+            .collect();
+        for &k in &c {
+            taken[k] = true;
+        }
+        clusters.push(c);
     }
+    clusters.sort_by_key(|c| starts[c[0]]);
     let mut correlated = Vec::new();
     let mut in_correlated = vec![0usize; recordings.len()];
     for c in clusters {
@@ -848,6 +867,41 @@ mod tests {
         let t = String::from_utf8(out).unwrap();
         assert!(t.contains("NOT synchronized"), "{t}");
         assert!(t.contains("was not synchronized"), "{t}");
+    }
+
+    #[test]
+    fn a_small_stall_a_window_before_does_not_split_a_common_stop() {
+        // b's small stall 241 ms before its long one; a's long one starts 20 ms after b's:
+        // more than a window after the small one.
+        let recs = vec![rec("a", "b1", None), rec("b", "b1", None)];
+        let stalls = vec![
+            stall(1, "b", 844, 16.0),
+            stall(0, "a", 902, 24.0),
+            stall(1, "b", 1_085, 3_045.0),
+            stall(0, "a", 1_105, 3_026.0),
+        ];
+        let m = correlate(recs, stalls, Duration::from_millis(250));
+        let long: Vec<&CorrelatedStall> = m
+            .correlated
+            .iter()
+            .filter(|c| c.stalls.iter().any(|s| s.duration_ms > 1_000.0))
+            .collect();
+        assert_eq!(long.len(), 1, "{:#?}", m.correlated.len());
+        let c = long[0];
+        for r in ["a", "b"] {
+            assert!(
+                c.stalls
+                    .iter()
+                    .any(|s| s.recording == r && s.duration_ms > 3_000.0),
+                "{r}"
+            );
+        }
+        assert!(
+            (c.start_spread_ms - 20.0).abs() < 1e-6,
+            "{}",
+            c.start_spread_ms
+        );
+        assert!((c.overlap_ms - 3_025.0).abs() < 1e-6, "{}", c.overlap_ms);
     }
 
     #[test]
