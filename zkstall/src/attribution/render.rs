@@ -169,13 +169,21 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
             match (f.via, &ev.journal) {
                 (Some("journal"), Some(j)) if f.chain.iter().any(|l| l.what == "backing_flush") => {
                     let bw = j.backing_writers.as_ref();
-                    let top = bw
-                        .and_then(|b| b.contenders.first())
-                        .map(who)
-                        .unwrap_or_else(|| "others".into());
+                    let first = bw.and_then(|b| b.contenders.first());
+                    let top = first.map(who).unwrap_or_else(|| "others".into());
+                    let all = bw.map_or(0, |b| b.bytes_others);
+                    // The top writer's own bytes; everyone's when there were several.
+                    let wrote = match (first, bw) {
+                        (Some(c), Some(b)) if b.contenders.len() > 1 || c.bytes < all => format!(
+                            "{} ({} from {} writers)",
+                            size(c.bytes),
+                            size(all),
+                            b.contenders.len().max(2)
+                        ),
+                        _ => size(all),
+                    };
                     format!(
-                        "{top} wrote {} to {} in the {:.0} s before: this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose flush of {} had to write that data back first",
-                        size(bw.map_or(0, |b| b.bytes_others)),
+                        "{top} wrote {wrote} to {} in the {:.0} s before: this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose flush of {} had to write that data back first",
                         bw.map_or("the disk", |b| b.disk.as_str()),
                         bw.map_or(0.0, |b| b.window_ms / 1e3),
                         j.transaction,
