@@ -406,18 +406,30 @@ fn a_thread_woken_by_its_timer_names_the_timer_not_the_task_that_was_on_the_cpu(
         .filter(|r| r["syscall"] == "clock_nanosleep" && r["state"] == "S")
         .collect();
     assert!(naps.len() >= 20, "too few sleeps seen: {}", naps.len());
+    let mut unknown = 0;
     for r in &naps {
-        let ctx = r["waker_context"].as_str().unwrap_or("task");
-        assert!(
-            matches!(ctx, "timer" | "irq" | "softirq"),
-            "a timer's wakeup blamed on a task: {r}"
-        );
+        // No context: the wakeup was not seen (the kernel skips a program that would run
+        // inside another one on the same CPU, as a timer interrupt during sched_switch's):
+        // the waker is then unknown, never guessed.
+        match r["waker_context"].as_str() {
+            None => unknown += 1,
+            Some(ctx) => assert!(
+                matches!(ctx, "timer" | "irq" | "softirq"),
+                "a timer's wakeup blamed on a task: {r}"
+            ),
+        }
         assert!(r["waker"].is_null(), "{r}");
         assert!(
             !hog_pids.contains(&r["waker"]["pid"].as_u64().unwrap_or(0)),
             "{r}"
         );
     }
+    // And rare.
+    assert!(
+        unknown * 20 <= naps.len(),
+        "{unknown} of {} wakeups unseen",
+        naps.len()
+    );
 }
 
 /// A thread blocked in a page fault (a write to a shared mapping of a file on a frozen
