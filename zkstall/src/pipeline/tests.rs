@@ -531,23 +531,8 @@ fn a_call_stuck_behind_a_request_that_never_completes_is_a_device_stall_while_it
             nr_bytes: 0,
             status: 0,
         };
-        let running = |in_flight: Vec<String>| Note::Running {
-            ts_ns: 1_600 * MS,
-            pid: 7,
-            tid: 8,
-            syscall: "fdatasync".into(),
-            arg: 3,
-            start_ns: 1_000 * MS,
-            start_bound: false,
-            at_end: false,
-            state: Some("D".into()),
-            off_ns: Some(1_001 * MS),
-            wake_ns: None,
-            wchan: None,
-            stack: vec!["io_schedule".into(), "folio_wait_writeback".into()],
-            in_flight,
-        };
-        p.note(&running(vec![notes::to_hex(&record_bytes(&rq))]), &mut sink)
+        let open = vec![notes::to_hex(&record_bytes(&rq))];
+        p.note(&waiting_on_writeback(1_600, 1_001, open), &mut sink)
             .unwrap();
     }
     let l = lines(&out);
@@ -586,22 +571,7 @@ fn a_running_call_is_reported_again_only_when_its_verdict_so_far_changes() {
         );
         rq.rq.tid = 8;
         let open = notes::to_hex(&record_bytes(&rq));
-        let running = |ts: u64| Note::Running {
-            ts_ns: ts * MS,
-            pid: 7,
-            tid: 8,
-            syscall: "fdatasync".into(),
-            arg: 3,
-            start_ns: 1_000 * MS,
-            start_bound: false,
-            at_end: false,
-            state: Some("D".into()),
-            off_ns: Some(1_100 * MS),
-            wake_ns: None,
-            wchan: None,
-            stack: vec!["io_schedule".into(), "folio_wait_writeback".into()],
-            in_flight: vec![open.clone()],
-        };
+        let running = |ts: u64| waiting_on_writeback(ts, 1_100, vec![open.clone()]);
         // At the crossing the disk has been silent 450 ms: too short to call it stopped.
         p.note(&running(1_550), &mut sink).unwrap();
         // Looked at again as the call doubled: now it is.
@@ -618,6 +588,27 @@ fn a_running_call_is_reported_again_only_when_its_verdict_so_far_changes() {
     assert_eq!(l[1]["revised"], true);
     assert_eq!(l[1]["verdict"], "device_stall", "{:#}", l[1]);
     assert_eq!(p.stats.crossed, 1, "one call crossed, once");
+}
+
+/// pid 7's SyncThread (tid 8), in fdatasync since 1000 ms, seen at `ts_ms` waiting for its
+/// page's writeback since `off_ms`, with these requests in flight.
+fn waiting_on_writeback(ts_ms: u64, off_ms: u64, in_flight: Vec<String>) -> Note {
+    Note::Running {
+        ts_ns: ts_ms * MS,
+        pid: 7,
+        tid: 8,
+        syscall: "fdatasync".into(),
+        arg: 3,
+        start_ns: 1_000 * MS,
+        start_bound: false,
+        at_end: false,
+        state: Some("D".into()),
+        off_ns: Some(off_ms * MS),
+        wake_ns: None,
+        wchan: None,
+        stack: vec!["io_schedule".into(), "folio_wait_writeback".into()],
+        in_flight,
+    }
 }
 
 /// A pipeline that knows fd 3 of pid 7 is /zk/log.1 on loop0 (7:0), watched from 0.
