@@ -65,6 +65,14 @@ impl Proc {
         self.child.id()
     }
 
+    /// Sends `go` on its stdin (piped): the workloads start their work on it, once the
+    /// tracer is attached.
+    pub fn go(&mut self) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("stdin piped");
+        stdin.write_all(b"go\n").expect("writing go");
+    }
+
     /// Waits up to `limit` for the process to exit by itself; panics (after killing it)
     /// if it does not.
     pub fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {

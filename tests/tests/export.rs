@@ -3,7 +3,7 @@
 //! package); two ZooKeepers whose disks stop at the same moment, merged.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -55,12 +55,7 @@ fn traced_workload(dir: &Path, calls: u32) -> (Vec<Value>, PathBuf) {
         work.pid(),
         &["--threshold", "0", "--format", "json", "--output", s(&rec)],
     );
-    work.child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    work.go();
     let live = finish_tracer(tracer);
     (live, rec)
 }

@@ -80,12 +80,7 @@ fn trace_workload(calls: u32, syscalls: &str) -> Traced {
         "SyncThread:9",
         false,
     );
-    work.child
-        .stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(b"go\n")
-        .expect("go");
+    work.go();
 
     let own = own_measurements(&mut work);
     assert!(
@@ -317,12 +312,7 @@ fn threshold_filters_fast_calls_but_counts_them() {
     );
     let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
     wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
-    work.child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    work.go();
     assert!(work.wait_for_exit(Duration::from_secs(60)).success());
     assert!(tracer.wait_for_exit(Duration::from_secs(30)).success());
     let mut out = String::new();
@@ -377,12 +367,7 @@ fn finds_a_zookeeper_jvm_by_itself_and_names_its_sync_thread() {
     assert!(banner.contains(&jvm_pid.to_string()), "{banner}");
     assert!(banner.contains("QuorumPeerMain"), "{banner}");
 
-    jvm.child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    jvm.go();
     let mut own = String::new();
     std::io::Read::read_to_string(&mut out, &mut own).unwrap();
     assert!(
@@ -618,12 +603,7 @@ fn a_jvms_threads_have_their_whole_java_names_and_its_safepoints_prove_jvm_pause
     let out = lines_of(jvm.child.stdout.take().unwrap());
     wait_for_line(&out, "ready", Duration::from_secs(60));
     let tracer = start_tracer_with(jvm.pid(), &["--threshold", "20ms", "--format", "json"]);
-    jvm.child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    jvm.go();
     assert!(jvm.wait_for_exit(Duration::from_secs(120)).success());
     let (records, _) = finish_tracer_raw(tracer);
     let calls: Vec<&Value> = records.iter().filter(|r| r["type"] == "fsync").collect();

@@ -4,7 +4,6 @@
 //! (guards drop in reverse order: thaw, kill, unmount, detach, restore sysctls).
 
 use std::{
-    io::Write as _,
     process::{Command, Stdio},
     sync::Mutex,
     time::Duration,
@@ -111,12 +110,7 @@ fn a_thread_blocked_by_a_frozen_filesystem_is_a_d_state_interval_with_its_stack(
     let mut ready = String::new();
     std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
     let tracer = start_tracer(work.pid(), &["--threshold", "1s"]);
-    work.child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    work.go();
     // Drain the workload's per-call lines so it never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     std::thread::sleep(Duration::from_millis(300));
@@ -389,13 +383,7 @@ fn a_thread_woken_by_its_timer_names_the_timer_not_the_task_that_was_on_the_cpu(
         })
         .collect();
     let hog_pids: Vec<u64> = hogs.iter().map(|h| h.pid() as u64).collect();
-    napper
-        .child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    napper.go();
     let _ = napper.wait_for_exit(Duration::from_secs(120));
     for h in &mut hogs {
         let _ = h.child.kill();

@@ -352,36 +352,7 @@ pub fn correlate(
     let all: Vec<usize> = (0..recordings.len()).collect();
     let (u_all, _) = uncertainty(&recordings, &all);
     let window_ns = window.as_nanos() as i128 + (u_all * 1e6) as i128;
-    // Each cluster grows around its longest stall: it takes every stall not yet taken that
-    // began within the window of it, longest seeds first. (Clusters anchored at the first
-    // stall in time let a small stall 240 ms before a common stop push one host's long
-    // stall out of its cluster.)
-    let starts: Vec<i128> = stalls.iter().map(|(_, s, _)| s.start_unix_ns).collect();
-    let mut by_length: Vec<usize> = (0..stalls.len()).collect();
-    by_length.sort_by(|&a, &b| {
-        stalls[b]
-            .1
-            .duration_ms
-            .total_cmp(&stalls[a].1.duration_ms)
-            .then(starts[a].cmp(&starts[b]))
-    });
-    let mut taken = vec![false; stalls.len()];
-    let mut clusters: Vec<Vec<usize>> = Vec::new();
-    for seed in by_length {
-        if taken[seed] {
-            continue;
-        }
-        let from = starts.partition_point(|&t| t < starts[seed] - window_ns);
-        let c: Vec<usize> = (from..stalls.len())
-            .take_while(|&k| starts[k] <= starts[seed] + window_ns)
-            .filter(|&k| !taken[k])
-            .collect();
-        for &k in &c {
-            taken[k] = true;
-        }
-        clusters.push(c);
-    }
-    clusters.sort_by_key(|c| starts[c[0]]);
+    let clusters = clusters(&stalls, window_ns);
     let mut correlated = Vec::new();
     let mut in_correlated = vec![0usize; recordings.len()];
     for c in clusters {
@@ -476,6 +447,41 @@ pub fn correlate(
         correlated,
         hosts,
     }
+}
+
+/// Stalls (sorted by start) grouped by time, in order of their first start. Each cluster
+/// grows around its longest stall: it takes every stall not yet taken that began within
+/// the window of it, longest seeds first. (Clusters anchored at the first stall in time
+/// let a small stall 240 ms before a common stop push one host's long stall out of its
+/// cluster.)
+fn clusters(stalls: &[(usize, StallRef, i128)], window_ns: i128) -> Vec<Vec<usize>> {
+    let starts: Vec<i128> = stalls.iter().map(|(_, s, _)| s.start_unix_ns).collect();
+    let mut by_length: Vec<usize> = (0..stalls.len()).collect();
+    by_length.sort_by(|&a, &b| {
+        stalls[b]
+            .1
+            .duration_ms
+            .total_cmp(&stalls[a].1.duration_ms)
+            .then(starts[a].cmp(&starts[b]))
+    });
+    let mut taken = vec![false; stalls.len()];
+    let mut clusters: Vec<Vec<usize>> = Vec::new();
+    for seed in by_length {
+        if taken[seed] {
+            continue;
+        }
+        let from = starts.partition_point(|&t| t < starts[seed] - window_ns);
+        let c: Vec<usize> = (from..stalls.len())
+            .take_while(|&k| starts[k] <= starts[seed] + window_ns)
+            .filter(|&k| !taken[k])
+            .collect();
+        for &k in &c {
+            taken[k] = true;
+        }
+        clusters.push(c);
+    }
+    clusters.sort_by_key(|c| starts[c[0]]);
+    clusters
 }
 
 /// The narrowest [lo, hi] of start times (sorted by time) that holds a stall of each of

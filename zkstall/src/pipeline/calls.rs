@@ -237,8 +237,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// A call still running crossed the threshold (reported once, with what it waits on so
-    /// far), or was still running at the end (reported as unfinished).
+    /// A call still running crossed the threshold (reported with what it waits on so far,
+    /// and again on a later look only if that verdict changed), or was still running at
+    /// the end (reported as unfinished).
     pub(super) fn on_running(&mut self, n: &Note, sink: &mut dyn Sink) -> io::Result<()> {
         let Note::Running {
             ts_ns,
@@ -287,10 +288,7 @@ impl Pipeline {
         let before = if *at_end {
             None
         } else {
-            match self.calls.get(*tid) {
-                Some(o) if o.syscall == sc => o.crossed,
-                _ => self.crossed_writes.get(&(*tid, *start_ns)).copied(),
-            }
+            self.reported_verdict(*tid, sc, *start_ns)
         };
         let file = file.or_else(|| self.resolve(task, sc, *arg));
         // The kernel's name (the record says the Java one apart).
@@ -322,8 +320,52 @@ impl Pipeline {
         } else {
             Phase::InProgress
         };
-        // The requests in flight now are part of the evidence (a disk that stopped has
-        // sent none of them yet); they leave the history again once it is explained.
+        let mut rec = self.record_with_in_flight(&call, now, phase, off, in_flight);
+        if !*at_end {
+            let verdict = rec.why.as_ref().map_or("unknown", |w| w.verdict.name());
+            if before == Some(verdict) {
+                return Ok(());
+            }
+            self.remember_verdict(*tid, sc, *start_ns, verdict);
+            rec.revised = before.is_some();
+        }
+        match phase {
+            Phase::InProgress if before.is_none() => self.stats.crossed += 1,
+            Phase::InProgress => {}
+            _ => self.stats.reported += 1,
+        }
+        sink.call(&rec)
+    }
+
+    /// The verdict a running call was last reported with (fsync-family calls keep it in
+    /// their open entry; write-family calls have none and are keyed by their start).
+    fn reported_verdict(&self, tid: u32, sc: Syscall, start_ns: u64) -> Option<&'static str> {
+        match self.calls.get(tid) {
+            Some(o) if o.syscall == sc => o.crossed,
+            _ => self.crossed_writes.get(&(tid, start_ns)).copied(),
+        }
+    }
+
+    fn remember_verdict(&mut self, tid: u32, sc: Syscall, start_ns: u64, verdict: &'static str) {
+        match self.calls.get_mut(tid) {
+            Some(o) if o.syscall == sc => o.crossed = Some(verdict),
+            _ => {
+                self.crossed_writes.insert((tid, start_ns), verdict);
+            }
+        }
+    }
+
+    /// The record of a running call, explained with the requests in flight now as part of
+    /// the evidence (a disk that stopped has completed none of them yet); they leave the
+    /// history again once it is explained.
+    fn record_with_in_flight(
+        &mut self,
+        call: &Call,
+        now: MonoNs,
+        phase: Phase,
+        off: Option<OffNow>,
+        in_flight: &[String],
+    ) -> CallRecord {
         let open: Vec<crate::history::Io> = in_flight
             .iter()
             .filter_map(|h| super::notes::from_hex(h))
@@ -334,27 +376,9 @@ impl Pipeline {
             .map(|io| self.io_entry(&io))
             .collect();
         let added = self.history.add_open(open);
-        let mut rec = self.record(&call, now, phase, off);
+        let rec = self.record(call, now, phase, off);
         self.history.remove_open(added);
-        let verdict = rec.why.as_ref().map_or("unknown", |w| w.verdict.name());
-        if !*at_end {
-            if before == Some(verdict) {
-                return Ok(());
-            }
-            match self.calls.get_mut(*tid) {
-                Some(o) if o.syscall == sc => o.crossed = Some(verdict),
-                _ => {
-                    self.crossed_writes.insert((*tid, *start_ns), verdict);
-                }
-            }
-            rec.revised = before.is_some();
-        }
-        if phase == Phase::InProgress && before.is_none() {
-            self.stats.crossed += 1;
-        } else if phase != Phase::InProgress {
-            self.stats.reported += 1;
-        }
-        sink.call(&rec)
+        rec
     }
 
     /// Explains and prints one call.
