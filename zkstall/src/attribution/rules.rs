@@ -882,9 +882,12 @@ fn own_io(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
         + g.stage(Stage::DeviceService)
         + g.stage(Stage::ShortDeviceWaits);
     let le = g.ev.layers.first()?;
+    // Not its own when the layer spent most of that wait held by the disk under it (a
+    // loop device whose backing file's disk was busy with others): the wait is theirs.
     if share(g, wait) < t.dominant_share
         || le.bytes_thread == 0
         || (le.bytes_thread < le.bytes_others && contended(le, t))
+        || le.backing_held_ms * 1e6 >= t.stall_share * wait as f64
     {
         return None;
     }
