@@ -513,6 +513,22 @@ pub struct Tracer {
     pub proc: Proc,
     pub stderr: mpsc::Receiver<String>,
     stdout: std::thread::JoinHandle<String>,
+    /// What it printed so far, for scenarios that go on until it saw something.
+    printed: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Tracer {
+    /// The JSON records it printed so far.
+    pub fn records_so_far(&self) -> Vec<serde_json::Value> {
+        let s = self
+            .printed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        s.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
 }
 
 /// `zkstall trace --events --format json` of `pid`, started and ready.
@@ -529,11 +545,20 @@ pub fn start_tracer_with(pid: u32, extra: &[&str]) -> Tracer {
     args.extend_from_slice(extra);
     let mut proc = Proc::spawn("zkstall trace", &mut zkstall(&args));
     let stderr = lines_of(proc.child.stderr.take().expect("stderr"));
-    let mut out = proc.child.stdout.take().expect("stdout");
+    let out = proc.child.stdout.take().expect("stdout");
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let so_far = printed.clone();
     let stdout = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut out, &mut s);
-        s
+        let mut r = std::io::BufReader::new(out);
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut r, &mut line).is_ok_and(|n| n > 0) {
+            so_far
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&line);
+            line.clear();
+        }
+        std::mem::take(&mut *so_far.lock().unwrap_or_else(|e| e.into_inner()))
     });
     // Generous: an emulated CPU (vm-test) verifies and attaches the programs slowly.
     wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(90));
@@ -541,6 +566,7 @@ pub fn start_tracer_with(pid: u32, extra: &[&str]) -> Tracer {
         proc,
         stderr,
         stdout,
+        printed,
     }
 }
 

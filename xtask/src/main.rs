@@ -213,6 +213,32 @@ fn main() -> Result<()> {
         }
         Cmd::Lint => {
             setup()?;
+            // rustfmt and clippy are not in a minimal profile: added where missing.
+            for (toolchain, components) in [
+                (None, &["rustfmt", "clippy"][..]),
+                (Some("nightly"), &["clippy"][..]),
+            ] {
+                let mut list = Command::new("rustup");
+                list.args(["component", "list", "--installed"]);
+                if let Some(t) = toolchain {
+                    list.args(["--toolchain", t]);
+                }
+                let installed = output(&mut list).unwrap_or_default();
+                for c in components {
+                    if !installed.lines().any(|l| l.starts_with(c)) {
+                        eprintln!(
+                            "xtask: adding {c} to the {} toolchain",
+                            toolchain.unwrap_or("default")
+                        );
+                        let mut add = Command::new("rustup");
+                        add.args(["component", "add", c]);
+                        if let Some(t) = toolchain {
+                            add.args(["--toolchain", t]);
+                        }
+                        run(&mut add)?;
+                    }
+                }
+            }
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
             // The eBPF crate is linted on its own (linting both at once compiles the panic

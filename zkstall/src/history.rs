@@ -650,6 +650,25 @@ pub fn overlap(a: (MonoNs, MonoNs), b: (MonoNs, MonoNs)) -> u64 {
     hi.since(lo)
 }
 
+/// The intersection of two sorted lists of intervals (each disjoint).
+pub fn intersect(a: &[(MonoNs, MonoNs)], b: &[(MonoNs, MonoNs)]) -> Vec<(MonoNs, MonoNs)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let lo = a[i].0.max(b[j].0);
+        let hi = a[i].1.min(b[j].1);
+        if lo < hi {
+            out.push((lo, hi));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,23 +782,4 @@ mod tests {
         );
         assert_eq!(overlap((MonoNs(5), MonoNs(6)), (MonoNs(0), MonoNs(20))), 1);
     }
-}
-
-/// The intersection of two sorted lists of intervals (each disjoint).
-pub fn intersect(a: &[(MonoNs, MonoNs)], b: &[(MonoNs, MonoNs)]) -> Vec<(MonoNs, MonoNs)> {
-    let (mut i, mut j) = (0, 0);
-    let mut out = Vec::new();
-    while i < a.len() && j < b.len() {
-        let lo = a[i].0.max(b[j].0);
-        let hi = a[i].1.min(b[j].1);
-        if lo < hi {
-            out.push((lo, hi));
-        }
-        if a[i].1 < b[j].1 {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    out
 }

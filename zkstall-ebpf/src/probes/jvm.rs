@@ -31,7 +31,7 @@ fn reg(ctx: &ProbeContext, slot: u8) -> u64 {
     // SAFETY: `regs` is the program's context, valid for the whole run; each arm reads one
     // field at a constant offset.
     let r = unsafe { &*ctx.regs };
-    (match slot {
+    match slot {
         0 => r.r15,
         1 => r.r14,
         2 => r.r13,
@@ -50,7 +50,7 @@ fn reg(ctx: &ProbeContext, slot: u8) -> u64 {
         16 => r.rip,
         19 => r.rsp,
         _ => 0,
-    }) as u64
+    }
 }
 
 /// One USDT argument, sign- or zero-extended from its size.

@@ -208,6 +208,11 @@ pub struct Evidence {
     /// without a CPU (the JVM could not finish a pause for want of a CPU).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_others_runq_ms: Option<f64>,
+    /// After the return: how long at least one other thread of the process was reclaiming
+    /// memory (the JVM could not finish a pause while its threads freed memory first), and
+    /// which threads, longest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_others_reclaim: Option<OthersReclaim>,
     /// An I/O limit (blk-throttle) on a disk under the file, from the thread's cgroup, and
     /// how close that cgroup's I/O came to it during the call.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,6 +281,20 @@ pub enum Site {
     OtherD,
     /// Interruptible sleep inside the syscall.
     Sleep,
+}
+
+/// Other threads of the process reclaiming memory while the call's thread was held after
+/// its return.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OthersReclaim {
+    /// The union of their reclaims within that wait.
+    pub ms: f64,
+    /// The longest few, "name (tid) N ms".
+    pub threads: Vec<String>,
+    /// How many threads reclaimed in it.
+    pub count: u32,
+    /// Any of it memory-cgroup reclaim (else direct reclaim).
+    pub memcg: bool,
 }
 
 /// Frames by site, checked in this order (a reclaim stack can contain writeback waits;
@@ -1544,6 +1563,57 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         // pause that lasts because the JVM cannot get a CPU is CPU starvation.
         let others_runq = measure(&union(runnable), after);
         ev.after_others_runq_ms = Some(ms(others_runq));
+        // ... and for how long some other thread was reclaiming memory: a pause that lasts
+        // because the VM thread (or a thread still to reach the safepoint) has to free memory
+        // first is memory reclaim, the pause its mechanism.
+        let mut by_tid: HashMap<u32, Vec<(MonoNs, MonoNs)>> = HashMap::new();
+        let mut memcg = false;
+        for r in h
+            .reclaims
+            .iter()
+            .rev()
+            .take_while(|r| r.end > syscall_end)
+            .filter(|r| r.pid == call.pid && r.tid != call.tid && r.start < call.end)
+        {
+            by_tid.entry(r.tid).or_default().push((r.start, r.end));
+            memcg |= r.memcg;
+        }
+        // Their sleeps whose kernel stack is in reclaim count too (a reclaim still under
+        // way when the pause ended has no end record yet).
+        for b in blocked_in(h, call.pid, after)
+            .filter(|b| b.tid != call.tid && site_of(b) == Site::Reclaim)
+        {
+            by_tid.entry(b.tid).or_default().push((b.off, b.on));
+            memcg |= b.stack.iter().any(|f| f.contains("mem_cgroup"));
+        }
+        if !by_tid.is_empty() {
+            let all = union(by_tid.values().flatten().copied().collect());
+            let mut threads: Vec<(u64, u32)> = by_tid
+                .iter()
+                .map(|(tid, v)| (measure(&union(v.clone()), after), *tid))
+                .filter(|(ns, _)| *ns > 0)
+                .collect();
+            threads.sort_by(|a, b| b.cmp(a));
+            let name = |tid: u32| {
+                blocked_in(h, call.pid, after)
+                    .find(|b| b.tid == tid)
+                    .map(|b| format!("{} ({tid})", b.thread))
+                    .unwrap_or_else(|| format!("thread {tid}"))
+            };
+            ev.after_others_reclaim = Some(OthersReclaim {
+                ms: ms(measure(&all, after)),
+                threads: threads
+                    .iter()
+                    .take(3)
+                    .map(|&(ns, tid)| format!("{} {:.0} ms", name(tid), ms(ns)))
+                    .collect(),
+                count: threads.len() as u32,
+                memcg,
+            });
+            if ev.mem_limit.is_none() {
+                ev.mem_limit = enrich.mem_limit(call.pid);
+            }
+        }
         // HotSpot's markers: the JVM's safepoints during that wait.
         let span = |p: &JvmPause| (p.start, p.end_at(call.end));
         let sps: Vec<&JvmPause> = h

@@ -83,8 +83,6 @@ pub struct Link {
     pub duration_ms: f64,
 }
 
-/// Another party's share of a disk during the call.
-
 /// What kind of party a contender is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -3,7 +3,7 @@
 
 use super::{
     Contender, ContenderKind, Span,
-    evidence::{Gathered, Stage},
+    evidence::{Evidence, Gathered, Stage},
     ms,
     rules::{Finding, Verdict},
 };
@@ -375,23 +375,30 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                     + g.stage(Stage::ShortDeviceWaits))
             )
         }
+        Verdict::MemoryReclaim if f.via == Some("jvm_pause") => {
+            let r = ev.after_others_reclaim.as_ref();
+            format!(
+                "{sc} returned in {:.0} ms{}, then the JVM held the thread {:.0} ms in a pause ({} other thread(s) stopped) that could not end: {} of its threads were reclaiming memory for {:.0} ms of it ({}): {}",
+                ms(g.syscall_end.since(call.start)),
+                if ev.reclaim_ms >= 1.0 {
+                    format!(
+                        " (after reclaiming memory itself for {:.0} ms)",
+                        ev.reclaim_ms
+                    )
+                } else {
+                    String::new()
+                },
+                ms(g.stage(Stage::AfterReturn)),
+                ev.other_threads_stopped.unwrap_or(0),
+                r.map_or(0, |r| r.count),
+                r.map_or(0.0, |r| r.ms),
+                r.map(|r| r.threads.join(", ")).unwrap_or_default(),
+                reclaim_why(ev, r.map(|r| r.memcg))
+            )
+        }
         Verdict::MemoryReclaim => {
             let r = ms(g.stage(Stage::Reclaim));
-            let why = match (&ev.mem_limit, ev.memcg_reclaim) {
-                (Some(l), _) => format!(
-                    "its memory cgroup {} is at its limit ({}{})",
-                    l.cgroup,
-                    l.max
-                        .or(l.high)
-                        .map(|m| format!("limit {}", size(m)))
-                        .unwrap_or_default(),
-                    l.usage
-                        .map(|u| format!(", using {}", size(u)))
-                        .unwrap_or_default()
-                ),
-                (None, Some(false)) => "the system is short of memory (direct reclaim)".into(),
-                _ => "memory reclaim".into(),
-            };
+            let why = reclaim_why(ev, ev.memcg_reclaim);
             format!(
                 "this {dur:.0} ms{so_far} {sc} spent {r:.0} ms reclaiming memory before it could go on: {why}"
             )
@@ -490,6 +497,26 @@ fn unknown(call: &Span, g: &Gathered, f: &Finding, dur: f64) -> String {
         s.push_str(&format!("; incomplete: {}", ev.incomplete.join("; ")));
     }
     s
+}
+
+/// Why memory had to be reclaimed: the memory cgroup's limit when it is known, else
+/// whether it was direct reclaim (the system short of memory).
+fn reclaim_why(ev: &Evidence, memcg: Option<bool>) -> String {
+    match (&ev.mem_limit, memcg) {
+        (Some(l), _) => format!(
+            "its memory cgroup {} is at its limit ({}{})",
+            l.cgroup,
+            l.max
+                .or(l.high)
+                .map(|m| format!("limit {}", size(m)))
+                .unwrap_or_default(),
+            l.usage
+                .map(|u| format!(", using {}", size(u)))
+                .unwrap_or_default()
+        ),
+        (None, Some(false)) => "the system is short of memory (direct reclaim)".into(),
+        _ => "memory reclaim".into(),
+    }
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ impl Verdict {
                 t.pause_min_stopped
             ),
             Verdict::MemoryReclaim => format!(
-                "reclaiming memory itself (direct or memory-cgroup reclaim) for >= {dominant} of the call"
+                "reclaiming memory itself (direct or memory-cgroup reclaim) for >= {dominant} of the call; or the JVM pause it was held in after the return was, the JVM's other threads reclaiming memory for >= {starved} of it"
             ),
             Verdict::LowSpace => format!(
                 "waiting >= {dominant} of the call for writeback forced by low free space"
@@ -209,6 +209,7 @@ pub const RULES: &[(Verdict, Rule)] = &[
     (Verdict::DeviceStall, device_stall),
     (Verdict::CpuStarvation, cpu_starvation),
     (Verdict::CpuStarvation, starvation_via_pause),
+    (Verdict::MemoryReclaim, reclaim_via_pause),
     (Verdict::JvmPause, jvm_pause),
     (Verdict::MemoryReclaim, memory_reclaim),
     (Verdict::LowSpace, low_space),
@@ -511,6 +512,41 @@ fn starvation_via_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Fin
     });
     Some(Finding {
         verdict: Verdict::CpuStarvation,
+        via: Some("jvm_pause"),
+        chain,
+        layer: None,
+        stage: Some(Stage::AfterReturn),
+    })
+}
+
+/// A JVM pause that lasted because the JVM's other threads were reclaiming memory (the VM
+/// thread running the safepoint, or threads still to reach it, freeing memory first: their
+/// cgroup at its limit): the root is the memory, the pause the mechanism.
+fn reclaim_via_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
+    let (a, stopped) = in_jvm_pause(g, t)?;
+    let r = g.ev.after_others_reclaim.as_ref()?;
+    let rc = (r.ms * 1e6) as u64;
+    if (rc as f64) < t.starvation_share * a as f64 {
+        return None;
+    }
+    let mut chain = vec![call_link(call, g)];
+    chain.push(Link {
+        what: "after_return",
+        detail: format!("parked with {stopped} other thread(s) of the JVM"),
+        start_ns: g.syscall_end.0,
+        duration_ms: ms(a),
+    });
+    chain.push(Link {
+        what: "reclaim",
+        detail: format!(
+            "the JVM's other threads reclaiming memory ({})",
+            r.threads.join(", ")
+        ),
+        start_ns: g.syscall_end.0,
+        duration_ms: ms(rc),
+    });
+    Some(Finding {
+        verdict: Verdict::MemoryReclaim,
         via: Some("jvm_pause"),
         chain,
         layer: None,

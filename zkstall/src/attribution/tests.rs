@@ -1262,6 +1262,104 @@ fn reclaiming_memory_in_the_call_is_memory_reclaim_with_the_cgroups_limit() {
 }
 
 #[test]
+fn a_jvm_pause_held_by_the_vm_thread_reclaiming_memory_is_memory_reclaim_via_the_pause() {
+    // CI's shape: the SyncThread's write reclaimed for 110 ms and returned, then a
+    // safepoint held it 250 ms because the VM thread (330) was reclaiming memory in the
+    // same cgroup for most of it. The pause is the mechanism; the root is the memory.
+    let mut h = History::default();
+    watched(&mut h);
+    for (tid, start, end) in [(SYNC, 0, 110), (330, 105, 345)] {
+        h.reclaim(crate::history::Reclaim {
+            pid: ZK,
+            tid,
+            start: t(start),
+            end: t(end),
+            nr_reclaimed: 100,
+            memcg: true,
+        });
+    }
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        109,
+        Some(109),
+        &["folio_wait_writeback", "shrink_folio_list"],
+        None,
+    ));
+    for tid in [SYNC, 320, 321] {
+        h.blocked(blocked(
+            tid,
+            SchedState::Sleep,
+            110,
+            360,
+            Some(359),
+            &[],
+            Some("VM Thread"),
+        ));
+    }
+    let mut vm = blocked(330, SchedState::DiskSleep, 112, 345, Some(345), &[], None);
+    vm.thread = "VM Thread".into();
+    h.blocked(vm);
+    let mut c = call(0, 360);
+    c.syscall = "write";
+    c.syscall_end = Some(t(110));
+    let mut zk = Replay::default();
+    zk.learn(crate::enrich::Fact::Jvm { pid: ZK, jvm: true });
+    zk.learn(crate::enrich::Fact::MemLimit {
+        pid: ZK,
+        limit: Some(crate::enrich::MemLimit {
+            cgroup: "/zk".into(),
+            own_cgroup: "/zk".into(),
+            max: Some(64 << 20),
+            usage: Some(64 << 20),
+            v1: true,
+            ..Default::default()
+        }),
+    });
+    let e = explain(&c, &h, &mut zk);
+    assert_consistent(&c, &e);
+    assert_eq!(e.verdict, Verdict::MemoryReclaim, "{}", e.headline);
+    assert_eq!(e.via, Some("jvm_pause"));
+    let r = e.evidence.after_others_reclaim.as_ref().unwrap();
+    assert_eq!(r.ms, 235.0);
+    assert_eq!(r.threads, vec!["VM Thread (330) 235 ms".to_string()]);
+    assert!(
+        e.headline.contains("returned in 110 ms (after reclaiming memory itself for 110 ms), then the JVM held the thread 249 ms")
+            && e.headline.contains("1 of its threads were reclaiming memory for 235 ms of it (VM Thread (330) 235 ms): its memory cgroup /zk is at its limit"),
+        "{}",
+        e.headline
+    );
+    // The VM thread not reclaiming (asleep in the safepoint's own work): a JVM pause.
+    let mut h2 = History::default();
+    watched(&mut h2);
+    for b in h.blocked.iter() {
+        h2.blocked(b.clone());
+    }
+    h2.reclaim(h.reclaims[0].clone());
+    let e = explain(&c, &h2, &mut zk);
+    assert_eq!(e.verdict, Verdict::JvmPause, "{}", e.headline);
+    // No reclaim record for the VM thread, but its sleep's stack is in memcg reclaim.
+    let mut h3 = History::default();
+    watched(&mut h3);
+    for b in h.blocked.iter() {
+        let mut b = b.clone();
+        if b.tid == 330 {
+            b.stack = vec![
+                "folio_wait_writeback+0x2a".into(),
+                "shrink_folio_list+0xaba".into(),
+                "try_to_free_mem_cgroup_pages+0x13a".into(),
+            ];
+        }
+        h3.blocked(b);
+    }
+    h3.reclaim(h.reclaims[0].clone());
+    let e = explain(&c, &h3, &mut zk);
+    assert_eq!(e.verdict, Verdict::MemoryReclaim, "{}", e.headline);
+    assert_eq!(e.evidence.after_others_reclaim.as_ref().unwrap().ms, 233.0);
+}
+
+#[test]
 fn writeback_forced_by_low_free_space_is_low_space() {
     let mut h = History::default();
     watched(&mut h);

@@ -302,8 +302,8 @@ fn quorum_pictures(
     c: &[usize],
 ) -> Vec<QuorumPicture> {
     // (ensemble key) -> (ensemble, member id -> its longest stall (start, end)).
-    let mut by: BTreeMap<String, (crate::targets::Ensemble, BTreeMap<u32, (i128, i128)>)> =
-        BTreeMap::new();
+    type Longest = BTreeMap<u32, (i128, i128)>;
+    let mut by: BTreeMap<String, (crate::targets::Ensemble, Longest)> = BTreeMap::new();
     for &k in c {
         let (r, s, end) = &stalls[k];
         let Some((_, e)) = recordings[*r].ensembles.iter().find(|(p, _)| *p == s.pid) else {

@@ -32,6 +32,8 @@ impl NameSource {
 }
 
 impl Pipeline {
+    // The record's fields, as decoded: bundling them would only move the list elsewhere.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_jvm(
         &mut self,
         task: Task,

@@ -18,6 +18,9 @@ use zkstall_common::{JvmProbe, USDT_MAX_ARGS, USDT_SPEC_SLOTS, UsdtArgSpec, Usdt
 
 use super::{Probes, chain, usdt};
 
+/// One HotSpot probe in a libjvm: (probe, USDT_SPECS slot, file offset).
+type ProbeSite = (JvmProbe, u32, u64);
+
 /// What the JVM signal holds: why it is off, the libjvm builds described in USDT_SPECS,
 /// and each traced JVM's links.
 #[derive(Default)]
@@ -25,7 +28,7 @@ pub struct JvmState {
     /// Why HotSpot's probes cannot be used at all here (None: the program is loaded).
     pub off: Option<String>,
     /// (device, inode) of a libjvm.so -> its probes: (probe, USDT_SPECS slot, file offset).
-    files: HashMap<(u64, u64), Vec<(JvmProbe, u32, u64)>>,
+    files: HashMap<(u64, u64), Vec<ProbeSite>>,
     next_slot: u32,
     links: HashMap<u32, Vec<UProbeLinkId>>,
 }
