@@ -8,7 +8,7 @@
 use std::{
     process::{Command, Stdio},
     sync::Mutex,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::Value;
@@ -289,6 +289,91 @@ fn zookeepers_own_filesystem_frozen_is_fs_blocked_in_write() {
         "ZooKeeper itself does not see it as an fsync stall: {:#?}",
         summary(&pairs)
     );
+}
+
+#[test]
+fn a_gc_log_on_a_frozen_filesystem_is_a_jvm_pause_naming_the_thread_that_held_it() {
+    if !can_run_root_tests(
+        "a_gc_log_on_a_frozen_filesystem_is_a_jvm_pause_naming_the_thread_that_held_it",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The research's row 6: ZooKeeper's fsync is fast, but the JVM's GC log is written
+    // synchronously inside the GC pause, on another filesystem that blocks (frozen here, a
+    // saturated or stalled disk in production). The SyncThread returning from fdatasync
+    // waits for the safepoint to end, and ZooKeeper logs a slow fsync.
+    let lo = LoopDev::new(512);
+    let mnt = Mount::ext4(&lo.dev);
+    let side_disk = LoopDev::new(64);
+    let side_fs = Mount::ext4(&side_disk.dev);
+    let gc_log = format!("-Xlog:gc*:file={}", side_fs.dir.join("gc.log").display());
+    let mut zk = ZooKeeper::start_with(&mnt.dir, WARN_MS, &[], "", &[&gc_log]);
+    let tracer = start_tracer_with(
+        zk.proc.pid(),
+        &["--threshold", TRACE_MS, "--format", "json"],
+    );
+    let mut load = zk.load(45);
+    std::thread::sleep(Duration::from_secs(3));
+    // A GC that begins while the SyncThread waits for work stalls no fsync: up to three,
+    // until ZooKeeper logged a stalled one.
+    for _ in 0..3 {
+        let mut freeze = Freeze::new(&side_fs.dir);
+        let pid = zk.proc.pid().to_string();
+        let gc = std::thread::spawn(move || {
+            Command::new("jcmd")
+                .args([pid.as_str(), "GC.run"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+        });
+        // jcmd is a JVM itself, slow to start under load: the filesystem stays frozen
+        // until the VM thread is stuck writing the GC log, then 2 s more.
+        let vm = tid_named(zk.proc.pid(), "VM Thread");
+        let stuck = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < stuck && vm.and_then(thread_state) != Some('D') {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        freeze.thaw();
+        let _ = gc.join();
+        std::thread::sleep(Duration::from_secs(1));
+        if zk.fsync_warnings().iter().any(|w| w.took_ms >= 1500) {
+            break;
+        }
+    }
+    let _ = load.child.kill();
+    let _ = load.wait_for_exit(Duration::from_secs(60));
+    let (calls, warnings) = stop(&mut zk, tracer);
+    let pairs = matched(&warnings, &calls);
+    let long: Vec<&(ZkFsyncWarning, &Value)> =
+        pairs.iter().filter(|(w, _)| w.took_ms >= 1500).collect();
+    assert!(
+        !long.is_empty(),
+        "a GC held a SyncThread's fsync: {:#?}",
+        summary(&pairs)
+    );
+    for (w, c) in long {
+        // The fsync itself was quick; the wait after it was the pause, and the thread that
+        // held the pause is named, blocked on the frozen filesystem.
+        assert_eq!(c["verdict"], "jvm_pause", "{} ms: {c}", w.took_ms);
+        let h = &c["evidence"]["pause_holder"];
+        assert_eq!(h["site"], "a frozen filesystem", "{c}");
+        assert!(
+            h["d_ms"].as_f64().unwrap_or(0.0)
+                >= 0.5
+                    * c["evidence"]["after_syscall_ms"]
+                        .as_f64()
+                        .unwrap_or(f64::MAX),
+            "{c}"
+        );
+        assert!(
+            c["headline"]
+                .as_str()
+                .is_some_and(|t| t.contains("could not end while")),
+            "{c}"
+        );
+    }
 }
 
 #[test]

@@ -213,6 +213,10 @@ pub struct Evidence {
     /// which threads, longest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_others_reclaim: Option<OthersReclaim>,
+    /// After the return: the other thread of the process blocked (D) through most of
+    /// that wait (the VM thread first), where it waited: what a JVM pause waited on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_holder: Option<PauseHolder>,
     /// An I/O limit (blk-throttle) on a disk under the file, from the thread's cgroup, and
     /// how close that cgroup's I/O came to it during the call.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -281,6 +285,24 @@ pub enum Site {
     OtherD,
     /// Interruptible sleep inside the syscall.
     Sleep,
+}
+
+/// A thread of the JVM blocked (D) through most of the wait after the return: a safepoint
+/// cannot end while the VM thread (or a thread still to reach it) is stuck in the kernel,
+/// as when the GC log's write() or the hsperfdata page blocks on I/O.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PauseHolder {
+    /// "name (tid)".
+    pub thread: String,
+    /// Its time in D within the wait.
+    pub d_ms: f64,
+    /// The syscall it was in, if any (none: a page fault, or the JVM's own work).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// Where its longest D sleep waited, and what kind of wait that was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_frame: Option<String>,
+    pub site: &'static str,
 }
 
 /// Other threads of the process reclaiming memory while the call's thread was held after
@@ -465,6 +487,23 @@ fn low_space_site(site: Site, from: MonoNs, queued: &[&LowSpaceQueued]) -> Site 
     match site {
         Site::Writeback | Site::OtherD | Site::BlockQueue if follows => Site::LowSpace,
         s => s,
+    }
+}
+
+impl Site {
+    pub fn name(self) -> &'static str {
+        match self {
+            Site::Reclaim => "memory reclaim",
+            Site::LowSpace => "low-space writeback",
+            Site::DirtyThrottle => "dirty throttling",
+            Site::Journal => "a journal commit",
+            Site::BlockQueue => "the block queue",
+            Site::Writeback => "writeback or a flush",
+            Site::Freeze => "a frozen filesystem",
+            Site::Lock => "a filesystem lock",
+            Site::OtherD => "the kernel",
+            Site::Sleep => "a sleep",
+        }
     }
 }
 
@@ -1614,6 +1653,30 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
                 ev.mem_limit = enrich.mem_limit(call.pid);
             }
         }
+        // What held the pause: the other thread longest in D through most of the wait, the
+        // VM thread first (it runs the safepoint's operation).
+        let mut d_by_tid: HashMap<u32, (u64, &Blocked)> = HashMap::new();
+        for b in blocked_in(h, call.pid, after)
+            .filter(|b| b.tid != call.tid && b.state == SchedState::DiskSleep)
+        {
+            let d = overlap(b.sleep(), after);
+            let e = d_by_tid.entry(b.tid).or_insert((0, b));
+            e.0 += d;
+            if d > overlap(e.1.sleep(), after) {
+                e.1 = b;
+            }
+        }
+        let holder = d_by_tid
+            .values()
+            .filter(|(d, _)| d * 2 >= wait)
+            .max_by_key(|(d, b)| (b.thread == "VM Thread", *d));
+        ev.pause_holder = holder.map(|(d, b)| PauseHolder {
+            thread: format!("{} ({})", b.thread, b.tid),
+            d_ms: ms(*d),
+            syscall: b.syscall.clone(),
+            wait_frame: wait_frame(&b.stack),
+            site: site_of(b).name(),
+        });
         // HotSpot's markers: the JVM's safepoints during that wait.
         let span = |p: &JvmPause| (p.start, p.end_at(call.end));
         let sps: Vec<&JvmPause> = h

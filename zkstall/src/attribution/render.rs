@@ -290,40 +290,26 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                 ""
             }
         ),
-        Verdict::JvmPause => match &ev.safepoint {
-            Some(s) => format!(
-                "{sc} returned in {:.0} ms, then the thread waited {:.0} ms before its caller ran again, {:.0} ms of it in {} JVM safepoint{} (the longest {:.0} ms{}{}){}",
-                ms(g.syscall_end.since(call.start)),
-                ms(g.stage(Stage::AfterReturn)),
-                s.overlap_ms,
-                if s.count == 1 {
-                    "a".to_string()
-                } else {
-                    s.count.to_string()
-                },
-                if s.count == 1 { "" } else { "s" },
-                s.longest_ms,
-                s.op.as_deref()
-                    .map(|o| format!(", {o}"))
-                    .unwrap_or_default(),
-                match s.gc_full {
-                    Some(true) => ", a full GC",
-                    Some(false) => ", a GC",
-                    None => "",
-                },
-                if s.by_zkstall {
-                    ": zkstall's own (its one jcmd Thread.print, naming threads)"
-                } else {
-                    ""
-                }
-            ),
-            None => format!(
-                "{sc} returned in {:.0} ms, then the thread slept {:.0} ms before its caller ran again, with {} other thread(s) of the JVM stopped too: a JVM pause (safepoint or GC)",
-                ms(g.syscall_end.since(call.start)),
-                ms(g.stage(Stage::AfterReturn)),
-                ev.other_threads_stopped.unwrap_or(0)
-            ),
-        },
+        Verdict::JvmPause => {
+            let pause = jvm_pause_headline(call, g, sc);
+            match &ev.pause_holder {
+                Some(p) => format!(
+                    "{pause}; it could not end while {} was blocked in the kernel (D) for {:.0} ms of it{}{}, waiting on {}",
+                    p.thread,
+                    p.d_ms,
+                    p.syscall
+                        .as_deref()
+                        .map(|s| format!(" in {s}()"))
+                        .unwrap_or_else(|| " outside a syscall (a page fault)".into()),
+                    p.wait_frame
+                        .as_deref()
+                        .map(|w| format!(" at {w}"))
+                        .unwrap_or_default(),
+                    p.site
+                ),
+                None => pause,
+            }
+        }
         Verdict::OwnIo => {
             let l = layer.or(ev.layers.first());
             format!(
@@ -497,6 +483,46 @@ fn unknown(call: &Span, g: &Gathered, f: &Finding, dur: f64) -> String {
         s.push_str(&format!("; incomplete: {}", ev.incomplete.join("; ")));
     }
     s
+}
+
+/// The JVM pause itself: how long the call took, then how long the thread was held, in
+/// which safepoints (HotSpot's markers) or with how many threads stopped.
+fn jvm_pause_headline(call: &Span, g: &Gathered, sc: &str) -> String {
+    let ev = &g.ev;
+    match &ev.safepoint {
+        Some(s) => format!(
+            "{sc} returned in {:.0} ms, then the thread waited {:.0} ms before its caller ran again, {:.0} ms of it in {} JVM safepoint{} (the longest {:.0} ms{}{}){}",
+            ms(g.syscall_end.since(call.start)),
+            ms(g.stage(Stage::AfterReturn)),
+            s.overlap_ms,
+            if s.count == 1 {
+                "a".to_string()
+            } else {
+                s.count.to_string()
+            },
+            if s.count == 1 { "" } else { "s" },
+            s.longest_ms,
+            s.op.as_deref()
+                .map(|o| format!(", {o}"))
+                .unwrap_or_default(),
+            match s.gc_full {
+                Some(true) => ", a full GC",
+                Some(false) => ", a GC",
+                None => "",
+            },
+            if s.by_zkstall {
+                ": zkstall's own (its one jcmd Thread.print, naming threads)"
+            } else {
+                ""
+            }
+        ),
+        None => format!(
+            "{sc} returned in {:.0} ms, then the thread slept {:.0} ms before its caller ran again, with {} other thread(s) of the JVM stopped too: a JVM pause (safepoint or GC)",
+            ms(g.syscall_end.since(call.start)),
+            ms(g.stage(Stage::AfterReturn)),
+            ev.other_threads_stopped.unwrap_or(0)
+        ),
+    }
 }
 
 /// Why memory had to be reclaimed: the memory cgroup's limit when it is known, else

@@ -1330,15 +1330,34 @@ fn a_jvm_pause_held_by_the_vm_thread_reclaiming_memory_is_memory_reclaim_via_the
         "{}",
         e.headline
     );
-    // The VM thread not reclaiming (asleep in the safepoint's own work): a JVM pause.
+    // The VM thread not reclaiming but writing the GC log, blocked on writeback: a JVM
+    // pause, and the headline names what held it.
     let mut h2 = History::default();
     watched(&mut h2);
     for b in h.blocked.iter() {
-        h2.blocked(b.clone());
+        let mut b = b.clone();
+        if b.tid == 330 {
+            b.syscall = Some("write".into());
+            b.stack = vec![
+                "__schedule+0x628".into(),
+                "io_schedule+0x3f".into(),
+                "folio_wait_writeback+0x2a".into(),
+                "__filemap_fdatawait_range+0x6d".into(),
+            ];
+        }
+        h2.blocked(b);
     }
     h2.reclaim(h.reclaims[0].clone());
     let e = explain(&c, &h2, &mut zk);
     assert_eq!(e.verdict, Verdict::JvmPause, "{}", e.headline);
+    let p = e.evidence.pause_holder.as_ref().unwrap();
+    assert_eq!(p.thread, "VM Thread (330)");
+    assert_eq!(p.d_ms, 233.0);
+    assert!(
+        e.headline.ends_with("; it could not end while VM Thread (330) was blocked in the kernel (D) for 233 ms of it in write() at folio_wait_writeback+0x2a, waiting on writeback or a flush"),
+        "{}",
+        e.headline
+    );
     // No reclaim record for the VM thread, but its sleep's stack is in memcg reclaim.
     let mut h3 = History::default();
     watched(&mut h3);
