@@ -878,7 +878,9 @@ fn zk_warning_matches(w: &ZkFsyncWarning, r: &serde_json::Value, tolerance_ms: f
             return false;
         };
         let d = r["visible_ms"].as_f64().unwrap_or(syscall);
-        let end = start as f64 + d;
+        // From a preemption right before the entry, when zkstall saw one (`before_ms`).
+        let start = start as f64 - r["before_ms"].as_f64().unwrap_or(0.0);
+        let end = start + d;
         // ZooKeeper's clock also counts the JVM's code around the syscall (FileChannel's
         // prologue and epilogue, between its nanoTime reads and fdatasync): on a
         // CPU-starved host a preemption there that zkstall cannot tie to the call is in
@@ -887,8 +889,8 @@ fn zk_warning_matches(w: &ZkFsyncWarning, r: &serde_json::Value, tolerance_ms: f
         // (at least 10 ms).
         let took = w.took_ms as f64;
         let zk_start = w.logged_unix_ms as f64 - took;
-        let inside = start as f64 >= zk_start - tolerance_ms
-            && end <= w.logged_unix_ms as f64 + tolerance_ms;
+        let inside =
+            start >= zk_start - tolerance_ms && end <= w.logged_unix_ms as f64 + tolerance_ms;
         let jvm_side = inside && took > d && took - d <= (0.15 * took).max(10.0);
         r["type"] == "fsync"
             && r["syscall"] == "fdatasync"

@@ -311,7 +311,7 @@ fn threshold_filters_fast_calls_but_counts_them() {
         ]),
     );
     let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
-    wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
+    wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(90));
     work.go();
     assert!(work.wait_for_exit(Duration::from_secs(60)).success());
     assert!(tracer.wait_for_exit(Duration::from_secs(30)).success());

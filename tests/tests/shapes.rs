@@ -636,7 +636,7 @@ fn a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v() {
         let _ = std::io::Read::read_to_string(&mut out, &mut s);
         s
     });
-    wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(30));
+    wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(90));
     let (ios, _) = fio(&dev, 3);
     std::thread::sleep(Duration::from_millis(500));
     let _ = target.child.kill();

@@ -36,12 +36,22 @@ pub struct Call {
     /// The thread went off CPU right after the return, for this long (what the caller
     /// measured includes it).
     pub after_ns: Option<u64>,
+    /// The thread was preempted (runnable, not running) until just before the entry: from
+    /// that preemption to the entry, which a caller that read its clock right before the
+    /// call counts too.
+    pub before_ns: Option<u64>,
 }
 
 impl Call {
     /// Nanoseconds from entry to exit, or to `now` for a call still running.
     pub fn duration_ns(&self, now: MonoNs) -> u64 {
         self.end.unwrap_or(now).since(self.start)
+    }
+
+    /// When the caller may have started its clock: the entry, less a preemption that
+    /// ended just before it.
+    pub fn visible_start(&self) -> MonoNs {
+        MonoNs(self.start.0.saturating_sub(self.before_ns.unwrap_or(0)))
     }
 
     /// When the caller could go on: the return, plus the wait right after it.

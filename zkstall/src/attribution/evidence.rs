@@ -612,6 +612,8 @@ pub struct Gathered<'a> {
     /// is not one of the JVM's own (its work queue, not a pause).
     pub after_sleep_ns: u64,
     pub after_runq_ns: u64,
+    /// Run-queue time before the entry (within the caller's measure).
+    pub before_runq_ns: u64,
     pub after_woken_by_own_work: bool,
     pub after_woken_by_vm: bool,
     /// Asleep waiting for a journal commit (or log force), all of it; and the part of it
@@ -644,6 +646,20 @@ impl Gathered<'_> {
 }
 
 /// Names the JVM gives its own threads (15-character kernel comms).
+/// Whether a thread of a JVM blocked in the kernel can keep a safepoint from ending: the VM
+/// thread (it runs the operation) and the GC's workers can; a Java thread only outside a
+/// syscall (a page fault in Java code: inside a syscall it is in native, already safe);
+/// the JIT compilers and the JVM's other service threads do not hold one.
+pub fn can_hold_safepoint(thread: &str, in_syscall: bool) -> bool {
+    if ["VM Thread", "GC Thread", "G1 "]
+        .iter()
+        .any(|n| thread.starts_with(n))
+    {
+        return true;
+    }
+    !is_jvm_internal(thread) && !in_syscall
+}
+
 pub fn is_jvm_internal(thread: &str) -> bool {
     const NAMES: [&str; 14] = [
         "VM Thread",
@@ -1022,7 +1038,9 @@ fn backing_held(h: &History, path: &[Layer], layers: &mut [LayerEvidence]) {
 /// Gathers everything about `call`.
 pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gathered<'a> {
     let win = (call.start, call.end);
-    let dur = call.end.since(call.start).max(1);
+    // What the caller measured may begin before the entry: a preemption right before it.
+    let vstart = MonoNs(call.start.0.saturating_sub(call.before_ns));
+    let dur = call.end.since(vstart).max(1);
     let syscall_end = call.syscall_end.unwrap_or(call.end);
     let mut ev = Evidence {
         dev: call.file_dev.map(|d| d.to_string()),
@@ -1179,15 +1197,17 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     let mut stages: BTreeMap<Stage, u64> = BTreeMap::new();
     let mut waits: Vec<Wait<'a>> = Vec::new();
     let mut by_site: BTreeMap<Site, u64> = BTreeMap::new();
-    let mut mine: Vec<&Blocked> = blocked_in(h, call.pid, win)
+    let mut mine: Vec<&Blocked> = blocked_in(h, call.pid, (vstart, call.end))
         .filter(|b| b.tid == call.tid)
         .collect();
     mine.sort_by_key(|b| b.off);
+    let before = (vstart, call.start);
     let in_call = (call.start, syscall_end);
     let after = (syscall_end, call.end);
     let (mut d_ns, mut s_ns, mut runq_ns) = (0u64, 0u64, 0u64);
     let mut after_sleep = 0u64;
     let mut after_runq = 0u64;
+    let mut before_runq = 0u64;
     let mut after_by_own = false;
     let mut after_by_vm = false;
     // When the thread queued writeback for low free space during the call (writeback_queue
@@ -1211,6 +1231,11 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     let (mut journal_ns, mut journal_queue_ns) = (0u64, 0u64);
     let mut longest: Option<(&Blocked, u64)> = None;
     for b in &mine {
+        // Before the entry: the preemption the caller may have counted.
+        let rq_b = overlap(b.runq(), before);
+        before_runq += rq_b;
+        runq_ns += rq_b;
+        add(&mut stages, Stage::RunQueue, rq_b);
         let rq = overlap(b.runq(), in_call);
         let sl = overlap(b.sleep(), in_call);
         runq_ns += rq;
@@ -1625,6 +1650,20 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             by_tid.entry(b.tid).or_default().push((b.off, b.on));
             memcg |= b.stack.iter().any(|f| f.contains("mem_cgroup"));
         }
+        // Only threads that can hold the safepoint up (a thread reclaiming inside a syscall
+        // is in native: the pause does not wait for it).
+        by_tid.retain(|tid, _| {
+            let spans: Vec<&Blocked> = blocked_in(h, call.pid, after)
+                .filter(|b| b.tid == *tid)
+                .collect();
+            let name = spans
+                .first()
+                .map(|b| b.thread.clone())
+                .or_else(|| enrich.thread_name(call.pid, *tid))
+                .unwrap_or_default();
+            let in_syscall = !spans.is_empty() && spans.iter().all(|b| b.syscall.is_some());
+            can_hold_safepoint(&name, in_syscall)
+        });
         if !by_tid.is_empty() {
             let all = union(by_tid.values().flatten().copied().collect());
             let mut threads: Vec<(u64, u32)> = by_tid
@@ -1656,9 +1695,11 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         // What held the pause: the other thread longest in D through most of the wait, the
         // VM thread first (it runs the safepoint's operation).
         let mut d_by_tid: HashMap<u32, (u64, &Blocked)> = HashMap::new();
-        for b in blocked_in(h, call.pid, after)
-            .filter(|b| b.tid != call.tid && b.state == SchedState::DiskSleep)
-        {
+        for b in blocked_in(h, call.pid, after).filter(|b| {
+            b.tid != call.tid
+                && b.state == SchedState::DiskSleep
+                && can_hold_safepoint(&b.thread, b.syscall.is_some())
+        }) {
             let d = overlap(b.sleep(), after);
             let e = d_by_tid.entry(b.tid).or_insert((0, b));
             e.0 += d;
@@ -1714,6 +1755,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         jvm,
         after_sleep_ns: after_sleep,
         after_runq_ns: after_runq,
+        before_runq_ns: before_runq,
         after_woken_by_own_work: after_by_own,
         after_woken_by_vm: after_by_vm,
         journal_ns,

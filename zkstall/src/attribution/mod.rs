@@ -49,6 +49,9 @@ pub struct Span {
     /// The disks serving it, top first.
     pub disks: DiskPath,
     pub start: MonoNs,
+    /// A preemption that ended just before the entry, which the caller may have counted
+    /// (0: none): the time runs from `start - before_ns`.
+    pub before_ns: u64,
     /// When the syscall returned (None: still running at `end`).
     pub syscall_end: Option<MonoNs>,
     /// When the caller could go on: the return plus the wait right after it; or now, for

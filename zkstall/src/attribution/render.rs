@@ -284,10 +284,12 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
         Verdict::CpuStarvation => format!(
             "runnable but not running for {:.0} ms of this {dur:.0} ms {sc}{}: the CPU was busy with others",
             ms(g.stage(Stage::RunQueue)),
-            if f.via == Some("after_return") {
-                " (mostly right after it returned)"
-            } else {
-                ""
+            match f.via {
+                Some("after_return") => " (mostly right after it returned)",
+                Some("before_entry") => {
+                    " (mostly right before it entered the syscall, inside its caller's clock)"
+                }
+                _ => "",
             }
         ),
         Verdict::JvmPause => {

@@ -460,7 +460,13 @@ fn cpu_starvation(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> 
     });
     Some(Finding {
         verdict: Verdict::CpuStarvation,
-        via: (g.after_runq_ns * 2 >= rq).then_some("after_return"),
+        via: if g.after_runq_ns * 2 >= rq {
+            Some("after_return")
+        } else if g.before_runq_ns * 2 >= rq {
+            Some("before_entry")
+        } else {
+            None
+        },
         chain,
         layer: None,
         stage: Some(Stage::RunQueue),

@@ -41,6 +41,7 @@ fn call(start: u64, end: u64) -> Span {
             layers: vec![layer(DISK, "loop1", 0)],
         },
         start: t(start),
+        before_ns: 0,
         syscall_end: Some(t(end)),
         end: t(end),
         accounting: None,
@@ -1358,6 +1359,27 @@ fn a_jvm_pause_held_by_the_vm_thread_reclaiming_memory_is_memory_reclaim_via_the
         "{}",
         e.headline
     );
+    // A JIT compiler thread, or a Java thread inside a syscall (in native), blocked the
+    // same way: neither holds a safepoint up, and neither is named.
+    for (name, syscall) in [
+        ("C2 CompilerThread0", Some("write")),
+        ("NIOWorkerThread-1", Some("write")),
+    ] {
+        let mut h4 = History::default();
+        watched(&mut h4);
+        for b in h2.blocked.iter() {
+            let mut b = b.clone();
+            if b.tid == 330 {
+                b.thread = name.into();
+                b.syscall = syscall.map(String::from);
+            }
+            h4.blocked(b);
+        }
+        h4.reclaim(h.reclaims[0].clone());
+        let e = explain(&c, &h4, &mut zk);
+        assert_eq!(e.verdict, Verdict::JvmPause, "{}", e.headline);
+        assert!(e.evidence.pause_holder.is_none(), "{name}: {}", e.headline);
+    }
     // No reclaim record for the VM thread, but its sleep's stack is in memcg reclaim.
     let mut h3 = History::default();
     watched(&mut h3);

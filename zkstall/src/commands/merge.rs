@@ -247,7 +247,8 @@ pub fn merge(
                 .collect(),
         });
         for c in calls.0 {
-            let start = c.start_ns as i128 + off;
+            // What the caller saw: from a preemption right before the entry, if any.
+            let start = c.start_ns as i128 - (c.before_ms.unwrap_or(0.0) * 1e6) as i128 + off;
             let dur_ns = (c.visible_ms.unwrap_or(c.duration_ms) * 1e6) as i128;
             stalls.push((
                 i,

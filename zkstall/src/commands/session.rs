@@ -824,6 +824,10 @@ impl<'s> Session<'s> {
             self.req_bits.op_flush,
             end,
         )?;
+        // The run's totals end here, with the last disk check: a completion the probes
+        // missed after it (while the pipeline finishes) would be counted unseen with no
+        // window noted for it.
+        let totals = KernelTotals::read(&self.probes).since(&self.start_totals);
         for rec in open_records(&self.probes, &live, end) {
             self.feed.kernel(&rec, &mut self.probes)?;
         }
@@ -845,7 +849,6 @@ impl<'s> Session<'s> {
         for (prog, n) in self.probes.recursion_misses() {
             tracing::debug!("program {prog}: {n} run(s) skipped by the kernel (recursion)");
         }
-        let totals = KernelTotals::read(&self.probes).since(&self.start_totals);
         let trailer = trailer(&totals, end, &self.all_pids, self.feed.shed_total);
         let summary = self
             .feed

@@ -28,6 +28,10 @@ pub enum Phase {
     Unfinished,
 }
 
+/// A preemption that ended this close to a syscall's entry may lie inside its caller's
+/// clock window (a JNI call's worth of instructions).
+pub const BEFORE_GAP_NS: u64 = 100_000;
+
 impl Pipeline {
     pub(super) fn resolve(&mut self, task: Task, syscall: Syscall, arg: u64) -> Option<FileInfo> {
         match syscall.arg().1 {
@@ -85,6 +89,11 @@ impl Pipeline {
         let after_ns = x
             .after_ns
             .and_then(|a| self.after_counted(x.task, x.end, a));
+        let before_ns = if start_bound {
+            None
+        } else {
+            self.before_counted(x.task, start)
+        };
         let mut call = Call {
             task: x.task,
             syscall: x.syscall,
@@ -97,6 +106,7 @@ impl Pipeline {
             start_bound,
             accounting: x.accounting,
             after_ns,
+            before_ns,
         };
         let dev = call.file.as_ref().and_then(|f| f.dev);
         let disk = dev.and_then(|d| {
@@ -115,7 +125,7 @@ impl Pipeline {
             tid: call.task.tid,
             start_ns: call.start.0,
         });
-        let visible = call.visible_end(x.end).since(call.start);
+        let visible = call.visible_end(x.end).since(call.visible_start());
         if visible < self.threshold_ns && !crossed {
             return Ok(());
         }
@@ -123,6 +133,27 @@ impl Pipeline {
             call.file = self.resolve(call.task, call.syscall, call.arg);
         }
         self.report(&call, x.end, Phase::Done, None, sink)
+    }
+
+    /// How long the thread sat preempted right before the call's entry, when that
+    /// preemption ended at most [`BEFORE_GAP_NS`] before it (the JVM's few instructions
+    /// between the caller's clock read and the syscall: ZooKeeper's System.nanoTime()
+    /// before force()). A caller that read its clock before it was preempted counts the
+    /// wait; one that read it after does not, and cannot be told apart: the record says
+    /// `before_ms`, what the caller may have counted.
+    fn before_counted(&self, task: Task, start: MonoNs) -> Option<u64> {
+        let b = self
+            .history
+            .blocked
+            .iter()
+            .rev()
+            .take(256)
+            .find(|b| b.tid == task.tid && b.on <= start)?;
+        if b.state != SchedState::Runnable || b.seeded || start.since(b.on) > BEFORE_GAP_NS {
+            return None;
+        }
+        // From the preemption on: the few µs it ran after it, up to the entry, too.
+        (b.on > b.off).then(|| start.since(b.off))
     }
 
     /// How much of the way back from a call (`after_ns` past its return, over one or more
@@ -305,6 +336,7 @@ impl Pipeline {
             start_bound: bound,
             accounting: None,
             after_ns: None,
+            before_ns: None,
         };
         let off = off_ns.map(|off| OffNow {
             off: MonoNs(off),
@@ -434,6 +466,7 @@ impl Pipeline {
             device: device.clone(),
             disks: disks.clone(),
             start: call.start,
+            before_ns: call.before_ns.unwrap_or(0),
             syscall_end: call.end,
             end: visible_end,
             accounting: call.accounting,
@@ -472,9 +505,9 @@ impl Pipeline {
             revised: false,
             start_bound: call.start_bound,
             after_ms,
-            visible_ms: call
-                .after_ns
-                .map(|_| visible_end.since(call.start) as f64 / 1e6),
+            before_ms: call.before_ns.map(|b| b as f64 / 1e6),
+            visible_ms: (call.after_ns.is_some() || call.before_ns.is_some())
+                .then(|| visible_end.since(call.visible_start()) as f64 / 1e6),
             why: Some(why),
         }
     }

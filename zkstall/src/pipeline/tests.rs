@@ -126,6 +126,71 @@ fn a_call_is_as_slow_as_its_caller_saw_it_when_it_was_preempted_on_the_way_back(
 }
 
 #[test]
+fn a_preemption_that_ended_right_before_the_entry_is_in_what_its_caller_saw() {
+    let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, 20 * MS);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        // Preempted 9 ms, back on CPU 20 µs before a 14 ms fdatasync: 23 ms as the caller
+        // (reading its clock before the preemption) saw it.
+        p.handle(
+            &record_bytes(&blocked(7, 8, 91 * MS, 100 * MS - 20_000, 0x100)),
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(&enter(7, 8, 100 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        let mut x = exit(7, 8, 100 * MS, 114 * MS, Syscall::Fdatasync, 3);
+        x.flags = CALL_ACCOUNTED;
+        x.on_cpu_ns = MS;
+        x.short_ns = [13 * MS, 0, 0];
+        p.handle(&record_bytes(&x), &mut sink).unwrap();
+        // The same, but back on CPU 2 ms before the entry: its own work, not counted.
+        p.handle(
+            &record_bytes(&blocked(7, 8, 191 * MS, 198 * MS, 0x100)),
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(&enter(7, 8, 200 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        p.handle(
+            &record_bytes(&exit(7, 8, 200 * MS, 214 * MS, Syscall::Fdatasync, 3)),
+            &mut sink,
+        )
+        .unwrap();
+        // Asleep (not preempted) right before the entry: the caller's own wait.
+        p.handle(
+            &record_bytes(&blocked(7, 8, 291 * MS, 300 * MS - 20_000, 0x1)),
+            &mut sink,
+        )
+        .unwrap();
+        p.handle(&enter(7, 8, 300 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        p.handle(
+            &record_bytes(&exit(7, 8, 300 * MS, 314 * MS, Syscall::Fdatasync, 3)),
+            &mut sink,
+        )
+        .unwrap();
+        p.finish(MonoNs(400 * MS), &mut sink).unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 1, "{l:#?}");
+    let r = &l[0];
+    assert_eq!(r["start_ns"], 100 * MS);
+    assert_eq!(r["duration_ms"], 14.0);
+    assert_eq!(r["before_ms"], 9.0);
+    assert_eq!(r["visible_ms"], 23.0);
+    assert_eq!(r["stages"]["run_queue"], 8.98, "{}", r["stages"]);
+    let sum: f64 = r["stages"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((sum - 23.0).abs() < 1e-6, "{}", r["stages"]);
+}
+
+#[test]
 fn flusher_io_is_charged_to_the_dirtier_of_that_bdi_and_inode() {
     let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, 0).with_events(true);
     let mut out = Vec::new();

@@ -99,6 +99,7 @@ pub(crate) mod tests {
             revised: false,
             start_bound: false,
             after_ms: None,
+            before_ms: None,
             visible_ms: None,
             why: None,
         }

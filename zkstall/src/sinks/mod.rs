@@ -76,8 +76,13 @@ pub struct CallRecord {
     /// at a JVM safepoint): how long until it ran again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_ms: Option<f64>,
-    /// duration_ms + after_ms: what the caller measured (ZooKeeper's System.nanoTime()
-    /// around force()). Reporting and --threshold use it when present.
+    /// When the thread sat preempted until just before the entry (its last 100 µs of CPU
+    /// led into the syscall): how long. A caller that read its clock before that
+    /// preemption counts it; start_ns stays the entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_ms: Option<f64>,
+    /// before_ms + duration_ms + after_ms: what the caller measured (ZooKeeper's
+    /// System.nanoTime() around force()). Reporting and --threshold use it when present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub visible_ms: Option<f64>,
     /// Why it was slow: verdict, headline, evidence, contenders, timeline.

@@ -120,9 +120,19 @@ pub fn format_call(r: &CallRecord) -> String {
     if r.start_bound {
         s.push_str("  [running since before tracing began: at least this long]");
     }
-    if let (Some(after), Some(visible)) = (r.after_ms, r.visible_ms) {
+    if let Some(visible) = r.visible_ms {
+        let parts: Vec<String> = [
+            r.before_ms
+                .map(|b| format!("+{b:.3} ms preempted right before the entry")),
+            r.after_ms
+                .map(|a| format!("+{a:.3} ms before the thread ran again")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         s.push_str(&format!(
-            "  (+{after:.3} ms before the thread ran again: {visible:.3} ms as its caller saw it)"
+            "  ({}: {visible:.3} ms as its caller saw it)",
+            parts.join(", ")
         ));
     }
     if let Some(why) = &r.why {

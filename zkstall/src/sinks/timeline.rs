@@ -431,6 +431,9 @@ impl TimelineSink {
         if let Some(a) = r.after_ms {
             args.push(("after_ms", a.into()));
         }
+        if let Some(b) = r.before_ms {
+            args.push(("before_ms", b.into()));
+        }
         if let Some(why) = &r.why {
             args.push(("verdict", why.verdict.name().into()));
             if let Some(via) = why.via {
