@@ -498,41 +498,47 @@ fn in_jvm_pause(g: &Gathered, t: &Thresholds) -> Option<(u64, u32)> {
 /// that runs the safepoint, or threads still to reach it, runnable for most of it): the
 /// root is the CPU, the pause the mechanism.
 fn starvation_via_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
-    let (a, stopped) = in_jvm_pause(g, t)?;
     let rq = (g.ev.after_others_runq_ms? * 1e6) as u64;
-    if (rq as f64) < t.starvation_share * a as f64 {
-        return None;
-    }
-    let mut chain = vec![call_link(call, g)];
-    chain.push(Link {
-        what: "after_return",
-        detail: format!("parked with {stopped} other thread(s) of the JVM"),
-        start_ns: g.syscall_end.0,
-        duration_ms: ms(a),
-    });
-    chain.push(Link {
-        what: "run_queue",
-        detail: "the JVM's other threads runnable, waiting for a CPU".into(),
-        start_ns: g.syscall_end.0,
-        duration_ms: ms(rq),
-    });
-    Some(Finding {
-        verdict: Verdict::CpuStarvation,
-        via: Some("jvm_pause"),
-        chain,
-        layer: None,
-        stage: Some(Stage::AfterReturn),
-    })
+    via_pause(
+        call,
+        g,
+        t,
+        rq,
+        (Verdict::CpuStarvation, "run_queue"),
+        "the JVM's other threads runnable, waiting for a CPU".into(),
+    )
 }
 
 /// A JVM pause that lasted because the JVM's other threads were reclaiming memory (the VM
 /// thread running the safepoint, or threads still to reach it, freeing memory first: their
 /// cgroup at its limit): the root is the memory, the pause the mechanism.
 fn reclaim_via_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
-    let (a, stopped) = in_jvm_pause(g, t)?;
     let r = g.ev.after_others_reclaim.as_ref()?;
-    let rc = (r.ms * 1e6) as u64;
-    if (rc as f64) < t.starvation_share * a as f64 {
+    via_pause(
+        call,
+        g,
+        t,
+        (r.ms * 1e6) as u64,
+        (Verdict::MemoryReclaim, "reclaim"),
+        format!(
+            "the JVM's other threads reclaiming memory ({})",
+            r.threads.join(", ")
+        ),
+    )
+}
+
+/// A JVM pause the JVM's other threads spent `cause_ns` of in `what` (half of it or more):
+/// `verdict` via the pause.
+fn via_pause(
+    call: &Span,
+    g: &Gathered,
+    t: &Thresholds,
+    cause_ns: u64,
+    (verdict, what): (Verdict, &'static str),
+    detail: String,
+) -> Option<Finding> {
+    let (a, stopped) = in_jvm_pause(g, t)?;
+    if (cause_ns as f64) < t.starvation_share * a as f64 {
         return None;
     }
     let mut chain = vec![call_link(call, g)];
@@ -543,16 +549,13 @@ fn reclaim_via_pause(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Findin
         duration_ms: ms(a),
     });
     chain.push(Link {
-        what: "reclaim",
-        detail: format!(
-            "the JVM's other threads reclaiming memory ({})",
-            r.threads.join(", ")
-        ),
+        what,
+        detail,
         start_ns: g.syscall_end.0,
-        duration_ms: ms(rc),
+        duration_ms: ms(cause_ns),
     });
     Some(Finding {
-        verdict: Verdict::MemoryReclaim,
+        verdict,
         via: Some("jvm_pause"),
         chain,
         layer: None,

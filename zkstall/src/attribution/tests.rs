@@ -1206,6 +1206,21 @@ fn held_back_by_its_cgroups_io_limit_is_io_throttled() {
     assert_ne!(explain_it(&c, &h).verdict, Verdict::IoThrottled);
 }
 
+/// ZooKeeper in memory cgroup /zk (v1), limit 64 MiB, using `usage`.
+fn zk_memcg_at(usage: u64) -> crate::enrich::Fact {
+    crate::enrich::Fact::MemLimit {
+        pid: ZK,
+        limit: Some(crate::enrich::MemLimit {
+            cgroup: "/zk".into(),
+            own_cgroup: "/zk".into(),
+            max: Some(64 << 20),
+            usage: Some(usage),
+            v1: true,
+            ..Default::default()
+        }),
+    }
+}
+
 #[test]
 fn reclaiming_memory_in_the_call_is_memory_reclaim_with_the_cgroups_limit() {
     let mut h = History::default();
@@ -1232,17 +1247,7 @@ fn reclaiming_memory_in_the_call_is_memory_reclaim_with_the_cgroups_limit() {
         None,
     ));
     let mut zk = Replay::default();
-    zk.learn(crate::enrich::Fact::MemLimit {
-        pid: ZK,
-        limit: Some(crate::enrich::MemLimit {
-            cgroup: "/zk".into(),
-            own_cgroup: "/zk".into(),
-            max: Some(64 << 20),
-            usage: Some(63 << 20),
-            v1: true,
-            ..Default::default()
-        }),
-    });
+    zk.learn(zk_memcg_at(63 << 20));
     let mut c = call(0, 310);
     c.syscall = "write";
     c.accounting = Some(crate::decode::Accounting {
@@ -1307,17 +1312,7 @@ fn a_jvm_pause_held_by_the_vm_thread_reclaiming_memory_is_memory_reclaim_via_the
     c.syscall_end = Some(t(110));
     let mut zk = Replay::default();
     zk.learn(crate::enrich::Fact::Jvm { pid: ZK, jvm: true });
-    zk.learn(crate::enrich::Fact::MemLimit {
-        pid: ZK,
-        limit: Some(crate::enrich::MemLimit {
-            cgroup: "/zk".into(),
-            own_cgroup: "/zk".into(),
-            max: Some(64 << 20),
-            usage: Some(64 << 20),
-            v1: true,
-            ..Default::default()
-        }),
-    });
+    zk.learn(zk_memcg_at(64 << 20));
     let e = explain(&c, &h, &mut zk);
     assert_consistent(&c, &e);
     assert_eq!(e.verdict, Verdict::MemoryReclaim, "{}", e.headline);
@@ -1331,24 +1326,32 @@ fn a_jvm_pause_held_by_the_vm_thread_reclaiming_memory_is_memory_reclaim_via_the
         "{}",
         e.headline
     );
+    // The same off-CPU history with the VM thread's sleep changed, and only the
+    // SyncThread's own reclaim.
+    let with_vm = |from: &History, change: &dyn Fn(&mut Blocked)| {
+        let mut h2 = History::default();
+        watched(&mut h2);
+        for b in from.blocked.iter() {
+            let mut b = b.clone();
+            if b.tid == 330 {
+                change(&mut b);
+            }
+            h2.blocked(b);
+        }
+        h2.reclaim(h.reclaims[0].clone());
+        h2
+    };
     // The VM thread not reclaiming but writing the GC log, blocked on writeback: a JVM
     // pause, and the headline names what held it.
-    let mut h2 = History::default();
-    watched(&mut h2);
-    for b in h.blocked.iter() {
-        let mut b = b.clone();
-        if b.tid == 330 {
-            b.syscall = Some("write".into());
-            b.stack = vec![
-                "__schedule+0x628".into(),
-                "io_schedule+0x3f".into(),
-                "folio_wait_writeback+0x2a".into(),
-                "__filemap_fdatawait_range+0x6d".into(),
-            ];
-        }
-        h2.blocked(b);
-    }
-    h2.reclaim(h.reclaims[0].clone());
+    let h2 = with_vm(&h, &|b| {
+        b.syscall = Some("write".into());
+        b.stack = vec![
+            "__schedule+0x628".into(),
+            "io_schedule+0x3f".into(),
+            "folio_wait_writeback+0x2a".into(),
+            "__filemap_fdatawait_range+0x6d".into(),
+        ];
+    });
     let e = explain(&c, &h2, &mut zk);
     assert_eq!(e.verdict, Verdict::JvmPause, "{}", e.headline);
     let p = e.evidence.pause_holder.as_ref().unwrap();
@@ -1365,36 +1368,22 @@ fn a_jvm_pause_held_by_the_vm_thread_reclaiming_memory_is_memory_reclaim_via_the
         ("C2 CompilerThread0", Some("write")),
         ("NIOWorkerThread-1", Some("write")),
     ] {
-        let mut h4 = History::default();
-        watched(&mut h4);
-        for b in h2.blocked.iter() {
-            let mut b = b.clone();
-            if b.tid == 330 {
-                b.thread = name.into();
-                b.syscall = syscall.map(String::from);
-            }
-            h4.blocked(b);
-        }
-        h4.reclaim(h.reclaims[0].clone());
+        let h4 = with_vm(&h2, &|b| {
+            b.thread = name.into();
+            b.syscall = syscall.map(String::from);
+        });
         let e = explain(&c, &h4, &mut zk);
         assert_eq!(e.verdict, Verdict::JvmPause, "{}", e.headline);
         assert!(e.evidence.pause_holder.is_none(), "{name}: {}", e.headline);
     }
     // No reclaim record for the VM thread, but its sleep's stack is in memcg reclaim.
-    let mut h3 = History::default();
-    watched(&mut h3);
-    for b in h.blocked.iter() {
-        let mut b = b.clone();
-        if b.tid == 330 {
-            b.stack = vec![
-                "folio_wait_writeback+0x2a".into(),
-                "shrink_folio_list+0xaba".into(),
-                "try_to_free_mem_cgroup_pages+0x13a".into(),
-            ];
-        }
-        h3.blocked(b);
-    }
-    h3.reclaim(h.reclaims[0].clone());
+    let h3 = with_vm(&h, &|b| {
+        b.stack = vec![
+            "folio_wait_writeback+0x2a".into(),
+            "shrink_folio_list+0xaba".into(),
+            "try_to_free_mem_cgroup_pages+0x13a".into(),
+        ];
+    });
     let e = explain(&c, &h3, &mut zk);
     assert_eq!(e.verdict, Verdict::MemoryReclaim, "{}", e.headline);
     assert_eq!(e.evidence.after_others_reclaim.as_ref().unwrap().ms, 233.0);
