@@ -147,7 +147,11 @@ impl Pipeline {
             .blocked
             .iter()
             .rev()
+            // Intervals are kept in the order they ended: stop at the first that ended too
+            // long before the entry (a millisecond of slack for records that arrive out of
+            // order), so a thread that was not preempted costs a few steps, not 256.
             .take(256)
+            .take_while(|b| b.on.0 + BEFORE_GAP_NS + 1_000_000 >= start.0)
             .find(|b| b.tid == task.tid && b.on <= start)?;
         if b.state != SchedState::Runnable || b.seeded || start.since(b.on) > BEFORE_GAP_NS {
             return None;
