@@ -473,14 +473,26 @@ fn a_starved_sync_thread_is_cpu_starvation() {
     let mut load = zk.load(16);
     std::thread::sleep(Duration::from_secs(3));
     // A hog that begins while the SyncThread waits for work stalls the request pipeline
-    // upstream, not an fsync (ZooKeeper then logs nothing): up to three hogs, until one
-    // stalled an fsync that ZooKeeper logged.
-    for _ in 0..3 {
+    // upstream, not an fsync (ZooKeeper then logs nothing); one that begins while it
+    // waits for a flush can starve a kernel thread of the I/O path instead (see below):
+    // up to four hogs, until zkstall printed a starved SyncThread fdatasync.
+    let starved_so_far = |t: &Tracer| {
+        t.records_so_far().iter().any(|r| {
+            r["verdict"] == "cpu_starvation"
+                && r["syscall"] == "fdatasync"
+                && r["visible_ms"]
+                    .as_f64()
+                    .or(r["duration_ms"].as_f64())
+                    .is_some_and(|v| v >= 200.0)
+        })
+    };
+    for round in 0..4 {
         rt_hog_on_cpu1(Duration::from_millis(1500));
         std::thread::sleep(Duration::from_secs(1));
-        if zk.fsync_warnings().iter().any(|w| w.took_ms >= 200) {
+        if starved_so_far(&tracer) {
             break;
         }
+        eprintln!("hog {round}: no starved fdatasync yet");
     }
     let _ = load.wait_for_exit(Duration::from_secs(60));
     let (calls, warnings) = stop(&mut zk, tracer);
@@ -499,12 +511,28 @@ fn a_starved_sync_thread_is_cpu_starvation() {
         summary(&pairs)
     );
     let pairs = long;
+    assert!(
+        pairs.iter().any(|(_, r)| r["verdict"] == "cpu_starvation"),
+        "{:#?}",
+        summary(&pairs)
+    );
     for (_, r) in &pairs {
-        assert_eq!(r["verdict"], "cpu_starvation", "{:#?}", summary(&pairs));
         let seen = r["visible_ms"]
             .as_f64()
             .or(r["duration_ms"].as_f64())
             .unwrap();
+        if r["verdict"] != "cpu_starvation" {
+            // The hog can also starve a kernel thread the SyncThread's flush needs (a
+            // per-CPU worker on CPU 1): the thread then sleeps in D on a slow flush, not
+            // runnable. Nothing traced names that thread, so the honest verdict is
+            // `unknown`; never a disk, which was healthy.
+            assert_eq!(r["verdict"], "unknown", "{:#?}", summary(&pairs));
+            assert!(
+                r["evidence"]["runq_ms"].as_f64().unwrap_or(0.0) < 0.5 * seen,
+                "{r}"
+            );
+            continue;
+        }
         if r["via"] == "jvm_pause" {
             // Held in a safepoint after the return, which could not end because the JVM's
             // threads (the VM thread) could not get the hogged CPU.
