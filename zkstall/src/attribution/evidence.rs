@@ -645,7 +645,6 @@ impl Gathered<'_> {
     }
 }
 
-/// Names the JVM gives its own threads (15-character kernel comms).
 /// Whether a thread of a JVM blocked in the kernel can keep a safepoint from ending: the VM
 /// thread (it runs the operation) and the GC's workers can; a Java thread only outside a
 /// syscall (a page fault in Java code: inside a syscall it is in native, already safe);
@@ -660,6 +659,7 @@ pub fn can_hold_safepoint(thread: &str, in_syscall: bool) -> bool {
     !is_jvm_internal(thread) && !in_syscall
 }
 
+/// Names the JVM gives its own threads (15-character kernel comms).
 pub fn is_jvm_internal(thread: &str) -> bool {
     const NAMES: [&str; 14] = [
         "VM Thread",
@@ -1033,6 +1033,113 @@ fn backing_held(h: &History, path: &[Layer], layers: &mut [LayerEvidence]) {
         l.backing_throttled = who.filter(|_| throttled_ns > 0);
         l.backing_held_ms = ms(held_ns);
     }
+}
+
+/// Other threads of the process that can hold a safepoint up, reclaiming memory while the
+/// call's thread was held after its return (`after`): a pause that lasts because the VM
+/// thread (or a thread still to reach the safepoint) has to free memory first is memory
+/// reclaim, the pause its mechanism.
+fn others_reclaim(
+    h: &History,
+    call: &Span,
+    after: (MonoNs, MonoNs),
+    enrich: &mut dyn Enricher,
+) -> Option<OthersReclaim> {
+    let mut by_tid: HashMap<u32, Vec<(MonoNs, MonoNs)>> = HashMap::new();
+    let mut memcg = false;
+    for r in h
+        .reclaims
+        .iter()
+        .rev()
+        .take_while(|r| r.end > after.0)
+        .filter(|r| r.pid == call.pid && r.tid != call.tid && r.start < call.end)
+    {
+        by_tid.entry(r.tid).or_default().push((r.start, r.end));
+        memcg |= r.memcg;
+    }
+    // Their sleeps whose kernel stack is in reclaim count too (a reclaim still under
+    // way when the pause ended has no end record yet).
+    for b in
+        blocked_in(h, call.pid, after).filter(|b| b.tid != call.tid && site_of(b) == Site::Reclaim)
+    {
+        by_tid.entry(b.tid).or_default().push((b.off, b.on));
+        memcg |= b.stack.iter().any(|f| f.contains("mem_cgroup"));
+    }
+    // Only threads that can hold the safepoint up (a thread reclaiming inside a syscall
+    // is in native: the pause does not wait for it).
+    by_tid.retain(|tid, _| {
+        let spans: Vec<&Blocked> = blocked_in(h, call.pid, after)
+            .filter(|b| b.tid == *tid)
+            .collect();
+        let name = spans
+            .first()
+            .map(|b| b.thread.clone())
+            .or_else(|| enrich.thread_name(call.pid, *tid))
+            .unwrap_or_default();
+        let in_syscall = !spans.is_empty() && spans.iter().all(|b| b.syscall.is_some());
+        can_hold_safepoint(&name, in_syscall)
+    });
+    if by_tid.is_empty() {
+        return None;
+    }
+    let all = union(by_tid.values().flatten().copied().collect());
+    let mut threads: Vec<(u64, u32)> = by_tid
+        .iter()
+        .map(|(tid, v)| (measure(&union(v.clone()), after), *tid))
+        .filter(|(ns, _)| *ns > 0)
+        .collect();
+    threads.sort_by(|a, b| b.cmp(a));
+    let name = |tid: u32| {
+        blocked_in(h, call.pid, after)
+            .find(|b| b.tid == tid)
+            .map(|b| format!("{} ({tid})", b.thread))
+            .unwrap_or_else(|| format!("thread {tid}"))
+    };
+    Some(OthersReclaim {
+        ms: ms(measure(&all, after)),
+        threads: threads
+            .iter()
+            .take(3)
+            .map(|&(ns, tid)| format!("{} {:.0} ms", name(tid), ms(ns)))
+            .collect(),
+        count: threads.len() as u32,
+        memcg,
+    })
+}
+
+/// What held a JVM pause of `wait` ns in `after`: the other thread that can hold a
+/// safepoint up longest in D through at least half of it, the VM thread first (it runs the
+/// safepoint's operation).
+fn pause_holder(
+    h: &History,
+    call: &Span,
+    after: (MonoNs, MonoNs),
+    wait: u64,
+) -> Option<PauseHolder> {
+    let mut d_by_tid: HashMap<u32, (u64, &Blocked)> = HashMap::new();
+    for b in blocked_in(h, call.pid, after).filter(|b| {
+        b.tid != call.tid
+            && b.state == SchedState::DiskSleep
+            && can_hold_safepoint(&b.thread, b.syscall.is_some())
+    }) {
+        let d = overlap(b.sleep(), after);
+        let e = d_by_tid.entry(b.tid).or_insert((0, b));
+        e.0 += d;
+        if d > overlap(e.1.sleep(), after) {
+            e.1 = b;
+        }
+    }
+    let holder = d_by_tid
+        .values()
+        .filter(|(d, _)| d * 2 >= wait)
+        .max_by_key(|(d, b)| (b.thread == "VM Thread", *d));
+    holder.map(|(d, b)| PauseHolder {
+        thread: format!("{} ({})", b.thread, b.tid),
+        d_ms: ms(*d),
+        syscall: b.syscall.clone(),
+        wait_frame: wait_frame(&b.stack),
+        site: site_of(b).name(),
+    })
 }
 
 /// Gathers everything about `call`.
@@ -1627,97 +1734,11 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         // pause that lasts because the JVM cannot get a CPU is CPU starvation.
         let others_runq = measure(&union(runnable), after);
         ev.after_others_runq_ms = Some(ms(others_runq));
-        // ... and for how long some other thread was reclaiming memory: a pause that lasts
-        // because the VM thread (or a thread still to reach the safepoint) has to free memory
-        // first is memory reclaim, the pause its mechanism.
-        let mut by_tid: HashMap<u32, Vec<(MonoNs, MonoNs)>> = HashMap::new();
-        let mut memcg = false;
-        for r in h
-            .reclaims
-            .iter()
-            .rev()
-            .take_while(|r| r.end > syscall_end)
-            .filter(|r| r.pid == call.pid && r.tid != call.tid && r.start < call.end)
-        {
-            by_tid.entry(r.tid).or_default().push((r.start, r.end));
-            memcg |= r.memcg;
+        ev.after_others_reclaim = others_reclaim(h, call, after, enrich);
+        if ev.after_others_reclaim.is_some() && ev.mem_limit.is_none() {
+            ev.mem_limit = enrich.mem_limit(call.pid);
         }
-        // Their sleeps whose kernel stack is in reclaim count too (a reclaim still under
-        // way when the pause ended has no end record yet).
-        for b in blocked_in(h, call.pid, after)
-            .filter(|b| b.tid != call.tid && site_of(b) == Site::Reclaim)
-        {
-            by_tid.entry(b.tid).or_default().push((b.off, b.on));
-            memcg |= b.stack.iter().any(|f| f.contains("mem_cgroup"));
-        }
-        // Only threads that can hold the safepoint up (a thread reclaiming inside a syscall
-        // is in native: the pause does not wait for it).
-        by_tid.retain(|tid, _| {
-            let spans: Vec<&Blocked> = blocked_in(h, call.pid, after)
-                .filter(|b| b.tid == *tid)
-                .collect();
-            let name = spans
-                .first()
-                .map(|b| b.thread.clone())
-                .or_else(|| enrich.thread_name(call.pid, *tid))
-                .unwrap_or_default();
-            let in_syscall = !spans.is_empty() && spans.iter().all(|b| b.syscall.is_some());
-            can_hold_safepoint(&name, in_syscall)
-        });
-        if !by_tid.is_empty() {
-            let all = union(by_tid.values().flatten().copied().collect());
-            let mut threads: Vec<(u64, u32)> = by_tid
-                .iter()
-                .map(|(tid, v)| (measure(&union(v.clone()), after), *tid))
-                .filter(|(ns, _)| *ns > 0)
-                .collect();
-            threads.sort_by(|a, b| b.cmp(a));
-            let name = |tid: u32| {
-                blocked_in(h, call.pid, after)
-                    .find(|b| b.tid == tid)
-                    .map(|b| format!("{} ({tid})", b.thread))
-                    .unwrap_or_else(|| format!("thread {tid}"))
-            };
-            ev.after_others_reclaim = Some(OthersReclaim {
-                ms: ms(measure(&all, after)),
-                threads: threads
-                    .iter()
-                    .take(3)
-                    .map(|&(ns, tid)| format!("{} {:.0} ms", name(tid), ms(ns)))
-                    .collect(),
-                count: threads.len() as u32,
-                memcg,
-            });
-            if ev.mem_limit.is_none() {
-                ev.mem_limit = enrich.mem_limit(call.pid);
-            }
-        }
-        // What held the pause: the other thread longest in D through most of the wait, the
-        // VM thread first (it runs the safepoint's operation).
-        let mut d_by_tid: HashMap<u32, (u64, &Blocked)> = HashMap::new();
-        for b in blocked_in(h, call.pid, after).filter(|b| {
-            b.tid != call.tid
-                && b.state == SchedState::DiskSleep
-                && can_hold_safepoint(&b.thread, b.syscall.is_some())
-        }) {
-            let d = overlap(b.sleep(), after);
-            let e = d_by_tid.entry(b.tid).or_insert((0, b));
-            e.0 += d;
-            if d > overlap(e.1.sleep(), after) {
-                e.1 = b;
-            }
-        }
-        let holder = d_by_tid
-            .values()
-            .filter(|(d, _)| d * 2 >= wait)
-            .max_by_key(|(d, b)| (b.thread == "VM Thread", *d));
-        ev.pause_holder = holder.map(|(d, b)| PauseHolder {
-            thread: format!("{} ({})", b.thread, b.tid),
-            d_ms: ms(*d),
-            syscall: b.syscall.clone(),
-            wait_frame: wait_frame(&b.stack),
-            site: site_of(b).name(),
-        });
+        ev.pause_holder = pause_holder(h, call, after, wait);
         // HotSpot's markers: the JVM's safepoints during that wait.
         let span = |p: &JvmPause| (p.start, p.end_at(call.end));
         let sps: Vec<&JvmPause> = h
