@@ -350,7 +350,10 @@ pub fn comm_str(comm: &[u8; COMM_LEN]) -> String {
 /// A NUL-padded byte string as a string.
 pub fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    match std::str::from_utf8(&bytes[..end]) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(&bytes[..end]).into_owned(),
+    }
 }
 
 fn nonzero(ns: u64) -> Option<MonoNs> {

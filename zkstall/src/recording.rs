@@ -43,6 +43,8 @@ pub const VERSION: u32 = 3;
 pub const MIN_VERSION: u32 = 2;
 /// Larger frames are corruption, not data (kernel records are ~100 bytes).
 const MAX_FRAME: u32 = 16 << 20;
+/// Decompressed bytes read ahead: large enough that a record costs a copy, not a call.
+const READ_BUF: usize = 64 << 10;
 
 #[derive(Debug, Error)]
 pub enum RecordingError {
@@ -420,6 +422,8 @@ pub struct Reader {
     want_preamble: bool,
     /// Chunks skipped without decompressing them (open_at).
     pub chunks_skipped: u32,
+    /// A kernel frame's buffer handed back by [`Reader::recycle`], reused for the next.
+    spare: Vec<u8>,
 }
 
 impl Reader {
@@ -428,7 +432,7 @@ impl Reader {
         let f = File::open(path).map_err(|e| RecordingError::Open(name.clone(), e))?;
         let z = zstd::Decoder::new(f)
             .map_err(|e| RecordingError::NotARecording(name.clone(), e.to_string()))?;
-        let mut z = BufReader::new(z);
+        let mut z = BufReader::with_capacity(READ_BUF, z);
         let mut line = Vec::new();
         // The header is one line; a bounded read keeps garbage input from growing memory.
         let mut byte = [0u8; 1];
@@ -469,6 +473,7 @@ impl Reader {
             frames: 0,
             want_preamble: false,
             chunks_skipped: 0,
+            spare: Vec::new(),
         })
     }
 
@@ -521,7 +526,7 @@ impl Reader {
                 .map_err(|e| RecordingError::Open(name.clone(), e))?;
             let z = zstd::Decoder::new(f)
                 .map_err(|e| RecordingError::NotARecording(name.clone(), e.to_string()))?;
-            r.z = BufReader::new(z);
+            r.z = BufReader::with_capacity(READ_BUF, z);
             r.want_preamble = true;
             r.chunks_skipped = skipped;
         }
@@ -530,6 +535,12 @@ impl Reader {
 
     /// The next frame; Ok(None) at a clean end. A recording cut short (the tracer was
     /// killed) ends with an error saying so, after every complete frame was returned.
+    /// Hands a kernel frame's buffer back: the next frame is read into it instead of a new
+    /// allocation (a recording is mostly kernel frames).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.spare = buf;
+    }
+
     pub fn next_frame(&mut self) -> Result<Option<Frame>, RecordingError> {
         // A loop only to pass over preambles read from the start.
         loop {
@@ -547,7 +558,9 @@ impl Reader {
             if len > MAX_FRAME {
                 return Err(self.corrupt(format!("frame {} claims {len} bytes", self.frames)));
             }
-            let mut payload = vec![0u8; len as usize];
+            let mut payload = std::mem::take(&mut self.spare);
+            payload.clear();
+            payload.resize(len as usize, 0);
             self.z
                 .read_exact(&mut payload)
                 .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;

@@ -236,6 +236,7 @@ pub fn replay(file: &Path, opts: &ReplayOptions, sink: &mut dyn Sink) -> anyhow:
                     last_ts = last_ts.max(ts);
                 }
                 pipeline.handle(&k, sink).context("writing output")?;
+                r.recycle(k);
             }
             Ok(Some(Frame::End(t))) => break t,
             Ok(None) => {

@@ -14,7 +14,6 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use zkstall_common::{
     BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_AFTER, CALL_START_BOUND, Counter, EventKind,
@@ -28,7 +27,7 @@ use crate::{
     history::HistoryLimits,
     pipeline::{Note, Pipeline},
     probes::{KernelCounters, Probes, btf::Btf, layout, tracefs::Tracefs},
-    reader::Reader,
+    reader::{Batch, Reader},
     recording::{
         self, DeviceInfo, FrameOut, Header, OtherDisk, TargetInfo, Trailer, UnseenDisk, Writer,
     },
@@ -381,7 +380,7 @@ pub struct Session<'s> {
     probes: Probes,
     feed: Feed<'s>,
     reader: Reader,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Batch>,
     /// Targets alive now, and every pid traced.
     live: BTreeMap<u32, Target>,
     all_pids: BTreeSet<u32>,
@@ -491,7 +490,7 @@ impl<'s> Session<'s> {
 
         // Reader first, then targets (seeded), then attach: nothing is missed between.
         let ring = probes.take_events()?;
-        let (tx, rx) = mpsc::channel(opts.channel_records.max(1));
+        let (tx, rx) = mpsc::channel(crate::reader::channel_batches(opts.channel_records));
         let reader = Reader::spawn(ring, tx).context("starting the ring-buffer reader")?;
 
         let started = MonoNs::now();
@@ -630,15 +629,18 @@ impl<'s> Session<'s> {
         Ok(())
     }
 
-    /// The next record from the ring buffer; None once the reader has stopped and the
-    /// ring is drained.
-    pub async fn next(&mut self) -> Option<Bytes> {
+    /// The next batch of records from the ring buffer; None once the reader has stopped
+    /// and the ring is drained.
+    pub async fn next(&mut self) -> Option<Batch> {
         self.rx.recv().await
     }
 
-    /// Hands one kernel record to the pipeline (and the recording, and the tap).
-    pub fn record(&mut self, rec: &[u8]) -> anyhow::Result<()> {
-        self.feed.kernel(rec, &mut self.probes)
+    /// Hands a batch of kernel records to the pipeline (and the recording, and the tap).
+    pub fn records(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        for rec in batch.records() {
+            self.feed.kernel(rec, &mut self.probes)?;
+        }
+        Ok(())
     }
 
     /// Stops reading: [`Session::next`] returns what is left, then None.
@@ -742,7 +744,7 @@ impl<'s> Session<'s> {
         Ok(())
     }
 
-    /// Records waiting between the reader and the pipeline.
+    /// Batches of records waiting between the reader and the pipeline.
     pub fn queued(&self) -> usize {
         self.rx.len()
     }
@@ -811,8 +813,8 @@ impl<'s> Session<'s> {
     /// Drains the ring, closes what is open, writes the trailer and returns the summary.
     pub async fn finish(mut self) -> anyhow::Result<Summary> {
         self.stop();
-        while let Some(rec) = self.rx.recv().await {
-            self.feed.kernel(&rec, &mut self.probes)?;
+        while let Some(batch) = self.rx.recv().await {
+            self.records(&batch)?;
         }
         self.reader.join().context("reading the ring buffer")?;
 

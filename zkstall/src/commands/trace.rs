@@ -76,8 +76,8 @@ pub async fn trace(
     loop {
         let stopping = s.stopping();
         tokio::select! {
-            rec = s.next() => match rec {
-                Some(rec) => s.record(&rec)?,
+            batch = s.next() => match batch {
+                Some(batch) => s.records(&batch)?,
                 None => break, // the reader drained the ring and ended
             },
             _ = sigint.recv(), if !stopping => s.stop(),

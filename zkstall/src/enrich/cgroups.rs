@@ -95,7 +95,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// The cgroups a process is in, as /proc/<pid>/cgroup lists them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub struct ProcCgroups {
     /// Its path in the unified hierarchy (`/system.slice/zookeeper.service`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,7 +143,7 @@ impl ProcCgroups {
 
 /// An I/O limit on one disk: the most restrictive of a cgroup's and its ancestors'
 /// (blk-throttle: v1 `blkio.throttle.*_device`, v2 `io.max`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub struct IoLimit {
     /// The cgroup the limit was found on (the process's, or an ancestor).
     pub cgroup: String,
@@ -163,7 +163,7 @@ pub struct IoLimit {
 }
 
 /// A memory limit: the most restrictive of a cgroup's and its ancestors'.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub struct MemLimit {
     pub cgroup: String,
     pub own_cgroup: String,

@@ -5,6 +5,7 @@
 //! recording gives the answers the live run gave.
 
 use rustc_hash::FxHashMap as HashMap;
+use std::hash::{BuildHasher as _, Hash};
 
 use serde::{Deserialize, Serialize};
 
@@ -211,7 +212,9 @@ pub struct Live {
     blk_procs: HashMap<String, (std::time::Instant, Vec<u32>)>,
     /// Some while recording: every answer is logged, once until it changes.
     log: Option<Vec<Fact>>,
-    logged: lru::LruCache<String, Fact>,
+    /// (hash of the question, hash of the answer last logged): answers are asked for per
+    /// record, so an unchanged one must cost two hashes, not a Fact built and compared.
+    logged: lru::LruCache<u64, u64, rustc_hash::FxBuildHasher>,
 }
 
 /// Answers remembered to log each only when it changes (a replay keeps every answer it
@@ -244,7 +247,10 @@ impl Live {
             mem_limits: HashMap::default(),
             blk_procs: HashMap::default(),
             log: None,
-            logged: lru::LruCache::new(std::num::NonZeroUsize::new(LOGGED_KEPT).expect("nonzero")),
+            logged: lru::LruCache::with_hasher(
+                std::num::NonZeroUsize::new(LOGGED_KEPT).expect("nonzero"),
+                rustc_hash::FxBuildHasher,
+            ),
         }
     }
 
@@ -260,23 +266,26 @@ impl Live {
         self
     }
 
-    fn note(&mut self, f: impl FnOnce() -> Fact) {
-        if let Some(log) = &mut self.log {
-            let f = f();
-            let key = f.key();
-            if self.logged.get(&key) == Some(&f) {
-                return;
-            }
-            self.logged.put(key, f.clone());
-            log.push(f);
+    /// Logs `f()`, the answer `v` to question `q` (a tag and the question's fields), unless
+    /// the same answer to the same question was logged last.
+    fn note<Q: Hash, V: Hash + ?Sized>(&mut self, q: Q, v: &V, f: impl FnOnce() -> Fact) {
+        let Some(log) = &mut self.log else {
+            return;
+        };
+        let qh = rustc_hash::FxBuildHasher.hash_one(&q);
+        let vh = rustc_hash::FxBuildHasher.hash_one(v);
+        if self.logged.get(&qh) == Some(&vh) {
+            return;
         }
+        self.logged.put(qh, vh);
+        log.push(f());
     }
 }
 
 impl Enricher for Live {
     fn file_by_fd(&mut self, pid: u32, fd: i32) -> Option<FileInfo> {
         let v = self.files.by_fd(pid, fd);
-        self.note(|| Fact::Fd {
+        self.note((0u8, pid, fd), &v, || Fact::Fd {
             pid,
             fd,
             file: v.as_ref().map(StoredFile::from),
@@ -285,7 +294,7 @@ impl Enricher for Live {
     }
     fn file_by_addr(&mut self, pid: u32, addr: u64) -> Option<FileInfo> {
         let v = self.files.by_addr(pid, addr);
-        self.note(|| Fact::Addr {
+        self.note((1u8, pid, addr), &v, || Fact::Addr {
             pid,
             addr,
             file: v.as_ref().map(StoredFile::from),
@@ -294,7 +303,7 @@ impl Enricher for Live {
     }
     fn device_name(&mut self, dev: DevId, pid: u32) -> Option<String> {
         let v = self.devices.name(dev, pid);
-        self.note(|| Fact::DeviceName {
+        self.note((2u8, dev, pid), &v, || Fact::DeviceName {
             dev: dev.to_string(),
             pid,
             name: v.clone(),
@@ -303,7 +312,7 @@ impl Enricher for Live {
     }
     fn device_model(&mut self, dev: DevId) -> Option<String> {
         let v = self.devices.model(dev);
-        self.note(|| Fact::DeviceModel {
+        self.note((3u8, dev), &v, || Fact::DeviceModel {
             dev: dev.to_string(),
             model: v.clone(),
         });
@@ -311,7 +320,7 @@ impl Enricher for Live {
     }
     fn thread_name(&mut self, pid: u32, tid: u32) -> Option<String> {
         let v = self.threads.name(pid, tid);
-        self.note(|| Fact::Thread {
+        self.note((4u8, pid, tid), &v, || Fact::Thread {
             pid,
             tid,
             name: v.clone(),
@@ -335,7 +344,7 @@ impl Enricher for Live {
     }
     fn cgroup_path(&mut self, id: u64) -> Option<String> {
         let v = self.cgroups.path(id);
-        self.note(|| Fact::Cgroup {
+        self.note((5u8, id), &v, || Fact::Cgroup {
             id,
             path: v.clone(),
         });
@@ -343,7 +352,7 @@ impl Enricher for Live {
     }
     fn blk_cgroup_path(&mut self, id: u64) -> Option<String> {
         let v = self.blk_cgroups.path(id);
-        self.note(|| Fact::BlkCgroup {
+        self.note((6u8, id), &v, || Fact::BlkCgroup {
             id,
             path: v.clone(),
         });
@@ -383,7 +392,7 @@ impl Enricher for Live {
                 v
             }
         };
-        self.note(|| Fact::BlkCgroupProcs {
+        self.note((7u8, path), &v, || Fact::BlkCgroupProcs {
             path: path.to_string(),
             pids: v.clone(),
         });
@@ -401,7 +410,7 @@ impl Enricher for Live {
                 c
             }
         };
-        self.note(|| Fact::ProcCgroups {
+        self.note((8u8, pid), &v, || Fact::ProcCgroups {
             pid,
             cgroups: v.clone(),
         });
@@ -421,7 +430,7 @@ impl Enricher for Live {
                 v
             }
         };
-        self.note(|| Fact::Jvm { pid, jvm: v });
+        self.note((9u8, pid), &v, || Fact::Jvm { pid, jvm: v });
         v
     }
     fn io_limit(&mut self, pid: u32, disk: DiskDev) -> Option<IoLimit> {
@@ -445,7 +454,7 @@ impl Enricher for Live {
                 v
             }
         };
-        self.note(|| Fact::IoLimit {
+        self.note((10u8, pid, disk), &v, || Fact::IoLimit {
             pid,
             disk: disk.to_string(),
             limit: v.clone(),
@@ -474,7 +483,7 @@ impl Enricher for Live {
                 v
             }
         };
-        self.note(|| Fact::MemLimit {
+        self.note((11u8, pid), &v, || Fact::MemLimit {
             pid,
             limit: v.clone(),
         });
@@ -489,7 +498,7 @@ impl Enricher for Live {
                 p
             }
         };
-        self.note(|| Fact::DiskPath {
+        self.note((12u8, dev), &v, || Fact::DiskPath {
             dev: dev.to_string(),
             path: v.clone(),
         });
@@ -508,7 +517,7 @@ impl Enricher for Live {
                 syms
             }
         };
-        self.note(|| Fact::Stack {
+        self.note((13u8, key), &v, || Fact::Stack {
             key,
             frames: v.clone(),
         });
@@ -680,5 +689,42 @@ impl Enricher for Replay {
     }
     fn learn(&mut self, fact: Fact) {
         self.take(fact);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recording_logs_an_answer_once_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut live = Live::with_mounts(
+            ProcRoot(dir.path().to_path_buf()),
+            "/nonexistent",
+            Mounts::default(),
+        )
+        .recording();
+        for _ in 0..3 {
+            assert_eq!(live.thread_name(7, 8), None);
+        }
+        // The same question about another thread is another question.
+        assert_eq!(live.thread_name(7, 9), None);
+        let facts = live.take_facts();
+        assert_eq!(facts.len(), 2, "{facts:?}");
+        // The answer changes (the thread appeared): logged again, once.
+        std::fs::create_dir_all(dir.path().join("7/task/8")).unwrap();
+        std::fs::write(dir.path().join("7/task/8/comm"), "SyncThread:1\n").unwrap();
+        for _ in 0..3 {
+            assert_eq!(live.thread_name(7, 8).as_deref(), Some("SyncThread:1"));
+        }
+        assert_eq!(
+            live.take_facts(),
+            vec![Fact::Thread {
+                pid: 7,
+                tid: 8,
+                name: Some("SyncThread:1".into())
+            }]
+        );
     }
 }

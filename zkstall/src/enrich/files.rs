@@ -75,7 +75,7 @@ impl fmt::Display for DevId {
 }
 
 /// What an fd or a mapping refers to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FileInfo {
     /// Absolute path as the process sees it (or `socket:[..]`, `anon_inode:..`).
     pub path: String,

@@ -43,7 +43,7 @@ impl fmt::Display for DiskDev {
 }
 
 /// What a layer is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LayerKind {
     /// A disk with its own hardware (or virtual hardware) queue.
@@ -57,7 +57,7 @@ pub enum LayerKind {
 }
 
 /// A partition's place on its disk, in 512-byte sectors as requests count them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PartRange {
     /// The partition's own device number.
     pub dev: DevId,
@@ -72,7 +72,7 @@ impl PartRange {
 }
 
 /// One device between a file and the hardware.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Layer {
     /// The disk whose request queue is examined.
     pub disk: DiskDev,
@@ -89,7 +89,7 @@ pub struct Layer {
 }
 
 /// The devices serving a filesystem, top (the one holding it) first.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub struct DiskPath {
     pub layers: Vec<Layer>,
 }

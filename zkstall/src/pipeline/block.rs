@@ -12,7 +12,7 @@ use super::Pipeline;
 use crate::{
     decode::IoDone,
     enrich::DiskDev,
-    history::{self, Op, Party, PartyKind},
+    history::{self, Name, Op, Party, PartyKind},
     probes::ReqBits,
     sinks::{
         EventRecord, Observation, Sink,
@@ -127,6 +127,21 @@ pub fn status_errno(status: u32) -> i32 {
     }
 }
 
+/// What the per-request path would otherwise look up and intern for every request: a
+/// plain task's party by (tid, task cgroup) and a blkcg's path by id. Only answers that
+/// were found are kept (a cgroup not resolved yet is asked again), and the answer is the
+/// enricher's first one, which is also what a recording logged: live and `report` agree.
+#[derive(Default)]
+pub(crate) struct Charges {
+    tasks: rustc_hash::FxHashMap<(u32, u64), Party>,
+    blkcgs: rustc_hash::FxHashMap<u64, Name>,
+}
+
+impl Charges {
+    /// Entries kept at most (each map starts over past it).
+    const MAX: usize = 4096;
+}
+
 impl Pipeline {
     /// Who caused a request.
     fn charge(&mut self, io: &IoDone) -> Party {
@@ -199,17 +214,47 @@ impl Pipeline {
                 },
             };
         }
+        let key = (io.submitter.tid, io.task_cgroup);
+        if let Some(p) = self.charges.tasks.get(&key)
+            && p.pid == io.submitter.pid
+            && *p.comm == *io.comm
+        {
+            return p.clone();
+        }
         let cgroup = self
             .enrich
             .cgroup_path(io.task_cgroup)
             .map(|c| self.names.get(&c));
-        Party {
+        let p = Party {
             kind: PartyKind::Task,
             pid: io.submitter.pid,
             tid: io.submitter.tid,
             comm: self.names.get(&io.comm),
             cgroup,
+        };
+        if p.cgroup.is_some() || io.task_cgroup == 0 {
+            if self.charges.tasks.len() >= Charges::MAX {
+                self.charges.tasks.clear();
+            }
+            self.charges.tasks.insert(key, p.clone());
         }
+        p
+    }
+
+    /// The path of the blkcg `id` (the io controller's hierarchy), interned.
+    fn blkcg_name(&mut self, id: u64) -> Option<Name> {
+        if let Some(n) = self.charges.blkcgs.get(&id) {
+            return Some(n.clone());
+        }
+        let n = self
+            .enrich
+            .blk_cgroup_path(id)
+            .map(|c| self.names.get(&c))?;
+        if self.charges.blkcgs.len() >= Charges::MAX {
+            self.charges.blkcgs.clear();
+        }
+        self.charges.blkcgs.insert(id, n.clone());
+        Some(n)
     }
 
     /// The history entry of a request: charged to whoever caused it.
@@ -217,9 +262,7 @@ impl Pipeline {
         let flags = req_flags(io.cmd_flags, &self.req_bits);
         let charged = self.charge(io);
         let blkcg = if io.blk_cgroup != 0 {
-            self.enrich
-                .blk_cgroup_path(io.blk_cgroup)
-                .map(|c| self.names.get(&c))
+            self.blkcg_name(io.blk_cgroup)
         } else {
             None
         };

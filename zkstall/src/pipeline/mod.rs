@@ -127,6 +127,8 @@ pub struct Pipeline {
     last_ts: MonoNs,
     /// Names shared by history entries.
     names: Names,
+    /// Resolved names the block path asks for per request (see block.rs's `Charges`).
+    charges: block::Charges,
     /// Java names of threads (from HotSpot's probes or jcmd), by tid.
     java_names: HashMap<u32, (String, jvm::NameSource)>,
     /// (pid, from, to) of safepoints zkstall caused itself (its jcmd).
@@ -160,6 +162,7 @@ impl Pipeline {
             asked_helpers: HashSet::new(),
             last_ts: MonoNs(0),
             names: Names::default(),
+            charges: block::Charges::default(),
             java_names: HashMap::default(),
             own_safepoints: Vec::new(),
             stats: Stats::default(),

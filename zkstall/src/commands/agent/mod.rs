@@ -320,9 +320,9 @@ pub async fn run_with(cfg: AgentConfig) -> anyhow::Result<()> {
     loop {
         let stopping = s.stopping();
         tokio::select! {
-            rec = s.next() => match rec {
-                Some(rec) => {
-                    s.record(&rec)?;
+            batch = s.next() => match batch {
+                Some(batch) => {
+                    s.records(&batch)?;
                     handle_stalls(&s, &recorder, &pending, &metrics, &host);
                 }
                 None => break,
@@ -362,7 +362,7 @@ pub async fn run_with(cfg: AgentConfig) -> anyhow::Result<()> {
                     let (ios, blocked, other) = s.pipeline().history_len();
                     let r = recorder.borrow();
                     tracing::debug!(
-                        "memory {} MiB: recorder {} KiB of {} KiB ({:.1} s), history {ios} requests {blocked} intervals {other} other, {} records queued",
+                        "memory {} MiB: recorder {} KiB of {} KiB ({:.1} s), history {ios} requests {blocked} intervals {other} other, {} batches of records queued",
                         own_usage().0 >> 20,
                         r.stored_bytes() >> 10,
                         r.budget() >> 10,
