@@ -322,6 +322,9 @@ struct Row {
     /// The goal (a ratio, or a bound) and whether larger is better.
     goal: Option<(f64, bool)>,
     note: String,
+    /// The lowest and highest of the rounds' own with/without ratios (each round's pair
+    /// measured back to back): how far one round can be trusted.
+    spread: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -341,7 +344,13 @@ impl Row {
             value,
             goal,
             note: String::new(),
+            spread: None,
         }
+    }
+
+    fn with_spread(mut self, spread: (f64, f64)) -> Row {
+        self.spread = Some(spread);
+        self
     }
 
     fn ratio(&self) -> Option<f64> {
@@ -362,6 +371,7 @@ impl Row {
                 if up { v >= g } else { v <= g }
             }),
             "note": self.note,
+            "round_ratios": self.spread.map(|(lo, hi)| json!({"min": lo, "max": hi})),
         })
     }
 
@@ -391,27 +401,39 @@ impl Row {
             shown,
             goal,
             self.unit,
-            self.note
+            match self.spread {
+                Some((lo, hi)) => format!("(rounds {lo:.2}-{hi:.2}) {}", self.note),
+                None => self.note.clone(),
+            }
         );
     }
 }
 
-/// Alternating rounds of `load` without and with `attach` (which returns a guard).
+/// Alternating rounds of `load` without and with `attach` (which returns a guard): the
+/// medians of each, and the range of the rounds' own ratios.
 fn ab<G>(
     rounds: usize,
     mut load: impl FnMut() -> Result<f64>,
     mut attach: impl FnMut() -> Result<G>,
     mut after: impl FnMut(&G),
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, (f64, f64))> {
     let (mut without, mut with) = (Vec::new(), Vec::new());
+    let mut ratios: Vec<f64> = Vec::new();
     for _ in 0..rounds {
-        without.push(load()?);
+        let a = load()?;
         let g = attach()?;
-        with.push(load()?);
+        let b = load()?;
         after(&g);
         drop(g);
+        if a > 0.0 {
+            ratios.push(b / a);
+        }
+        without.push(a);
+        with.push(b);
     }
-    Ok((median(without), median(with)))
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(0.0, f64::max);
+    Ok((median(without), median(with), (lo, hi)))
 }
 
 pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> {
@@ -440,34 +462,40 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
     {
         let mut target = idle_target(home.dir())?;
         let pid = target.id().to_string();
-        let (a, b) = ab(
+        let (a, b, spread) = ab(
             rounds.max(5),
             || sched_pipe(seconds),
             || Agent::start(zkstall, &["--pid", &pid]),
             |_| {},
         )?;
-        rows.push(Row::ab(
-            "perf bench sched pipe",
-            "zkstall agent (idle target)",
-            "ops/s",
-            (a, b),
-            Some((0.97, true)),
-        ));
+        rows.push(
+            Row::ab(
+                "perf bench sched pipe",
+                "zkstall agent (idle target)",
+                "ops/s",
+                (a, b),
+                Some((0.97, true)),
+            )
+            .with_spread(spread),
+        );
         shown(&rows);
         if bpftrace {
-            let (a, b) = ab(
+            let (a, b, spread) = ab(
                 rounds.max(5),
                 || sched_pipe(seconds),
                 Bpftrace::count_switches,
                 |_| {},
             )?;
-            rows.push(Row::ab(
-                "perf bench sched pipe",
-                "bpftrace counting sched_switch",
-                "ops/s",
-                (a, b),
-                None,
-            ));
+            rows.push(
+                Row::ab(
+                    "perf bench sched pipe",
+                    "bpftrace counting sched_switch",
+                    "ops/s",
+                    (a, b),
+                    None,
+                )
+                .with_spread(spread),
+            );
             shown(&rows);
         }
         let _ = target.kill();
@@ -479,35 +507,41 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
     {
         let mut target = idle_target(home.dir())?;
         let pid = target.id().to_string();
-        let (a, b) = ab(
+        let (a, b, spread) = ab(
             rounds,
             || fio(&other.dev, seconds),
             || Agent::start(zkstall, &["--pid", &pid]),
             |_| {},
         )?;
-        rows.push(Row::ab(
-            "fio flood, a disk ZooKeeper does not use",
-            "zkstall agent",
-            "IOPS",
-            (a, b),
-            Some((0.97, true)),
-        ));
+        rows.push(
+            Row::ab(
+                "fio flood, a disk ZooKeeper does not use",
+                "zkstall agent",
+                "IOPS",
+                (a, b),
+                Some((0.97, true)),
+            )
+            .with_spread(spread),
+        );
         shown(&rows);
         if bpftrace {
             let k = kdev(&other.dev)?;
-            let (a, b) = ab(
+            let (a, b, spread) = ab(
                 rounds,
                 || fio(&other.dev, seconds),
                 || Bpftrace::per_pid_latency(Some(k)),
                 |_| {},
             )?;
-            rows.push(Row::ab(
-                "fio flood, a disk ZooKeeper does not use",
-                "bpftrace per-pid latency histogram",
-                "IOPS",
-                (a, b),
-                None,
-            ));
+            rows.push(
+                Row::ab(
+                    "fio flood, a disk ZooKeeper does not use",
+                    "bpftrace per-pid latency histogram",
+                    "IOPS",
+                    (a, b),
+                    None,
+                )
+                .with_spread(spread),
+            );
             shown(&rows);
         }
         let _ = target.kill();
@@ -525,7 +559,7 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
     {
         let mut target = idle_target(own.dir())?;
         let pid = target.id().to_string();
-        let (a, b) = ab(
+        let (a, b, spread) = ab(
             rounds,
             || {
                 // The agent's RSS is sampled while fio runs.
@@ -563,23 +597,27 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             value: b,
             goal: Some((0.95, true)),
             note: format!("{:.0} records, {:.0} dropped", flood_records, flood_drops),
+            spread: Some(spread),
         });
         shown(&rows);
         if bpftrace {
             let k = kdev(&own.dev)?;
-            let (a, b) = ab(
+            let (a, b, spread) = ab(
                 rounds,
                 || fio(&flood_file, seconds),
                 || Bpftrace::per_pid_latency(Some(k)),
                 |_| {},
             )?;
-            rows.push(Row::ab(
-                "fio flood, ZooKeeper's own disk",
-                "bpftrace per-pid latency histogram",
-                "IOPS",
-                (a, b),
-                None,
-            ));
+            rows.push(
+                Row::ab(
+                    "fio flood, ZooKeeper's own disk",
+                    "bpftrace per-pid latency histogram",
+                    "IOPS",
+                    (a, b),
+                    None,
+                )
+                .with_spread(spread),
+            );
             shown(&rows);
         }
         let _ = target.kill();
@@ -593,6 +631,7 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
         value: flood_drops,
         goal: Some((0.0, false)),
         note: String::new(),
+        spread: None,
     });
     shown(&rows);
     rows.push(Row {
@@ -603,6 +642,7 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
         value: flood_rss as f64 / (1 << 20) as f64,
         goal: Some((64.0, false)),
         note: String::new(),
+        spread: None,
     });
     shown(&rows);
 
@@ -665,6 +705,7 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
                 "{e1:.0} records in {t1:.2} s ({} MiB), {e0:.0} in {t0:.2} s",
                 size >> 20
             ),
+            spread: None,
         });
         shown(&rows);
     }
@@ -836,21 +877,25 @@ fn zookeeper_rows(
 ) -> Result<()> {
     let zk = Zk::start(&home.dir().join("zk"))?;
     let secs = seconds.max(8);
-    // Warm the JVMs up (the server's JIT, the page cache).
-    let _ = zk.creates(3)?;
-    let (a, b) = ab(
+    // Warm the JVMs up (the server's JIT, the page cache): with a 3 s warm-up the first
+    // round's creates/s were half the later rounds' here.
+    let _ = zk.creates(secs * 2)?;
+    let (a, b, spread) = ab(
         rounds.max(5),
         || zk.creates(secs),
         || Agent::start(zkstall, &[]),
         |_| {},
     )?;
-    rows.push(Row::ab(
-        "ZooKeeper creates/s",
-        "zkstall agent on it",
-        "creates/s",
-        (a, b),
-        Some((0.99, true)),
-    ));
+    rows.push(
+        Row::ab(
+            "ZooKeeper creates/s",
+            "zkstall agent on it",
+            "creates/s",
+            (a, b),
+            Some((0.99, true)),
+        )
+        .with_spread(spread),
+    );
     rows.last().map(Row::print);
 
     // Idle RSS of the agent on a quiet ZooKeeper.
@@ -865,6 +910,7 @@ fn zookeeper_rows(
             value: rss_of(agent.pid()) as f64 / (1 << 20) as f64,
             goal: Some((64.0, false)),
             note: String::new(),
+            spread: None,
         });
         rows.last().map(Row::print);
     }
@@ -907,6 +953,7 @@ fn zookeeper_rows(
             } else {
                 "trace failed".into()
             },
+            spread: None,
         });
         rows.last().map(Row::print);
     }
@@ -993,6 +1040,7 @@ fn zookeeper_rows(
             value: median(lat.clone()),
             goal: Some((250.0, false)),
             note: format!("rounds: {lat:.0?}"),
+            spread: None,
         });
         rows.last().map(Row::print);
     }

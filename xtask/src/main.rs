@@ -180,7 +180,12 @@ fn main() -> Result<()> {
                 ("bpftrace", "command -v bpftrace"),
                 ("linux-perf", "command -v perf"),
             ])?;
-            let bin = build(&root, true)?;
+            // ZKSTALL_BENCH_BIN: measure another build (a before/after pair with the same
+            // harness).
+            let bin = match std::env::var_os("ZKSTALL_BENCH_BIN") {
+                Some(b) => PathBuf::from(b),
+                None => build(&root, true)?,
+            };
             bench::run(&bin, seconds, rounds, !no_zookeeper)
         }
         Cmd::VmTest {
