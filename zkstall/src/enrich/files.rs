@@ -147,12 +147,30 @@ impl Files {
         let link = self.proc.pid_dir(pid).join("fd").join(fd.to_string());
         match std::fs::read_link(&link) {
             Ok(target) => {
+                let path = target.to_string_lossy().into_owned();
                 // stat follows the link to the open file itself, even if it was renamed.
-                let meta = std::fs::metadata(&link).ok();
+                let Ok(meta) = std::fs::metadata(&link) else {
+                    // Closed between the two reads (the process exiting): the last full
+                    // answer for this fd when it named the same file, else the file by its
+                    // name; never a device-less answer cached over a full one.
+                    if let Some(c) = self
+                        .by_fd
+                        .get(&(pid, fd))
+                        .filter(|c| c.path == path && c.dev.is_some())
+                    {
+                        return Some(c.clone());
+                    }
+                    let meta = std::fs::metadata(&path).ok();
+                    return Some(FileInfo {
+                        dev: meta.as_ref().map(|m| DevId::from_dev_t(m.dev())),
+                        ino: meta.as_ref().map(|m| m.ino()),
+                        path,
+                    });
+                };
                 let info = FileInfo {
-                    path: target.to_string_lossy().into_owned(),
-                    dev: meta.as_ref().map(|m| DevId::from_dev_t(m.dev())),
-                    ino: meta.as_ref().map(|m| m.ino()),
+                    path,
+                    dev: Some(DevId::from_dev_t(meta.dev())),
+                    ino: Some(meta.ino()),
                 };
                 bounded_insert(&mut self.by_fd, CACHE_ENTRIES, (pid, fd), info.clone());
                 Some(info)

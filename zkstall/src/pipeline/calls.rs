@@ -129,8 +129,13 @@ impl Pipeline {
         if visible < self.threshold_ns && !crossed {
             return Ok(());
         }
-        if call.file.is_none() {
-            call.file = self.resolve(call.task, call.syscall, call.arg);
+        if call.file.as_ref().is_none_or(|f| f.dev.is_none()) {
+            // Not resolved at the entry, or without its device (closed between two reads):
+            // asked again, kept only if better.
+            let again = self.resolve(call.task, call.syscall, call.arg);
+            if call.file.is_none() || again.as_ref().is_some_and(|f| f.dev.is_some()) {
+                call.file = again;
+            }
         }
         self.report(&call, x.end, Phase::Done, None, sink)
     }
