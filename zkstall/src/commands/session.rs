@@ -236,8 +236,7 @@ struct DiskCheck {
     /// block layer's, at the last check.
     last: BTreeMap<u32, (u64, u64)>,
     /// The same at the disk's first check, and the completions noted unseen since.
-    first: BTreeMap<u32, (u64, u64)>,
-    noted: BTreeMap<u32, u64>,
+    run_long: BTreeMap<u32, (Option<(u64, u64)>, u64)>,
 }
 
 /// Requests issued longer ago than this that the disk does not count in flight are stale.
@@ -270,8 +269,7 @@ impl DiskCheck {
         // A disk no longer watched starts over if it is watched again (its completions
         // in between were counted as an unwatched disk's).
         let watched: BTreeSet<u32> = disks.iter().map(|(d, _)| d.0.to_kernel()).collect();
-        self.first.retain(|k, _| watched.contains(k));
-        self.noted.retain(|k, _| watched.contains(k));
+        self.run_long.retain(|k, _| watched.contains(k));
         for (disk, name) in &disks {
             let k = disk.0.to_kernel();
             let Some(&d_now) = block.0.get(&k) else {
@@ -279,32 +277,21 @@ impl DiskCheck {
             };
             let a_now = before.get(&k).copied().unwrap_or(0);
             let b_now = probes.watched_completions(k);
-            let noted = self.noted.entry(k).or_default();
-            let mut first = self.first.get(&k).copied();
+            let (first, noted) = self.run_long.entry(k).or_default();
             let prev = self.at.and(self.last.get(&k).copied());
-            let (unseen, catch_up) = shortfall(prev, &mut first, noted, (a_now, d_now, b_now));
-            if let Some(f) = first {
-                self.first.insert(k, f);
-            }
-            if let Some(from) = self.at.filter(|_| unseen > 0) {
-                notes.push(Note::Unseen {
-                    from_ns: from.0,
-                    to_ns: now.0,
-                    disk: disk.to_string(),
-                    name: name.clone(),
-                    completions: unseen,
-                    stale: 0,
-                });
-            }
-            if catch_up > 0 {
-                notes.push(Note::Unseen {
-                    from_ns: self.before_at.or(self.at).unwrap_or(now).0,
-                    to_ns: now.0,
-                    disk: disk.to_string(),
-                    name: name.clone(),
-                    completions: catch_up,
-                    stale: 0,
-                });
+            let (unseen, catch_up) = shortfall(prev, first, noted, (a_now, d_now, b_now));
+            // The second's own shortfall, then the one caught up over the last two.
+            for (from, completions) in [(self.at, unseen), (self.before_at.or(self.at), catch_up)] {
+                if let Some(from) = from.filter(|_| completions > 0) {
+                    notes.push(Note::Unseen {
+                        from_ns: from.0,
+                        to_ns: now.0,
+                        disk: disk.to_string(),
+                        name: name.clone(),
+                        completions,
+                        stale: 0,
+                    });
+                }
             }
             next.insert(k, (a_now, d_now));
         }
