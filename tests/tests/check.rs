@@ -97,6 +97,46 @@ fn check_passes_here_as_root() {
     assert!(out.contains("zkstall can trace on this host."), "{out}");
 }
 
+/// The bench's floor (`zkstall floor`) puts a program on exactly the hooks `check` verifies
+/// (what trace and agent attach), and lets go on SIGTERM.
+#[test]
+fn the_bench_floor_covers_every_hook_check_verifies() {
+    if !can_run_root_tests("the_bench_floor_covers_every_hook_check_verifies") {
+        return;
+    }
+    let (code, out, err) = run(&mut zkstall(&["check"]));
+    assert_eq!(code, 0, "check failed:\n{out}\n{err}");
+    let verified: usize = out
+        .lines()
+        .find_map(|l| l.split("programs     ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no program count in: {out}"));
+    let mut floor = Proc::spawn(
+        "zkstall floor",
+        zkstall(&["floor"]).stderr(std::process::Stdio::piped()),
+    );
+    let lines = lines_of(floor.child.stderr.take().unwrap());
+    let got = wait_for_line(&lines, "floor attached", std::time::Duration::from_secs(60));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(floor.pid() as i32, libc::SIGTERM) };
+    let t0 = std::time::Instant::now();
+    let status = floor.wait_for_exit(std::time::Duration::from_secs(10));
+    let line = got.last().cloned().unwrap_or_default();
+    let nums: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 2, "{line}");
+    assert!(nums[1] > 0, "no BTF tracepoint in the floor: {line}");
+    assert_eq!(nums[0] + nums[1], verified, "floor: {line}; check: {out}");
+    assert!(
+        status.success(),
+        "floor exited {status:?} after {:?}",
+        t0.elapsed()
+    );
+}
+
 #[test]
 fn check_without_privileges_fails_naming_the_fix() {
     if !can_run_root_tests("check_without_privileges_fails_naming_the_fix") {

@@ -5,7 +5,9 @@
 //! - bystanders of the always-on agent (tracing an idle process: every scheduler and block
 //!   probe live): `perf bench sched pipe`; fio's 4 KiB random direct writes from two jobs
 //!   (both CPUs busy) on a ram-backed loop device the target does not use, and on the one
-//!   its file is on (every request traced); the same collection in bpftrace beside it;
+//!   its file is on (every request traced); the same collection in bpftrace beside it,
+//!   and the floor (`zkstall floor`: on every hook the agent uses, a program that looks up
+//!   one map and returns), the hooks' own price that no work in the programs goes below;
 //! - ZooKeeper creates/s (its own client, a real server) with the agent on it;
 //! - the userspace pipeline: `report` of a recording of the flood, records/s on one core;
 //! - the agent's resident memory, idle and through the flood; recording size per hour, idle
@@ -306,6 +308,41 @@ impl Drop for Bpftrace {
     }
 }
 
+/// `zkstall floor`: a program that looks up one map and returns, on every hook the agent
+/// uses. What a bystander loses to it is the hooks' own price here, below which no work in
+/// zkstall's programs can go.
+struct Floor(Child);
+
+impl Floor {
+    fn start(zkstall: &Path) -> Result<Floor> {
+        let mut child = Command::new(zkstall)
+            .arg("floor")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting zkstall floor")?;
+        let stderr = child.stderr.take().context("floor stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("floor attached") => break,
+                Some(Ok(_)) => {}
+                _ => bail!("zkstall floor ended before it attached"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Floor(child))
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
 fn kdev(dev: &str) -> Result<u64> {
     use std::os::unix::fs::MetadataExt as _;
     let rdev = std::fs::metadata(dev)?.rdev();
@@ -436,6 +473,9 @@ fn ab<G>(
     Ok((median(without), median(with), (lo, hi)))
 }
 
+/// The floor rows' label.
+const FLOOR: &str = "floor: empty programs, same hooks";
+
 pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -498,6 +538,16 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             );
             shown(&rows);
         }
+        let (a, b, spread) = ab(
+            rounds.max(5),
+            || sched_pipe(seconds),
+            || Floor::start(zkstall),
+            |_| {},
+        )?;
+        rows.push(
+            Row::ab("perf bench sched pipe", FLOOR, "ops/s", (a, b), None).with_spread(spread),
+        );
+        shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
     }
@@ -544,6 +594,23 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             );
             shown(&rows);
         }
+        let (a, b, spread) = ab(
+            rounds,
+            || fio(&other.dev, seconds),
+            || Floor::start(zkstall),
+            |_| {},
+        )?;
+        rows.push(
+            Row::ab(
+                "fio flood, a disk ZooKeeper does not use",
+                FLOOR,
+                "IOPS",
+                (a, b),
+                None,
+            )
+            .with_spread(spread),
+        );
+        shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
     }
@@ -620,6 +687,23 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             );
             shown(&rows);
         }
+        let (a, b, spread) = ab(
+            rounds,
+            || fio(&flood_file, seconds),
+            || Floor::start(zkstall),
+            |_| {},
+        )?;
+        rows.push(
+            Row::ab(
+                "fio flood, ZooKeeper's own disk",
+                FLOOR,
+                "IOPS",
+                (a, b),
+                None,
+            )
+            .with_spread(spread),
+        );
+        shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
     }
@@ -896,6 +980,14 @@ fn zookeeper_rows(
         )
         .with_spread(spread),
     );
+    rows.last().map(Row::print);
+    let (a, b, spread) = ab(
+        rounds.max(5),
+        || zk.creates(secs),
+        || Floor::start(zkstall),
+        |_| {},
+    )?;
+    rows.push(Row::ab("ZooKeeper creates/s", FLOOR, "creates/s", (a, b), None).with_spread(spread));
     rows.last().map(Row::print);
 
     // Idle RSS of the agent on a quiet ZooKeeper.

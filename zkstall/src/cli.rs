@@ -143,6 +143,10 @@ is named. Recordings of one boot of one host share one clock and align exactly."
     /// The demo's workload (used by the demo and the tests).
     #[command(hide = true)]
     Workload(WorkloadArgs),
+    /// The bench's floor: a program that looks up a map and returns, on every hook trace
+    /// and agent use, until SIGINT or SIGTERM (`cargo xtask bench` compares with it).
+    #[command(hide = true)]
+    Floor,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -40,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Trace(a) => runtime().and_then(|rt| rt.block_on(commands::trace::run(a))),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(commands::demo::run(a))),
         Command::Agent(a) => runtime().and_then(|rt| rt.block_on(commands::agent::run(a))),
+        Command::Floor => runtime().and_then(|rt| rt.block_on(commands::floor::run())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

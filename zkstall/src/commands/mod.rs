@@ -3,6 +3,7 @@ pub mod agent;
 pub mod check;
 pub mod demo;
 pub mod export;
+pub mod floor;
 pub mod merge;
 pub mod report;
 pub mod session;

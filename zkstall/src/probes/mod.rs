@@ -2,6 +2,7 @@
 //! the ring buffer, the drop counters.
 
 pub mod btf;
+pub mod floor;
 mod jvm;
 pub mod layout;
 pub mod tracefs;
