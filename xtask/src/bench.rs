@@ -863,7 +863,9 @@ impl Zk {
         let child = Command::new("java")
             .arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
             .args([
-                "-Xmx256m",
+                // Room for every round's znodes (ZkLoad never deletes its ~600-byte nodes:
+                // ~300k per row here), so GC pressure does not grow round by round.
+                "-Xmx1g",
                 "-cp",
                 ZK_CLASSPATH,
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
@@ -959,11 +961,16 @@ fn zookeeper_rows(
     rows: &mut Vec<Row>,
     home: &Disk,
 ) -> Result<()> {
-    let zk = Zk::start(&home.dir().join("zk"))?;
     let secs = seconds.max(8);
-    // Warm the JVMs up (the server's JIT, the page cache): with a 3 s warm-up the first
-    // round's creates/s were half the later rounds' here.
-    let _ = zk.creates(secs * 2)?;
+    // A fresh server per row (same data size at each row's start), warmed up (the
+    // server's JIT, the page cache): with a 3 s warm-up the first round's creates/s were
+    // half the later rounds' here.
+    let fresh = || -> Result<Zk> {
+        let zk = Zk::start(&home.dir().join("zk"))?;
+        let _ = zk.creates(secs * 2)?;
+        Ok(zk)
+    };
+    let zk = fresh()?;
     let (a, b, spread) = ab(
         rounds.max(5),
         || zk.creates(secs),
@@ -981,6 +988,8 @@ fn zookeeper_rows(
         .with_spread(spread),
     );
     rows.last().map(Row::print);
+    drop(zk);
+    let zk = fresh()?;
     let (a, b, spread) = ab(
         rounds.max(5),
         || zk.creates(secs),

@@ -292,7 +292,9 @@ impl Writer {
         if self.raw.is_empty() {
             return Ok(());
         }
-        let z = zstd::bulk::compress(&self.raw, 3)?;
+        // Level 1: on 2 MiB chunks of ZooKeeper under load as small as level 3 (ratio
+        // 10.8 both) at 1.7x the speed; 3% larger on a block flood's chunks.
+        let z = zstd::bulk::compress(&self.raw, 1)?;
         let idx = ChunkIndex {
             seq: self.seq,
             first_ns: self.first_ns.unwrap_or(self.last_ns),

@@ -108,6 +108,10 @@ struct Feed<'s> {
     shed_total: u64,
     /// Helper kernel threads added to the targets.
     helpers: BTreeSet<u32>,
+    /// A disk was watched since the last disk check: the session checks at once, so the
+    /// new disk's first counts are taken now, not up to a second later (a completion
+    /// missed in between would be in the totals but in no window).
+    newly_watched: bool,
 }
 
 impl Feed<'_> {
@@ -185,6 +189,7 @@ impl Feed<'_> {
                     tracing::warn!("cannot watch {name} ({dev}): {e}");
                 }
             }
+            self.newly_watched = true;
             tracing::debug!("watching {name} ({disk}) for {why}");
             let (backing_bdi, backing_ino) = loop_backing(&self.topology, disk);
             let n = Note::Watch {
@@ -216,7 +221,8 @@ impl Feed<'_> {
 }
 
 /// Each watched disk's completions as the block layer counts them (/proc/diskstats)
-/// against the probes' count, every second: the kernel can skip a program's run without
+/// against the probes' count, every second and at once when a disk is newly watched (its
+/// first counts are taken then): the kernel can skip a program's run without
 /// counting it anywhere (see enrich/diskstats.rs), and a skipped completion leaves a
 /// request that looks in flight for ever. A shortfall marks the disk's history incomplete
 /// over that second; requests held in flight that the disk no longer has are dropped.
@@ -581,6 +587,7 @@ impl<'s> Session<'s> {
             topology: Topology::new("/sys"),
             shed_total: 0,
             helpers: BTreeSet::new(),
+            newly_watched: false,
         };
         let last_counters = probes.counters()?;
         let start_totals = KernelTotals::read(&probes);
@@ -639,6 +646,7 @@ impl<'s> Session<'s> {
         // The disk check's first counts, taken with the run's own: a completion the probes
         // miss in the first second is then in a window like any other, not only in the
         // totals.
+        s.feed.newly_watched = false;
         s.disk_check.run(
             &mut s.probes,
             &mut s.feed,
@@ -693,6 +701,21 @@ impl<'s> Session<'s> {
     pub fn records(&mut self, batch: &Batch) -> anyhow::Result<()> {
         for rec in batch.records() {
             self.feed.kernel(rec, &mut self.probes)?;
+        }
+        self.check_new_disks()
+    }
+
+    /// The disk check, at once when a disk was watched since the last one: its first
+    /// counts (the baseline of everything the check compares) are then taken right after
+    /// the watch.
+    fn check_new_disks(&mut self) -> anyhow::Result<()> {
+        if std::mem::take(&mut self.feed.newly_watched) {
+            self.disk_check.run(
+                &mut self.probes,
+                &mut self.feed,
+                self.req_bits.op_flush,
+                MonoNs::now(),
+            )?;
         }
         Ok(())
     }
@@ -795,7 +818,7 @@ impl<'s> Session<'s> {
             tracing::info!("every traced process has exited");
             self.stop();
         }
-        Ok(())
+        self.check_new_disks()
     }
 
     /// Batches of records waiting between the reader and the pipeline.
