@@ -258,6 +258,30 @@ impl Drop for Agent {
     }
 }
 
+/// Reads a child's output until a line says it is attached (`marker`), then drains the rest
+/// on a thread. A child that ends or closes its output first is killed.
+fn wait_attached(
+    child: &mut Child,
+    out: impl std::io::Read + Send + 'static,
+    marker: &str,
+    what: &str,
+) -> Result<()> {
+    let mut lines = BufReader::new(out).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(marker) => break,
+            Some(Ok(_)) => {}
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{what} ended before it attached");
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Ok(())
+}
+
 /// bpftrace doing the per-request part alone: issue time by request, a latency histogram
 /// per submitting pid at completion (`dev` 0: every disk).
 struct Bpftrace(Child);
@@ -271,15 +295,7 @@ impl Bpftrace {
             .spawn()
             .context("starting bpftrace (cargo xtask bench installs it)")?;
         let stdout = child.stdout.take().context("bpftrace stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("Attaching") => break,
-                Some(Ok(_)) => {}
-                _ => bail!("bpftrace ended before it attached"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        wait_attached(&mut child, stdout, "Attaching", "bpftrace")?;
         // It prints "Attaching" before the probes are live.
         std::thread::sleep(Duration::from_millis(500));
         Ok(Bpftrace(child))
@@ -322,15 +338,7 @@ impl Floor {
             .spawn()
             .context("starting zkstall floor")?;
         let stderr = child.stderr.take().context("floor stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("floor attached") => break,
-                Some(Ok(_)) => {}
-                _ => bail!("zkstall floor ended before it attached"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        wait_attached(&mut child, stderr, "floor attached", "zkstall floor")?;
         Ok(Floor(child))
     }
 }

@@ -12,6 +12,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 
+mod rt;
+
 /// Runs, per CPU: the one lookup (and an add, so it is not optimised away).
 #[map]
 static FLOOR_RUNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -38,12 +40,3 @@ pub fn floor_btf(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
