@@ -481,8 +481,24 @@ fn ab<G>(
     Ok((median(without), median(with), (lo, hi)))
 }
 
-/// The floor rows' label.
-const FLOOR: &str = "floor: empty programs, same hooks";
+/// The floor row of `name`: `load` without and with `zkstall floor`.
+fn floor_row(
+    zkstall: &Path,
+    rounds: usize,
+    name: &'static str,
+    unit: &'static str,
+    load: impl FnMut() -> Result<f64>,
+) -> Result<Row> {
+    let (a, b, spread) = ab(rounds, load, || Floor::start(zkstall), |_| {})?;
+    Ok(Row::ab(
+        name,
+        "floor: empty programs, same hooks",
+        unit,
+        (a, b),
+        None,
+    )
+    .with_spread(spread))
+}
 
 pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -546,15 +562,13 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             );
             shown(&rows);
         }
-        let (a, b, spread) = ab(
+        rows.push(floor_row(
+            zkstall,
             rounds.max(5),
+            "perf bench sched pipe",
+            "ops/s",
             || sched_pipe(seconds),
-            || Floor::start(zkstall),
-            |_| {},
-        )?;
-        rows.push(
-            Row::ab("perf bench sched pipe", FLOOR, "ops/s", (a, b), None).with_spread(spread),
-        );
+        )?);
         shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
@@ -602,22 +616,13 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             );
             shown(&rows);
         }
-        let (a, b, spread) = ab(
+        rows.push(floor_row(
+            zkstall,
             rounds,
+            "fio flood, a disk ZooKeeper does not use",
+            "IOPS",
             || fio(&other.dev, seconds),
-            || Floor::start(zkstall),
-            |_| {},
-        )?;
-        rows.push(
-            Row::ab(
-                "fio flood, a disk ZooKeeper does not use",
-                FLOOR,
-                "IOPS",
-                (a, b),
-                None,
-            )
-            .with_spread(spread),
-        );
+        )?);
         shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
@@ -695,22 +700,13 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             );
             shown(&rows);
         }
-        let (a, b, spread) = ab(
+        rows.push(floor_row(
+            zkstall,
             rounds,
+            "fio flood, ZooKeeper's own disk",
+            "IOPS",
             || fio(&flood_file, seconds),
-            || Floor::start(zkstall),
-            |_| {},
-        )?;
-        rows.push(
-            Row::ab(
-                "fio flood, ZooKeeper's own disk",
-                FLOOR,
-                "IOPS",
-                (a, b),
-                None,
-            )
-            .with_spread(spread),
-        );
+        )?);
         shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
@@ -998,13 +994,13 @@ fn zookeeper_rows(
     rows.last().map(Row::print);
     drop(zk);
     let zk = fresh()?;
-    let (a, b, spread) = ab(
+    rows.push(floor_row(
+        zkstall,
         rounds.max(5),
+        "ZooKeeper creates/s",
+        "creates/s",
         || zk.creates(secs),
-        || Floor::start(zkstall),
-        |_| {},
-    )?;
-    rows.push(Row::ab("ZooKeeper creates/s", FLOOR, "creates/s", (a, b), None).with_spread(spread));
+    )?);
     rows.last().map(Row::print);
 
     // Idle RSS of the agent on a quiet ZooKeeper.

@@ -39,4 +39,3 @@ pub fn floor_btf(_ctx: BtfTracePointContext) -> i32 {
     run();
     0
 }
-
