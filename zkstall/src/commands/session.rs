@@ -241,8 +241,18 @@ struct DiskCheck {
     /// By disk (kernel dev_t): the probes' count read before the block layer's, and the
     /// block layer's, at the last check.
     last: BTreeMap<u32, (u64, u64)>,
-    /// The same at the disk's first check, and the completions noted unseen since.
-    run_long: BTreeMap<u32, (Option<(u64, u64)>, u64)>,
+    /// By disk: the comparison from its first check on.
+    run_long: BTreeMap<u32, RunLong>,
+}
+
+/// One disk's comparison from its first check on.
+#[derive(Default)]
+struct RunLong {
+    /// (the probes' count read before the block layer's, the block layer's) at the first
+    /// check.
+    first: Option<(u64, u64)>,
+    /// Completions noted unseen since.
+    noted: u64,
 }
 
 /// Requests issued longer ago than this that the disk does not count in flight are stale.
@@ -283,9 +293,12 @@ impl DiskCheck {
             };
             let a_now = before.get(&k).copied().unwrap_or(0);
             let b_now = probes.watched_completions(k);
-            let (first, noted) = self.run_long.entry(k).or_default();
             let prev = self.at.and(self.last.get(&k).copied());
-            let (unseen, catch_up) = shortfall(prev, first, noted, (a_now, d_now, b_now));
+            let (unseen, catch_up) = self
+                .run_long
+                .entry(k)
+                .or_default()
+                .shortfall(prev, (a_now, d_now, b_now));
             // The second's own shortfall, then the one caught up over the last two.
             for (from, completions) in [(self.at, unseen), (self.before_at.or(self.at), catch_up)] {
                 if let Some(from) = from.filter(|_| completions > 0) {
@@ -313,40 +326,41 @@ impl DiskCheck {
     }
 }
 
-/// One disk at one check: the completions unseen over the last second, and those found
-/// only by comparing from the disk's first check (beyond what was `noted` since). `prev`
-/// and `first` are (the probes' count read before the block layer's, the block layer's)
-/// at the last and the first check; `now` is (probes before, block layer, probes after).
-/// Both are lower bounds: the probes' count is read on both sides of the block layer's.
-/// `first` is set (and `noted` cleared) on the disk's first check, or when the probes'
-/// count went back (its entry was evicted).
-fn shortfall(
-    prev: Option<(u64, u64)>,
-    first: &mut Option<(u64, u64)>,
-    noted: &mut u64,
-    (a_now, d_now, b_now): (u64, u64, u64),
-) -> (u64, u64) {
-    let went_back = prev.is_some_and(|(a_prev, _)| b_now < a_prev);
-    let mut unseen = 0;
-    if let Some((a_prev, d_prev)) = prev
-        && !went_back
-    {
-        unseen = d_now.saturating_sub(d_prev).saturating_sub(b_now - a_prev);
-    }
-    *noted += unseen;
-    match *first {
-        Some((a_first, d_first)) if b_now >= a_first && !went_back => {
-            let short = d_now
-                .saturating_sub(d_first)
-                .saturating_sub(b_now - a_first);
-            let catch_up = short.saturating_sub(*noted);
-            *noted += catch_up;
-            (unseen, catch_up)
+impl RunLong {
+    /// One disk at one check: the completions unseen over the last second, and those
+    /// found only by comparing from the disk's first check (beyond what was noted since).
+    /// `prev` is (the probes' count read before the block layer's, the block layer's) at
+    /// the last check; `now` is (probes before, block layer, probes after). Both are lower
+    /// bounds: the probes' count is read on both sides of the block layer's. The first
+    /// counts are taken (and the noted ones cleared) on the disk's first check, or when
+    /// the probes' count went back (its entry was evicted).
+    fn shortfall(
+        &mut self,
+        prev: Option<(u64, u64)>,
+        (a_now, d_now, b_now): (u64, u64, u64),
+    ) -> (u64, u64) {
+        let went_back = prev.is_some_and(|(a_prev, _)| b_now < a_prev);
+        let mut unseen = 0;
+        if let Some((a_prev, d_prev)) = prev
+            && !went_back
+        {
+            unseen = d_now.saturating_sub(d_prev).saturating_sub(b_now - a_prev);
         }
-        _ => {
-            *first = Some((a_now, d_now));
-            *noted = 0;
-            (unseen, 0)
+        self.noted += unseen;
+        match self.first {
+            Some((a_first, d_first)) if b_now >= a_first && !went_back => {
+                let short = d_now
+                    .saturating_sub(d_first)
+                    .saturating_sub(b_now - a_first);
+                let catch_up = short.saturating_sub(self.noted);
+                self.noted += catch_up;
+                (unseen, catch_up)
+            }
+            _ => {
+                self.first = Some((a_now, d_now));
+                self.noted = 0;
+                (unseen, 0)
+            }
         }
     }
 }
@@ -1582,15 +1596,15 @@ pub fn header(
 
 #[cfg(test)]
 mod tests {
-    use super::shortfall;
+    use super::RunLong;
 
     /// (probes before, block layer, probes after) at successive checks of one disk.
     fn run(checks: &[(u64, u64, u64)]) -> Vec<(u64, u64)> {
-        let (mut first, mut noted, mut prev) = (None, 0, None);
+        let (mut run_long, mut prev) = (RunLong::default(), None);
         checks
             .iter()
             .map(|&(a, d, b)| {
-                let r = shortfall(prev, &mut first, &mut noted, (a, d, b));
+                let r = run_long.shortfall(prev, (a, d, b));
                 prev = Some((a, d));
                 r
             })
