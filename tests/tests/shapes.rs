@@ -411,6 +411,63 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
     drop(fs);
 }
 
+#[test]
+fn a_request_in_flight_when_its_disk_is_watched_is_counted_apart_from_missed_ones() {
+    if !can_run_root_tests(
+        "a_request_in_flight_when_its_disk_is_watched_is_counted_apart_from_missed_ones",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let disk = StoppableDisk::new(64);
+    let dev = disk.inner.dev.to_string_lossy().into_owned();
+    // Declared before the freeze (variables drop in reverse order of declaration), so
+    // that a failing test thaws first and only then kills dd: a direct write waiting on a
+    // stopped disk cannot die before it completes.
+    let mut dd: Proc;
+    let mut freeze = disk.stop();
+    let of = format!("of={dev}");
+    dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=64k", "count=1", "oflag=direct"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let dd_pid = dd.pid();
+    wait_until(
+        "dd's write to be in flight",
+        Duration::from_secs(10),
+        || thread_state(dd_pid) == Some('D'),
+    );
+    let mut target = sleeper();
+    let tracer = start_tracer_with(
+        target.pid(),
+        &["--threshold", "10s", "--format", "json", "--disk", &dev],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    freeze.thaw();
+    let st = dd.wait_for_exit(Duration::from_secs(30));
+    assert!(st.success(), "dd: {st}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = target.child.kill();
+    let records = finish_tracer(tracer);
+    let s = summary(&records);
+    eprintln!("summary: {s}");
+    // dd's request was issued before the disk was watched: it completes without an entry,
+    // and that is no loss. Anything unpaired that started later would be one.
+    assert!(
+        s["io_before_watch"].as_u64().unwrap() >= 1,
+        "dd's request counted as in flight at the watch: {s}"
+    );
+    assert_eq!(
+        s["io_unmatched"], 0,
+        "nothing started after the watch was missed: {s}"
+    );
+    drop(freeze);
+    drop(dd);
+}
+
 /// fio's total I/O count from its terse output.
 fn fio(dev: &str, seconds: u32) -> (u64, String) {
     let out = Command::new("fio")

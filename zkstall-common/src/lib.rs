@@ -252,8 +252,9 @@ pub enum Counter {
     /// A target thread left a watched syscall we never saw it enter (tracing started
     /// while it was inside and it was not seeded, or its entry was evicted).
     ExitWithoutEnter = 3,
-    /// A request on a disk of interest completed that was never seen before (queued
-    /// before that disk was watched).
+    /// A request on a watched disk completed that was never seen before, and that the
+    /// kernel allocated after its disk was watched (or when its allocation time is
+    /// unknown): a start the probes missed.
     IoUnmatched = 4,
     /// A map (requests, bios, threads, dirty) refused an entry.
     MapFull = 5,
@@ -275,9 +276,13 @@ pub enum Counter {
     /// The second, empty completion of a request whose data already completed: the end of
     /// its flush sequence (PREFLUSH/FUA emulated with separate flushes). Not a request.
     IoFlushSeqEnd = 13,
+    /// A request on a watched disk completed that was never seen before because it was
+    /// already allocated when its disk was watched (in flight at attach, or when the
+    /// disk was first watched): nothing was missed, its submitter is simply unknown.
+    IoBeforeWatch = 14,
 }
 
-pub const COUNTER_COUNT: u32 = 14;
+pub const COUNTER_COUNT: u32 = 15;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -295,6 +300,7 @@ impl Counter {
         Counter::IoWatched,
         Counter::IoFlush,
         Counter::IoFlushSeqEnd,
+        Counter::IoBeforeWatch,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -313,6 +319,7 @@ impl Counter {
             Counter::IoWatched => "io_watched",
             Counter::IoFlush => "io_flush",
             Counter::IoFlushSeqEnd => "io_flush_seq_end",
+            Counter::IoBeforeWatch => "io_before_watch",
         }
     }
 }
@@ -329,6 +336,9 @@ pub struct KernelOffsets {
     pub rq_sector: u16,
     pub rq_bio: u16,
     pub rq_part: u16,
+    /// u64 start_time_ns: when the request was allocated (0 when the queue keeps no
+    /// times).
+    pub rq_start_time: u16,
     /// struct request_queue -> struct gendisk *
     pub q_disk: u16,
     /// struct gendisk: int major, int first_minor
@@ -349,7 +359,6 @@ pub struct KernelOffsets {
     pub task_pid: u16,
     pub task_tgid: u16,
     pub task_flags: u16,
-    pub _pad: u16,
 }
 const _: () = assert!(size_of::<KernelOffsets>() == 40);
 
@@ -364,6 +373,7 @@ impl KernelOffsets {
         rq_sector: NO_OFFSET,
         rq_bio: NO_OFFSET,
         rq_part: NO_OFFSET,
+        rq_start_time: NO_OFFSET,
         q_disk: NO_OFFSET,
         disk_major: NO_OFFSET,
         disk_first_minor: NO_OFFSET,
@@ -377,7 +387,6 @@ impl KernelOffsets {
         task_pid: NO_OFFSET,
         task_tgid: NO_OFFSET,
         task_flags: NO_OFFSET,
-        _pad: 0,
     };
 }
 

@@ -156,9 +156,10 @@ pub static REQUESTS: HashMap<u64, Request> = HashMap::with_max_entries(65536, 0)
 #[map]
 pub static BIOS: LruHashMap<u64, Submitter> = LruHashMap::with_max_entries(16384, 0);
 
-/// Kernel dev_t -> 1 for each watched disk and each of its partitions.
+/// Kernel dev_t -> since when (CLOCK_MONOTONIC ns) it is watched, for each watched disk
+/// and each of its partitions.
 #[map]
-pub static DISKS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+pub static DISKS: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
 
 /// Requests completed on disks nobody watches: counted, not sent.
 #[map]

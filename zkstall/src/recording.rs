@@ -145,6 +145,9 @@ pub struct Trailer {
     pub exit_without_enter: u64,
     pub read_errors: u64,
     pub io_unmatched: u64,
+    /// Unpaired because already in flight when their disk was watched (older recordings:
+    /// counted in `io_unmatched`).
+    pub io_before_watch: u64,
     pub map_full: u64,
     pub stack_errors: u64,
     pub io_watched: u64,

@@ -140,6 +140,24 @@ fn watched(dev: u32) -> bool {
     unsafe { DISKS.get(dev) }.is_some()
 }
 
+/// Whether request `rq` was allocated before its disk was watched, so that its start could
+/// not have been seen. `rq->start_time_ns` and DISKS' "watched since" are both
+/// CLOCK_MONOTONIC. The kernel may stamp a request from its plug's cached clock, a little
+/// earlier than its allocation, but such a request's block_getrq ran in the same plug: if
+/// that was after the watch, the request is matched and never asked about. An unknown
+/// time (no field, or a queue that keeps no times: 0) answers no, so it counts as missed.
+#[inline(always)]
+fn allocated_before_watch(rq: u64, disk: u32) -> bool {
+    // SAFETY: copied out at once.
+    let Some(since) = (unsafe { DISKS.get(disk) }).copied() else {
+        return false;
+    };
+    match kread::<u64>(rq, config!(kernel.rq_start_time)) {
+        Some(t) if t != 0 => t < since,
+        _ => false,
+    }
+}
+
 /// The id of the cgroup the block layer charges a bio to (its blkcg's cgroup).
 #[inline(always)]
 fn blk_cgroup(bio: u64) -> u64 {
@@ -465,7 +483,11 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
             }
             if r.flags & RQ_FROM_GETRQ == 0 {
                 r.flags |= RQ_UNMATCHED;
-                count(Counter::IoUnmatched);
+                count(if allocated_before_watch(rq, disk) {
+                    Counter::IoBeforeWatch
+                } else {
+                    Counter::IoUnmatched
+                });
             }
             r
         }

@@ -574,6 +574,7 @@ impl Pipeline {
             exit_without_enter: t.exit_without_enter,
             read_errors: t.read_errors,
             io_unmatched: t.io_unmatched,
+            io_before_watch: t.io_before_watch,
             map_full: t.map_full,
             stack_errors: t.stack_errors,
             io_merged: t.io_merged,

@@ -10,6 +10,7 @@ pub mod usdt;
 
 use std::error::Error as StdError;
 
+use crate::clock::MonoNs;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -449,11 +450,23 @@ impl Probes {
             names::DISKS,
             "missing from the object".into(),
         ))?;
-        let mut m: HashMap<&mut MapData, u32, u32> =
+        let mut m: HashMap<&mut MapData, u32, u64> =
             HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
         if on {
-            m.insert(kernel_dev, 1, 0)
-                .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
+            // Watched already: since when stays as it was.
+            if m.get(&kernel_dev, 0).is_ok() {
+                return Ok(());
+            }
+            // "Since when" is taken after the entry is in: the programs see the disk from
+            // the insert on, so a request allocated before the second write was either seen
+            // at block_getrq or allocated before the watch. Until then, "since" is the end
+            // of time (everything came before).
+            let put = |m: &mut HashMap<&mut MapData, u32, u64>, since: u64| {
+                m.insert(kernel_dev, since, 0)
+                    .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))
+            };
+            put(&mut m, u64::MAX)?;
+            put(&mut m, MonoNs::now().0)?;
         } else {
             // Absent already is fine.
             let _ = m.remove(&kernel_dev);
@@ -496,7 +509,7 @@ impl Probes {
             names::DISKS,
             "missing from the object".into(),
         ))?;
-        let m: HashMap<&MapData, u32, u32> =
+        let m: HashMap<&MapData, u32, u64> =
             HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
         Ok(m.keys().filter_map(Result::ok).collect())
     }

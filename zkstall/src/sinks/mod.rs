@@ -124,10 +124,12 @@ pub struct Summary {
     /// Calls reported while running, as they crossed the threshold.
     pub crossed: u64,
     /// Requests on watched disks completed, and those that could not be paired with a
-    /// submission (queued before their disk was watched, or whose start the kernel did not
-    /// run the probe for).
+    /// submission: allocated after their disk was watched, so their start was missed
+    /// (`io_unmatched`), or already allocated when it was watched (`io_before_watch`, in
+    /// flight at attach: nothing missed, only their submitter is unknown).
     pub io_watched: u64,
     pub io_unmatched: u64,
+    pub io_before_watch: u64,
     /// Requests merged into others, entries replaced because their struct was reused
     /// (a completion missed), partial completions, the block layer's own flushes.
     pub io_merged: u64,

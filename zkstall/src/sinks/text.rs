@@ -326,9 +326,17 @@ impl<W: Write> Sink for TextSink<W> {
         if !s.watched.is_empty() {
             writeln!(
                 self.w,
-                "         disks watched request by request: {}; {} request(s) completed there{}",
+                "         disks watched request by request: {}; {} request(s) completed there{}{}",
                 s.watched.join(", "),
                 s.io_watched,
+                if s.io_before_watch > 0 {
+                    format!(
+                        " ({} already in flight when watched: their submitter is unknown)",
+                        s.io_before_watch
+                    )
+                } else {
+                    String::new()
+                },
                 if s.unwatched > 0 {
                     format!(
                         " ({} no longer watched: no traced process used them any more)",
@@ -391,7 +399,7 @@ impl<W: Write> Sink for TextSink<W> {
         }
         if s.io_unmatched > 0 {
             lost.push(format!(
-                "{} of {} request(s) on watched disks completed unpaired (queued before their disk was watched, or their start was not seen)",
+                "{} of {} request(s) on watched disks completed unpaired (their start was not seen)",
                 s.io_unmatched, s.io_watched
             ));
         }
