@@ -171,7 +171,7 @@ pub struct OffCpu {
 pub struct IoDone {
     /// Who submitted it (pid 0: not known).
     pub submitter: Task,
-    pub comm: String,
+    pub comm: Comm,
     /// The submitter is a kernel thread relaying others' I/O.
     pub kthread: bool,
     /// Seen at block_getrq in its submitter's context.
@@ -347,6 +347,54 @@ pub fn comm_str(comm: &[u8; COMM_LEN]) -> String {
     cstr(comm)
 }
 
+/// A comm kept inline, as a `str`: every block request carries one, and a heap string for
+/// each was a visible part of `report`'s time. Not UTF-8 (rare): the lossy text, boxed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Comm {
+    Inline { len: u8, bytes: [u8; COMM_LEN] },
+    Lossy(Box<str>),
+}
+
+impl Comm {
+    pub fn new(raw: &[u8; COMM_LEN]) -> Comm {
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        match std::str::from_utf8(&raw[..end]) {
+            Ok(_) => Comm::Inline {
+                len: end as u8,
+                bytes: *raw,
+            },
+            Err(_) => Comm::Lossy(String::from_utf8_lossy(&raw[..end]).into()),
+        }
+    }
+}
+
+impl std::ops::Deref for Comm {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Comm::Inline { len, bytes } => {
+                let b = &bytes[..(*len as usize).min(COMM_LEN)];
+                // SAFETY: `new` checked these bytes are UTF-8, and they never change.
+                unsafe { std::str::from_utf8_unchecked(b) }
+            }
+            Comm::Lossy(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
 /// A NUL-padded byte string as a string.
 pub fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -410,7 +458,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             let r = e.rq;
             Ok(Event::Io(IoDone {
                 submitter: task,
-                comm: comm_str(&r.comm),
+                comm: Comm::new(&r.comm),
                 kthread: r.flags & RQ_KTHREAD != 0,
                 from_getrq: r.flags & RQ_FROM_GETRQ != 0,
                 unmatched: r.flags & RQ_UNMATCHED != 0,
@@ -586,6 +634,22 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_inline_comm_reads_as_the_heap_one_did() {
+        let mut raw = [0u8; COMM_LEN];
+        raw[..2].copy_from_slice(b"dd");
+        assert_eq!(&*Comm::new(&raw), comm_str(&raw));
+        assert_eq!(Comm::new(&raw).to_string(), "dd");
+        // All 16 bytes used (no NUL), and bytes that are not UTF-8: the same text as before.
+        let full = *b"0123456789abcdef";
+        assert_eq!(&*Comm::new(&full), comm_str(&full));
+        let mut bad = [0u8; COMM_LEN];
+        bad[..3].copy_from_slice(&[b'a', 0xff, b'b']);
+        assert_eq!(&*Comm::new(&bad), comm_str(&bad));
+        assert!(matches!(Comm::new(&bad), Comm::Lossy(_)));
+        assert_eq!(&*Comm::new(&[0u8; COMM_LEN]), "");
+    }
+
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: test helper over the plain wire records.
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
@@ -710,7 +774,7 @@ mod tests {
         );
         assert_eq!(io.issued, None, "0 means not seen");
         assert_eq!((io.queued, io.completed), (Some(MonoNs(90)), MonoNs(900)));
-        assert_eq!((io.comm.as_str(), io.wb_bdi.as_str()), ("dd", "7:3"));
+        assert_eq!((&*io.comm, io.wb_bdi.as_str()), ("dd", "7:3"));
         assert!(io.kthread && io.from_getrq && !io.unmatched && !io.partial && !io.open);
     }
 

@@ -501,7 +501,10 @@ impl History {
         let now = v.completed.unwrap_or(v.start());
         let disk = v.disk;
         // Not announced as watched: complete only from its first request on.
-        let h = self.disks.entry(disk).or_insert(DiskHistory::new(now));
+        let h = self
+            .disks
+            .entry(disk)
+            .or_insert_with(|| DiskHistory::new(now));
         let mut shed = 0;
         if let Some(old) = push(&mut h.ios, self.limits.ios_per_disk, v, &mut shed) {
             let t = old.completed.unwrap_or(now);

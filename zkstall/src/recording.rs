@@ -25,7 +25,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufReader, BufWriter, Read, Write},
+    io::{self, BufRead, BufReader, BufWriter, Read, Write},
     path::Path,
 };
 
@@ -546,31 +546,55 @@ impl Reader {
         self.spare = buf;
     }
 
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, RecordingError> {
-        // A loop only to pass over preambles read from the start.
-        loop {
-            let mut tag = [0u8; 1];
-            match self.z.read(&mut tag) {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) => return Err(self.corrupt(e.to_string())),
-            }
-            let mut len = [0u8; 4];
-            self.z
-                .read_exact(&mut len)
-                .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
-            let len = u32::from_le_bytes(len);
+    /// Reads one frame's tag and payload (appended to `payload`); None at the end. Most
+    /// frames are a kernel record of a few hundred bytes that lies whole in the read
+    /// buffer: it is copied out of there once, with no zero-filling.
+    fn read_frame(&mut self, payload: &mut Vec<u8>) -> Result<Option<u8>, RecordingError> {
+        let buf = match self.z.fill_buf() {
+            Ok(b) => b,
+            Err(e) => return Err(self.corrupt(e.to_string())),
+        };
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if let Some(head) = buf.get(..5) {
+            let tag = head[0];
+            let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
             if len > MAX_FRAME {
                 return Err(self.corrupt(format!("frame {} claims {len} bytes", self.frames)));
             }
+            if let Some(body) = buf.get(5..5 + len as usize) {
+                payload.extend_from_slice(body);
+                self.z.consume(5 + len as usize);
+                return Ok(Some(tag));
+            }
+        }
+        // The frame straddles the buffer's end.
+        let mut head = [0u8; 5];
+        self.z
+            .read_exact(&mut head)
+            .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+        if len > MAX_FRAME {
+            return Err(self.corrupt(format!("frame {} claims {len} bytes", self.frames)));
+        }
+        payload.resize(len as usize, 0);
+        self.z
+            .read_exact(payload)
+            .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
+        Ok(Some(head[0]))
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, RecordingError> {
+        // A loop only to pass over preambles read from the start.
+        loop {
             let mut payload = std::mem::take(&mut self.spare);
             payload.clear();
-            payload.resize(len as usize, 0);
-            self.z
-                .read_exact(&mut payload)
-                .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
+            let Some(tag) = self.read_frame(&mut payload)? else {
+                return Ok(None);
+            };
             self.frames += 1;
-            let frame = match tag[0] {
+            let frame = match tag {
                 b'K' => Frame::Kernel(payload),
                 b'N' => Frame::Note(
                     serde_json::from_slice(&payload)

@@ -291,7 +291,8 @@ impl Pipeline {
     pub(super) fn on_io(&mut self, io: IoDone, sink: &mut dyn Sink) -> io::Result<()> {
         let flags = req_flags(io.cmd_flags, &self.req_bits);
         let entry = self.io_entry(&io);
-        let charged = entry.charged.clone();
+        // Only the record printed with --events needs it after the history has the entry.
+        let charged = self.events_out.then(|| entry.charged.clone());
         let disk = DiskDev(io.disk);
         self.history.io(entry);
         if !io.open && self.watched.contains_key(&disk) {
@@ -301,10 +302,10 @@ impl Pipeline {
                 queue_ns: io.queued.zip(io.issued).map(|(q, i)| i.since(q)),
             });
         }
-        if !self.events_out {
+        let Some(charged) = charged else {
             self.count("io");
             return Ok(());
-        }
+        };
         let device = self.enrich.device_name(io.disk, io.submitter.pid);
         let model = self.enrich.device_model(io.disk);
         let part_name = io
@@ -335,7 +336,7 @@ impl Pipeline {
             fua: flags.fua,
             pid: io.submitter.pid,
             tid: io.submitter.tid,
-            comm: io.comm.clone(),
+            comm: io.comm.to_string(),
             cgroup,
             charged_to: party_label(&charged),
             queued_ns: io.queued.map(|i| i.0),
