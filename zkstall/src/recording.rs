@@ -557,15 +557,11 @@ impl Reader {
         if buf.is_empty() {
             return Ok(None);
         }
-        if let Some(head) = buf.get(..5) {
-            let tag = head[0];
-            let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
-            if len > MAX_FRAME {
-                return Err(self.corrupt(format!("frame {} claims {len} bytes", self.frames)));
-            }
-            if let Some(body) = buf.get(5..5 + len as usize) {
+        if let [tag, a, b, c, d, ..] = *buf {
+            let len = self.frame_len(&[tag, a, b, c, d])?;
+            if let Some(body) = self.z.buffer().get(5..5 + len) {
                 payload.extend_from_slice(body);
-                self.z.consume(5 + len as usize);
+                self.z.consume(5 + len);
                 return Ok(Some(tag));
             }
         }
@@ -574,15 +570,21 @@ impl Reader {
         self.z
             .read_exact(&mut head)
             .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
-        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
-        if len > MAX_FRAME {
-            return Err(self.corrupt(format!("frame {} claims {len} bytes", self.frames)));
-        }
-        payload.resize(len as usize, 0);
+        let len = self.frame_len(&head)?;
+        payload.resize(len, 0);
         self.z
             .read_exact(payload)
             .map_err(|e| self.corrupt(format!("frame {}: {e}", self.frames)))?;
         Ok(Some(head[0]))
+    }
+
+    /// The payload length in a frame's 5-byte head (tag, then u32 LE), within bounds.
+    fn frame_len(&self, head: &[u8]) -> Result<usize, RecordingError> {
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+        if len > MAX_FRAME {
+            return Err(self.corrupt(format!("frame {} claims {len} bytes", self.frames)));
+        }
+        Ok(len as usize)
     }
 
     pub fn next_frame(&mut self) -> Result<Option<Frame>, RecordingError> {
