@@ -648,7 +648,7 @@ pub struct ZooKeeper {
 pub struct ZkFsyncWarning {
     pub thread: String,
     pub took_ms: u64,
-    /// When it was logged (just after the fsync returned), Unix ms.
+    /// When it was logged (after the fsync returned: usually just after), Unix ms.
     pub logged_unix_ms: i64,
 }
 
@@ -844,7 +844,9 @@ pub fn match_zk_warning<'a>(
 ) -> Option<&'a serde_json::Value> {
     records
         .iter()
-        .find(|r| zk_warning_matches(w, r, tolerance_ms))
+        .filter_map(|r| Some((zk_warning_lag(w, r, tolerance_ms)?, r)))
+        .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()))
+        .map(|(_, r)| r)
 }
 
 /// Each warning's record, one to one: a record explains at most one logged stall (two
@@ -858,24 +860,28 @@ pub fn match_zk_warnings<'a>(
     warnings
         .iter()
         .map(|w| {
-            let i = records
+            // The nearest in time of the records that fit (see zk_warning_lag).
+            let (i, _) = records
                 .iter()
                 .enumerate()
-                .position(|(i, r)| !used[i] && zk_warning_matches(w, r, tolerance_ms))?;
+                .filter(|(i, _)| !used[*i])
+                .filter_map(|(i, r)| Some((i, zk_warning_lag(w, r, tolerance_ms)?)))
+                .min_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))?;
             used[i] = true;
             Some(&records[i])
         })
         .collect()
 }
 
-fn zk_warning_matches(w: &ZkFsyncWarning, r: &serde_json::Value, tolerance_ms: f64) -> bool {
+/// When record `r` fits warning `w`: how long after the call's end ZooKeeper logged it (ms).
+fn zk_warning_lag(w: &ZkFsyncWarning, r: &serde_json::Value, tolerance_ms: f64) -> Option<f64> {
     {
         // What the JVM measured lies between the syscall alone and the syscall plus the
         // wait right after it returned (zkstall counts a preemption in the first 50 µs of
         // CPU after the return, which may come just after ZooKeeper's closing nanoTime).
         let (Some(syscall), Some(start)) = (r["duration_ms"].as_f64(), r["start_unix_ms"].as_i64())
         else {
-            return false;
+            return None;
         };
         let d = r["visible_ms"].as_f64().unwrap_or(syscall);
         // From a preemption right before the entry, when zkstall saw one (`before_ms`).
@@ -892,11 +898,19 @@ fn zk_warning_matches(w: &ZkFsyncWarning, r: &serde_json::Value, tolerance_ms: f
         let inside =
             start >= zk_start - tolerance_ms && end <= w.logged_unix_ms as f64 + tolerance_ms;
         let jvm_side = inside && took > d && took - d <= (0.15 * took).max(10.0);
-        r["type"] == "fsync"
+        // ZooKeeper takes the log line's time after its closing nanoTime and a few more
+        // steps (a counter, the message): usually within milliseconds of the return. A
+        // thread that stalls right after the call (a page fault reclaiming in a memory
+        // cgroup at its limit: seen here at 974 ms after a 27 ms fdatasync, the thread's
+        // write before it having reclaimed for 995 ms) logs later, never earlier. The
+        // duration must fit either way.
+        let lag = w.logged_unix_ms as f64 - end;
+        let fits = r["type"] == "fsync"
             && r["syscall"] == "fdatasync"
             && r["thread"].as_str() == Some(w.thread.as_str())
             && ((took >= syscall - tolerance_ms && took <= d + tolerance_ms) || jvm_side)
-            && (w.logged_unix_ms as f64 - end).abs() <= 100.0
+            && (-100.0..=2_000.0).contains(&lag);
+        fits.then_some(lag)
     }
 }
 
@@ -1610,4 +1624,44 @@ pub fn others_mattered(r: &serde_json::Value) -> bool {
     ev["layers"].as_array().into_iter().flatten().any(busy)
         || busy(&ev["journal"]["disk_during"])
         || busy(&ev["journal"]["backing_writers"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(start_unix_ms: i64, ms: f64) -> serde_json::Value {
+        serde_json::json!({
+            "type": "fsync", "syscall": "fdatasync", "thread": "SyncThread:0",
+            "start_unix_ms": start_unix_ms, "duration_ms": ms,
+        })
+    }
+
+    #[test]
+    fn a_warning_logged_late_pairs_with_its_call_and_never_with_a_later_one() {
+        let w = ZkFsyncWarning {
+            thread: "SyncThread:0".into(),
+            took_ms: 27,
+            logged_unix_ms: 10_000,
+        };
+        // The one seen in CI: a 27 ms call that ended 974 ms before ZooKeeper logged it.
+        let late = call(10_000 - 974 - 27, 27.2);
+        // A call of the same length that ends after the log line cannot be it.
+        let after = call(10_300, 27.0);
+        // Nor one whose length does not fit.
+        let longer = call(9_900, 60.0);
+        let records = vec![after.clone(), longer.clone(), late.clone()];
+        assert_eq!(match_zk_warning(&w, &records, 3.0), Some(&late));
+        // Of two that fit, the nearer in time.
+        let near = call(10_000 - 2 - 27, 27.0);
+        let records = vec![late.clone(), near.clone()];
+        assert_eq!(match_zk_warning(&w, &records, 3.0), Some(&near));
+        assert_eq!(
+            match_zk_warnings(std::slice::from_ref(&w), &records, 3.0),
+            vec![Some(&near)]
+        );
+        // More than 2 s late: no pairing.
+        let records = vec![call(10_000 - 2_100 - 27, 27.0)];
+        assert_eq!(match_zk_warning(&w, &records, 3.0), None);
+    }
 }

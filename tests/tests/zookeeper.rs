@@ -697,6 +697,30 @@ fn a_memory_cgroup_at_its_limit_makes_zookeepers_writes_reclaim() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The scenario needs ZooKeeper's SyncThread to stall. Once in about twenty runs here
+    // it never waited long: no write or fsync of 100 ms or more, by zkstall's count or in
+    // ZooKeeper's own log (the longest a 31 ms fdatasync), so there was nothing to
+    // attribute. Then it runs once more, on fresh devices and a fresh cgroup. Each
+    // attempt's logged stalls must be matched either way.
+    for attempt in 1..=2 {
+        let (calls, warnings, limit) = memory_cgroup_scenario();
+        let _pairs = matched(&warnings, &calls);
+        let stalled = calls
+            .iter()
+            .any(|c| c["duration_ms"].as_f64().unwrap_or(0.0) >= 100.0)
+            || warnings.iter().any(|w| w.took_ms >= 100);
+        if !stalled && attempt == 1 {
+            eprintln!("attempt 1: the SyncThread never waited 100 ms or more; once more");
+            continue;
+        }
+        memory_cgroup_checks(&calls, limit);
+        return;
+    }
+}
+
+/// One run of the memory-cgroup scenario: the SyncThread's slow calls, ZooKeeper's
+/// logged stalls, and the cgroup's limit.
+fn memory_cgroup_scenario() -> (Vec<Value>, Vec<ZkFsyncWarning>, u64) {
     let lo = LoopDev::new(1024);
     let mnt = Mount::ext4(&lo.dev);
     // The sidecar's own disk, slow to write back to (a busy NFS mount or a throttled
@@ -753,9 +777,11 @@ fn a_memory_cgroup_at_its_limit_makes_zookeepers_writes_reclaim() {
     let _ = sidecar.child.kill();
     let _ = sidecar.wait_for_exit(Duration::from_secs(30));
     let (calls, warnings) = stop(&mut zk, tracer);
-    // Every logged stall is matched (the check in `matched`), and the stalled writes of
-    // the SyncThread are memory reclaim, with the cgroup's limit named.
-    let _pairs = matched(&warnings, &calls);
+    (calls, warnings, limit)
+}
+
+/// The stalled writes of the SyncThread are memory reclaim, with the cgroup's limit named.
+fn memory_cgroup_checks(calls: &[Value], limit: u64) {
     let reclaim: Vec<&Value> = calls
         .iter()
         .filter(|c| c["verdict"] == "memory_reclaim")
