@@ -10,7 +10,6 @@ pub mod usdt;
 
 use std::error::Error as StdError;
 
-use crate::clock::MonoNs;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -21,6 +20,8 @@ use aya::{
 };
 use thiserror::Error;
 use zkstall_common::{Counter, Inflight, OtherIo, OtherIoKey, Request, ThreadState, names};
+
+use crate::clock::MonoNs;
 
 pub use layout::{Disabled, HookKind, Layout, ReqBits, Signal};
 
@@ -56,6 +57,21 @@ fn chain(e: &(dyn StdError + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+/// Puts `dev` in DISKS with since when it is watched, which the programs compare with an
+/// unpaired request's allocation time. The entry goes in first with "since" at the end
+/// of time, and the clock is read only after: a request allocated before the insert (its
+/// block_getrq unseen) can never look newer than the watch and be counted as missed. The
+/// price is the few microseconds between the two writes, in which a request whose start
+/// the probes did miss would be counted as in flight before the watch.
+fn watch_since_now(m: &mut HashMap<&mut MapData, u32, u64>, dev: u32) -> Result<(), ProbeError> {
+    let put = |m: &mut HashMap<&mut MapData, u32, u64>, since: u64| {
+        m.insert(dev, since, 0)
+            .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))
+    };
+    put(m, u64::MAX)?;
+    put(m, MonoNs::now().0)
 }
 
 /// True when an error chain bottoms out in EPERM or EACCES.
@@ -453,20 +469,11 @@ impl Probes {
         let mut m: HashMap<&mut MapData, u32, u64> =
             HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
         if on {
-            // Watched already: since when stays as it was.
             if m.get(&kernel_dev, 0).is_ok() {
+                // Watched already: since when stays as it was.
                 return Ok(());
             }
-            // "Since when" is taken after the entry is in: the programs see the disk from
-            // the insert on, so a request allocated before the second write was either seen
-            // at block_getrq or allocated before the watch. Until then, "since" is the end
-            // of time (everything came before).
-            let put = |m: &mut HashMap<&mut MapData, u32, u64>, since: u64| {
-                m.insert(kernel_dev, since, 0)
-                    .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))
-            };
-            put(&mut m, u64::MAX)?;
-            put(&mut m, MonoNs::now().0)?;
+            watch_since_now(&mut m, kernel_dev)?;
         } else {
             // Absent already is fine.
             let _ = m.remove(&kernel_dev);
