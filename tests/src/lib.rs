@@ -113,6 +113,17 @@ pub fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String
     rx
 }
 
+/// Reads all of `r` (a child's stdout) on a thread, while the child runs: a child whose
+/// output fills the pipe before anyone reads it blocks in write() and never exits (seen:
+/// `trace --events -t 0` printing a busy host disk's requests).
+pub fn read_all_of(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
 /// Waits for a line containing `needle`; returns every line read so far.
 pub fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> Vec<String> {
     let deadline = Instant::now() + limit;

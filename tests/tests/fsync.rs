@@ -311,12 +311,12 @@ fn threshold_filters_fast_calls_but_counts_them() {
         ]),
     );
     let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
+    let stdout = read_all_of(tracer.child.stdout.take().expect("stdout"));
     wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(90));
     work.go();
     assert!(work.wait_for_exit(Duration::from_secs(60)).success());
     assert!(tracer.wait_for_exit(Duration::from_secs(30)).success());
-    let mut out = String::new();
-    std::io::Read::read_to_string(tracer.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let out = stdout.join().unwrap();
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 1, "only the summary: {lines:#?}");
     assert_eq!(lines[0]["type"], "summary");
@@ -356,12 +356,7 @@ fn finds_a_zookeeper_jvm_by_itself_and_names_its_sync_thread() {
         &mut zkstall(&["trace", "--threshold", "0", "--format", "json"]),
     );
     let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
-    let mut tout = tracer.child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut tout, &mut s);
-        s
-    });
+    let reader = read_all_of(tracer.child.stdout.take().expect("stdout"));
     let banner = wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(90));
     let banner = banner.last().unwrap();
     assert!(banner.contains(&jvm_pid.to_string()), "{banner}");
@@ -469,6 +464,7 @@ fn bcc_style_options_filter_what_is_printed() {
         args.extend_from_slice(extra);
         let mut tracer = Proc::spawn("zkstall trace", &mut zkstall(&args));
         let stderr = lines_of(tracer.child.stderr.take().expect("stderr"));
+        let stdout = read_all_of(tracer.child.stdout.take().expect("stdout"));
         // Until tracing starts, or the tracer gives up (a refused option).
         let mut seen = Vec::new();
         let started = loop {
@@ -487,8 +483,7 @@ fn bcc_style_options_filter_what_is_printed() {
         let _ = work.child.stdin.as_mut().unwrap().write_all(b"go\n");
         let _ = work.wait_for_exit(Duration::from_secs(60));
         let ok = tracer.wait_for_exit(Duration::from_secs(30)).success();
-        let mut out = String::new();
-        std::io::Read::read_to_string(tracer.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let out = stdout.join().unwrap();
         seen.extend(stderr.try_iter());
         (out, seen.join("\n"), ok && started)
     };

@@ -687,12 +687,7 @@ fn a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v() {
         .env("ZKSTALL_REQUESTS_MAX", "16"),
     );
     let stderr = lines_of(tracer.child.stderr.take().unwrap());
-    let mut out = tracer.child.stdout.take().unwrap();
-    let stdout = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut out, &mut s);
-        s
-    });
+    let stdout = read_all_of(tracer.child.stdout.take().unwrap());
     wait_for_line(&stderr, "tracing 1 process", Duration::from_secs(90));
     let (ios, _) = fio(&dev, 3);
     std::thread::sleep(Duration::from_millis(500));
