@@ -69,6 +69,25 @@ pub fn kread<T>(base: u64, off: u16) -> Option<T> {
     }
 }
 
+/// Reads a `T` at byte offset `off` of `base`, a pointer the verifier knows the BTF type of:
+/// a tp_btf program's argument, a pointer member read from one with `btf_read`, or what
+/// bpf_task_pt_regs returns. A plain load, which the verifier checks against BTF at load
+/// time (it must be one whole member, or lie inside an integer member) and turns into a
+/// load that cannot fault (a bad address reads 0, and no error is counted): no helper
+/// call. This works because `off` comes from the frozen read-only CONFIG, so the verifier
+/// knows its value; a pointer of unknown type (an integer from bpf_get_current_task, or
+/// from a map) must go through [`kread`] instead, or the program is rejected. None when the
+/// member is absent on this kernel (NO_OFFSET) or `base` is null.
+#[inline(always)]
+pub fn btf_read<T>(base: u64, off: u16) -> Option<T> {
+    if off == NO_OFFSET || base == 0 {
+        return None;
+    }
+    // SAFETY: see above; volatile, so that LLVM never merges two reads of adjacent members
+    // into one wider load that would cross a member's end.
+    Some(unsafe { core::ptr::read_volatile((base + off as u64) as *const T) })
+}
+
 /// The current task's comm, or zeros.
 #[inline(always)]
 pub fn current_comm() -> [u8; COMM_LEN] {

@@ -13,7 +13,8 @@
 //! say on whose behalf.
 //!
 //! Struct field offsets come from the kernel's BTF through CONFIG.kernel (see userspace's
-//! probes/btf.rs); nothing here assumes a kernel's layout.
+//! probes/btf.rs); nothing here assumes a kernel's layout. The request, bio and everything
+//! reached from them are BTF pointers, read with plain loads (`btf_read`).
 
 use aya_ebpf::{
     helpers::{
@@ -33,8 +34,8 @@ use aya_log_ebpf::debug;
 use crate::{
     emit::{emit, header, log_allowed},
     maps::{
-        BIOS, DISKS, FLUSH_GRACE_NS, FLUSHING, OTHER_IO, REQUESTS, config, count, current_comm,
-        kread, watch_gen,
+        BIOS, DISKS, FLUSH_GRACE_NS, FLUSHING, OTHER_IO, REQUESTS, btf_read, config, count,
+        current_comm, kread, watch_gen,
     },
 };
 
@@ -45,9 +46,9 @@ const REQ_OP_MASK: u32 = 0xff;
 const REQ_OP_FLUSH: u32 = 2;
 
 /// The last object each CPU looked at and what it found: a flood of requests comes from a
-/// few queues, block devices and blkcgs, so the chains of reads behind "which disk, is it
-/// watched, which cgroup" are done once per CPU and object, not per request (each
-/// bpf_probe_read_kernel is a helper call; the chains were most of these programs' cost).
+/// few queues, block devices and blkcgs, so the chains behind "which disk, is it watched,
+/// which cgroup" (reads, and a DISKS lookup) are done once per CPU and object, not per
+/// request.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Seen {
@@ -82,7 +83,7 @@ const SEEN_SLOTS: u32 = 5;
 /// watched, cached in the calling program's own slot `seen`.
 #[inline(always)]
 fn rq_disk(rq: u64, seen: u32) -> Option<(u32, bool)> {
-    let q = kread::<u64>(rq, config!(kernel.rq_q))?;
+    let q = btf_read::<u64>(rq, config!(kernel.rq_q))?;
     let generation = watch_gen();
     let slot = SEEN.get_ptr_mut(seen)?;
     // SAFETY: a per-CPU slot only the calling program uses (see SEEN).
@@ -91,9 +92,9 @@ fn rq_disk(rq: u64, seen: u32) -> Option<(u32, bool)> {
             return Some(((*slot).value as u32, (*slot).watched != 0));
         }
     }
-    let disk = kread::<u64>(q, config!(kernel.q_disk))?;
-    let major = kread::<i32>(disk, config!(kernel.disk_major))?;
-    let minor = kread::<i32>(disk, config!(kernel.disk_first_minor))?;
+    let disk = btf_read::<u64>(q, config!(kernel.q_disk))?;
+    let major = btf_read::<i32>(disk, config!(kernel.disk_major))?;
+    let minor = btf_read::<i32>(disk, config!(kernel.disk_first_minor))?;
     let dev = ((major as u32) << 20) | (minor as u32 & 0xfffff);
     let w = watched(dev);
     // SAFETY: as above.
@@ -120,7 +121,7 @@ fn bdev_watched(bdev: u64) -> Option<bool> {
             return Some((*slot).watched != 0);
         }
     }
-    let dev = kread::<u32>(bdev, config!(kernel.bdev_dev))?;
+    let dev = btf_read::<u32>(bdev, config!(kernel.bdev_dev))?;
     let w = watched(dev);
     // SAFETY: as above.
     unsafe {
@@ -152,7 +153,7 @@ fn allocated_before_watch(rq: u64, disk: u32) -> bool {
     let Some(since) = (unsafe { DISKS.get(disk) }).copied() else {
         return false;
     };
-    match kread::<u64>(rq, config!(kernel.rq_start_time)) {
+    match btf_read::<u64>(rq, config!(kernel.rq_start_time)) {
         Some(t) if t != 0 => t < since,
         _ => false,
     }
@@ -161,7 +162,7 @@ fn allocated_before_watch(rq: u64, disk: u32) -> bool {
 /// The id of the cgroup the block layer charges a bio to (its blkcg's cgroup).
 #[inline(always)]
 fn blk_cgroup(bio: u64) -> u64 {
-    kread::<u64>(bio, config!(kernel.bio_blkg)).map_or(0, blkg_cgroup)
+    btf_read::<u64>(bio, config!(kernel.bio_blkg)).map_or(0, blkg_cgroup)
 }
 
 /// The same through the per-CPU cache, for the summaries of unwatched disks: a blkg's
@@ -170,7 +171,7 @@ fn blk_cgroup(bio: u64) -> u64 {
 /// read the chain.
 #[inline(always)]
 fn blk_cgroup_cached(bio: u64) -> u64 {
-    let Some(blkg) = kread::<u64>(bio, config!(kernel.bio_blkg)) else {
+    let Some(blkg) = btf_read::<u64>(bio, config!(kernel.bio_blkg)) else {
         return 0;
     };
     if let Some(slot) = SEEN.get_ptr_mut(SEEN_BLKG) {
@@ -197,16 +198,16 @@ fn blk_cgroup_cached(bio: u64) -> u64 {
 
 #[inline(always)]
 fn blkg_cgroup(blkg: u64) -> u64 {
-    let Some(blkcg) = kread::<u64>(blkg, config!(kernel.blkg_blkcg)) else {
+    let Some(blkcg) = btf_read::<u64>(blkg, config!(kernel.blkg_blkcg)) else {
         return 0;
     };
-    let Some(cgrp) = kread::<u64>(blkcg, config!(kernel.blkcg_css_cgroup)) else {
+    let Some(cgrp) = btf_read::<u64>(blkcg, config!(kernel.blkcg_css_cgroup)) else {
         return 0;
     };
-    let Some(kn) = kread::<u64>(cgrp, config!(kernel.cgroup_kn)) else {
+    let Some(kn) = btf_read::<u64>(cgrp, config!(kernel.cgroup_kn)) else {
         return 0;
     };
-    kread::<u64>(kn, config!(kernel.kn_id)).unwrap_or(0)
+    btf_read::<u64>(kn, config!(kernel.kn_id)).unwrap_or(0)
 }
 
 /// Who the current task is, as the submitter of I/O.
@@ -214,7 +215,8 @@ fn blkg_cgroup(blkg: u64) -> u64 {
 fn current_submitter(now: u64) -> Submitter {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    // SAFETY: plain helper call; the task pointer is only read through kread.
+    // SAFETY: plain helper call. Not a BTF pointer (bpf_get_current_task_btf needs 5.11):
+    // read through kread.
     let task = unsafe { bpf_get_current_task() };
     let kthread =
         kread::<u32>(task, config!(kernel.task_flags)).is_some_and(|f| f & PF_KTHREAD != 0);
@@ -244,7 +246,7 @@ fn current_submitter(now: u64) -> Submitter {
 /// request's bio was seen there, else the current task.
 #[inline(always)]
 fn new_request(rq: u64, disk: u32, now: u64) -> Request {
-    let bio = kread::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
+    let bio = btf_read::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
     let mut flags = 0u16;
     // SAFETY: copied out at once.
     let sub = match unsafe { BIOS.get(bio) }.copied() {
@@ -256,14 +258,14 @@ fn new_request(rq: u64, disk: u32, now: u64) -> Request {
         _ => current_submitter(now),
     };
     flags |= sub.flags;
-    let part = kread::<u64>(rq, config!(kernel.rq_part))
-        .and_then(|p| kread::<u32>(p, config!(kernel.bdev_dev)))
+    let part = btf_read::<u64>(rq, config!(kernel.rq_part))
+        .and_then(|p| btf_read::<u32>(p, config!(kernel.bdev_dev)))
         .unwrap_or(0);
     Request {
         queued_ns: sub.ts_ns,
         insert_ns: 0,
         issue_ns: 0,
-        sector: kread::<u64>(rq, config!(kernel.rq_sector)).unwrap_or(0),
+        sector: btf_read::<u64>(rq, config!(kernel.rq_sector)).unwrap_or(0),
         ino: sub.ino,
         wb_bdi: sub.wb_bdi,
         task_cgroup: sub.task_cgroup,
@@ -272,9 +274,9 @@ fn new_request(rq: u64, disk: u32, now: u64) -> Request {
         part,
         tgid: sub.tgid,
         tid: sub.tid,
-        bytes: kread::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0),
+        bytes: btf_read::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0),
         done_bytes: 0,
-        cmd_flags: kread::<u32>(rq, config!(kernel.rq_cmd_flags)).unwrap_or(0),
+        cmd_flags: btf_read::<u32>(rq, config!(kernel.rq_cmd_flags)).unwrap_or(0),
         requeues: 0,
         flags,
         comm: sub.comm,
@@ -325,7 +327,7 @@ fn store(ctx: &BtfTracePointContext, rq: u64, r: &Request) {
 #[btf_tracepoint(function = "block_getrq")]
 pub fn block_getrq(ctx: BtfTracePointContext) -> i32 {
     let bio: u64 = ctx.arg(0);
-    let Some(bdev) = kread::<u64>(bio, config!(kernel.bio_bdev)) else {
+    let Some(bdev) = btf_read::<u64>(bio, config!(kernel.bio_bdev)) else {
         return 0;
     };
     // The bio's device is the partition (or whole disk) it was submitted to: DISKS holds
@@ -391,10 +393,10 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
         Some(r) if unsafe { (*r).issue_ns } == 0 => unsafe {
             (*r).issue_ns = now;
             // Merges since insert change the size and (front merges) the sector.
-            if let Some(b) = kread::<u32>(rq, config!(kernel.rq_data_len)) {
+            if let Some(b) = btf_read::<u32>(rq, config!(kernel.rq_data_len)) {
                 (*r).bytes = b;
             }
-            if let Some(s) = kread::<u64>(rq, config!(kernel.rq_sector)) {
+            if let Some(s) = btf_read::<u64>(rq, config!(kernel.rq_sector)) {
                 (*r).sector = s;
             }
         },
@@ -449,11 +451,11 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     // Bytes left before this completion: the request is done when they are all done.
-    let left = kread::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0);
+    let left = btf_read::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0);
     let last = nr_bytes >= left;
     if !is_watched {
         count(Counter::IoOther);
-        let bio = kread::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
+        let bio = btf_read::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
         add_other_io(disk, blk_cgroup_cached(bio), last, nr_bytes);
         return 0;
     }

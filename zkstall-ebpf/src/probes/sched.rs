@@ -23,14 +23,13 @@ use aya_ebpf::{
 };
 use zkstall_common::{
     BLOCKED_AFTER_CALL, BLOCKED_SEEDED, CALL_AFTER, Counter, EventKind, Field, IRQ_CTX_HARDIRQ,
-    IRQ_CTX_SOFTIRQ, IRQ_CTX_TIMER, MAX_FRAMES, NO_OFFSET, SHORT_D, SHORT_RUNQ, SHORT_S,
-    THREAD_ACCOUNTED, THREAD_AFTER, THREAD_OFF, THREAD_PENDING, ThreadChange, ThreadEvent,
-    ThreadState, WakerCtx,
+    IRQ_CTX_SOFTIRQ, IRQ_CTX_TIMER, MAX_FRAMES, SHORT_D, SHORT_RUNQ, SHORT_S, THREAD_ACCOUNTED,
+    THREAD_AFTER, THREAD_OFF, THREAD_PENDING, ThreadChange, ThreadEvent, ThreadState, WakerCtx,
 };
 
 use crate::{
     emit::{emit, emit_from, header},
-    maps::{INFLIGHT, IRQ_CTX, THREADS, config, count, current_comm, field, is_target, kread},
+    maps::{INFLIGHT, IRQ_CTX, THREADS, btf_read, config, count, current_comm, field, is_target},
 };
 
 /// TASK_UNINTERRUPTIBLE, in the raw state and in sched_switch's report encoding alike.
@@ -214,11 +213,11 @@ fn current_syscall() -> i64 {
     #[cfg(bpf_target_arch = "x86_64")]
     {
         use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
-        // SAFETY: helpers valid in tp_btf programs; the pointer is only read through
-        // bpf_probe_read_kernel.
+        // SAFETY: helpers valid in tp_btf programs; bpf_task_pt_regs returns a BTF pointer
+        // (struct pt_regs), read with btf_read.
         let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-        let ax = kread::<i64>(regs, AX_OFFSET as u16);
-        let nr = kread::<i64>(regs, ORIG_AX_OFFSET as u16);
+        let ax = btf_read::<i64>(regs, AX_OFFSET as u16);
+        let nr = btf_read::<i64>(regs, ORIG_AX_OFFSET as u16);
         match (ax, nr) {
             (Some(ax), Some(nr)) if ax == -ENOSYS => nr,
             _ => -1,
@@ -276,19 +275,13 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// The tid of `task` when it may have a THREADS entry (its tgid is a target, or the tgid
-/// offset is unknown on this kernel); None for a bystander.
+/// offset is unknown on this kernel); None for a bystander. `task` is a BTF pointer.
 #[inline(always)]
 fn next_ids(task: u64) -> Option<u32> {
-    let (pid_off, tgid_off) = (config!(kernel.task_pid), config!(kernel.task_tgid));
-    // `pid_t pid; pid_t tgid;` sit side by side in task_struct: one read for both (each
-    // bpf_probe_read_kernel is a helper call, the larger part of this program's cost).
-    let (tid, tgid) = if tgid_off != NO_OFFSET && tgid_off == pid_off.wrapping_add(4) {
-        let both = kread::<u64>(task, pid_off)?;
-        (both as u32 as i32, (both >> 32) as u32 as i32)
-    } else {
-        let tid = kread::<i32>(task, pid_off)?;
-        (tid, kread::<i32>(task, tgid_off).unwrap_or(0))
-    };
+    // Two plain loads (btf_read): `pid` and `tgid` sit side by side, but one 8-byte load
+    // across both members is what the verifier refuses.
+    let tid = btf_read::<i32>(task, config!(kernel.task_pid))?;
+    let tgid = btf_read::<i32>(task, config!(kernel.task_tgid)).unwrap_or(0);
     if tid <= 0 || (tgid > 0 && !is_target(tgid as u32)) {
         return None;
     }
