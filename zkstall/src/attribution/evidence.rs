@@ -608,8 +608,8 @@ pub struct Gathered<'a> {
     pub commit: Option<&'a Commit>,
     /// The process is a JVM.
     pub jvm: bool,
-    /// After-return sleep: slept vs runnable, and woken by a thread of its own process that
-    /// is not one of the JVM's own (its work queue, not a pause).
+    /// After-return sleep: slept vs runnable, and whether most of it was woken by a thread
+    /// of its own process that is not one of the JVM's own (its work queue, not a pause).
     pub after_sleep_ns: u64,
     pub after_runq_ns: u64,
     /// Run-queue time before the entry (within the caller's measure).
@@ -1315,7 +1315,9 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     let mut after_sleep = 0u64;
     let mut after_runq = 0u64;
     let mut before_runq = 0u64;
-    let mut after_by_own = false;
+    // After-return sleep by who woke it: a thread of the process doing its own work (a
+    // queue handing it the next job), or one of the JVM's own threads.
+    let mut after_own_ns = 0u64;
     let mut after_by_vm = false;
     // When the thread queued writeback for low free space during the call (writeback_queue
     // with that reason): the wait that follows is that writeback's.
@@ -1361,7 +1363,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
                     if is_jvm_internal(thread) {
                         after_by_vm = true;
                     } else {
-                        after_by_own = true;
+                        after_own_ns += sl_a;
                     }
                 }
                 _ => {}
@@ -1777,7 +1779,10 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         after_sleep_ns: after_sleep,
         after_runq_ns: after_runq,
         before_runq_ns: before_runq,
-        after_woken_by_own_work: after_by_own,
+        // Most of it, not any of it: a thread held by a safepoint for seconds may still
+        // take a lock or a queue item on its way back (seen: a 1.5 s safepoint, then a short
+        // wait that a NIO thread ended).
+        after_woken_by_own_work: after_own_ns * 2 > after_sleep,
         after_woken_by_vm: after_by_vm,
         journal_ns,
         journal_queue_ns,

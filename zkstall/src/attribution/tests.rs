@@ -924,6 +924,66 @@ fn a_quick_syscall_then_a_park_with_the_whole_jvm_is_a_jvm_pause_only_in_a_jvm()
 }
 
 #[test]
+fn a_short_wait_for_own_work_after_a_long_pause_leaves_it_a_jvm_pause() {
+    // Seen in CI: the SyncThread's fdatasync returned, a safepoint held it for 1.5 s (woken
+    // by the VM thread), then on its way back it waited briefly for a lock or its queue and
+    // a NIO thread woke it. That short wait does not make the pause its own idle time.
+    let own = |mut b: Blocked, waker: &str| {
+        b.waker = Some(WakerInfo::Task {
+            pid: ZK,
+            tid: 330,
+            thread: waker.into(),
+            process: None,
+        });
+        b
+    };
+    let base = || {
+        let mut h = History::default();
+        watched(&mut h);
+        h.io(io(ZK, "SyncThread:1", 4096, 1, 11));
+        h.blocked(blocked(
+            SYNC,
+            SchedState::DiskSleep,
+            1,
+            11,
+            Some(11),
+            &["io_schedule"],
+            None,
+        ));
+        for tid in [320, 321] {
+            h.blocked(blocked(tid, SchedState::Sleep, 12, 88, Some(88), &[], None));
+        }
+        h
+    };
+    let mut jvm = Replay::default();
+    jvm.learn(crate::enrich::Fact::Jvm { pid: ZK, jvm: true });
+    let mut c = call(0, 90);
+    c.syscall_end = Some(t(12));
+    // 76 ms held by the safepoint, then 2 ms woken by a NIO thread.
+    let mut h = base();
+    h.blocked(own(
+        blocked(SYNC, SchedState::Sleep, 12, 88, Some(88), &[], None),
+        "VM Thread",
+    ));
+    h.blocked(own(
+        blocked(SYNC, SchedState::Sleep, 88, 90, Some(90), &[], None),
+        "NIOServerCxnFac",
+    ));
+    let e = explain(&c, &h, &mut jvm);
+    assert_consistent(&c, &e);
+    assert_eq!(e.verdict, Verdict::JvmPause, "{}", e.headline);
+    // The whole wait woken by a thread of its own handing it work: its own idle time, not
+    // a pause (whatever the others were doing).
+    let mut h = base();
+    h.blocked(own(
+        blocked(SYNC, SchedState::Sleep, 12, 90, Some(90), &[], None),
+        "NIOServerCxnFac",
+    ));
+    let e = explain(&c, &h, &mut jvm);
+    assert_ne!(e.verdict, Verdict::JvmPause, "{}", e.headline);
+}
+
+#[test]
 fn a_jvm_pause_that_lasts_because_the_vm_thread_cannot_run_is_cpu_starvation_via_the_pause() {
     // The same pause, but the VM thread (330) sat runnable for most of it: a CPU hog kept
     // the JVM from finishing its safepoint. The root is the CPU.
