@@ -91,7 +91,7 @@ impl Verdict {
                 "runnable but not running for >= {starved} of the call; or the journal commit it waited on was, its journal thread runnable for >= {starved} of the commit; or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= {starved} of it"
             ),
             Verdict::JvmPause => format!(
-                "the syscall returned, then a JVM held the thread (woken by its VM thread, with >= {} other threads stopped, or inside a safepoint HotSpot's own probes marked) for >= {starved} of what its caller measured",
+                "the syscall returned, then a JVM held the thread (woken by its VM thread, with >= {} other threads stopped, or inside a safepoint HotSpot's own probes marked) for >= {starved} of what its caller measured, and most of that wait was not ended by one of its own threads handing it work",
                 t.pause_min_stopped
             ),
             Verdict::MemoryReclaim => format!(
