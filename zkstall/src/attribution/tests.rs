@@ -141,6 +141,21 @@ fn watched(h: &mut History) {
     h.watch(LOWER, MonoNs(0));
 }
 
+/// The SyncThread's fdatasync itself, quick: its one write from 1 to 11 ms, asleep in D
+/// on it meanwhile (the JVM-pause tests' calls return at 12 ms).
+fn quick_fdatasync(h: &mut History) {
+    h.io(io(ZK, "SyncThread:1", 4096, 1, 11));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        11,
+        Some(11),
+        &["io_schedule"],
+        None,
+    ));
+}
+
 fn explain_it(c: &Span, h: &History) -> Explanation {
     let e = explain(c, h, &mut Replay::default());
     assert_consistent(c, &e);
@@ -871,16 +886,7 @@ fn a_snapshot_thread_of_the_same_process_is_named_as_such() {
 fn a_quick_syscall_then_a_park_with_the_whole_jvm_is_a_jvm_pause_only_in_a_jvm() {
     let mut h = History::default();
     watched(&mut h);
-    h.io(io(ZK, "SyncThread:1", 4096, 1, 11));
-    h.blocked(blocked(
-        SYNC,
-        SchedState::DiskSleep,
-        1,
-        11,
-        Some(11),
-        &["io_schedule"],
-        None,
-    ));
+    quick_fdatasync(&mut h);
     h.blocked(blocked(
         SYNC,
         SchedState::Sleep,
@@ -940,16 +946,7 @@ fn a_short_wait_for_own_work_after_a_long_pause_leaves_it_a_jvm_pause() {
     let base = || {
         let mut h = History::default();
         watched(&mut h);
-        h.io(io(ZK, "SyncThread:1", 4096, 1, 11));
-        h.blocked(blocked(
-            SYNC,
-            SchedState::DiskSleep,
-            1,
-            11,
-            Some(11),
-            &["io_schedule"],
-            None,
-        ));
+        quick_fdatasync(&mut h);
         for tid in [320, 321] {
             h.blocked(blocked(tid, SchedState::Sleep, 12, 88, Some(88), &[], None));
         }
@@ -989,16 +986,7 @@ fn a_jvm_pause_that_lasts_because_the_vm_thread_cannot_run_is_cpu_starvation_via
     // the JVM from finishing its safepoint. The root is the CPU.
     let mut h = History::default();
     watched(&mut h);
-    h.io(io(ZK, "SyncThread:1", 4096, 1, 11));
-    h.blocked(blocked(
-        SYNC,
-        SchedState::DiskSleep,
-        1,
-        11,
-        Some(11),
-        &["io_schedule"],
-        None,
-    ));
+    quick_fdatasync(&mut h);
     for tid in [SYNC, 320, 321] {
         h.blocked(blocked(
             tid,
