@@ -416,38 +416,48 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // Room for every write: a nearly full filesystem would be low_space instead.
-    let lo = LoopDev::new(3072);
-    let mnt = Mount::ext4(&lo.dev);
-    let cg = TestCgroup::new("memory", "zkstall-memcg").expect("a memory cgroup controller");
     let limit = 48u64 << 20;
-    if cg.v1 {
-        cg.set("memory.limit_in_bytes", &limit.to_string());
-    } else {
-        cg.set("memory.max", &limit.to_string());
+    let run = || -> Vec<Value> {
+        // Room for every write: a nearly full filesystem would be low_space instead.
+        let lo = LoopDev::new(3072);
+        let mnt = Mount::ext4(&lo.dev);
+        let cg = TestCgroup::new("memory", "zkstall-memcg").expect("a memory cgroup controller");
+        if cg.v1 {
+            cg.set("memory.limit_in_bytes", &limit.to_string());
+        } else {
+            cg.set("memory.max", &limit.to_string());
+        }
+        let wrap = cg.wrap();
+        // 1 MiB buffered writes: the page cache they fill is charged to the cgroup, which
+        // must reclaim (and wait for writeback) to make room.
+        // 10 ms, not 20: how long reclaim holds one write varies from run to run, and at
+        // 20 ms a run sometimes had a single slow write (still memory_reclaim).
+        let sc = Scenario::start(
+            &mnt.dir.join("zk"),
+            "10ms",
+            &[
+                "--calls",
+                "1500",
+                "--interval",
+                "1ms",
+                "--syscalls",
+                "write",
+                "--write-bytes",
+                "1048576",
+            ],
+            &wrap_refs(&wrap),
+        );
+        std::thread::sleep(Duration::from_millis(6000));
+        sc.finish()
+    };
+    let mut calls = run();
+    if calls.is_empty() {
+        // No write crossed 10 ms, so reclaim never held one: nothing to attribute (seen
+        // once in CI on a faster host). Once more, on fresh devices and a fresh cgroup; a
+        // second run without a slow write fails below as before.
+        eprintln!("memory cgroup scenario: no write crossed 10 ms; running it once more");
+        calls = run();
     }
-    let wrap = cg.wrap();
-    // 1 MiB buffered writes: the page cache they fill is charged to the cgroup, which
-    // must reclaim (and wait for writeback) to make room.
-    // 10 ms, not 20: how long reclaim holds one write varies from run to run, and at
-    // 20 ms a run sometimes had a single slow write (still memory_reclaim).
-    let sc = Scenario::start(
-        &mnt.dir.join("zk"),
-        "10ms",
-        &[
-            "--calls",
-            "1500",
-            "--interval",
-            "1ms",
-            "--syscalls",
-            "write",
-            "--write-bytes",
-            "1048576",
-        ],
-        &wrap_refs(&wrap),
-    );
-    std::thread::sleep(Duration::from_millis(6000));
-    let calls = sc.finish();
     let reclaim: Vec<&Value> = calls
         .iter()
         .filter(|c| c["verdict"] == "memory_reclaim")
