@@ -59,21 +59,6 @@ fn chain(e: &(dyn StdError + 'static)) -> String {
     s
 }
 
-/// Puts `dev` in DISKS with since when it is watched, which the programs compare with an
-/// unpaired request's allocation time. The entry goes in first with "since" at the end
-/// of time, and the clock is read only after: a request allocated before the insert (its
-/// block_getrq unseen) can never look newer than the watch and be counted as missed. The
-/// price is the few microseconds between the two writes, in which a request whose start
-/// the probes did miss would be counted as in flight before the watch.
-fn watch_since_now(m: &mut HashMap<&mut MapData, u32, u64>, dev: u32) -> Result<(), ProbeError> {
-    let put = |m: &mut HashMap<&mut MapData, u32, u64>, since: u64| {
-        m.insert(dev, since, 0)
-            .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))
-    };
-    put(m, u64::MAX)?;
-    put(m, MonoNs::now().0)
-}
-
 /// True when an error chain bottoms out in EPERM or EACCES.
 fn is_permission(e: &(dyn StdError + 'static)) -> bool {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
@@ -461,25 +446,46 @@ impl Probes {
         self.set_watched(kernel_dev, false)
     }
 
-    fn set_watched(&mut self, kernel_dev: u32, on: bool) -> Result<(), ProbeError> {
+    /// DISKS, writable.
+    fn disks(&mut self) -> Result<HashMap<&mut MapData, u32, u64>, ProbeError> {
         let map = self.bpf.map_mut(names::DISKS).ok_or(ProbeError::Map(
             names::DISKS,
             "missing from the object".into(),
         ))?;
-        let mut m: HashMap<&mut MapData, u32, u64> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
-        if on {
-            if m.get(&kernel_dev, 0).is_ok() {
-                // Watched already: since when stays as it was.
-                return Ok(());
+        HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))
+    }
+
+    fn set_watched(&mut self, kernel_dev: u32, on: bool) -> Result<(), ProbeError> {
+        {
+            let mut m = self.disks()?;
+            if on {
+                if m.get(&kernel_dev, 0).is_ok() {
+                    // Watched already: since when stays as it was.
+                    return Ok(());
+                }
+                // In first with "since" at the end of time (see below).
+                m.insert(kernel_dev, u64::MAX, 0)
+                    .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
+            } else {
+                // Absent already is fine.
+                let _ = m.remove(&kernel_dev);
             }
-            watch_since_now(&mut m, kernel_dev)?;
-        } else {
-            // Absent already is fine.
-            let _ = m.remove(&kernel_dev);
         }
         // The programs' cached verdicts ("this queue is not watched") are stale now.
-        self.update_u64(names::WATCH_GEN, 0, |g| g + 1)
+        self.update_u64(names::WATCH_GEN, 0, |g| g + 1)?;
+        if on {
+            // DISKS holds since when each disk is watched, which the programs compare with
+            // an unpaired request's allocation time. The clock is read only after the entry
+            // is in and the cached verdicts are dropped: a request allocated after this
+            // time is seen whole, and one allocated before (its start possibly unseen, or
+            // issued while a CPU still had "not watched" cached) never looks newer than
+            // the watch. The price is the few microseconds between the writes, in which a
+            // request whose start the probes did miss counts as in flight before the watch.
+            self.disks()?
+                .insert(kernel_dev, MonoNs::now().0, 0)
+                .map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
+        }
+        Ok(())
     }
 
     /// Completions the probes counted on a watched disk so far (summed over CPUs; the
