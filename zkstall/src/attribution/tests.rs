@@ -1587,6 +1587,85 @@ fn a_disk_saturated_by_others_that_pauses_is_contention_not_a_stall() {
 }
 
 #[test]
+fn a_loop_device_that_stops_with_others_queued_and_the_disk_under_it_idle_is_a_stall() {
+    // loop1 (over a file on loop0) completes nothing for 3000 ms with ext4lazyinit's ten
+    // requests (5 MiB) and the journal's commit queued: its backing filesystem frozen.
+    // The SyncThread waits for that commit. (CI, the 6.1 guest: called journal_wait.)
+    let mut c = call(0, 3200);
+    c.disks.layers[0].kind = LayerKind::Loop {
+        backing_file: "/outer/inner.img".into(),
+    };
+    c.disks.layers.push(layer(LOWER, "loop0", 1));
+    let frozen = |h: &mut History| {
+        watched(h);
+        for i in 0..10u64 {
+            h.io(io(60, "ext4lazyinit", 512 << 10, 100 + i, 3150 + i));
+        }
+        h.io(io(0, "jbd2/loop1-8", 8192, 120, 3170));
+        h.commit(Commit {
+            dev: DISK.0,
+            transaction: 8,
+            tid: 30,
+            start: t(110),
+            end: t(3180),
+            locking_ms: Some(0.1),
+            flushing_ms: Some(0.0),
+            logging_ms: Some(3069.0),
+            handles: Some(2),
+            blocks: Some(2),
+        });
+        h.blocked(blocked(
+            SYNC,
+            SchedState::DiskSleep,
+            5,
+            3190,
+            Some(3190),
+            &["jbd2_log_wait_commit+0x11"],
+            Some("jbd2/loop1-8"),
+        ));
+    };
+    let mut h = History::default();
+    frozen(&mut h);
+    // loop0 under it: a few quick requests before the stop, none during it.
+    h.io(io_on(LOWER, 41, 41, "kworker/u8:4", 4096, 20, 22));
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+    assert_eq!(
+        e.evidence.device.as_deref(),
+        Some("loop1"),
+        "{}",
+        e.headline
+    );
+
+    // The same pause while loop0 writes back the backing file for most of it: saturated by
+    // the others' flood behind it, not stopped.
+    let mut busy = History::default();
+    frozen(&mut busy);
+    for i in 0..50u64 {
+        busy.io(io_on(
+            LOWER,
+            41,
+            41,
+            "kworker/u8:4",
+            1 << 20,
+            150 + i * 40,
+            185 + i * 40,
+        ));
+    }
+    let e = explain_it(&c, &busy);
+    assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+
+    // Nothing known about the disk under it (not watched): a deep queue of others'
+    // requests stays the explanation the evidence supports.
+    let mut c1 = c.clone();
+    c1.disks.layers.truncate(1);
+    let mut h1 = History::default();
+    frozen(&mut h1);
+    let e = explain_it(&c1, &h1);
+    assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+}
+
+#[test]
 fn a_loop_device_held_back_by_the_disk_under_it_is_not_a_stall() {
     // loop1 (over a file on loop0) completes nothing for 800 ms with the SyncThread's one
     // request in flight.
