@@ -483,7 +483,10 @@ fn through_a_minute_long_flood_the_agent_stays_under_its_memory_bound_and_says_w
     let mut fio = Proc::spawn(
         "fio",
         Command::new("fio")
+            // One process, which a kill on failure ends (fio's job processes would
+            // outlive their parent).
             .args([
+                "--thread",
                 "--name=flood",
                 &format!("--filename={}", target.display()),
                 "--size=256m",

@@ -555,10 +555,18 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     // skips some program runs (counted by it as probe misses, or, for completions in a
     // softirq that interrupted another BPF program, not counted at all: those zkstall
     // finds against the block layer's own count and reports as unseen). Up to a few in
-    // flight as the counts are read.
-    let counted = s["io_other_disks"].as_u64().unwrap();
-    let misses = s["probe_misses"].as_u64().unwrap();
+    // flight as the counts are read. The neighbour's own count, not io_other_disks: that
+    // adds every unwatched disk's, and the host's disks, or a device another test left
+    // behind, need not be quiet (seen: 75k requests on another loop device beside the flood).
     let flood_name = flood_dev.name();
+    let counted: u64 = s["other_disks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["name"].as_str() == Some(flood_name.as_str()))
+        .map(|d| d["requests"].as_u64().unwrap())
+        .sum();
+    let misses = s["probe_misses"].as_u64().unwrap();
     // Unseen on the neighbour itself (io_unseen adds up every disk's: the watched ones'
     // are checked below).
     let unseen: u64 = s["unseen_disks"]
@@ -584,15 +592,9 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     );
     // And rare: a batch now and then, not a blind spot.
     assert!(unseen * 1000 <= ios, "{unseen} of {ios} unseen");
-    assert!(
-        s["other_disks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["name"].as_str() == Some(flood_name.as_str())
-                && d["requests"].as_u64().unwrap() + unseen + 4 >= ios),
-        "{s}"
-    );
+    // The block layer's check alone accounts for all of it (it sees the kernel's counted
+    // misses too).
+    assert!(counted + unseen + 4 >= ios, "{s}");
     // A watched disk can have completions the kernel ran no program for as well (the same
     // softirq batches): those were noted as they happened, so that verdicts over them say
     // their evidence is incomplete.
@@ -639,10 +641,19 @@ fn a_flood_on_a_watched_disk_is_paired_exactly_and_any_loss_is_said() {
     eprintln!("summary: {s}");
     let watched = s["io_watched"].as_u64().unwrap();
     let unmatched = s["io_unmatched"].as_u64().unwrap();
+    // Completions the kernel ran no program for (a softirq batch that interrupted another
+    // BPF program: enrich/diskstats.rs) are the one loss zkstall cannot prevent. They are
+    // found against the block layer's own count and said, in windows verdicts treat as
+    // incomplete; and rare (seen once in many runs: 32 of a million, in two windows).
+    let unseen = s["unseen_watched"].as_u64().unwrap_or(0);
     assert!(
-        watched + 4 >= ios,
-        "every request seen ({watched} of {ios})"
+        watched + unseen + 4 >= ios,
+        "every request seen or said to be unseen ({watched} seen, {unseen} unseen, of {ios})"
     );
+    assert!(unseen * 1000 <= ios, "{unseen} of {ios} unseen");
+    if unseen > 0 {
+        assert!(s["unseen_windows"].as_u64().unwrap_or(0) > 0, "{s}");
+    }
     assert!(
         unmatched * 1000 <= watched,
         "unmatched completions under 0.1%: {unmatched} of {watched}"
