@@ -188,6 +188,21 @@ fn a_competing_dd_with_conv_fsync_is_contention_naming_dd() {
     );
     assert!(!slow.is_empty(), "dd slows the fdatasyncs down");
     for c in &slow {
+        // A call whose thread came back onto a CPU without the kernel running the
+        // scheduler probe has a hole in its evidence (seen once in ~10 runs: 167 ms of a
+        // 185 ms call uncovered): `unknown`, saying why, is the honest answer there.
+        let hole = c["evidence"]["incomplete"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s.as_str()
+                    .is_some_and(|s| s.contains("without the kernel running the scheduler probe"))
+            });
+        if hole && c["verdict"] == "unknown" {
+            eprintln!("a call with an unseen return to CPU, said: {c}");
+            continue;
+        }
         // dd is the root cause: device_contention (via the journal, mostly), never
         // journal_wait.
         assert_eq!(

@@ -280,9 +280,13 @@ pub enum Counter {
     /// already allocated when its disk was watched (in flight at attach, or when the
     /// disk was first watched): nothing was missed, its submitter is simply unknown.
     IoBeforeWatch = 14,
+    /// A thread of a target was found running a syscall program while its state said
+    /// off CPU: the scheduler switch that brought it back ran no program, and one of its
+    /// off-CPU intervals was lost (its call says so: CALL_SWITCH_UNSEEN).
+    SwitchUnseen = 15,
 }
 
-pub const COUNTER_COUNT: u32 = 15;
+pub const COUNTER_COUNT: u32 = 16;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -301,6 +305,7 @@ impl Counter {
         Counter::IoFlush,
         Counter::IoFlushSeqEnd,
         Counter::IoBeforeWatch,
+        Counter::SwitchUnseen,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -320,6 +325,7 @@ impl Counter {
             Counter::IoFlush => "io_flush",
             Counter::IoFlushSeqEnd => "io_flush_seq_end",
             Counter::IoBeforeWatch => "io_before_watch",
+            Counter::SwitchUnseen => "switch_unseen",
         }
     }
 }
@@ -677,6 +683,11 @@ pub const CALL_ACCOUNTED: u32 = 2;
 /// The thread went off CPU right after the syscall returned; `after_ns` is how long until
 /// it ran again.
 pub const CALL_AFTER: u32 = 4;
+/// Within the call, the thread was found running while its state said off CPU: a
+/// scheduler switch back onto the CPU ran no program (the kernel skips a program's run
+/// now and then), so one off-CPU interval of the call was never sent. Its timeline has a
+/// gap, and its accounting is incomplete.
+pub const CALL_SWITCH_UNSEEN: u32 = 8;
 
 /// A call in progress (value of [`names::INFLIGHT`], keyed by tid).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

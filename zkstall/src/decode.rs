@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zkstall_common::{
     BLOCKED_AFTER_CALL, BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_ACCOUNTED, CALL_AFTER,
-    CALL_START_BOUND, COMM_LEN, DirtyEvent, EventHeader, EventKind, IoEvent, JournalEvent,
-    JournalPhase, JournalStatsEvent, LowSpaceEvent, MAX_FRAMES, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_OPEN,
-    RQ_PARTIAL, RQ_UNMATCHED, ReclaimEvent, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall,
-    SyscallEnterEvent, SyscallExitEvent, ThreadChange, ThreadEvent, ThrottleEvent, WakerCtx,
-    WritebackEvent,
+    CALL_START_BOUND, CALL_SWITCH_UNSEEN, COMM_LEN, DirtyEvent, EventHeader, EventKind, IoEvent,
+    JournalEvent, JournalPhase, JournalStatsEvent, LowSpaceEvent, MAX_FRAMES, RQ_FROM_GETRQ,
+    RQ_KTHREAD, RQ_OPEN, RQ_PARTIAL, RQ_UNMATCHED, ReclaimEvent, SHORT_D, SHORT_RUNQ, SHORT_S,
+    Syscall, SyscallEnterEvent, SyscallExitEvent, ThreadChange, ThreadEvent, ThrottleEvent,
+    WakerCtx, WritebackEvent,
 };
 
 use crate::{clock::MonoNs, enrich::DevId};
@@ -133,6 +133,8 @@ pub struct Exit {
     pub accounting: Option<Accounting>,
     /// The thread went off CPU right after the return, for this long.
     pub after_ns: Option<u64>,
+    /// A return to CPU within the call ran no probe: one off-CPU interval is missing.
+    pub switch_unseen: bool,
 }
 
 /// Who woke a thread.
@@ -451,6 +453,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                     short_runq_ns: e.short_ns[SHORT_RUNQ],
                 }),
                 after_ns: (e.flags & CALL_AFTER != 0).then_some(e.after_ns),
+                switch_unseen: e.flags & CALL_SWITCH_UNSEEN != 0,
             }))
         }
         EventKind::Io => {
@@ -699,6 +702,7 @@ mod tests {
                     short_runq_ns: 50
                 }),
                 after_ns: Some(40),
+                switch_unseen: false,
             })
         );
         let mut bare = rec;
@@ -707,6 +711,13 @@ mod tests {
             panic!()
         };
         assert!(x.start_bound && x.accounting.is_none() && x.after_ns.is_none());
+        assert!(!x.switch_unseen);
+        let mut gap = rec;
+        gap.flags = CALL_SWITCH_UNSEEN;
+        let Event::SyscallExit(x) = decode(&bytes_of(&gap)).unwrap() else {
+            panic!()
+        };
+        assert!(x.switch_unseen && x.accounting.is_none());
     }
 
     #[test]

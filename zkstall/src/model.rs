@@ -40,6 +40,8 @@ pub struct Call {
     /// that preemption to the entry, which a caller that read its clock right before the
     /// call counts too.
     pub before_ns: Option<u64>,
+    /// A return to CPU within the call ran no probe: one off-CPU interval is missing.
+    pub switch_unseen: bool,
 }
 
 impl Call {

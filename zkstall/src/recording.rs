@@ -148,6 +148,9 @@ pub struct Trailer {
     /// Unpaired because already in flight when their disk was watched (older recordings:
     /// counted in `io_unmatched`).
     pub io_before_watch: u64,
+    /// Scheduler switches back onto a CPU the kernel ran no program for, found at a
+    /// syscall of the thread (older recordings: 0).
+    pub switch_unseen: u64,
     pub map_full: u64,
     pub stack_errors: u64,
     pub io_watched: u64,

@@ -15,8 +15,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use zkstall_common::{
-    CALL_ACCOUNTED, Counter, EventKind, Inflight, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall,
-    SyscallEnterEvent, SyscallExitEvent, THREAD_ACCOUNTED, THREAD_OFF, THREAD_PENDING,
+    CALL_ACCOUNTED, CALL_SWITCH_UNSEEN, Counter, EventKind, Inflight, SHORT_D, SHORT_RUNQ, SHORT_S,
+    Syscall, SyscallEnterEvent, SyscallExitEvent, THREAD_ACCOUNTED, THREAD_OFF, THREAD_PENDING,
+    ThreadState,
 };
 
 use crate::{
@@ -73,6 +74,7 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
                 inflight.short_ns = (*st).short_ns;
                 inflight.flags |= CALL_ACCOUNTED;
             }
+            back_on_cpu(st, now);
         }
     }
     if INFLIGHT.insert(tid, inflight, 0).is_err() {
@@ -156,6 +158,10 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         } else {
             start.flags & !CALL_ACCOUNTED
         };
+        if flags & THREAD_OFF != 0 || start.flags & CALL_SWITCH_UNSEEN != 0 {
+            (*p).flags |= CALL_SWITCH_UNSEEN;
+        }
+        back_on_cpu(st, now);
         (*p).start_ns = start.start_ns;
         (*p).ret = ret;
         (*p).arg = start.arg;
@@ -183,6 +189,24 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         (*st).flags |= THREAD_PENDING;
     }
     0
+}
+
+/// A thread running a syscall program is on CPU. If its state still says off CPU, the
+/// switch that brought it back ran no program: the interval is lost (it was never sent);
+/// resume the accounting from now so that later intervals are right.
+///
+/// # Safety
+/// `st` must be a valid THREADS value pointer of the running thread.
+#[inline(always)]
+unsafe fn back_on_cpu(st: *mut ThreadState, now: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if (*st).flags & THREAD_OFF != 0 {
+            count(Counter::SwitchUnseen);
+            (*st).flags &= !THREAD_OFF;
+            (*st).on_since_ns = now;
+        }
+    }
 }
 
 /// Defines the entry and exit programs of one syscall; the program names must match

@@ -1183,6 +1183,12 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         ev.incomplete
             .push("the off-CPU history before part of the call was shed (a flood)".into());
     }
+    if call.switch_unseen {
+        ev.incomplete.push(
+            "the thread came back onto a CPU without the kernel running the scheduler probe: one of its off-CPU intervals in the call is missing (time no signal covers)"
+                .into(),
+        );
+    }
 
     // 2. The disks.
     let mut by_layer: Vec<Vec<Contender>> = Vec::new();

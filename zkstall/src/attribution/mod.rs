@@ -65,6 +65,9 @@ pub struct Span {
     pub running: bool,
     /// For a call still running: the thread's off-CPU interval in progress.
     pub off_now: Option<OffNow>,
+    /// A return to CPU within the call ran no probe (the kernel skipped it): one
+    /// off-CPU interval of the thread is missing from the evidence.
+    pub switch_unseen: bool,
 }
 
 /// The off-CPU interval a running call's thread is in right now.

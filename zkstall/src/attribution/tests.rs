@@ -48,6 +48,7 @@ fn call(start: u64, end: u64) -> Span {
         start_bound: false,
         running: false,
         off_now: None,
+        switch_unseen: false,
     }
 }
 
@@ -1732,6 +1733,37 @@ fn a_loop_device_held_back_by_the_disk_under_it_is_not_a_stall() {
     let l = &e.evidence.layers[0];
     assert!(l.backing_throttled_ms >= 700.0, "{l:?}");
     assert_eq!(l.backing_throttled.as_deref(), Some("kworker/u8:3"));
+}
+
+#[test]
+fn a_return_to_cpu_the_kernel_ran_no_probe_for_is_said_and_leaves_the_gap_unexplained() {
+    // The SyncThread's first wait (0-18 ms, at the block layer) was seen; its second
+    // switch-out was seen too, but not its return to the CPU: the rest of the call has no
+    // interval. The record says so, and does not explain that time by anything.
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(900, "dd", 1 << 20, 0, 150));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        0,
+        18,
+        Some(18),
+        &["rq_qos_wait+0xd5", "wbt_wait+0xb0"],
+        None,
+    ));
+    let mut c = call(0, 185);
+    c.switch_unseen = true;
+    let e = explain_it(&c, &h);
+    assert!(
+        e.evidence
+            .incomplete
+            .iter()
+            .any(|s| s.contains("without the kernel running the scheduler probe")),
+        "{:?}",
+        e.evidence.incomplete
+    );
+    assert!(e.stages["unaccounted"] >= 160.0, "{:?}", e.stages);
 }
 
 #[test]

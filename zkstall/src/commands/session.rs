@@ -1497,6 +1497,7 @@ pub fn trailer(t: &KernelTotals, end: MonoNs, pids: &BTreeSet<u32>, shed: u64) -
         read_errors: k.get(Counter::ReadError),
         io_unmatched: k.get(Counter::IoUnmatched),
         io_before_watch: k.get(Counter::IoBeforeWatch),
+        switch_unseen: k.get(Counter::SwitchUnseen),
         map_full: k.get(Counter::MapFull),
         stack_errors: k.get(Counter::StackError),
         io_watched: k.get(Counter::IoWatched),

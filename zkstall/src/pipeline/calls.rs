@@ -107,6 +107,7 @@ impl Pipeline {
             accounting: x.accounting,
             after_ns,
             before_ns,
+            switch_unseen: x.switch_unseen,
         };
         let dev = call.file.as_ref().and_then(|f| f.dev);
         let disk = dev.and_then(|d| {
@@ -346,6 +347,7 @@ impl Pipeline {
             accounting: None,
             after_ns: None,
             before_ns: None,
+            switch_unseen: false,
         };
         let off = off_ns.map(|off| OffNow {
             off: MonoNs(off),
@@ -482,6 +484,7 @@ impl Pipeline {
             start_bound: call.start_bound,
             running: call.end.is_none(),
             off_now,
+            switch_unseen: call.switch_unseen,
         };
         let why = attribution::explain(&span, &self.history, &mut *self.enrich);
         let after_ms = call.after_ns.map(|a| a as f64 / 1e6);

@@ -575,6 +575,7 @@ impl Pipeline {
             read_errors: t.read_errors,
             io_unmatched: t.io_unmatched,
             io_before_watch: t.io_before_watch,
+            switch_unseen: t.switch_unseen,
             map_full: t.map_full,
             stack_errors: t.stack_errors,
             io_merged: t.io_merged,

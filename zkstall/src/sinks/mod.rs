@@ -130,6 +130,9 @@ pub struct Summary {
     pub io_watched: u64,
     pub io_unmatched: u64,
     pub io_before_watch: u64,
+    /// Scheduler switches back onto a CPU that ran no program (the kernel skipped it),
+    /// found at the thread's next syscall: an off-CPU interval lost; calls over one say so.
+    pub switch_unseen: u64,
     /// Requests merged into others, entries replaced because their struct was reused
     /// (a completion missed), partial completions, the block layer's own flushes.
     pub io_merged: u64,

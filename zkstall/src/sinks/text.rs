@@ -403,6 +403,12 @@ impl<W: Write> Sink for TextSink<W> {
                 s.io_unmatched, s.io_watched
             ));
         }
+        if s.switch_unseen > 0 {
+            lost.push(format!(
+                "{} return(s) to a CPU the kernel ran no probe for: an off-CPU interval of a traced thread lost each time (the calls over them say so)",
+                s.switch_unseen
+            ));
+        }
         if s.io_stale > 0 {
             lost.push(format!(
                 "{} request entries replaced because their request was reused (a completion not seen)",
