@@ -1587,6 +1587,15 @@ fn a_disk_saturated_by_others_that_pauses_is_contention_not_a_stall() {
     assert!(link.duration_ms >= 800.0, "{link:?}");
 }
 
+/// A flusher writing back a loop device's backing file on loop0 (LOWER): `n` requests of
+/// 1 MiB, one every `every` ms from `from`, each taking `took` ms.
+fn backing_writeback(h: &mut History, n: u64, from: u64, every: u64, took: u64) {
+    for i in 0..n {
+        let at = from + i * every;
+        h.io(io_on(LOWER, 41, 41, "kworker/u8:4", 1 << 20, at, at + took));
+    }
+}
+
 #[test]
 fn a_loop_device_that_stops_with_others_queued_and_the_disk_under_it_idle_is_a_stall() {
     // loop1 (over a file on loop0) completes nothing for 3000 ms with ext4lazyinit's ten
@@ -1642,17 +1651,7 @@ fn a_loop_device_that_stops_with_others_queued_and_the_disk_under_it_idle_is_a_s
     // the others' flood behind it, not stopped.
     let mut busy = History::default();
     frozen(&mut busy);
-    for i in 0..50u64 {
-        busy.io(io_on(
-            LOWER,
-            41,
-            41,
-            "kworker/u8:4",
-            1 << 20,
-            150 + i * 40,
-            185 + i * 40,
-        ));
-    }
+    backing_writeback(&mut busy, 50, 150, 40, 35);
     let e = explain_it(&c, &busy);
     assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
 
@@ -1699,17 +1698,7 @@ fn a_loop_device_held_back_by_the_disk_under_it_is_not_a_stall() {
     // completing as it goes.
     let mut busy = History::default();
     base(&mut busy);
-    for i in 0..40u64 {
-        busy.io(io_on(
-            LOWER,
-            41,
-            41,
-            "kworker/u8:4",
-            1 << 20,
-            90 + i * 20,
-            115 + i * 20,
-        ));
-    }
+    backing_writeback(&mut busy, 40, 90, 20, 25);
     let e = explain_it(&c, &busy);
     assert_ne!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
     let l = &e.evidence.layers[0];
