@@ -69,12 +69,13 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
         unsafe {
             // It ran on into another call: its previous exit is settled.
             flush_pending(st);
+            // A return to CPU missed before this call: the call is accounted from here.
+            back_on_cpu(st, now);
             if (*st).flags & THREAD_ACCOUNTED != 0 && (*st).flags & THREAD_OFF == 0 {
                 inflight.on_ns = (*st).on_ns + now.saturating_sub((*st).on_since_ns);
                 inflight.short_ns = (*st).short_ns;
                 inflight.flags |= CALL_ACCOUNTED;
             }
-            back_on_cpu(st, now);
         }
     }
     if INFLIGHT.insert(tid, inflight, 0).is_err() {
@@ -158,7 +159,9 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         } else {
             start.flags & !CALL_ACCOUNTED
         };
-        if flags & THREAD_OFF != 0 || start.flags & CALL_SWITCH_UNSEEN != 0 {
+        if flags & THREAD_OFF != 0 {
+            // A return to CPU within the call was missed (one before it was repaired at
+            // the entry): one of its off-CPU intervals is lost.
             (*p).flags |= CALL_SWITCH_UNSEEN;
         }
         back_on_cpu(st, now);
