@@ -524,8 +524,10 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
             cg.set("memory.max", &limit.to_string());
         }
         let wrap = cg.wrap();
-        // 1 MiB buffered writes: the page cache they fill is charged to the cgroup, which
-        // must reclaim (and wait for writeback) to make room.
+        // 4 MiB buffered writes: the page cache they fill is charged to the cgroup, which
+        // must reclaim (and wait for writeback) to make room. (With 1 MiB writes, reclaim
+        // held none past 10 ms in most runs on this host: 6-7 ms at most, measured.) 500
+        // of them, 2 GiB: the 3 GiB filesystem must not get nearly full (low_space).
         // 10 ms, not 20: how long reclaim holds one write varies from run to run, and at
         // 20 ms a run sometimes had a single slow write (still memory_reclaim).
         let sc = Scenario::start(
@@ -533,13 +535,13 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
             "10ms",
             &[
                 "--calls",
-                "1500",
+                "500",
                 "--interval",
                 "1ms",
                 "--syscalls",
                 "write",
                 "--write-bytes",
-                "1048576",
+                "4194304",
             ],
             &wrap_refs(&wrap),
         );
@@ -547,11 +549,15 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
         sc.finish()
     };
     let mut calls = run();
-    if calls.is_empty() {
-        // No write crossed 10 ms, so reclaim never held one: nothing to attribute (seen
-        // once in CI on a faster host). Once more, on fresh devices and a fresh cgroup; a
-        // second run without a slow write fails below as before.
-        eprintln!("memory cgroup scenario: no write crossed 10 ms; running it once more");
+    for attempt in 2..=3 {
+        if !calls.is_empty() {
+            break;
+        }
+        // No write crossed 10 ms, so reclaim never held one: nothing to attribute (on
+        // this faster host, seen in CI: once, then twice in a row). Again, on fresh
+        // devices and a fresh cgroup; a third run without a slow write fails below as
+        // before. When slow writes exist, what they are said to be is checked in full.
+        eprintln!("memory cgroup scenario: no write crossed 10 ms; run {attempt} of 3");
         calls = run();
     }
     let reclaim: Vec<&Value> = calls
