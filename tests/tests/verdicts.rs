@@ -246,9 +246,8 @@ fn a_device_that_stops_with_others_io_queued_on_it_is_a_device_stall_not_content
 /// queued there once made it a journal wait).
 fn a_device_stops(others_queued: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let outer_lo = LoopDev::new(512);
-    let outer = Mount::ext4(&outer_lo.dev);
-    let inner_lo = LoopDev::over(&outer.dir.join("inner.img"), 256);
+    let disk = StoppableDisk::new(256);
+    let inner_lo = &disk.inner;
     let inner = Mount::ext4(&inner_lo.dev);
     let sc = Scenario::start(
         &inner.dir.join("zk"),
@@ -263,53 +262,8 @@ fn a_device_stops(others_queued: bool) {
         ],
         &[],
     );
-    let fio = others_queued.then(|| {
-        let dir = inner.dir.join("fio");
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = Proc::spawn(
-            "fio",
-            Command::new("fio")
-                // --thread: one process, which a kill ends (fio's job processes would
-                // outlive their parent and write on into the next test).
-                .args([
-                    "--thread",
-                    "--name=queued",
-                    &format!("--directory={}", dir.display()),
-                    "--rw=randwrite",
-                    "--bs=64k",
-                    "--size=32m",
-                    "--direct=1",
-                    "--ioengine=libaio",
-                    "--iodepth=16",
-                    "--runtime=60",
-                    "--time_based",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        // Its file laid out and its requests queued deep on the device (fio lays its file
-        // out first: in a guest under emulation that takes seconds).
-        let inflight = format!("/sys/block/{}/inflight", inner_lo.name());
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let n: u64 = std::fs::read_to_string(&inflight)
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|x| x.parse::<u64>().ok())
-                .sum();
-            if n >= 8 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "fio never had 8 requests in flight on {}",
-                inner_lo.name()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p
-    });
-    let mut freeze = Freeze::new(&outer.dir);
+    let fio = others_queued.then(|| fio_queued_deep(&inner.dir.join("fio"), &inner_lo.name()));
+    let mut freeze = disk.stop();
     std::thread::sleep(Duration::from_millis(3000));
     freeze.thaw();
     drop(fio);
@@ -355,8 +309,47 @@ fn a_device_stops(others_queued: bool) {
             verdicts(&calls)
         );
     }
-    drop(inner);
-    drop(inner_lo);
+}
+
+/// fio's direct 64 KiB writes to files in `dir`, once `disk` has 8 or more requests in
+/// flight (fio lays its files out first: in a guest under emulation that takes seconds).
+fn fio_queued_deep(dir: &std::path::Path, disk: &str) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = Proc::spawn(
+        "fio",
+        Command::new("fio")
+            // --thread: one process, which a kill ends (fio's job processes would
+            // outlive their parent and write on into the next test).
+            .args([
+                "--thread",
+                "--name=queued",
+                &format!("--directory={}", dir.display()),
+                "--rw=randwrite",
+                "--bs=64k",
+                "--size=32m",
+                "--direct=1",
+                "--ioengine=libaio",
+                "--iodepth=16",
+                "--runtime=60",
+                "--time_based",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let inflight = format!("/sys/block/{disk}/inflight");
+    wait_until(
+        &format!("fio's 8 requests in flight on {disk}"),
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&inflight)
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|x| x.parse::<u64>().ok())
+                .sum::<u64>()
+                >= 8
+        },
+    );
+    p
 }
 
 #[test]
