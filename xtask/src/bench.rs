@@ -8,6 +8,9 @@
 //!   its file is on (every request traced); the same collection in bpftrace beside it,
 //!   and the floor (`zkstall floor`: on every hook the agent uses, a program that looks up
 //!   one map and returns), the hooks' own price that no work in the programs goes below;
+//!   and, for each, the BPF time per op itself (the kernel's bpf_stats, one more run with
+//!   it on): the programs' own cost, which this VM's run-to-run noise (10-20% between
+//!   rounds of the same load) does not blur;
 //! - ZooKeeper creates/s (its own client, a real server) with the agent on it;
 //! - the userspace pipeline: `report` of a recording of the flood, records/s on one core;
 //! - the agent's resident memory, idle and through the flood; recording size per hour, idle
@@ -500,6 +503,147 @@ fn floor_row(
     .with_spread(spread))
 }
 
+/// A process measured alongside: its pid, for its CPU time.
+trait Pid {
+    fn pid(&self) -> u32;
+}
+
+impl Pid for Agent {
+    fn pid(&self) -> u32 {
+        Agent::pid(self)
+    }
+}
+
+impl Pid for Floor {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Pid for Bpftrace {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+/// A process's user + system CPU time so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s[s.rfind(')')? + 2..].to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(0.0, |t| t / hz)
+}
+
+/// Every loaded program's run time and run count summed (`bpftool prog show`; bpf_stats
+/// on).
+fn bpf_totals() -> Result<(f64, f64)> {
+    let out = sh("bpftool prog show -j")?;
+    let v: Value = serde_json::from_str(&out).context("bpftool's JSON")?;
+    let progs = v.as_array().context("bpftool: not a list")?;
+    Ok(progs.iter().fold((0.0, 0.0), |(t, n), p| {
+        (
+            t + p["run_time_ns"].as_f64().unwrap_or(0.0),
+            n + p["run_cnt"].as_f64().unwrap_or(0.0),
+        )
+    }))
+}
+
+/// The kernel's own accounting of BPF time, on for as long as it lives (the sysctl as it
+/// was restored on drop): it costs two clock reads per program run, so the ratio rows are
+/// measured without it.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn on() -> Result<BpfStats> {
+        let was = std::fs::read_to_string(Self::PATH)
+            .context("kernel.bpf_stats_enabled (kernel >= 5.8)")?;
+        std::fs::write(Self::PATH, "1")?;
+        Ok(BpfStats(was.trim().to_string()))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// What one unit of a load's work (an op, a request) cost in the kernel's BPF programs
+/// and in the tracer's own process.
+#[derive(Clone, Copy)]
+struct PerOp {
+    bpf_ns: f64,
+    runs: f64,
+    process_ns: f64,
+}
+
+/// One run of `load` (a rate per second) with `attach` on and bpf_stats on: every
+/// program's time over the run, and the attached process's CPU time, divided by the work
+/// done (rate x wall time: the loads' start-up counts as work for every alternative alike).
+fn bpf_per_op<G: Pid>(
+    mut load: impl FnMut() -> Result<f64>,
+    attach: impl FnOnce() -> Result<G>,
+) -> Result<PerOp> {
+    let _stats = BpfStats::on()?;
+    let g = attach()?;
+    let (t0, n0) = bpf_totals()?;
+    let c0 = cpu_seconds(g.pid());
+    let started = Instant::now();
+    let rate = load()?;
+    let took = started.elapsed().as_secs_f64();
+    let (t1, n1) = bpf_totals()?;
+    let c1 = cpu_seconds(g.pid());
+    drop(g);
+    let work = rate * took;
+    if work <= 0.0 {
+        bail!("no work done while measuring BPF time");
+    }
+    Ok(PerOp {
+        bpf_ns: (t1 - t0) / work,
+        runs: (n1 - n0) / work,
+        process_ns: (c1 - c0) * 1e9 / work,
+    })
+}
+
+/// The row of BPF time per op: zkstall's programs beside the floor's (and bpftrace's).
+fn bpf_row(
+    name: &'static str,
+    unit: &'static str,
+    agent: PerOp,
+    floor: PerOp,
+    bpftrace: Option<PerOp>,
+) -> Row {
+    Row {
+        name,
+        with: "BPF time per op (bpf_stats)".into(),
+        unit,
+        without: 0.0,
+        value: agent.bpf_ns,
+        goal: None,
+        note: format!(
+            "zkstall agent {:.0} ns in {:.1} runs (+{:.0} ns in its process); floor {:.0} ns in {:.1} runs{}",
+            agent.bpf_ns,
+            agent.runs,
+            agent.process_ns,
+            floor.bpf_ns,
+            floor.runs,
+            bpftrace.map_or(String::new(), |b| format!(
+                "; bpftrace {:.0} ns in {:.1} runs (+{:.0} ns in its process)",
+                b.bpf_ns, b.runs, b.process_ns
+            ))
+        ),
+        spread: None,
+    }
+}
+
 pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -570,6 +714,20 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             || sched_pipe(seconds),
         )?);
         shown(&rows);
+        let agent = bpf_per_op(
+            || sched_pipe(seconds),
+            || Agent::start(zkstall, &["--pid", &pid]),
+        )?;
+        let floor = bpf_per_op(|| sched_pipe(seconds), || Floor::start(zkstall))?;
+        let bt = match bpftrace {
+            true => Some(bpf_per_op(
+                || sched_pipe(seconds),
+                Bpftrace::count_switches,
+            )?),
+            false => None,
+        };
+        rows.push(bpf_row("perf bench sched pipe", "ns/op", agent, floor, bt));
+        shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
     }
@@ -623,6 +781,29 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             "IOPS",
             || fio(&other.dev, seconds),
         )?);
+        shown(&rows);
+        let agent = bpf_per_op(
+            || fio(&other.dev, seconds),
+            || Agent::start(zkstall, &["--pid", &pid]),
+        )?;
+        let floor = bpf_per_op(|| fio(&other.dev, seconds), || Floor::start(zkstall))?;
+        let bt = match bpftrace {
+            true => {
+                let k = kdev(&other.dev)?;
+                Some(bpf_per_op(
+                    || fio(&other.dev, seconds),
+                    || Bpftrace::per_pid_latency(Some(k)),
+                )?)
+            }
+            false => None,
+        };
+        rows.push(bpf_row(
+            "fio flood, a disk ZooKeeper does not use",
+            "ns/request",
+            agent,
+            floor,
+            bt,
+        ));
         shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
@@ -707,6 +888,29 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             "IOPS",
             || fio(&flood_file, seconds),
         )?);
+        shown(&rows);
+        let agent = bpf_per_op(
+            || fio(&flood_file, seconds),
+            || Agent::start(zkstall, &["--pid", &pid]),
+        )?;
+        let floor = bpf_per_op(|| fio(&flood_file, seconds), || Floor::start(zkstall))?;
+        let bt = match bpftrace {
+            true => {
+                let k = kdev(&own.dev)?;
+                Some(bpf_per_op(
+                    || fio(&flood_file, seconds),
+                    || Bpftrace::per_pid_latency(Some(k)),
+                )?)
+            }
+            false => None,
+        };
+        rows.push(bpf_row(
+            "fio flood, ZooKeeper's own disk",
+            "ns/request",
+            agent,
+            floor,
+            bt,
+        ));
         shown(&rows);
         let _ = target.kill();
         let _ = target.wait();

@@ -179,6 +179,8 @@ fn main() -> Result<()> {
             apt_install(&[
                 ("bpftrace", "command -v bpftrace"),
                 ("linux-perf", "command -v perf"),
+                // Reads the kernel's per-program BPF time (the bpf_stats rows).
+                ("bpftool", "command -v bpftool"),
             ])?;
             // ZKSTALL_BENCH_BIN: measure another build (a before/after pair with the same
             // harness).

@@ -43,6 +43,8 @@ struct AgentSink {
     metrics: Metrics,
     pending: Rc<RefCell<Pending>>,
     names: HashMap<DevId, String>,
+    /// Each disk's request-duration histogram, so a request costs no label lookup.
+    request_hists: HashMap<DevId, prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl AgentSink {
@@ -137,11 +139,23 @@ impl Sink for AgentSink {
                 disk, service_ns, ..
             } => {
                 if let Some(ns) = service_ns {
-                    let name = self.dev_name(disk.0);
-                    self.metrics
-                        .disk_request_duration
-                        .get_or_create(&DiskLabels { disk: name })
-                        .observe(ns as f64 / 1e9);
+                    let h = match self.request_hists.get(&disk.0) {
+                        Some(h) => h,
+                        None => {
+                            let name = self.dev_name(disk.0);
+                            let h = self
+                                .metrics
+                                .disk_request_duration
+                                .get_or_create(&DiskLabels { disk: name })
+                                .clone();
+                            // Bounded like the names: watched disks are few.
+                            if self.request_hists.len() >= 1024 {
+                                self.request_hists.clear();
+                            }
+                            self.request_hists.entry(disk.0).or_insert(h)
+                        }
+                    };
+                    h.observe(ns as f64 / 1e9);
                 }
             }
         }
@@ -268,6 +282,7 @@ pub async fn run_with(cfg: AgentConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         pending: pending.clone(),
         names: HashMap::new(),
+        request_hists: HashMap::new(),
     };
     let mut tap = Tap(recorder.clone());
     let opts = TraceOptions {
