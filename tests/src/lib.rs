@@ -24,6 +24,133 @@ pub fn zkstall_bin() -> PathBuf {
     path
 }
 
+/// What a scenario could leave behind: attached loop devices (with their backing files),
+/// mount points, and processes of the loads tests start (fio, dd, java, bpftrace), by pid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    loops: std::collections::BTreeMap<String, String>,
+    mounts: std::collections::BTreeSet<String>,
+    procs: std::collections::BTreeMap<u32, String>,
+}
+
+/// The comms of the loads scenarios start, which must not outlive them.
+const LOAD_COMMS: &[&str] = &["fio", "dd", "java", "bpftrace"];
+
+impl Leftovers {
+    pub fn now() -> Leftovers {
+        let mut l = Leftovers::default();
+        if let Ok(dir) = std::fs::read_dir("/sys/block") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+                    l.loops.insert(name, b.trim().to_string());
+                }
+            }
+        }
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
+            l.mounts = m
+                .lines()
+                .filter_map(|x| x.split_whitespace().nth(1).map(str::to_string))
+                .collect();
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                    continue;
+                };
+                // A zombie is reaped by its parent; only a live process is a leftover.
+                let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                    continue;
+                };
+                let comm = &stat[open + 1..close];
+                let state = stat[close + 1..].split_whitespace().next().unwrap_or("");
+                if state != "Z" && LOAD_COMMS.contains(&comm) {
+                    l.procs.insert(pid, comm.to_string());
+                }
+            }
+        }
+        l
+    }
+
+    /// What is in `self` and was not in `before`, as one line per kind; empty if nothing.
+    pub fn added_since(&self, before: &Leftovers) -> Vec<String> {
+        let mut out = Vec::new();
+        let loops: Vec<String> = self
+            .loops
+            .iter()
+            .filter(|(k, v)| before.loops.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k} (backing {v})"))
+            .collect();
+        if !loops.is_empty() {
+            out.push(format!("loop devices still attached: {}", loops.join(", ")));
+        }
+        let mounts: Vec<&String> = self.mounts.difference(&before.mounts).collect();
+        if !mounts.is_empty() {
+            out.push(format!("still mounted: {mounts:?}"));
+        }
+        let procs: Vec<String> = self
+            .procs
+            .iter()
+            .filter(|(p, _)| !before.procs.contains_key(p))
+            .map(|(p, c)| format!("{c} (pid {p})"))
+            .collect();
+        if !procs.is_empty() {
+            out.push(format!("processes still running: {}", procs.join(", ")));
+        }
+        out
+    }
+}
+
+/// Held by each root scenario for its whole run (take it first, so it is dropped
+/// last): one scenario at a time per test binary, and at the end a check that it left
+/// nothing behind: no loop device, mount, or fio/dd/java/bpftrace process that was not
+/// there when it began. A leak fails the scenario that caused it, not a later one whose
+/// numbers it would skew. Detaching and reaping can lag a moment: it waits up to 10 s for
+/// them to settle first. When the scenario already failed, a leak is only printed.
+pub struct Serial {
+    _lock: std::sync::MutexGuard<'static, ()>,
+    test: String,
+    before: Leftovers,
+}
+
+/// Takes `lock` (the test binary's one lock) for the current test.
+pub fn serial(lock: &'static std::sync::Mutex<()>) -> Serial {
+    let lock = lock.lock().unwrap_or_else(|e| e.into_inner());
+    Serial {
+        _lock: lock,
+        test: std::thread::current()
+            .name()
+            .unwrap_or("a scenario")
+            .to_string(),
+        before: Leftovers::now(),
+    }
+}
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let left = loop {
+            let left = Leftovers::now().added_since(&self.before);
+            if left.is_empty() || Instant::now() >= deadline {
+                break left;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if left.is_empty() {
+            return;
+        }
+        let msg = format!("{} left behind: {}", self.test, left.join("; "));
+        if std::thread::panicking() {
+            eprintln!("{msg}");
+        } else {
+            panic!("{msg}");
+        }
+    }
+}
+
 /// True when this process can load BPF programs (root). Otherwise: under CI=true the test
 /// fails loudly (CI must run as root); on a developer's machine it prints why it is skipped.
 pub fn can_run_root_tests(test: &str) -> bool {
@@ -1646,6 +1773,45 @@ mod tests {
             "type": "fsync", "syscall": "fdatasync", "thread": "SyncThread:0",
             "start_unix_ms": start_unix_ms, "duration_ms": ms,
         })
+    }
+
+    /// The leak check sees a load process started after its snapshot, and stops seeing
+    /// it once it is reaped; what was there before is never counted.
+    #[test]
+    fn a_load_process_left_running_is_a_leftover_until_it_is_reaped() {
+        let before = Leftovers::now();
+        let mut dd = Command::new("dd")
+            .args(["if=/dev/zero", "of=/dev/null", "bs=1"])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dd");
+        let pid = dd.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let left = loop {
+            let left = Leftovers::now().added_since(&before);
+            if !left.is_empty() || Instant::now() > deadline {
+                break left;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Against a snapshot taken while it ran, it is not new.
+        let during = Leftovers::now();
+        let still = Leftovers::now().added_since(&during);
+        let _ = dd.kill();
+        let _ = dd.wait();
+        assert!(
+            left.iter().any(|l| l.contains(&format!("dd (pid {pid})"))),
+            "{left:?}"
+        );
+        let after = Leftovers::now().added_since(&before);
+        assert!(
+            !after.iter().any(|l| l.contains(&format!("pid {pid})"))),
+            "{after:?}"
+        );
+        assert!(
+            !still.iter().any(|l| l.contains(&format!("pid {pid})"))),
+            "{still:?}"
+        );
     }
 
     #[test]

@@ -250,7 +250,7 @@ fn an_agent_started_before_zookeeper_explains_its_stopped_disk_in_an_incident_pr
     if !can_run_root_tests(test) || !have_tool("prometheus", test) || !have_tool("promtool", test) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let work = scratch_dir("zkstall-agent");
     let _cleanup = RemoveOnDrop(work.clone());
     let disk = StoppableDisk::new(512);
@@ -430,7 +430,7 @@ fn through_a_minute_long_flood_the_agent_stays_under_its_memory_bound_and_says_w
     if !can_run_root_tests(test) || !have_tool("fio", test) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let work = scratch_dir("zkstall-agent-flood");
     let _cleanup = RemoveOnDrop(work.clone());
     // The workload's own disk, flooded: every request is traced and recorded.

@@ -91,7 +91,7 @@ fn an_exported_trace_has_the_named_thread_one_slice_per_call_and_counters() {
     let Some(py) = perfetto_python(test) else {
         return;
     };
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let dir = scratch_dir("zkstall-export");
     let _cleanup = RemoveOnDrop(dir.clone());
     let (live, rec) = traced_workload(&dir.join("w"), 30);
@@ -337,7 +337,7 @@ fn two_zookeepers_whose_disks_stop_together_are_a_correlated_stall() {
         return;
     }
     let py = perfetto_python(test);
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let dir = scratch_dir("zkstall-merge");
     let _cleanup = RemoveOnDrop(dir.clone());
     std::fs::create_dir_all(&dir).unwrap();

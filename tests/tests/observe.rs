@@ -26,7 +26,7 @@ fn direct_writes_are_block_requests_of_the_writer_adding_up_to_what_it_wrote() {
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(64);
     let mut target = sleeper();
     // The sleeper has no file there: the loop device is watched because it is named.
@@ -88,7 +88,7 @@ fn a_thread_blocked_by_a_frozen_filesystem_is_a_d_state_interval_with_its_stack(
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let mnt = Mount::ext4(&lo.dev);
     let mut work = Proc::spawn(
@@ -193,7 +193,7 @@ fn flusher_writeback_is_charged_to_the_process_that_dirtied_the_pages() {
     if !can_run_root_tests("flusher_writeback_is_charged_to_the_process_that_dirtied_the_pages") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let mnt = Mount::ext4(&lo.dev);
     let mut target = sleeper();
@@ -297,7 +297,7 @@ fn a_writer_over_a_low_dirty_limit_shows_balance_dirty_pages_pauses() {
     if !can_run_root_tests("a_writer_over_a_low_dirty_limit_shows_balance_dirty_pages_pauses") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(256);
     let mnt = Mount::ext4(&lo.dev);
     let mut target = sleeper();
@@ -357,7 +357,7 @@ fn a_thread_woken_by_its_timer_names_the_timer_not_the_task_that_was_on_the_cpu(
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     // It naps only once the tracer is attached ("go" on stdin): a slow (emulated) host
     // takes seconds to attach.
     let mut napper = Proc::spawn(
@@ -428,7 +428,7 @@ fn a_thread_blocked_in_a_page_fault_is_not_labelled_with_a_syscall() {
     if !can_run_root_tests("a_thread_blocked_in_a_page_fault_is_not_labelled_with_a_syscall") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(64);
     let mnt = Mount::ext4(&lo.dev);
     let file = mnt.dir.join("mapped");

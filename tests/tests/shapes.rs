@@ -82,7 +82,7 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
     if !can_run_root_tests("dd_on_another_partition_of_the_same_disk_is_named_as_the_contender") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let disk = PartLoop::new(&[256, 1024]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
     let other_fs = Mount::ext4(&disk.parts[1]);
@@ -211,7 +211,7 @@ fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk() {
     if !can_run_root_tests("a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let outer = LoopDev::new(600);
     let outer_fs = Mount::ext4(&outer.dev);
     let disk = PartLoop::over(&outer_fs.dir.join("inner.img"), &[200, 100]);
@@ -284,7 +284,7 @@ fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let fs = Mount::ext4(&lo.dev);
     let mut work = workload(
@@ -357,7 +357,7 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let disk = StoppableDisk::new(200);
     let fs = Mount::ext4(&disk.inner.dev);
     let mut work = workload(
@@ -418,7 +418,7 @@ fn a_request_in_flight_when_its_disk_is_watched_is_counted_apart_from_missed_one
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let disk = StoppableDisk::new(64);
     let dev = disk.inner.dev.to_string_lossy().into_owned();
     // Declared before the freeze (variables drop in reverse order of declaration), so
@@ -511,7 +511,7 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(256);
     let fs = Mount::ext4(&lo.dev);
     let (flood_dev, _shm) = ram_disk(512);
@@ -624,7 +624,7 @@ fn a_flood_on_a_watched_disk_is_paired_exactly_and_any_loss_is_said() {
     if !can_run_root_tests("a_flood_on_a_watched_disk_is_paired_exactly_and_any_loss_is_said") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let (flood_dev, _shm) = ram_disk(512);
     let mut target = sleeper();
     let dev = flood_dev.dev.to_string_lossy().into_owned();
@@ -674,7 +674,7 @@ fn a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v() {
     if !can_run_root_tests("a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let (flood_dev, _shm) = ram_disk(128);
     let mut target = sleeper();
     let dev = flood_dev.dev.to_string_lossy().into_owned();

@@ -26,7 +26,7 @@ fn a_frozen_filesystem_under_a_write_is_fs_blocked() {
     if !can_run_root_tests("a_frozen_filesystem_under_a_write_is_fs_blocked") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let mnt = Mount::ext4(&lo.dev);
     let rec_dir = scratch_dir("zkstall-rec");
@@ -121,7 +121,7 @@ fn a_competing_dd_with_conv_fsync_is_contention_naming_dd() {
     if !can_run_root_tests("a_competing_dd_with_conv_fsync_is_contention_naming_dd") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(1024);
     let mnt = Mount::ext4(&lo.dev);
     // --events: dd's block requests say when it was writing to the device.
@@ -245,7 +245,7 @@ fn a_device_that_stops_with_others_io_queued_on_it_is_a_device_stall_not_content
 /// it stops: the stop, not fio, is the cause (in the 6.1 guest, ext4lazyinit's requests
 /// queued there once made it a journal wait).
 fn a_device_stops(others_queued: bool) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let disk = StoppableDisk::new(256);
     let inner_lo = &disk.inner;
     let inner = Mount::ext4(&inner_lo.dev);
@@ -357,7 +357,7 @@ fn a_writer_over_the_dirty_limit_is_dirty_throttle() {
     if !can_run_root_tests("a_writer_over_the_dirty_limit_is_dirty_throttle") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(1024);
     let mnt = Mount::ext4(&lo.dev);
     let limits = DirtyLimits::set(4 << 20, 1 << 20);
@@ -407,7 +407,7 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
     if !can_run_root_tests("a_thread_kept_off_the_cpu_is_cpu_starvation") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let mnt = Mount::ext4(&lo.dev);
     // Back-to-back calls (no pause between them), so the hog lands inside one.
@@ -469,7 +469,7 @@ fn a_cgroup_io_limit_on_the_disk_is_io_throttled() {
     if !can_run_root_tests("a_cgroup_io_limit_on_the_disk_is_io_throttled") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     // 256 KiB/s of writes for the workload's cgroup on that disk.
     io_throttled_scenario(false, 262_144, "30ms");
 }
@@ -485,7 +485,7 @@ fn a_cgroup2_io_max_limit_is_io_throttled() {
     if !can_run_root_tests("a_cgroup2_io_max_limit_is_io_throttled") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     match cgroup_root("blkio") {
         // 32 KiB/s, and calls over 200 ms: each 16 KiB data write waits about half a
         // second for the limit, far above what journal commits take even on an emulated
@@ -504,7 +504,7 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
     if !can_run_root_tests("a_memory_cgroup_at_its_limit_is_memory_reclaim") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let limit = 48u64 << 20;
     let run = || -> Vec<Value> {
         // Room for every write: a nearly full filesystem would be low_space instead.
@@ -587,7 +587,7 @@ fn xfs_log_forces_behind_a_writer_are_contention_naming_it() {
     if !can_run_root_tests("xfs_log_forces_behind_a_writer_are_contention_naming_it") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(1024);
     let mnt = Mount::xfs(&lo.dev);
     let sc = Scenario::start(
@@ -637,7 +637,7 @@ fn writeback_forced_by_a_nearly_full_filesystem_is_low_space() {
     if !can_run_root_tests("writeback_forced_by_a_nearly_full_filesystem_is_low_space") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(160);
     let mnt = Mount::ext4(&lo.dev);
     // Leave about 24 MiB free: once half of what is free is dirty, ext4 stops delaying

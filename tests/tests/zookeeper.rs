@@ -144,7 +144,7 @@ fn a_competing_dd_is_device_contention_with_dd_on_top() {
     if !can_run_root_tests("a_competing_dd_is_device_contention_with_dd_on_top") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(1024);
     let mnt = Mount::ext4(&lo.dev);
     let (mut zk, tracer) = start(&mnt.dir, &[]);
@@ -224,7 +224,7 @@ fn a_device_that_stops_is_a_device_stall_on_that_device() {
     if !can_run_root_tests("a_device_that_stops_is_a_device_stall_on_that_device") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let outer_lo = LoopDev::new(1024);
     let outer = Mount::ext4(&outer_lo.dev);
     let inner_lo = LoopDev::over(&outer.dir.join("inner.img"), 512);
@@ -259,7 +259,7 @@ fn zookeepers_own_filesystem_frozen_is_fs_blocked_in_write() {
     if !can_run_root_tests("zookeepers_own_filesystem_frozen_is_fs_blocked_in_write") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(512);
     let mnt = Mount::ext4(&lo.dev);
     let (mut zk, tracer) = start(&mnt.dir, &[]);
@@ -298,7 +298,7 @@ fn a_gc_log_on_a_frozen_filesystem_is_a_jvm_pause_naming_the_thread_that_held_it
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     // The research's row 6: ZooKeeper's fsync is fast, but the JVM's GC log is written
     // synchronously inside the GC pause, on another filesystem that blocks (frozen here, a
     // saturated or stalled disk in production). The SyncThread returning from fdatasync
@@ -387,7 +387,7 @@ fn dirty_throttling_of_zookeepers_writes_is_dirty_throttle() {
     if !can_run_root_tests("dirty_throttling_of_zookeepers_writes_is_dirty_throttle") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(2048);
     let mnt = Mount::ext4(&lo.dev);
     let (mut zk, tracer) = start(&mnt.dir, &[]);
@@ -458,7 +458,7 @@ fn a_starved_sync_thread_is_cpu_starvation() {
     if !can_run_root_tests("a_starved_sync_thread_is_cpu_starvation") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(512);
     let mnt = Mount::ext4(&lo.dev);
     // ZooKeeper on CPU 1; the loop device's worker on CPU 0 (else the device stalls too).
@@ -570,7 +570,7 @@ fn dd_on_the_other_partition_of_zookeepers_disk_is_contention_with_dd_on_top() {
     ) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let disk = PartLoop::new(&[512, 1024]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
     let other = Mount::ext4(&disk.parts[1]);
@@ -634,7 +634,7 @@ fn a_blkio_limited_zookeeper_is_io_throttled() {
     if !can_run_root_tests("a_blkio_limited_zookeeper_is_io_throttled") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(512);
     let mnt = Mount::ext4(&lo.dev);
     let cg = TestCgroup::new("blkio", "zkstall-zk-throttle")
@@ -696,7 +696,7 @@ fn a_memory_cgroup_at_its_limit_makes_zookeepers_writes_reclaim() {
     if !can_run_root_tests("a_memory_cgroup_at_its_limit_makes_zookeepers_writes_reclaim") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     // The scenario needs ZooKeeper's SyncThread to stall. Once in about twenty runs here
     // it never waited long: no write or fsync of 100 ms or more, by zkstall's count or in
     // ZooKeeper's own log (the longest a 31 ms fdatasync), so there was nothing to
@@ -827,7 +827,7 @@ fn zookeeper_on_xfs_under_dd_is_contention_with_dd_on_top() {
     if !can_run_root_tests("zookeeper_on_xfs_under_dd_is_contention_with_dd_on_top") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(1024);
     let mnt = Mount::xfs(&lo.dev);
     let (mut zk, tracer) = start(&mnt.dir, &[]);
@@ -873,7 +873,7 @@ fn zookeepers_own_snapshot_thread_is_named_as_the_contender() {
     if !can_run_root_tests("zookeepers_own_snapshot_thread_is_named_as_the_contender") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial(&SERIAL);
     let lo = LoopDev::new(2048);
     let mnt = Mount::ext4(&lo.dev);
     // A snapshot every ~1000 transactions of 16 KiB znodes: tens of MB, written by

@@ -587,10 +587,13 @@ struct PerOp {
 
 /// One run of `load` (a rate per second) with `attach` on and bpf_stats on: every
 /// program's time over the run, and the attached process's CPU time, divided by the work
-/// done (rate x wall time: the loads' start-up counts as work for every alternative alike).
+/// done: the rate times `measured` (the seconds the load measures its rate over; None:
+/// the run's wall time). A load's start-up (a JVM's) is in the time and not in the work,
+/// for every alternative alike.
 fn bpf_per_op<G: Pid>(
     mut load: impl FnMut() -> Result<f64>,
     attach: impl FnOnce() -> Result<G>,
+    measured: Option<u64>,
 ) -> Result<PerOp> {
     let _stats = BpfStats::on()?;
     let g = attach()?;
@@ -602,7 +605,7 @@ fn bpf_per_op<G: Pid>(
     let (t1, n1) = bpf_totals()?;
     let c1 = cpu_seconds(g.pid());
     drop(g);
-    let work = rate * took;
+    let work = rate * measured.map_or(took, |m| m as f64);
     if work <= 0.0 {
         bail!("no work done while measuring BPF time");
     }
@@ -717,12 +720,14 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
         let agent = bpf_per_op(
             || sched_pipe(seconds),
             || Agent::start(zkstall, &["--pid", &pid]),
+            None,
         )?;
-        let floor = bpf_per_op(|| sched_pipe(seconds), || Floor::start(zkstall))?;
+        let floor = bpf_per_op(|| sched_pipe(seconds), || Floor::start(zkstall), None)?;
         let bt = match bpftrace {
             true => Some(bpf_per_op(
                 || sched_pipe(seconds),
                 Bpftrace::count_switches,
+                None,
             )?),
             false => None,
         };
@@ -785,14 +790,20 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
         let agent = bpf_per_op(
             || fio(&other.dev, seconds),
             || Agent::start(zkstall, &["--pid", &pid]),
+            Some(seconds),
         )?;
-        let floor = bpf_per_op(|| fio(&other.dev, seconds), || Floor::start(zkstall))?;
+        let floor = bpf_per_op(
+            || fio(&other.dev, seconds),
+            || Floor::start(zkstall),
+            Some(seconds),
+        )?;
         let bt = match bpftrace {
             true => {
                 let k = kdev(&other.dev)?;
                 Some(bpf_per_op(
                     || fio(&other.dev, seconds),
                     || Bpftrace::per_pid_latency(Some(k)),
+                    Some(seconds),
                 )?)
             }
             false => None,
@@ -892,14 +903,20 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
         let agent = bpf_per_op(
             || fio(&flood_file, seconds),
             || Agent::start(zkstall, &["--pid", &pid]),
+            Some(seconds),
         )?;
-        let floor = bpf_per_op(|| fio(&flood_file, seconds), || Floor::start(zkstall))?;
+        let floor = bpf_per_op(
+            || fio(&flood_file, seconds),
+            || Floor::start(zkstall),
+            Some(seconds),
+        )?;
         let bt = match bpftrace {
             true => {
                 let k = kdev(&own.dev)?;
                 Some(bpf_per_op(
                     || fio(&flood_file, seconds),
                     || Bpftrace::per_pid_latency(Some(k)),
+                    Some(seconds),
                 )?)
             }
             false => None,
@@ -1206,6 +1223,24 @@ fn zookeeper_rows(
         || zk.creates(secs),
     )?);
     rows.last().map(Row::print);
+    // What each create costs in BPF (every program on the host: the server's and the
+    // client's threads, their syscalls, fsyncs and requests) and in the agent.
+    let agent = bpf_per_op(
+        || zk.creates(secs),
+        || Agent::start(zkstall, &[]),
+        Some(secs),
+    )?;
+    let floor = bpf_per_op(|| zk.creates(secs), || Floor::start(zkstall), Some(secs))?;
+    rows.push(bpf_row(
+        "ZooKeeper creates/s",
+        "ns/create",
+        agent,
+        floor,
+        None,
+    ));
+    rows.last().map(Row::print);
+    drop(zk);
+    let zk = fresh()?;
 
     // Idle RSS of the agent on a quiet ZooKeeper.
     {
