@@ -647,6 +647,40 @@ fn bpf_row(
     }
 }
 
+/// The BPF-time row of a fio flood on `target` (a device or a file on `dev`), with the
+/// agent tracing `pid`.
+fn fio_bpf_row(
+    zkstall: &Path,
+    name: &'static str,
+    (target, dev): (&str, &str),
+    pid: &str,
+    seconds: u64,
+    bpftrace: bool,
+) -> Result<Row> {
+    let agent = bpf_per_op(
+        || fio(target, seconds),
+        || Agent::start(zkstall, &["--pid", pid]),
+        Some(seconds),
+    )?;
+    let floor = bpf_per_op(
+        || fio(target, seconds),
+        || Floor::start(zkstall),
+        Some(seconds),
+    )?;
+    let bt = match bpftrace {
+        true => {
+            let k = kdev(dev)?;
+            Some(bpf_per_op(
+                || fio(target, seconds),
+                || Bpftrace::per_pid_latency(Some(k)),
+                Some(seconds),
+            )?)
+        }
+        false => None,
+    };
+    Ok(bpf_row(name, "ns/request", agent, floor, bt))
+}
+
 pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -787,34 +821,14 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             || fio(&other.dev, seconds),
         )?);
         shown(&rows);
-        let agent = bpf_per_op(
-            || fio(&other.dev, seconds),
-            || Agent::start(zkstall, &["--pid", &pid]),
-            Some(seconds),
-        )?;
-        let floor = bpf_per_op(
-            || fio(&other.dev, seconds),
-            || Floor::start(zkstall),
-            Some(seconds),
-        )?;
-        let bt = match bpftrace {
-            true => {
-                let k = kdev(&other.dev)?;
-                Some(bpf_per_op(
-                    || fio(&other.dev, seconds),
-                    || Bpftrace::per_pid_latency(Some(k)),
-                    Some(seconds),
-                )?)
-            }
-            false => None,
-        };
-        rows.push(bpf_row(
+        rows.push(fio_bpf_row(
+            zkstall,
             "fio flood, a disk ZooKeeper does not use",
-            "ns/request",
-            agent,
-            floor,
-            bt,
-        ));
+            (&other.dev, &other.dev),
+            &pid,
+            seconds,
+            bpftrace,
+        )?);
         shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
@@ -900,34 +914,14 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             || fio(&flood_file, seconds),
         )?);
         shown(&rows);
-        let agent = bpf_per_op(
-            || fio(&flood_file, seconds),
-            || Agent::start(zkstall, &["--pid", &pid]),
-            Some(seconds),
-        )?;
-        let floor = bpf_per_op(
-            || fio(&flood_file, seconds),
-            || Floor::start(zkstall),
-            Some(seconds),
-        )?;
-        let bt = match bpftrace {
-            true => {
-                let k = kdev(&own.dev)?;
-                Some(bpf_per_op(
-                    || fio(&flood_file, seconds),
-                    || Bpftrace::per_pid_latency(Some(k)),
-                    Some(seconds),
-                )?)
-            }
-            false => None,
-        };
-        rows.push(bpf_row(
+        rows.push(fio_bpf_row(
+            zkstall,
             "fio flood, ZooKeeper's own disk",
-            "ns/request",
-            agent,
-            floor,
-            bt,
-        ));
+            (&flood_file, &own.dev),
+            &pid,
+            seconds,
+            bpftrace,
+        )?);
         shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
