@@ -9,8 +9,8 @@
 //!   and the floor (`zkstall floor`: on every hook the agent uses, a program that looks up
 //!   one map and returns), the hooks' own price that no work in the programs goes below;
 //!   and, for each, the BPF time per op itself (the kernel's bpf_stats, one more run with
-//!   it on): the programs' own cost, which this VM's run-to-run noise (10-20% between
-//!   rounds of the same load) does not blur;
+//!   it on): the programs' own cost apart from the hooks' price, which the ratios'
+//!   run-to-run noise (10-20% between rounds of the same load here) hides;
 //! - ZooKeeper creates/s (its own client, a real server) with the agent on it;
 //! - the userspace pipeline: `report` of a recording of the flood, records/s on one core;
 //! - the agent's resident memory, idle and through the flood; recording size per hour, idle
@@ -647,38 +647,23 @@ fn bpf_row(
     }
 }
 
-/// The BPF-time row of a fio flood on `target` (a device or a file on `dev`), with the
-/// agent tracing `pid`.
-fn fio_bpf_row(
+/// The BPF-time row of `load`: one run each with the agent (`agent_args`), the floor and,
+/// when given, bpftrace. `measured` as in [`bpf_per_op`].
+fn bpf_row_of(
     zkstall: &Path,
-    name: &'static str,
-    (target, dev): (&str, &str),
-    pid: &str,
-    seconds: u64,
-    bpftrace: bool,
+    (name, unit): (&'static str, &'static str),
+    mut load: impl FnMut() -> Result<f64>,
+    agent_args: &[&str],
+    bpftrace: Option<&dyn Fn() -> Result<Bpftrace>>,
+    measured: Option<u64>,
 ) -> Result<Row> {
-    let agent = bpf_per_op(
-        || fio(target, seconds),
-        || Agent::start(zkstall, &["--pid", pid]),
-        Some(seconds),
-    )?;
-    let floor = bpf_per_op(
-        || fio(target, seconds),
-        || Floor::start(zkstall),
-        Some(seconds),
-    )?;
+    let agent = bpf_per_op(&mut load, || Agent::start(zkstall, agent_args), measured)?;
+    let floor = bpf_per_op(&mut load, || Floor::start(zkstall), measured)?;
     let bt = match bpftrace {
-        true => {
-            let k = kdev(dev)?;
-            Some(bpf_per_op(
-                || fio(target, seconds),
-                || Bpftrace::per_pid_latency(Some(k)),
-                Some(seconds),
-            )?)
-        }
-        false => None,
+        Some(start) => Some(bpf_per_op(&mut load, start, measured)?),
+        None => None,
     };
-    Ok(bpf_row(name, "ns/request", agent, floor, bt))
+    Ok(bpf_row(name, unit, agent, floor, bt))
 }
 
 pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> {
@@ -751,21 +736,14 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             || sched_pipe(seconds),
         )?);
         shown(&rows);
-        let agent = bpf_per_op(
+        rows.push(bpf_row_of(
+            zkstall,
+            ("perf bench sched pipe", "ns/op"),
             || sched_pipe(seconds),
-            || Agent::start(zkstall, &["--pid", &pid]),
+            &["--pid", &pid],
+            bpftrace.then_some(&Bpftrace::count_switches),
             None,
-        )?;
-        let floor = bpf_per_op(|| sched_pipe(seconds), || Floor::start(zkstall), None)?;
-        let bt = match bpftrace {
-            true => Some(bpf_per_op(
-                || sched_pipe(seconds),
-                Bpftrace::count_switches,
-                None,
-            )?),
-            false => None,
-        };
-        rows.push(bpf_row("perf bench sched pipe", "ns/op", agent, floor, bt));
+        )?);
         shown(&rows);
         let _ = target.kill();
         let _ = target.wait();
@@ -821,13 +799,14 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             || fio(&other.dev, seconds),
         )?);
         shown(&rows);
-        rows.push(fio_bpf_row(
+        let k = kdev(&other.dev)?;
+        rows.push(bpf_row_of(
             zkstall,
-            "fio flood, a disk ZooKeeper does not use",
-            (&other.dev, &other.dev),
-            &pid,
-            seconds,
-            bpftrace,
+            ("fio flood, a disk ZooKeeper does not use", "ns/request"),
+            || fio(&other.dev, seconds),
+            &["--pid", &pid],
+            bpftrace.then_some(&|| Bpftrace::per_pid_latency(Some(k))),
+            Some(seconds),
         )?);
         shown(&rows);
         let _ = target.kill();
@@ -914,13 +893,14 @@ pub fn run(zkstall: &Path, seconds: u64, rounds: usize, zk: bool) -> Result<()> 
             || fio(&flood_file, seconds),
         )?);
         shown(&rows);
-        rows.push(fio_bpf_row(
+        let k = kdev(&own.dev)?;
+        rows.push(bpf_row_of(
             zkstall,
-            "fio flood, ZooKeeper's own disk",
-            (&flood_file, &own.dev),
-            &pid,
-            seconds,
-            bpftrace,
+            ("fio flood, ZooKeeper's own disk", "ns/request"),
+            || fio(&flood_file, seconds),
+            &["--pid", &pid],
+            bpftrace.then_some(&|| Bpftrace::per_pid_latency(Some(k))),
+            Some(seconds),
         )?);
         shown(&rows);
         let _ = target.kill();
@@ -1219,20 +1199,17 @@ fn zookeeper_rows(
     rows.last().map(Row::print);
     // What each create costs in BPF (every program on the host: the server's and the
     // client's threads, their syscalls, fsyncs and requests) and in the agent.
-    let agent = bpf_per_op(
+    rows.push(bpf_row_of(
+        zkstall,
+        ("ZooKeeper creates/s", "ns/create"),
         || zk.creates(secs),
-        || Agent::start(zkstall, &[]),
-        Some(secs),
-    )?;
-    let floor = bpf_per_op(|| zk.creates(secs), || Floor::start(zkstall), Some(secs))?;
-    rows.push(bpf_row(
-        "ZooKeeper creates/s",
-        "ns/create",
-        agent,
-        floor,
+        &[],
         None,
-    ));
+        Some(secs),
+    )?);
     rows.last().map(Row::print);
+    // A fresh server again for the rows below, as for each row above (these two runs
+    // added their znodes).
     drop(zk);
     let zk = fresh()?;
 
