@@ -1588,6 +1588,10 @@ pub fn python_json(
 pub struct Scenario {
     work: Proc,
     tracer: Tracer,
+    /// The workload's own per-call lines (it times each call itself).
+    own: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    /// The trace's `--threshold`, when given with a unit.
+    threshold: Option<Duration>,
 }
 
 impl Scenario {
@@ -1630,12 +1634,30 @@ impl Scenario {
         let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
         let mut ready = String::new();
         std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
-        // Drain its per-call lines so it never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        // Keep its per-call lines (and drain them, so it never blocks on a full pipe).
+        let own = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = own.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(out).map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    keep.lock().unwrap().push(v);
+                }
+            }
+        });
+        let threshold = trace_args
+            .iter()
+            .position(|a| *a == "--threshold")
+            .and_then(|i| trace_args.get(i + 1))
+            .and_then(|t| humantime::parse_duration(t).ok());
         let tracer = start_tracer_with(work.pid(), trace_args);
         std::io::Write::write_all(work.child.stdin.as_mut().unwrap(), b"go\n").unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        Scenario { work, tracer }
+        Scenario {
+            work,
+            tracer,
+            own,
+            threshold,
+        }
     }
 
     /// Stops the workload; returns the slow calls of its SyncThread.
@@ -1646,6 +1668,12 @@ impl Scenario {
     /// Also returns the live run's output, byte for byte. Calls reported while still
     /// running (as they crossed the threshold) are left out: each is reported again when
     /// it ends (see `in_progress`).
+    ///
+    /// Checks the other direction too: every call the workload itself timed well above the
+    /// threshold is one zkstall reported (its kernel entry inside the workload's interval).
+    /// When the workload had no slow call at all, its slowest calls and appends are
+    /// printed: a scenario whose stall caught the thread outside the watched calls then
+    /// says so instead of looking like a miss.
     pub fn finish_raw(mut self) -> (Vec<serde_json::Value>, String) {
         std::thread::sleep(Duration::from_millis(300));
         let _ = self.work.child.kill();
@@ -1656,6 +1684,10 @@ impl Scenario {
         {
             assert_supported(r);
         }
+        let own = std::mem::take(&mut *self.own.lock().unwrap());
+        if let Some(t) = self.threshold.filter(|t| !t.is_zero()) {
+            check_own_calls_reported(&own, &records, t);
+        }
         let calls = records
             .into_iter()
             .filter(|r| {
@@ -1665,6 +1697,50 @@ impl Scenario {
             })
             .collect();
         (calls, raw)
+    }
+}
+
+/// Fails if a call the workload timed at well over `threshold` (1.2x, +20 ms: its own
+/// timing includes a return to userspace) has no zkstall record of the same thread that
+/// entered the kernel inside it. Prints the workload's slowest calls and appends, so an
+/// empty result can be read.
+fn check_own_calls_reported(
+    own: &[serde_json::Value],
+    records: &[serde_json::Value],
+    threshold: Duration,
+) {
+    let floor = threshold.as_nanos() as u64 * 6 / 5 + 20_000_000;
+    let num = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let slowest = |k: &str| {
+        own.iter()
+            .max_by_key(|o| num(o, k))
+            .map(|o| format!("{} ms ({})", num(o, k) / 1_000_000, o["syscall"]))
+            .unwrap_or_else(|| "none".into())
+    };
+    eprintln!(
+        "the workload timed {} calls itself; its slowest call: {}, its slowest append before a call: {}",
+        own.len(),
+        slowest("duration_ns"),
+        slowest("write_before_ns")
+    );
+    for o in own.iter().filter(|o| num(o, "duration_ns") >= floor) {
+        let (t0, t1) = (num(o, "start_ns"), num(o, "end_ns"));
+        let seen = records.iter().any(|r| {
+            r["tid"] == o["tid"]
+                && r["syscall"] == o["syscall"]
+                && (t0..=t1).contains(&num(r, "start_ns"))
+        });
+        let calls: Vec<serde_json::Value> = records
+            .iter()
+            .filter(|r| r["type"] == "fsync" || r["type"] == "write")
+            .cloned()
+            .collect();
+        assert!(
+            seen,
+            "zkstall did not report a call the workload timed itself at {} ms: {o}\n{:#?}",
+            num(o, "duration_ns") / 1_000_000,
+            verdicts(&calls)
+        );
     }
 }
 

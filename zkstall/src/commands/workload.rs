@@ -1,7 +1,8 @@
 //! The built-in workload: one thread, named like a JVM thread (`SyncThread:1`), appends to
 //! a file and cycles through the requested sync syscalls, timing each call itself with
 //! CLOCK_MONOTONIC. It prints one JSON line when ready, then one per call, so the demo and
-//! the tests can compare zkstall's measurements with the workload's own.
+//! the tests can compare zkstall's measurements with the workload's own. A line also has
+//! the time the append before the call took (`write_before_ns`; 0 for write calls).
 
 use std::{
     fs::OpenOptions,
@@ -81,9 +82,14 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
             let buf = vec![b'z'; bytes];
             for i in 0..calls {
                 let sc = syscalls[i as usize % syscalls.len()];
+                // The append before a sync call is timed too: a stall can catch the thread
+                // there instead (a journal handle waiting for space), and a test that finds
+                // no slow call must be able to tell that from a call zkstall missed.
+                let w0 = MonoNs::now();
                 if !sc.is_write() {
                     file.write_all(&buf)?;
                 }
+                let write_ns = MonoNs::now().since(w0);
                 if sc == Syscall::Msync {
                     // SAFETY: the mapping is MAP_BYTES long and lives until the process ends.
                     unsafe { (map_addr as *mut u8).write_volatile(i as u8) };
@@ -129,7 +135,8 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({"syscall": sc.name(), "tid": tid, "fd": fd, "start_ns": t0.0,
-                        "end_ns": t1.0, "duration_ns": t1.since(t0), "ret": ret})
+                        "end_ns": t1.0, "duration_ns": t1.since(t0), "ret": ret,
+                        "write_before_ns": write_ns})
                 );
                 std::thread::sleep(interval);
             }
