@@ -32,6 +32,11 @@ pub enum Phase {
 /// clock window (a JNI call's worth of instructions).
 pub const BEFORE_GAP_NS: u64 = 100_000;
 
+/// How far out of end order off-CPU intervals may arrive. They come through one ring
+/// buffer in the order they were reserved, each stamped just before: CPUs disagree by
+/// microseconds. Ten milliseconds is a wide margin that still bounds a walk back.
+const ARRIVAL_SLACK_NS: u64 = 10_000_000;
+
 impl Pipeline {
     pub(super) fn resolve(&mut self, task: Task, syscall: Syscall, arg: u64) -> Option<FileInfo> {
         match syscall.arg().1 {
@@ -225,16 +230,38 @@ impl Pipeline {
     }
 
     /// Threads of `task`'s process off CPU through at least half of [off, on].
+    ///
+    /// Runs for every sleep on a JVM thread's way back from a watched call (ZooKeeper's
+    /// SyncThread after each append): it walks back only as far as intervals that can
+    /// overlap [off, on]. Intervals are kept in the order they ended; one that ended before
+    /// `off` (with [`ARRIVAL_SLACK_NS`] for records that arrive out of order) has no part
+    /// in it, nor has any older one.
     fn others_stopped(&self, task: Task, off: MonoNs, on: MonoNs) -> usize {
         let half = on.since(off) / 2;
-        let mut stopped: std::collections::HashMap<u32, u64> = Default::default();
-        for o in self.history.blocked.iter().rev().take(4096) {
-            if o.pid == task.pid && o.tid != task.tid {
-                *stopped.entry(o.tid).or_default() +=
-                    crate::history::overlap((o.off, o.on), (off, on));
+        // (tid, off-CPU time inside [off, on]): a JVM has tens of threads, a Vec beats
+        // hashing each interval.
+        let mut stopped: Vec<(u32, u64)> = Vec::new();
+        for o in self
+            .history
+            .blocked
+            .iter()
+            .rev()
+            .take(4096)
+            .take_while(|o| o.on.0.saturating_add(ARRIVAL_SLACK_NS) >= off.0)
+        {
+            if o.pid != task.pid || o.tid == task.tid {
+                continue;
+            }
+            let part = crate::history::overlap((o.off, o.on), (off, on));
+            if part == 0 {
+                continue;
+            }
+            match stopped.iter_mut().find(|(tid, _)| *tid == o.tid) {
+                Some((_, t)) => *t += part,
+                None => stopped.push((o.tid, part)),
             }
         }
-        stopped.values().filter(|&&t| t >= half && t > 0).count()
+        stopped.iter().filter(|&&(_, t)| t >= half).count()
     }
 
     /// A thread found inside a watched syscall at attach: its call is open from now (a

@@ -1076,3 +1076,62 @@ fn jcmds_names_fill_in_for_threads_started_before_and_its_safepoint_is_zkstalls_
     .unwrap();
     assert_eq!(p.java_name(9).map(|(n, _)| n), Some("Snapshot Thread"));
 }
+
+/// A JVM's thread asleep on its way back from a call is in a safepoint when at least
+/// `pause_min_stopped` of its process's other threads were off CPU through half of that
+/// sleep: the caller saw the sleep. With one other thread stopped, it is its own next step.
+#[test]
+fn a_sleep_on_the_way_back_counts_when_the_jvms_other_threads_were_stopped_too() {
+    let root = std::env::temp_dir().join(format!("zkstall-jvm-proc-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("7")).unwrap();
+    std::fs::write(
+        root.join("7/maps"),
+        "7f0000000000-7f0000001000 r-xp 00000000 08:01 42 /usr/lib/jvm/java-17/lib/server/libjvm.so\n",
+    )
+    .unwrap();
+    let run = |others: &[u32]| {
+        let mut p = Pipeline::new(
+            Box::new(Live::new(ProcRoot(root.clone()), "/nonexistent")),
+            WallClock { offset_ns: 0 },
+            20 * MS,
+        );
+        let mut out = Vec::new();
+        {
+            let mut sink = JsonSink::new(&mut out);
+            // An interval that ended long before: the walk back stops at it.
+            p.handle(
+                &record_bytes(&blocked(7, 12, 10 * MS, 50 * MS, 0x1)),
+                &mut sink,
+            )
+            .unwrap();
+            p.handle(&enter(7, 8, 100 * MS, Syscall::Fdatasync, 3), &mut sink)
+                .unwrap();
+            // The other threads, stopped from before the return until just before 8 ran.
+            for &tid in others {
+                p.handle(
+                    &record_bytes(&blocked(7, tid, 111 * MS, 139 * MS, 0x1)),
+                    &mut sink,
+                )
+                .unwrap();
+            }
+            // 12 ms fdatasync, then 28 ms asleep (S) right after the return.
+            let mut nap = blocked(7, 8, 112 * MS + 5_000, 140 * MS, 0x1);
+            nap.flags = BLOCKED_AFTER_CALL;
+            p.handle(&record_bytes(&nap), &mut sink).unwrap();
+            let mut x = exit(7, 8, 100 * MS, 112 * MS, Syscall::Fdatasync, 3);
+            x.flags = CALL_AFTER | CALL_ACCOUNTED;
+            x.after_ns = 28 * MS;
+            p.handle(&record_bytes(&x), &mut sink).unwrap();
+            p.finish(MonoNs(300 * MS), &mut sink).unwrap();
+        }
+        lines(&out)
+    };
+    let stopped = run(&[9, 10]);
+    let alone = run(&[9]);
+    let _ = std::fs::remove_dir_all(&root);
+    assert_eq!(stopped.len(), 1, "{stopped:#?}");
+    assert_eq!(stopped[0]["after_ms"], 28.0, "{}", stopped[0]);
+    assert_eq!(stopped[0]["visible_ms"], 40.0, "{}", stopped[0]);
+    // One other thread stopped is not a safepoint: the 12 ms call alone, under threshold.
+    assert!(alone.is_empty(), "{alone:#?}");
+}
