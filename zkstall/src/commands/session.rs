@@ -1151,11 +1151,9 @@ fn running_notes(
     let mut in_flight: Option<Vec<String>> = None;
     let now = MonoNs::now();
     let calls = probes.inflight().unwrap_or_default();
-    let threads: HashMap<u32, ThreadState> = if at_end {
-        Default::default()
-    } else {
-        probes.threads().unwrap_or_default().into_iter().collect()
-    };
+    // The threads' states, read (a map walk: a syscall per thread) only when a call is due
+    // for a look, not every tick.
+    let mut threads: Option<HashMap<u32, ThreadState>> = None;
     // Calls that ended are not looked at again.
     if !at_end {
         let open: HashSet<(u32, u64)> = calls.iter().map(|(t, c)| (*t, c.start_ns)).collect();
@@ -1183,6 +1181,13 @@ fn running_notes(
             continue;
         };
         let th = threads_now::read(proc, c.tgid, tid);
+        let threads = threads.get_or_insert_with(|| {
+            if at_end {
+                Default::default()
+            } else {
+                probes.threads().unwrap_or_default().into_iter().collect()
+            }
+        });
         let off = threads.get(&tid).filter(|s| s.flags & THREAD_OFF != 0);
         let in_flight = if at_end {
             // At the end, the open requests are handed to the pipeline as records first.

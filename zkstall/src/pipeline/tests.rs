@@ -1135,3 +1135,42 @@ fn a_sleep_on_the_way_back_counts_when_the_jvms_other_threads_were_stopped_too()
     // One other thread stopped is not a safepoint: the 12 ms call alone, under threshold.
     assert!(alone.is_empty(), "{alone:#?}");
 }
+
+/// An entry reuses the answer an earlier entry on the same fd got, but a reported call
+/// asks /proc again: an fd closed and reused for another file is reported as that file.
+#[test]
+fn a_reported_call_names_the_file_its_fd_points_to_now_not_an_earlier_entrys() {
+    let root = std::env::temp_dir().join(format!("zkstall-fd-proc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("7/fd")).unwrap();
+    let (a, b) = (root.join("log.1"), root.join("log.2"));
+    std::fs::write(&a, b"a").unwrap();
+    std::fs::write(&b, b"b").unwrap();
+    let link = root.join("7/fd/3");
+    std::os::unix::fs::symlink(&a, &link).unwrap();
+    let mut p = Pipeline::new(
+        Box::new(Live::new(ProcRoot(root.clone()), "/nonexistent")),
+        WallClock { offset_ns: 0 },
+        20 * MS,
+    );
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        // A fast call on log.1, then fd 3 is log.2 and a slow call on it 100 ms later.
+        p.handle(&enter(7, 8, 100 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        let x = exit(7, 8, 100 * MS, 105 * MS, Syscall::Fdatasync, 3);
+        p.handle(&record_bytes(&x), &mut sink).unwrap();
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&b, &link).unwrap();
+        p.handle(&enter(7, 8, 200 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        let x = exit(7, 8, 200 * MS, 230 * MS, Syscall::Fdatasync, 3);
+        p.handle(&record_bytes(&x), &mut sink).unwrap();
+        p.finish(MonoNs(300 * MS), &mut sink).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let l = lines(&out);
+    assert_eq!(l.len(), 1, "{l:#?}");
+    assert_eq!(l[0]["path"], b.to_string_lossy().as_ref(), "{}", l[0]);
+}
