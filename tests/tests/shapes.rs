@@ -371,7 +371,10 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
             "fdatasync",
         ],
     );
-    let tracer = start_tracer_with(work.pid(), &["--threshold", "500ms", "--format", "json"]);
+    let tracer = start_tracer_with(
+        work.pid(),
+        &["--threshold", "500ms", "--format", "json", "--events"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let mut freeze = disk.stop();
     std::thread::sleep(Duration::from_millis(2500));
@@ -407,6 +410,28 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
             .all(|x| x["unfinished"] != true || x["start_ns"] == c["start_ns"]),
         "{:#?}",
         verdicts(&calls)
+    );
+    // Its D sleep, still open at the end, has the kernel stack it sleeps in: the programs
+    // take a stack when a sleep is woken, so this one comes from /proc at the end.
+    let asleep: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["type"] == "blocked"
+                && r["thread"] == "SyncThread:1"
+                && r["state"] == "D"
+                && r["duration_ms"].as_f64().unwrap_or(0.0) > 1500.0
+        })
+        .collect();
+    assert_eq!(asleep.len(), 1, "{asleep:#?}");
+    let stack: Vec<&str> = asleep[0]["stack"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        stack
+            .iter()
+            .any(|f| f.starts_with("ext4_sync_file") || f.starts_with("do_fsync")),
+        "the stack of the sleep in fdatasync: {stack:#?}"
     );
     drop(fs);
 }

@@ -431,7 +431,10 @@ pub struct Config {
     /// writeback_queue's `reason` for writeback forced by low free space
     /// (WB_REASON_FS_FREE_SPACE, from the format file's print fmt); u32::MAX: unknown.
     pub wb_reason_free_space: u32,
-    pub _pad_end: u32,
+    /// 1 when the tp_btf sched_waking program is attached: a D sleep's kernel stack is
+    /// then taken when it is woken, and only if it lasted `blocked_min_ns` (the stack of a
+    /// sleeping task is where it went to sleep); 0: at every switch-out into D.
+    pub stack_at_wake: u32,
 }
 const _: () = assert!(size_of::<Config>() == 216);
 
@@ -454,7 +457,7 @@ impl Config {
         dirty_batch_pages: 256,
         switch_has_state_arg: 0,
         wb_reason_free_space: u32::MAX,
-        _pad_end: 0,
+        stack_at_wake: 0,
     };
 }
 

@@ -776,6 +776,7 @@ impl<'s> Session<'s> {
             self.crossing,
             &mut self.crossed,
             false,
+            now,
         ) {
             self.feed.note(n, &mut self.probes)?;
         }
@@ -888,7 +889,7 @@ impl<'s> Session<'s> {
     pub fn open_now(&self) -> (Vec<Vec<u8>>, Vec<Note>) {
         let live: BTreeSet<u32> = self.live.keys().copied().collect();
         let now = MonoNs::now();
-        let recs = open_records(&self.probes, &live, now);
+        let recs = open_records(&self.probes, &live, now, &self.proc);
         let mut none = HashMap::new();
         let notes = running_notes(
             &self.probes,
@@ -897,6 +898,7 @@ impl<'s> Session<'s> {
             Duration::ZERO,
             &mut none,
             true,
+            now,
         );
         (recs, notes)
     }
@@ -930,7 +932,7 @@ impl<'s> Session<'s> {
         // missed after it (while the pipeline finishes) would be counted unseen with no
         // window noted for it.
         let totals = KernelTotals::read(&self.probes).since(&self.start_totals);
-        for rec in open_records(&self.probes, &live, end) {
+        for rec in open_records(&self.probes, &live, end, &self.proc) {
             self.feed.kernel(&rec, &mut self.probes)?;
         }
         let mut none = HashMap::new();
@@ -941,6 +943,7 @@ impl<'s> Session<'s> {
             Duration::ZERO,
             &mut none,
             true,
+            end,
         ) {
             self.feed.note(n, &mut self.probes)?;
         }
@@ -1135,7 +1138,8 @@ fn zero_thread() -> ThreadState {
     }
 }
 
-/// Calls in progress for longer than `crossing`, with where they wait now: as they cross
+/// Calls in progress for longer than `crossing` at `now` (the same instant as the open
+/// records closing a trace or an incident), with where they wait: as they cross
 /// it, then each time they double in length (all of them `at_end`). `looked` holds, by
 /// (tid, call start), how long each call must run before it is looked at again.
 fn running_notes(
@@ -1145,11 +1149,11 @@ fn running_notes(
     crossing: Duration,
     looked: &mut HashMap<(u32, u64), u64>,
     at_end: bool,
+    now: MonoNs,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
     // The requests in flight now, for the calls that crossed (taken once per scan).
     let mut in_flight: Option<Vec<String>> = None;
-    let now = MonoNs::now();
     let calls = probes.inflight().unwrap_or_default();
     // The threads' states, read (a map walk: a syscall per thread) only when a call is due
     // for a look, not every tick.
@@ -1224,7 +1228,17 @@ fn running_notes(
 
 /// What is open now, from the kernel's maps, as the records the kernel would send when it
 /// ends: requests in flight, off-CPU intervals in progress, exits still pending.
-fn open_records(probes: &Probes, live_pids: &BTreeSet<u32>, now: MonoNs) -> Vec<Vec<u8>> {
+///
+/// A D sleep in progress has no kernel stack yet when the programs take it at the wakeup
+/// (`Config::stack_at_wake`): its thread's /proc stack stands in, as frames (through
+/// kallsyms, read for this and dropped again: a few MB an agent does not keep).
+fn open_records(
+    probes: &Probes,
+    live_pids: &BTreeSet<u32>,
+    now: MonoNs,
+    proc: &ProcRoot,
+) -> Vec<Vec<u8>> {
+    let mut symbols: Option<crate::enrich::symbols::Symbols> = None;
     let mut out = open_requests(probes, now);
     let mut threads = probes.threads().unwrap_or_default();
     threads.sort_by_key(|(_, s)| s.off.off_ns);
@@ -1242,6 +1256,18 @@ fn open_records(probes: &Probes, live_pids: &BTreeSet<u32>, now: MonoNs) -> Vec<
                 tid: *tid,
             };
             b.flags |= BLOCKED_OPEN;
+            if b.nframes == 0 && b.state & 0x2 != 0 && b.flags & BLOCKED_SEEDED == 0 {
+                let stack = threads_now::read(proc, st.tgid, *tid).stack;
+                let symbols = symbols
+                    .get_or_insert_with(|| crate::enrich::symbols::Symbols::new("/proc/kallsyms"));
+                let frames: Vec<u64> = stack
+                    .iter()
+                    .map_while(|f| symbols.address_of(f))
+                    .take(zkstall_common::MAX_FRAMES)
+                    .collect();
+                b.frames[..frames.len()].copy_from_slice(&frames);
+                b.nframes = frames.len() as u32;
+            }
             out.push(record_bytes(&b));
         }
         if st.flags & THREAD_PENDING != 0 {

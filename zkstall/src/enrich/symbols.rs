@@ -82,6 +82,24 @@ impl Symbols {
     }
 }
 
+impl Symbols {
+    /// The address of a `/proc/<tid>/stack` frame (`function+0xoff`, as
+    /// [`crate::threads_now::parse_stack`] leaves it): the way back from a stack read in
+    /// /proc to the frames a kernel record carries, which [`Symbols::resolve`] turns into
+    /// the same names. A linear search: for the few threads still asleep when a
+    /// recording or an incident is closed. None when the function is unknown (kallsyms
+    /// hidden, or a name this table does not hold).
+    pub fn address_of(&mut self, frame: &str) -> Option<u64> {
+        let (name, off) = match frame.split_once('+') {
+            Some((n, o)) => (n, u64::from_str_radix(o.trim_start_matches("0x"), 16).ok()?),
+            None => (frame, 0),
+        };
+        let t = self.table();
+        let i = (0..t.syms.len()).find(|&i| t.name(i) == name)?;
+        Some(t.syms[i].0 + off)
+    }
+}
+
 /// Frames of the tracing machinery at the top of a stack taken from a tracepoint: the eBPF
 /// program, the trampoline, `__traceiter_*`. They say nothing about the wait.
 /// A named frame of the tracing machinery (BPF, tracepoint dispatch, perf). An unresolved
@@ -128,6 +146,14 @@ mod tests {
         .unwrap();
         let mut s = Symbols::new(&p);
         assert_eq!(s.resolve(0xffffffff81000150), "jbd2_log_wait_commit+0x50");
+        // And back, as /proc/<tid>/stack names a frame.
+        assert_eq!(
+            s.address_of("jbd2_log_wait_commit+0x50"),
+            Some(0xffffffff81000150)
+        );
+        assert_eq!(s.address_of("ext4_sync_file"), Some(0xffffffff81000300));
+        assert_eq!(s.address_of("some_data+0x1"), None, "not a text symbol");
+        assert_eq!(s.address_of("no_such_function+0x1"), None);
         assert_eq!(
             s.resolve(0xffffffff81000250),
             "jbd2_log_wait_commit+0x150",

@@ -582,6 +582,12 @@ pub fn build(tracefs: &Tracefs, btf: Option<&Btf>) -> Result<Layout, TracefsErro
         }
     }
     config.ret_offset = ret_offset.unwrap_or(0);
+    // D-sleep stacks are taken at the wakeup when sched_waking has its BTF program (it
+    // passes the woken task), else at the switch-out.
+    config.stack_at_wake = enabled
+        .iter()
+        .any(|s| s.hooks.iter().any(|h| h.program == "sched_waking_btf"))
+        as u32;
     // Which writeback_queue reason is "low free space" on this kernel.
     if enabled.iter().any(|s| s.name == "low_space") {
         match tracefs
@@ -793,6 +799,12 @@ mod tests {
         );
         write_tp(
             dir.path(),
+            "sched",
+            "sched_waking",
+            "\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n",
+        );
+        write_tp(
+            dir.path(),
             "writeback",
             "writeback_dirty_page",
             "\tfield:char name[32];\toffset:8;\tsize:32;\tsigned:0;\n\tfield:ino_t ino;\toffset:40;\tsize:8;\tsigned:0;\n",
@@ -842,6 +854,7 @@ mod tests {
             ("block_rq_requeue", 2),
             ("block_getrq", 2),
             ("sched_switch", 5),
+            ("sched_waking", 2),
         ] {
             let fp = proto(&mut b, n);
             let p = b.ptr(fp);
@@ -877,6 +890,10 @@ mod tests {
         assert!(why.contains("no BTF"), "{why}");
         assert!(l.has("sched"));
         assert!(l.has_program("sched_switch") && !l.has_program("sched_switch_btf"));
+        assert_eq!(
+            l.config.stack_at_wake, 0,
+            "no woken task pointer: stacks at the switch-out"
+        );
         assert_eq!(l.config.field[Field::SwitchNextPid as usize], 56);
         assert!(
             l.disabled
@@ -917,6 +934,9 @@ mod tests {
         );
         assert_eq!(l.config.switch_has_state_arg, 1);
         assert!(l.has_program("sched_switch_btf") && !l.has_program("sched_switch"));
+        // The woken task is known: D-sleep stacks are taken at the wakeup.
+        assert!(l.has_program("sched_waking_btf"));
+        assert_eq!(l.config.stack_at_wake, 1);
         assert_eq!(
             l.req_bits.preflush, 19,
             "flag bits follow this kernel's BTF"
