@@ -247,36 +247,40 @@ impl Pipeline {
     /// back ends at the first wait that is the caller's own.
     fn after_counted(&mut self, task: Task, end: MonoNs, after_ns: u64) -> Option<u64> {
         let until = MonoNs(end.0 + after_ns);
-        let mut waits: Vec<crate::history::Blocked> = self
+        // (off, on, state, woken by the JVM's own thread): what is needed of each wait,
+        // not a copy of the interval with its names and stack.
+        let mut waits: Vec<(MonoNs, MonoNs, SchedState, bool)> = self
             .history
             .blocked
             .iter()
             .rev()
             .take(256)
             .filter(|b| b.tid == task.tid && b.after_call && b.off >= end && b.off < until)
-            .cloned()
+            .map(|b| {
+                let by_vm = matches!(&b.waker, Some(crate::history::WakerInfo::Task { pid, thread, .. })
+                    if *pid == task.pid && crate::attribution::evidence::is_jvm_internal(thread));
+                (b.off, b.on, b.state, by_vm)
+            })
             .collect();
-        waits.sort_by_key(|b| b.off);
+        waits.sort_by_key(|w| w.0);
         if waits.is_empty() {
             return None;
         }
         let jvm = self.enrich.is_jvm(task.pid);
-        for b in &waits {
-            let counts = match b.state {
+        for (off, on, state, by_vm) in waits {
+            let counts = match state {
                 SchedState::Runnable | SchedState::DiskSleep => true,
                 _ if !jvm => false,
                 _ => {
-                    let by_vm = matches!(&b.waker, Some(crate::history::WakerInfo::Task { pid, thread, .. })
-                        if *pid == task.pid && crate::attribution::evidence::is_jvm_internal(thread));
                     by_vm
-                        || self.in_safepoint(task.pid, b.off, b.on)
-                        || self.others_stopped(task, b.off, b.on)
+                        || self.in_safepoint(task.pid, off, on)
+                        || self.others_stopped(task, off, on)
                             >= crate::attribution::rules::Thresholds::DEFAULT.pause_min_stopped
                                 as usize
                 }
             };
             if !counts {
-                let part = b.off.since(end);
+                let part = off.since(end);
                 return (part > 0).then_some(part);
             }
         }
