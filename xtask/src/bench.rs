@@ -321,8 +321,20 @@ impl Bpftrace {
 
 impl Drop for Bpftrace {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        // bpftrace now and then misses a SIGINT (once here, a bench run sat 12 minutes
+        // in its poll loop until a second one came): sent again every 2 s, then SIGKILL.
+        for _ in 0..5 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let asked = Instant::now();
+            while asked.elapsed() < Duration::from_secs(2) {
+                if matches!(self.0.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
