@@ -70,9 +70,6 @@ pub struct Open {
     pub start: MonoNs,
     pub arg: u64,
     pub file: Option<FileInfo>,
-    /// `file` is the answer an earlier call on the same fd got (see
-    /// `Pipeline::resolve_at_entry`): asked again before the call is reported.
-    pub file_reused: bool,
     pub start_bound: bool,
     /// Already reported as crossing the threshold while running: the verdict it was last
     /// reported with (a later look reports it again only when that changed).
@@ -195,7 +192,6 @@ mod tests {
 
     fn open(tid: u32, sc: Syscall, start: u64) -> Open {
         Open {
-            file_reused: false,
             task: Task { pid: 1, tid },
             syscall: sc,
             start: MonoNs(start),

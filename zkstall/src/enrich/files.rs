@@ -140,11 +140,24 @@ impl Files {
 
     /// The file behind `fd` of process `pid`. Reads /proc now; when the fd is already
     /// closed, falls back to what it pointed to the last time it was resolved.
+    ///
+    /// The same fd asked again (ZooKeeper's SyncThread syncs its log fd thousands of times
+    /// a second) costs one stat, not a readlink too: when the link still leads to the
+    /// same (device, inode) as the last answer, that answer is the file. An fd closed and
+    /// reused for another file leads elsewhere and is resolved again.
     pub fn by_fd(&mut self, pid: u32, fd: i32) -> Option<FileInfo> {
         if fd < 0 {
             return None;
         }
         let link = self.proc.pid_dir(pid).join("fd").join(fd.to_string());
+        if let Some(c) = self.by_fd.get(&(pid, fd))
+            && let (Some(dev), Some(ino)) = (c.dev, c.ino)
+            && let Ok(meta) = std::fs::metadata(&link)
+            && DevId::from_dev_t(meta.dev()) == dev
+            && meta.ino() == ino
+        {
+            return Some(c.clone());
+        }
         match std::fs::read_link(&link) {
             Ok(target) => {
                 let path = target.to_string_lossy().into_owned();

@@ -37,11 +37,6 @@ pub const BEFORE_GAP_NS: u64 = 100_000;
 /// microseconds. Ten milliseconds is a wide margin that still bounds a walk back.
 const ARRIVAL_SLACK_NS: u64 = 10_000_000;
 
-/// How long an entry's answer for an fd is reused by later entries on the same fd.
-const ENTRY_FILE_REUSE_NS: u64 = 1_000_000_000;
-/// (pid, fd) answers kept for reuse.
-const ENTRY_FILES_MAX: usize = 4096;
-
 impl Pipeline {
     pub(super) fn resolve(&mut self, task: Task, syscall: Syscall, arg: u64) -> Option<FileInfo> {
         match syscall.arg().1 {
@@ -60,61 +55,6 @@ impl Pipeline {
         }
     }
 
-    /// The file a call's entry names, and whether it is an earlier entry's answer.
-    ///
-    /// Resolving an fd reads /proc twice (readlink, stat): for ZooKeeper's SyncThread,
-    /// which syncs the same log fd thousands of times a second, that was a sixth of the
-    /// agent's CPU. An answer with its device is reused for [`ENTRY_FILE_REUSE_NS`] by
-    /// entries on the same (pid, fd): enough for the device to watch and the metrics'
-    /// labels. A call that is reported (it crosses the threshold, or ends above it) asks
-    /// /proc again, so a reported file is never more than that call's own age stale (an fd
-    /// closed and reused for another file inside the second). Live and replay make the
-    /// same choice from record times, so `report` asks its recorded answers the same
-    /// questions.
-    fn resolve_at_entry(
-        &mut self,
-        task: Task,
-        ts: MonoNs,
-        syscall: Syscall,
-        arg: u64,
-    ) -> (Option<FileInfo>, bool) {
-        let key = (task.pid, arg as i64 as i32);
-        if syscall.arg().1 == ArgKind::Fd
-            && let Some((f, at)) = self.entry_files.get(&key)
-            && ts >= *at
-            && ts.since(*at) < ENTRY_FILE_REUSE_NS
-        {
-            return (Some(f.clone()), true);
-        }
-        let file = self.resolve(task, syscall, arg);
-        if syscall.arg().1 == ArgKind::Fd
-            && let Some(f) = file.as_ref().filter(|f| f.dev.is_some())
-        {
-            crate::enrich::bounded_insert(
-                &mut self.entry_files,
-                ENTRY_FILES_MAX,
-                key,
-                (f.clone(), ts),
-            );
-        }
-        (file, false)
-    }
-
-    /// A reused answer asked again before a call is reported; kept only if the new
-    /// answer is as good (it has the device).
-    fn refresh_reused(
-        &mut self,
-        task: Task,
-        syscall: Syscall,
-        arg: u64,
-        file: &mut Option<FileInfo>,
-    ) {
-        let again = self.resolve(task, syscall, arg);
-        if again.as_ref().is_some_and(|f| f.dev.is_some()) {
-            *file = again;
-        }
-    }
-
     pub(super) fn on_enter(
         &mut self,
         task: Task,
@@ -123,7 +63,7 @@ impl Pipeline {
         arg: u64,
         _sink: &mut dyn Sink,
     ) -> io::Result<()> {
-        let (file, file_reused) = self.resolve_at_entry(task, ts, syscall, arg);
+        let file = self.resolve(task, syscall, arg);
         self.watch_file(&file, task.pid);
         self.calls.enter(Open {
             task,
@@ -131,7 +71,6 @@ impl Pipeline {
             start: ts,
             arg,
             file,
-            file_reused,
             start_bound: false,
             crossed: None,
         });
@@ -147,14 +86,9 @@ impl Pipeline {
                 .crossed_writes
                 .remove(&(x.task.tid, x.start.0))
                 .is_some();
-        let (file, file_reused, start_bound, start) = match open {
-            Some(o) => (
-                o.file,
-                o.file_reused,
-                o.start_bound || x.start_bound,
-                x.start.min(o.start),
-            ),
-            None => (None, false, x.start_bound, x.start),
+        let (file, start_bound, start) = match open {
+            Some(o) => (o.file, o.start_bound || x.start_bound, x.start.min(o.start)),
+            None => (None, x.start_bound, x.start),
         };
         let after_ns = x
             .after_ns
@@ -207,9 +141,6 @@ impl Pipeline {
             if call.file.is_none() || again.as_ref().is_some_and(|f| f.dev.is_some()) {
                 call.file = again;
             }
-        } else if file_reused {
-            let (task, syscall, arg) = (call.task, call.syscall, call.arg);
-            self.refresh_reused(task, syscall, arg, &mut call.file);
         }
         self.report(&call, x.end, Phase::Done, None, sink)
     }
@@ -370,7 +301,6 @@ impl Pipeline {
                 start: MonoNs(*ts_ns),
                 arg: *arg,
                 file,
-                file_reused: false,
                 start_bound: true,
                 crossed: None,
             });
@@ -414,14 +344,9 @@ impl Pipeline {
         } else {
             self.calls.get(*tid).cloned()
         };
-        let (mut file, reused, start, bound) = match &open {
-            Some(o) if o.syscall == sc => (
-                o.file.clone(),
-                o.file_reused,
-                o.start,
-                o.start_bound || *start_bound,
-            ),
-            _ => (None, false, MonoNs(*start_ns), *start_bound),
+        let (file, start, bound) = match &open {
+            Some(o) if o.syscall == sc => (o.file.clone(), o.start, o.start_bound || *start_bound),
+            _ => (None, MonoNs(*start_ns), *start_bound),
         };
         // Below this pipeline's threshold: a recording made with a lower one, reported with
         // a higher one (the call's final record is then judged on its own).
@@ -436,14 +361,6 @@ impl Pipeline {
         } else {
             self.reported_verdict(*tid, sc, *start_ns)
         };
-        if reused {
-            // Asked again, once: the open entry keeps the fresh answer.
-            self.refresh_reused(task, sc, *arg, &mut file);
-            if let Some(o) = self.calls.get_mut(*tid).filter(|o| o.syscall == sc) {
-                o.file = file.clone();
-                o.file_reused = false;
-            }
-        }
         let file = file.or_else(|| self.resolve(task, sc, *arg));
         // The kernel's name (the record says the Java one apart).
         let comm = self.enrich.thread_name(*pid, *tid).unwrap_or_default();

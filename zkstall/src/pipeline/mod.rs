@@ -116,9 +116,6 @@ pub struct Pipeline {
     /// Write-family calls reported while running (they have no open entry), by (tid, start):
     /// the verdict they were last reported with.
     crossed_writes: HashMap<(u32, u64), &'static str>,
-    /// (pid, fd) -> the file a call's entry resolved it to, and when (record time): see
-    /// `resolve_at_entry`.
-    entry_files: HashMap<(u32, i32), (crate::enrich::FileInfo, MonoNs)>,
     /// (bdi, inode) of loop devices' backing files -> the loop device's name.
     loop_backing: HashMap<(String, u64), String>,
     /// Kernel threads whose scheduling is traced because traced calls wait on them (the
@@ -159,7 +156,6 @@ impl Pipeline {
             asked: HashSet::new(),
             file_devs: HashMap::default(),
             crossed_writes: HashMap::default(),
-            entry_files: HashMap::default(),
             loop_backing: HashMap::default(),
             helpers: HashMap::default(),
             want_helpers: Vec::new(),
@@ -459,7 +455,6 @@ impl Pipeline {
             }
             Note::TargetExit { pid, .. } => {
                 self.calls.forget_pid(*pid);
-                self.entry_files.retain(|(p, _), _| p != pid);
                 self.enrich.forget_pid(*pid);
                 self.release_disks_of(*pid);
                 // A safepoint it was in never ends.

@@ -1136,8 +1136,9 @@ fn a_sleep_on_the_way_back_counts_when_the_jvms_other_threads_were_stopped_too()
     assert!(alone.is_empty(), "{alone:#?}");
 }
 
-/// An entry reuses the answer an earlier entry on the same fd got, but a reported call
-/// asks /proc again: an fd closed and reused for another file is reported as that file.
+/// The live enricher keeps an fd's answer while the fd still leads to the same (device,
+/// inode): an fd closed and reused for another file is resolved again, and the call on it
+/// names that file.
 #[test]
 fn a_reported_call_names_the_file_its_fd_points_to_now_not_an_earlier_entrys() {
     let root = std::env::temp_dir().join(format!("zkstall-fd-proc-{}", std::process::id()));
