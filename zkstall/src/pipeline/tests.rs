@@ -64,6 +64,27 @@ fn blocked(pid: u32, tid: u32, off: u64, on: u64, state: u64) -> BlockedEvent {
     }
 }
 
+/// A 12 ms fdatasync of thread 7/8 from 100 ms, and an interval in `state` from just after
+/// its return until `on`: the records the kernel sends (the interval, then the exit that
+/// carries the way back), for a test to adjust before handing them over.
+fn call_and_way_back(state: u64, on: u64) -> (BlockedEvent, SyscallExitEvent) {
+    let mut nap = blocked(7, 8, 112 * MS + 5_000, on, state);
+    nap.flags = BLOCKED_AFTER_CALL;
+    let mut x = exit(7, 8, 100 * MS, 112 * MS, Syscall::Fdatasync, 3);
+    x.flags = CALL_AFTER | CALL_ACCOUNTED;
+    x.after_ns = on - 112 * MS;
+    (nap, x)
+}
+
+/// A pipeline (20 ms threshold) whose live enricher reads a fake /proc at `root`.
+fn live_at(root: &std::path::Path) -> Pipeline {
+    Pipeline::new(
+        Box::new(Live::new(ProcRoot(root.to_path_buf()), "/nonexistent")),
+        WallClock { offset_ns: 0 },
+        20 * MS,
+    )
+}
+
 fn nowhere() -> Box<dyn crate::enrich::Enricher> {
     Box::new(Live::new(
         ProcRoot(std::path::PathBuf::from("/nonexistent")),
@@ -87,12 +108,8 @@ fn a_call_is_as_slow_as_its_caller_saw_it_when_it_was_preempted_on_the_way_back(
         // 12 ms fdatasync, preempted 15 ms right after it returned: 27 ms as seen.
         p.handle(&enter(7, 8, 100 * MS, Syscall::Fdatasync, 3), &mut sink)
             .unwrap();
-        let mut after = blocked(7, 8, 112 * MS + 5_000, 127 * MS, 0x100);
-        after.flags = BLOCKED_AFTER_CALL;
+        let (after, mut x) = call_and_way_back(0x100, 127 * MS);
         p.handle(&record_bytes(&after), &mut sink).unwrap();
-        let mut x = exit(7, 8, 100 * MS, 112 * MS, Syscall::Fdatasync, 3);
-        x.flags = CALL_AFTER | CALL_ACCOUNTED;
-        x.after_ns = 15 * MS;
         x.on_cpu_ns = MS;
         x.short_ns = [11 * MS, 0, 0];
         p.handle(&record_bytes(&x), &mut sink).unwrap();
@@ -980,12 +997,8 @@ fn hotspots_probes_name_threads_whole_and_mark_the_safepoint_a_call_waited_in() 
             &mut sink,
         )
         .unwrap();
-        let mut after = blocked(7, 8, 112 * MS + 5_000, 200 * MS, 0x1);
-        after.flags = BLOCKED_AFTER_CALL;
+        let (after, mut x) = call_and_way_back(0x1, 200 * MS);
         p.handle(&record_bytes(&after), &mut sink).unwrap();
-        let mut x = exit(7, 8, 100 * MS, 112 * MS, Syscall::Fdatasync, 3);
-        x.flags = CALL_AFTER | CALL_ACCOUNTED;
-        x.after_ns = 88 * MS;
         x.on_cpu_ns = MS;
         x.short_ns = [11 * MS, 0, 0];
         x.comm = comm("NIOServerCxnFac");
@@ -1090,11 +1103,7 @@ fn a_sleep_on_the_way_back_counts_when_the_jvms_other_threads_were_stopped_too()
     )
     .unwrap();
     let run = |others: &[u32]| {
-        let mut p = Pipeline::new(
-            Box::new(Live::new(ProcRoot(root.clone()), "/nonexistent")),
-            WallClock { offset_ns: 0 },
-            20 * MS,
-        );
+        let mut p = live_at(&root);
         let mut out = Vec::new();
         {
             let mut sink = JsonSink::new(&mut out);
@@ -1115,12 +1124,8 @@ fn a_sleep_on_the_way_back_counts_when_the_jvms_other_threads_were_stopped_too()
                 .unwrap();
             }
             // 12 ms fdatasync, then 28 ms asleep (S) right after the return.
-            let mut nap = blocked(7, 8, 112 * MS + 5_000, 140 * MS, 0x1);
-            nap.flags = BLOCKED_AFTER_CALL;
+            let (nap, x) = call_and_way_back(0x1, 140 * MS);
             p.handle(&record_bytes(&nap), &mut sink).unwrap();
-            let mut x = exit(7, 8, 100 * MS, 112 * MS, Syscall::Fdatasync, 3);
-            x.flags = CALL_AFTER | CALL_ACCOUNTED;
-            x.after_ns = 28 * MS;
             p.handle(&record_bytes(&x), &mut sink).unwrap();
             p.finish(MonoNs(300 * MS), &mut sink).unwrap();
         }
@@ -1149,11 +1154,7 @@ fn a_reported_call_names_the_file_its_fd_points_to_now_not_an_earlier_entrys() {
     std::fs::write(&b, b"b").unwrap();
     let link = root.join("7/fd/3");
     std::os::unix::fs::symlink(&a, &link).unwrap();
-    let mut p = Pipeline::new(
-        Box::new(Live::new(ProcRoot(root.clone()), "/nonexistent")),
-        WallClock { offset_ns: 0 },
-        20 * MS,
-    );
+    let mut p = live_at(&root);
     let mut out = Vec::new();
     {
         let mut sink = JsonSink::new(&mut out);
