@@ -85,6 +85,20 @@ fn runnable(state: u64) -> bool {
     state & 0xff == 0
 }
 
+/// Records how many frames a stack helper wrote (`n`: bytes, or a negative error, counted).
+///
+/// # Safety
+/// `off` must be a valid THREADS value's interval.
+#[inline(always)]
+unsafe fn set_frames(off: *mut zkstall_common::BlockedEvent, n: i64) {
+    if n > 0 {
+        // SAFETY: guaranteed by the caller.
+        unsafe { (*off).nframes = (n / 8) as u32 };
+    } else {
+        count(Counter::StackError);
+    }
+}
+
 #[inline(always)]
 fn switch_out<C: EbpfContext>(ctx: &C, now: u64, tid: u32, tgid: u32, state: u64, syscall: i64) {
     if state & EXIT_STATES != 0 {
@@ -139,11 +153,7 @@ fn switch_out<C: EbpfContext>(ctx: &C, now: u64, tid: u32, tgid: u32, state: u64
                 (8 * MAX_FRAMES) as u32,
                 0,
             );
-            if n > 0 {
-                (*off).nframes = (n / 8) as u32;
-            } else {
-                count(Counter::StackError);
-            }
+            set_frames(off, n);
         }
         (*st).flags |= THREAD_OFF;
     }
@@ -387,11 +397,7 @@ fn waking(pid: i32, task: u64) {
                     (8 * MAX_FRAMES) as u32,
                     0,
                 );
-                if n > 0 {
-                    (*off).nframes = (n / 8) as u32;
-                } else {
-                    count(Counter::StackError);
-                }
+                set_frames(off, n);
             }
         }
     }

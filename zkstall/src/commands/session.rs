@@ -1256,17 +1256,14 @@ fn open_records(
                 tid: *tid,
             };
             b.flags |= BLOCKED_OPEN;
-            if b.nframes == 0 && b.state & 0x2 != 0 && b.flags & BLOCKED_SEEDED == 0 {
-                let stack = threads_now::read(proc, st.tgid, *tid).stack;
+            if b.nframes == 0
+                && crate::decode::SchedState::from_report(b.state)
+                    == crate::decode::SchedState::DiskSleep
+                && b.flags & BLOCKED_SEEDED == 0
+            {
                 let symbols = symbols
                     .get_or_insert_with(|| crate::enrich::symbols::Symbols::new("/proc/kallsyms"));
-                let frames: Vec<u64> = stack
-                    .iter()
-                    .map_while(|f| symbols.address_of(f))
-                    .take(zkstall_common::MAX_FRAMES)
-                    .collect();
-                b.frames[..frames.len()].copy_from_slice(&frames);
-                b.nframes = frames.len() as u32;
+                proc_stack_frames(&mut b, proc, st.tgid, *tid, symbols);
             }
             out.push(record_bytes(&b));
         }
@@ -1281,6 +1278,26 @@ fn open_records(
         }
     }
     out
+}
+
+/// Fills an open interval's frames from its thread's /proc stack, each frame's address
+/// looked up in kallsyms (the names come back the same when the record is symbolized).
+/// Stops at the first frame kallsyms does not name.
+fn proc_stack_frames(
+    b: &mut BlockedEvent,
+    proc: &ProcRoot,
+    pid: u32,
+    tid: u32,
+    symbols: &mut crate::enrich::symbols::Symbols,
+) {
+    let stack = threads_now::read(proc, pid, tid).stack;
+    let frames: Vec<u64> = stack
+        .iter()
+        .map_while(|f| symbols.address_of(f))
+        .take(zkstall_common::MAX_FRAMES)
+        .collect();
+    b.frames[..frames.len()].copy_from_slice(&frames);
+    b.nframes = frames.len() as u32;
 }
 
 /// The requests in flight on watched disks now, as the records the kernel will send when

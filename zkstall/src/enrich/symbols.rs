@@ -80,9 +80,7 @@ impl Symbols {
             }
         }
     }
-}
 
-impl Symbols {
     /// The address of a `/proc/<tid>/stack` frame (`function+0xoff`, as
     /// [`crate::threads_now::parse_stack`] leaves it): the way back from a stack read in
     /// /proc to the frames a kernel record carries, which [`Symbols::resolve`] turns into
