@@ -464,7 +464,17 @@ fn through_a_minute_long_flood_the_agent_stays_under_its_memory_bound_and_says_w
     let max = 64u64 << 20;
     let mut agent = Agent::start(
         &work,
-        &["--pid", &pid, "--max-memory", "64MiB", "--window", "2m"],
+        // Every request sent (not only those around calls): the worst case for memory.
+        &[
+            "--pid",
+            &pid,
+            "--max-memory",
+            "64MiB",
+            "--window",
+            "2m",
+            "--requests",
+            "all",
+        ],
     );
     let agent_pid = agent.proc.pid();
     let rss = || -> u64 {

@@ -81,6 +81,118 @@ fn direct_writes_are_block_requests_of_the_writer_adding_up_to_what_it_wrote() {
     assert!(others.is_empty(), "only dd wrote to {dev}: {others:#?}");
 }
 
+/// `--requests around-calls`: a neighbour's requests on a watched disk that no traced call
+/// overlapped are summed per disk each second, and the sums add up to what it wrote; the
+/// recording carries them, so `report` says the same.
+#[test]
+fn a_neighbours_requests_overlapping_no_call_are_summed_and_add_up() {
+    if !can_run_root_tests("a_neighbours_requests_overlapping_no_call_are_summed_and_add_up") {
+        return;
+    }
+    let _serial = serial(&SERIAL);
+    let lo = LoopDev::new(128);
+    let mut target = sleeper();
+    let dev = lo.dev.to_string_lossy().into_owned();
+    let dir = scratch_dir("zkstall-summed");
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let rec = dir.join("summed.rec");
+    let rec_s = rec.to_string_lossy().into_owned();
+    let tracer = start_tracer(
+        target.pid(),
+        &[
+            "--threshold",
+            "10s",
+            "--disk",
+            &dev,
+            "--requests",
+            "around-calls",
+            "--output",
+            &rec_s,
+        ],
+    );
+    // 8000 direct 4 KiB writes, one at a time: 8000 requests, none the target's.
+    let of = format!("of={}", lo.dev.display());
+    let mut dd = Proc::spawn(
+        "dd",
+        Command::new("dd")
+            .args(["if=/dev/zero", &of, "bs=4k", "count=8000", "oflag=direct"])
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        dd.wait_for_exit(Duration::from_secs(60)).success(),
+        "dd failed"
+    );
+    // The summaries are read each second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = target.child.kill();
+    let records = finish_tracer(tracer);
+    let majmin = lo.majmin();
+    let sums: Vec<&Value> = of_type(&records, "io_summary")
+        .into_iter()
+        .filter(|r| r["dev"] == majmin.as_str())
+        .collect();
+    let summed: u64 = sums.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+    let summed_bytes: u64 = sums.iter().map(|r| r["bytes"].as_u64().unwrap()).sum();
+    let one_by_one: Vec<&Value> = of_type(&records, "io")
+        .into_iter()
+        .filter(|r| r["dev"] == majmin.as_str() && r["comm"] == "dd")
+        .collect();
+    let one_by_one_bytes: u64 = one_by_one
+        .iter()
+        .map(|r| r["bytes"].as_u64().unwrap())
+        .sum();
+    // Every one of dd's requests is either summed or sent (a slow one, over 10 ms), once.
+    assert_eq!(
+        summed_bytes + one_by_one_bytes,
+        8000 * 4096,
+        "summed {summed} ({summed_bytes} bytes) + sent {} ({one_by_one_bytes} bytes)",
+        one_by_one.len()
+    );
+    assert!(
+        summed >= 7000,
+        "most of them summed, not sent: {summed} summed, {} sent",
+        one_by_one.len()
+    );
+    for r in &one_by_one {
+        let ms = r["queue_ms"].as_f64().unwrap_or(0.0) + r["service_ms"].as_f64().unwrap_or(0.0);
+        assert!(ms >= 9.0, "only slow ones are sent one by one: {r}");
+    }
+    for s in &sums {
+        let hist: u64 = s["hist"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(hist, s["requests"].as_u64().unwrap(), "{s}");
+    }
+    let summary = of_type(&records, "summary")[0].clone();
+    assert!(
+        summary["io_summed"].as_u64().unwrap() >= summed,
+        "{summary}"
+    );
+    // The recording says the same.
+    let out = zkstall(&["report", &rec_s, "--format", "json", "--events"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let resummed: u64 = of_type(&again, "io_summary")
+        .iter()
+        .filter(|r| r["dev"] == majmin.as_str())
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(resummed, summed);
+    assert_eq!(
+        of_type(&again, "summary")[0]["io_summed"],
+        summary["io_summed"]
+    );
+}
+
 #[test]
 fn a_thread_blocked_by_a_frozen_filesystem_is_a_d_state_interval_with_its_stack() {
     if !can_run_root_tests(

@@ -121,13 +121,35 @@ fn a_competing_dd_with_conv_fsync_is_contention_naming_dd() {
     if !can_run_root_tests("a_competing_dd_with_conv_fsync_is_contention_naming_dd") {
         return;
     }
+    a_competing_dd("all");
+}
+
+/// The same with only the requests around calls sent one by one (the agent's default):
+/// the requests a verdict looks at are the same.
+#[test]
+fn a_competing_dd_is_contention_naming_dd_with_requests_around_calls() {
+    if !can_run_root_tests("a_competing_dd_is_contention_naming_dd_with_requests_around_calls") {
+        return;
+    }
+    a_competing_dd("around-calls");
+}
+
+fn a_competing_dd(requests: &str) {
     let _serial = serial(&SERIAL);
     let lo = LoopDev::new(1024);
     let mnt = Mount::ext4(&lo.dev);
     // --events: dd's block requests say when it was writing to the device.
     let sc = Scenario::start_with(
         &mnt.dir.join("zk"),
-        &["--threshold", "50ms", "--format", "json", "--events"],
+        &[
+            "--threshold",
+            "50ms",
+            "--format",
+            "json",
+            "--events",
+            "--requests",
+            requests,
+        ],
         &[
             "--calls",
             "100000",
@@ -238,6 +260,17 @@ fn a_device_that_stops_with_others_io_queued_on_it_is_a_device_stall_not_content
     a_device_stops(true);
 }
 
+/// The same with only the requests around calls sent one by one (the agent's default).
+#[test]
+fn a_device_that_stops_with_others_io_queued_is_a_device_stall_with_requests_around_calls() {
+    if !can_run_root_tests(
+        "a_device_that_stops_with_others_io_queued_is_a_device_stall_with_requests_around_calls",
+    ) {
+        return;
+    }
+    a_device_stops_with(true, "around-calls");
+}
+
 /// ZooKeeper's disk (inner) is a loop device over a file on another filesystem (outer).
 /// Freezing the outer filesystem stops the inner device from completing anything: the SAN
 /// or hypervisor stall of the motivating report, in miniature. With `others_queued`, fio's
@@ -245,13 +278,24 @@ fn a_device_that_stops_with_others_io_queued_on_it_is_a_device_stall_not_content
 /// it stops: the stop, not fio, is the cause (in the 6.1 guest, ext4lazyinit's requests
 /// queued there once made it a journal wait).
 fn a_device_stops(others_queued: bool) {
+    a_device_stops_with(others_queued, "all")
+}
+
+fn a_device_stops_with(others_queued: bool, requests: &str) {
     let _serial = serial(&SERIAL);
     let disk = StoppableDisk::new(256);
     let inner_lo = &disk.inner;
     let inner = Mount::ext4(&inner_lo.dev);
-    let sc = Scenario::start(
+    let sc = Scenario::start_with(
         &inner.dir.join("zk"),
-        "1s",
+        &[
+            "--threshold",
+            "1s",
+            "--format",
+            "json",
+            "--requests",
+            requests,
+        ],
         &[
             "--calls",
             "100000",

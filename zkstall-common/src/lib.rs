@@ -38,6 +38,23 @@ pub mod names {
     pub const DISKS: &str = "DISKS";
     /// Per-CPU summary of requests on all other disks, by (disk, cgroup).
     pub const OTHER_IO: &str = "OTHER_IO";
+    /// Per-CPU summary of the watched disks' requests that were not sent one by one
+    /// ([`crate::IoSummary`], by disk).
+    pub const IO_SUMMARY: &str = "IO_SUMMARY";
+    /// Whether a target's watched call may be in flight, for deciding which requests are
+    /// sent one by one ([`crate::Config::io_slow_ns`]); four u64 entries:
+    /// - [`crate::CALL_WATCH_QUIET`] (userspace): 1 when its last look at INFLIGHT found no
+    ///   call in it (starts at 0: nothing looked at yet);
+    /// - [`crate::CALL_WATCH_SCANNED`] (userspace): when that look began (ns, monotonic);
+    /// - [`crate::CALL_WATCH_ENTER`] / [`crate::CALL_WATCH_EXIT`] (programs): the last
+    ///   entry and exit of a watched call.
+    ///
+    /// A call in flight during a request either entered or exited after the request
+    /// started, or was in flight all along: then it was in INFLIGHT when userspace last
+    /// looked (not quiet), or it entered after that look began. Userspace writes QUIET
+    /// before SCANNED and the programs read SCANNED before QUIET, so that a new look's
+    /// instant is never paired with the previous look's "quiet".
+    pub const CALL_WATCH: &str = "CALL_WATCH";
     /// Flusher thread tid -> the inode it is writing back.
     pub const FLUSHING: &str = "FLUSHING";
     /// Target thread tid -> its scheduling state ([`crate::ThreadState`]).
@@ -284,9 +301,12 @@ pub enum Counter {
     /// off CPU: the scheduler switch that brought it back ran no program, and one of its
     /// off-CPU intervals was lost (its call says so: CALL_SWITCH_UNSEEN).
     SwitchUnseen = 15,
+    /// A request on a watched disk was summed into IO_SUMMARY instead of sent (see
+    /// `Config::io_slow_ns`).
+    IoSummed = 16,
 }
 
-pub const COUNTER_COUNT: u32 = 16;
+pub const COUNTER_COUNT: u32 = 17;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -306,6 +326,7 @@ impl Counter {
         Counter::IoFlushSeqEnd,
         Counter::IoBeforeWatch,
         Counter::SwitchUnseen,
+        Counter::IoSummed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -326,6 +347,7 @@ impl Counter {
             Counter::IoFlushSeqEnd => "io_flush_seq_end",
             Counter::IoBeforeWatch => "io_before_watch",
             Counter::SwitchUnseen => "switch_unseen",
+            Counter::IoSummed => "io_summed",
         }
     }
 }
@@ -435,8 +457,14 @@ pub struct Config {
     /// then taken when it is woken, and only if it lasted `blocked_min_ns` (the stack of a
     /// sleeping task is where it went to sleep); 0: at every switch-out into D.
     pub stack_at_wake: u32,
+    /// Requests on watched disks are sent one by one only where they matter: when a target's
+    /// watched call overlapped them (see [`names::CALL_WATCH`]), when a target submitted them,
+    /// when they took this long from queue to completion, or when anything about them is
+    /// unusual (an error, a requeue, a partial completion, no known start). The rest are
+    /// summed per disk in [`names::IO_SUMMARY`]. 0: every request is sent.
+    pub io_slow_ns: u64,
 }
-const _: () = assert!(size_of::<Config>() == 216);
+const _: () = assert!(size_of::<Config>() == 224);
 
 impl Config {
     /// Every offset unknown, nothing filtered: the eBPF side's initial value, and what
@@ -458,6 +486,7 @@ impl Config {
         switch_has_state_arg: 0,
         wb_reason_free_space: u32::MAX,
         stack_at_wake: 0,
+        io_slow_ns: 0,
     };
 }
 
@@ -923,6 +952,34 @@ pub struct OtherIo {
     pub bytes: u64,
 }
 
+/// The upper bound of the first bucket of [`IoSummary::hist`]; each next one doubles it.
+/// The same bounds as the agent's `zkstall_disk_request_duration_seconds` histogram.
+pub const IO_HIST_FIRST_NS: u64 = 20_000;
+/// Buckets of [`IoSummary::hist`]: 22 bounds (20 us .. ~42 s), then the rest.
+pub const IO_HIST_BUCKETS: usize = 23;
+
+/// Value of [`names::IO_SUMMARY`] (per CPU, by watched disk): the requests that were not
+/// sent one by one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct IoSummary {
+    /// Requests completed (each counted at its last completion).
+    pub requests: u64,
+    pub bytes: u64,
+    /// Sum of their device service times (issue to completion).
+    pub service_ns: u64,
+    /// Their service times: bucket k counts those up to `IO_HIST_FIRST_NS << k` (and
+    /// above the previous bound); the last bucket, the rest.
+    pub hist: [u64; IO_HIST_BUCKETS],
+}
+
+/// Entries of [`names::CALL_WATCH`].
+pub const CALL_WATCH_QUIET: u32 = 0;
+pub const CALL_WATCH_SCANNED: u32 = 1;
+pub const CALL_WATCH_ENTER: u32 = 2;
+pub const CALL_WATCH_EXIT: u32 = 3;
+pub const CALL_WATCH_ENTRIES: u32 = 4;
+
 /// Who submitted a bio (value of [`names::BIOS`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -1199,5 +1256,6 @@ mod user {
     unsafe impl aya::Pod for super::Request {}
     unsafe impl aya::Pod for super::OtherIoKey {}
     unsafe impl aya::Pod for super::OtherIo {}
+    unsafe impl aya::Pod for super::IoSummary {}
     unsafe impl aya::Pod for super::UsdtSpec {}
 }

@@ -185,6 +185,26 @@ pub static DISKS: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
 pub static OTHER_IO: LruPerCpuHashMap<OtherIoKey, OtherIo> =
     LruPerCpuHashMap::with_max_entries(4096, 0);
 
+/// The watched disks' requests not sent one by one, summed per disk (see
+/// `Config::io_slow_ns`). LRU, per CPU: a disk no longer watched drops out.
+#[map]
+pub static IO_SUMMARY: LruPerCpuHashMap<u32, zkstall_common::IoSummary> =
+    LruPerCpuHashMap::with_max_entries(1024, 0);
+
+/// Whether a watched call may be in flight (see zkstall_common::names::CALL_WATCH).
+#[map]
+pub static CALL_WATCH: Array<u64> = Array::with_max_entries(zkstall_common::CALL_WATCH_ENTRIES, 0);
+
+/// Stamps entry `which` of CALL_WATCH with `now` (a plain store: two CPUs racing leave one
+/// of two instants nanoseconds apart).
+#[inline(always)]
+pub fn stamp_call(which: u32, now: u64) {
+    if let Some(p) = CALL_WATCH.get_ptr_mut(which) {
+        // SAFETY: a valid map value pointer for the program's whole run.
+        unsafe { *p = now };
+    }
+}
+
 /// A flusher (or any thread) writing back one inode.
 #[derive(Clone, Copy)]
 #[repr(C)]

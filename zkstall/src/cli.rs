@@ -185,6 +185,12 @@ pub struct TraceArgs {
     /// verdicts' thread timelines, and printed with --events).
     #[arg(long, default_value = "1ms", value_parser = parse_duration, allow_hyphen_values = true)]
     pub blocked_min: Duration,
+    /// Which requests on the watched disks are traced one by one: `all`, or `around-calls`
+    /// (those a traced call overlapped, the traced processes' own, those slower than
+    /// 10 ms and any unusual one; the rest are summed per disk each second). Verdicts
+    /// look at the same requests either way.
+    #[arg(long, value_enum, default_value = "all")]
+    pub requests: crate::commands::session::Requests,
     /// Also write a recording to FILE (compressed), for `zkstall report` anywhere later.
     /// An existing FILE is refused unless --force.
     #[arg(short, long, value_name = "FILE")]
@@ -370,6 +376,11 @@ pub struct AgentArgs {
     /// Off-CPU intervals from this long are kept [default: 1ms].
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub blocked_min: Option<Duration>,
+    /// Which requests on the watched disks are traced one by one, as with trace
+    /// [default: around-calls]: a busy neighbour on ZooKeeper's disk then costs a sum per
+    /// second instead of a record per request (config key `requests`).
+    #[arg(long, value_enum)]
+    pub requests: Option<crate::commands::session::Requests>,
     /// Do not name threads that started before tracing with `jcmd PID Thread.print`, as
     /// with trace (config key `jcmd = false`).
     #[arg(long)]

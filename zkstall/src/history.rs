@@ -354,7 +354,48 @@ pub struct DiskHistory {
     /// Windows in which completions happened that the probes did not see (or requests
     /// that looked in flight were not): the queue is not known there.
     pub unseen: VecDeque<(MonoNs, MonoNs)>,
+    /// Requests summed in the kernel instead of sent one by one (none overlapped a watched
+    /// call), one entry per disk and interval, oldest first.
+    pub summed: VecDeque<IoSummed>,
 }
+
+/// Requests of one disk summed in the kernel over `from..to` (see [`Note::IoSummary`]).
+///
+/// [`Note::IoSummary`]: crate::pipeline::Note::IoSummary
+#[derive(Clone, Debug, PartialEq)]
+pub struct IoSummed {
+    pub from: MonoNs,
+    pub to: MonoNs,
+    pub requests: u64,
+    pub bytes: u64,
+    pub service_ns: u64,
+    /// Service times: entry k counts those up to [`summed_bound_ns`]`(k)`.
+    pub hist: Vec<u64>,
+}
+
+/// The upper bound of bucket `k` of [`IoSummed::hist`] (the last one has none: u64::MAX).
+pub fn summed_bound_ns(k: usize) -> u64 {
+    if k + 1 >= zkstall_common::IO_HIST_BUCKETS {
+        u64::MAX
+    } else {
+        zkstall_common::IO_HIST_FIRST_NS << k
+    }
+}
+
+/// A value standing for bucket `k`'s requests: the geometric middle of its bounds (the
+/// last bucket: half again its lower bound).
+pub fn summed_value_ns(k: usize) -> u64 {
+    let last = zkstall_common::IO_HIST_BUCKETS - 1;
+    let k = k.min(last);
+    if k == last {
+        summed_bound_ns(k - 1) / 2 * 3
+    } else {
+        (summed_bound_ns(k) as f64 / std::f64::consts::SQRT_2) as u64
+    }
+}
+
+/// Summaries kept per disk (one a second: the whole horizon).
+const SUMMED_PER_DISK: usize = 256;
 
 impl DiskHistory {
     fn new(since: MonoNs) -> DiskHistory {
@@ -364,6 +405,7 @@ impl DiskHistory {
             lost_until: None,
             shed: 0,
             unseen: VecDeque::new(),
+            summed: VecDeque::new(),
         }
     }
 
@@ -515,6 +557,17 @@ impl History {
         if let Some(t) = expire(&mut h.ios, now, |v| v.completed.unwrap_or(now)) {
             h.lost_until = Some(h.lost_until.map_or(t, |l| l.max(t)));
         }
+    }
+
+    pub fn summed(&mut self, disk: DiskDev, v: IoSummed) {
+        let now = v.to;
+        let h = self
+            .disks
+            .entry(disk)
+            .or_insert_with(|| DiskHistory::new(now));
+        let mut shed = 0;
+        push(&mut h.summed, SUMMED_PER_DISK, v, &mut shed);
+        expire(&mut h.summed, now, |v| v.to);
     }
 
     pub fn blocked(&mut self, v: Blocked) {

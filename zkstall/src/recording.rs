@@ -151,6 +151,9 @@ pub struct Trailer {
     /// Scheduler switches back onto a CPU the kernel ran no program for, found at a
     /// syscall of the thread (older recordings: 0).
     pub switch_unseen: u64,
+    /// Requests on watched disks summed per disk instead of sent one by one (older
+    /// recordings: 0, every request was sent).
+    pub io_summed: u64,
     pub map_full: u64,
     pub stack_errors: u64,
     pub io_watched: u64,

@@ -3,6 +3,12 @@
 //! when it was allocated, queued, issued and completed, its size and flags. Requests on
 //! other disks are only counted per (disk, cgroup) in OTHER_IO.
 //!
+//! With `Config::io_slow_ns` set (`--requests around-calls`), a completed request is sent
+//! only where it can matter to a verdict: a target's watched call may have overlapped it
+//! (CALL_WATCH), a target submitted it, it was slow, or something about it is unusual.
+//! The rest (a busy neighbour while ZooKeeper idles) are summed per disk in IO_SUMMARY,
+//! which userspace reads each second.
+//!
 //! Keying by the request pointer (as bcc's biosnoop does) survives front merges, which
 //! change the sector, and tells concurrent flushes apart. A request is charged to whoever
 //! caused it: its submitter is taken at block_getrq (where the request is allocated for a
@@ -25,8 +31,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use zkstall_common::{
-    Counter, EventKind, IoEvent, OTHER_IO_WATCHED, OtherIo, OtherIoKey, RQ_FROM_GETRQ, RQ_KTHREAD,
-    RQ_PARTIAL, RQ_UNMATCHED, Request, Submitter,
+    CALL_WATCH_ENTER, CALL_WATCH_EXIT, CALL_WATCH_QUIET, CALL_WATCH_SCANNED, Counter, EventKind,
+    IO_HIST_BUCKETS, IO_HIST_FIRST_NS, IoEvent, IoSummary, OTHER_IO_WATCHED, OtherIo, OtherIoKey,
+    RQ_FROM_GETRQ, RQ_KTHREAD, RQ_PARTIAL, RQ_UNMATCHED, Request, Submitter,
 };
 
 use aya_log_ebpf::debug;
@@ -34,8 +41,8 @@ use aya_log_ebpf::debug;
 use crate::{
     emit::{emit, header, log_allowed},
     maps::{
-        BIOS, DISKS, FLUSH_GRACE_NS, FLUSHING, OTHER_IO, REQUESTS, btf_read, config, count,
-        current_comm, kread, watch_gen,
+        BIOS, CALL_WATCH, DISKS, FLUSH_GRACE_NS, FLUSHING, IO_SUMMARY, OTHER_IO, REQUESTS,
+        btf_read, config, count, current_comm, is_target, kread, watch_gen,
     },
 };
 
@@ -307,6 +314,78 @@ fn add_other_io(disk: u32, blk_cgroup: u64, last: bool, nr_bytes: u32) {
     }
 }
 
+/// Whether a completed request is sent one by one (see `Config::io_slow_ns`): anything
+/// unusual about it, a target's own, slow, or possibly overlapping a target's watched call.
+#[inline(always)]
+fn one_by_one(req: &Request, status: u8, nr_bytes: u32, now: u64) -> bool {
+    let slow = config!(io_slow_ns);
+    if slow == 0 {
+        return true;
+    }
+    let start = req.queued_ns;
+    if status != 0
+        || req.requeues != 0
+        || req.flags & (RQ_UNMATCHED | RQ_PARTIAL) != 0
+        // Completed in parts (the earlier parts were sent), or never issued.
+        || req.done_bytes != nr_bytes
+        || req.issue_ns == 0
+        || start == 0
+        || now.saturating_sub(start) >= slow
+        || is_target(req.tgid)
+    {
+        return true;
+    }
+    let at = |i: u32| CALL_WATCH.get(i).copied().unwrap_or(0);
+    // SCANNED before QUIET (userspace writes them in the other order).
+    let scanned = at(CALL_WATCH_SCANNED);
+    let quiet = at(CALL_WATCH_QUIET);
+    let enter = at(CALL_WATCH_ENTER);
+    // A call entered or left while the request was in the block layer, or may have been
+    // in flight all along (userspace's last look found one, or one entered since).
+    quiet == 0 || enter >= scanned || enter >= start || at(CALL_WATCH_EXIT) >= start
+}
+
+/// A value to create an IO_SUMMARY entry from (too large for the stack beside a request).
+static ZERO_SUMMARY: IoSummary = IoSummary {
+    requests: 0,
+    bytes: 0,
+    service_ns: 0,
+    hist: [0; IO_HIST_BUCKETS],
+};
+
+/// Sums a completed request into its disk's IO_SUMMARY entry (this CPU's).
+#[inline(always)]
+fn summarize(disk: u32, req: &Request, nr_bytes: u32, now: u64) {
+    let service = now.saturating_sub(req.issue_ns);
+    let mut k = 0usize;
+    let mut bound = IO_HIST_FIRST_NS;
+    while k < IO_HIST_BUCKETS - 1 && service > bound {
+        bound <<= 1;
+        k += 1;
+    }
+    let mut v = IO_SUMMARY.get_ptr_mut(disk);
+    if v.is_none() {
+        // By reference: the helper copies from the static, never through the stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = IO_SUMMARY.insert(disk, &ZERO_SUMMARY, 0);
+        v = IO_SUMMARY.get_ptr_mut(disk);
+    }
+    let Some(v) = v else {
+        count(Counter::MapFull);
+        return;
+    };
+    // SAFETY: a per-CPU value, only touched by this program on this CPU (a program never
+    // nests with itself).
+    unsafe {
+        (*v).requests += 1;
+        (*v).bytes += nr_bytes as u64;
+        (*v).service_ns += service;
+        if let Some(h) = (*v).hist.get_mut(k) {
+            *h += 1;
+        }
+    }
+}
+
 #[inline(always)]
 fn store(ctx: &BtfTracePointContext, rq: u64, r: &Request) {
     if REQUESTS.insert(rq, r, 0).is_err() {
@@ -508,6 +587,11 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
             keep.flags &= !RQ_PARTIAL;
             store(&ctx, rq, &keep);
         }
+    }
+    if last && !one_by_one(&req, status, nr_bytes, now) {
+        count(Counter::IoSummed);
+        summarize(disk, &req, nr_bytes, now);
+        return 0;
     }
     let mut hdr = header::<IoEvent>(EventKind::Io, now, 0);
     hdr.tgid = req.tgid;

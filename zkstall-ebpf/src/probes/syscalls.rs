@@ -15,14 +15,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use zkstall_common::{
-    CALL_ACCOUNTED, CALL_SWITCH_UNSEEN, Counter, EventKind, Inflight, SHORT_D, SHORT_RUNQ, SHORT_S,
-    Syscall, SyscallEnterEvent, SyscallExitEvent, THREAD_ACCOUNTED, THREAD_OFF, THREAD_PENDING,
-    ThreadState,
+    CALL_ACCOUNTED, CALL_SWITCH_UNSEEN, CALL_WATCH_ENTER, CALL_WATCH_EXIT, Counter, EventKind,
+    Inflight, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent, SyscallExitEvent,
+    THREAD_ACCOUNTED, THREAD_OFF, THREAD_PENDING, ThreadState,
 };
 
 use crate::{
     emit::{emit, header},
-    maps::{INFLIGHT, THREADS, config, count, is_target},
+    maps::{INFLIGHT, THREADS, config, count, is_target, stamp_call},
     probes::sched::{flush_pending, thread_entry},
 };
 
@@ -81,6 +81,9 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
     if INFLIGHT.insert(tid, inflight, 0).is_err() {
         count(Counter::InflightFull);
     }
+    // After the insert: userspace's look at INFLIGHT either sees this call or began after
+    // this stamp (see block.rs: which requests are sent one by one).
+    stamp_call(CALL_WATCH_ENTER, now);
     if sc.is_write() {
         // The write family is announced at exit only, and only when slow.
         return 0;
@@ -109,6 +112,8 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         count(Counter::ExitWithoutEnter);
         return 0;
     };
+    // Before the removal, for the same reason as the entry's.
+    stamp_call(CALL_WATCH_EXIT, now);
     let _ = INFLIGHT.remove(tid);
     if start.syscall != sc as u32 {
         // A stale entry from a call whose exit we missed; this exit has no matching entry.

@@ -900,9 +900,10 @@ pub fn layer_evidence(
             .filter_map(|io| Some(ms(io.completed?.since(io.issued?))))
             .collect(),
     );
-    // The usual latency: up to 1000 requests completed before the window.
+    // The usual latency: up to 1000 requests completed before the window, those sent one
+    // by one first, then those the kernel summed (each at its bucket's middle).
     if let Some(d) = hist {
-        let before: Vec<f64> = d
+        let mut before: Vec<f64> = d
             .ios
             .iter()
             .rev()
@@ -910,6 +911,19 @@ pub fn layer_evidence(
             .take(1000)
             .filter_map(|io| Some(ms(io.completed?.since(io.issued?))))
             .collect();
+        for s in d.summed.iter().rev().filter(|s| s.to <= win.0) {
+            let room = 1000u64.saturating_sub(before.len() as u64);
+            if room == 0 {
+                break;
+            }
+            // More than there is room for: each bucket in proportion.
+            let total: u64 = s.hist.iter().sum();
+            for (k, n) in s.hist.iter().enumerate() {
+                let take = if total <= room { *n } else { n * room / total };
+                let v = ms(crate::history::summed_value_ns(k));
+                before.extend(std::iter::repeat_n(v, take as usize));
+            }
+        }
         if before.len() >= 5 {
             le.usual_p50_ms = percentiles(before).map(|p| p.p50);
         }

@@ -1089,6 +1089,68 @@ fn own_io_at_a_far_slower_than_usual_latency_is_not_own_io() {
     assert!(e.headline.contains("answered slowly"), "{}", e.headline);
 }
 
+/// A second of requests the kernel summed (`--requests around-calls`), all `each_ms` long.
+fn summed_second(h: &mut History, to_ms: u64, n: u64, each_ms: u64) {
+    let mut hist = vec![0u64; zkstall_common::IO_HIST_BUCKETS];
+    let k = (0..zkstall_common::IO_HIST_BUCKETS)
+        .find(|k| crate::history::summed_bound_ns(*k) >= each_ms * MS)
+        .unwrap();
+    hist[k] = n;
+    h.summed(
+        DISK,
+        crate::history::IoSummed {
+            from: t(to_ms.saturating_sub(1000)),
+            to: t(to_ms),
+            requests: n,
+            bytes: n * 4096,
+            service_ns: n * each_ms * MS,
+            hist,
+        },
+    );
+}
+
+#[test]
+fn the_usual_latency_counts_the_requests_the_kernel_summed() {
+    // Before the call only summed requests, all quick (1 ms): a 300 ms answer now is slow,
+    // whether or not any request was sent one by one before.
+    let slow_now = |h: &mut History| {
+        h.io(io(ZK, "SyncThread:1", 4096, 2000, 2300));
+        h.blocked(blocked(
+            SYNC,
+            SchedState::DiskSleep,
+            2000,
+            2300,
+            Some(2300),
+            &["folio_wait_writeback"],
+            None,
+        ));
+    };
+    let mut h = History::default();
+    watched(&mut h);
+    summed_second(&mut h, 1000, 500, 1);
+    summed_second(&mut h, 1990, 500, 1);
+    slow_now(&mut h);
+    let e = explain_it(&call(2000, 2301), &h);
+    assert_ne!(e.verdict, Verdict::OwnIo, "{}", e.headline);
+    assert!(e.headline.contains("answered slowly"), "{}", e.headline);
+    let usual = e.evidence.layers[0].usual_p50_ms.unwrap();
+    assert!((0.5..=1.0).contains(&usual), "{usual}");
+    // The same disk usually that slow: its own I/O at the usual speed.
+    let mut h = History::default();
+    watched(&mut h);
+    summed_second(&mut h, 1990, 1000, 300);
+    slow_now(&mut h);
+    let e = explain_it(&call(2000, 2301), &h);
+    assert_eq!(e.verdict, Verdict::OwnIo, "{}", e.headline);
+    // Summed after the call began: not "before".
+    let mut h = History::default();
+    watched(&mut h);
+    summed_second(&mut h, 2200, 1000, 300);
+    slow_now(&mut h);
+    let e = explain_it(&call(2000, 2301), &h);
+    assert_eq!(e.evidence.layers[0].usual_p50_ms, None, "{}", e.headline);
+}
+
 #[test]
 fn the_kernels_accounting_splits_the_rest_and_nothing_is_counted_as_cpu_by_default() {
     let mut h = History::default();

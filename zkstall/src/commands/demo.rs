@@ -61,6 +61,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         history: crate::history::HistoryLimits::DEFAULT,
         channel_records: crate::reader::CHANNEL_RECORDS,
         jcmd: false,
+        requests: super::session::Requests::All,
     };
     let mut out = sink_for(args.format);
     let mut tee = Tee {

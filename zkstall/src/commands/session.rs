@@ -70,7 +70,29 @@ pub struct TraceOptions {
     /// Name a JVM's threads that started before tracing with `jcmd PID Thread.print` (once,
     /// where the kernel's names are cut or missing; it costs the JVM a safepoint).
     pub jcmd: bool,
+    /// Which requests on the watched disks are sent one by one.
+    pub requests: Requests,
 }
+
+/// Which requests on the watched disks the kernel sends one by one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Requests {
+    /// Every request.
+    All,
+    /// Those a watched call of a traced process overlapped, the traced processes' own,
+    /// those slower than 10 ms (queue to completion) and any unusual one (an error, a
+    /// requeue, a partial completion); the rest are summed per disk each second
+    /// (count, bytes, service-time histogram). What a verdict looks at is the same; a
+    /// busy neighbour on the disk costs far less.
+    AroundCalls,
+}
+
+/// With `--requests around-calls`, requests from this slow (queue to completion) are sent
+/// one by one even when no call overlapped them.
+pub const IO_SLOW: Duration = Duration::from_millis(10);
+/// Ticks between two reads of the kernel's request summaries.
+const SUMMARY_EVERY: u32 = 10;
 
 /// The device a `--disk` argument names: `sdb`, `7:3`, or a path on it.
 pub fn resolve_disk_arg(arg: &str) -> anyhow::Result<DevId> {
@@ -472,6 +494,10 @@ pub struct Session<'s> {
     stopping: bool,
     waiting_logged: bool,
     disk_check: DiskCheck,
+    /// The kernel's request summaries at the last read (`--requests around-calls`), and
+    /// when it was.
+    summed: Vec<(u32, zkstall_common::IoSummary)>,
+    summed_at: MonoNs,
 }
 
 impl<'s> Session<'s> {
@@ -537,6 +563,10 @@ impl<'s> Session<'s> {
         layout.config.write_min_ns = opts.threshold.as_nanos() as u64;
         // Off-CPU intervals of the target's threads feed the verdicts (and --events).
         layout.config.blocked_min_ns = opts.blocked_min.as_nanos() as u64;
+        layout.config.io_slow_ns = match opts.requests {
+            Requests::All => 0,
+            Requests::AroundCalls => IO_SLOW.as_nanos() as u64,
+        };
         for d in &layout.disabled {
             tracing::warn!("signal {} is off on this kernel: {}", d.signal, d.reason);
         }
@@ -632,6 +662,8 @@ impl<'s> Session<'s> {
             stopping: false,
             waiting_logged: false,
             disk_check: DiskCheck::default(),
+            summed: Vec::new(),
+            summed_at: MonoNs::now(),
         };
         for d in &opts.disks {
             let dev = resolve_disk_arg(d)?;
@@ -768,6 +800,14 @@ impl<'s> Session<'s> {
             now,
         )?;
         self.last_check = now;
+        if self.opts.requests == Requests::AroundCalls {
+            if let Err(e) = self.probes.look_for_calls() {
+                tracing::debug!("looking for calls in flight: {e}");
+            }
+            if self.ticks.is_multiple_of(SUMMARY_EVERY) {
+                self.summaries(now)?;
+            }
+        }
         let live: BTreeSet<u32> = self.live.keys().copied().collect();
         for n in running_notes(
             &self.probes,
@@ -834,6 +874,17 @@ impl<'s> Session<'s> {
             self.stop();
         }
         self.check_new_disks()
+    }
+
+    /// The requests the kernel summed since the last read, as one note per disk.
+    fn summaries(&mut self, now: MonoNs) -> anyhow::Result<()> {
+        summaries(
+            &mut self.probes,
+            &mut self.feed,
+            &mut self.summed,
+            &mut self.summed_at,
+            now,
+        )
     }
 
     /// Batches of records waiting between the reader and the pipeline.
@@ -932,6 +983,15 @@ impl<'s> Session<'s> {
         // missed after it (while the pipeline finishes) would be counted unseen with no
         // window noted for it.
         let totals = KernelTotals::read(&self.probes).since(&self.start_totals);
+        if self.opts.requests == Requests::AroundCalls {
+            summaries(
+                &mut self.probes,
+                &mut self.feed,
+                &mut self.summed,
+                &mut self.summed_at,
+                end,
+            )?;
+        }
         for rec in open_records(&self.probes, &live, end, &self.proc) {
             self.feed.kernel(&rec, &mut self.probes)?;
         }
@@ -985,6 +1045,52 @@ impl<'s> Session<'s> {
         tracing::debug!("probes detached in {:?}", t.elapsed());
         Ok(summary)
     }
+}
+
+/// See [`Session::summaries`].
+fn summaries(
+    probes: &mut Probes,
+    feed: &mut Feed,
+    summed: &mut Vec<(u32, zkstall_common::IoSummary)>,
+    summed_at: &mut MonoNs,
+    now: MonoNs,
+) -> anyhow::Result<()> {
+    let Ok(all) = probes.io_summaries() else {
+        return Ok(());
+    };
+    let from = std::mem::replace(summed_at, now);
+    for (disk, v) in &all {
+        let before = summed
+            .iter()
+            .find(|(d, _)| d == disk)
+            .map(|(_, b)| *b)
+            .unwrap_or_default();
+        if v.requests <= before.requests {
+            continue;
+        }
+        let dev = DevId::from_kernel(*disk);
+        let n = Note::IoSummary {
+            from_ns: from.0,
+            to_ns: now.0,
+            disk: dev.to_string(),
+            name: std::fs::read_link(format!("/sys/dev/block/{dev}"))
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_default(),
+            requests: v.requests - before.requests,
+            bytes: v.bytes.saturating_sub(before.bytes),
+            service_ns: v.service_ns.saturating_sub(before.service_ns),
+            hist: v
+                .hist
+                .iter()
+                .zip(before.hist.iter())
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        };
+        feed.note(n, probes)?;
+    }
+    *summed = all;
+    Ok(())
 }
 
 /// Starts tracing process `t`: its disks are watched, calls it is already inside are
@@ -1546,6 +1652,7 @@ pub fn trailer(t: &KernelTotals, end: MonoNs, pids: &BTreeSet<u32>, shed: u64) -
         io_unmatched: k.get(Counter::IoUnmatched),
         io_before_watch: k.get(Counter::IoBeforeWatch),
         switch_unseen: k.get(Counter::SwitchUnseen),
+        io_summed: k.get(Counter::IoSummed),
         map_full: k.get(Counter::MapFull),
         stack_errors: k.get(Counter::StackError),
         io_watched: k.get(Counter::IoWatched),

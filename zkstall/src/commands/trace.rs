@@ -32,6 +32,7 @@ impl From<&TraceArgs> for TraceOptions {
             history: HistoryLimits::DEFAULT,
             channel_records: crate::reader::CHANNEL_RECORDS,
             jcmd: !a.no_jcmd,
+            requests: a.requests,
         }
     }
 }

@@ -301,6 +301,7 @@ impl Pipeline {
             EventRecord::Writeback(_) => "writeback",
             EventRecord::Throttle(_) => "throttle",
             EventRecord::Journal(_) => "journal",
+            EventRecord::IoSummary(_) => "io_summary",
         };
         self.count(kind);
         if self.events_out {
@@ -534,6 +535,53 @@ impl Pipeline {
             }
             Note::Stuck { .. } => self.on_stuck(n),
             Note::Running { .. } => self.on_running(n, sink),
+            Note::IoSummary {
+                from_ns,
+                to_ns,
+                disk,
+                name,
+                requests,
+                bytes,
+                service_ns,
+                hist,
+            } => {
+                if let Some(d) = crate::enrich::DevId::parse(disk) {
+                    let d = DiskDev(d);
+                    let hist: Vec<u64> = hist
+                        .iter()
+                        .copied()
+                        .take(zkstall_common::IO_HIST_BUCKETS)
+                        .collect();
+                    sink.observe(&crate::sinks::Observation::IoSummary {
+                        disk: d,
+                        hist: &hist,
+                    });
+                    let rec = crate::sinks::events::IoSummaryRecord {
+                        kind: "io_summary",
+                        dev: disk.clone(),
+                        device: (!name.is_empty()).then(|| name.clone()),
+                        start_ns: *from_ns,
+                        end_ns: *to_ns,
+                        requests: *requests,
+                        bytes: *bytes,
+                        service_ms: *service_ns as f64 / 1e6 / (*requests).max(1) as f64,
+                        hist: hist.clone(),
+                    };
+                    self.out(sink, EventRecord::IoSummary(rec))?;
+                    self.history.summed(
+                        d,
+                        crate::history::IoSummed {
+                            from: MonoNs(*from_ns),
+                            to: MonoNs(*to_ns),
+                            requests: *requests,
+                            bytes: *bytes,
+                            service_ns: *service_ns,
+                            hist,
+                        },
+                    );
+                }
+                Ok(())
+            }
             Note::Lost {
                 from_ns,
                 to_ns,
@@ -576,6 +624,7 @@ impl Pipeline {
             io_unmatched: t.io_unmatched,
             io_before_watch: t.io_before_watch,
             switch_unseen: t.switch_unseen,
+            io_summed: t.io_summed,
             map_full: t.map_full,
             stack_errors: t.stack_errors,
             io_merged: t.io_merged,

@@ -103,6 +103,24 @@ pub enum Note {
         #[serde(default)]
         stale: u64,
     },
+    /// Requests of a watched disk completed between `from_ns` and `to_ns` that were summed
+    /// in the kernel instead of sent one by one: they overlapped no watched call, were
+    /// not a target's, were quicker than the bound and nothing about them was unusual
+    /// (`--requests around-calls`).
+    IoSummary {
+        from_ns: u64,
+        to_ns: u64,
+        /// The disk, `MAJ:MIN`.
+        disk: String,
+        name: String,
+        requests: u64,
+        bytes: u64,
+        /// Sum of their device service times (issue to completion).
+        service_ns: u64,
+        /// Their service times: entry k counts those up to 20 us << k (above the previous
+        /// bound), the last one the rest.
+        hist: Vec<u64>,
+    },
     /// Java thread names of a JVM, from `jcmd PID Thread.print` (run once at attach, for
     /// threads that started before HotSpot's probes were attached); the command made the
     /// JVM stop in a safepoint between `ts_ns` and `end_ns`: zkstall's own pause.
@@ -145,7 +163,9 @@ impl Note {
             | Note::Unwatch { ts_ns, .. }
             | Note::Host { ts_ns, .. } => *ts_ns,
             Note::JavaNames { end_ns, .. } => *end_ns,
-            Note::Lost { to_ns, .. } | Note::Unseen { to_ns, .. } => *to_ns,
+            Note::Lost { to_ns, .. }
+            | Note::Unseen { to_ns, .. }
+            | Note::IoSummary { to_ns, .. } => *to_ns,
         }
     }
 }

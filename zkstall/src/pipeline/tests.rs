@@ -1176,3 +1176,58 @@ fn a_reported_call_names_the_file_its_fd_points_to_now_not_an_earlier_entrys() {
     assert_eq!(l.len(), 1, "{l:#?}");
     assert_eq!(l[0]["path"], b.to_string_lossy().as_ref(), "{}", l[0]);
 }
+
+#[test]
+fn a_summary_of_requests_goes_into_its_disks_history_and_to_the_sinks_observers() {
+    #[derive(Default)]
+    struct Observed(Vec<(DiskDev, Vec<u64>)>);
+    impl Sink for Observed {
+        fn call(&mut self, _: &crate::sinks::CallRecord) -> io::Result<()> {
+            Ok(())
+        }
+        fn event(&mut self, _: &EventRecord) -> io::Result<()> {
+            Ok(())
+        }
+        fn summary(&mut self, _: &crate::sinks::Summary) -> io::Result<()> {
+            Ok(())
+        }
+        fn observe(&mut self, o: &crate::sinks::Observation<'_>) {
+            if let crate::sinks::Observation::IoSummary { disk, hist } = *o {
+                self.0.push((disk, hist.to_vec()));
+            }
+        }
+    }
+    let mut p = on_loop0(100 * MS);
+    let mut sink = Observed::default();
+    let mut hist = vec![0u64; zkstall_common::IO_HIST_BUCKETS];
+    hist[3] = 40;
+    hist[4] = 2;
+    let n = Note::IoSummary {
+        from_ns: 1_000 * MS,
+        to_ns: 2_000 * MS,
+        disk: "7:0".into(),
+        name: "loop0".into(),
+        requests: 42,
+        bytes: 42 * 4096,
+        service_ns: 42 * 150_000,
+        hist: hist.clone(),
+    };
+    // As a recording carries it.
+    let j = serde_json::to_string(&n).unwrap();
+    assert!(j.contains("\"note\":\"io_summary\""), "{j}");
+    assert_eq!(serde_json::from_str::<Note>(&j).unwrap(), n);
+    p.note(&n, &mut sink).unwrap();
+    let disk = DiskDev(crate::enrich::DevId { major: 7, minor: 0 });
+    assert_eq!(sink.0, vec![(disk, hist.clone())]);
+    let d = &p.history.disks[&disk];
+    assert_eq!(d.summed.len(), 1);
+    assert_eq!(d.summed[0].requests, 42);
+    assert_eq!(d.summed[0].to, MonoNs(2_000 * MS));
+    assert_eq!(d.summed[0].hist, hist);
+    // A bucket's middle lands in that bucket.
+    for k in 0..zkstall_common::IO_HIST_BUCKETS {
+        let v = crate::history::summed_value_ns(k);
+        assert!(v <= crate::history::summed_bound_ns(k), "{k}");
+        assert!(k == 0 || v > crate::history::summed_bound_ns(k - 1), "{k}");
+    }
+}

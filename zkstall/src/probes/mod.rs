@@ -19,7 +19,9 @@ use aya::{
     },
 };
 use thiserror::Error;
-use zkstall_common::{Counter, Inflight, OtherIo, OtherIoKey, Request, ThreadState, names};
+use zkstall_common::{
+    Counter, Inflight, IoSummary, OtherIo, OtherIoKey, Request, ThreadState, names,
+};
 
 use crate::clock::MonoNs;
 
@@ -409,6 +411,21 @@ impl Probes {
     /// Stops tracing `pid` (it exited; its pid may be reused by an unrelated process).
     pub fn remove_target(&mut self, pid: u32) -> Result<(), ProbeError> {
         self.set_target_bit(pid, false)?;
+        // Calls it was killed inside never reach their exit: their entries would keep every
+        // request on its disks sent one by one (see `look_for_calls`).
+        if let Some(map) = self.bpf.map_mut(names::INFLIGHT)
+            && let Ok(mut m) = HashMap::<&mut MapData, u32, Inflight>::try_from(map)
+        {
+            let gone: Vec<u32> = m
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, c)| c.tgid == pid)
+                .map(|(tid, _)| tid)
+                .collect();
+            for tid in gone {
+                let _ = m.remove(&tid);
+            }
+        }
         match self.targets()?.remove(&pid) {
             Ok(()) => Ok(()),
             Err(e) => Err(ProbeError::Map(
@@ -591,6 +608,59 @@ impl Probes {
         let m: HashMap<&MapData, u64, Request> =
             HashMap::try_from(map).map_err(|e| ProbeError::Map(names::REQUESTS, chain(&e)))?;
         Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Looks at INFLIGHT for the programs' choice of which requests to send one by one
+    /// (see `names::CALL_WATCH`): `quiet` when no watched call is in it. The instant is
+    /// taken before the walk, QUIET written before SCANNED. A walk that failed anywhere is
+    /// not quiet.
+    pub fn look_for_calls(&mut self) -> Result<bool, ProbeError> {
+        let at = crate::clock::MonoNs::now();
+        let quiet = {
+            let map = self.bpf.map(names::INFLIGHT).ok_or(ProbeError::Map(
+                names::INFLIGHT,
+                "missing from the object".into(),
+            ))?;
+            let m: HashMap<&MapData, u32, Inflight> =
+                HashMap::try_from(map).map_err(|e| ProbeError::Map(names::INFLIGHT, chain(&e)))?;
+            m.keys().next().is_none()
+        };
+        self.update_u64(names::CALL_WATCH, zkstall_common::CALL_WATCH_QUIET, |_| {
+            quiet as u64
+        })?;
+        if quiet {
+            self.update_u64(
+                names::CALL_WATCH,
+                zkstall_common::CALL_WATCH_SCANNED,
+                |_| at.0,
+            )?;
+        }
+        Ok(quiet)
+    }
+
+    /// The watched disks' requests summed in the kernel, by kernel dev_t, over CPUs.
+    pub fn io_summaries(&self) -> Result<Vec<(u32, IoSummary)>, ProbeError> {
+        let map = self.bpf.map(names::IO_SUMMARY).ok_or(ProbeError::Map(
+            names::IO_SUMMARY,
+            "missing from the object".into(),
+        ))?;
+        let m: PerCpuHashMap<&MapData, u32, IoSummary> = PerCpuHashMap::try_from(map)
+            .map_err(|e| ProbeError::Map(names::IO_SUMMARY, chain(&e)))?;
+        Ok(m.iter()
+            .filter_map(Result::ok)
+            .map(|(k, vals)| {
+                let mut sum = IoSummary::default();
+                for v in vals.iter() {
+                    sum.requests += v.requests;
+                    sum.bytes += v.bytes;
+                    sum.service_ns += v.service_ns;
+                    for (a, b) in sum.hist.iter_mut().zip(v.hist.iter()) {
+                        *a += *b;
+                    }
+                }
+                (k, sum)
+            })
+            .collect())
     }
 
     /// The summary of requests on unwatched disks, summed over CPUs.

@@ -77,6 +77,7 @@ impl Filter {
             EventRecord::Writeback(r) => self.device(&[r.device.as_deref(), Some(r.dev.as_str())]),
             EventRecord::Throttle(r) => self.task(r.pid, r.tid),
             EventRecord::Journal(r) => self.device(&[r.device.as_deref(), Some(r.dev.as_str())]),
+            EventRecord::IoSummary(r) => self.device(&[r.device.as_deref(), Some(r.dev.as_str())]),
         }
     }
 

@@ -196,6 +196,25 @@ pub struct JournalRecord {
     pub blocks_logged: Option<u32>,
 }
 
+/// Requests of a watched disk the kernel summed instead of sending them one by one
+/// (`--requests around-calls`): none of them overlapped a watched call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IoSummaryRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub dev: String,
+    pub device: Option<String>,
+    /// The interval they completed in.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub requests: u64,
+    pub bytes: u64,
+    /// Their mean device service time (issue to completion).
+    pub service_ms: f64,
+    /// Service times: entry k counts those up to 0.02 ms << k, the last one the rest.
+    pub hist: Vec<u64>,
+}
+
 /// Any of the above. Built one at a time and handed to the sinks by reference, never
 /// stored in bulk: boxing the large variant would only add an allocation per request.
 #[allow(clippy::large_enum_variant)]
@@ -209,6 +228,7 @@ pub enum EventRecord {
     Writeback(WritebackRecord),
     Throttle(ThrottleRecord),
     Journal(JournalRecord),
+    IoSummary(IoSummaryRecord),
 }
 
 fn dev_name(dev: &str, device: &Option<String>) -> String {
@@ -242,6 +262,7 @@ impl EventRecord {
             EventRecord::Io(r) => Some(r.queued_ns.or(r.issue_ns).unwrap_or(r.complete_ns)),
             EventRecord::Blocked(r) => Some(r.start_ns),
             EventRecord::Journal(r) => Some(r.start_ns),
+            EventRecord::IoSummary(r) => Some(r.start_ns),
             EventRecord::Thread(_)
             | EventRecord::Dirty(_)
             | EventRecord::Writeback(_)
@@ -353,6 +374,14 @@ impl EventRecord {
                 ms(r.logging_ms),
                 r.handles.map_or("?".into(), |h| h.to_string()),
                 r.blocks.map_or("?".into(), |b| b.to_string())
+            ),
+            EventRecord::IoSummary(r) => format!(
+                "io_sum    {} requests ({} KiB) on {} in {:.1} s not overlapping any call, service {:.3} ms on average",
+                r.requests,
+                r.bytes / 1024,
+                dev_name(&r.dev, &r.device),
+                r.end_ns.saturating_sub(r.start_ns) as f64 / 1e9,
+                r.service_ms
             ),
         }
     }

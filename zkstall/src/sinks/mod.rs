@@ -133,6 +133,9 @@ pub struct Summary {
     /// Scheduler switches back onto a CPU that ran no program (the kernel skipped it),
     /// found at the thread's next syscall: an off-CPU interval lost; calls over one say so.
     pub switch_unseen: u64,
+    /// Requests on watched disks that overlapped no watched call, were quick and usual:
+    /// summed per disk (`io_summary` notes) instead of sent one by one.
+    pub io_summed: u64,
     /// Requests merged into others, entries replaced because their struct was reused
     /// (a completion missed), partial completions, the block layer's own flushes.
     pub io_merged: u64,
@@ -202,6 +205,12 @@ pub enum Observation<'a> {
         /// Issue -> completion, and queued -> issue, when both ends were seen.
         service_ns: Option<u64>,
         queue_ns: Option<u64>,
+    },
+    /// Requests on a watched disk summed in the kernel: how many of them in each service
+    /// time bucket (`history::summed_bound_ns`).
+    IoSummary {
+        disk: crate::enrich::DiskDev,
+        hist: &'a [u64],
     },
 }
 

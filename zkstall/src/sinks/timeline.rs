@@ -731,6 +731,18 @@ impl TimelineSink {
                     flow_out: None,
                 });
             }
+            EventRecord::IoSummary(r) => {
+                // Summed requests have no slices: a rate on the device.
+                let device = self.dev_name(&r.dev, &r.device);
+                let dev = self.devices();
+                let c = self.counter(
+                    format!("{device} requests/s not overlapping calls (summed)"),
+                    dev,
+                    Unit::PerSecond,
+                );
+                let ts = self.unix(r.end_ns);
+                self.rate(c, ts, r.requests as f64);
+            }
             EventRecord::Journal(r) => {
                 let device = self.dev_name(&r.dev, &r.device);
                 let dev = self.devices();

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     cli::{AgentArgs, parse_duration, parse_size},
+    commands::session::Requests,
     history::HistoryLimits,
 };
 
@@ -32,6 +33,8 @@ pub struct AgentConfig {
     pub blocked_min: Duration,
     /// Name threads that started before tracing with one `jcmd Thread.print` per JVM.
     pub jcmd: bool,
+    /// Which requests on the watched disks are sent one by one.
+    pub requests: Requests,
     /// Where the settings came from (for the start-up log line).
     pub source: Option<PathBuf>,
 }
@@ -51,6 +54,7 @@ impl Default for AgentConfig {
             disks: Vec::new(),
             blocked_min: Duration::from_millis(1),
             jcmd: true,
+            requests: Requests::AroundCalls,
             source: None,
         }
     }
@@ -73,6 +77,7 @@ struct FileConfig {
     disks: Option<Vec<String>>,
     blocked_min: Option<String>,
     jcmd: Option<bool>,
+    requests: Option<Requests>,
 }
 
 /// A size as a string (`"64MiB"`) or a number of bytes.
@@ -168,6 +173,9 @@ impl AgentConfig {
         if let Some(v) = f.jcmd {
             self.jcmd = v;
         }
+        if let Some(v) = f.requests {
+            self.requests = v;
+        }
         Ok(())
     }
 
@@ -183,6 +191,9 @@ impl AgentConfig {
         }
         if let Some(v) = a.blocked_min {
             self.blocked_min = v;
+        }
+        if let Some(v) = a.requests {
+            self.requests = v;
         }
         if let Some(v) = &a.incident_dir {
             self.incident_dir = v.clone();

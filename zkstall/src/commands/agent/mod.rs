@@ -139,26 +139,44 @@ impl Sink for AgentSink {
                 disk, service_ns, ..
             } => {
                 if let Some(ns) = service_ns {
-                    let h = match self.request_hists.get(&disk.0) {
-                        Some(h) => h,
-                        None => {
-                            let name = self.dev_name(disk.0);
-                            let h = self
-                                .metrics
-                                .disk_request_duration
-                                .get_or_create(&DiskLabels { disk: name })
-                                .clone();
-                            // Bounded like the names: watched disks are few.
-                            if self.request_hists.len() >= 1024 {
-                                self.request_hists.clear();
-                            }
-                            self.request_hists.entry(disk.0).or_insert(h)
-                        }
-                    };
-                    h.observe(ns as f64 / 1e9);
+                    self.request_hist(disk).observe(ns as f64 / 1e9);
+                }
+            }
+            Observation::IoSummary { disk, hist } => {
+                // Each summed request at its bucket's middle: it lands in the same bucket
+                // (the kernel's bounds are the histogram's); only the sum is approximate.
+                let h = self.request_hist(disk).clone();
+                for (k, n) in hist.iter().enumerate() {
+                    let v = crate::history::summed_value_ns(k) as f64 / 1e9;
+                    for _ in 0..*n {
+                        h.observe(v);
+                    }
                 }
             }
         }
+    }
+}
+
+impl AgentSink {
+    /// The request duration histogram of a watched disk.
+    fn request_hist(
+        &mut self,
+        disk: crate::enrich::DiskDev,
+    ) -> &prometheus_client::metrics::histogram::Histogram {
+        if !self.request_hists.contains_key(&disk.0) {
+            let name = self.dev_name(disk.0);
+            let h = self
+                .metrics
+                .disk_request_duration
+                .get_or_create(&DiskLabels { disk: name })
+                .clone();
+            // Bounded like the names: watched disks are few.
+            if self.request_hists.len() >= 1024 {
+                self.request_hists.clear();
+            }
+            self.request_hists.insert(disk.0, h);
+        }
+        &self.request_hists[&disk.0]
     }
 }
 
@@ -298,6 +316,7 @@ pub async fn run_with(cfg: AgentConfig) -> anyhow::Result<()> {
         history: budgets.history,
         channel_records: budgets.channel_records,
         jcmd: cfg.jcmd,
+        requests: cfg.requests,
     };
     tracing::info!(
         "agent: threshold {}, window {}, post {}, incidents in {} (at most {} files, {} MiB), metrics on http://{}/metrics, memory under {} MiB{}",
