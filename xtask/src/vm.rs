@@ -113,6 +113,11 @@ const TCG_SKIPS: &[(&str, &str, &str)] = &[
          writeback reaches the device in bursts: a slow call between bursts waits on a commit \
          full of dd's handles with no dd bytes on the device, so dd is not its top contender",
     ),
+    (
+        "verdicts",
+        "a_competing_dd_is_contention_naming_dd_with_requests_around_calls",
+        "the same test with --requests around-calls, for the same reason",
+    ),
 ];
 
 /// Host packages the VM needs (the guest runs the host's userspace, so it also needs what
