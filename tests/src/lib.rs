@@ -1700,11 +1700,40 @@ impl Scenario {
     }
 }
 
+/// The built-in workload's own per-call lines (it times each call itself), read from its
+/// stdout on a thread of their own.
+#[derive(Clone, Default)]
+pub struct OwnCalls(std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>);
+
+impl OwnCalls {
+    /// Reads the workload's stdout from now on (which also keeps it from blocking on a full
+    /// pipe).
+    pub fn keep(out: impl std::io::Read + Send + 'static) -> OwnCalls {
+        let own = OwnCalls::default();
+        let keep = own.0.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    keep.lock().unwrap().push(v);
+                }
+            }
+        });
+        own
+    }
+
+    /// See [`check_own_calls_reported`].
+    pub fn check_reported(&self, records: &[serde_json::Value], threshold: Duration) {
+        let own = std::mem::take(&mut *self.0.lock().unwrap());
+        check_own_calls_reported(&own, records, threshold);
+    }
+}
+
 /// Fails if a call the workload timed at well over `threshold` (1.2x, +20 ms: its own
 /// timing includes a return to userspace) has no zkstall record of the same thread that
 /// entered the kernel inside it. Prints the workload's slowest calls and appends, so an
 /// empty result can be read.
-fn check_own_calls_reported(
+pub fn check_own_calls_reported(
     own: &[serde_json::Value],
     records: &[serde_json::Value],
     threshold: Duration,
@@ -1723,11 +1752,30 @@ fn check_own_calls_reported(
         slowest("duration_ns"),
         slowest("write_before_ns")
     );
-    for o in own.iter().filter(|o| num(o, "duration_ns") >= floor) {
-        let (t0, t1) = (num(o, "start_ns"), num(o, "end_ns"));
+    // Slow calls, and slow appends (the write before each call, reported as `write`).
+    let slow = own.iter().flat_map(|o| {
+        let (start, before) = (num(o, "start_ns"), num(o, "write_before_ns"));
+        let call = (num(o, "duration_ns") >= floor)
+            .then(|| (o, None, start, num(o, "end_ns"), num(o, "duration_ns")));
+        let append = (before >= floor).then(|| {
+            // Its end is the call's start, give or take the clock reads between them.
+            (
+                o,
+                Some("write"),
+                start.saturating_sub(before + 1_000_000),
+                start,
+                before,
+            )
+        });
+        call.into_iter().chain(append)
+    });
+    for (o, append, t0, t1, took) in slow {
         let seen = records.iter().any(|r| {
             r["tid"] == o["tid"]
-                && r["syscall"] == o["syscall"]
+                && match append {
+                    None => r["syscall"] == o["syscall"],
+                    Some(_) => r["type"] == "write",
+                }
                 && (t0..=t1).contains(&num(r, "start_ns"))
         });
         if !seen {
@@ -1737,8 +1785,13 @@ fn check_own_calls_reported(
                 .cloned()
                 .collect();
             panic!(
-                "zkstall did not report a call the workload timed itself at {} ms: {o}\n{:#?}",
-                num(o, "duration_ns") / 1_000_000,
+                "zkstall did not report {} the workload timed itself at {} ms: {o}\n{:#?}",
+                if append.is_some() {
+                    "an append"
+                } else {
+                    "a call"
+                },
+                took / 1_000_000,
                 verdicts(&calls)
             );
         }

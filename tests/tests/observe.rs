@@ -110,6 +110,9 @@ fn a_neighbours_requests_overlapping_no_call_are_summed_and_add_up() {
             &rec_s,
         ],
     );
+    // Until the session's first look at the calls in flight (its first tick), every
+    // request is sent: nothing is known yet.
+    std::thread::sleep(Duration::from_millis(500));
     // 8000 direct 4 KiB writes, one at a time: 8000 requests, none the target's.
     let of = format!("of={}", lo.dev.display());
     let mut dd = Proc::spawn(
@@ -190,6 +193,128 @@ fn a_neighbours_requests_overlapping_no_call_are_summed_and_add_up() {
     assert_eq!(
         of_type(&again, "summary")[0]["io_summed"],
         summary["io_summed"]
+    );
+}
+
+/// `--requests around-calls` keeps what a call may have overlapped. A call that entered
+/// long before a request (a write blocked by a frozen filesystem: no call enters or leaves
+/// meanwhile) still has it sent one by one, through userspace's look at the calls in
+/// flight; once the traced process has no call in flight, the same requests are summed.
+#[test]
+fn requests_during_a_call_that_entered_long_before_are_sent_one_by_one() {
+    if !can_run_root_tests("requests_during_a_call_that_entered_long_before_are_sent_one_by_one") {
+        return;
+    }
+    let _serial = serial(&SERIAL);
+    let lo = LoopDev::new(128);
+    let mnt = Mount::ext4(&lo.dev);
+    let other = LoopDev::new(64);
+    let mut work = Proc::spawn(
+        "workload",
+        zkstall(&[
+            "workload",
+            "--calls",
+            "100000",
+            "--interval",
+            "5ms",
+            "--syscalls",
+            "fdatasync",
+        ])
+        .arg("--dir")
+        .arg(mnt.dir.join("zk"))
+        .stdin(Stdio::piped()),
+    );
+    let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+    let other_dev = other.dev.to_string_lossy().into_owned();
+    let tracer = start_tracer(
+        work.pid(),
+        &[
+            "--threshold",
+            "10s",
+            "--disk",
+            &other_dev,
+            "--requests",
+            "around-calls",
+        ],
+    );
+    work.go();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    std::thread::sleep(Duration::from_millis(300));
+    let dd = |seek: u64| {
+        let of = format!("of={}", other.dev.display());
+        let seek = format!("seek={seek}");
+        let mut p = Proc::spawn(
+            "dd",
+            Command::new("dd")
+                .args([
+                    "if=/dev/zero",
+                    &of,
+                    "bs=4k",
+                    "count=2000",
+                    &seek,
+                    "oflag=direct",
+                ])
+                .stderr(Stdio::null()),
+        );
+        assert!(
+            p.wait_for_exit(Duration::from_secs(60)).success(),
+            "dd failed"
+        );
+    };
+    // The workload's next write blocks in the freeze; a second on, no call has entered or
+    // left for a while.
+    let mut freeze = Freeze::new(&mnt.dir);
+    std::thread::sleep(Duration::from_millis(1000));
+    let during = (mono_ns(), {
+        dd(0);
+        mono_ns()
+    });
+    freeze.thaw();
+    std::thread::sleep(Duration::from_millis(300));
+    // Stopped (a stop is taken on the way back to userspace: never inside a call), the
+    // workload has no call in flight.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(work.pid() as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(500));
+    let after = (mono_ns(), {
+        dd(4000);
+        mono_ns()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: as above.
+    unsafe { libc::kill(work.pid() as i32, libc::SIGCONT) };
+    let _ = work.child.kill();
+    let records = finish_tracer(tracer);
+    let majmin = other.majmin();
+    let sent_bytes = |(from, to): (u64, u64)| -> u64 {
+        of_type(&records, "io")
+            .iter()
+            .filter(|r| {
+                r["dev"] == majmin.as_str()
+                    && r["comm"] == "dd"
+                    && r["complete_ns"]
+                        .as_u64()
+                        .is_some_and(|c| from <= c && c <= to)
+            })
+            .map(|r| r["bytes"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        sent_bytes(during),
+        2000 * 4096,
+        "every request while the blocked write was in flight is sent one by one"
+    );
+    let summed: u64 = of_type(&records, "io_summary")
+        .iter()
+        .filter(|r| r["dev"] == majmin.as_str())
+        .map(|r| r["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(
+        sent_bytes(after) <= 200 * 4096 && summed >= 1800 * 4096,
+        "with no call in flight they are summed: {} bytes sent, {summed} summed",
+        sent_bytes(after)
     );
 }
 

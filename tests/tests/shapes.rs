@@ -19,8 +19,9 @@ use zkstall_tests::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The built-in workload (a thread named SyncThread:1) in `dir`, started and running.
-fn workload(dir: &std::path::Path, args: &[&str]) -> Proc {
+/// The built-in workload (a thread named SyncThread:1) in `dir`, started and running, and
+/// the calls it times itself (for the check that zkstall reported each slow one).
+fn workload(dir: &std::path::Path, args: &[&str]) -> (Proc, OwnCalls) {
     let mut cmd = Command::new(zkstall_bin());
     cmd.args(["workload", "--thread-name", "SyncThread:1", "--no-wait"])
         .args(args)
@@ -33,8 +34,8 @@ fn workload(dir: &std::path::Path, args: &[&str]) -> Proc {
     let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
     let mut ready = String::new();
     out.read_line(&mut ready).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    work
+    let own = OwnCalls::keep(out);
+    (work, own)
 }
 
 fn sync_calls(records: &[Value]) -> Vec<&Value> {
@@ -86,7 +87,7 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
     let disk = PartLoop::new(&[256, 1024]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
     let other_fs = Mount::ext4(&disk.parts[1]);
-    let mut work = workload(
+    let (mut work, own) = workload(
         &zk_fs.dir.join("zk"),
         &[
             "--calls",
@@ -120,6 +121,7 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
     std::thread::sleep(Duration::from_millis(300));
     let _ = work.child.kill();
     let records = finish_tracer(tracer);
+    own.check_reported(&records, Duration::from_millis(30));
     let calls: Vec<&Value> = sync_calls(&records)
         .into_iter()
         .filter(|c| c.get("in_progress").is_none())
@@ -216,7 +218,7 @@ fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk() {
     let outer_fs = Mount::ext4(&outer.dev);
     let disk = PartLoop::over(&outer_fs.dir.join("inner.img"), &[200, 100]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
-    let mut work = workload(
+    let (mut work, own) = workload(
         &zk_fs.dir.join("zk"),
         &[
             "--calls",
@@ -235,6 +237,7 @@ fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk() {
     std::thread::sleep(Duration::from_millis(500));
     let _ = work.child.kill();
     let records = finish_tracer(tracer);
+    own.check_reported(&records, Duration::from_secs(1));
     let calls: Vec<&Value> = sync_calls(&records)
         .into_iter()
         .filter(|c| c.get("in_progress").is_none())
@@ -287,7 +290,7 @@ fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
     let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let fs = Mount::ext4(&lo.dev);
-    let mut work = workload(
+    let (mut work, own) = workload(
         &fs.dir.join("zk"),
         &[
             "--calls",
@@ -315,6 +318,7 @@ fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
     std::thread::sleep(Duration::from_millis(500));
     let _ = work.child.kill();
     let (records, _) = finish_tracer_raw(tracer);
+    own.check_reported(&records, Duration::from_millis(200));
     let calls = sync_calls(&records);
     let stuck: Vec<&&Value> = calls.iter().filter(|c| c["start_bound"] == true).collect();
     assert_eq!(
@@ -360,7 +364,7 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
     let _serial = serial(&SERIAL);
     let disk = StoppableDisk::new(200);
     let fs = Mount::ext4(&disk.inner.dev);
-    let mut work = workload(
+    let (mut work, own) = workload(
         &fs.dir.join("zk"),
         &[
             "--calls",
@@ -382,6 +386,7 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
     // SAFETY: kill(2) on the tracer's own pid.
     unsafe { libc::kill(tracer.proc.pid() as i32, libc::SIGINT) };
     let (records, _) = finish_tracer_raw(tracer);
+    own.check_reported(&records, Duration::from_millis(500));
     freeze.thaw();
     let _ = work.child.kill();
     let calls = sync_calls(&records);
@@ -540,7 +545,7 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     let lo = LoopDev::new(256);
     let fs = Mount::ext4(&lo.dev);
     let (flood_dev, _shm) = ram_disk(512);
-    let mut work = workload(
+    let (mut work, own) = workload(
         &fs.dir.join("zk"),
         &[
             "--calls",
@@ -574,6 +579,7 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     );
     let _ = work.child.kill();
     let records = finish_tracer(tracer);
+    own.check_reported(&records, Duration::from_millis(50));
     let s = summary(&records);
     eprintln!("summary: {s}");
     // Every neighbour request is counted in the kernel, or said to be missing: the kernel
