@@ -81,9 +81,12 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
     if INFLIGHT.insert(tid, inflight, 0).is_err() {
         count(Counter::InflightFull);
     }
-    // After the insert: userspace's look at INFLIGHT either sees this call or began after
-    // this stamp (see block.rs: which requests are sent one by one).
-    stamp_call(CALL_WATCH_ENTER, now);
+    // After the insert, and with the clock read after it: userspace's look at INFLIGHT
+    // either sees this call or began before this stamp's instant (see block.rs: which
+    // requests are sent one by one). `now` was read before the insert: a look in between
+    // would miss the call and see an older stamp.
+    // SAFETY: plain helper call without arguments.
+    stamp_call(CALL_WATCH_ENTER, unsafe { bpf_ktime_get_ns() });
     if sc.is_write() {
         // The write family is announced at exit only, and only when slow.
         return 0;
