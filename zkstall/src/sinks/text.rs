@@ -326,9 +326,17 @@ impl<W: Write> Sink for TextSink<W> {
         if !s.watched.is_empty() {
             writeln!(
                 self.w,
-                "         disks watched request by request: {}; {} request(s) completed there{}{}",
+                "         disks watched request by request: {}; {} request(s) completed there{}{}{}",
                 s.watched.join(", "),
                 s.io_watched,
+                if s.io_summed > 0 {
+                    format!(
+                        " ({} overlapping no traced call, summed per disk: --requests around-calls)",
+                        s.io_summed
+                    )
+                } else {
+                    String::new()
+                },
                 if s.io_before_watch > 0 {
                     format!(
                         " ({} already in flight when watched: their submitter is unknown)",
