@@ -19,6 +19,32 @@ fn of_type<'a>(records: &'a [Value], t: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["type"] == t).collect()
 }
 
+/// The built-in workload calling fdatasync every 5 ms in `dir`, ready and waiting for
+/// `go`, and its stdout (past the ready line).
+fn fdatasync_workload(
+    dir: &std::path::Path,
+) -> (Proc, std::io::BufReader<std::process::ChildStdout>) {
+    let mut work = Proc::spawn(
+        "workload",
+        zkstall(&[
+            "workload",
+            "--calls",
+            "100000",
+            "--interval",
+            "5ms",
+            "--syscalls",
+            "fdatasync",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::piped()),
+    );
+    let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+    (work, out)
+}
+
 #[test]
 fn direct_writes_are_block_requests_of_the_writer_adding_up_to_what_it_wrote() {
     if !can_run_root_tests(
@@ -209,24 +235,7 @@ fn requests_during_a_call_that_entered_long_before_are_sent_one_by_one() {
     let lo = LoopDev::new(128);
     let mnt = Mount::ext4(&lo.dev);
     let other = LoopDev::new(64);
-    let mut work = Proc::spawn(
-        "workload",
-        zkstall(&[
-            "workload",
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ])
-        .arg("--dir")
-        .arg(mnt.dir.join("zk"))
-        .stdin(Stdio::piped()),
-    );
-    let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
-    let mut ready = String::new();
-    std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+    let (mut work, mut out) = fdatasync_workload(&mnt.dir.join("zk"));
     let other_dev = other.dev.to_string_lossy().into_owned();
     let tracer = start_tracer(
         work.pid(),
@@ -328,24 +337,7 @@ fn a_thread_blocked_by_a_frozen_filesystem_is_a_d_state_interval_with_its_stack(
     let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let mnt = Mount::ext4(&lo.dev);
-    let mut work = Proc::spawn(
-        "workload",
-        zkstall(&[
-            "workload",
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ])
-        .arg("--dir")
-        .arg(mnt.dir.join("zk"))
-        .stdin(Stdio::piped()),
-    );
-    let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
-    let mut ready = String::new();
-    std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+    let (mut work, mut out) = fdatasync_workload(&mnt.dir.join("zk"));
     let tracer = start_tracer(work.pid(), &["--threshold", "1s"]);
     work.go();
     // Drain the workload's per-call lines so it never blocks on a full pipe.

@@ -640,44 +640,42 @@ impl Probes {
 
     /// The watched disks' requests summed in the kernel, by kernel dev_t, over CPUs.
     pub fn io_summaries(&self) -> Result<Vec<(u32, IoSummary)>, ProbeError> {
-        let map = self.bpf.map(names::IO_SUMMARY).ok_or(ProbeError::Map(
-            names::IO_SUMMARY,
-            "missing from the object".into(),
-        ))?;
-        let m: PerCpuHashMap<&MapData, u32, IoSummary> = PerCpuHashMap::try_from(map)
-            .map_err(|e| ProbeError::Map(names::IO_SUMMARY, chain(&e)))?;
-        Ok(m.iter()
-            .filter_map(Result::ok)
-            .map(|(k, vals)| {
-                let mut sum = IoSummary::default();
-                for v in vals.iter() {
-                    sum.requests += v.requests;
-                    sum.bytes += v.bytes;
-                    sum.service_ns += v.service_ns;
-                    for (a, b) in sum.hist.iter_mut().zip(v.hist.iter()) {
-                        *a += *b;
-                    }
-                }
-                (k, sum)
-            })
-            .collect())
+        self.per_cpu_sums(names::IO_SUMMARY, |sum: &mut IoSummary, v| {
+            sum.requests += v.requests;
+            sum.bytes += v.bytes;
+            sum.service_ns += v.service_ns;
+            for (a, b) in sum.hist.iter_mut().zip(v.hist.iter()) {
+                *a += *b;
+            }
+        })
     }
 
     /// The summary of requests on unwatched disks, summed over CPUs.
     pub fn other_io(&self) -> Result<Vec<(OtherIoKey, OtherIo)>, ProbeError> {
-        let map = self.bpf.map(names::OTHER_IO).ok_or(ProbeError::Map(
-            names::OTHER_IO,
-            "missing from the object".into(),
-        ))?;
-        let m: PerCpuHashMap<&MapData, OtherIoKey, OtherIo> = PerCpuHashMap::try_from(map)
-            .map_err(|e| ProbeError::Map(names::OTHER_IO, chain(&e)))?;
+        self.per_cpu_sums(names::OTHER_IO, |sum: &mut OtherIo, v| {
+            sum.requests += v.requests;
+            sum.bytes += v.bytes;
+        })
+    }
+
+    /// Every entry of a per-CPU hash map, its CPUs' values added up by `add`.
+    fn per_cpu_sums<K: aya::Pod, V: aya::Pod + Default>(
+        &self,
+        name: &'static str,
+        add: impl Fn(&mut V, &V),
+    ) -> Result<Vec<(K, V)>, ProbeError> {
+        let map = self
+            .bpf
+            .map(name)
+            .ok_or(ProbeError::Map(name, "missing from the object".into()))?;
+        let m: PerCpuHashMap<&MapData, K, V> =
+            PerCpuHashMap::try_from(map).map_err(|e| ProbeError::Map(name, chain(&e)))?;
         Ok(m.iter()
             .filter_map(Result::ok)
             .map(|(k, vals)| {
-                let mut sum = OtherIo::default();
+                let mut sum = V::default();
                 for v in vals.iter() {
-                    sum.requests += v.requests;
-                    sum.bytes += v.bytes;
+                    add(&mut sum, v);
                 }
                 (k, sum)
             })
