@@ -1700,6 +1700,17 @@ impl Scenario {
     }
 }
 
+/// The built-in workload's arguments for a ZooKeeper-like log: an fdatasync every 5 ms,
+/// on and on.
+pub const FDATASYNC_EVERY_5MS: [&str; 6] = [
+    "--calls",
+    "100000",
+    "--interval",
+    "5ms",
+    "--syscalls",
+    "fdatasync",
+];
+
 /// The built-in workload's own per-call lines (it times each call itself), read from its
 /// stdout on a thread of their own.
 #[derive(Clone, Default)]

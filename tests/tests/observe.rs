@@ -26,18 +26,11 @@ fn fdatasync_workload(
 ) -> (Proc, std::io::BufReader<std::process::ChildStdout>) {
     let mut work = Proc::spawn(
         "workload",
-        zkstall(&[
-            "workload",
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::piped()),
+        zkstall(&["workload"])
+            .args(FDATASYNC_EVERY_5MS)
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::piped()),
     );
     let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
     let mut ready = String::new();

@@ -87,17 +87,7 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
     let disk = PartLoop::new(&[256, 1024]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
     let other_fs = Mount::ext4(&disk.parts[1]);
-    let (mut work, own) = workload(
-        &zk_fs.dir.join("zk"),
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ],
-    );
+    let (mut work, own) = workload(&zk_fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
     let tracer = start_tracer_with(work.pid(), &["--threshold", "30ms", "--format", "json"]);
     std::thread::sleep(Duration::from_millis(500));
     let of = format!("of={}", other_fs.dir.join("big").display());
@@ -218,17 +208,7 @@ fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk() {
     let outer_fs = Mount::ext4(&outer.dev);
     let disk = PartLoop::over(&outer_fs.dir.join("inner.img"), &[200, 100]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
-    let (mut work, own) = workload(
-        &zk_fs.dir.join("zk"),
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ],
-    );
+    let (mut work, own) = workload(&zk_fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
     let tracer = start_tracer_with(work.pid(), &["--threshold", "1s", "--format", "json"]);
     std::thread::sleep(Duration::from_millis(500));
     let mut freeze = Freeze::new(&outer_fs.dir);
@@ -290,17 +270,7 @@ fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
     let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let fs = Mount::ext4(&lo.dev);
-    let (mut work, own) = workload(
-        &fs.dir.join("zk"),
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ],
-    );
+    let (mut work, own) = workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
     let mut tid = 0;
     wait_until("the SyncThread", Duration::from_secs(10), || {
         tid = tid_named(work.pid(), "SyncThread:1").unwrap_or(0);
@@ -364,17 +334,7 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
     let _serial = serial(&SERIAL);
     let disk = StoppableDisk::new(200);
     let fs = Mount::ext4(&disk.inner.dev);
-    let (mut work, own) = workload(
-        &fs.dir.join("zk"),
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ],
-    );
+    let (mut work, own) = workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
     let tracer = start_tracer_with(
         work.pid(),
         &["--threshold", "500ms", "--format", "json", "--events"],
@@ -545,17 +505,7 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     let lo = LoopDev::new(256);
     let fs = Mount::ext4(&lo.dev);
     let (flood_dev, _shm) = ram_disk(512);
-    let (mut work, own) = workload(
-        &fs.dir.join("zk"),
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ],
-    );
+    let (mut work, own) = workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
     let tracer = start_tracer_with(work.pid(), &["--threshold", "50ms", "--format", "json"]);
     // The block layer's own count of the flood disk's completed requests (and merges):
     // fio counts its I/Os, and at 300k+ IOPS a few adjacent random writes merge into one

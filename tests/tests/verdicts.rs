@@ -42,14 +42,7 @@ fn a_frozen_filesystem_under_a_write_is_fs_blocked() {
             "--output",
             rec.to_str().unwrap(),
         ],
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ],
+        &FDATASYNC_EVERY_5MS,
         &[],
     );
     let mut freeze = Freeze::new(&mnt.dir);
@@ -150,14 +143,7 @@ fn a_competing_dd(requests: &str) {
             "--requests",
             requests,
         ],
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ],
+        &FDATASYNC_EVERY_5MS,
         &[],
     );
     let of = format!("of={}", mnt.dir.join("big").display());
@@ -296,14 +282,7 @@ fn a_device_stops_with(others_queued: bool, requests: &str) {
             "--requests",
             requests,
         ],
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ],
+        &FDATASYNC_EVERY_5MS,
         &[],
     );
     let fio = others_queued.then(|| fio_queued_deep(&inner.dir.join("fio"), &inner_lo.name()));
@@ -634,19 +613,7 @@ fn xfs_log_forces_behind_a_writer_are_contention_naming_it() {
     let _serial = serial(&SERIAL);
     let lo = LoopDev::new(1024);
     let mnt = Mount::xfs(&lo.dev);
-    let sc = Scenario::start(
-        &mnt.dir.join("zk"),
-        "30ms",
-        &[
-            "--calls",
-            "100000",
-            "--interval",
-            "5ms",
-            "--syscalls",
-            "fdatasync",
-        ],
-        &[],
-    );
+    let sc = Scenario::start(&mnt.dir.join("zk"), "30ms", &FDATASYNC_EVERY_5MS, &[]);
     let of = format!("of={}", mnt.dir.join("big").display());
     let mut dd = Proc::spawn(
         "dd",

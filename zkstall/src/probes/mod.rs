@@ -535,23 +535,25 @@ impl Probes {
 
     /// The devices (disks and partitions) watched now.
     pub fn watched_devs(&self) -> Result<std::collections::BTreeSet<u32>, ProbeError> {
-        let map = self.bpf.map(names::DISKS).ok_or(ProbeError::Map(
-            names::DISKS,
-            "missing from the object".into(),
-        ))?;
-        let m: HashMap<&MapData, u32, u64> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))?;
+        let m: HashMap<&MapData, u32, u64> = self.hash_map(names::DISKS)?;
         Ok(m.keys().filter_map(Result::ok).collect())
+    }
+
+    /// The hash map `name`, to read.
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<HashMap<&MapData, K, V>, ProbeError> {
+        let map = self
+            .bpf
+            .map(name)
+            .ok_or(ProbeError::Map(name, "missing from the object".into()))?;
+        HashMap::try_from(map).map_err(|e| ProbeError::Map(name, chain(&e)))
     }
 
     /// Calls in progress (tid -> call), as the kernel sees them now.
     pub fn inflight(&self) -> Result<Vec<(u32, Inflight)>, ProbeError> {
-        let map = self.bpf.map(names::INFLIGHT).ok_or(ProbeError::Map(
-            names::INFLIGHT,
-            "missing from the object".into(),
-        ))?;
-        let m: HashMap<&MapData, u32, Inflight> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::INFLIGHT, chain(&e)))?;
+        let m: HashMap<&MapData, u32, Inflight> = self.hash_map(names::INFLIGHT)?;
         Ok(m.iter().filter_map(Result::ok).collect())
     }
 
@@ -617,12 +619,7 @@ impl Probes {
     pub fn look_for_calls(&mut self) -> Result<bool, ProbeError> {
         let at = crate::clock::MonoNs::now();
         let quiet = {
-            let map = self.bpf.map(names::INFLIGHT).ok_or(ProbeError::Map(
-                names::INFLIGHT,
-                "missing from the object".into(),
-            ))?;
-            let m: HashMap<&MapData, u32, Inflight> =
-                HashMap::try_from(map).map_err(|e| ProbeError::Map(names::INFLIGHT, chain(&e)))?;
+            let m: HashMap<&MapData, u32, Inflight> = self.hash_map(names::INFLIGHT)?;
             m.keys().next().is_none()
         };
         self.update_u64(names::CALL_WATCH, zkstall_common::CALL_WATCH_QUIET, |_| {
