@@ -81,12 +81,12 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
     if INFLIGHT.insert(tid, inflight, 0).is_err() {
         count(Counter::InflightFull);
     }
-    // After the insert, and with the clock read after it: userspace's look at INFLIGHT
-    // either sees this call or began before this stamp's instant (see block.rs: which
-    // requests are sent one by one). `now` was read before the insert: a look in between
-    // would miss the call and see an older stamp.
-    // SAFETY: plain helper call without arguments.
-    stamp_call(CALL_WATCH_ENTER, unsafe { bpf_ktime_get_ns() });
+    // After the insert: userspace's look at INFLIGHT either sees this call or began after
+    // `now`, less the look's slack (see block.rs: which requests are sent one by one, and
+    // Probes::look_for_calls). Only when requests are chosen at all.
+    if config!(io_slow_ns) != 0 {
+        stamp_call(CALL_WATCH_ENTER, now);
+    }
     if sc.is_write() {
         // The write family is announced at exit only, and only when slow.
         return 0;
@@ -116,7 +116,9 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         return 0;
     };
     // Before the removal, for the same reason as the entry's.
-    stamp_call(CALL_WATCH_EXIT, now);
+    if config!(io_slow_ns) != 0 {
+        stamp_call(CALL_WATCH_EXIT, now);
+    }
     let _ = INFLIGHT.remove(tid);
     if start.syscall != sc as u32 {
         // A stale entry from a call whose exit we missed; this exit has no matching entry.

@@ -614,10 +614,10 @@ impl Probes {
 
     /// Looks at INFLIGHT for the programs' choice of which requests to send one by one
     /// (see `names::CALL_WATCH`): `quiet` when no watched call is in it. The instant is
-    /// taken before the walk, QUIET written before SCANNED. A walk that failed anywhere is
-    /// not quiet.
+    /// taken before the walk, less [`LOOK_SLACK_NS`], QUIET written before SCANNED. A walk
+    /// that failed anywhere is not quiet.
     pub fn look_for_calls(&mut self) -> Result<bool, ProbeError> {
-        let at = crate::clock::MonoNs::now();
+        let at = crate::clock::MonoNs(crate::clock::MonoNs::now().0.saturating_sub(LOOK_SLACK_NS));
         let quiet = {
             let m: HashMap<&MapData, u32, Inflight> = self.hash_map(names::INFLIGHT)?;
             m.keys().next().is_none()
@@ -679,6 +679,13 @@ impl Probes {
             .collect())
     }
 }
+
+/// A call's entry program reads the clock before it inserts the call into INFLIGHT, and
+/// stamps that instant after: a look whose walk falls in between misses the call, and
+/// began after the stamp's instant. Dating each look this much earlier keeps such a call's
+/// stamp at or after it (a program runs for microseconds, with preemption off), without a
+/// second clock read on every traced call.
+const LOOK_SLACK_NS: u64 = 1_000_000;
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup.
 /// Raising the limit can fail without CAP_SYS_RESOURCE; that only matters on old kernels.
