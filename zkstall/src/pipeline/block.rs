@@ -360,6 +360,63 @@ impl Pipeline {
 }
 
 /// How a party is shown: `dd (pid 812)`, `jbd2/sda1-8`, `cgroup /backup.slice`.
+impl Pipeline {
+    /// A second of a watched disk's requests the kernel summed (`--requests around-calls`):
+    /// into the disk's history, to the sinks' observers, and out as an `io_summary` record.
+    pub(super) fn on_io_summary(&mut self, n: &super::Note, sink: &mut dyn Sink) -> io::Result<()> {
+        let super::Note::IoSummary {
+            from_ns,
+            to_ns,
+            disk,
+            name,
+            requests,
+            bytes,
+            service_ns,
+            hist,
+        } = n
+        else {
+            return Ok(());
+        };
+        let Some(d) = crate::enrich::DevId::parse(disk) else {
+            return Ok(());
+        };
+        let d = DiskDev(d);
+        let hist: Vec<u64> = hist
+            .iter()
+            .copied()
+            .take(zkstall_common::IO_HIST_BUCKETS)
+            .collect();
+        sink.observe(&Observation::IoSummary {
+            disk: d,
+            hist: &hist,
+        });
+        let rec = crate::sinks::events::IoSummaryRecord {
+            kind: "io_summary",
+            dev: disk.clone(),
+            device: (!name.is_empty()).then(|| name.clone()),
+            start_ns: *from_ns,
+            end_ns: *to_ns,
+            requests: *requests,
+            bytes: *bytes,
+            service_ms: *service_ns as f64 / 1e6 / (*requests).max(1) as f64,
+            hist: hist.clone(),
+        };
+        self.out(sink, EventRecord::IoSummary(rec))?;
+        self.history.summed(
+            d,
+            history::IoSummed {
+                from: crate::clock::MonoNs(*from_ns),
+                to: crate::clock::MonoNs(*to_ns),
+                requests: *requests,
+                bytes: *bytes,
+                service_ns: *service_ns,
+                hist,
+            },
+        );
+        Ok(())
+    }
+}
+
 pub fn party_label(p: &Party) -> String {
     match p.kind {
         PartyKind::Task if p.pid != 0 => format!("{} (pid {} tid {})", p.comm, p.pid, p.tid),

@@ -535,53 +535,7 @@ impl Pipeline {
             }
             Note::Stuck { .. } => self.on_stuck(n),
             Note::Running { .. } => self.on_running(n, sink),
-            Note::IoSummary {
-                from_ns,
-                to_ns,
-                disk,
-                name,
-                requests,
-                bytes,
-                service_ns,
-                hist,
-            } => {
-                if let Some(d) = crate::enrich::DevId::parse(disk) {
-                    let d = DiskDev(d);
-                    let hist: Vec<u64> = hist
-                        .iter()
-                        .copied()
-                        .take(zkstall_common::IO_HIST_BUCKETS)
-                        .collect();
-                    sink.observe(&crate::sinks::Observation::IoSummary {
-                        disk: d,
-                        hist: &hist,
-                    });
-                    let rec = crate::sinks::events::IoSummaryRecord {
-                        kind: "io_summary",
-                        dev: disk.clone(),
-                        device: (!name.is_empty()).then(|| name.clone()),
-                        start_ns: *from_ns,
-                        end_ns: *to_ns,
-                        requests: *requests,
-                        bytes: *bytes,
-                        service_ms: *service_ns as f64 / 1e6 / (*requests).max(1) as f64,
-                        hist: hist.clone(),
-                    };
-                    self.out(sink, EventRecord::IoSummary(rec))?;
-                    self.history.summed(
-                        d,
-                        crate::history::IoSummed {
-                            from: MonoNs(*from_ns),
-                            to: MonoNs(*to_ns),
-                            requests: *requests,
-                            bytes: *bytes,
-                            service_ns: *service_ns,
-                            hist,
-                        },
-                    );
-                }
-                Ok(())
-            }
+            Note::IoSummary { .. } => self.on_io_summary(n, sink),
             Note::Lost {
                 from_ns,
                 to_ns,
