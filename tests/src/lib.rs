@@ -1423,21 +1423,37 @@ pub fn assert_supported(r: &serde_json::Value) {
     let headline = r["headline"].as_str().unwrap_or("");
     assert!(!headline.contains("own 0 B"), "{headline}");
     let verdict = r["verdict"].as_str().unwrap_or("");
+    let incomplete: Vec<&str> = ev["incomplete"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    // A disk whose requests over the call are all known: its layer says so, and nothing
+    // the evidence lists as missing is about it (or about every disk: lost records).
+    let known = |l: &serde_json::Value| {
+        let disk = l["disk"].as_str().unwrap_or("?");
+        l["complete"] == true
+            && !incomplete
+                .iter()
+                .any(|i| i.starts_with(disk) || i.starts_with("records were lost"))
+    };
+    // The journal's disk over its commit, which may have begun before the call (a history
+    // not reaching back to the call's start says nothing about it): what was unseen or
+    // lost during the call is.
+    let known_during_commit = |l: &serde_json::Value| {
+        let disk = l["disk"].as_str().unwrap_or("?");
+        let unseen = format!("{disk}: completions the probes did not see");
+        l["complete"] == true
+            && !incomplete
+                .iter()
+                .any(|i| i.starts_with(&unseen) || i.starts_with("records were lost"))
+    };
     let ok = match verdict {
         "device_stall" => {
             // A stopped layer whose history is whole: nothing it missed on that disk (a
             // gap in another disk's, below a layer that stopped, changes nothing).
-            let incomplete: Vec<&str> = ev["incomplete"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
             layers.iter().any(|l| {
                 let gap = l["longest_completion_gap_ms"].as_f64().unwrap_or(0.0);
-                let disk = l["disk"].as_str().unwrap_or("?");
-                !incomplete
-                    .iter()
-                    .any(|i| i.starts_with(disk) || i.starts_with("records were lost"))
-                    && l["complete"] == true
+                known(l)
                     && gap >= 500.0
                     && gap >= 0.5 * dur
                     && l["inflight_max"].as_u64().unwrap_or(0) > 0
@@ -1446,6 +1462,8 @@ pub fn assert_supported(r: &serde_json::Value) {
         "device_contention" => {
             // Others' traffic dominated a disk under the file (or the journal's disk during
             // the commit it waited on): more than the thread's, and more than a few blocks.
+            // Whose requests are all known: a flood named over a window with completions
+            // unseen may have been a stop.
             let busy = |l: &serde_json::Value| {
                 let others = l["bytes_others"].as_u64().unwrap_or(0);
                 others > l["bytes_thread"].as_u64().unwrap_or(0)
@@ -1458,10 +1476,28 @@ pub fn assert_supported(r: &serde_json::Value) {
                 > bw["bytes_thread"].as_u64().unwrap_or(0)
                 && (bw["bytes_others"].as_u64().unwrap_or(0) >= 1 << 20
                     || bw["requests_others"].as_u64().unwrap_or(0) >= 16);
+            // Via the journal: the journal's disk during the commit (its top layer during
+            // the call for an XFS log force); otherwise any disk under the file.
+            let journal_disk = match &ev["journal"]["disk_during"] {
+                serde_json::Value::Null => layers.first().map(|l| (l, known(l))),
+                d => Some((d, known_during_commit(d))),
+            };
             r["contenders"].as_array().is_some_and(|c| !c.is_empty())
-                && (layers.iter().any(busy) || busy(&ev["journal"]["disk_during"]) || backing)
+                && if r["via"] == "journal" {
+                    journal_disk.is_some_and(|(d, known)| known && busy(d)) || backing
+                } else {
+                    layers.iter().any(|l| known(l) && busy(l))
+                }
         }
-        "journal_wait" => ev["journal_wait_ms"].as_f64().unwrap_or(0.0) >= 0.3 * dur,
+        // "Slow on its own" says no disk under the file stalled or was contended: that
+        // needs every disk's requests known.
+        "journal_wait" => {
+            ev["journal_wait_ms"].as_f64().unwrap_or(0.0) >= 0.3 * dur
+                && !layers.is_empty()
+                && layers.iter().all(known)
+                && (ev["journal"]["disk_during"].is_null()
+                    || known_during_commit(&ev["journal"]["disk_during"]))
+        }
         "dirty_throttle" => {
             ev["throttle_pause_ms"]
                 .as_f64()
@@ -1493,6 +1529,7 @@ pub fn assert_supported(r: &serde_json::Value) {
             let top = layers.first().cloned().unwrap_or_default();
             let others = top["bytes_others"].as_u64().unwrap_or(0);
             own > 0
+                && known(&top)
                 && (own >= others
                     || (others < 1 << 20 && top["requests_others"].as_u64().unwrap_or(0) < 16))
         }
@@ -1914,6 +1951,28 @@ mod tests {
             "type": "fsync", "syscall": "fdatasync", "thread": "SyncThread:0",
             "start_unix_ms": start_unix_ms, "duration_ms": ms,
         })
+    }
+
+    /// The record the 6.1 guest printed once (verdicts tier, 2026-12-06): fio named as
+    /// the cause of a stopped device over a window with completions unseen on loop1. The
+    /// checker refuses it; the same record with loop1's requests all known passes.
+    #[test]
+    fn contention_named_over_a_disk_with_unseen_completions_is_not_supported() {
+        let raw = include_str!("../fixtures/contention-over-unseen-completions.json");
+        let r: serde_json::Value = serde_json::from_str(raw).expect("fixture");
+        let refused = std::panic::catch_unwind(|| assert_supported(&r));
+        assert!(refused.is_err(), "the checker accepted {r}");
+        let mut whole = r.clone();
+        whole["evidence"]["incomplete"] = serde_json::json!([]);
+        whole["evidence"]["layers"][0]["complete"] = true.into();
+        assert_supported(&whole);
+        // journal_wait over the same evidence: the same.
+        let mut jw = r.clone();
+        jw["verdict"] = "journal_wait".into();
+        assert!(std::panic::catch_unwind(|| assert_supported(&jw)).is_err());
+        let mut jw = whole.clone();
+        jw["verdict"] = "journal_wait".into();
+        assert_supported(&jw);
     }
 
     /// The leak check sees a load process started after its snapshot, and stops seeing

@@ -792,6 +792,17 @@ fn whose_in(io: &Io, call: &Span, above: &[String], under_loop: bool) -> Whose {
     }
 }
 
+/// Whether one disk's requests over `win` are all known: its history reaches back to
+/// `win`'s start, no records were lost in it, and no completions went unseen in it. Every
+/// window a rule reads a disk over (the call's, its journal commit's, the look-back before
+/// a commit) is judged by this one test.
+fn disk_known(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> bool {
+    h.disks
+        .get(&disk)
+        .is_some_and(|d| d.complete_from() <= win.0 && d.unseen_during(win.0, win.1) == 0)
+        && h.lost_during(win.0, win.1).is_empty()
+}
+
 /// What one disk did over `win`.
 pub fn layer_evidence(
     h: &History,
@@ -821,7 +832,7 @@ pub fn layer_evidence(
         kind: kind_name(&layer.kind),
         partition: layer.part_name.clone(),
         watched: hist.is_some(),
-        complete: hist.is_some_and(|d| d.complete_from() <= win.0),
+        complete: disk_known(h, disk, win),
         ..Default::default()
     };
     let ios = ios_in(h, disk, win);
@@ -1207,7 +1218,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     // 2. The disks.
     let mut by_layer: Vec<Vec<Contender>> = Vec::new();
     for l in &call.disks.layers {
-        let (mut le, mut cs) = layer_evidence(h, l, call, win);
+        let (le, mut cs) = layer_evidence(h, l, call, win);
         for c in &mut cs {
             if c.kind == ContenderKind::Task && c.pid != 0 && c.pid != c.tid {
                 c.process = enrich.thread_name(c.pid, c.pid).filter(|p| *p != c.comm);
@@ -1219,19 +1230,14 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             }
         }
         by_layer.push(cs);
-        let reaches_back = le.complete;
-        if !lost.is_empty() {
-            // Which disk's records were lost is not known: none is complete.
-            le.complete = false;
-        }
-        let unseen = h
-            .disks
-            .get(&l.disk)
-            .map_or(0, |d| d.unseen_during(call.start, call.end));
+        // `le.complete` already says no (see `disk_known`); these say why. Lost records
+        // are said once above: which disk's they were is not known, so none is complete.
+        let hist = h.disks.get(&l.disk);
+        let reaches_back = hist.is_some_and(|d| d.complete_from() <= win.0);
+        let unseen = hist.map_or(0, |d| d.unseen_during(call.start, call.end));
         if unseen > 0 {
-            le.complete = false;
             ev.incomplete.push(format!(
-                "{}: completions the probes did not see (the block layer counted more) in {unseen} window(s) during the call",
+                "{}: completions the probes did not see in {unseen} window(s) during the call (the block layer counted more, or no longer had requests the probes held in flight)",
                 le.disk
             ));
         }
@@ -1787,6 +1793,12 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     let jvm = enrich.is_jvm(call.pid);
 
     ev.journal_wait_ms = ms(journal_ns);
+    if journal_ns > 0 && call.disks.layers.is_empty() {
+        ev.incomplete.push(
+            "the disks under the file are not known: whether the journal's disk stalled or was busy is not either"
+                .into(),
+        );
+    }
     Gathered {
         ev,
         contenders,

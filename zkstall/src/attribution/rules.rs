@@ -114,10 +114,10 @@ impl Verdict {
                 t.contention_min_requests
             ),
             Verdict::JournalWait => format!(
-                "waiting >= {dominant} of the call for a journal commit that was slow on its own"
+                "waiting >= {dominant} of the call for a journal commit that was slow on its own (every disk under the file had all its requests known over the call and the commit: a window with records lost or completions unseen leaves the call unknown)"
             ),
             Verdict::OwnIo => format!(
-                "waiting >= {dominant} of the call for its own I/O at the disk's usual latency (under {}x its usual p50, or {} ms when that is not known), others' I/O there less than its own or too little to be contention (under {} MiB and {} requests)",
+                "waiting >= {dominant} of the call for its own I/O at the disk's usual latency (under {}x its usual p50, or {} ms when that is not known), others' I/O there less than its own or too little to be contention (under {} MiB and {} requests), with all of the disk's requests over the call known",
                 t.slow_factor,
                 t.slow_abs_ms,
                 t.contention_min_bytes >> 20,
@@ -713,6 +713,18 @@ fn io_throttled(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     })
 }
 
+/// Every disk under the file has all its requests known over the call, and the journal's
+/// disk over the commit (see `disk_known` in evidence).
+fn disks_known(g: &Gathered) -> bool {
+    !g.ev.layers.is_empty()
+        && g.ev.layers.iter().all(|l| l.complete)
+        && g.ev
+            .journal
+            .as_ref()
+            .and_then(|j| j.disk_during.as_ref())
+            .is_none_or(|d| d.complete)
+}
+
 fn contended(le: &LayerEvidence, t: &Thresholds) -> bool {
     le.bytes_others > le.bytes_thread
         && (le.bytes_others >= t.contention_min_bytes
@@ -875,10 +887,13 @@ fn via_journal(chain: Vec<Link>) -> Finding {
     }
 }
 
-/// Waited for a journal commit that was slow on its own.
+/// Waited for a journal commit that was slow on its own. "On its own" is a claim about
+/// the disks too (none stalled, none was contended): with any disk's requests during the
+/// call or the commit not all known, the rules cannot make it, and the call stays unknown
+/// with what is missing named.
 fn journal_wait(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let jw = g.journal_ns;
-    if share(g, jw) < t.dominant_share {
+    if share(g, jw) < t.dominant_share || !disks_known(g) {
         return None;
     }
     let mut chain = vec![call_link(call, g)];
@@ -953,7 +968,9 @@ fn own_io(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let le = g.ev.layers.first()?;
     // Not its own when the layer spent most of that wait held by the disk under it (a
     // loop device whose backing file's disk was busy with others): the wait is theirs.
+    // "Others' I/O was small" and "its usual speed" need all of the disk's requests.
     if share(g, wait) < t.dominant_share
+        || !le.complete
         || le.bytes_thread == 0
         || (le.bytes_thread < le.bytes_others && contended(le, t))
         || le.backing_held_ms * 1e6 >= t.stall_share * wait as f64

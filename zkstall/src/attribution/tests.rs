@@ -486,8 +486,9 @@ fn flusher_io_counts_for_the_dirtier_among_contenders() {
     assert_eq!(e.contenders[0].cgroup.as_deref(), Some("/backup.slice"));
 }
 
-#[test]
-fn a_journal_commit_behind_a_writer_is_contention_via_the_journal() {
+/// A 342 ms fdatasync waiting on commit 9 (5..340), whose commit block queued behind
+/// dd's 10 MiB of writes.
+fn commit_behind_dd() -> History {
     let mut h = History::default();
     watched(&mut h);
     h.io(io(0, "jbd2/loop1-8", 4096, 10, 20));
@@ -521,6 +522,12 @@ fn a_journal_commit_behind_a_writer_is_contention_via_the_journal() {
         ],
         Some("jbd2/loop1-8"),
     ));
+    h
+}
+
+#[test]
+fn a_journal_commit_behind_a_writer_is_contention_via_the_journal() {
+    let h = commit_behind_dd();
     let e = explain_it(&call(0, 342), &h);
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
     assert_eq!(e.via, Some("journal"));
@@ -537,8 +544,9 @@ fn a_journal_commit_behind_a_writer_is_contention_via_the_journal() {
     assert_eq!(e.stages.get("journal_wait"), Some(&238.0), "{:?}", e.stages);
 }
 
-#[test]
-fn a_slow_commit_on_a_quiet_disk_is_journal_wait() {
+/// A 322 ms fdatasync waiting on commit 9 (5..320), slow on its own (280 ms waiting for
+/// running handles) with only its own block on the disk.
+fn slow_commit_on_a_quiet_disk() -> History {
     let mut h = History::default();
     watched(&mut h);
     h.io(io(0, "jbd2/loop1-8", 4096, 10, 300));
@@ -563,6 +571,12 @@ fn a_slow_commit_on_a_quiet_disk_is_journal_wait() {
         &["jbd2_log_wait_commit+0x11"],
         Some("jbd2/loop1-8"),
     ));
+    h
+}
+
+#[test]
+fn a_slow_commit_on_a_quiet_disk_is_journal_wait() {
+    let h = slow_commit_on_a_quiet_disk();
     let e = explain_it(&call(0, 322), &h);
     assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);
     assert!(
@@ -570,6 +584,77 @@ fn a_slow_commit_on_a_quiet_disk_is_journal_wait() {
         "{}",
         e.headline
     );
+}
+
+/// Seen in the 6.1 guest: completions the probes did not see on the journal's disk during
+/// the call and its commit. The commit's window was judged complete on its own history
+/// alone, so the rules named dd as the cause of what was a stopped device. Neither
+/// contention nor "a commit slow on its own" can be claimed over a window whose requests
+/// are not all known (nor "its own I/O"): the call stays unknown, saying what is missing.
+#[test]
+fn a_commit_over_a_window_with_unseen_completions_claims_neither_contention_nor_journal_wait() {
+    let unseen = |mut h: History| {
+        h.unseen(DISK, t(100), t(200));
+        h
+    };
+    let lost = |mut h: History| {
+        h.lost(t(100), t(101));
+        h
+    };
+    for (what, h, end) in [
+        ("unseen, behind dd", unseen(commit_behind_dd()), 342),
+        ("lost, behind dd", lost(commit_behind_dd()), 342),
+        (
+            "unseen, quiet disk",
+            unseen(slow_commit_on_a_quiet_disk()),
+            322,
+        ),
+    ] {
+        let e = explain_it(&call(0, end), &h);
+        assert_eq!(e.verdict, Verdict::Unknown, "{what}: {}", e.headline);
+        assert!(
+            e.headline.contains("waiting for the journal") && e.headline.contains("incomplete"),
+            "{what}: {}",
+            e.headline
+        );
+        let j = e.evidence.journal.as_ref().expect("the commit is evidence");
+        assert!(
+            !j.disk_during.as_ref().expect("its disk").complete,
+            "{what}: the commit's window overlaps what is missing"
+        );
+    }
+    let e = explain_it(&call(0, 342), &unseen(commit_behind_dd()));
+    assert!(
+        e.headline
+            .contains("loop1: completions the probes did not see in 1 window(s)"),
+        "{}",
+        e.headline
+    );
+    // Outside the call and its commit, an unseen window changes nothing.
+    let mut h = commit_behind_dd();
+    h.unseen(DISK, t(400), t(500));
+    let e = explain_it(&call(0, 342), &h);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+}
+
+#[test]
+fn own_io_over_a_window_with_unseen_completions_is_not_claimed() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 16384, 1, 9));
+    h.unseen(DISK, t(2), t(3));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        9,
+        Some(9),
+        &["io_schedule", "folio_wait_writeback"],
+        None,
+    ));
+    let e = explain_it(&call(0, 10), &h);
+    assert_eq!(e.verdict, Verdict::Unknown, "{}", e.headline);
+    assert!(e.headline.contains("incomplete"), "{}", e.headline);
 }
 
 #[test]
