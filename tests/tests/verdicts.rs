@@ -290,7 +290,7 @@ fn a_device_stops_with(others_queued: bool, requests: &str) {
     std::thread::sleep(Duration::from_millis(3000));
     freeze.thaw();
     drop(fio);
-    let calls = sc.finish();
+    let (calls, raw) = sc.finish_raw();
     let all = || {
         calls
             .iter()
@@ -302,8 +302,15 @@ fn a_device_stops_with(others_queued: bool, requests: &str) {
         .iter()
         .filter(|c| c["verdict"] == "device_stall")
         .collect();
-    // On failure, the whole records: a verdict alone does not say which evidence missed.
-    assert!(!stalls.is_empty(), "{:#?}\n{}", verdicts(&calls), all());
+    // On failure, the whole records and the run's summary (its unseen and stale counts):
+    // a verdict alone does not say which evidence missed.
+    assert!(
+        !stalls.is_empty(),
+        "{:#?}\n{}\n{}",
+        verdicts(&calls),
+        all(),
+        raw.lines().last().unwrap_or_default()
+    );
     let c = stalls[0];
     assert_eq!(c["type"], "fsync", "{c}");
     assert_eq!(
