@@ -83,12 +83,59 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
     if !can_run_root_tests("dd_on_another_partition_of_the_same_disk_is_named_as_the_contender") {
         return;
     }
+    dd_on_another_partition("all");
+}
+
+/// The same with only the requests around calls sent one by one (the agent's default): dd's requests while no call is in flight are summed, the ones a call waits behind are still dd's.
+#[test]
+fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender_with_requests_around_calls() {
+    if !can_run_root_tests(
+        "dd_on_another_partition_of_the_same_disk_is_named_as_the_contender_with_requests_around_calls",
+    ) {
+        return;
+    }
+    dd_on_another_partition("around-calls");
+}
+
+/// An fdatasync every 100 ms: quiet between calls, so that with `--requests around-calls`
+/// the kernel sums what overlaps none (with one every 5 ms a call is nearly always in
+/// flight and nothing is summed).
+const FDATASYNC_EVERY_100MS: [&str; 6] = [
+    "--calls",
+    "100000",
+    "--interval",
+    "100ms",
+    "--syscalls",
+    "fdatasync",
+];
+
+/// The workload for a mode: with `around-calls`, quiet between calls (see
+/// [`FDATASYNC_EVERY_100MS`]).
+fn workload_for(requests: &str) -> &'static [&'static str] {
+    if requests == "around-calls" {
+        &FDATASYNC_EVERY_100MS
+    } else {
+        &FDATASYNC_EVERY_5MS
+    }
+}
+
+fn dd_on_another_partition(requests: &str) {
     let _serial = serial(&SERIAL);
     let disk = PartLoop::new(&[256, 1024]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
     let other_fs = Mount::ext4(&disk.parts[1]);
-    let (mut work, own) = workload(&zk_fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
-    let tracer = start_tracer_with(work.pid(), &["--threshold", "30ms", "--format", "json"]);
+    let (mut work, own) = workload(&zk_fs.dir.join("zk"), workload_for(requests));
+    let tracer = start_tracer_with(
+        work.pid(),
+        &[
+            "--threshold",
+            "30ms",
+            "--format",
+            "json",
+            "--requests",
+            requests,
+        ],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let of = format!("of={}", other_fs.dir.join("big").display());
     // dd runs in a cgroup of its own (a backup job's): v1 blkio on hybrid hosts.
@@ -194,6 +241,11 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender() {
     }
     let s = summary(&records);
     assert_eq!(s["io_unmatched"], 0, "every request paired: {s}");
+    if requests == "around-calls" {
+        // The mode did its work: dd's requests between calls were summed, and the verdicts
+        // above still name dd from the ones the calls waited behind.
+        assert!(s["io_summed"].as_u64() > Some(0), "{s}");
+    }
     drop(other_fs);
     drop(zk_fs);
 }
@@ -203,13 +255,38 @@ fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk() {
     if !can_run_root_tests("a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk") {
         return;
     }
+    a_stopped_disk_under_a_partition("all");
+}
+
+/// The same with only the requests around calls sent one by one (the agent's default).
+#[test]
+fn a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk_with_requests_around_calls() {
+    if !can_run_root_tests(
+        "a_stopped_disk_under_a_partition_is_a_device_stall_at_that_disk_with_requests_around_calls",
+    ) {
+        return;
+    }
+    a_stopped_disk_under_a_partition("around-calls");
+}
+
+fn a_stopped_disk_under_a_partition(requests: &str) {
     let _serial = serial(&SERIAL);
     let outer = LoopDev::new(600);
     let outer_fs = Mount::ext4(&outer.dev);
     let disk = PartLoop::over(&outer_fs.dir.join("inner.img"), &[200, 100]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
-    let (mut work, own) = workload(&zk_fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
-    let tracer = start_tracer_with(work.pid(), &["--threshold", "1s", "--format", "json"]);
+    let (mut work, own) = workload(&zk_fs.dir.join("zk"), workload_for(requests));
+    let tracer = start_tracer_with(
+        work.pid(),
+        &[
+            "--threshold",
+            "1s",
+            "--format",
+            "json",
+            "--requests",
+            requests,
+        ],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let mut freeze = Freeze::new(&outer_fs.dir);
     std::thread::sleep(Duration::from_millis(3000));
@@ -267,6 +344,22 @@ fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
     ) {
         return;
     }
+    a_write_stuck_before_tracing_starts("all");
+}
+
+/// The same with only the requests around calls sent one by one (the agent's default): the call seeded from /proc is a call in flight to the kernel's choice too.
+#[test]
+fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause_with_requests_around_calls()
+ {
+    if !can_run_root_tests(
+        "a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause_with_requests_around_calls",
+    ) {
+        return;
+    }
+    a_write_stuck_before_tracing_starts("around-calls");
+}
+
+fn a_write_stuck_before_tracing_starts(requests: &str) {
     let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let fs = Mount::ext4(&lo.dev);
@@ -282,7 +375,17 @@ fn a_write_stuck_before_tracing_starts_is_reported_with_its_bound_and_cause() {
         thread_state(tid) == Some('D') && thread_syscall(tid) == Some(1)
     });
     std::thread::sleep(Duration::from_millis(300));
-    let tracer = start_tracer_with(work.pid(), &["--threshold", "200ms", "--format", "json"]);
+    let tracer = start_tracer_with(
+        work.pid(),
+        &[
+            "--threshold",
+            "200ms",
+            "--format",
+            "json",
+            "--requests",
+            requests,
+        ],
+    );
     std::thread::sleep(Duration::from_millis(1200));
     freeze.thaw();
     std::thread::sleep(Duration::from_millis(500));
@@ -331,13 +434,37 @@ fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports()
     ) {
         return;
     }
+    a_call_still_stuck_when_tracing_ends("all");
+}
+
+/// The same with only the requests around calls sent one by one (the agent's default).
+#[test]
+fn a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports_with_requests_around_calls()
+ {
+    if !can_run_root_tests(
+        "a_call_still_stuck_when_tracing_ends_gets_the_verdict_its_evidence_supports_with_requests_around_calls",
+    ) {
+        return;
+    }
+    a_call_still_stuck_when_tracing_ends("around-calls");
+}
+
+fn a_call_still_stuck_when_tracing_ends(requests: &str) {
     let _serial = serial(&SERIAL);
     let disk = StoppableDisk::new(200);
     let fs = Mount::ext4(&disk.inner.dev);
     let (mut work, own) = workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
     let tracer = start_tracer_with(
         work.pid(),
-        &["--threshold", "500ms", "--format", "json", "--events"],
+        &[
+            "--threshold",
+            "500ms",
+            "--format",
+            "json",
+            "--events",
+            "--requests",
+            requests,
+        ],
     );
     std::thread::sleep(Duration::from_millis(500));
     let mut freeze = disk.stop();
