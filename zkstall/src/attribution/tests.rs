@@ -639,19 +639,8 @@ fn a_commit_over_a_window_with_unseen_completions_claims_neither_contention_nor_
 
 #[test]
 fn own_io_over_a_window_with_unseen_completions_is_not_claimed() {
-    let mut h = History::default();
-    watched(&mut h);
-    h.io(io(ZK, "SyncThread:1", 16384, 1, 9));
+    let mut h = quick_own_io();
     h.unseen(DISK, t(2), t(3));
-    h.blocked(blocked(
-        SYNC,
-        SchedState::DiskSleep,
-        1,
-        9,
-        Some(9),
-        &["io_schedule", "folio_wait_writeback"],
-        None,
-    ));
     let e = explain_it(&call(0, 10), &h);
     assert_eq!(e.verdict, Verdict::Unknown, "{}", e.headline);
     assert!(e.headline.contains("incomplete"), "{}", e.headline);
@@ -1123,8 +1112,8 @@ fn preempted_right_after_the_syscall_is_cpu_starvation() {
     assert_eq!(explain_it(&c, &h).verdict, Verdict::CpuStarvation);
 }
 
-#[test]
-fn quick_own_io_is_own_io_and_nothing_is_unknown() {
+/// A 10 ms call waiting 8 ms for its own 16 KiB write, alone on the disk.
+fn quick_own_io() -> History {
     let mut h = History::default();
     watched(&mut h);
     h.io(io(ZK, "SyncThread:1", 16384, 1, 9));
@@ -1137,6 +1126,12 @@ fn quick_own_io_is_own_io_and_nothing_is_unknown() {
         &["io_schedule", "folio_wait_writeback"],
         None,
     ));
+    h
+}
+
+#[test]
+fn quick_own_io_is_own_io_and_nothing_is_unknown() {
+    let h = quick_own_io();
     let e = explain_it(&call(0, 10), &h);
     assert_eq!(e.verdict, Verdict::OwnIo, "{}", e.headline);
     assert_eq!(e.evidence.bytes_target, 16384);
