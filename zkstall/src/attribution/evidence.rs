@@ -68,6 +68,14 @@ pub struct LayerEvidence {
     pub requests_others: u32,
     /// Of the others': on other partitions of this disk.
     pub bytes_other_partitions: u64,
+    /// Of the others': requests the kernel summed instead of sending them one by one
+    /// (`--requests around-calls`), over the part of the window outside the call (none
+    /// that overlapped a traced call is summed), each second's sum counted for its share
+    /// of that part. Whose they were is not kept; never a traced process's own.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub bytes_summed: u64,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub requests_summed: u32,
     /// Relayed from a layer above on this path (a loop device writing its backing file).
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub bytes_from_above: u64,
@@ -139,8 +147,36 @@ pub struct BackingWriters {
     pub bytes_others: u64,
     pub requests_others: u32,
     pub bytes_thread: u64,
-    /// The top writers.
+    /// Of `bytes_others` and `requests_others`: requests the kernel summed instead of
+    /// sending them (`--requests around-calls`: no traced call overlapped them), whose
+    /// submitters are not kept. Never the traced processes' own (those are always sent).
+    pub bytes_summed: u64,
+    pub requests_summed: u32,
+    /// The top writers (the summed requests as one, named as such).
     pub contenders: Vec<Contender>,
+}
+
+/// The name of the requests the kernel summed, among a window's contenders.
+pub const SUMMED_WRITERS: &str = "others' requests summed in the kernel (no traced call was in flight: --requests all names them)";
+
+/// The requests of `disk` the kernel summed over `win`, (bytes, requests): each second's
+/// sum counted for the share of it inside `win`.
+pub(crate) fn summed_in(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> (u64, u64) {
+    let Some(d) = h.disks.get(&disk) else {
+        return (0, 0);
+    };
+    let (mut bytes, mut requests) = (0f64, 0f64);
+    for s in &d.summed {
+        let span = s.to.since(s.from);
+        let share = if span == 0 {
+            (s.to >= win.0 && s.to <= win.1) as u8 as f64
+        } else {
+            overlap((s.from, s.to), win) as f64 / span as f64
+        };
+        bytes += s.bytes as f64 * share;
+        requests += s.requests as f64 * share;
+    }
+    (bytes.round() as u64, requests.round() as u64)
 }
 
 /// How far before a commit the writes its loop device's flush must persist are looked for.
@@ -595,12 +631,28 @@ fn add(m: &mut BTreeMap<Stage, u64>, s: Stage, ns: u64) {
     *m.entry(s).or_default() += ns;
 }
 
+impl Gathered<'_> {
+    /// Who kept the journal's disk busy: its users during the commit the call waited on,
+    /// or during the call when there is no commit record (an XFS log force) or the commit
+    /// saw none.
+    pub fn journal_contenders(&self) -> &[Contender] {
+        if self.ev.journal.is_some() && !self.commit_contenders.is_empty() {
+            &self.commit_contenders
+        } else {
+            &self.contenders
+        }
+    }
+}
+
 /// Everything attribution knows about a call.
 pub struct Gathered<'a> {
     pub ev: Evidence,
     /// The top layer's contenders, and every layer's.
     pub contenders: Vec<Contender>,
     pub contenders_by_layer: Vec<Vec<Contender>>,
+    /// The top layer's during the journal commit the call waited on (which may have begun
+    /// before the call).
+    pub commit_contenders: Vec<Contender>,
     pub stages: BTreeMap<Stage, u64>,
     pub waits: Vec<Wait<'a>>,
     /// Total sleeping time by site (long intervals only).
@@ -995,6 +1047,37 @@ pub fn layer_evidence(
     le.longest_completion_gap_ms = ms(gap);
     le.gap_start_ns = gap_start.map(|s| s.0);
     let mut contenders: Vec<Contender> = cmap.into_values().collect();
+    // What the kernel summed in the part of the window before or after the call (the
+    // look-back before a commit, a commit that began before the call): others' all the
+    // same, one contender named as such.
+    let mut summed = (0u64, 0u64);
+    for part in [(win.0, win.1.min(call.start)), (win.0.max(call.end), win.1)] {
+        if part.0 < part.1 {
+            let (b, r) = summed_in(h, disk, part);
+            summed = (summed.0 + b, summed.1 + r);
+        }
+    }
+    if summed.1 > 0 {
+        let requests = summed.1.min(u32::MAX as u64) as u32;
+        le.bytes_summed = summed.0;
+        le.requests_summed = requests;
+        le.bytes_others += summed.0;
+        le.requests_others = le.requests_others.saturating_add(requests);
+        contenders.push(Contender {
+            pid: 0,
+            tid: 0,
+            comm: SUMMED_WRITERS.into(),
+            process: None,
+            cgroup: None,
+            blkio_cgroup: None,
+            memory_cgroup: None,
+            kind: ContenderKind::Kernel,
+            same_process: false,
+            bytes: summed.0,
+            requests,
+            disk: layer.name.clone(),
+        });
+    }
     contenders.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.requests.cmp(&a.requests)));
     contenders.truncate(5);
     (le, contenders)
@@ -1689,6 +1772,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
                 )
             })
     });
+    let mut commit_contenders = Vec::new();
     ev.journal = commit.map(|c| {
         let cw = (c.start, c.end);
         let jt: Vec<&Blocked> = blocked_in(h, c.tid, cw)
@@ -1703,12 +1787,14 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         }
         // The journal's disk during the commit, with how long each layer waited on the one
         // under it.
-        let mut during: Vec<LayerEvidence> = call
-            .disks
-            .layers
-            .iter()
-            .map(|l| layer_evidence(h, l, call, cw).0)
-            .collect();
+        let mut during: Vec<LayerEvidence> = Vec::new();
+        for (i, l) in call.disks.layers.iter().enumerate() {
+            let (le, cs) = layer_evidence(h, l, call, cw);
+            if i == 0 {
+                commit_contenders = cs;
+            }
+            during.push(le);
+        }
         backing_held(h, &call.disks.layers, &mut during);
         let backing_writers = match (call.disks.layers.first(), during.first()) {
             (Some(l), Some(d))
@@ -1724,6 +1810,8 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
                     bytes_others: le.bytes_others,
                     requests_others: le.requests_others,
                     bytes_thread: le.bytes_thread,
+                    bytes_summed: le.bytes_summed,
+                    requests_summed: le.requests_summed,
                     contenders: cs,
                 })
             }
@@ -1803,6 +1891,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         ev,
         contenders,
         contenders_by_layer: by_layer,
+        commit_contenders,
         stages,
         waits,
         by_site,

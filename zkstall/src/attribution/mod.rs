@@ -178,6 +178,10 @@ pub fn explain(call: &Span, h: &History, enrich: &mut dyn Enricher) -> Explanati
         {
             // Those who wrote what the commit's flush had to write back first.
             Some(bw) if backing => bw.contenders.clone(),
+            // Those whose requests the commit's queued behind.
+            _ if finding.verdict == Verdict::DeviceContention && finding.via == Some("journal") => {
+                g.journal_contenders().to_vec()
+            }
             _ => finding
                 .layer
                 .and_then(|i| g.contenders_by_layer.get(i))

@@ -192,6 +192,11 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                     )
                 }
                 (Some("journal"), Some(j)) => {
+                    let top = g
+                        .journal_contenders()
+                        .first()
+                        .map(who)
+                        .unwrap_or_else(|| "others".into());
                     let during = j.disk_during.as_ref().unwrap_or(l);
                     format!(
                         "{top} kept {} busy ({} of others' I/O): this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose writes queued behind it",

@@ -785,7 +785,7 @@ fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
     if !contended(during, t) || !during.complete {
         return backing_flush(call, g, t);
     }
-    let top = g.contenders.first();
+    let top = g.journal_contenders().first();
     let mut chain = vec![call_link(call, g)];
     chain.push(Link {
         what: "journal_commit",

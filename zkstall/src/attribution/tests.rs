@@ -201,6 +201,11 @@ fn assert_consistent(c: &Span, e: &Explanation) {
                     || ev
                         .journal
                         .as_ref()
+                        .and_then(|j| j.disk_during.as_ref())
+                        .is_some_and(|d| d.bytes_others > d.bytes_thread)
+                    || ev
+                        .journal
+                        .as_ref()
                         .and_then(|j| j.backing_writers.as_ref())
                         .is_some_and(|b| {
                             b.bytes_others > b.bytes_thread
@@ -635,6 +640,75 @@ fn a_commit_over_a_window_with_unseen_completions_claims_neither_contention_nor_
     h.unseen(DISK, t(400), t(500));
     let e = explain_it(&call(0, 342), &h);
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+}
+
+/// With --requests around-calls, a commit that began before the call: dd's 10 MiB written
+/// while no call was in flight (before the call entered) were summed in the kernel. The
+/// commit still queued behind others' data; it was not slow on its own.
+#[test]
+fn a_commit_begun_before_the_call_behind_summed_requests_is_contention_not_journal_wait() {
+    let history = |summed: bool| {
+        let mut h = History::default();
+        watched(&mut h);
+        h.io(io(0, "jbd2/loop1-8", 4096, 10, 330));
+        if summed {
+            h.summed(
+                DISK,
+                crate::history::IoSummed {
+                    from: t(5),
+                    to: t(300),
+                    requests: 10,
+                    bytes: 10 << 20,
+                    service_ns: 10 * 30 * MS,
+                    hist: vec![0; zkstall_common::IO_HIST_BUCKETS],
+                },
+            );
+        }
+        h.commit(Commit {
+            dev: DISK.0,
+            transaction: 9,
+            tid: 30,
+            start: t(5),
+            end: t(340),
+            locking_ms: Some(1.0),
+            flushing_ms: Some(300.0),
+            logging_ms: Some(30.0),
+            handles: Some(40),
+            blocks: Some(12),
+        });
+        h.blocked(blocked(
+            SYNC,
+            SchedState::DiskSleep,
+            301,
+            341,
+            Some(340),
+            &["jbd2_log_wait_commit+0x11"],
+            Some("jbd2/loop1-8"),
+        ));
+        h
+    };
+    let c = call(300, 342);
+    assert_eq!(
+        explain_it(&c, &history(false)).verdict,
+        Verdict::JournalWait
+    );
+    let e = explain_it(&c, &history(true));
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.via, Some("journal"));
+    let during = e
+        .evidence
+        .journal
+        .as_ref()
+        .unwrap()
+        .disk_during
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (during.bytes_summed, during.requests_summed),
+        (10 << 20, 10)
+    );
+    // Over the call itself nothing is summed (none that overlapped a call is).
+    assert_eq!(e.evidence.layers[0].bytes_summed, 0);
 }
 
 #[test]
@@ -2032,6 +2106,65 @@ fn a_commit_whose_loop_device_flush_writes_back_others_data_is_contention_via_th
     quiet.commit(h.commits[0].clone());
     quiet.blocked(h.blocked[0].clone());
     assert_eq!(explain_it(&c, &quiet).verdict, Verdict::JournalWait);
+
+    // With --requests around-calls, dd's writes while no call was in flight were summed in
+    // the kernel: its 100 MB are still others' data the flush had to write back, not a
+    // commit slow on its own; only whose is not known, and the headline says so.
+    let mut summed = quiet;
+    summed.summed(
+        DISK,
+        crate::history::IoSummed {
+            from: t(1_000),
+            to: t(2_000),
+            requests: 100,
+            bytes: 100 << 20,
+            service_ns: 100 * 5 * MS,
+            hist: vec![0; zkstall_common::IO_HIST_BUCKETS],
+        },
+    );
+    let e = explain_it(&c, &summed);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert!(
+        e.headline.starts_with(&format!(
+            "{} wrote 104.9 MB to loop1",
+            super::evidence::SUMMED_WRITERS
+        )),
+        "{}",
+        e.headline
+    );
+    let bw = e
+        .evidence
+        .journal
+        .as_ref()
+        .unwrap()
+        .backing_writers
+        .as_ref()
+        .unwrap();
+    assert_eq!((bw.bytes_summed, bw.requests_summed), (100 << 20, 100));
+    assert_eq!(bw.bytes_others, 100 << 20);
+    // Each second's sum counts for its share inside the window.
+    let mut far = History::default();
+    watched(&mut far);
+    far.summed(
+        DISK,
+        crate::history::IoSummed {
+            from: t(1_000),
+            to: t(2_000),
+            requests: 100,
+            bytes: 100 << 20,
+            service_ns: 0,
+            hist: vec![0; zkstall_common::IO_HIST_BUCKETS],
+        },
+    );
+    assert_eq!(
+        super::evidence::summed_in(&far, DISK, (t(35_000), t(40_000))),
+        (0, 0)
+    );
+    // Half of a second's sum inside the window counts half.
+    assert_eq!(
+        super::evidence::summed_in(&far, DISK, (t(1_500), t(3_000))),
+        (50 << 20, 50)
+    );
 }
 
 #[test]
