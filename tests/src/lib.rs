@@ -1748,6 +1748,18 @@ pub const FDATASYNC_EVERY_5MS: [&str; 6] = [
     "fdatasync",
 ];
 
+/// The same every 100 ms: quiet between calls, so that with `--requests around-calls` the
+/// kernel sums what overlaps none (with one every 5 ms a call is nearly always in flight
+/// and nothing is summed).
+pub const FDATASYNC_EVERY_100MS: [&str; 6] = [
+    "--calls",
+    "100000",
+    "--interval",
+    "100ms",
+    "--syscalls",
+    "fdatasync",
+];
+
 /// The built-in workload's own per-call lines (it times each call itself), read from its
 /// stdout on a thread of their own.
 #[derive(Clone, Default)]

@@ -97,18 +97,6 @@ fn dd_on_another_partition_of_the_same_disk_is_named_as_the_contender_with_reque
     dd_on_another_partition("around-calls");
 }
 
-/// An fdatasync every 100 ms: quiet between calls, so that with `--requests around-calls`
-/// the kernel sums what overlaps none (with one every 5 ms a call is nearly always in
-/// flight and nothing is summed).
-const FDATASYNC_EVERY_100MS: [&str; 6] = [
-    "--calls",
-    "100000",
-    "--interval",
-    "100ms",
-    "--syscalls",
-    "fdatasync",
-];
-
 /// The workload for a mode: with `around-calls`, quiet between calls (see
 /// [`FDATASYNC_EVERY_100MS`]).
 fn workload_for(requests: &str) -> &'static [&'static str] {

@@ -143,7 +143,11 @@ fn a_competing_dd(requests: &str) {
             "--requests",
             requests,
         ],
-        &FDATASYNC_EVERY_5MS,
+        if requests == "around-calls" {
+            &FDATASYNC_EVERY_100MS
+        } else {
+            &FDATASYNC_EVERY_5MS
+        },
         &[],
     );
     let of = format!("of={}", mnt.dir.join("big").display());
@@ -195,6 +199,8 @@ fn a_competing_dd(requests: &str) {
         verdicts(&slow.iter().map(|c| (*c).clone()).collect::<Vec<_>>())
     );
     assert!(!slow.is_empty(), "dd slows the fdatasyncs down");
+    let summary = json_lines(&raw).pop().unwrap_or_default();
+    eprintln!("requests summed: {}", summary["io_summed"]);
     for c in &slow {
         // A call whose thread came back onto a CPU without the kernel running the
         // scheduler probe has a hole in its evidence (seen once in ~10 runs: 167 ms of a
