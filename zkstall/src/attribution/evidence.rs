@@ -1250,6 +1250,20 @@ fn pause_holder(
     })
 }
 
+/// A contender's process name (when not its thread's) and v1 blkio and memory cgroups.
+fn enrich_contenders(cs: &mut [Contender], enrich: &mut dyn Enricher) {
+    for c in cs {
+        if c.kind == ContenderKind::Task && c.pid != 0 && c.pid != c.tid {
+            c.process = enrich.thread_name(c.pid, c.pid).filter(|p| *p != c.comm);
+        }
+        if c.kind == ContenderKind::Task && c.pid != 0 {
+            let pc = enrich.process_cgroups(c.pid);
+            c.blkio_cgroup = pc.blkio;
+            c.memory_cgroup = pc.memory;
+        }
+    }
+}
+
 /// Gathers everything about `call`.
 pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gathered<'a> {
     let win = (call.start, call.end);
@@ -1302,16 +1316,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     let mut by_layer: Vec<Vec<Contender>> = Vec::new();
     for l in &call.disks.layers {
         let (le, mut cs) = layer_evidence(h, l, call, win);
-        for c in &mut cs {
-            if c.kind == ContenderKind::Task && c.pid != 0 && c.pid != c.tid {
-                c.process = enrich.thread_name(c.pid, c.pid).filter(|p| *p != c.comm);
-            }
-            if c.kind == ContenderKind::Task && c.pid != 0 {
-                let pc = enrich.process_cgroups(c.pid);
-                c.blkio_cgroup = pc.blkio;
-                c.memory_cgroup = pc.memory;
-            }
-        }
+        enrich_contenders(&mut cs, enrich);
         by_layer.push(cs);
         // `le.complete` already says no (see `disk_known`); these say why. Lost records
         // are said once above: which disk's they were is not known, so none is complete.
@@ -1879,6 +1884,11 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         }
     }
     let jvm = enrich.is_jvm(call.pid);
+    // The commit's contenders and the look-back's writers are named like the call's.
+    enrich_contenders(&mut commit_contenders, enrich);
+    if let Some(bw) = ev.journal.as_mut().and_then(|j| j.backing_writers.as_mut()) {
+        enrich_contenders(&mut bw.contenders, enrich);
+    }
 
     ev.journal_wait_ms = ms(journal_ns);
     if journal_ns > 0 && call.disks.layers.is_empty() {

@@ -579,6 +579,32 @@ fn slow_commit_on_a_quiet_disk() -> History {
     h
 }
 
+/// The contenders a commit queued behind are named like the call's: process name, and
+/// v1 blkio and memory cgroups from the enricher (found missing in CI once the commit's
+/// contenders were the ones reported).
+#[test]
+fn contention_via_the_journal_names_the_contenders_cgroups() {
+    let h = commit_behind_dd();
+    let mut facts = Replay::default();
+    facts.learn(crate::enrich::Fact::ProcCgroups {
+        pid: 777,
+        cgroups: crate::enrich::cgroups::ProcCgroups {
+            unified: None,
+            blkio: Some("/backup".into()),
+            memory: Some("/backup-mem".into()),
+        },
+    });
+    let e = explain(&call(0, 342), &h, &mut facts);
+    assert_consistent(&call(0, 342), &e);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.contenders[0].comm, "dd");
+    assert_eq!(e.contenders[0].blkio_cgroup.as_deref(), Some("/backup"));
+    assert_eq!(
+        e.contenders[0].memory_cgroup.as_deref(),
+        Some("/backup-mem")
+    );
+}
+
 #[test]
 fn a_slow_commit_on_a_quiet_disk_is_journal_wait() {
     let h = slow_commit_on_a_quiet_disk();
