@@ -351,9 +351,12 @@ pub struct DiskHistory {
     /// incomplete.
     pub lost_until: Option<MonoNs>,
     pub shed: u64,
-    /// Windows in which completions happened that the probes did not see (or requests
-    /// that looked in flight were not): the queue is not known there.
+    /// Windows in which the block layer counted completions the probes did not see: the
+    /// queue is not known there.
     pub unseen: VecDeque<(MonoNs, MonoNs)>,
+    /// Windows from the issue of requests the probes held in flight that the disk no
+    /// longer had (their completions missed) to when that was found: the same.
+    pub stale: VecDeque<(MonoNs, MonoNs)>,
     /// Requests summed in the kernel instead of sent one by one (none overlapped a watched
     /// call), one entry per disk and interval, oldest first.
     pub summed: VecDeque<IoSummed>,
@@ -405,6 +408,7 @@ impl DiskHistory {
             lost_until: None,
             shed: 0,
             unseen: VecDeque::new(),
+            stale: VecDeque::new(),
             summed: VecDeque::new(),
         }
     }
@@ -412,6 +416,14 @@ impl DiskHistory {
     /// The windows of unseen completions overlapping `from..=to`.
     pub fn unseen_during(&self, from: MonoNs, to: MonoNs) -> usize {
         self.unseen
+            .iter()
+            .filter(|(a, b)| *a <= to && *b >= from)
+            .count()
+    }
+
+    /// The windows of stale requests overlapping `from..=to`.
+    pub fn stale_during(&self, from: MonoNs, to: MonoNs) -> usize {
+        self.stale
             .iter()
             .filter(|(a, b)| *a <= to && *b >= from)
             .count()
@@ -536,6 +548,15 @@ impl History {
         if let Some(h) = self.disks.get_mut(&disk) {
             let mut s = 0;
             push(&mut h.unseen, 1024, (from, to), &mut s);
+        }
+    }
+
+    /// Requests on `disk` issued from `from` on were found gone at `to`, their completions
+    /// not seen.
+    pub fn stale(&mut self, disk: DiskDev, from: MonoNs, to: MonoNs) {
+        if let Some(h) = self.disks.get_mut(&disk) {
+            let mut s = 0;
+            push(&mut h.stale, 1024, (from, to), &mut s);
         }
     }
 

@@ -845,14 +845,16 @@ fn whose_in(io: &Io, call: &Span, above: &[String], under_loop: bool) -> Whose {
 }
 
 /// Whether one disk's requests over `win` are all known: its history reaches back to
-/// `win`'s start, no records were lost in it, and no completions went unseen in it. Every
+/// `win`'s start, no records were lost in it, and no completions went unseen in it (nor
+/// stale requests were found whose completions did). Every
 /// window a rule reads a disk over (the call's, its journal commit's, the look-back before
 /// a commit) is judged by this one test.
 fn disk_known(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> bool {
-    h.disks
-        .get(&disk)
-        .is_some_and(|d| d.complete_from() <= win.0 && d.unseen_during(win.0, win.1) == 0)
-        && h.lost_during(win.0, win.1).is_empty()
+    h.disks.get(&disk).is_some_and(|d| {
+        d.complete_from() <= win.0
+            && d.unseen_during(win.0, win.1) == 0
+            && d.stale_during(win.0, win.1) == 0
+    }) && h.lost_during(win.0, win.1).is_empty()
 }
 
 /// What one disk did over `win`.
@@ -1325,7 +1327,14 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         let unseen = hist.map_or(0, |d| d.unseen_during(call.start, call.end));
         if unseen > 0 {
             ev.incomplete.push(format!(
-                "{}: completions the probes did not see in {unseen} window(s) during the call (the block layer counted more, or no longer had requests the probes held in flight)",
+                "{}: completions the probes did not see (the block layer counted more) in {unseen} window(s) during the call",
+                le.disk
+            ));
+        }
+        let stale = hist.map_or(0, |d| d.stale_during(call.start, call.end));
+        if stale > 0 {
+            ev.incomplete.push(format!(
+                "{}: completions the probes did not see (requests they held in flight that the disk no longer had, found twice a second apart) in {stale} window(s) during the call",
                 le.disk
             ));
         }

@@ -632,8 +632,13 @@ fn a_commit_over_a_window_with_unseen_completions_claims_neither_contention_nor_
         h.lost(t(100), t(101));
         h
     };
+    let stale = |mut h: History| {
+        h.stale(DISK, t(100), t(1300));
+        h
+    };
     for (what, h, end) in [
         ("unseen, behind dd", unseen(commit_behind_dd()), 342),
+        ("stale, behind dd", stale(commit_behind_dd()), 342),
         ("lost, behind dd", lost(commit_behind_dd()), 342),
         (
             "unseen, quiet disk",
@@ -657,7 +662,15 @@ fn a_commit_over_a_window_with_unseen_completions_claims_neither_contention_nor_
     let e = explain_it(&call(0, 342), &unseen(commit_behind_dd()));
     assert!(
         e.headline
-            .contains("loop1: completions the probes did not see in 1 window(s)"),
+            .contains("loop1: completions the probes did not see (the block layer counted more) in 1 window(s)"),
+        "{}",
+        e.headline
+    );
+    let e = explain_it(&call(0, 342), &stale(commit_behind_dd()));
+    assert!(
+        e.headline.contains(
+            "loop1: completions the probes did not see (requests they held in flight that the disk no longer had"
+        ),
         "{}",
         e.headline
     );

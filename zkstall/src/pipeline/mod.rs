@@ -496,8 +496,13 @@ impl Pipeline {
                 ..
             } => {
                 if let Some(d) = crate::enrich::DevId::parse(disk) {
-                    self.history
-                        .unseen(DiskDev(d), MonoNs(*from_ns), MonoNs(*to_ns));
+                    let (d, from, to) = (DiskDev(d), MonoNs(*from_ns), MonoNs(*to_ns));
+                    if *completions > 0 {
+                        self.history.unseen(d, from, to);
+                    }
+                    if *stale > 0 {
+                        self.history.stale(d, from, to);
+                    }
                 }
                 self.stats.unseen_completions += completions;
                 self.stats.stale_requests += stale;

@@ -785,22 +785,23 @@ fn completions_the_probes_did_not_see_on_a_disk_make_its_history_incomplete_and_
     // A 1.5 s fdatasync whose one request looks in flight throughout: a device stall, unless
     // the block layer counted completions on that disk that the probes never saw (the
     // kernel skipped their runs); then the "request in flight" may be one that completed.
-    let run = |unseen: bool| {
+    // (completions the block layer counted more, requests found stale)
+    let run = |(completions, stale): (u64, u64)| {
         let mut p = on_loop0(100 * MS);
         let mut out = Vec::new();
         {
             let mut sink = JsonSink::new(&mut out);
             p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), &mut sink)
                 .unwrap();
-            if unseen {
+            if completions + stale > 0 {
                 p.note(
                     &Note::Unseen {
                         from_ns: 1_100 * MS,
                         to_ns: 1_200 * MS,
                         disk: "7:0".into(),
                         name: "loop0".into(),
-                        completions: 1,
-                        stale: 0,
+                        completions,
+                        stale,
                     },
                     &mut sink,
                 )
@@ -824,17 +825,32 @@ fn completions_the_probes_did_not_see_on_a_disk_make_its_history_incomplete_and_
         assert_eq!(l.len(), 1, "{l:#?}");
         (l[0].clone(), p)
     };
-    let (seen, _) = run(false);
+    let (seen, _) = run((0, 0));
     assert_eq!(seen["verdict"], "device_stall", "{seen:#}");
-    let (r, p) = run(true);
+    let (r, p) = run((1, 0));
     assert_ne!(r["verdict"], "device_stall", "{r:#}");
     let incomplete = r["evidence"]["incomplete"].to_string();
     assert!(
-        incomplete.contains("loop0: completions the probes did not see"),
+        incomplete
+            .contains("loop0: completions the probes did not see (the block layer counted more)"),
         "{incomplete}"
     );
     assert_eq!(p.stats.unseen_completions, 1);
     assert_eq!(p.stats.unseen_windows, 1);
+    // Stale requests found: the same, said apart.
+    let (r, p) = run((0, 2));
+    assert_ne!(r["verdict"], "device_stall", "{r:#}");
+    let incomplete = r["evidence"]["incomplete"].to_string();
+    assert!(
+        incomplete
+            .contains("loop0: completions the probes did not see (requests they held in flight"),
+        "{incomplete}"
+    );
+    assert!(
+        !incomplete.contains("block layer counted more"),
+        "{incomplete}"
+    );
+    assert_eq!((p.stats.stale_requests, p.stats.unseen_windows), (2, 1));
 }
 
 #[test]
