@@ -491,6 +491,22 @@ fn flusher_io_counts_for_the_dirtier_among_contenders() {
     assert_eq!(e.contenders[0].cgroup.as_deref(), Some("/backup.slice"));
 }
 
+/// Commit 9 on loop1, 5..340 ms, 300 of them flushing ordered data.
+fn commit_9() -> Commit {
+    Commit {
+        dev: DISK.0,
+        transaction: 9,
+        tid: 30,
+        start: t(5),
+        end: t(340),
+        locking_ms: Some(1.0),
+        flushing_ms: Some(300.0),
+        logging_ms: Some(30.0),
+        handles: Some(40),
+        blocks: Some(12),
+    }
+}
+
 /// A 342 ms fdatasync waiting on commit 9 (5..340), whose commit block queued behind
 /// dd's 10 MiB of writes.
 fn commit_behind_dd() -> History {
@@ -502,18 +518,7 @@ fn commit_behind_dd() -> History {
     for i in 0..10 {
         h.io(io(777, "dd", 1 << 20, 20 + i * 30, 45 + i * 30));
     }
-    h.commit(Commit {
-        dev: DISK.0,
-        transaction: 9,
-        tid: 30,
-        start: t(5),
-        end: t(340),
-        locking_ms: Some(1.0),
-        flushing_ms: Some(300.0),
-        logging_ms: Some(30.0),
-        handles: Some(40),
-        blocks: Some(12),
-    });
+    h.commit(commit_9());
     h.blocked(blocked(
         SYNC,
         SchedState::DiskSleep,
@@ -691,30 +696,9 @@ fn a_commit_begun_before_the_call_behind_summed_requests_is_contention_not_journ
         watched(&mut h);
         h.io(io(0, "jbd2/loop1-8", 4096, 10, 330));
         if summed {
-            h.summed(
-                DISK,
-                crate::history::IoSummed {
-                    from: t(5),
-                    to: t(300),
-                    requests: 10,
-                    bytes: 10 << 20,
-                    service_ns: 10 * 30 * MS,
-                    hist: vec![0; zkstall_common::IO_HIST_BUCKETS],
-                },
-            );
+            h.summed(DISK, summed_over(5, 300, 10, 10 << 20, 10 * 30 * MS));
         }
-        h.commit(Commit {
-            dev: DISK.0,
-            transaction: 9,
-            tid: 30,
-            start: t(5),
-            end: t(340),
-            locking_ms: Some(1.0),
-            flushing_ms: Some(300.0),
-            logging_ms: Some(30.0),
-            handles: Some(40),
-            blocks: Some(12),
-        });
+        h.commit(commit_9());
         h.blocked(blocked(
             SYNC,
             SchedState::DiskSleep,
@@ -1283,6 +1267,24 @@ fn own_io_at_a_far_slower_than_usual_latency_is_not_own_io() {
 }
 
 /// A second of requests the kernel summed (`--requests around-calls`), all `each_ms` long.
+/// A sum of the kernel's over `from_ms..to_ms`, with no histogram.
+fn summed_over(
+    from_ms: u64,
+    to_ms: u64,
+    requests: u64,
+    bytes: u64,
+    service_ns: u64,
+) -> crate::history::IoSummed {
+    crate::history::IoSummed {
+        from: t(from_ms),
+        to: t(to_ms),
+        requests,
+        bytes,
+        service_ns,
+        hist: vec![0; zkstall_common::IO_HIST_BUCKETS],
+    }
+}
+
 fn summed_second(h: &mut History, to_ms: u64, n: u64, each_ms: u64) {
     let mut hist = vec![0u64; zkstall_common::IO_HIST_BUCKETS];
     let k = (0..zkstall_common::IO_HIST_BUCKETS)
@@ -2152,14 +2154,7 @@ fn a_commit_whose_loop_device_flush_writes_back_others_data_is_contention_via_th
     let mut summed = quiet;
     summed.summed(
         DISK,
-        crate::history::IoSummed {
-            from: t(1_000),
-            to: t(2_000),
-            requests: 100,
-            bytes: 100 << 20,
-            service_ns: 100 * 5 * MS,
-            hist: vec![0; zkstall_common::IO_HIST_BUCKETS],
-        },
+        summed_over(1_000, 2_000, 100, 100 << 20, 100 * 5 * MS),
     );
     let e = explain_it(&c, &summed);
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
@@ -2184,17 +2179,7 @@ fn a_commit_whose_loop_device_flush_writes_back_others_data_is_contention_via_th
     // Each second's sum counts for its share inside the window.
     let mut far = History::default();
     watched(&mut far);
-    far.summed(
-        DISK,
-        crate::history::IoSummed {
-            from: t(1_000),
-            to: t(2_000),
-            requests: 100,
-            bytes: 100 << 20,
-            service_ns: 0,
-            hist: vec![0; zkstall_common::IO_HIST_BUCKETS],
-        },
-    );
+    far.summed(DISK, summed_over(1_000, 2_000, 100, 100 << 20, 0));
     assert_eq!(
         super::evidence::summed_in(&far, DISK, (t(35_000), t(40_000))),
         (0, 0)
