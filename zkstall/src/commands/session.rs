@@ -265,10 +265,20 @@ struct DiskCheck {
     last: BTreeMap<u32, (u64, u64)>,
     /// By disk: the comparison from its first check on.
     run_long: BTreeMap<u32, RunLong>,
-    /// Requests (issued at, rq) judged stale at the last check, by disk: dropped only if
-    /// they still are at the next (see [`confirm_stale`]).
-    suspects: BTreeMap<u32, Vec<(u64, u64)>>,
+    /// Requests judged stale at a check, by disk: dropped only if they still are at a later
+    /// one (see [`confirm_stale`]).
+    suspects: BTreeMap<u32, Suspects>,
 }
+
+/// Requests (issued at, rq) judged stale at a check, and when.
+#[derive(Debug, Default)]
+struct Suspects {
+    at: u64,
+    requests: Vec<(u64, u64)>,
+}
+
+/// A request judged stale is dropped when judged so again at least this much later.
+const STALE_CONFIRM_NS: u64 = 500_000_000;
 
 /// One disk's comparison from its first check on.
 #[derive(Default)]
@@ -407,7 +417,7 @@ fn drop_stale_requests(
     disks: &[(crate::enrich::DiskDev, String)],
     op_flush: u32,
     now: MonoNs,
-    suspects: &mut BTreeMap<u32, Vec<(u64, u64)>>,
+    suspects: &mut BTreeMap<u32, Suspects>,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
     let requests = probes.requests().unwrap_or_default();
@@ -449,7 +459,7 @@ fn drop_stale_requests(
             .take(excess)
             .filter(|(at, _)| now.0.saturating_sub(*at) > STALE_AFTER_NS)
             .collect();
-        let stale = confirm_stale(suspects.entry(k).or_default(), judged);
+        let stale = confirm_stale(suspects.entry(k).or_default(), judged, now.0);
         if stale.is_empty() {
             continue;
         }
@@ -468,19 +478,28 @@ fn drop_stale_requests(
     notes
 }
 
-/// Of the requests (issued at, rq) judged stale now, those judged so at the last check
-/// too (the same request: same rq, same issue instant); `suspects` becomes the rest.
+/// Of the requests (issued at, rq) judged stale `now`, those judged so at a check at least
+/// [`STALE_CONFIRM_NS`] before (the same request: same rq, same issue instant); the rest
+/// become the suspects. A check sooner than that (a disk newly watched runs one at once)
+/// confirms nothing and keeps the suspects as they were.
 ///
 /// One look cannot tell a request that completed unseen from one completing while it is
 /// taken: the block layer stops counting a request in flight before the completion
 /// tracepoint runs, and the map is read before the in-flight count. A stopped disk that
 /// resumes while a check runs then has requests issued seconds ago that look stale for
-/// an instant (seen in the 6.1 guest at a frozen loop device's thaw: the stall's evidence
-/// was marked incomplete and no verdict could be given). A request that completed unseen
-/// is still in the map a second later; one that was completing is not.
-fn confirm_stale(suspects: &mut Vec<(u64, u64)>, judged: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    let (confirmed, new): (Vec<_>, Vec<_>) = judged.into_iter().partition(|r| suspects.contains(r));
-    *suspects = new;
+/// an instant (the likely cause of the 6.1 guest's device stops whose evidence was marked
+/// incomplete, so that no verdict could be given). A request that completed unseen is
+/// still in the map half a second later; one that was completing is not.
+fn confirm_stale(s: &mut Suspects, judged: Vec<(u64, u64)>, now: u64) -> Vec<(u64, u64)> {
+    if !s.requests.is_empty() && now.saturating_sub(s.at) < STALE_CONFIRM_NS {
+        return Vec::new();
+    }
+    let (confirmed, new): (Vec<_>, Vec<_>) =
+        judged.into_iter().partition(|r| s.requests.contains(r));
+    *s = Suspects {
+        at: now,
+        requests: new,
+    };
     confirmed
 }
 
@@ -1784,28 +1803,32 @@ pub fn header(
 
 #[cfg(test)]
 mod tests {
-    use super::{RunLong, confirm_stale};
+    use super::{RunLong, Suspects, confirm_stale};
 
-    /// A request is dropped as stale only when judged so at two checks in a row: one
-    /// completing while the first looked is gone by the second.
+    /// A request is dropped as stale only when judged so at two checks half a second or
+    /// more apart: one completing while the first looked is gone by the second.
     #[test]
-    fn a_request_is_stale_only_when_two_checks_in_a_row_say_so() {
-        let mut suspects = Vec::new();
+    fn a_request_is_stale_only_when_two_checks_apart_say_so() {
+        const S: u64 = 1_000_000_000;
+        let mut suspects = Suspects::default();
         // Two look stale for an instant (a disk resuming while the check runs).
-        assert!(confirm_stale(&mut suspects, vec![(10, 0xa), (11, 0xb)]).is_empty());
+        assert!(confirm_stale(&mut suspects, vec![(10, 0xa), (11, 0xb)], S).is_empty());
+        // A check 10 ms later (a disk newly watched) confirms nothing and keeps them.
+        assert!(confirm_stale(&mut suspects, vec![(11, 0xb)], S + 10_000_000).is_empty());
+        assert_eq!(suspects.requests, vec![(10, 0xa), (11, 0xb)]);
         // A second later one is gone, one is still there, one is new.
         assert_eq!(
-            confirm_stale(&mut suspects, vec![(11, 0xb), (12, 0xc)]),
+            confirm_stale(&mut suspects, vec![(11, 0xb), (12, 0xc)], 2 * S),
             vec![(11, 0xb)]
         );
-        assert_eq!(suspects, vec![(12, 0xc)]);
+        assert_eq!(suspects.requests, vec![(12, 0xc)]);
         // The same request struct reused for a later request is another request.
-        assert!(confirm_stale(&mut suspects, vec![(13, 0xc)]).is_empty());
+        assert!(confirm_stale(&mut suspects, vec![(13, 0xc)], 3 * S).is_empty());
         assert_eq!(
-            confirm_stale(&mut suspects, vec![(13, 0xc)]),
+            confirm_stale(&mut suspects, vec![(13, 0xc)], 4 * S),
             vec![(13, 0xc)]
         );
-        assert!(suspects.is_empty());
+        assert!(suspects.requests.is_empty());
     }
 
     /// (probes before, block layer, probes after) at successive checks of one disk.
