@@ -415,18 +415,12 @@ impl DiskHistory {
 
     /// The windows of unseen completions overlapping `from..=to`.
     pub fn unseen_during(&self, from: MonoNs, to: MonoNs) -> usize {
-        self.unseen
-            .iter()
-            .filter(|(a, b)| *a <= to && *b >= from)
-            .count()
+        overlapping(&self.unseen, from, to)
     }
 
     /// The windows of stale requests overlapping `from..=to`.
     pub fn stale_during(&self, from: MonoNs, to: MonoNs) -> usize {
-        self.stale
-            .iter()
-            .filter(|(a, b)| *a <= to && *b >= from)
-            .count()
+        overlapping(&self.stale, from, to)
     }
 
     /// The instant from which this disk's history is complete.
@@ -546,8 +540,7 @@ impl History {
     /// Completions on `disk` between `from` and `to` were not seen.
     pub fn unseen(&mut self, disk: DiskDev, from: MonoNs, to: MonoNs) {
         if let Some(h) = self.disks.get_mut(&disk) {
-            let mut s = 0;
-            push(&mut h.unseen, 1024, (from, to), &mut s);
+            push(&mut h.unseen, 1024, (from, to), &mut 0);
         }
     }
 
@@ -555,8 +548,7 @@ impl History {
     /// not seen.
     pub fn stale(&mut self, disk: DiskDev, from: MonoNs, to: MonoNs) {
         if let Some(h) = self.disks.get_mut(&disk) {
-            let mut s = 0;
-            push(&mut h.stale, 1024, (from, to), &mut s);
+            push(&mut h.stale, 1024, (from, to), &mut 0);
         }
     }
 
@@ -718,6 +710,14 @@ impl History {
             .copied()
             .collect()
     }
+}
+
+/// How many of `windows` overlap `from..=to`.
+fn overlapping(windows: &VecDeque<(MonoNs, MonoNs)>, from: MonoNs, to: MonoNs) -> usize {
+    windows
+        .iter()
+        .filter(|(a, b)| *a <= to && *b >= from)
+        .count()
 }
 
 /// Length of the overlap of [a0, a1) and [b0, b1), in ns.

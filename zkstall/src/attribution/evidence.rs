@@ -857,6 +857,16 @@ fn disk_known(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> bool {
     }) && h.lost_during(win.0, win.1).is_empty()
 }
 
+/// The requests of `disk` the kernel summed over the parts of `win` before and after
+/// `call` (none that overlapped a traced call is summed), (bytes, requests).
+fn summed_outside(h: &History, disk: DiskDev, win: (MonoNs, MonoNs), call: &Span) -> (u64, u64) {
+    [(win.0, win.1.min(call.start)), (win.0.max(call.end), win.1)]
+        .into_iter()
+        .filter(|part| part.0 < part.1)
+        .map(|part| summed_in(h, disk, part))
+        .fold((0, 0), |(b, r), (b2, r2)| (b + b2, r + r2))
+}
+
 /// What one disk did over `win`.
 pub fn layer_evidence(
     h: &History,
@@ -1052,13 +1062,7 @@ pub fn layer_evidence(
     // What the kernel summed in the part of the window before or after the call (the
     // look-back before a commit, a commit that began before the call): others' all the
     // same, one contender named as such.
-    let mut summed = (0u64, 0u64);
-    for part in [(win.0, win.1.min(call.start)), (win.0.max(call.end), win.1)] {
-        if part.0 < part.1 {
-            let (b, r) = summed_in(h, disk, part);
-            summed = (summed.0 + b, summed.1 + r);
-        }
-    }
+    let summed = summed_outside(h, disk, win, call);
     if summed.1 > 0 {
         let requests = summed.1.min(u32::MAX as u64) as u32;
         le.bytes_summed = summed.0;
