@@ -304,9 +304,12 @@ pub enum Counter {
     /// A request on a watched disk was summed into IO_SUMMARY instead of sent (see
     /// `Config::io_slow_ns`).
     IoSummed = 16,
+    /// A request on a watched disk completed that the probes chose not to follow: it was
+    /// issued while no watched call could be in flight (see `Config::io_slow_ns`).
+    IoLate = 17,
 }
 
-pub const COUNTER_COUNT: u32 = 17;
+pub const COUNTER_COUNT: u32 = 18;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -327,6 +330,7 @@ impl Counter {
         Counter::IoBeforeWatch,
         Counter::SwitchUnseen,
         Counter::IoSummed,
+        Counter::IoLate,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -348,6 +352,7 @@ impl Counter {
             Counter::IoBeforeWatch => "io_before_watch",
             Counter::SwitchUnseen => "switch_unseen",
             Counter::IoSummed => "io_summed",
+            Counter::IoLate => "io_late",
         }
     }
 }
@@ -367,6 +372,10 @@ pub struct KernelOffsets {
     /// u64 start_time_ns: when the request was allocated (0 when the queue keeps no
     /// times).
     pub rq_start_time: u16,
+    /// u64 io_start_time_ns: when it was issued to the driver (0 when the queue keeps no
+    /// statistics).
+    pub rq_io_start_time: u16,
+    pub _pad_k: u16,
     /// struct request_queue -> struct gendisk *
     pub q_disk: u16,
     /// struct gendisk: int major, int first_minor
@@ -388,7 +397,7 @@ pub struct KernelOffsets {
     pub task_tgid: u16,
     pub task_flags: u16,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 40);
+const _: () = assert!(size_of::<KernelOffsets>() == 44);
 
 /// "This field does not exist on this kernel."
 pub const NO_OFFSET: u16 = 0xffff;
@@ -402,6 +411,8 @@ impl KernelOffsets {
         rq_bio: NO_OFFSET,
         rq_part: NO_OFFSET,
         rq_start_time: NO_OFFSET,
+        rq_io_start_time: NO_OFFSET,
+        _pad_k: 0,
         q_disk: NO_OFFSET,
         disk_major: NO_OFFSET,
         disk_first_minor: NO_OFFSET,
@@ -464,7 +475,7 @@ pub struct Config {
     /// summed per disk in [`names::IO_SUMMARY`]. 0: every request is sent.
     pub io_slow_ns: u64,
 }
-const _: () = assert!(size_of::<Config>() == 224);
+const _: () = assert!(size_of::<Config>() == 232);
 
 impl Config {
     /// Every offset unknown, nothing filtered: the eBPF side's initial value, and what
@@ -913,6 +924,12 @@ pub const RQ_UNMATCHED: u16 = 4;
 pub const RQ_PARTIAL: u16 = 8;
 /// Still in flight when tracing ended (`hdr.ts_ns` is the end of tracing).
 pub const RQ_OPEN: u16 = 16;
+/// Not followed from its start by choice: issued while no watched call could be in flight
+/// (`--requests around-calls`), first seen at its completion. Its start and issue are the
+/// block layer's own stamps (`start_time_ns`, `io_start_time_ns`, where the queue keeps
+/// them); its submitter is unknown unless block_getrq saw its bio. Set with
+/// [`RQ_UNMATCHED`].
+pub const RQ_LATE: u16 = 32;
 
 /// A block request on a watched disk completed (or part of it did). `hdr.ts_ns` is the
 /// completion; `hdr.tgid/tid` who submitted it.
@@ -971,6 +988,15 @@ pub struct IoSummary {
     /// Their service times: bucket k counts those up to `IO_HIST_FIRST_NS << k` (and
     /// above the previous bound); the last bucket, the rest.
     pub hist: [u64; IO_HIST_BUCKETS],
+    /// Requests with data issued while no watched call could be in flight, which the
+    /// probes did not follow ([`RQ_LATE`]); those of them the driver gave back (requeued,
+    /// to be issued again); and those first seen completing. Over CPUs, `late_issued -
+    /// late_requeued - late_done` is how many are in flight unseen. One field per program
+    /// (block_rq_issue, block_rq_requeue, block_rq_complete): programs nest on one CPU,
+    /// but none with itself.
+    pub late_issued: u64,
+    pub late_requeued: u64,
+    pub late_done: u64,
 }
 
 /// Entries of [`names::CALL_WATCH`].

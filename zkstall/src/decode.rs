@@ -7,9 +7,9 @@ use zkstall_common::{
     BLOCKED_AFTER_CALL, BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_ACCOUNTED, CALL_AFTER,
     CALL_START_BOUND, CALL_SWITCH_UNSEEN, COMM_LEN, DirtyEvent, EventHeader, EventKind, IoEvent,
     JournalEvent, JournalPhase, JournalStatsEvent, LowSpaceEvent, MAX_FRAMES, RQ_FROM_GETRQ,
-    RQ_KTHREAD, RQ_OPEN, RQ_PARTIAL, RQ_UNMATCHED, ReclaimEvent, SHORT_D, SHORT_RUNQ, SHORT_S,
-    Syscall, SyscallEnterEvent, SyscallExitEvent, ThreadChange, ThreadEvent, ThrottleEvent,
-    WakerCtx, WritebackEvent,
+    RQ_KTHREAD, RQ_LATE, RQ_OPEN, RQ_PARTIAL, RQ_UNMATCHED, ReclaimEvent, SHORT_D, SHORT_RUNQ,
+    SHORT_S, Syscall, SyscallEnterEvent, SyscallExitEvent, ThreadChange, ThreadEvent,
+    ThrottleEvent, WakerCtx, WritebackEvent,
 };
 
 use crate::{clock::MonoNs, enrich::DevId};
@@ -180,6 +180,8 @@ pub struct IoDone {
     pub from_getrq: bool,
     /// Never seen before its completion (queued before its disk was watched).
     pub unmatched: bool,
+    /// Not followed from its start by choice (RQ_LATE, `--requests around-calls`).
+    pub late: bool,
     /// This completion covers part of it; more follow.
     pub partial: bool,
     /// Still in flight at the end of tracing (`completed` is the end of tracing).
@@ -465,6 +467,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 kthread: r.flags & RQ_KTHREAD != 0,
                 from_getrq: r.flags & RQ_FROM_GETRQ != 0,
                 unmatched: r.flags & RQ_UNMATCHED != 0,
+                late: r.flags & RQ_LATE != 0,
                 partial: r.flags & RQ_PARTIAL != 0,
                 open: r.flags & RQ_OPEN != 0,
                 disk: DevId::from_kernel(r.disk),

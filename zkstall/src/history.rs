@@ -141,8 +141,13 @@ pub struct Io {
     pub issued: Option<MonoNs>,
     /// None: still in flight when tracing ended.
     pub completed: Option<MonoNs>,
-    /// First seen at its completion (queued before its disk was watched).
+    /// First seen at its completion (queued before its disk was watched, or not followed
+    /// by choice: `late`).
     pub unmatched: bool,
+    /// Not followed from its start by choice: issued while no watched call could be in
+    /// flight (`--requests around-calls`); its submitter is unknown unless block_getrq saw
+    /// its bio. Never a traced process's own submission (those are always followed).
+    pub late: bool,
     pub requeues: u16,
     pub status: u32,
 }
@@ -360,6 +365,11 @@ pub struct DiskHistory {
     /// Requests summed in the kernel instead of sent one by one (none overlapped a watched
     /// call), one entry per disk and interval, oldest first.
     pub summed: VecDeque<IoSummed>,
+    /// Requests in flight that the probes did not follow (issued while no watched call
+    /// could be in flight), during the look at a running call that found them (see
+    /// [`History::set_unfollowed`]); 0 otherwise. Whatever they are, they are not in
+    /// `ios`: the disk is not known while they are.
+    pub unfollowed: u64,
 }
 
 /// Requests of one disk summed in the kernel over `from..to` (see [`Note::IoSummary`]).
@@ -410,6 +420,7 @@ impl DiskHistory {
             unseen: VecDeque::new(),
             stale: VecDeque::new(),
             summed: VecDeque::new(),
+            unfollowed: 0,
         }
     }
 
@@ -688,6 +699,14 @@ impl History {
         added
     }
 
+    /// Requests in flight unfollowed, by disk, for one look (see [`DiskHistory::unfollowed`]);
+    /// an empty list ends it.
+    pub fn set_unfollowed(&mut self, by_disk: &[(DiskDev, u64)]) {
+        for (d, h) in self.disks.iter_mut() {
+            h.unfollowed = by_disk.iter().find(|(x, _)| x == d).map_or(0, |(_, n)| *n);
+        }
+    }
+
     pub fn remove_open(&mut self, added: Vec<DiskDev>) {
         for d in added.into_iter().rev() {
             if let Some(h) = self.disks.get_mut(&d) {
@@ -771,6 +790,7 @@ mod tests {
             issued: Some(MonoNs(completed)),
             completed: Some(MonoNs(completed)),
             unmatched: false,
+            late: false,
             requeues: 0,
             status: 0,
         }

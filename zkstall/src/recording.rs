@@ -154,6 +154,10 @@ pub struct Trailer {
     /// Requests on watched disks summed per disk instead of sent one by one (older
     /// recordings: 0, every request was sent).
     pub io_summed: u64,
+    /// Requests on watched disks not followed from their start, first seen completing
+    /// (older recordings: 0).
+    #[serde(default)]
+    pub io_late: u64,
     pub map_full: u64,
     pub stack_errors: u64,
     pub io_watched: u64,

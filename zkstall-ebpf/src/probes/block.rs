@@ -9,6 +9,13 @@
 //! The rest (a busy neighbour while ZooKeeper idles) are summed per disk in IO_SUMMARY,
 //! which userspace reads each second.
 //!
+//! In that mode a request is not even followed from its start while no watched call can be
+//! in flight (`quiet_now`): block_getrq, insert and issue return after the cheapest checks,
+//! and only a count of such requests issued (IO_SUMMARY's `late_issued`) is kept. One that a
+//! call then overlaps is first seen at its completion (RQ_LATE), with the block layer's own
+//! start and issue stamps; one still in flight when a running call is explained leaves that
+//! disk unknown there (userspace reads the count).
+//!
 //! Keying by the request pointer (as bcc's biosnoop does) survives front merges, which
 //! change the sector, and tells concurrent flushes apart. A request is charged to whoever
 //! caused it: its submitter is taken at block_getrq (where the request is allocated for a
@@ -33,7 +40,7 @@ use aya_ebpf::{
 use zkstall_common::{
     CALL_WATCH_ENTER, CALL_WATCH_EXIT, CALL_WATCH_QUIET, CALL_WATCH_SCANNED, Counter, EventKind,
     IO_HIST_BUCKETS, IO_HIST_FIRST_NS, IoEvent, IoSummary, OTHER_IO_WATCHED, OtherIo, OtherIoKey,
-    RQ_FROM_GETRQ, RQ_KTHREAD, RQ_PARTIAL, RQ_UNMATCHED, Request, Submitter,
+    RQ_FROM_GETRQ, RQ_KTHREAD, RQ_LATE, RQ_PARTIAL, RQ_UNMATCHED, Request, Submitter,
 };
 
 use aya_log_ebpf::debug;
@@ -63,7 +70,8 @@ pub struct Seen {
     key: u64,
     /// What it resolves to (a dev_t, or a cgroup id).
     value: u64,
-    /// For disks: DISKS' generation the verdict was taken at, and the verdict.
+    /// For disks: DISKS' generation the verdict was taken at, and the verdict (request
+    /// queues: since when the disk is watched, 0 when it is not).
     generation: u64,
     watched: u64,
 }
@@ -84,36 +92,39 @@ const SEEN_QUEUE_COMPLETE: u32 = 2;
 const SEEN_BDEV: u32 = 3;
 /// The last blkg (block_rq_complete).
 const SEEN_BLKG: u32 = 4;
-const SEEN_SLOTS: u32 = 5;
+/// The last request queue of block_rq_requeue.
+const SEEN_QUEUE_REQUEUE: u32 = 5;
+const SEEN_SLOTS: u32 = 6;
 
-/// The kernel dev_t of the disk a request belongs to (`rq->q->disk`), and whether it is
-/// watched, cached in the calling program's own slot `seen`.
+/// The kernel dev_t of the disk a request belongs to (`rq->q->disk`), and since when it is
+/// watched (DISKS' value; 0: not watched), cached in the calling program's own slot `seen`.
 #[inline(always)]
-fn rq_disk(rq: u64, seen: u32) -> Option<(u32, bool)> {
+fn rq_disk(rq: u64, seen: u32) -> Option<(u32, u64)> {
     let q = btf_read::<u64>(rq, config!(kernel.rq_q))?;
     let generation = watch_gen();
     let slot = SEEN.get_ptr_mut(seen)?;
     // SAFETY: a per-CPU slot only the calling program uses (see SEEN).
     unsafe {
         if (*slot).key == q && q != 0 && (*slot).generation == generation {
-            return Some(((*slot).value as u32, (*slot).watched != 0));
+            return Some(((*slot).value as u32, (*slot).watched));
         }
     }
     let disk = btf_read::<u64>(q, config!(kernel.q_disk))?;
     let major = btf_read::<i32>(disk, config!(kernel.disk_major))?;
     let minor = btf_read::<i32>(disk, config!(kernel.disk_first_minor))?;
     let dev = ((major as u32) << 20) | (minor as u32 & 0xfffff);
-    let w = watched(dev);
+    // SAFETY: copied out at once. Userspace stores a nonzero instant.
+    let since = unsafe { DISKS.get(dev) }.copied().unwrap_or(0);
     // SAFETY: as above.
     unsafe {
         *slot = Seen {
             key: q,
             value: dev as u64,
             generation,
-            watched: w as u64,
+            watched: since,
         };
     }
-    Some((dev, w))
+    Some((dev, since))
 }
 
 /// Whether the block device a bio was submitted to (a partition or a whole disk) is
@@ -148,22 +159,30 @@ fn watched(dev: u32) -> bool {
     unsafe { DISKS.get(dev) }.is_some()
 }
 
-/// Whether request `rq` was allocated before its disk was watched, so that its start could
-/// not have been seen. `rq->start_time_ns` and DISKS' "watched since" are both
-/// CLOCK_MONOTONIC. The kernel may stamp a request from its plug's cached clock, a little
-/// earlier than its allocation, but such a request's block_getrq ran in the same plug: if
-/// that was after the watch, the request is matched and never asked about. An unknown
-/// time (no field, or a queue that keeps no times: 0) answers no, so it counts as missed.
+/// Whether request `rq`, allocated at `start` (`rq->start_time_ns`, 0: unknown), was
+/// allocated before its disk was watched (`since`), so that its start could not have been
+/// seen. Both are CLOCK_MONOTONIC. The kernel may stamp a request from its plug's cached
+/// clock, a little earlier than its allocation, but such a request's block_getrq ran in
+/// the same plug: if that was after the watch, the request is matched and never asked
+/// about. An unknown time (no field, or a queue that keeps no times) answers no, so it
+/// counts as missed.
 #[inline(always)]
-fn allocated_before_watch(rq: u64, disk: u32) -> bool {
-    // SAFETY: copied out at once.
-    let Some(since) = (unsafe { DISKS.get(disk) }).copied() else {
+fn allocated_before_watch(start: u64, since: u64) -> bool {
+    start != 0 && start < since
+}
+
+/// Whether no target's watched call can be in flight now (`--requests around-calls` only):
+/// userspace's last look at INFLIGHT found none, and none entered since that look began.
+/// A request started now is then not followed (see the module's comment). SCANNED is read
+/// before QUIET (see `names::CALL_WATCH`).
+#[inline(always)]
+fn quiet_now() -> bool {
+    if config!(io_slow_ns) == 0 {
         return false;
-    };
-    match btf_read::<u64>(rq, config!(kernel.rq_start_time)) {
-        Some(t) if t != 0 => t < since,
-        _ => false,
     }
+    let at = |i: u32| CALL_WATCH.get(i).copied().unwrap_or(0);
+    let scanned = at(CALL_WATCH_SCANNED);
+    at(CALL_WATCH_QUIET) != 0 && at(CALL_WATCH_ENTER) < scanned
 }
 
 /// The id of the cgroup the block layer charges a bio to (its blkcg's cgroup).
@@ -290,6 +309,71 @@ fn new_request(rq: u64, disk: u32, now: u64) -> Request {
     }
 }
 
+/// A request first seen at its completion while requests are followed around calls only
+/// (unfollowed while quiet, or allocated before its disk was watched): its submitter from
+/// block_getrq when its bio was seen there, else unknown (the task interrupted now did not
+/// submit it), its start and issue from the block layer's own stamps (`start`:
+/// `rq->start_time_ns`).
+#[inline(always)]
+fn late_request(rq: u64, disk: u32, start: u64) -> Request {
+    let bio = btf_read::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
+    let part = btf_read::<u64>(rq, config!(kernel.rq_part))
+        .and_then(|p| btf_read::<u32>(p, config!(kernel.bdev_dev)))
+        .unwrap_or(0);
+    let mut r = Request {
+        queued_ns: start,
+        insert_ns: 0,
+        issue_ns: btf_read::<u64>(rq, config!(kernel.rq_io_start_time)).unwrap_or(0),
+        sector: btf_read::<u64>(rq, config!(kernel.rq_sector)).unwrap_or(0),
+        ino: 0,
+        wb_bdi: [0; 16],
+        task_cgroup: 0,
+        blk_cgroup: blk_cgroup(bio),
+        disk,
+        part,
+        tgid: 0,
+        tid: 0,
+        bytes: btf_read::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0),
+        done_bytes: 0,
+        cmd_flags: btf_read::<u32>(rq, config!(kernel.rq_cmd_flags)).unwrap_or(0),
+        requeues: 0,
+        flags: 0,
+        comm: [0; 16],
+    };
+    if bio == 0 {
+        return r;
+    }
+    // SAFETY: read in place (no copy on the stack beside the request), then removed.
+    if let Some(s) = unsafe { BIOS.get(bio) } {
+        r.queued_ns = s.ts_ns;
+        r.ino = s.ino;
+        r.wb_bdi = s.wb_bdi;
+        r.task_cgroup = s.task_cgroup;
+        r.tgid = s.tgid;
+        r.tid = s.tid;
+        r.flags = RQ_FROM_GETRQ | s.flags;
+        r.comm = s.comm;
+        let _ = BIOS.remove(bio);
+    }
+    r
+}
+
+/// Whether block_getrq followed the bio of request `rq`.
+#[inline(always)]
+fn bio_seen(rq: u64) -> bool {
+    let bio = btf_read::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
+    // SAFETY: only tested for presence.
+    bio != 0 && unsafe { BIOS.get(bio) }.is_some()
+}
+
+/// Whether a request carries data (the block layer's own empty flushes do not): only those
+/// are counted in IO_SUMMARY's `late_*` fields, as only those are seen completing exactly once
+/// (an empty completion also ends a data request's flush sequence).
+#[inline(always)]
+fn carries_data(rq: u64) -> bool {
+    btf_read::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0) != 0
+}
+
 /// Sums a completion into OTHER_IO (per CPU, by disk and cgroup).
 #[inline(always)]
 fn add_other_io(disk: u32, blk_cgroup: u64, last: bool, nr_bytes: u32) {
@@ -323,18 +407,28 @@ fn one_by_one(req: &Request, status: u8, nr_bytes: u32, now: u64) -> bool {
         return true;
     }
     let start = req.queued_ns;
+    // Not followed by choice: its start is the block layer's stamp, its issue may be
+    // unknown; nothing unusual in that.
+    let late = req.flags & RQ_LATE != 0;
     if status != 0
         || req.requeues != 0
-        || req.flags & (RQ_UNMATCHED | RQ_PARTIAL) != 0
+        || req.flags & RQ_PARTIAL != 0
+        || (!late && req.flags & RQ_UNMATCHED != 0)
         // Completed in parts (the earlier parts were sent), or never issued.
         || req.done_bytes != nr_bytes
-        || req.issue_ns == 0
+        || (!late && req.issue_ns == 0)
         || start == 0
         || now.saturating_sub(start) >= slow
         || is_target(req.tgid)
     {
         return true;
     }
+    may_overlap_call(start)
+}
+
+/// Whether a target's watched call may have been in flight at some point since `start`.
+#[inline(always)]
+fn may_overlap_call(start: u64) -> bool {
     let at = |i: u32| CALL_WATCH.get(i).copied().unwrap_or(0);
     // SCANNED before QUIET (userspace writes them in the other order).
     let scanned = at(CALL_WATCH_SCANNED);
@@ -351,18 +445,14 @@ static ZERO_SUMMARY: IoSummary = IoSummary {
     bytes: 0,
     service_ns: 0,
     hist: [0; IO_HIST_BUCKETS],
+    late_issued: 0,
+    late_requeued: 0,
+    late_done: 0,
 };
 
-/// Sums a completed request into its disk's IO_SUMMARY entry (this CPU's).
+/// This CPU's IO_SUMMARY entry of `disk`, created when missing.
 #[inline(always)]
-fn summarize(disk: u32, req: &Request, nr_bytes: u32, now: u64) {
-    let service = now.saturating_sub(req.issue_ns);
-    let mut k = 0usize;
-    let mut bound = IO_HIST_FIRST_NS;
-    while k < IO_HIST_BUCKETS - 1 && service > bound {
-        bound <<= 1;
-        k += 1;
-    }
+fn summary(disk: u32) -> Option<*mut IoSummary> {
     let mut v = IO_SUMMARY.get_ptr_mut(disk);
     if v.is_none() {
         // By reference: the helper copies from the static, never through the stack.
@@ -370,12 +460,50 @@ fn summarize(disk: u32, req: &Request, nr_bytes: u32, now: u64) {
         let _ = IO_SUMMARY.insert(disk, &ZERO_SUMMARY, 0);
         v = IO_SUMMARY.get_ptr_mut(disk);
     }
-    let Some(v) = v else {
+    if v.is_none() {
         count(Counter::MapFull);
-        return;
+    }
+    v
+}
+
+/// Counts one request of `disk` not followed in the field `field` of this CPU's IO_SUMMARY
+/// entry: the calling program's own field (see `IoSummary::late_issued`).
+macro_rules! count_late {
+    ($disk:expr, $field:ident) => {
+        if let Some(v) = summary($disk) {
+            // SAFETY: a per-CPU value whose field only the calling program changes, and a
+            // program never nests with itself.
+            unsafe { (*v).$field += 1 }
+        }
     };
-    // SAFETY: a per-CPU value, only touched by this program on this CPU (a program never
-    // nests with itself).
+}
+
+/// Sums a completed request into its disk's IO_SUMMARY entry (this CPU's).
+#[inline(always)]
+fn summarize(disk: u32, req: &Request, nr_bytes: u32, now: u64) {
+    // A request not followed whose queue keeps no issue stamp: from its start.
+    let from = if req.issue_ns != 0 {
+        req.issue_ns
+    } else {
+        req.queued_ns
+    };
+    if let Some(v) = summary(disk) {
+        sum_into(v, nr_bytes, now.saturating_sub(from));
+    }
+}
+
+/// Sums one completed request of `nr_bytes` and device service time `service` into `v`,
+/// its disk's IO_SUMMARY entry (this CPU's, from [`summary`]).
+#[inline(always)]
+fn sum_into(v: *mut IoSummary, nr_bytes: u32, service: u64) {
+    let mut k = 0usize;
+    let mut bound = IO_HIST_FIRST_NS;
+    while k < IO_HIST_BUCKETS - 1 && service > bound {
+        bound <<= 1;
+        k += 1;
+    }
+    // SAFETY: a per-CPU value; these fields are only touched by this program on this CPU
+    // (a program never nests with itself).
     unsafe {
         (*v).requests += 1;
         (*v).bytes += nr_bytes as u64;
@@ -414,6 +542,10 @@ pub fn block_getrq(ctx: BtfTracePointContext) -> i32 {
     if bdev_watched(bdev) != Some(true) {
         return 0;
     }
+    // A target's own requests are followed even then: its I/O is never summed.
+    if quiet_now() && !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return 0;
+    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     if BIOS.insert(bio, current_submitter(now), 0).is_err() {
@@ -428,15 +560,25 @@ pub fn block_getrq(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_insert")]
 pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
-    let Some((disk, true)) = rq_disk(rq, SEEN_QUEUE_INSERT) else {
+    let Some((disk, since)) = rq_disk(rq, SEEN_QUEUE_INSERT) else {
         return 0;
     };
+    if since == 0 {
+        return 0;
+    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     match REQUESTS.get_ptr_mut(rq) {
         // SAFETY: a valid map value pointer.
         Some(r) if unsafe { (*r).issue_ns } == 0 => unsafe { (*r).insert_ns = now },
         found => {
+            if quiet_now() && !bio_seen(rq) {
+                // Not followed (counted at its issue); a reused entry must not match it.
+                if found.is_some() {
+                    let _ = REQUESTS.remove(rq);
+                }
+                return 0;
+            }
             if found.is_some() {
                 // Issued, never completed nor requeued, and now inserted again: the
                 // struct was reused after a completion we missed.
@@ -462,9 +604,12 @@ pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
-    let Some((disk, true)) = rq_disk(rq, SEEN_QUEUE_ISSUE) else {
+    let Some((disk, since)) = rq_disk(rq, SEEN_QUEUE_ISSUE) else {
         return 0;
     };
+    if since == 0 {
+        return 0;
+    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     match REQUESTS.get_ptr_mut(rq) {
@@ -482,6 +627,17 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
         found => {
             if found.is_some() {
                 count(Counter::IoStale);
+            }
+            // Not followed: only counted, as in flight unseen until its completion. Unless
+            // block_getrq followed its bio (a target's, or one started before the quiet).
+            if quiet_now() && !bio_seen(rq) {
+                if found.is_some() {
+                    let _ = REQUESTS.remove(rq);
+                }
+                if carries_data(rq) {
+                    count_late!(disk, late_issued);
+                }
+                return 0;
             }
             // Issued directly (no insert), or a reused struct: a new request.
             let mut r = new_request(rq, disk, now);
@@ -502,6 +658,14 @@ pub fn block_rq_requeue(ctx: BtfTracePointContext) -> i32 {
             (*r).requeues = (*r).requeues.saturating_add(1);
             (*r).issue_ns = 0;
         }
+    } else if config!(io_slow_ns) != 0
+        && let Some((disk, since)) = rq_disk(rq, SEEN_QUEUE_REQUEUE)
+        && since != 0
+        && carries_data(rq)
+    {
+        // Back from the driver unfollowed: counted again when it is issued again (or
+        // followed from then on).
+        count_late!(disk, late_requeued);
     }
     0
 }
@@ -526,13 +690,13 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
     let status: u8 = ctx.arg(1);
     let nr_bytes: u32 = ctx.arg(2);
-    let Some((disk, is_watched)) = rq_disk(rq, SEEN_QUEUE_COMPLETE) else {
+    let Some((disk, since)) = rq_disk(rq, SEEN_QUEUE_COMPLETE) else {
         return 0;
     };
     // Bytes left before this completion: the request is done when they are all done.
     let left = btf_read::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0);
     let last = nr_bytes >= left;
-    if !is_watched {
+    if since == 0 {
         count(Counter::IoOther);
         let bio = btf_read::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
         add_other_io(disk, blk_cgroup_cached(bio), last, nr_bytes);
@@ -543,12 +707,66 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     add_other_io(disk, OTHER_IO_WATCHED, last, nr_bytes);
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    let mut req = match REQUESTS.get_ptr_mut(rq) {
+    let followed = REQUESTS.get_ptr_mut(rq);
+    let found = followed.is_some();
+    let mut req = match followed {
         // SAFETY: a valid map value pointer; copied out.
         Some(r) => unsafe {
             (*r).done_bytes = (*r).done_bytes.saturating_add(nr_bytes);
             *r
         },
+        None if config!(io_slow_ns) != 0 => {
+            // Requests followed around calls only: not followed by choice (issued while
+            // quiet), or allocated before the watch. The cheap case first, read from the
+            // request alone: quick, whole, nothing unusual, and no call can have been in
+            // flight since its start: summed.
+            let start = btf_read::<u64>(rq, config!(kernel.rq_start_time)).unwrap_or(0);
+            let before = allocated_before_watch(start, since);
+            let data = nr_bytes != 0 || left != 0;
+            // One lookup of the disk's summary for both its uses below.
+            let v = if data { summary(disk) } else { None };
+            if before {
+                count(Counter::IoBeforeWatch);
+            } else if data {
+                count(Counter::IoLate);
+                // First seen now, and only now (a partial one is followed from here on).
+                if let Some(v) = v {
+                    // SAFETY: as in count_late.
+                    unsafe { (*v).late_done += 1 }
+                }
+            }
+            if let Some(v) = v
+                && last
+                && status == 0
+                && start != 0
+                && now.saturating_sub(start) < config!(io_slow_ns)
+                && !may_overlap_call(start)
+            {
+                // Service from the issue stamp where the queue keeps one, else from the
+                // start (an upper bound).
+                let issued = btf_read::<u64>(rq, config!(kernel.rq_io_start_time))
+                    .filter(|t| *t != 0)
+                    .unwrap_or(start);
+                count(Counter::IoSummed);
+                sum_into(v, nr_bytes, now.saturating_sub(issued));
+                return 0;
+            }
+            let mut r = late_request(rq, disk, start);
+            r.done_bytes = nr_bytes;
+            if r.flags & RQ_FROM_GETRQ == 0 && !data && r.cmd_flags & REQ_OP_MASK != REQ_OP_FLUSH {
+                // The end of a data request's flush sequence (see below).
+                count(Counter::IoFlushSeqEnd);
+                return 0;
+            }
+            r.flags |= RQ_UNMATCHED;
+            if !before {
+                r.flags |= RQ_LATE;
+                if !data {
+                    count(Counter::IoLate);
+                }
+            }
+            r
+        }
         None => {
             // Never seen before: allocated before this disk was watched, or an empty
             // PREFLUSH request that the flush machinery completes without issuing it
@@ -564,7 +782,8 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
             }
             if r.flags & RQ_FROM_GETRQ == 0 {
                 r.flags |= RQ_UNMATCHED;
-                count(if allocated_before_watch(rq, disk) {
+                let start = btf_read::<u64>(rq, config!(kernel.rq_start_time)).unwrap_or(0);
+                count(if allocated_before_watch(start, since) {
                     Counter::IoBeforeWatch
                 } else {
                     Counter::IoUnmatched
@@ -577,7 +796,9 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
         count(Counter::IoFlush);
     }
     if last {
-        let _ = REQUESTS.remove(rq);
+        if found {
+            let _ = REQUESTS.remove(rq);
+        }
     } else {
         req.flags |= RQ_PARTIAL;
         count(Counter::IoPartial);

@@ -66,6 +66,15 @@ pub struct LayerEvidence {
     pub bytes_unknown: u64,
     pub requests_thread: u32,
     pub requests_others: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub requests_unknown: u32,
+    /// Of the unattributable ones: not followed from their start (`--requests
+    /// around-calls`: issued while no traced call was in flight). Not a traced process's
+    /// own submissions, but possibly the journal's or a flusher's writeback of its pages.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub bytes_late: u64,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub requests_late: u32,
     /// Of the others': on other partitions of this disk.
     pub bytes_other_partitions: u64,
     /// Of the others': requests the kernel summed instead of sending them one by one
@@ -845,8 +854,9 @@ fn whose_in(io: &Io, call: &Span, above: &[String], under_loop: bool) -> Whose {
 }
 
 /// Whether one disk's requests over `win` are all known: its history reaches back to
-/// `win`'s start, no records were lost in it, and no completions went unseen in it (nor
-/// stale requests were found whose completions did). Every
+/// `win`'s start, no records were lost in it, no completions went unseen in it (nor
+/// stale requests were found whose completions did), and, when a running call is looked
+/// at, no request is in flight that the probes did not follow. Every
 /// window a rule reads a disk over (the call's, its journal commit's, the look-back before
 /// a commit) is judged by this one test.
 fn disk_known(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> bool {
@@ -854,6 +864,7 @@ fn disk_known(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> bool {
         d.complete_from() <= win.0
             && d.unseen_during(win.0, win.1) == 0
             && d.stale_during(win.0, win.1) == 0
+            && d.unfollowed == 0
     }) && h.lost_during(win.0, win.1).is_empty()
 }
 
@@ -922,7 +933,14 @@ pub fn layer_evidence(
                 le.requests_thread += 1;
             }
             Whose::Journal => le.bytes_journal += bytes,
-            Whose::Unknown => le.bytes_unknown += bytes,
+            Whose::Unknown => {
+                le.bytes_unknown += bytes;
+                le.requests_unknown += 1;
+                if io.late {
+                    le.bytes_late += bytes;
+                    le.requests_late += 1;
+                }
+            }
             w @ (Whose::Process | Whose::Other) => {
                 le.bytes_others += bytes;
                 le.requests_others += 1;
@@ -1339,6 +1357,13 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         if stale > 0 {
             ev.incomplete.push(format!(
                 "{}: completions the probes did not see (requests they held in flight that the disk no longer had, found twice a second apart) in {stale} window(s) during the call",
+                le.disk
+            ));
+        }
+        let unfollowed = hist.map_or(0, |d| d.unfollowed);
+        if unfollowed > 0 {
+            ev.incomplete.push(format!(
+                "{}: {unfollowed} request(s) in flight now that the probes did not follow (issued while no watched call was in flight; --requests all follows every one)",
                 le.disk
             ));
         }
@@ -1910,6 +1935,31 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
                 .into(),
         );
     }
+    // Requests not followed from their start, as many as would make a disk contended: who
+    // kept it busy is not known (see rules::unknown_could_contend).
+    let t = &super::rules::Thresholds::DEFAULT;
+    let during = ev.journal.as_ref().and_then(|j| j.disk_during.as_ref());
+    let mut late: Vec<String> = Vec::new();
+    for (l, what) in ev
+        .layers
+        .iter()
+        .map(|l| (l, "the call"))
+        .chain(during.map(|d| (d, "the journal commit")))
+    {
+        // The journal's disk is said once, over the call when it is one of the call's.
+        let said = late
+            .iter()
+            .any(|m| m.contains(&format!(" kept {} busy", l.disk)));
+        if !said && l.requests_late > 0 && super::rules::unknown_could_contend(l, t) {
+            late.push(format!(
+                "whose requests kept {} busy during {what}: {} of them ({}) were not followed from their start (issued while no traced call was in flight; --requests all follows every one)",
+                l.disk,
+                l.requests_late,
+                super::render::size(l.bytes_late)
+            ));
+        }
+    }
+    ev.incomplete.extend(late);
     Gathered {
         ev,
         contenders,

@@ -731,6 +731,26 @@ fn contended(le: &LayerEvidence, t: &Thresholds) -> bool {
             || le.requests_others >= t.contention_min_requests)
 }
 
+/// Requests whose submitter is unknown (first seen at their completion) as many as would
+/// make the disk contended if they were others': "no contention" cannot be said. They
+/// cannot name a contender either (they may be the journal's own, or writeback).
+pub(crate) fn unknown_could_contend(le: &LayerEvidence, t: &Thresholds) -> bool {
+    le.bytes_unknown > le.bytes_thread
+        && (le.bytes_unknown >= t.contention_min_bytes
+            || le.requests_unknown >= t.contention_min_requests)
+}
+
+/// Whether any disk the call or its commit waited on had requests of unknown submitters
+/// enough to hide contention (see [`unknown_could_contend`]).
+fn hidden_contention(g: &Gathered, t: &Thresholds) -> bool {
+    g.ev.layers.iter().any(|l| unknown_could_contend(l, t))
+        || g.ev
+            .journal
+            .as_ref()
+            .and_then(|j| j.disk_during.as_ref())
+            .is_some_and(|d| unknown_could_contend(d, t))
+}
+
 /// Waited for a journal commit that was slow because its journal thread could not get a
 /// CPU.
 fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
@@ -893,7 +913,7 @@ fn via_journal(chain: Vec<Link>) -> Finding {
 /// with what is missing named.
 fn journal_wait(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let jw = g.journal_ns;
-    if share(g, jw) < t.dominant_share || !disks_known(g) {
+    if share(g, jw) < t.dominant_share || !disks_known(g) || hidden_contention(g, t) {
         return None;
     }
     let mut chain = vec![call_link(call, g)];
@@ -973,6 +993,7 @@ fn own_io(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
         || !le.complete
         || le.bytes_thread == 0
         || (le.bytes_thread < le.bytes_others && contended(le, t))
+        || unknown_could_contend(le, t)
         || le.backing_held_ms * 1e6 >= t.stall_share * wait as f64
     {
         return None;

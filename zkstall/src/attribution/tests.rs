@@ -88,9 +88,21 @@ fn io_on(
         issued: Some(t(issued)),
         completed: Some(t(completed)),
         unmatched: false,
+        late: false,
         requeues: 0,
         status: 0,
     }
+}
+
+/// A request not followed from its start (`--requests around-calls`: issued while no call
+/// was in flight), first seen at its completion: submitter unknown, start and issue from
+/// the block layer's stamps.
+fn late_io(bytes: u32, issued: u64, completed: u64) -> Io {
+    let mut r = io_on(DISK, 0, 0, "", bytes, issued, completed);
+    r.charged = Party::unknown();
+    r.unmatched = true;
+    r.late = true;
+    r
 }
 
 fn io(pid: u32, comm: &str, bytes: u32, issued: u64, completed: u64) -> Io {
@@ -2266,5 +2278,89 @@ fn every_cpu_silent_at_once_is_a_host_freeze_not_a_device_stall() {
     // No heartbeat at all (the signal off): nothing claimed either way.
     let mut h = stalled(&[0, 1]);
     h.host_cpus = None;
+    assert_eq!(explain_it(&c, &h).verdict, Verdict::DeviceStall);
+}
+
+/// A commit slow while the journal's disk served requests nobody followed from their start
+/// (issued before the call, under `--requests around-calls`): they may have been others'
+/// (contention) or not, so "a commit slow on its own" cannot be said, nor can anyone be
+/// named. With them followed and others' it is contention; without them, a journal wait.
+#[test]
+fn a_commit_beside_requests_not_followed_is_neither_journal_wait_nor_contention() {
+    let mut h = slow_commit_on_a_quiet_disk();
+    for i in 0..20 {
+        h.io(late_io(1 << 20, 1, 20 + i * 10));
+    }
+    let c = call(0, 322);
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::Unknown, "{}", e.headline);
+    assert!(
+        e.evidence.incomplete.iter().any(|i| i.starts_with(
+            "whose requests kept loop1 busy during the call: 20 of them (21.0 MB) were not followed"
+        )),
+        "{:?}",
+        e.evidence.incomplete
+    );
+    let l = &e.evidence.layers[0];
+    assert_eq!((l.requests_late, l.bytes_late), (20, 20 << 20));
+    // A few of them (below the contention bounds) change nothing.
+    let mut h = slow_commit_on_a_quiet_disk();
+    h.io(late_io(4096, 1, 20));
+    assert_eq!(explain_it(&c, &h).verdict, Verdict::JournalWait);
+}
+
+/// "Its own I/O, others' small" cannot be said beside many requests whose submitters are
+/// unknown.
+#[test]
+fn own_io_beside_requests_not_followed_is_not_claimed() {
+    let mut h = quick_own_io();
+    for i in 0..32 {
+        h.io(late_io(65536, 0, 1 + i / 4));
+    }
+    let e = explain_it(&call(0, 10), &h);
+    assert_ne!(e.verdict, Verdict::OwnIo, "{}", e.headline);
+    assert!(
+        e.evidence
+            .incomplete
+            .iter()
+            .any(|i| i.starts_with("whose requests kept loop1 busy")),
+        "{:?}",
+        e.evidence.incomplete
+    );
+}
+
+/// A running call looked at while requests the probes did not follow are in flight on
+/// its disk: that disk is not known now (a stuck neighbour's request would be missing),
+/// so no stall is claimed until they are seen; the look after says so.
+#[test]
+fn a_running_call_with_requests_in_flight_not_followed_claims_nothing_about_that_disk() {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 1, 2));
+    h.io(io(ZK, "SyncThread:1", 4096, 5, 4900));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        4950,
+        Some(4950),
+        &["io_schedule+0x3f", "folio_wait_writeback+0x2a"],
+        Some("loop1"),
+    ));
+    let c = call(0, 5000);
+    h.set_unfollowed(&[(DISK, 3)]);
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::Unknown, "{}", e.headline);
+    assert!(!e.evidence.layers[0].complete);
+    assert!(
+        e.evidence.incomplete.iter().any(|i| i
+            == "loop1: 3 request(s) in flight now that the probes did not follow (issued while no watched call was in flight; --requests all follows every one)"),
+        "{:?}",
+        e.evidence.incomplete
+    );
+    h.set_unfollowed(&[]);
+    assert_eq!(explain_it(&c, &h).verdict, Verdict::DeviceStall);
+    // Those that completed in the call are in the history: a stall all the same.
+    h.io(late_io(8192, 3, 4900));
     assert_eq!(explain_it(&c, &h).verdict, Verdict::DeviceStall);
 }

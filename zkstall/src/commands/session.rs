@@ -548,6 +548,9 @@ pub struct Session<'s> {
     /// when it was.
     summed: Vec<(u32, zkstall_common::IoSummary)>,
     summed_at: MonoNs,
+    /// By disk, the kernel's count of requests in flight unfollowed that is drift, not
+    /// requests (see [`LateBase`]).
+    late_base: LateBase,
 }
 
 impl<'s> Session<'s> {
@@ -714,6 +717,7 @@ impl<'s> Session<'s> {
             disk_check: DiskCheck::default(),
             summed: Vec::new(),
             summed_at: MonoNs::now(),
+            late_base: LateBase::default(),
         };
         for d in &opts.disks {
             let dev = resolve_disk_arg(d)?;
@@ -863,9 +867,8 @@ impl<'s> Session<'s> {
             &self.probes,
             &live,
             &self.proc,
-            self.crossing,
-            &mut self.crossed,
-            false,
+            Some((self.crossing, &mut self.crossed)),
+            &self.late_base,
             now,
         ) {
             self.feed.note(n, &mut self.probes)?;
@@ -933,6 +936,7 @@ impl<'s> Session<'s> {
             &mut self.feed,
             &mut self.summed,
             &mut self.summed_at,
+            &mut self.late_base,
             now,
         )
     }
@@ -991,16 +995,7 @@ impl<'s> Session<'s> {
         let live: BTreeSet<u32> = self.live.keys().copied().collect();
         let now = MonoNs::now();
         let recs = open_records(&self.probes, &live, now, &self.proc);
-        let mut none = HashMap::new();
-        let notes = running_notes(
-            &self.probes,
-            &live,
-            &self.proc,
-            Duration::ZERO,
-            &mut none,
-            true,
-            now,
-        );
+        let notes = running_notes(&self.probes, &live, &self.proc, None, &self.late_base, now);
         (recs, notes)
     }
 
@@ -1039,22 +1034,14 @@ impl<'s> Session<'s> {
                 &mut self.feed,
                 &mut self.summed,
                 &mut self.summed_at,
+                &mut self.late_base,
                 end,
             )?;
         }
         for rec in open_records(&self.probes, &live, end, &self.proc) {
             self.feed.kernel(&rec, &mut self.probes)?;
         }
-        let mut none = HashMap::new();
-        for n in running_notes(
-            &self.probes,
-            &live,
-            &self.proc,
-            Duration::ZERO,
-            &mut none,
-            true,
-            end,
-        ) {
+        for n in running_notes(&self.probes, &live, &self.proc, None, &self.late_base, end) {
             self.feed.note(n, &mut self.probes)?;
         }
         self.feed
@@ -1097,17 +1084,90 @@ impl<'s> Session<'s> {
     }
 }
 
+/// The kernel's count of requests in flight that the probes did not follow (issued while
+/// no watched call could be in flight, `--requests around-calls`), by disk: what the
+/// programs counted issued, less given back and seen completing (`IoSummary::late_*`),
+/// less a base.
+///
+/// The count is exact but for rare slips: a request allocated before its disk was watched
+/// and issued after, a completion whose program run the kernel skipped. The base takes
+/// them out: whenever the block layer counts nothing in flight on the disk both before and
+/// after the count is read, whatever the count says is drift and becomes the base. A slip
+/// upwards until then leaves the disk unknown while a call runs (never a wrong answer); a
+/// count below its base is taken as the new base at once.
+#[derive(Default)]
+struct LateBase {
+    base: BTreeMap<u32, u64>,
+}
+
+impl LateBase {
+    fn count(v: &zkstall_common::IoSummary) -> u64 {
+        v.late_issued
+            .wrapping_sub(v.late_requeued)
+            .wrapping_sub(v.late_done)
+    }
+
+    /// In flight unfollowed by `count`, by kernel dev_t.
+    fn in_flight(&self, disk: u32, count: u64) -> i64 {
+        count.wrapping_sub(self.base.get(&disk).copied().unwrap_or(0)) as i64
+    }
+
+    /// By disk (`MAJ:MIN`), the requests in flight now that the probes did not follow.
+    fn unfollowed(&self, probes: &Probes) -> Vec<(String, u64)> {
+        probes
+            .io_summaries()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(disk, v)| {
+                let n = self.in_flight(*disk, Self::count(v));
+                (n > 0).then(|| (DevId::from_kernel(*disk).to_string(), n as u64))
+            })
+            .collect()
+    }
+
+    /// Takes in a read of the counts (`all`); `idle`: the disks the block layer counted
+    /// nothing in flight on both just before and just after it.
+    fn rebase(&mut self, all: &[(u32, zkstall_common::IoSummary)], idle: &BTreeSet<u32>) {
+        for (disk, v) in all {
+            let c = Self::count(v);
+            if idle.contains(disk) || self.in_flight(*disk, c) < 0 {
+                self.base.insert(*disk, c);
+            }
+        }
+    }
+}
+
+/// Whether the block layer counts no request in flight on `disk` (kernel dev_t) now. Only
+/// a queue that keeps I/O statistics counts them: otherwise no (not known).
+fn disk_idle(disk: u32) -> bool {
+    let sys = format!("/sys/dev/block/{}", DevId::from_kernel(disk));
+    std::fs::read_to_string(format!("{sys}/queue/iostats")).is_ok_and(|v| v.trim() == "1")
+        && std::fs::read_to_string(format!("{sys}/inflight")).is_ok_and(|t| {
+            t.split_whitespace()
+                .all(|v| v.parse::<u64>().is_ok_and(|n| n == 0))
+        })
+}
+
 /// See [`Session::summaries`].
 fn summaries(
     probes: &mut Probes,
     feed: &mut Feed,
     summed: &mut Vec<(u32, zkstall_common::IoSummary)>,
     summed_at: &mut MonoNs,
+    late_base: &mut LateBase,
     now: MonoNs,
 ) -> anyhow::Result<()> {
+    // Idle before the read (the disks of the last one; a new disk waits for the next).
+    let idle_before: BTreeSet<u32> = summed
+        .iter()
+        .map(|(d, _)| *d)
+        .filter(|d| disk_idle(*d))
+        .collect();
     let Ok(all) = probes.io_summaries() else {
         return Ok(());
     };
+    let idle: BTreeSet<u32> = idle_before.into_iter().filter(|d| disk_idle(*d)).collect();
+    late_base.rebase(&all, &idle);
     let from = std::mem::replace(summed_at, now);
     for (disk, v) in &all {
         let before = summed
@@ -1294,28 +1354,34 @@ fn zero_thread() -> ThreadState {
     }
 }
 
-/// Calls in progress for longer than `crossing` at `now` (the same instant as the open
-/// records closing a trace or an incident), with where they wait: as they cross
-/// it, then each time they double in length (all of them `at_end`). `looked` holds, by
-/// (tid, call start), how long each call must run before it is looked at again.
+/// By (tid, call start), how long a running call must run before it is looked at again.
+type Looked = HashMap<(u32, u64), u64>;
+
+/// Calls in progress at `now` (the same instant as the open records closing a trace or an
+/// incident), with where they wait. With `due` (crossing, looked): those running for longer
+/// than `crossing`, as they cross it, then each time they double in length (`looked` holds,
+/// by (tid, call start), how long each call must run before it is looked at again);
+/// without: all of them, at the end.
 fn running_notes(
     probes: &Probes,
     live: &BTreeSet<u32>,
     proc: &ProcRoot,
-    crossing: Duration,
-    looked: &mut HashMap<(u32, u64), u64>,
-    at_end: bool,
+    mut due: Option<(Duration, &mut Looked)>,
+    late_base: &LateBase,
     now: MonoNs,
 ) -> Vec<Note> {
+    let at_end = due.is_none();
     let mut notes = Vec::new();
-    // The requests in flight now, for the calls that crossed (taken once per scan).
+    // The requests in flight now, for the calls that crossed (taken once per scan), and
+    // the count of those not followed.
     let mut in_flight: Option<Vec<String>> = None;
+    let mut unfollowed: Option<Vec<(String, u64)>> = None;
     let calls = probes.inflight().unwrap_or_default();
     // The threads' states, read (a map walk: a syscall per thread) only when a call is due
     // for a look, not every tick.
     let mut threads: Option<HashMap<u32, ThreadState>> = None;
     // Calls that ended are not looked at again.
-    if !at_end {
+    if let Some((_, looked)) = &mut due {
         let open: HashSet<(u32, u64)> = calls.iter().map(|(t, c)| (*t, c.start_ns)).collect();
         looked.retain(|k, _| open.contains(k));
     }
@@ -1323,7 +1389,7 @@ fn running_notes(
         if !live.contains(&c.tgid) || c.start_ns > now.0 {
             continue;
         }
-        if !at_end {
+        if let Some((crossing, looked)) = &mut due {
             let ran = now.since(MonoNs(c.start_ns));
             let due = looked
                 .get(&(tid, c.start_ns))
@@ -1377,6 +1443,9 @@ fn running_notes(
             wchan: th.wchan,
             stack: th.stack,
             in_flight,
+            unfollowed: unfollowed
+                .get_or_insert_with(|| late_base.unfollowed(probes))
+                .clone(),
         });
     }
     notes
@@ -1703,6 +1772,7 @@ pub fn trailer(t: &KernelTotals, end: MonoNs, pids: &BTreeSet<u32>, shed: u64) -
         io_before_watch: k.get(Counter::IoBeforeWatch),
         switch_unseen: k.get(Counter::SwitchUnseen),
         io_summed: k.get(Counter::IoSummed),
+        io_late: k.get(Counter::IoLate),
         map_full: k.get(Counter::MapFull),
         stack_errors: k.get(Counter::StackError),
         io_watched: k.get(Counter::IoWatched),
@@ -1803,7 +1873,51 @@ pub fn header(
 
 #[cfg(test)]
 mod tests {
-    use super::{RunLong, Suspects, confirm_stale};
+    use super::{LateBase, RunLong, Suspects, confirm_stale};
+
+    fn late(issued: u64, requeued: u64, done: u64) -> zkstall_common::IoSummary {
+        zkstall_common::IoSummary {
+            late_issued: issued,
+            late_requeued: requeued,
+            late_done: done,
+            ..Default::default()
+        }
+    }
+
+    /// The count of requests in flight unfollowed is issued less requeued less done, less
+    /// what was counted while the disk was idle (drift); a count below its base is the new
+    /// base. Per-CPU parts wrap (one CPU issues, another completes): the sum is exact.
+    #[test]
+    fn requests_in_flight_unfollowed_are_counted_less_the_drift_found_while_idle() {
+        let mut b = LateBase::default();
+        let none = std::collections::BTreeSet::new();
+        let at = |b: &LateBase, v: &zkstall_common::IoSummary| b.in_flight(7, LateBase::count(v));
+        // Issued on one CPU, done on the other: wrapping parts sum right.
+        let v = late(10, 1, 6u64.wrapping_add(0));
+        assert_eq!(at(&b, &v), 3);
+        let wrapped = late(
+            10u64.wrapping_add(u64::MAX - 4),
+            1,
+            6u64.wrapping_add(u64::MAX - 4),
+        );
+        assert_eq!(at(&b, &wrapped), 3);
+        // Not idle: nothing is rebased, the 3 stay in flight.
+        b.rebase(&[(7, v)], &none);
+        assert_eq!(at(&b, &v), 3);
+        // Idle on both sides of a read that still counts 2: drift, taken out.
+        let idle = std::collections::BTreeSet::from([7]);
+        let v = late(20, 1, 17);
+        b.rebase(&[(7, v)], &idle);
+        assert_eq!(at(&b, &v), 0);
+        // Then 4 more issued unfollowed: 4 in flight.
+        assert_eq!(at(&b, &late(24, 1, 17)), 4);
+        // A completion seen that was never counted issued (allocated before the watch):
+        // the count drops below its base, which follows it down.
+        let v = late(20, 1, 18);
+        assert!(at(&b, &v) < 0);
+        b.rebase(&[(7, v)], &none);
+        assert_eq!(at(&b, &v), 0);
+    }
 
     /// A request is dropped as stale only when judged so at two checks half a second or
     /// more apart: one completing while the first looked is gone by the second.

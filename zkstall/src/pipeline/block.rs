@@ -283,6 +283,7 @@ impl Pipeline {
             issued: io.issued,
             completed: (!io.open).then_some(io.completed),
             unmatched: io.unmatched,
+            late: io.late,
             requeues: io.requeues,
             status: io.status,
         }

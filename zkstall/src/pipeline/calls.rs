@@ -12,7 +12,7 @@ use crate::{
     attribution::{self, OffNow, Span},
     clock::MonoNs,
     decode::{Exit, SchedState, Task},
-    enrich::{FileDev, FileInfo},
+    enrich::{DevId, FileDev, FileInfo},
     model::{Call, Open},
     sinks::{CallRecord, Observation, Sink},
 };
@@ -326,6 +326,7 @@ impl Pipeline {
             off_ns,
             wake_ns,
             in_flight,
+            unfollowed,
             ..
         } = n
         else {
@@ -393,7 +394,11 @@ impl Pipeline {
         } else {
             Phase::InProgress
         };
-        let mut rec = self.record_with_in_flight(&call, now, phase, off, in_flight);
+        let unfollowed: Vec<(crate::enrich::DiskDev, u64)> = unfollowed
+            .iter()
+            .filter_map(|(d, n)| Some((crate::enrich::DiskDev(DevId::parse(d)?), *n)))
+            .collect();
+        let mut rec = self.record_with_in_flight(&call, now, phase, off, in_flight, &unfollowed);
         if !*at_end {
             let verdict = rec.why.as_ref().map_or("unknown", |w| w.verdict.name());
             if before == Some(verdict) {
@@ -429,8 +434,8 @@ impl Pipeline {
     }
 
     /// The record of a running call, explained with the requests in flight now as part of
-    /// the evidence (a disk that stopped has completed none of them yet); they leave the
-    /// history again once it is explained.
+    /// the evidence (a disk that stopped has completed none of them yet), and the count of
+    /// those the probes did not follow; they leave the history again once it is explained.
     fn record_with_in_flight(
         &mut self,
         call: &Call,
@@ -438,6 +443,7 @@ impl Pipeline {
         phase: Phase,
         off: Option<OffNow>,
         in_flight: &[String],
+        unfollowed: &[(crate::enrich::DiskDev, u64)],
     ) -> CallRecord {
         let open: Vec<crate::history::Io> = in_flight
             .iter()
@@ -449,7 +455,9 @@ impl Pipeline {
             .map(|io| self.io_entry(&io))
             .collect();
         let added = self.history.add_open(open);
+        self.history.set_unfollowed(unfollowed);
         let rec = self.record(call, now, phase, off);
+        self.history.set_unfollowed(&[]);
         self.history.remove_open(added);
         rec
     }

@@ -584,6 +584,7 @@ impl Pipeline {
             io_before_watch: t.io_before_watch,
             switch_unseen: t.switch_unseen,
             io_summed: t.io_summed,
+            io_late: t.io_late,
             map_full: t.map_full,
             stack_errors: t.stack_errors,
             io_merged: t.io_merged,

@@ -85,6 +85,11 @@ pub enum Note {
         /// call stuck behind a request that has not completed is explained with it.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         in_flight: Vec<String>,
+        /// By disk (`MAJ:MIN`), requests in flight now that the probes did not follow
+        /// (`--requests around-calls`: issued while no watched call could be in flight):
+        /// not among `in_flight`, so that disk is not known now.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unfollowed: Vec<(String, u64)>,
     },
     /// Requests of a watched disk completed between `from_ns` and `to_ns` without the
     /// probes seeing them (the block layer's own count, /proc/diskstats, is higher: the
@@ -214,6 +219,7 @@ mod tests {
             wchan: None,
             stack: vec!["jbd2_log_wait_commit".into()],
             in_flight: vec!["00ff".into()],
+            unfollowed: vec![("7:0".into(), 3)],
         };
         let j = serde_json::to_string(&n).unwrap();
         assert!(j.contains("\"note\":\"running\""), "{j}");

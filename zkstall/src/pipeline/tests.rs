@@ -488,6 +488,7 @@ fn stuck_call_reported_with(threshold_ns: u64) -> (Vec<serde_json::Value>, Pipel
             wchan: None,
             stack: vec!["jbd2_log_wait_commit+0xc2".into()],
             in_flight: vec![],
+            unfollowed: vec![],
         };
         p.note(&running, &mut sink).unwrap();
         p.note(&running, &mut sink).unwrap(); // once only
@@ -529,6 +530,7 @@ fn a_call_still_running_at_the_end_is_reported_unfinished_even_at_threshold_zero
                 wchan: None,
                 stack: vec![],
                 in_flight: vec![],
+                unfollowed: vec![],
             },
             &mut sink,
         )
@@ -679,6 +681,54 @@ fn a_running_call_is_reported_again_only_when_its_verdict_so_far_changes() {
     assert_eq!(p.stats.crossed, 1, "one call crossed, once");
 }
 
+/// A look at a running call that found requests in flight on its disk the probes did not
+/// follow (`--requests around-calls`): that disk is not known then, so no stall is said;
+/// the next look, with none of them left, says it. The note's disk is `MAJ:MIN`.
+#[test]
+fn a_running_call_beside_requests_not_followed_waits_for_them_to_be_seen() {
+    let mut p = on_loop0(500 * MS);
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonSink::new(&mut out);
+        p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), &mut sink)
+            .unwrap();
+        let mut rq = write_rq(
+            7,
+            1_099 * MS,
+            1_100 * MS,
+            1_100 * MS,
+            zkstall_common::RQ_OPEN,
+        );
+        rq.rq.tid = 8;
+        let open = notes::to_hex(&record_bytes(&rq));
+        let mut first = waiting_on_writeback(2_100, 1_100, vec![open.clone()]);
+        if let Note::Running { unfollowed, .. } = &mut first {
+            *unfollowed = vec![("7:0".into(), 2)];
+        }
+        p.note(&first, &mut sink).unwrap();
+        p.note(&waiting_on_writeback(4_200, 1_100, vec![open]), &mut sink)
+            .unwrap();
+    }
+    let l = lines(&out);
+    assert_eq!(l.len(), 2, "{l:#?}");
+    assert_eq!(l[0]["verdict"], "unknown", "{:#}", l[0]);
+    assert!(
+        l[0]["evidence"]["incomplete"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i
+                .as_str()
+                .unwrap()
+                .starts_with("loop0: 2 request(s) in flight now that the probes did not follow")),
+        "{:#}",
+        l[0]
+    );
+    assert_eq!(l[1]["verdict"], "device_stall", "{:#}", l[1]);
+    // Lent to that look only.
+    assert!(p.history.disks.values().all(|d| d.unfollowed == 0));
+}
+
 /// pid 7's SyncThread (tid 8), in fdatasync since 1000 ms, seen at `ts_ms` waiting for its
 /// page's writeback since `off_ms`, with these requests in flight.
 fn waiting_on_writeback(ts_ms: u64, off_ms: u64, in_flight: Vec<String>) -> Note {
@@ -697,6 +747,7 @@ fn waiting_on_writeback(ts_ms: u64, off_ms: u64, in_flight: Vec<String>) -> Note
         wchan: None,
         stack: vec!["io_schedule".into(), "folio_wait_writeback".into()],
         in_flight,
+        unfollowed: vec![],
     }
 }
 

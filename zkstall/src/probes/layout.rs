@@ -363,6 +363,9 @@ const KERNEL_FIELDS: &[KField] = &[
     ("request", "bio", 8, |k| &mut k.rq_bio),
     ("request", "part", 8, |k| &mut k.rq_part),
     ("request", "start_time_ns", 8, |k| &mut k.rq_start_time),
+    ("request", "io_start_time_ns", 8, |k| {
+        &mut k.rq_io_start_time
+    }),
     ("request_queue", "disk", 8, |k| &mut k.q_disk),
     ("gendisk", "major", 4, |k| &mut k.disk_major),
     ("gendisk", "first_minor", 4, |k| &mut k.disk_first_minor),

@@ -644,6 +644,9 @@ impl Probes {
             for (a, b) in sum.hist.iter_mut().zip(v.hist.iter()) {
                 *a += *b;
             }
+            sum.late_issued = sum.late_issued.wrapping_add(v.late_issued);
+            sum.late_requeued = sum.late_requeued.wrapping_add(v.late_requeued);
+            sum.late_done = sum.late_done.wrapping_add(v.late_done);
         })
     }
 

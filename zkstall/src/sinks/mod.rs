@@ -136,6 +136,10 @@ pub struct Summary {
     /// Requests on watched disks that overlapped no watched call, were quick and usual:
     /// summed per disk (`io_summary` notes) instead of sent one by one.
     pub io_summed: u64,
+    /// Requests on watched disks not followed from their start by choice (issued while no
+    /// watched call could be in flight) and first seen completing: summed, or sent without
+    /// their submitter when a call overlapped them.
+    pub io_late: u64,
     /// Requests merged into others, entries replaced because their struct was reused
     /// (a completion missed), partial completions, the block layer's own flushes.
     pub io_merged: u64,

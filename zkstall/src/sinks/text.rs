@@ -331,8 +331,8 @@ impl<W: Write> Sink for TextSink<W> {
                 s.io_watched,
                 if s.io_summed > 0 {
                     format!(
-                        " ({} overlapping no traced call, summed per disk: --requests around-calls)",
-                        s.io_summed
+                        " ({} overlapping no traced call, summed per disk: --requests around-calls; {} of all first seen completing, not followed while no traced call was in flight)",
+                        s.io_summed, s.io_late
                     )
                 } else {
                     String::new()
