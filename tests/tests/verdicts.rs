@@ -263,6 +263,123 @@ fn a_device_that_stops_with_others_io_queued_is_a_device_stall_with_requests_aro
     a_device_stops_with(true, "around-calls");
 }
 
+/// The agent's mode on a target that is quiet most of the time (an fdatasync every 2.5 s):
+/// fio keeps a deep queue on the disk while no call is in flight, so its requests are not
+/// followed (only counted), and the disk stops under them. A call that enters during the
+/// stop waits behind requests the probes never saw start. While those are in flight a look
+/// at the running call cannot know the disk (a neighbour's request stuck there would be
+/// missing), and says so; once they complete they are seen (with the block layer's own
+/// start and issue stamps) and the call is a device stall.
+#[test]
+fn a_device_that_stops_under_requests_not_followed_is_a_device_stall_once_they_are_seen() {
+    if !can_run_root_tests(
+        "a_device_that_stops_under_requests_not_followed_is_a_device_stall_once_they_are_seen",
+    ) {
+        return;
+    }
+    let _serial = serial(&SERIAL);
+    let disk = StoppableDisk::new(256);
+    let inner_lo = &disk.inner;
+    let inner = Mount::ext4(&inner_lo.dev);
+    let sc = Scenario::start_with(
+        &inner.dir.join("zk"),
+        &[
+            "--threshold",
+            "1s",
+            "--format",
+            "json",
+            "--requests",
+            "around-calls",
+        ],
+        &[
+            "--calls",
+            "100000",
+            "--interval",
+            "2500ms",
+            "--syscalls",
+            "fdatasync",
+        ],
+        &[],
+    );
+    let fio = fio_queued_deep(&inner.dir.join("fio"), &inner_lo.name());
+    std::thread::sleep(Duration::from_millis(1000));
+    {
+        // Longer than the interval: a call enters during the stop.
+        let mut freeze = disk.stop();
+        std::thread::sleep(Duration::from_millis(4000));
+        freeze.thaw();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(fio);
+    let (calls, raw) = sc.finish_raw();
+    let summary = json_lines(&raw).pop().unwrap_or_default();
+    eprintln!(
+        "{:#?}\nio_late {} io_summed {}",
+        verdicts(&calls),
+        summary["io_late"],
+        summary["io_summed"]
+    );
+    assert!(
+        summary["io_late"].as_u64().unwrap_or(0) > 0,
+        "fio's requests were not followed while the target was quiet: {summary}"
+    );
+    let long: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["duration_ms"].as_f64().unwrap_or(0.0) >= 1500.0)
+        .collect();
+    assert!(
+        !long.is_empty(),
+        "a call waited out the stop: {:#?}",
+        verdicts(&calls)
+    );
+    for c in &long {
+        assert_eq!(c["verdict"], "device_stall", "{c:#}");
+        assert_eq!(
+            c["evidence"]["device"].as_str(),
+            Some(inner_lo.name().as_str()),
+            "{c}"
+        );
+        assert!(
+            c["evidence"]["longest_completion_gap_ms"].as_f64().unwrap() > 2000.0,
+            "{c}"
+        );
+    }
+    // The shape this is about: the stall's call saw requests first at their completion.
+    assert!(
+        long.iter()
+            .any(|c| c["evidence"]["layers"][0]["requests_late"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0),
+        "no request of the stall was first seen completing: {:#?}",
+        long
+    );
+    // A look while they were in flight unseen claims nothing it cannot know.
+    let not_followed = "request(s) in flight now that the probes did not follow";
+    let looks = in_progress(&raw);
+    for r in &looks {
+        let says = r["evidence"]["incomplete"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i.as_str().is_some_and(|i| i.contains(not_followed)));
+        assert!(
+            r["verdict"] == "device_stall" && !says || r["verdict"] == "unknown" && says,
+            "{r:#}"
+        );
+    }
+    eprintln!(
+        "looks at the running call: {:?}",
+        looks
+            .iter()
+            .map(|r| r["verdict"].clone())
+            .collect::<Vec<_>>()
+    );
+    for c in &calls {
+        assert_supported(c);
+    }
+}
+
 /// ZooKeeper's disk (inner) is a loop device over a file on another filesystem (outer).
 /// Freezing the outer filesystem stops the inner device from completing anything: the SAN
 /// or hypervisor stall of the motivating report, in miniature. With `others_queued`, fio's
