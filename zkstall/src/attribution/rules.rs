@@ -114,10 +114,10 @@ impl Verdict {
                 t.contention_min_requests
             ),
             Verdict::JournalWait => format!(
-                "waiting >= {dominant} of the call for a journal commit that was slow on its own (every disk under the file had all its requests known over the call and the commit: a window with records lost or completions unseen leaves the call unknown)"
+                "waiting >= {dominant} of the call for a journal commit that was slow on its own (every disk under the file had all its requests known over the call and the commit: a window with records lost or completions unseen leaves the call unknown; so do requests of unknown submitters as many as would be contention)"
             ),
             Verdict::OwnIo => format!(
-                "waiting >= {dominant} of the call for its own I/O at the disk's usual latency (under {}x its usual p50, or {} ms when that is not known), others' I/O there less than its own or too little to be contention (under {} MiB and {} requests), with all of the disk's requests over the call known",
+                "waiting >= {dominant} of the call for its own I/O at the disk's usual latency (under {}x its usual p50, or {} ms when that is not known), others' I/O there less than its own or too little to be contention (under {} MiB and {} requests), and the same of requests whose submitter is unknown, with all of the disk's requests over the call known",
                 t.slow_factor,
                 t.slow_abs_ms,
                 t.contention_min_bytes >> 20,
