@@ -375,7 +375,19 @@ pub struct KernelOffsets {
     /// u64 io_start_time_ns: when it was issued to the driver (0 when the queue keeps no
     /// statistics).
     pub rq_io_start_time: u16,
-    pub _pad_k: u16,
+    /// For a request first seen at its completion, the inode whose pages its first bio
+    /// carries (page cache writeback) and the bdi of its filesystem, as writeback's
+    /// tracepoints name it: bio -> bi_io_vec -> bv_page (-> its head, `compound_head`) ->
+    /// mapping -> host -> i_ino, and host -> i_sb -> s_bdi -> dev_name.
+    pub bio_io_vec: u16,
+    pub bvec_page: u16,
+    pub page_compound_head: u16,
+    pub page_mapping: u16,
+    pub mapping_host: u16,
+    pub inode_ino: u16,
+    pub inode_sb: u16,
+    pub sb_bdi: u16,
+    pub bdi_dev_name: u16,
     /// struct request_queue -> struct gendisk *
     pub q_disk: u16,
     /// struct gendisk: int major, int first_minor
@@ -397,7 +409,7 @@ pub struct KernelOffsets {
     pub task_tgid: u16,
     pub task_flags: u16,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 44);
+const _: () = assert!(size_of::<KernelOffsets>() == 60);
 
 /// "This field does not exist on this kernel."
 pub const NO_OFFSET: u16 = 0xffff;
@@ -412,7 +424,15 @@ impl KernelOffsets {
         rq_part: NO_OFFSET,
         rq_start_time: NO_OFFSET,
         rq_io_start_time: NO_OFFSET,
-        _pad_k: 0,
+        bio_io_vec: NO_OFFSET,
+        bvec_page: NO_OFFSET,
+        page_compound_head: NO_OFFSET,
+        page_mapping: NO_OFFSET,
+        mapping_host: NO_OFFSET,
+        inode_ino: NO_OFFSET,
+        inode_sb: NO_OFFSET,
+        sb_bdi: NO_OFFSET,
+        bdi_dev_name: NO_OFFSET,
         q_disk: NO_OFFSET,
         disk_major: NO_OFFSET,
         disk_first_minor: NO_OFFSET,
@@ -475,7 +495,7 @@ pub struct Config {
     /// summed per disk in [`names::IO_SUMMARY`]. 0: every request is sent.
     pub io_slow_ns: u64,
 }
-const _: () = assert!(size_of::<Config>() == 232);
+const _: () = assert!(size_of::<Config>() == 248);
 
 impl Config {
     /// Every offset unknown, nothing filtered: the eBPF side's initial value, and what
@@ -930,6 +950,10 @@ pub const RQ_OPEN: u16 = 16;
 /// them); its submitter is unknown unless block_getrq saw its bio. Set with
 /// [`RQ_UNMATCHED`].
 pub const RQ_LATE: u16 = 32;
+/// `ino` and `wb_bdi` are the inode whose page cache pages the request carries and its
+/// filesystem's bdi (a request first seen at its completion: see
+/// [`KernelOffsets::bio_io_vec`]), not a flusher's.
+pub const RQ_PAGE_INODE: u16 = 64;
 
 /// A block request on a watched disk completed (or part of it did). `hdr.ts_ns` is the
 /// completion; `hdr.tgid/tid` who submitted it.

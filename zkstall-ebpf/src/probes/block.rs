@@ -40,7 +40,8 @@ use aya_ebpf::{
 use zkstall_common::{
     CALL_WATCH_ENTER, CALL_WATCH_EXIT, CALL_WATCH_QUIET, CALL_WATCH_SCANNED, Counter, EventKind,
     IO_HIST_BUCKETS, IO_HIST_FIRST_NS, IoEvent, IoSummary, OTHER_IO_WATCHED, OtherIo, OtherIoKey,
-    RQ_FROM_GETRQ, RQ_KTHREAD, RQ_LATE, RQ_PARTIAL, RQ_UNMATCHED, Request, Submitter,
+    RQ_FROM_GETRQ, RQ_KTHREAD, RQ_LATE, RQ_PAGE_INODE, RQ_PARTIAL, RQ_UNMATCHED, Request,
+    Submitter,
 };
 
 use aya_log_ebpf::debug;
@@ -344,18 +345,52 @@ fn late_request(rq: u64, disk: u32, start: u64) -> Request {
         return r;
     }
     // SAFETY: read in place (no copy on the stack beside the request), then removed.
-    if let Some(s) = unsafe { BIOS.get(bio) } {
-        r.queued_ns = s.ts_ns;
-        r.ino = s.ino;
-        r.wb_bdi = s.wb_bdi;
-        r.task_cgroup = s.task_cgroup;
-        r.tgid = s.tgid;
-        r.tid = s.tid;
-        r.flags = RQ_FROM_GETRQ | s.flags;
-        r.comm = s.comm;
-        let _ = BIOS.remove(bio);
-    }
+    let Some(s) = (unsafe { BIOS.get(bio) }) else {
+        // Whose data it is, as the flusher's requests say it (userspace charges the
+        // inode to whoever dirtied it): the file its first page belongs to.
+        if let Some((ino, bdi)) = page_inode(bio) {
+            r.ino = ino;
+            r.wb_bdi = bdi;
+            r.flags = RQ_PAGE_INODE;
+        }
+        return r;
+    };
+    r.queued_ns = s.ts_ns;
+    r.ino = s.ino;
+    r.wb_bdi = s.wb_bdi;
+    r.task_cgroup = s.task_cgroup;
+    r.tgid = s.tgid;
+    r.tid = s.tid;
+    r.flags = RQ_FROM_GETRQ | s.flags;
+    r.comm = s.comm;
+    let _ = BIOS.remove(bio);
     r
+}
+
+/// The inode whose page cache pages `bio` carries (from its first page) and the name of
+/// its filesystem's bdi (what writeback's tracepoints print: `MAJ:MIN`); None for any other page (user memory of direct I/O). A
+/// filesystem's metadata buffers belong to its block device's inode.
+/// Read through the helper: a page's `mapping` lies in a union the verifier cannot type.
+#[inline(always)]
+fn page_inode(bio: u64) -> Option<(u64, [u8; 16])> {
+    let vec = btf_read::<u64>(bio, config!(kernel.bio_io_vec))?;
+    let mut page = btf_read::<u64>(vec, config!(kernel.bvec_page))?;
+    // A tail page of a large folio: its head holds the mapping.
+    let head = kread::<u64>(page, config!(kernel.page_compound_head)).unwrap_or(0);
+    if head & 1 != 0 {
+        page = head - 1;
+    }
+    let mapping = kread::<u64>(page, config!(kernel.page_mapping))?;
+    // Anonymous memory or a movable page (the low bits say so): no file.
+    if mapping == 0 || mapping & 3 != 0 {
+        return None;
+    }
+    let host = kread::<u64>(mapping, config!(kernel.mapping_host))?;
+    let ino = kread::<u64>(host, config!(kernel.inode_ino))?;
+    let sb = kread::<u64>(host, config!(kernel.inode_sb))?;
+    let bdi = kread::<u64>(sb, config!(kernel.sb_bdi))?;
+    let name = kread::<[u8; 16]>(bdi, config!(kernel.bdi_dev_name))?;
+    Some((ino, name))
 }
 
 /// Whether block_getrq followed the bio of request `rq`.

@@ -127,6 +127,9 @@ pub fn status_errno(status: u32) -> i32 {
     }
 }
 
+/// The submitter of a request not followed from its start, as a party's name says it.
+const LATE_SUBMITTER: &str = "not followed: issued while no traced call was in flight";
+
 /// What the per-request path would otherwise look up and intern for every request: a
 /// plain task's party by (tid, task cgroup) and a blkcg's path by id. Only answers that
 /// were found are kept (a cgroup not resolved yet is asked again), and the answer is the
@@ -168,7 +171,11 @@ impl Pipeline {
             };
         }
         if io.unmatched && io.submitter.pid == 0 {
-            return Party::unknown();
+            let mut p = Party::unknown();
+            if io.late {
+                p.comm = self.names.get(LATE_SUBMITTER);
+            }
+            return p;
         }
         if io.comm.starts_with("jbd2/") {
             return Party {
@@ -355,6 +362,7 @@ impl Pipeline {
             partial: io.partial,
             in_flight_at_end: io.open,
             unmatched: io.unmatched,
+            late: io.late,
         };
         self.out(sink, EventRecord::Io(rec))
     }
@@ -431,7 +439,8 @@ pub fn party_label(p: &Party) -> String {
         PartyKind::Task | PartyKind::Journal | PartyKind::Kernel | PartyKind::Cgroup => {
             p.comm.to_string()
         }
-        PartyKind::Unknown => "unknown (queued before tracing)".into(),
+        PartyKind::Unknown if p.comm.is_empty() => "unknown (queued before tracing)".into(),
+        PartyKind::Unknown => format!("unknown ({})", p.comm),
     }
 }
 

@@ -266,10 +266,26 @@ fn flusher_io_is_charged_to_the_dirtier_of_that_bdi_and_inode() {
         // dd's own I/O.
         p.handle(&record_bytes(&io(500, 0, [0; 16], "dd", false)), &mut sink)
             .unwrap();
+        // Not followed from its start (`--requests around-calls`), first seen completing:
+        // no submitter, but its pages' inode and bdi, read in the kernel from its bio: dd's
+        // all the same. Without them, unknown and said why.
+        let late = zkstall_common::RQ_LATE | zkstall_common::RQ_UNMATCHED;
+        let mut r = io(0, 77, b70, "", false);
+        r.rq.flags = late | zkstall_common::RQ_PAGE_INODE;
+        p.handle(&record_bytes(&r), &mut sink).unwrap();
+        let mut r = io(0, 0, [0; 16], "", false);
+        r.rq.flags = late;
+        p.handle(&record_bytes(&r), &mut sink).unwrap();
     }
     let l = lines(&out);
     let ios: Vec<&serde_json::Value> = l.iter().filter(|l| l["type"] == "io").collect();
-    assert_eq!(ios.len(), 3);
+    assert_eq!(ios.len(), 5);
+    assert_eq!(ios[3]["charged_to"], "dd (pid 500 tid 501)", "{}", ios[3]);
+    assert_eq!(ios[3]["late"], true);
+    assert_eq!(
+        ios[4]["charged_to"],
+        "unknown (not followed: issued while no traced call was in flight)"
+    );
     assert_eq!(ios[0]["comm"], "kworker/u8:3");
     assert_eq!(ios[0]["dirtier"]["comm"], "dd");
     assert_eq!(ios[0]["dirtier"]["tid"], 501);

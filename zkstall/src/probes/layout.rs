@@ -366,6 +366,15 @@ const KERNEL_FIELDS: &[KField] = &[
     ("request", "io_start_time_ns", 8, |k| {
         &mut k.rq_io_start_time
     }),
+    ("bio", "bi_io_vec", 8, |k| &mut k.bio_io_vec),
+    ("bio_vec", "bv_page", 8, |k| &mut k.bvec_page),
+    ("page", "compound_head", 8, |k| &mut k.page_compound_head),
+    ("page", "mapping", 8, |k| &mut k.page_mapping),
+    ("address_space", "host", 8, |k| &mut k.mapping_host),
+    ("inode", "i_ino", 8, |k| &mut k.inode_ino),
+    ("inode", "i_sb", 8, |k| &mut k.inode_sb),
+    ("super_block", "s_bdi", 8, |k| &mut k.sb_bdi),
+    ("backing_dev_info", "dev_name", 64, |k| &mut k.bdi_dev_name),
     ("request_queue", "disk", 8, |k| &mut k.q_disk),
     ("gendisk", "major", 4, |k| &mut k.disk_major),
     ("gendisk", "first_minor", 4, |k| &mut k.disk_first_minor),

@@ -68,9 +68,15 @@ pub struct IoRecord {
     /// Still in flight when tracing ended (complete_ns is the end of tracing).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub in_flight_at_end: bool,
-    /// Not seen before its completion: queued before its disk was watched.
+    /// Not seen before its completion: queued before its disk was watched, or not followed
+    /// (`late`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unmatched: bool,
+    /// Not followed from its start by choice (`--requests around-calls`: issued while no
+    /// traced call was in flight): start and issue are the block layer's stamps, the
+    /// submitter unknown (pid 0) unless its pages' inode names whoever dirtied them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -970,6 +970,7 @@ pub(crate) mod tests {
             partial: false,
             in_flight_at_end: false,
             unmatched: false,
+            late: false,
         }
     }
 
