@@ -368,9 +368,10 @@ fn late_request(rq: u64, disk: u32, start: u64) -> Request {
 }
 
 /// The inode whose page cache pages `bio` carries (from its first page) and the name of
-/// its filesystem's bdi (what writeback's tracepoints print: `MAJ:MIN`); None for any other page (user memory of direct I/O). A
-/// filesystem's metadata buffers belong to its block device's inode.
-/// Read through the helper: a page's `mapping` lies in a union the verifier cannot type.
+/// its filesystem's bdi (what writeback's tracepoints print: `MAJ:MIN`); None for any
+/// other page (user memory of direct I/O). A filesystem's metadata buffers belong to its
+/// block device's inode. Read through the helper: a page's `mapping` lies in a union the
+/// verifier cannot type.
 #[inline(always)]
 fn page_inode(bio: u64) -> Option<(u64, [u8; 16])> {
     let vec = btf_read::<u64>(bio, config!(kernel.bio_io_vec))?;
@@ -402,8 +403,8 @@ fn bio_seen(rq: u64) -> bool {
 }
 
 /// Whether a request carries data (the block layer's own empty flushes do not): only those
-/// are counted in IO_SUMMARY's `late_*` fields, as only those are seen completing exactly once
-/// (an empty completion also ends a data request's flush sequence).
+/// are counted in IO_SUMMARY's `late_*` fields, as only those are seen completing exactly
+/// once (an empty completion also ends a data request's flush sequence).
 #[inline(always)]
 fn carries_data(rq: u64) -> bool {
     btf_read::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0) != 0
