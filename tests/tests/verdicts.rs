@@ -277,21 +277,9 @@ fn a_device_that_stops_under_requests_not_followed_is_a_device_stall_once_they_a
     ) {
         return;
     }
-    let _serial = serial(&SERIAL);
-    let disk = StoppableDisk::new(256);
-    let inner_lo = &disk.inner;
-    let inner = Mount::ext4(&inner_lo.dev);
-    let sc = Scenario::start_with(
-        &inner.dir.join("zk"),
-        &[
-            "--threshold",
-            "1s",
-            "--format",
-            "json",
-            "--requests",
-            "around-calls",
-        ],
-        &[
+    let stop = DeviceStop {
+        requests: "around-calls",
+        workload: &[
             "--calls",
             "100000",
             "--interval",
@@ -299,25 +287,18 @@ fn a_device_that_stops_under_requests_not_followed_is_a_device_stall_once_they_a
             "--syscalls",
             "fdatasync",
         ],
-        &[],
-    );
-    let fio = fio_queued_deep(&inner.dir.join("fio"), &inner_lo.name());
-    std::thread::sleep(Duration::from_millis(1000));
-    {
-        // Longer than the interval: a call enters during the stop.
-        let mut freeze = disk.stop();
-        std::thread::sleep(Duration::from_millis(4000));
-        freeze.thaw();
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    drop(fio);
-    let (calls, raw) = sc.finish_raw();
+        others_queued: true,
+        // fio's queue builds while no call is in flight; the stop outlasts the interval,
+        // so a call enters during it.
+        before: Duration::from_millis(1000),
+        stopped: Duration::from_millis(4000),
+        after: Duration::from_millis(500),
+    };
+    let (calls, raw) = stop.run();
     let summary = json_lines(&raw).pop().unwrap_or_default();
     eprintln!(
-        "{:#?}\nio_late {} io_summed {}",
-        verdicts(&calls),
-        summary["io_late"],
-        summary["io_summed"]
+        "io_late {} io_summed {}",
+        summary["io_late"], summary["io_summed"]
     );
     assert!(
         summary["io_late"].as_u64().unwrap_or(0) > 0,
@@ -327,23 +308,6 @@ fn a_device_that_stops_under_requests_not_followed_is_a_device_stall_once_they_a
         .iter()
         .filter(|c| c["duration_ms"].as_f64().unwrap_or(0.0) >= 1500.0)
         .collect();
-    assert!(
-        !long.is_empty(),
-        "a call waited out the stop: {:#?}",
-        verdicts(&calls)
-    );
-    for c in &long {
-        assert_eq!(c["verdict"], "device_stall", "{c:#}");
-        assert_eq!(
-            c["evidence"]["device"].as_str(),
-            Some(inner_lo.name().as_str()),
-            "{c}"
-        );
-        assert!(
-            c["evidence"]["longest_completion_gap_ms"].as_f64().unwrap() > 2000.0,
-            "{c}"
-        );
-    }
     // The shape this is about: the stall's call saw requests first at their completion.
     assert!(
         long.iter()
@@ -391,60 +355,20 @@ fn a_device_stops(others_queued: bool) {
 }
 
 fn a_device_stops_with(others_queued: bool, requests: &str) {
-    let _serial = serial(&SERIAL);
-    let disk = StoppableDisk::new(256);
-    let inner_lo = &disk.inner;
-    let inner = Mount::ext4(&inner_lo.dev);
-    let sc = Scenario::start_with(
-        &inner.dir.join("zk"),
-        &[
-            "--threshold",
-            "1s",
-            "--format",
-            "json",
-            "--requests",
-            requests,
-        ],
-        &FDATASYNC_EVERY_5MS,
-        &[],
-    );
-    let fio = others_queued.then(|| fio_queued_deep(&inner.dir.join("fio"), &inner_lo.name()));
-    let mut freeze = disk.stop();
-    std::thread::sleep(Duration::from_millis(3000));
-    freeze.thaw();
-    drop(fio);
-    let (calls, raw) = sc.finish_raw();
-    let all = || {
-        calls
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
+    let stop = DeviceStop {
+        requests,
+        workload: &FDATASYNC_EVERY_5MS,
+        others_queued,
+        before: Duration::ZERO,
+        stopped: Duration::from_millis(3000),
+        after: Duration::ZERO,
     };
-    let stalls: Vec<&Value> = calls
+    let (calls, _) = stop.run();
+    let c = calls
         .iter()
-        .filter(|c| c["verdict"] == "device_stall")
-        .collect();
-    // On failure, the whole records and the run's summary (its unseen and stale counts):
-    // a verdict alone does not say which evidence missed.
-    assert!(
-        !stalls.is_empty(),
-        "{:#?}\n{}\n{}",
-        verdicts(&calls),
-        all(),
-        raw.lines().last().unwrap_or_default()
-    );
-    let c = stalls[0];
+        .find(|c| c["verdict"] == "device_stall")
+        .expect("checked by run");
     assert_eq!(c["type"], "fsync", "{c}");
-    assert_eq!(
-        c["evidence"]["device"].as_str(),
-        Some(inner_lo.name().as_str()),
-        "on the inner device: {c}"
-    );
-    assert!(
-        c["evidence"]["longest_completion_gap_ms"].as_f64().unwrap() > 2000.0,
-        "{c}"
-    );
     assert!(c["evidence"]["inflight_max"].as_u64().unwrap() >= 1, "{c}");
     if others_queued {
         // The shape this is about: others' requests queued deep on the stopped device.
@@ -455,12 +379,92 @@ fn a_device_stops_with(others_queued: bool, requests: &str) {
             "{l}"
         );
     }
-    for c in &calls {
-        assert!(
-            c["verdict"] == "device_stall" || c["duration_ms"].as_f64().unwrap() < 1500.0,
-            "every long call is the stall: {:#?}\n{c}",
-            verdicts(&calls)
+}
+
+/// ZooKeeper's disk (the inner loop device of a [`StoppableDisk`]) stopped for `stopped`
+/// under `workload`, traced with `--requests requests`, fio queued deep on it from `before`
+/// the stop with `others_queued`, the trace ending `after` the thaw.
+struct DeviceStop<'a> {
+    requests: &'a str,
+    workload: &'a [&'a str],
+    others_queued: bool,
+    before: Duration,
+    stopped: Duration,
+    after: Duration,
+}
+
+impl DeviceStop<'_> {
+    /// The final records and the whole output, once it checked what every stop must
+    /// show: a device stall on the inner device with a completion gap over 2 s, and every
+    /// long call (1.5 s and over) a device stall.
+    fn run(&self) -> (Vec<Value>, String) {
+        let _serial = serial(&SERIAL);
+        let disk = StoppableDisk::new(256);
+        let inner_lo = &disk.inner;
+        let inner = Mount::ext4(&inner_lo.dev);
+        let sc = Scenario::start_with(
+            &inner.dir.join("zk"),
+            &[
+                "--threshold",
+                "1s",
+                "--format",
+                "json",
+                "--requests",
+                self.requests,
+            ],
+            self.workload,
+            &[],
         );
+        let fio = self
+            .others_queued
+            .then(|| fio_queued_deep(&inner.dir.join("fio"), &inner_lo.name()));
+        std::thread::sleep(self.before);
+        {
+            let mut freeze = disk.stop();
+            std::thread::sleep(self.stopped);
+            freeze.thaw();
+        }
+        std::thread::sleep(self.after);
+        drop(fio);
+        let (calls, raw) = sc.finish_raw();
+        let all = || {
+            calls
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        // On failure, the whole records and the run's summary (its unseen and stale
+        // counts): a verdict alone does not say which evidence missed.
+        assert!(
+            calls.iter().any(|c| c["verdict"] == "device_stall"),
+            "{:#?}\n{}\n{}",
+            verdicts(&calls),
+            all(),
+            raw.lines().last().unwrap_or_default()
+        );
+        let c = calls
+            .iter()
+            .find(|c| c["verdict"] == "device_stall")
+            .unwrap();
+        assert_eq!(
+            c["evidence"]["device"].as_str(),
+            Some(inner_lo.name().as_str()),
+            "on the inner device: {c}"
+        );
+        assert!(
+            c["evidence"]["longest_completion_gap_ms"].as_f64().unwrap() > 2000.0,
+            "{c}"
+        );
+        for c in &calls {
+            assert!(
+                c["verdict"] == "device_stall" || c["duration_ms"].as_f64().unwrap() < 1500.0,
+                "every long call is the stall: {:#?}\n{c}",
+                verdicts(&calls)
+            );
+        }
+        eprintln!("{:#?}", verdicts(&calls));
+        (calls, raw)
     }
 }
 
