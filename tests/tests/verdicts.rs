@@ -217,6 +217,15 @@ fn a_competing_dd(requests: &str) {
             eprintln!("a call with an unseen return to CPU, said: {c}");
             continue;
         }
+        // A short call (one every 100 ms) whose own write sat at loop0 while the disk under
+        // it wrote loop0's backlog (dd's data, relayed; dd's requests to loop0 themselves
+        // completed outside the call, summed or not yet): no rule names whose backlog that
+        // was (follow-up 36), so `unknown`, and its evidence shows exactly that shape. Seen
+        // in 1 of ~12 around-calls runs (ci60).
+        if c["verdict"] == "unknown" && held_by_backlog(c) {
+            eprintln!("a call held by loop0's backlog, said: {c}");
+            continue;
+        }
         // dd is the root cause: device_contention (via the journal, mostly), never
         // journal_wait.
         assert_eq!(
@@ -232,6 +241,27 @@ fn a_competing_dd(requests: &str) {
         );
         assert_eq!(c["contenders"][0]["comm"], "dd");
     }
+}
+
+/// The call waited at a loop device (its top layer) that completed nothing for most of the
+/// call, held by the disk under it (busy for most of that pause) writing the loop device's
+/// own traffic (1 MiB or more from above), with no other process's request on the loop
+/// device in the call's window: nothing in it says whose the backlog was.
+fn held_by_backlog(c: &Value) -> bool {
+    let layers = c["evidence"]["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let (Some(top), Some(below)) = (layers.first(), layers.get(1)) else {
+        return false;
+    };
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let gap = f(top, "longest_completion_gap_ms");
+    top["kind"] == "loop"
+        && f(top, "bytes_others") == 0.0
+        && gap >= 0.5 * f(c, "duration_ms")
+        && f(top, "backing_held_ms") >= 0.5 * gap
+        && f(below, "bytes_from_above") >= (1 << 20) as f64
 }
 
 #[test]
