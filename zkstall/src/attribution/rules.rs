@@ -109,7 +109,7 @@ impl Verdict {
                 pct(t.throttle_utilization)
             ),
             Verdict::DeviceContention => format!(
-                "waiting >= {dominant} of the call for its own I/O or a journal commit while others' I/O dominated the disk (>= {} MiB or {} requests, more than its own), or for a commit whose flush of a loop device had to write back what others wrote to it in the 30 s before; via journal, writeback or block_queue",
+                "waiting >= {dominant} of the call for its own I/O or a journal commit while others' I/O dominated the disk (>= {} MiB or {} requests, more than its own; a disk under the file's own only when every layer above it is known), or for a commit whose flush of a loop device had to write back what others wrote to it in the 30 s before; via journal, writeback or block_queue",
                 t.contention_min_bytes >> 20,
                 t.contention_min_requests
             ),
@@ -942,11 +942,19 @@ fn device_contention(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Findin
     if share(g, wait) < t.dominant_share {
         return None;
     }
-    let (idx, le) =
-        g.ev.layers
-            .iter()
-            .enumerate()
-            .find(|(_, l)| contended(l, t) && l.complete)?;
+    // A layer under the file's own is only where the call waited if every layer above it
+    // is known: one that is not (an unfollowed request in flight on a stopped loop device)
+    // may be where it really waited, whatever the disk under it did (seen in the 6.1 guest:
+    // jbd2's small writes on vda named while loop1 above it was stopped).
+    let layers = &g.ev.layers;
+    let (idx, le) = layers.iter().enumerate().find(|(_, l)| {
+        contended(l, t)
+            && l.complete
+            && layers
+                .iter()
+                .filter(|a| a.depth < l.depth)
+                .all(|a| a.complete)
+    })?;
     let mut chain = vec![call_link(call, g)];
     chain.extend(backing_link(g, t));
     chain.push(Link {

@@ -2364,3 +2364,48 @@ fn a_running_call_with_requests_in_flight_not_followed_claims_nothing_about_that
     h.io(late_io(8192, 3, 4900));
     assert_eq!(explain_it(&c, &h).verdict, Verdict::DeviceStall);
 }
+
+/// Seen in the 6.1 guest: a look at a call stuck on loop1 (stopped, with requests nobody
+/// followed in flight on it) named jbd2's small writes on the disk under it as contention.
+/// Where the call waited is loop1, which is not known then: the disk under it cannot be
+/// said to have held it. With loop1 known, the stall is loop1's.
+#[test]
+fn contention_below_a_layer_that_is_not_known_is_not_claimed() {
+    let mut h = History::default();
+    watched(&mut h);
+    // The call's write on loop1 (DISK), issued at 10, not completed by the look at 1060.
+    let mut own = io(ZK, "SyncThread:1", 4096, 10, 1060);
+    own.completed = None;
+    h.io(own);
+    // jbd2's small writes on loop0 (LOWER) meanwhile: 20 of 4 KiB.
+    for i in 0..20 {
+        h.io(io_on(
+            LOWER,
+            134,
+            134,
+            "jbd2/vda-8",
+            4096,
+            20 + i * 50,
+            30 + i * 50,
+        ));
+    }
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        1060,
+        None,
+        &["folio_wait_writeback"],
+        None,
+    ));
+    let mut c = call(0, 1061);
+    c.disks.layers.push(layer(LOWER, "loop0", 1));
+    c.running = true;
+    h.set_unfollowed(&[(DISK, 17)]);
+    let e = explain_it(&c, &h);
+    assert_ne!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.verdict, Verdict::Unknown, "{}", e.headline);
+    h.set_unfollowed(&[]);
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+}
