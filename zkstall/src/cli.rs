@@ -187,9 +187,12 @@ pub struct TraceArgs {
     pub blocked_min: Duration,
     /// Which requests on the watched disks are traced one by one: `all`, or `around-calls`
     /// (those a traced call overlapped, the traced processes' own, those slower than
-    /// 10 ms and any unusual one; the rest are summed per disk each second). Verdicts see
-    /// the same requests during their calls either way; before a call, summed requests
-    /// count as others' I/O without their submitter.
+    /// 10 ms and any unusual one; the rest are summed per disk each second). With
+    /// `around-calls` a request is not followed while no traced call is in flight: one a
+    /// call then overlaps is seen at its completion, without its submitter unless its
+    /// pages' file names who dirtied them; verdicts say so rather than guess (a running
+    /// call's disk is unknown while such requests are in flight). Before a call, summed
+    /// requests count as others' I/O without their submitter.
     #[arg(long, value_enum, default_value = "all")]
     pub requests: crate::commands::session::Requests,
     /// Also write a recording to FILE (compressed), for `zkstall report` anywhere later.

@@ -666,18 +666,8 @@ fn a_running_call_is_reported_again_only_when_its_verdict_so_far_changes() {
     let mut out = Vec::new();
     {
         let mut sink = JsonSink::new(&mut out);
-        p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), &mut sink)
-            .unwrap();
         // Its write, issued at 1100 ms, never completes.
-        let mut rq = write_rq(
-            7,
-            1_099 * MS,
-            1_100 * MS,
-            1_100 * MS,
-            zkstall_common::RQ_OPEN,
-        );
-        rq.rq.tid = 8;
-        let open = notes::to_hex(&record_bytes(&rq));
+        let open = fdatasync_with_its_write_open(&mut p, &mut sink);
         let running = |ts: u64| waiting_on_writeback(ts, 1_100, vec![open.clone()]);
         // At the crossing the disk has been silent 450 ms: too short to call it stopped.
         p.note(&running(1_550), &mut sink).unwrap();
@@ -697,6 +687,22 @@ fn a_running_call_is_reported_again_only_when_its_verdict_so_far_changes() {
     assert_eq!(p.stats.crossed, 1, "one call crossed, once");
 }
 
+/// pid 7's SyncThread (tid 8) enters fdatasync at 1000 ms; its write, issued at 1100 ms,
+/// is still in flight: the open request's record as a running note carries it.
+fn fdatasync_with_its_write_open(p: &mut Pipeline, sink: &mut JsonSink<&mut Vec<u8>>) -> String {
+    p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), sink)
+        .unwrap();
+    let mut rq = write_rq(
+        7,
+        1_099 * MS,
+        1_100 * MS,
+        1_100 * MS,
+        zkstall_common::RQ_OPEN,
+    );
+    rq.rq.tid = 8;
+    notes::to_hex(&record_bytes(&rq))
+}
+
 /// A look at a running call that found requests in flight on its disk the probes did not
 /// follow (`--requests around-calls`): that disk is not known then, so no stall is said;
 /// the next look, with none of them left, says it. The note's disk is `MAJ:MIN`.
@@ -706,17 +712,7 @@ fn a_running_call_beside_requests_not_followed_waits_for_them_to_be_seen() {
     let mut out = Vec::new();
     {
         let mut sink = JsonSink::new(&mut out);
-        p.handle(&enter(7, 8, 1_000 * MS, Syscall::Fdatasync, 3), &mut sink)
-            .unwrap();
-        let mut rq = write_rq(
-            7,
-            1_099 * MS,
-            1_100 * MS,
-            1_100 * MS,
-            zkstall_common::RQ_OPEN,
-        );
-        rq.rq.tid = 8;
-        let open = notes::to_hex(&record_bytes(&rq));
+        let open = fdatasync_with_its_write_open(&mut p, &mut sink);
         let mut first = waiting_on_writeback(2_100, 1_100, vec![open.clone()]);
         if let Note::Running { unfollowed, .. } = &mut first {
             *unfollowed = vec![("7:0".into(), 2)];
