@@ -1183,6 +1183,91 @@ impl StoppableDisk {
     }
 }
 
+/// The bare virtio disk of `cargo xtask vm-test`'s guest that the hypervisor can stop
+/// (`ZKSTALL_VM_STOP_DISK`, see xtask/src/vm.rs): not a loop device, so a stop there has
+/// no layer below it, as on a production disk. Tests using it are `#[ignore]`d natively
+/// (they run in the guest, with `--include-ignored`).
+pub struct HostDisk {
+    pub dev: PathBuf,
+    share: PathBuf,
+}
+
+impl HostDisk {
+    /// The guest's stoppable disk; panics outside `cargo xtask vm-test`.
+    pub fn from_env() -> HostDisk {
+        let var = |name| {
+            std::env::var_os(name).unwrap_or_else(|| {
+                panic!("{name} is not set: this test runs in `cargo xtask vm-test`'s guest, on the disk the hypervisor can stop")
+            })
+        };
+        HostDisk {
+            dev: PathBuf::from(var("ZKSTALL_VM_STOP_DISK")),
+            share: PathBuf::from(var("ZKSTALL_VM_STOP_SHARE")),
+        }
+    }
+
+    /// The disk's kernel name (`vdb`).
+    pub fn name(&self) -> String {
+        self.dev
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Asks the host to `what` (freeze or thaw) the filesystem the disk's image is on, and
+    /// waits for its answer.
+    fn ask(&self, what: &str) {
+        let ack = self.share.join("stop-ack");
+        let _ = std::fs::remove_file(&ack);
+        let tmp = self.share.join("stop-request.tmp");
+        std::fs::write(&tmp, what).expect("writing the stop request");
+        std::fs::rename(&tmp, self.share.join("stop-request")).expect("stop request");
+        wait_until(
+            &format!("the host to {what} the disk"),
+            Duration::from_secs(20),
+            || std::fs::read_to_string(&ack).is_ok_and(|a| !a.is_empty()),
+        );
+        let answer = std::fs::read_to_string(&ack).unwrap_or_default();
+        assert_eq!(answer.trim(), what, "the host's answer");
+    }
+
+    /// Stops the disk until the guard is dropped (or thawed).
+    pub fn stop(&self) -> HostFreeze<'_> {
+        self.ask("freeze");
+        HostFreeze {
+            disk: self,
+            thawed: false,
+        }
+    }
+}
+
+/// A stopped [`HostDisk`]; started again on drop, so a failing test never leaves it
+/// stopped.
+pub struct HostFreeze<'a> {
+    disk: &'a HostDisk,
+    thawed: bool,
+}
+
+impl HostFreeze<'_> {
+    pub fn thaw(&mut self) {
+        if !self.thawed {
+            self.thawed = true;
+            self.disk.ask("thaw");
+        }
+    }
+}
+
+impl Drop for HostFreeze<'_> {
+    fn drop(&mut self) {
+        if !self.thawed {
+            self.thawed = true;
+            // Not `ask`: no panic while unwinding.
+            let _ = std::fs::write(self.disk.share.join("stop-request"), "thaw");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 /// Waits until `f` holds, or panics after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -1450,10 +1535,26 @@ pub fn assert_supported(r: &serde_json::Value) {
     let ok = match verdict {
         "device_stall" => {
             // A stopped layer whose history is whole: nothing it missed on that disk (a
-            // gap in another disk's, below a layer that stopped, changes nothing).
+            // gap in another disk's, below a layer that stopped, changes nothing). Or a
+            // bare disk whose only unknowns are a few requests in flight nobody followed:
+            // too few for a flood of others' (8 in flight) to explain the pause.
+            let few_unfollowed = |l: &serde_json::Value| {
+                let disk = l["disk"].as_str().unwrap_or("?");
+                let n = |k: &str| l[k].as_u64().unwrap_or(0);
+                l["complete_but_unfollowed"] == true
+                    && l["kind"] == "disk"
+                    && n("inflight_max") + n("unfollowed") < 8
+                    && incomplete.iter().all(|i| {
+                        !i.starts_with(disk)
+                            || i.contains("request(s) in flight now that the probes did not follow")
+                    })
+                    && !incomplete
+                        .iter()
+                        .any(|i| i.starts_with("records were lost"))
+            };
             layers.iter().any(|l| {
                 let gap = l["longest_completion_gap_ms"].as_f64().unwrap_or(0.0);
-                known(l)
+                (known(l) || few_unfollowed(l))
                     && gap >= 500.0
                     && gap >= 0.5 * dur
                     && l["inflight_max"].as_u64().unwrap_or(0) > 0

@@ -13,6 +13,13 @@
 //!   jbd2 work as on a real machine (a tmpfs would make every fsync free).
 //! - `target/vm-test/<kernel>/share` (read-write, 9p): the generated guest script, and what
 //!   it writes back: one line per step with its exit status and time, then the final status.
+//! - `/dev/vdb` (`ZKSTALL_VM_STOP_DISK`): a bare virtio disk the hypervisor can stop. Its
+//!   image lies on an ext4 of the host's own ([`HostStopDisk`]); a test writes `freeze` or
+//!   `thaw` into `share/stop-request`, and the host freezes or thaws that filesystem, so
+//!   qemu's writes to the image block and the guest's requests stay in flight with no
+//!   completion (a SAN or hypervisor storage stall, on a disk that is not a loop device),
+//!   then acknowledges in `share/stop-ack`. Tests that need it are `#[ignore]`d natively
+//!   and run here (`--include-ignored`).
 //!
 //! The kernel image and its modules come from Debian's package, unpacked under
 //! `~/.cache/zkstall/kernels/<version>` (not installed: see [`ensure_kernel`]); virtme-ng
@@ -224,6 +231,7 @@ pub fn run_vm_tests(root: &Path, zkstall_bin: &Path, opts: &Options) -> Result<(
     fs::write(&script_path, script)?;
 
     let scratch = run_dir.join("scratch.img");
+    let stop_disk = HostStopDisk::new(&run_dir)?;
     let vng_command = || {
         let mut cmd = Command::new(&vng_bin);
         cmd.env(
@@ -236,6 +244,8 @@ pub fn run_vm_tests(root: &Path, zkstall_bin: &Path, opts: &Options) -> Result<(
         .args(["--cpus", &opts.cpus.to_string(), "--memory", &opts.memory])
         .arg("--disk")
         .arg(&scratch)
+        .arg("--disk")
+        .arg(&stop_disk.image)
         .arg("--rwdir")
         .arg(&share)
         // Warnings and worse from the guest kernel reach the log; its info chatter (every
@@ -269,7 +279,9 @@ pub fn run_vm_tests(root: &Path, zkstall_bin: &Path, opts: &Options) -> Result<(
         drop(f);
         let mut cmd = vng_command();
         let started = Instant::now();
+        let service = stop_disk.serve(&share);
         let outcome = run_bounded(&mut cmd, &console, &share, opts.timeout);
+        service.stop();
         let _ = fs::remove_file(&scratch);
         let wall = started.elapsed();
 
@@ -310,6 +322,125 @@ pub fn run_vm_tests(root: &Path, zkstall_bin: &Path, opts: &Options) -> Result<(
                 console.display()
             ),
         };
+    }
+}
+
+/// The guest's second disk (`/dev/vdb`): a sparse image on an ext4 of the host's own (a
+/// loop device over a file under the run directory), which the host freezes and thaws
+/// when a test in the guest asks (see the module's comment). Dropping it thaws, unmounts
+/// and detaches everything.
+struct HostStopDisk {
+    mount: PathBuf,
+    loop_dev: String,
+    image: PathBuf,
+}
+
+impl HostStopDisk {
+    fn new(run_dir: &Path) -> Result<HostStopDisk> {
+        let mount = run_dir.join("stop-host");
+        let backing = run_dir.join("stop-host.img");
+        // A leftover of an interrupted run: thawed and released first.
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&mount)
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("umount")
+            .arg(&mount)
+            .stderr(Stdio::null())
+            .status();
+        let _ = fs::remove_file(&backing);
+        let f = fs::File::create(&backing)?;
+        f.set_len(1280 << 20)?;
+        drop(f);
+        let loop_dev = output(Command::new("losetup").args(["-f", "--show"]).arg(&backing))
+            .context("losetup for the guest's stoppable disk")?
+            .trim()
+            .to_string();
+        let disk = HostStopDisk {
+            mount: mount.clone(),
+            loop_dev: loop_dev.clone(),
+            image: mount.join("vdb.img"),
+        };
+        run(Command::new("mkfs.ext4").args(["-q", "-F", &loop_dev]))?;
+        fs::create_dir_all(&mount)?;
+        run(Command::new("mount").arg(&loop_dev).arg(&mount))?;
+        let f = fs::File::create(&disk.image)?;
+        f.set_len(1 << 30)?;
+        Ok(disk)
+    }
+
+    /// Serves the guest's freeze and thaw requests until the returned handle is stopped.
+    fn serve(&self, share: &Path) -> StopService {
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let (mount, share, flag) = (self.mount.clone(), share.to_path_buf(), done.clone());
+        let _ = fs::remove_file(share.join("stop-request"));
+        let _ = fs::remove_file(share.join("stop-ack"));
+        let thread = std::thread::spawn(move || {
+            let request = share.join("stop-request");
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+                let Ok(what) = fs::read_to_string(&request) else {
+                    continue;
+                };
+                let what = what.trim().to_string();
+                let arg = match what.as_str() {
+                    "freeze" => "-f",
+                    "thaw" => "-u",
+                    _ => continue,
+                };
+                let _ = fs::remove_file(&request);
+                let ok = Command::new("fsfreeze")
+                    .arg(arg)
+                    .arg(&mount)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                eprintln!(
+                    "xtask: the guest asked to {what} its stoppable disk: {}",
+                    if ok { "done" } else { "failed" }
+                );
+                let ack = share.join("stop-ack.tmp");
+                if fs::write(&ack, if ok { what } else { format!("failed {what}") }).is_ok() {
+                    let _ = fs::rename(&ack, share.join("stop-ack"));
+                }
+            }
+            let _ = Command::new("fsfreeze")
+                .arg("-u")
+                .arg(&mount)
+                .stderr(Stdio::null())
+                .status();
+        });
+        StopService { done, thread }
+    }
+}
+
+impl Drop for HostStopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.mount)
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("umount").arg(&self.mount).status();
+        let _ = Command::new("losetup")
+            .args(["-d", &self.loop_dev])
+            .status();
+        if let Some(dir) = self.mount.parent() {
+            let _ = fs::remove_file(dir.join("stop-host.img"));
+        }
+    }
+}
+
+/// The host's side of the guest's stop requests; stopping it thaws the disk.
+struct StopService {
+    done: std::sync::Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl StopService {
+    fn stop(self) {
+        self.done.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
     }
 }
 
@@ -583,6 +714,8 @@ fn guest_script(
 set -u
 SHARE={share}
 export CI=true ZKSTALL_BIN={bin} RUST_BACKTRACE=1 TZ=UTC
+# The disk the hypervisor can stop (see HostStopDisk in xtask/src/vm.rs).
+export ZKSTALL_VM_STOP_DISK=/dev/vdb ZKSTALL_VM_STOP_SHARE="$SHARE"
 RESULTS="$SHARE/results.tsv"
 : > "$RESULTS"
 status=0
@@ -653,7 +786,14 @@ step zkstall-check "$ZKSTALL_BIN" check
                 write!(skips, " --skip {}", sh_quote(test))?;
             }
         }
-        writeln!(s, "step {t} {}{skips} {}", q(exe), args.join(" "))?;
+        // --include-ignored: the tests that need this VM's stoppable disk are ignored
+        // natively and run here.
+        writeln!(
+            s,
+            "step {t} {}{skips} --include-ignored {}",
+            q(exe),
+            args.join(" ")
+        )?;
     }
     writeln!(s, "finish")?;
     Ok(s)

@@ -44,6 +44,16 @@ pub struct LayerEvidence {
     pub watched: bool,
     /// The history of this disk covers the whole call (nothing shed, dropped, or missed).
     pub complete: bool,
+    /// Requests in flight on it when a running call was looked at that the probes did not
+    /// follow (`--requests around-calls`: issued while no traced call was in flight):
+    /// whose they are is not known, so `complete` says no.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub unfollowed: u32,
+    /// With `unfollowed`: everything else about the disk is known (`complete` but for
+    /// them). Enough to say it stopped when too few are in flight for a flood of others'
+    /// to explain the pause (see rules' `stalled`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub complete_but_unfollowed: bool,
     pub inflight_max: u32,
     /// Requests still in flight when the window ended.
     pub inflight_at_end: u32,
@@ -860,11 +870,15 @@ fn whose_in(io: &Io, call: &Span, above: &[String], under_loop: bool) -> Whose {
 /// window a rule reads a disk over (the call's, its journal commit's, the look-back before
 /// a commit) is judged by this one test.
 fn disk_known(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> bool {
+    disk_known_but_unfollowed(h, disk, win) && h.disks.get(&disk).is_some_and(|d| d.unfollowed == 0)
+}
+
+/// [`disk_known`] but for the requests in flight now that the probes did not follow.
+fn disk_known_but_unfollowed(h: &History, disk: DiskDev, win: (MonoNs, MonoNs)) -> bool {
     h.disks.get(&disk).is_some_and(|d| {
         d.complete_from() <= win.0
             && d.unseen_during(win.0, win.1) == 0
             && d.stale_during(win.0, win.1) == 0
-            && d.unfollowed == 0
     }) && h.lost_during(win.0, win.1).is_empty()
 }
 
@@ -908,8 +922,10 @@ pub fn layer_evidence(
         partition: layer.part_name.clone(),
         watched: hist.is_some(),
         complete: disk_known(h, disk, win),
+        unfollowed: hist.map_or(0, |d| u32::try_from(d.unfollowed).unwrap_or(u32::MAX)),
         ..Default::default()
     };
+    le.complete_but_unfollowed = le.unfollowed > 0 && disk_known_but_unfollowed(h, disk, win);
     let ios = ios_in(h, disk, win);
     le.no_io = ios.is_empty();
     for io in &ios {

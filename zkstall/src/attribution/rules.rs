@@ -83,8 +83,9 @@ impl Verdict {
                 zkstall_common::HEARTBEAT_HZ
             ),
             Verdict::DeviceStall => format!(
-                "a disk under the file had requests in flight and completed none for >= {stall} of the call and >= {} ms, while the call waited on something a stopped disk holds up (not a frozen filesystem or a lock) for >= {stall} of it (the lowest such layer is named; its history must cover the call; not a disk saturated by others, >= {} requests in flight, unless it is a loop device whose disk under it was busy or throttling it for < {} of the pause; nor a loop device held back by the disk under it)",
+                "a disk under the file had requests in flight and completed none for >= {stall} of the call and >= {} ms, while the call waited on something a stopped disk holds up (not a frozen filesystem or a lock) for >= {stall} of it (the lowest such layer is named; its history must cover the call, but for fewer than {} requests in flight in all on a bare disk that were not followed; not a disk saturated by others, >= {} requests in flight, unless it is a loop device whose disk under it was busy or throttling it for < {} of the pause; nor a loop device held back by the disk under it)",
                 t.stall_min_ns / 1_000_000,
+                t.saturated_depth,
                 t.saturated_depth,
                 pct(t.loop_alone_share)
             ),
@@ -285,12 +286,24 @@ fn mechanism(g: &Gathered) -> Option<&'static str> {
 
 fn stalled(le: &LayerEvidence, layers: &[LayerEvidence], dur: u64, t: &Thresholds) -> bool {
     let gap = (le.longest_completion_gap_ms * 1e6) as u64;
-    le.complete
-        && le.inflight_max > 0
+    (le.complete || stopped_whoevers(le, t))
+        && le.inflight_max.saturating_add(le.unfollowed) > 0
         && gap >= t.stall_min_ns
         && gap as f64 >= t.stall_share * dur as f64
         && !held_from_below(le)
         && !saturated(le, layers, t)
+}
+
+/// A disk (not a loop device) whose history is known but for a few requests in flight that
+/// the probes did not follow (`--requests around-calls`, issued while no traced call was
+/// in flight): whoever's they are, it stopped if it completed nothing. Too few are in
+/// flight, with every request it did complete, for [`saturated`]'s flood of others' to
+/// explain a pause, and a bare disk has no layer below to be held up by. A loop device
+/// could be (see [`held_from_below`]), so its unknown requests leave it unknown.
+fn stopped_whoevers(le: &LayerEvidence, t: &Thresholds) -> bool {
+    le.complete_but_unfollowed
+        && le.kind == LayerKindName::Disk
+        && le.inflight_max.saturating_add(le.unfollowed) < t.saturated_depth
 }
 
 /// A disk with a deep queue of others' requests (its own, or relayed from a loop device
@@ -433,10 +446,17 @@ fn device_stall(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     }
     chain.push(Link {
         what: "device_stalled",
-        detail: format!(
-            "{}: {} request(s) in flight, no completion",
-            l.disk, l.inflight_max
-        ),
+        detail: if l.unfollowed > 0 {
+            format!(
+                "{}: {} request(s) in flight and {} more not followed, no completion",
+                l.disk, l.inflight_max, l.unfollowed
+            )
+        } else {
+            format!(
+                "{}: {} request(s) in flight, no completion",
+                l.disk, l.inflight_max
+            )
+        },
         start_ns: l.gap_start_ns.unwrap_or(0),
         duration_ms: l.longest_completion_gap_ms,
     });
