@@ -310,6 +310,7 @@ fn a_device_that_stops_under_requests_not_followed_is_a_device_stall_once_they_a
     let stop = DeviceStop {
         bare: false,
         neighbour: false,
+        after_a_call: false,
         requests: "around-calls",
         workload: &[
             "--calls",
@@ -388,6 +389,7 @@ fn a_bare_disk_the_hypervisor_stops_is_a_device_stall() {
     let stop = DeviceStop {
         bare: true,
         neighbour: false,
+        after_a_call: false,
         requests: "all",
         workload: &FDATASYNC_EVERY_5MS,
         others_queued: false,
@@ -396,6 +398,45 @@ fn a_bare_disk_the_hypervisor_stops_is_a_device_stall() {
         after: Duration::ZERO,
     };
     let (calls, _) = stop.run();
+    for c in &calls {
+        assert_supported(c);
+    }
+}
+
+/// The same with another process's direct writes queued deep on the disk when it stops
+/// (16 in flight): the hypervisor's stall, not that process, is the cause, as in the
+/// first of the causes ranked (a SAN or hypervisor stall hits every request on the disk,
+/// whoever's).
+#[test]
+#[ignore = "needs a disk the hypervisor can stop: runs in `cargo xtask vm-test`'s guest (CI's 6.1 tier)"]
+fn a_bare_disk_the_hypervisor_stops_with_others_io_queued_is_a_device_stall() {
+    if !can_run_root_tests(
+        "a_bare_disk_the_hypervisor_stops_with_others_io_queued_is_a_device_stall",
+    ) {
+        return;
+    }
+    let stop = DeviceStop {
+        bare: true,
+        neighbour: false,
+        after_a_call: false,
+        requests: "all",
+        workload: &FDATASYNC_EVERY_5MS,
+        others_queued: true,
+        before: Duration::ZERO,
+        stopped: Duration::from_millis(3000),
+        after: Duration::ZERO,
+    };
+    let (calls, _) = stop.run();
+    let c = calls
+        .iter()
+        .find(|c| c["verdict"] == "device_stall")
+        .expect("checked by run");
+    let l = &c["evidence"]["layers"][0];
+    assert!(l["inflight_max"].as_u64().unwrap() >= 8, "{l}");
+    assert!(
+        l["bytes_others"].as_u64().unwrap() > l["bytes_thread"].as_u64().unwrap(),
+        "{l}"
+    );
     for c in &calls {
         assert_supported(c);
     }
@@ -418,6 +459,10 @@ fn a_bare_disk_that_stops_under_a_few_requests_not_followed_is_a_stall_while_it_
     let stop = DeviceStop {
         bare: true,
         neighbour: true,
+        // Between two calls (2.5 s apart), long after a look found none in flight (looks
+        // are 100 ms apart): the neighbour's request then in flight is not followed, and
+        // the next call enters during the stop.
+        after_a_call: true,
         requests: "around-calls",
         workload: &[
             "--calls",
@@ -428,7 +473,7 @@ fn a_bare_disk_that_stops_under_a_few_requests_not_followed_is_a_stall_while_it_
             "fdatasync",
         ],
         others_queued: false,
-        before: Duration::from_millis(1500),
+        before: Duration::from_millis(1300),
         stopped: Duration::from_millis(5000),
         after: Duration::from_millis(500),
     };
@@ -505,6 +550,7 @@ fn a_device_stops_with(others_queued: bool, requests: &str) {
     let stop = DeviceStop {
         bare: false,
         neighbour: false,
+        after_a_call: false,
         requests,
         workload: &FDATASYNC_EVERY_5MS,
         others_queued,
@@ -542,6 +588,8 @@ struct DeviceStop<'a> {
     others_queued: bool,
     /// Another process writing a little now and then (a few requests in flight at most).
     neighbour: bool,
+    /// `before` counts from a call of the workload instead of the scenario's start.
+    after_a_call: bool,
     before: Duration,
     stopped: Duration,
     after: Duration,
@@ -583,6 +631,16 @@ impl DeviceStop<'_> {
         let neighbour = self
             .neighbour
             .then(|| neighbour_writes(&inner.dir.join("neighbour")));
+        if self.after_a_call {
+            // `before` counts from the workload's next call (its append changes the file's
+            // mtime), so the stop falls between two calls, as far from them as chosen.
+            let wal = inner.dir.join("zk").join("wal.log");
+            let mtime = || std::fs::metadata(&wal).and_then(|m| m.modified()).ok();
+            let first = mtime();
+            wait_until("a call of the workload", Duration::from_secs(30), || {
+                mtime() != first
+            });
+        }
         std::thread::sleep(self.before);
         if let Some(h) = &host {
             let mut freeze = h.stop();
@@ -869,15 +927,16 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
         sc.finish()
     };
     let mut calls = run();
-    for attempt in 2..=3 {
+    for attempt in 2..=5 {
         if !calls.is_empty() {
             break;
         }
         // No write crossed 10 ms, so reclaim never held one: nothing to attribute (on
-        // this faster host, seen in CI: once, then twice in a row). Again, on fresh
-        // devices and a fresh cgroup; a third run without a slow write fails below as
-        // before. When slow writes exist, what they are said to be is checked in full.
-        eprintln!("memory cgroup scenario: no write crossed 10 ms; run {attempt} of 3");
+        // this faster host, seen in CI: once, then twice in a row, and in ci64 three
+        // times in a row, the slowest write at 6-8 ms). Again, on fresh devices and a
+        // fresh cgroup; a fifth run without a slow write fails below as before. When slow
+        // writes exist, what they are said to be is checked in full.
+        eprintln!("memory cgroup scenario: no write crossed 10 ms; run {attempt} of 5");
         calls = run();
     }
     let reclaim: Vec<&Value> = calls

@@ -1842,6 +1842,58 @@ fn every_verdict_has_a_rule_or_is_the_catch_all() {
     }
 }
 
+/// A bare disk stopped by its hypervisor with another process's requests queued deep (the
+/// 6.1 guest's virtio disk frozen by the host under fio: called fio's contention): the
+/// pause is far longer than its queue takes at its usual latency, so it stopped. A pause
+/// its queue can explain stays saturation (contention naming the flood).
+#[test]
+fn a_bare_disks_pause_longer_than_its_queue_takes_is_a_stall_not_saturation() {
+    let stopped = |gap_end: u64| {
+        let mut h = History::default();
+        watched(&mut h);
+        // fio's usual pace before the call: 64 KiB writes of 50 ms each.
+        for i in 0..40u64 {
+            h.io(io(900, "fio", 65536, i * 10, i * 10 + 50));
+        }
+        // From 600 ms: 16 more of fio's queued, then the SyncThread's write; nothing
+        // completes until `gap_end`.
+        for i in 0..16u64 {
+            h.io(io(900, "fio", 65536, 600 + i, gap_end + i));
+        }
+        h.io(io(ZK, "SyncThread:1", 4096, 620, gap_end + 20));
+        h.blocked(blocked(
+            SYNC,
+            SchedState::DiskSleep,
+            610,
+            gap_end + 25,
+            Some(gap_end + 25),
+            &["io_schedule", "folio_wait_writeback"],
+            None,
+        ));
+        (call(600, gap_end + 30), h)
+    };
+    // 3 s without a completion; 17 in flight at 50 ms take 850 ms.
+    let (c, h) = stopped(3620);
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+    assert_eq!(e.evidence.layers[0].usual_p50_ms, Some(50.0));
+    // 700 ms: as long as the queue can take.
+    let (c, h) = stopped(1320);
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert!(
+        e.chain.iter().any(|k| k.what == "saturated"),
+        "{:?}",
+        e.chain
+    );
+    // A loop device is judged by the disk under it, not by its pace.
+    let (mut c, h) = stopped(3620);
+    c.disks.layers[0].kind = LayerKind::Loop {
+        backing_file: "/outer/inner.img".into(),
+    };
+    assert_eq!(explain_it(&c, &h).verdict, Verdict::DeviceContention);
+}
+
 #[test]
 fn a_disk_saturated_by_others_that_pauses_is_contention_not_a_stall() {
     // loop1 completes nothing for 800 ms with dd's 32 requests queued: dd's flood.
