@@ -515,7 +515,7 @@ fn a_bare_disk_that_stops_under_a_few_requests_not_followed_is_a_stall_while_it_
 /// flight at a time).
 fn neighbour_writes(dir: &std::path::Path) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
-    Proc::spawn(
+    let p = Proc::spawn(
         "fio",
         Command::new("fio")
             .args([
@@ -533,7 +533,9 @@ fn neighbour_writes(dir: &std::path::Path) -> Proc {
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
-    )
+    );
+    wait_for_writes(&dir.join("neighbour.0.0"), 8 << 20);
+    p
 }
 
 /// ZooKeeper's disk (inner) is a loop device over a file on another filesystem (outer).
@@ -625,9 +627,12 @@ impl DeviceStop<'_> {
             self.workload,
             &[],
         );
-        let fio = self
-            .others_queued
-            .then(|| fio_queued_deep(&inner.dir.join("fio"), &name));
+        let fio = self.others_queued.then(|| {
+            fio_queued(
+                &inner.dir.join("fio"),
+                (!self.bare).then_some(name.as_str()),
+            )
+        });
         let neighbour = self
             .neighbour
             .then(|| neighbour_writes(&inner.dir.join("neighbour")));
@@ -696,9 +701,12 @@ impl DeviceStop<'_> {
     }
 }
 
-/// fio's direct 64 KiB writes to files in `dir`, once `disk` has 8 or more requests in
-/// flight (fio lays its files out first: in a guest under emulation that takes seconds).
-fn fio_queued_deep(dir: &std::path::Path, disk: &str) -> Proc {
+/// fio's direct 64 KiB writes, 16 at a time, to a file in `dir`: with `deep_on`, once that
+/// disk has 8 or more requests in flight (fio lays its file out first: in a guest under
+/// emulation that takes seconds); without, once fio laid its file out and writes (on the
+/// guest's virtio disk the host completes them faster than an emulated CPU issues them,
+/// so they pile up only once the disk stops).
+fn fio_queued(dir: &std::path::Path, deep_on: Option<&str>) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
     let p = Proc::spawn(
         "fio",
@@ -721,6 +729,10 @@ fn fio_queued_deep(dir: &std::path::Path, disk: &str) -> Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
+    let Some(disk) = deep_on else {
+        wait_for_writes(&dir.join("queued.0.0"), 32 << 20);
+        return p;
+    };
     let inflight = format!("/sys/block/{disk}/inflight");
     wait_until(
         &format!("fio's 8 requests in flight on {disk}"),
@@ -735,6 +747,23 @@ fn fio_queued_deep(dir: &std::path::Path, disk: &str) -> Proc {
         },
     );
     p
+}
+
+/// Waits until `file` is `size` bytes long (laid out) and then written to (its mtime
+/// moves on).
+fn wait_for_writes(file: &std::path::Path, size: u64) {
+    let meta = || std::fs::metadata(file).ok();
+    wait_until(
+        &format!("{} laid out", file.display()),
+        Duration::from_secs(60),
+        || meta().is_some_and(|m| m.len() >= size),
+    );
+    let laid_out = meta().and_then(|m| m.modified().ok());
+    wait_until(
+        &format!("writes to {}", file.display()),
+        Duration::from_secs(30),
+        || meta().and_then(|m| m.modified().ok()) != laid_out,
+    );
 }
 
 #[test]

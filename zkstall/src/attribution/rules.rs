@@ -83,10 +83,11 @@ impl Verdict {
                 zkstall_common::HEARTBEAT_HZ
             ),
             Verdict::DeviceStall => format!(
-                "a disk under the file had requests in flight and completed none for >= {stall} of the call and >= {} ms, while the call waited on something a stopped disk holds up (not a frozen filesystem or a lock) for >= {stall} of it (the lowest such layer is named; its history must cover the call, but for fewer than {} requests in flight in all on a bare disk that were not followed; not a disk saturated by others, >= {} requests in flight, for no longer than they take one after another at its usual latency if it is a bare disk, unless it is a loop device whose disk under it was busy or throttling it for < {} of the pause; nor a loop device held back by the disk under it)",
+                "a disk under the file had requests in flight and completed none for >= {stall} of the call and >= {} ms, while the call waited on something a stopped disk holds up (not a frozen filesystem or a lock) for >= {stall} of it (the lowest such layer is named; its history must cover the call, but for fewer than {} requests in flight in all on a bare disk that were not followed; not a disk saturated by others, >= {} requests in flight, for no longer than {} s or than they take one after another at its usual latency if it is a bare disk, unless it is a loop device whose disk under it was busy or throttling it for < {} of the pause; nor a loop device held back by the disk under it)",
                 t.stall_min_ns / 1_000_000,
                 t.saturated_depth,
                 t.saturated_depth,
+                t.saturated_pause_ns / 1_000_000_000,
                 pct(t.loop_alone_share)
             ),
             Verdict::CpuStarvation => format!(
@@ -171,6 +172,10 @@ pub struct Thresholds {
     /// Requests in flight from which a pause in completions, under others' load, is
     /// saturation rather than a stop.
     pub saturated_depth: u32,
+    /// A bare disk's queue explains a pause up to this long whatever its usual pace (a
+    /// SATA disk's cache flush after a flood holds every request that long or so); longer
+    /// only as long as its queue takes at that pace.
+    pub saturated_pause_ns: u64,
     /// A loop device's pause in which the disk under it was busy or throttled it for less
     /// than this share was the loop device blocked itself, however deep its queue.
     pub loop_alone_share: f64,
@@ -190,6 +195,7 @@ impl Thresholds {
         slow_abs_ms: 100.0,
         pause_min_stopped: 2,
         saturated_depth: 8,
+        saturated_pause_ns: 2_000_000_000,
         loop_alone_share: 0.25,
         throttle_utilization: 0.5,
     };
@@ -318,21 +324,23 @@ fn saturated(le: &LayerEvidence, layers: &[LayerEvidence], t: &Thresholds) -> bo
         && (contended(le, t)
             || (le.bytes_from_above >= t.contention_min_bytes && contended(top, t)))
         && !blocked_alone(le, layers, t)
-        && queue_explains_pause(le)
+        && queue_explains_pause(le, t)
 }
 
-/// A bare disk's queue can hold it up only as long as draining it at the disk's usual
-/// pace would take: every request in flight served one after another, each at the usual
-/// latency before the call (which, under a flood, already includes the device's own
-/// queueing). A longer pause with requests in flight is the disk stopping, whoever's they
-/// are: a hypervisor or SAN stall hits every request (seen in the 6.1 guest: its virtio
-/// disk stopped by the host for 3 s under fio's 17 queued writes was called fio's
-/// contention). A loop device has its own tests ([`blocked_alone`]); with no usual
-/// latency known, the queue is taken to explain the pause.
-fn queue_explains_pause(le: &LayerEvidence) -> bool {
+/// A bare disk's queue can hold it up for `saturated_pause_ns`, and longer only as long as
+/// draining it at the disk's usual pace would take: every request in flight served one
+/// after another, each at the usual latency before the call (which, under a flood,
+/// already includes the device's own queueing). A longer pause with requests in flight is
+/// the disk stopping, whoever's they are: a hypervisor or SAN stall hits every request
+/// (seen in the 6.1 guest: its virtio disk stopped by the host for 3 s under fio's 17
+/// queued writes was called fio's contention). A loop device has its own tests
+/// ([`blocked_alone`]); with no usual latency known, the queue is taken to explain the
+/// pause.
+fn queue_explains_pause(le: &LayerEvidence, t: &Thresholds) -> bool {
+    let gap = le.longest_completion_gap_ms;
     match (le.kind, le.usual_p50_ms) {
         (LayerKindName::Disk, Some(p50)) => {
-            le.longest_completion_gap_ms <= p50 * le.inflight_max as f64
+            gap * 1e6 <= t.saturated_pause_ns as f64 || gap <= p50 * le.inflight_max as f64
         }
         _ => true,
     }

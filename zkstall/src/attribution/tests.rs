@@ -1848,12 +1848,12 @@ fn every_verdict_has_a_rule_or_is_the_catch_all() {
 /// its queue can explain stays saturation (contention naming the flood).
 #[test]
 fn a_bare_disks_pause_longer_than_its_queue_takes_is_a_stall_not_saturation() {
-    let stopped = |gap_end: u64| {
+    let paced = |gap_end: u64, usual_ms: u64| {
         let mut h = History::default();
         watched(&mut h);
-        // fio's usual pace before the call: 64 KiB writes of 50 ms each.
+        // fio's usual pace before the call: 64 KiB writes of `usual_ms` each.
         for i in 0..40u64 {
-            h.io(io(900, "fio", 65536, i * 10, i * 10 + 50));
+            h.io(io(900, "fio", 65536, i * 5, i * 5 + usual_ms));
         }
         // From 600 ms: 16 more of fio's queued, then the SyncThread's write; nothing
         // completes until `gap_end`.
@@ -1872,13 +1872,15 @@ fn a_bare_disks_pause_longer_than_its_queue_takes_is_a_stall_not_saturation() {
         ));
         (call(600, gap_end + 30), h)
     };
+    let stopped = |gap_end| paced(gap_end, 50);
     // 3 s without a completion; 17 in flight at 50 ms take 850 ms.
     let (c, h) = stopped(3620);
     let e = explain_it(&c, &h);
     assert_eq!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
     assert_eq!(e.evidence.layers[0].usual_p50_ms, Some(50.0));
-    // 700 ms: as long as the queue can take.
-    let (c, h) = stopped(1320);
+    // 1.7 s: longer than the queue takes at that pace, but not than a disk's cache flush
+    // after a flood can hold every request.
+    let (c, h) = stopped(2320);
     let e = explain_it(&c, &h);
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
     assert!(
@@ -1886,6 +1888,11 @@ fn a_bare_disks_pause_longer_than_its_queue_takes_is_a_stall_not_saturation() {
         "{:?}",
         e.chain
     );
+    // 3 s, on a disk whose 17 requests take 200 ms each: its queue takes 3.4 s.
+    let (c, h) = paced(3620, 200);
+    let e = explain_it(&c, &h);
+    assert_eq!(e.evidence.layers[0].usual_p50_ms, Some(200.0));
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
     // A loop device is judged by the disk under it, not by its pace.
     let (mut c, h) = stopped(3620);
     c.disks.layers[0].kind = LayerKind::Loop {
