@@ -31,7 +31,9 @@
 //! `-cpu host` is refused on some hosts: an MSR write fails and qemu aborts, or the guest
 //! hangs before printing anything). The whole run has a timeout; qemu is started in its
 //! own process group, which is killed on timeout, on Ctrl-C and after every run, so no qemu
-//! is left behind. Loop devices and mounts exist only inside the guest.
+//! is left behind. Loop devices and mounts exist only inside the guest, but for the one
+//! holding `/dev/vdb`'s image, which the run releases at its end (and a later run finds and
+//! releases if an interrupted one left it).
 
 use std::{
     collections::BTreeMap,
@@ -349,6 +351,13 @@ impl HostStopDisk {
             .arg(&mount)
             .stderr(Stdio::null())
             .status();
+        for dev in output(Command::new("losetup").arg("-j").arg(&backing))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(':').next())
+        {
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
         let _ = fs::remove_file(&backing);
         let f = fs::File::create(&backing)?;
         f.set_len(1280 << 20)?;
