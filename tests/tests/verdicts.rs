@@ -293,6 +293,16 @@ fn a_device_that_stops_with_others_io_queued_is_a_device_stall_with_requests_aro
     a_device_stops_with(true, "around-calls");
 }
 
+/// A target quiet most of the time: no call in flight for seconds between two.
+const FDATASYNC_EVERY_2500MS: [&str; 6] = [
+    "--calls",
+    "100000",
+    "--interval",
+    "2500ms",
+    "--syscalls",
+    "fdatasync",
+];
+
 /// The agent's mode on a target that is quiet most of the time (an fdatasync every 2.5 s):
 /// fio keeps a deep queue on the disk while no call is in flight, so its requests are not
 /// followed (only counted), and the disk stops under them. A call that enters during the
@@ -312,14 +322,7 @@ fn a_device_that_stops_under_requests_not_followed_is_a_device_stall_once_they_a
         neighbour: false,
         after_a_call: false,
         requests: "around-calls",
-        workload: &[
-            "--calls",
-            "100000",
-            "--interval",
-            "2500ms",
-            "--syscalls",
-            "fdatasync",
-        ],
+        workload: &FDATASYNC_EVERY_2500MS,
         others_queued: true,
         // fio's queue builds while no call is in flight; the stop outlasts the interval,
         // so a call enters during it.
@@ -386,21 +389,7 @@ fn a_bare_disk_the_hypervisor_stops_is_a_device_stall() {
     if !can_run_root_tests("a_bare_disk_the_hypervisor_stops_is_a_device_stall") {
         return;
     }
-    let stop = DeviceStop {
-        bare: true,
-        neighbour: false,
-        after_a_call: false,
-        requests: "all",
-        workload: &FDATASYNC_EVERY_5MS,
-        others_queued: false,
-        before: Duration::ZERO,
-        stopped: Duration::from_millis(3000),
-        after: Duration::ZERO,
-    };
-    let (calls, _) = stop.run();
-    for c in &calls {
-        assert_supported(c);
-    }
+    a_device_stops_on(true, false, "all");
 }
 
 /// The same with another process's direct writes queued deep on the disk when it stops
@@ -415,31 +404,7 @@ fn a_bare_disk_the_hypervisor_stops_with_others_io_queued_is_a_device_stall() {
     ) {
         return;
     }
-    let stop = DeviceStop {
-        bare: true,
-        neighbour: false,
-        after_a_call: false,
-        requests: "all",
-        workload: &FDATASYNC_EVERY_5MS,
-        others_queued: true,
-        before: Duration::ZERO,
-        stopped: Duration::from_millis(3000),
-        after: Duration::ZERO,
-    };
-    let (calls, _) = stop.run();
-    let c = calls
-        .iter()
-        .find(|c| c["verdict"] == "device_stall")
-        .expect("checked by run");
-    let l = &c["evidence"]["layers"][0];
-    assert!(l["inflight_max"].as_u64().unwrap() >= 8, "{l}");
-    assert!(
-        l["bytes_others"].as_u64().unwrap() > l["bytes_thread"].as_u64().unwrap(),
-        "{l}"
-    );
-    for c in &calls {
-        assert_supported(c);
-    }
+    a_device_stops_on(true, true, "all");
 }
 
 /// The agent's mode on the same bare disk, with the target quiet (an fdatasync every
@@ -464,14 +429,7 @@ fn a_bare_disk_that_stops_under_a_few_requests_not_followed_is_a_stall_while_it_
         // the next call enters during the stop.
         after_a_call: true,
         requests: "around-calls",
-        workload: &[
-            "--calls",
-            "100000",
-            "--interval",
-            "2500ms",
-            "--syscalls",
-            "fdatasync",
-        ],
+        workload: &FDATASYNC_EVERY_2500MS,
         others_queued: false,
         before: Duration::from_millis(1300),
         stopped: Duration::from_millis(5000),
@@ -549,8 +507,13 @@ fn a_device_stops(others_queued: bool) {
 }
 
 fn a_device_stops_with(others_queued: bool, requests: &str) {
+    a_device_stops_on(false, others_queued, requests)
+}
+
+/// The same on the guest's bare disk stopped by the host with `bare` (see [`HostDisk`]).
+fn a_device_stops_on(bare: bool, others_queued: bool, requests: &str) {
     let stop = DeviceStop {
-        bare: false,
+        bare,
         neighbour: false,
         after_a_call: false,
         requests,
@@ -575,6 +538,9 @@ fn a_device_stops_with(others_queued: bool, requests: &str) {
             l["bytes_others"].as_u64().unwrap() > l["bytes_thread"].as_u64().unwrap(),
             "{l}"
         );
+    }
+    for c in &calls {
+        assert_supported(c);
     }
 }
 
