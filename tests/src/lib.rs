@@ -1105,44 +1105,120 @@ impl PartLoop {
     }
 
     fn with(lo: LoopDev, sizes_mib: &[u64]) -> PartLoop {
-        let mut script = String::from("label: dos\n");
-        let mut start = 1u64;
-        for s in sizes_mib {
-            script.push_str(&format!("start={}MiB, size={}MiB, type=83\n", start, s));
-            start += s;
-        }
-        let mut child = Command::new("sfdisk")
-            .args(["--no-reread", "-q"])
-            .arg(&lo.dev)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            // It warns that the kernel cannot re-read the table: partx does that.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sfdisk");
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-        drop(child.stdin.take());
-        assert!(child.wait().unwrap().success(), "sfdisk failed");
-        sh("partx", &["-a", lo.dev.to_str().unwrap()]);
-        let parts: Vec<PathBuf> = (1..=sizes_mib.len())
-            .map(|i| PathBuf::from(format!("{}p{i}", lo.dev.display())))
-            .collect();
-        // udev may be absent: make sure the nodes exist (partx created the devices).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !parts.iter().all(|p| p.exists()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for p in &parts {
-            assert!(p.exists(), "{} did not appear after partx -a", p.display());
-        }
+        let parts = partition(&lo.dev, sizes_mib);
         PartLoop { lo, parts }
     }
 
     /// The partition's device number as zkstall prints it.
     pub fn majmin(&self, i: usize) -> String {
-        use std::os::unix::fs::MetadataExt as _;
-        let rdev = std::fs::metadata(&self.parts[i]).expect("stat part").rdev();
-        format!("{}:{}", libc::major(rdev), libc::minor(rdev))
+        majmin(&self.parts[i])
+    }
+}
+
+/// The device number of the device node `dev` as zkstall prints it (`MAJ:MIN`).
+pub fn majmin(dev: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let rdev = std::fs::metadata(dev).expect("stat a device node").rdev();
+    format!("{}:{}", libc::major(rdev), libc::minor(rdev))
+}
+
+/// Writes an MBR partition table on `dev` (one partition per size, in order, from 1 MiB
+/// on) and registers its partitions with `partx -a`; returns their device nodes.
+fn partition(dev: &std::path::Path, sizes_mib: &[u64]) -> Vec<PathBuf> {
+    let mut script = String::from("label: dos\n");
+    let mut start = 1u64;
+    for s in sizes_mib {
+        script.push_str(&format!("start={}MiB, size={}MiB, type=83\n", start, s));
+        start += s;
+    }
+    let mut child = Command::new("sfdisk")
+        .args(["--no-reread", "-q"])
+        .arg(dev)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        // It warns that the kernel cannot re-read the table: partx does that.
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sfdisk");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "sfdisk failed");
+    // A kernel with partition-table parsers (the 6.1 guest's) may have read the table
+    // itself as sfdisk closed the disk: partx then fails to add what exists, which is fine
+    // when the partitions' nodes are there (checked below, with partx's words).
+    let partx = Command::new("partx")
+        .arg("-a")
+        .arg(dev)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running partx");
+    // The kernel names a partition of a disk whose name ends in a digit with a `p`
+    // between (loop0p1), else not (vdb1).
+    let sep = if dev
+        .to_string_lossy()
+        .ends_with(|c: char| c.is_ascii_digit())
+    {
+        "p"
+    } else {
+        ""
+    };
+    let parts: Vec<PathBuf> = (1..=sizes_mib.len())
+        .map(|i| PathBuf::from(format!("{}{sep}{i}", dev.display())))
+        .collect();
+    // udev may be absent: make sure the nodes exist (partx created the devices).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !parts.iter().all(|p| p.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for p in &parts {
+        assert!(
+            p.exists(),
+            "{} did not appear after partx -a ({}: {})",
+            p.display(),
+            partx.status,
+            String::from_utf8_lossy(&partx.stderr).trim()
+        );
+    }
+    parts
+}
+
+/// A partition table on a disk the test does not own (the guest's [`HostDisk`]): its
+/// partitions are removed and the table wiped on drop, so the next test finds the bare
+/// disk it expects.
+pub struct PartDisk {
+    pub dev: PathBuf,
+    pub parts: Vec<PathBuf>,
+}
+
+impl PartDisk {
+    pub fn new(dev: &std::path::Path, sizes_mib: &[u64]) -> PartDisk {
+        // A table an interrupted run left: its partitions first.
+        let _ = Command::new("partx")
+            .arg("-d")
+            .arg(dev)
+            .stderr(Stdio::null())
+            .status();
+        let parts = partition(dev, sizes_mib);
+        PartDisk {
+            dev: dev.to_path_buf(),
+            parts,
+        }
+    }
+}
+
+impl Drop for PartDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("partx")
+            .arg("-d")
+            .arg(&self.dev)
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("wipefs")
+            .arg("-a")
+            .arg(&self.dev)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -1796,6 +1872,16 @@ impl Scenario {
             own,
             threshold,
         }
+    }
+
+    /// Waits until the workload's next call has returned (it prints a line as each call
+    /// ends), so that a scenario can start something a chosen time after a call instead of
+    /// at a time that races the calls.
+    pub fn wait_for_call_end(&self, timeout: Duration) {
+        let seen = self.own.lock().unwrap().len();
+        wait_until("a call of the workload to return", timeout, || {
+            self.own.lock().unwrap().len() > seen
+        });
     }
 
     /// Stops the workload; returns the slow calls of its SyncThread.

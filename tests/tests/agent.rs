@@ -329,8 +329,9 @@ fn an_agent_started_before_zookeeper_explains_its_stopped_disk_in_an_incident_pr
         "{r}"
     );
     // While it ran, the incident had the verdict so far: device_stall as it crossed the
-    // threshold, or, when the disk had stopped less than 500 ms before, a wait for the
-    // journal commit (true, not yet a stall) revised to device_stall as the call doubled.
+    // threshold, or, when the disk had stopped less than 500 ms before, `unknown` saying
+    // the pause is too young yet (30% of the call or more), or a wait for the journal
+    // commit (under 30%: true, not yet a stall), revised to device_stall as the call grew.
     let so_far: Vec<&Value> = records
         .iter()
         .filter(|c| c["in_progress"] == true && c["start_ns"] == r["start_ns"])
@@ -343,6 +344,10 @@ fn an_agent_started_before_zookeeper_explains_its_stopped_disk_in_an_incident_pr
     );
     assert!(
         so_far.iter().all(|c| c["verdict"] == "device_stall"
+            || (c["verdict"] == "unknown"
+                && c["chain"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k["what"] == "pause_open")))
             || (c["verdict"] == "journal_wait" && c.get("revised").is_none())),
         "{so_far:#?}"
     );

@@ -307,9 +307,14 @@ pub enum Counter {
     /// A request on a watched disk completed that the probes chose not to follow: it was
     /// issued while no watched call could be in flight (see `Config::io_slow_ns`).
     IoLate = 17,
+    /// A map refused to update or remove an entry because its bucket's lock was held on
+    /// this CPU (a program interrupting another in the same map: -EBUSY before 6.15,
+    /// -EDEADLK/-ETIMEDOUT from the resilient locks after): a request entry then outlives
+    /// its request (found stale later) or one is not followed.
+    MapBusy = 18,
 }
 
-pub const COUNTER_COUNT: u32 = 18;
+pub const COUNTER_COUNT: u32 = 19;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -331,6 +336,7 @@ impl Counter {
         Counter::SwitchUnseen,
         Counter::IoSummed,
         Counter::IoLate,
+        Counter::MapBusy,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -353,6 +359,7 @@ impl Counter {
             Counter::SwitchUnseen => "switch_unseen",
             Counter::IoSummed => "io_summed",
             Counter::IoLate => "io_late",
+            Counter::MapBusy => "map_busy",
         }
     }
 }

@@ -159,6 +159,10 @@ pub struct Trailer {
     #[serde(default)]
     pub io_late: u64,
     pub map_full: u64,
+    /// Map updates and removals refused because a bucket lock was held on the CPU (a
+    /// program interrupting another; older recordings: 0, counted in `map_full` or not
+    /// at all).
+    pub map_busy: u64,
     pub stack_errors: u64,
     pub io_watched: u64,
     pub io_merged: u64,

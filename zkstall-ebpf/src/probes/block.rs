@@ -550,17 +550,56 @@ fn sum_into(v: *mut IoSummary, nr_bytes: u32, service: u64) {
     }
 }
 
+/// The map helpers' errors that mean "full" (-E2BIG, -ENOMEM); "no such entry" (-ENOENT).
+/// Any other refusal is a bucket lock held on this CPU ([`Counter::MapBusy`]).
+const E2BIG: i32 = 7;
+const ENOMEM: i32 = 12;
+const ENOENT: i32 = 2;
+
+/// Counts a map's refusal as full or busy; true if full.
+#[inline(always)]
+fn count_refusal(e: i32) -> bool {
+    let full = e == -E2BIG || e == -ENOMEM;
+    count(if full {
+        Counter::MapFull
+    } else {
+        Counter::MapBusy
+    });
+    full
+}
+
+/// Forgets request `rq`'s entry. One the map refuses to remove (its bucket lock held by
+/// a program this one interrupted) outlives its request: counted, and found stale later.
+#[inline(always)]
+fn forget(rq: u64) {
+    if let Err(e) = REQUESTS.remove(rq)
+        && e != -ENOENT
+    {
+        count(Counter::MapBusy);
+    }
+}
+
 #[inline(always)]
 fn store(ctx: &BtfTracePointContext, rq: u64, r: &Request) {
-    if REQUESTS.insert(rq, r, 0).is_err() {
-        count(Counter::MapFull);
+    if let Err(e) = REQUESTS.insert(rq, r, 0) {
+        let full = count_refusal(e);
         if log_allowed() {
-            debug!(
-                ctx,
-                target: "zkstall::kernel",
-                "REQUESTS is full: a request on disk {} is not followed (counted as map_full)",
-                r.disk
-            );
+            if full {
+                debug!(
+                    ctx,
+                    target: "zkstall::kernel",
+                    "REQUESTS is full: a request on disk {} is not followed (counted as map_full)",
+                    r.disk
+                );
+            } else {
+                debug!(
+                    ctx,
+                    target: "zkstall::kernel",
+                    "REQUESTS refused an entry ({}), its lock busy: a request on disk {} is not followed (counted as map_busy)",
+                    e,
+                    r.disk
+                );
+            }
         }
     }
 }
@@ -584,8 +623,8 @@ pub fn block_getrq(ctx: BtfTracePointContext) -> i32 {
     }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    if BIOS.insert(bio, current_submitter(now), 0).is_err() {
-        count(Counter::MapFull);
+    if let Err(e) = BIOS.insert(bio, current_submitter(now), 0) {
+        let _ = count_refusal(e);
     }
     0
 }
@@ -611,7 +650,7 @@ pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
             if quiet_now() && !bio_seen(rq) {
                 // Not followed (counted at its issue); a reused entry must not match it.
                 if found.is_some() {
-                    let _ = REQUESTS.remove(rq);
+                    forget(rq);
                 }
                 return 0;
             }
@@ -668,7 +707,7 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
             // block_getrq followed its bio (a target's, or one started before the quiet).
             if quiet_now() && !bio_seen(rq) {
                 if found.is_some() {
-                    let _ = REQUESTS.remove(rq);
+                    forget(rq);
                 }
                 if carries_data(rq) {
                     count_late!(disk, late_issued);
@@ -817,13 +856,19 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
                 return 0;
             }
             if r.flags & RQ_FROM_GETRQ == 0 {
-                r.flags |= RQ_UNMATCHED;
                 let start = btf_read::<u64>(rq, config!(kernel.rq_start_time)).unwrap_or(0);
                 count(if allocated_before_watch(start, since) {
                     Counter::IoBeforeWatch
                 } else {
                     Counter::IoUnmatched
                 });
+                // What the request itself says: when it was allocated and issued, and
+                // whose file its pages are. Not the task this completion interrupts, nor
+                // now: one in flight when tracing began (a call stuck on a stopped disk)
+                // was in flight all along, and a stop that held it shows as one.
+                r = late_request(rq, disk, start);
+                r.done_bytes = nr_bytes;
+                r.flags |= RQ_UNMATCHED;
             }
             r
         }
@@ -833,7 +878,7 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     }
     if last {
         if found {
-            let _ = REQUESTS.remove(rq);
+            forget(rq);
         }
     } else {
         req.flags |= RQ_PARTIAL;

@@ -441,8 +441,17 @@ fn unknown(call: &Span, g: &Gathered, f: &Finding, dur: f64) -> String {
     if let Some(frame) = &ev.wait_frame {
         s.push_str(&format!("; it waited at {frame}"));
     }
+    if let Some(link) = f.chain.iter().find(|k| k.what == "pause_open") {
+        s.push_str(&format!("; {}", link.detail));
+    }
     if let Some(l) = ev.layers.first() {
-        if l.no_io && l.watched {
+        if l.no_io && l.watched && call.start_bound {
+            // Requests issued before the probes existed are seen only as they complete.
+            s.push_str(&format!(
+                "; {} completed no block I/O since tracing began (requests in flight before then are seen only as they complete)",
+                l.disk
+            ));
+        } else if l.no_io && l.watched {
             s.push_str(&format!("; {} saw no block I/O during it", l.disk));
         } else if let Some(p) = &l.latency_ms {
             match l.usual_p50_ms {

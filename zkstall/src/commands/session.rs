@@ -1774,6 +1774,7 @@ pub fn trailer(t: &KernelTotals, end: MonoNs, pids: &BTreeSet<u32>, shed: u64) -
         io_summed: k.get(Counter::IoSummed),
         io_late: k.get(Counter::IoLate),
         map_full: k.get(Counter::MapFull),
+        map_busy: k.get(Counter::MapBusy),
         stack_errors: k.get(Counter::StackError),
         io_watched: k.get(Counter::IoWatched),
         io_merged: k.get(Counter::IoMerged),

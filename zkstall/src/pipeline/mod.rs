@@ -586,6 +586,7 @@ impl Pipeline {
             io_summed: t.io_summed,
             io_late: t.io_late,
             map_full: t.map_full,
+            map_busy: t.map_busy,
             stack_errors: t.stack_errors,
             io_merged: t.io_merged,
             io_stale: t.io_stale,

@@ -168,6 +168,9 @@ pub struct Summary {
     pub unwatched: u64,
     /// Entries refused by full kernel maps (requests, threads, dirty).
     pub map_full: u64,
+    /// Map updates and removals refused because a program interrupted another holding
+    /// the same bucket lock (a request entry then outlives its request).
+    pub map_busy: u64,
     pub stack_errors: u64,
     /// History entries shed to stay within bounds before they aged out (a flood).
     pub history_shed: u64,

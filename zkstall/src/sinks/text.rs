@@ -453,6 +453,12 @@ impl<W: Write> Sink for TextSink<W> {
                 s.read_errors, s.decode_errors, s.map_full, s.stack_errors
             ));
         }
+        if s.map_busy > 0 {
+            lost.push(format!(
+                "{} kernel map update(s) refused on a busy lock (a program interrupting another: a request entry may have outlived its request)",
+                s.map_busy
+            ));
+        }
         if lost.is_empty() {
             writeln!(self.w, "         nothing was lost")?;
         } else {
