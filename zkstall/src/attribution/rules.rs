@@ -129,7 +129,8 @@ impl Verdict {
                 "blocked >= {dominant} of the call in the filesystem (a lock, a frozen filesystem) with no I/O of its own in flight"
             ),
             Verdict::Unknown => format!(
-                "none of the above: the headline names where the time went as far as it is known, the frame it waited at, and what is missing. Also a call still running, waiting on its disk, whose disk has completed nothing for >= {dominant} of it and still has not, not yet for as long as `device_stall` needs (tried right after it): a stop if it lasts"
+                "none of the above: the headline names where the time went as far as it is known, the frame it waited at, and what is missing. Also a call still running, waiting on its disk, whose disk has completed nothing for >= {dominant} of it and >= {} ms and still has not, not yet for as long as `device_stall` needs (tried right after it): a stop if it lasts",
+                t.slow_abs_ms
             ),
         }
     }
@@ -304,7 +305,7 @@ fn stalled(le: &LayerEvidence, layers: &[LayerEvidence], dur: u64, t: &Threshold
 }
 
 /// A running call (looked at, or still running when tracing ended) whose disk has completed
-/// nothing for `dominant_share` of it or more and still has not, but not yet for as long as
+/// nothing for `dominant_share` of it or more (and `slow_abs_ms`) and still has not, but not yet for as long as
 /// [`device_stall`] needs: a stop if it lasts, and too soon to call one. Said as such
 /// (`unknown`), so that no rule after names what ran before the pause (a commit, others'
 /// I/O) as the cause: a disk completing nothing now is not busy serving them. Every stall
@@ -329,6 +330,8 @@ fn pause_still_open(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding
                     .gap_start_ns
                     .is_some_and(|s| s.saturating_add(gap).saturating_add(1_000_000) >= end)
                 && gap as f64 >= t.dominant_share * g.dur_ns as f64
+                // Shorter is a disk's usual worst (a cache flush), not a pause.
+                && gap as f64 >= t.slow_abs_ms * 1e6
                 && !held_from_below(l)
                 && !saturated(l, layers, t)
         })

@@ -2576,4 +2576,29 @@ fn a_look_at_a_pause_still_open_but_short_says_so_until_it_is_a_stall() {
     );
     let e = look(1101);
     assert_eq!(e.verdict, Verdict::DeviceStall, "{}", e.headline);
+    // A short look (a low threshold): 90 ms without a completion is 36% of a 250 ms call
+    // but within a disk's usual worst (a cache flush), not a pause.
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(ZK, "SyncThread:1", 4096, 5, 15));
+    let mut r = io(ZK, "SyncThread:1", 4096, 160, 250);
+    r.completed = None;
+    h.io(r);
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        5,
+        250,
+        None,
+        &["folio_wait_writeback+0x2a"],
+        None,
+    ));
+    let mut c = call(0, 250);
+    c.running = true;
+    let e = explain_it(&c, &h);
+    assert!(
+        !e.chain.iter().any(|k| k.what == "pause_open"),
+        "{}",
+        e.headline
+    );
 }
