@@ -8,7 +8,6 @@
 //! thaw first, then kill, unmount, detach.
 
 use std::{
-    io::BufRead as _,
     process::{Command, Stdio},
     sync::Mutex,
     time::Duration,
@@ -18,25 +17,6 @@ use serde_json::Value;
 use zkstall_tests::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The built-in workload (a thread named SyncThread:1) in `dir`, started and running, and
-/// the calls it times itself (for the check that zkstall reported each slow one).
-fn workload(dir: &std::path::Path, args: &[&str]) -> (Proc, OwnCalls) {
-    let mut cmd = Command::new(zkstall_bin());
-    cmd.args(["workload", "--thread-name", "SyncThread:1", "--no-wait"])
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut work = Proc::spawn("workload", &mut cmd);
-    let mut out = std::io::BufReader::new(work.child.stdout.take().unwrap());
-    let mut ready = String::new();
-    out.read_line(&mut ready).unwrap();
-    let own = OwnCalls::keep(out);
-    (work, own)
-}
 
 fn sync_calls(records: &[Value]) -> Vec<&Value> {
     for r in records
@@ -112,7 +92,7 @@ fn dd_on_another_partition(requests: &str) {
     let disk = PartLoop::new(&[256, 1024]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
     let other_fs = Mount::ext4(&disk.parts[1]);
-    let (mut work, own) = workload(&zk_fs.dir.join("zk"), workload_for(requests));
+    let (mut work, own) = start_workload(&zk_fs.dir.join("zk"), workload_for(requests));
     let tracer = start_tracer_with(
         work.pid(),
         &[
@@ -276,7 +256,7 @@ fn a_stopped_disk_under_a_partition(requests: &str) {
     let outer_fs = Mount::ext4(&outer.dev);
     let disk = PartLoop::over(&outer_fs.dir.join("inner.img"), &[200, 100]);
     let zk_fs = Mount::ext4(&disk.parts[0]);
-    let (mut work, own) = workload(&zk_fs.dir.join("zk"), workload_for(requests));
+    let (mut work, own) = start_workload(&zk_fs.dir.join("zk"), workload_for(requests));
     let tracer = start_tracer_with(
         work.pid(),
         &[
@@ -364,7 +344,7 @@ fn a_write_stuck_before_tracing_starts(requests: &str) {
     let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let fs = Mount::ext4(&lo.dev);
-    let (mut work, own) = workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
+    let (mut work, own) = start_workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
     let mut tid = 0;
     wait_until("the SyncThread", Duration::from_secs(10), || {
         tid = tid_named(work.pid(), "SyncThread:1").unwrap_or(0);
@@ -454,7 +434,7 @@ fn a_call_still_stuck_when_tracing_ends(requests: &str) {
     let _serial = serial(&SERIAL);
     let disk = StoppableDisk::new(200);
     let fs = Mount::ext4(&disk.inner.dev);
-    let (mut work, own) = workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
+    let (mut work, own) = start_workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
     let tracer = start_tracer_with(
         work.pid(),
         &[
@@ -633,7 +613,7 @@ fn a_flooded_neighbour_disk_is_counted_not_traced_and_causes_no_false_stall() {
     let lo = LoopDev::new(256);
     let fs = Mount::ext4(&lo.dev);
     let (flood_dev, _shm) = ram_disk(512);
-    let (mut work, own) = workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
+    let (mut work, own) = start_workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
     let tracer = start_tracer_with(work.pid(), &["--threshold", "50ms", "--format", "json"]);
     // The block layer's own count of the flood disk's completed requests (and merges):
     // fio counts its I/Os, and at 300k+ IOPS a few adjacent random writes merge into one
@@ -853,73 +833,5 @@ fn a_call_stuck_on_a_stopped_disk_when_tracing_starts_is_a_device_stall_with_req
 fn a_call_stuck_on_a_stopped_disk_when_tracing_starts(requests: &str) {
     let _serial = serial(&SERIAL);
     let disk = StoppableDisk::new(200);
-    let fs = Mount::ext4(&disk.inner.dev);
-    let (mut work, own) = workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
-    let mut tid = 0;
-    wait_until("the SyncThread", Duration::from_secs(10), || {
-        tid = tid_named(work.pid(), "SyncThread:1").unwrap_or(0);
-        tid != 0
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let mut freeze = disk.stop();
-    // Its fdatasync (75) blocks on the stopped disk.
-    wait_until("the fdatasync to block", Duration::from_secs(10), || {
-        thread_state(tid) == Some('D') && thread_syscall(tid) == Some(75)
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let tracer = start_tracer_with(
-        work.pid(),
-        &[
-            "--threshold",
-            "500ms",
-            "--format",
-            "json",
-            "--requests",
-            requests,
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(2500));
-    freeze.thaw();
-    std::thread::sleep(Duration::from_millis(700));
-    let _ = work.child.kill();
-    let (records, raw) = finish_tracer_raw(tracer);
-    own.check_reported(&records, Duration::from_millis(500));
-    let calls = sync_calls(&records);
-    eprintln!("{:#?}", verdicts(&calls));
-    let stuck: Vec<&&Value> = calls.iter().filter(|c| c["start_bound"] == true).collect();
-    for c in &stuck {
-        eprintln!("{c:#}");
-    }
-    eprintln!("{}", raw.lines().last().unwrap_or_default());
-    // Looked at as it runs, it is a stall or not known yet (the requests it waits on were
-    // issued before the probes existed; a pause too young yet): never what ran before.
-    for c in &stuck {
-        assert!(
-            c["verdict"] == "device_stall" || c["verdict"] == "unknown",
-            "{}: {}",
-            c["verdict"],
-            c["headline"]
-        );
-    }
-    let last = stuck
-        .iter()
-        .find(|c| c.get("in_progress").is_none())
-        .expect("the stuck call reported at its end");
-    assert_eq!(last["verdict"], "device_stall", "{}", last["headline"]);
-    // In flight all along: the requests issued before tracing began are in its evidence.
-    assert!(
-        last["evidence"]["layers"][0]["inflight_max"]
-            .as_u64()
-            .unwrap()
-            >= 1,
-        "{last}"
-    );
-    assert!(
-        last["evidence"]["longest_completion_gap_ms"]
-            .as_f64()
-            .unwrap()
-            > 2000.0,
-        "{last}"
-    );
-    drop(fs);
+    stuck_when_tracing_starts(&disk.inner.dev, || disk.stop(), requests);
 }

@@ -422,6 +422,22 @@ fn a_bare_disk_the_hypervisor_stops_with_others_io_queued_is_a_device_stall() {
     a_device_stops_on(true, false, true, "all");
 }
 
+/// The hypervisor stops the bare disk, the workload's fdatasync blocks on it, and only
+/// then tracing starts (`zkstall trace`'s default, every request followed): the SRE's
+/// moment, during the stall, on the first-ranked cause. See [`stuck_when_tracing_starts`].
+#[test]
+#[ignore = "needs a disk the hypervisor can stop: runs in `cargo xtask vm-test`'s guest (CI's 6.1 tier)"]
+fn a_call_stuck_on_a_bare_disk_the_hypervisor_stopped_before_tracing_starts_is_a_device_stall() {
+    if !can_run_root_tests(
+        "a_call_stuck_on_a_bare_disk_the_hypervisor_stopped_before_tracing_starts_is_a_device_stall",
+    ) {
+        return;
+    }
+    let _serial = serial(&SERIAL);
+    let disk = HostDisk::from_env();
+    stuck_when_tracing_starts(&disk.dev, || disk.stop(), "all");
+}
+
 /// The same with the disk partitioned, as production disks are: ZooKeeper's filesystem on
 /// the first partition, fio's queue on the second. The partitions share the disk's queue,
 /// and the stopped disk, not the other partition's writer, is the cause.

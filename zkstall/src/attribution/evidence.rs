@@ -1379,7 +1379,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
         let unfollowed = hist.map_or(0, |d| d.unfollowed);
         if unfollowed > 0 {
             ev.incomplete.push(format!(
-                "{}: {unfollowed} request(s) in flight now that the probes did not follow (issued while no watched call was in flight; --requests all follows every one)",
+                "{}: {unfollowed} request(s) in flight now that the probes did not follow (issued before tracing began, seen only as they complete; or, with --requests around-calls, while no watched call was in flight)",
                 le.disk
             ));
         }

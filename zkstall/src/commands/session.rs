@@ -863,12 +863,15 @@ impl<'s> Session<'s> {
             }
         }
         let live: BTreeSet<u32> = self.live.keys().copied().collect();
+        let watched = self.watched_disks();
         for n in running_notes(
             &self.probes,
             &live,
             &self.proc,
             Some((self.crossing, &mut self.crossed)),
             &self.late_base,
+            &watched,
+            self.req_bits.op_flush,
             now,
         ) {
             self.feed.note(n, &mut self.probes)?;
@@ -987,6 +990,11 @@ impl<'s> Session<'s> {
         )
     }
 
+    /// The disks whose requests are followed one by one now.
+    fn watched_disks(&self) -> Vec<crate::enrich::DiskDev> {
+        self.feed.pipeline.watched().keys().copied().collect()
+    }
+
     /// What is open in the kernel now (requests in flight, off-CPU intervals, exits held),
     /// as the records it will send, and the calls still running, as notes at the end of a
     /// recording: what an incident closed now needs to explain a call still stuck. Nothing
@@ -995,7 +1003,16 @@ impl<'s> Session<'s> {
         let live: BTreeSet<u32> = self.live.keys().copied().collect();
         let now = MonoNs::now();
         let recs = open_records(&self.probes, &live, now, &self.proc);
-        let notes = running_notes(&self.probes, &live, &self.proc, None, &self.late_base, now);
+        let notes = running_notes(
+            &self.probes,
+            &live,
+            &self.proc,
+            None,
+            &self.late_base,
+            &self.watched_disks(),
+            self.req_bits.op_flush,
+            now,
+        );
         (recs, notes)
     }
 
@@ -1041,7 +1058,18 @@ impl<'s> Session<'s> {
         for rec in open_records(&self.probes, &live, end, &self.proc) {
             self.feed.kernel(&rec, &mut self.probes)?;
         }
-        for n in running_notes(&self.probes, &live, &self.proc, None, &self.late_base, end) {
+        let watched: Vec<crate::enrich::DiskDev> =
+            self.feed.pipeline.watched().keys().copied().collect();
+        for n in running_notes(
+            &self.probes,
+            &live,
+            &self.proc,
+            None,
+            &self.late_base,
+            &watched,
+            self.req_bits.op_flush,
+            end,
+        ) {
             self.feed.note(n, &mut self.probes)?;
         }
         self.feed
@@ -1135,6 +1163,58 @@ impl LateBase {
             }
         }
     }
+}
+
+/// By disk (`MAJ:MIN`), the requests in flight now that the probes did not follow: those
+/// issued unfollowed around calls ([`LateBase`]), or, if more, those the block layer counts
+/// in flight (/sys/dev/block/D/inflight, iostats on) beyond the issued ones the probes
+/// hold: requests in flight since before tracing began, seen only as they complete (a
+/// call stuck on a stopped disk at attach). The block layer's count is read before and
+/// after the probes' map and the lower one taken: a followed request issued or completed
+/// in between is then never counted as unfollowed (only requests in flight all along
+/// are). Flushes, which the block layer never counts, are left out.
+fn unfollowed_now(
+    probes: &Probes,
+    late_base: &LateBase,
+    watched: &[crate::enrich::DiskDev],
+    op_flush: u32,
+) -> Vec<(String, u64)> {
+    let mut by: BTreeMap<String, u64> = late_base.unfollowed(probes).into_iter().collect();
+    let before: Vec<Option<u64>> = watched.iter().map(|d| block_inflight(*d)).collect();
+    let requests = probes.requests().unwrap_or_default();
+    for (d, before) in watched.iter().zip(before) {
+        let Some(block) = before.zip(block_inflight(*d)).map(|(a, b)| a.min(b)) else {
+            continue;
+        };
+        let k = d.0.to_kernel();
+        let held = requests
+            .iter()
+            .filter(|(_, r)| {
+                r.disk == k && r.issue_ns != 0 && r.bytes > 0 && r.cmd_flags & 0xff != op_flush
+            })
+            .count() as u64;
+        let extra = block.saturating_sub(held);
+        if extra > 0 {
+            let n = by.entry(d.to_string()).or_default();
+            *n = (*n).max(extra);
+        }
+    }
+    by.into_iter().collect()
+}
+
+/// The block layer's count of requests in flight on `disk` now, when its queue keeps I/O
+/// statistics (else not known).
+fn block_inflight(disk: crate::enrich::DiskDev) -> Option<u64> {
+    let sys = format!("/sys/dev/block/{disk}");
+    if !std::fs::read_to_string(format!("{sys}/queue/iostats")).is_ok_and(|v| v.trim() == "1") {
+        return None;
+    }
+    let t = std::fs::read_to_string(format!("{sys}/inflight")).ok()?;
+    Some(
+        t.split_whitespace()
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum(),
+    )
 }
 
 /// Whether the block layer counts no request in flight on `disk` (kernel dev_t) now. Only
@@ -1362,12 +1442,15 @@ type Looked = HashMap<(u32, u64), u64>;
 /// than `crossing`, as they cross it, then each time they double in length (`looked` holds,
 /// by (tid, call start), how long each call must run before it is looked at again);
 /// without: all of them, at the end.
+#[allow(clippy::too_many_arguments)]
 fn running_notes(
     probes: &Probes,
     live: &BTreeSet<u32>,
     proc: &ProcRoot,
     mut due: Option<(Duration, &mut Looked)>,
     late_base: &LateBase,
+    watched: &[crate::enrich::DiskDev],
+    op_flush: u32,
     now: MonoNs,
 ) -> Vec<Note> {
     let at_end = due.is_none();
@@ -1444,7 +1527,7 @@ fn running_notes(
             stack: th.stack,
             in_flight,
             unfollowed: unfollowed
-                .get_or_insert_with(|| late_base.unfollowed(probes))
+                .get_or_insert_with(|| unfollowed_now(probes, late_base, watched, op_flush))
                 .clone(),
         });
     }
