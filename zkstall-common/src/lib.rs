@@ -38,8 +38,8 @@ pub mod names {
     pub const DISKS: &str = "DISKS";
     /// Per-CPU summary of requests on all other disks, by (disk, cgroup).
     pub const OTHER_IO: &str = "OTHER_IO";
-    /// Per-CPU summary of the watched disks' requests that were not sent one by one, and
-    /// the count of all their completions ([`crate::IoSummary`], by disk).
+    /// Per-CPU summary of the watched disks' requests that were not sent one by one
+    /// ([`crate::IoSummary`], by disk).
     pub const IO_SUMMARY: &str = "IO_SUMMARY";
     /// Whether a target's watched call may be in flight, for deciding which requests are
     /// sent one by one ([`crate::Config::io_slow_ns`]); four u64 entries:
@@ -982,9 +982,15 @@ const _: () = assert!(size_of::<IoEvent>() == 152);
 pub struct OtherIoKey {
     pub disk: u32,
     pub _pad: u32,
-    /// The cgroup the block layer charged the requests to.
+    /// The cgroup the block layer charged the requests to, or [`OTHER_IO_WATCHED`].
     pub blk_cgroup: u64,
 }
+
+/// `OtherIoKey::blk_cgroup` of a watched disk's entry: its completions, counted the way
+/// unwatched disks' are, so that every disk's count can be checked against the block
+/// layer's own (a completion the kernel skipped the program for leaves a request that
+/// looks in flight forever).
+pub const OTHER_IO_WATCHED: u64 = u64::MAX;
 
 /// Value of [`names::OTHER_IO`] (per CPU).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1022,10 +1028,6 @@ pub struct IoSummary {
     pub late_issued: u64,
     pub late_requeued: u64,
     pub late_done: u64,
-    /// Every request of the disk completed, followed or not (each at its last completion,
-    /// by block_rq_complete): checked against the block layer's own count
-    /// (/proc/diskstats) for completions the probes did not see.
-    pub completed: u64,
 }
 
 /// Entries of [`names::CALL_WATCH`].

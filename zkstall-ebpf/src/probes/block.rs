@@ -39,8 +39,9 @@ use aya_ebpf::{
 };
 use zkstall_common::{
     CALL_WATCH_ENTER, CALL_WATCH_EXIT, CALL_WATCH_QUIET, CALL_WATCH_SCANNED, Counter, EventKind,
-    IO_HIST_BUCKETS, IO_HIST_FIRST_NS, IoEvent, IoSummary, OtherIo, OtherIoKey, RQ_FROM_GETRQ,
-    RQ_KTHREAD, RQ_LATE, RQ_PAGE_INODE, RQ_PARTIAL, RQ_UNMATCHED, Request, Submitter,
+    IO_HIST_BUCKETS, IO_HIST_FIRST_NS, IoEvent, IoSummary, OTHER_IO_WATCHED, OtherIo, OtherIoKey,
+    RQ_FROM_GETRQ, RQ_KTHREAD, RQ_LATE, RQ_PAGE_INODE, RQ_PARTIAL, RQ_UNMATCHED, Request,
+    Submitter,
 };
 
 use aya_log_ebpf::debug;
@@ -483,7 +484,6 @@ static ZERO_SUMMARY: IoSummary = IoSummary {
     late_issued: 0,
     late_requeued: 0,
     late_done: 0,
-    completed: 0,
 };
 
 /// This CPU's IO_SUMMARY entry of `disk`, created when missing.
@@ -514,17 +514,16 @@ macro_rules! count_late {
     };
 }
 
-/// Sums a completed request into its disk's IO_SUMMARY entry `v` (this CPU's, from
-/// [`summary`]).
+/// Sums a completed request into its disk's IO_SUMMARY entry (this CPU's).
 #[inline(always)]
-fn summarize(v: Option<*mut IoSummary>, req: &Request, nr_bytes: u32, now: u64) {
+fn summarize(disk: u32, req: &Request, nr_bytes: u32, now: u64) {
     // A request not followed whose queue keeps no issue stamp: from its start.
     let from = if req.issue_ns != 0 {
         req.issue_ns
     } else {
         req.queued_ns
     };
-    if let Some(v) = v {
+    if let Some(v) = summary(disk) {
         sum_into(v, nr_bytes, now.saturating_sub(from));
     }
 }
@@ -779,15 +778,8 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     count(Counter::IoWatched);
-    // The disk's summary, looked up once for all its uses below. Every completion is
-    // counted there (userspace checks the count against /proc/diskstats, as it does the
-    // unwatched disks' in OTHER_IO).
-    let v = summary(disk);
-    if let Some(v) = v {
-        // SAFETY: a per-CPU value; this field is only changed by this program (see
-        // count_late).
-        unsafe { (*v).completed += last as u64 }
-    }
+    // Counted like the unwatched disks' (userspace checks both against /proc/diskstats).
+    add_other_io(disk, OTHER_IO_WATCHED, last, nr_bytes);
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let followed = REQUESTS.get_ptr_mut(rq);
@@ -806,7 +798,8 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
             let start = btf_read::<u64>(rq, config!(kernel.rq_start_time)).unwrap_or(0);
             let before = allocated_before_watch(start, since);
             let data = nr_bytes != 0 || left != 0;
-            let v = if data { v } else { None };
+            // One lookup of the disk's summary for both its uses below.
+            let v = if data { summary(disk) } else { None };
             if before {
                 count(Counter::IoBeforeWatch);
             } else if data {
@@ -899,7 +892,7 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     }
     if last && !one_by_one(&req, status, nr_bytes, now) {
         count(Counter::IoSummed);
-        summarize(v, &req, nr_bytes, now);
+        summarize(disk, &req, nr_bytes, now);
         return 0;
     }
     let mut hdr = header::<IoEvent>(EventKind::Io, now, 0);

@@ -1707,10 +1707,6 @@ pub struct KernelTotals {
     /// never an artefact of when each was read.
     pub disks: crate::enrich::diskstats::DiskStats,
     pub other_io_before_disks: Vec<(zkstall_common::OtherIoKey, zkstall_common::OtherIo)>,
-    /// Watched disks' completions (IO_SUMMARY's `completed`, by kernel dev_t), read with
-    /// `other_io` after the block layer's counts and with `other_io_before_disks` before.
-    pub completed: Vec<(u32, u64)>,
-    pub completed_before_disks: Vec<(u32, u64)>,
     /// Devices ever watched (their requests are not in `other_io`).
     pub watched: BTreeSet<u32>,
     /// Set by [`KernelTotals::since`]: by disk, requests the block layer completed that
@@ -1720,16 +1716,7 @@ pub struct KernelTotals {
 
 impl KernelTotals {
     pub fn read(probes: &Probes) -> KernelTotals {
-        let completed = || {
-            probes
-                .io_summaries()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(d, v)| (d, v.completed))
-                .collect::<Vec<_>>()
-        };
         let other_io_before_disks = probes.other_io().unwrap_or_default();
-        let completed_before_disks = completed();
         let disks = crate::enrich::diskstats::DiskStats::read(
             std::path::Path::new("/proc"),
             std::path::Path::new("/sys"),
@@ -1737,8 +1724,6 @@ impl KernelTotals {
         KernelTotals {
             counters: probes.counters().unwrap_or_default(),
             other_io: probes.other_io().unwrap_or_default(),
-            completed: completed(),
-            completed_before_disks,
             misses: probes.recursion_misses().iter().map(|(_, n)| n).sum(),
             disks,
             other_io_before_disks,
@@ -1752,7 +1737,6 @@ impl KernelTotals {
     pub fn rebase_disks(&mut self, probes: &Probes) {
         let now = KernelTotals::read(probes);
         self.other_io_before_disks = now.other_io_before_disks;
-        self.completed_before_disks = now.completed_before_disks;
         self.disks = now.disks;
     }
 
@@ -1790,16 +1774,8 @@ impl KernelTotals {
         for (k, v) in delta(&self.other_io, &earlier.other_io_before_disks) {
             *counted.entry(k.disk).or_default() += v.requests;
         }
-        // Watched disks' completions are counted in IO_SUMMARY: a disk watched part of
-        // the time is counted in both.
-        for (disk, n) in &self.completed {
-            let before = earlier
-                .completed_before_disks
-                .iter()
-                .find(|(d, _)| d == disk)
-                .map_or(0, |(_, b)| *b);
-            *counted.entry(*disk).or_default() += n.saturating_sub(before);
-        }
+        // Watched disks' completions are counted too (under OTHER_IO_WATCHED): a disk
+        // watched part of the time has both kinds of entries.
         let mut unseen = Vec::new();
         for (disk, after) in &self.disks.0 {
             let Some(before) = earlier.disks.0.get(disk) else {
@@ -1817,8 +1793,6 @@ impl KernelTotals {
             misses: self.misses.saturating_sub(earlier.misses),
             disks: Default::default(),
             other_io_before_disks: Vec::new(),
-            completed: Vec::new(),
-            completed_before_disks: Vec::new(),
             watched: self.watched.clone(),
             unseen,
         }
@@ -1835,6 +1809,7 @@ pub fn trailer(t: &KernelTotals, end: MonoNs, pids: &BTreeSet<u32>, shed: u64) -
     let mut other: Vec<OtherDisk> = t
         .other_io
         .iter()
+        .filter(|(key, _)| key.blk_cgroup != zkstall_common::OTHER_IO_WATCHED)
         .map(|(key, v)| {
             let disk = DevId::from_kernel(key.disk);
             let cgroup = blkcgs.path(key.blk_cgroup);

@@ -508,14 +508,19 @@ impl Probes {
     /// Completions the probes counted on a watched disk so far (summed over CPUs; the
     /// entry can be evicted, so a count can go back to zero).
     pub fn watched_completions(&self, disk: u32) -> u64 {
-        let Some(map) = self.bpf.map(names::IO_SUMMARY) else {
+        let Some(map) = self.bpf.map(names::OTHER_IO) else {
             return 0;
         };
-        let Ok(m) = PerCpuHashMap::<&MapData, u32, IoSummary>::try_from(map) else {
+        let Ok(m) = PerCpuHashMap::<&MapData, OtherIoKey, OtherIo>::try_from(map) else {
             return 0;
         };
-        m.get(&disk, 0)
-            .map(|v| v.iter().map(|s| s.completed).sum())
+        let key = OtherIoKey {
+            disk,
+            _pad: 0,
+            blk_cgroup: zkstall_common::OTHER_IO_WATCHED,
+        };
+        m.get(&key, 0)
+            .map(|v| v.iter().map(|o| o.requests).sum())
             .unwrap_or(0)
     }
 
@@ -642,7 +647,6 @@ impl Probes {
             sum.late_issued = sum.late_issued.wrapping_add(v.late_issued);
             sum.late_requeued = sum.late_requeued.wrapping_add(v.late_requeued);
             sum.late_done = sum.late_done.wrapping_add(v.late_done);
-            sum.completed += v.completed;
         })
     }
 
