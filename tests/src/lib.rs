@@ -2177,6 +2177,60 @@ pub fn start_workload(dir: &std::path::Path, args: &[&str]) -> (Proc, OwnCalls) 
     (work, own)
 }
 
+/// The workload's SyncThread blocked in `syscall` (D) by `stop` before tracing starts:
+/// tracing (`--threshold`, `--requests`) starts `settle` after it blocked, what stopped it
+/// is started again `held` later, and tracing ends `after` that.
+pub struct BlockedAtAttach<'a> {
+    pub syscall: i64,
+    pub settle: Duration,
+    pub threshold: Duration,
+    pub requests: &'a str,
+    pub held: Duration,
+    pub after: Duration,
+}
+
+impl BlockedAtAttach<'_> {
+    /// Runs the workload in `dir`; returns the records (every call the workload timed
+    /// over the threshold checked as reported) and the whole output.
+    pub fn run<S: Stopped>(
+        &self,
+        dir: &std::path::Path,
+        stop: impl FnOnce() -> S,
+    ) -> (Vec<serde_json::Value>, String) {
+        let (mut work, own) = start_workload(dir, &FDATASYNC_EVERY_5MS);
+        let mut tid = 0;
+        wait_until("the SyncThread", Duration::from_secs(10), || {
+            tid = tid_named(work.pid(), "SyncThread:1").unwrap_or(0);
+            tid != 0
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let mut stopped = stop();
+        wait_until("the SyncThread to block", Duration::from_secs(10), || {
+            thread_state(tid) == Some('D') && thread_syscall(tid) == Some(self.syscall)
+        });
+        std::thread::sleep(self.settle);
+        let threshold = format!("{}ms", self.threshold.as_millis());
+        let tracer = start_tracer_with(
+            work.pid(),
+            &[
+                "--threshold",
+                &threshold,
+                "--format",
+                "json",
+                "--requests",
+                self.requests,
+            ],
+        );
+        std::thread::sleep(self.held);
+        stopped.thaw();
+        std::thread::sleep(self.after);
+        let _ = work.child.kill();
+        let (records, raw) = finish_tracer_raw(tracer);
+        own.check_reported(&records, self.threshold);
+        (records, raw)
+    }
+}
+
 /// A disk (`dev`, a filesystem made on it) stopped by `stop`, the workload's fdatasync
 /// stuck on it, and only then tracing starts (`--requests requests`); the disk resumes
 /// 2.5 s later. The moment an SRE runs zkstall is during the stall ZooKeeper is logging:
@@ -2189,36 +2243,16 @@ pub fn stuck_when_tracing_starts<S: Stopped>(
     requests: &str,
 ) {
     let fs = Mount::ext4(dev);
-    let (mut work, own) = start_workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
-    let mut tid = 0;
-    wait_until("the SyncThread", Duration::from_secs(10), || {
-        tid = tid_named(work.pid(), "SyncThread:1").unwrap_or(0);
-        tid != 0
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let mut freeze = stop();
     // Its fdatasync (75) blocks on the stopped disk.
-    wait_until("the fdatasync to block", Duration::from_secs(10), || {
-        thread_state(tid) == Some('D') && thread_syscall(tid) == Some(75)
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let tracer = start_tracer_with(
-        work.pid(),
-        &[
-            "--threshold",
-            "500ms",
-            "--format",
-            "json",
-            "--requests",
-            requests,
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(2500));
-    freeze.thaw();
-    std::thread::sleep(Duration::from_millis(700));
-    let _ = work.child.kill();
-    let (records, raw) = finish_tracer_raw(tracer);
-    own.check_reported(&records, Duration::from_millis(500));
+    let (records, raw) = BlockedAtAttach {
+        syscall: 75,
+        settle: Duration::from_millis(500),
+        threshold: Duration::from_millis(500),
+        requests,
+        held: Duration::from_millis(2500),
+        after: Duration::from_millis(700),
+    }
+    .run(&fs.dir.join("zk"), stop);
     for r in records
         .iter()
         .filter(|r| r["type"] == "fsync" || r["type"] == "write")

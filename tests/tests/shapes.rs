@@ -344,35 +344,16 @@ fn a_write_stuck_before_tracing_starts(requests: &str) {
     let _serial = serial(&SERIAL);
     let lo = LoopDev::new(128);
     let fs = Mount::ext4(&lo.dev);
-    let (mut work, own) = start_workload(&fs.dir.join("zk"), &FDATASYNC_EVERY_5MS);
-    let mut tid = 0;
-    wait_until("the SyncThread", Duration::from_secs(10), || {
-        tid = tid_named(work.pid(), "SyncThread:1").unwrap_or(0);
-        tid != 0
-    });
-    let mut freeze = Freeze::new(&fs.dir);
-    // Its next write() blocks on the frozen filesystem.
-    wait_until("the write to block", Duration::from_secs(10), || {
-        thread_state(tid) == Some('D') && thread_syscall(tid) == Some(1)
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let tracer = start_tracer_with(
-        work.pid(),
-        &[
-            "--threshold",
-            "200ms",
-            "--format",
-            "json",
-            "--requests",
-            requests,
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(1200));
-    freeze.thaw();
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = work.child.kill();
-    let (records, _) = finish_tracer_raw(tracer);
-    own.check_reported(&records, Duration::from_millis(200));
+    // Its next write() (1) blocks on the frozen filesystem.
+    let (records, _) = BlockedAtAttach {
+        syscall: 1,
+        settle: Duration::from_millis(300),
+        threshold: Duration::from_millis(200),
+        requests,
+        held: Duration::from_millis(1200),
+        after: Duration::from_millis(500),
+    }
+    .run(&fs.dir.join("zk"), || Freeze::new(&fs.dir));
     let calls = sync_calls(&records);
     let stuck: Vec<&&Value> = calls.iter().filter(|c| c["start_bound"] == true).collect();
     assert_eq!(

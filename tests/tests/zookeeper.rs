@@ -17,9 +17,13 @@ use zkstall_tests::*;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// ZooKeeper logs fsyncs above this; zkstall reports from `TRACE_MS`, so that every
-/// logged stall has its record.
+/// logged stall has its record. ZooKeeper's clock also counts the JVM's code around the
+/// syscall, which a CPU-starved host can stretch by up to 10 ms that zkstall cannot tie to
+/// the call (the matching allows that much, see `match_zk_warnings`): so 10 ms below (at
+/// 15, a 22 ms warning under dd on a busy host had no record: its fdatasync was under 15
+/// ms, ci72).
 const WARN_MS: u32 = 20;
-const TRACE_MS: &str = "15ms";
+const TRACE_MS: &str = "10ms";
 const TOLERANCE_MS: f64 = 3.0;
 
 fn now_ms() -> i64 {
