@@ -425,30 +425,18 @@ fn drop_stale_requests(
         let k = disk.0.to_kernel();
         let mut issued: Vec<(u64, u64)> = requests
             .iter()
-            .filter(|(_, r)| {
-                r.disk == k && r.issue_ns != 0 && r.bytes > 0 && r.cmd_flags & 0xff != op_flush
-            })
+            .filter(|(_, r)| counted_in_flight(r, k, op_flush))
             .map(|(rq, r)| (r.issue_ns, *rq))
             .collect();
         if issued.is_empty() {
             suspects.remove(&k);
             continue;
         }
-        let sys = format!("/sys/dev/block/{disk}");
-        let iostats =
-            std::fs::read_to_string(format!("{sys}/queue/iostats")).is_ok_and(|v| v.trim() == "1");
-        let Some(kernel_inflight) =
-            std::fs::read_to_string(format!("{sys}/inflight"))
-                .ok()
-                .map(|t| {
-                    t.split_whitespace()
-                        .filter_map(|v| v.parse::<u64>().ok())
-                        .sum::<u64>()
-                })
-        else {
+        let Some(kernel_inflight) = block_inflight(*disk) else {
+            suspects.remove(&k);
             continue;
         };
-        if !iostats || issued.len() as u64 <= kernel_inflight {
+        if issued.len() as u64 <= kernel_inflight {
             suspects.remove(&k);
             continue;
         }
@@ -1189,9 +1177,7 @@ fn unfollowed_now(
         let k = d.0.to_kernel();
         let held = requests
             .iter()
-            .filter(|(_, r)| {
-                r.disk == k && r.issue_ns != 0 && r.bytes > 0 && r.cmd_flags & 0xff != op_flush
-            })
+            .filter(|(_, r)| counted_in_flight(r, k, op_flush))
             .count() as u64;
         let extra = block.saturating_sub(held);
         if extra > 0 {
@@ -1200,6 +1186,12 @@ fn unfollowed_now(
         }
     }
     by.into_iter().collect()
+}
+
+/// Whether the probes' entry `r` is a request of `disk` (kernel dev_t) that the block
+/// layer counts in flight: issued, with data, not a flush (which it never counts).
+fn counted_in_flight(r: &zkstall_common::Request, disk: u32, op_flush: u32) -> bool {
+    r.disk == disk && r.issue_ns != 0 && r.bytes > 0 && r.cmd_flags & 0xff != op_flush
 }
 
 /// The block layer's count of requests in flight on `disk` now, when its queue keeps I/O
@@ -1220,12 +1212,7 @@ fn block_inflight(disk: crate::enrich::DiskDev) -> Option<u64> {
 /// Whether the block layer counts no request in flight on `disk` (kernel dev_t) now. Only
 /// a queue that keeps I/O statistics counts them: otherwise no (not known).
 fn disk_idle(disk: u32) -> bool {
-    let sys = format!("/sys/dev/block/{}", DevId::from_kernel(disk));
-    std::fs::read_to_string(format!("{sys}/queue/iostats")).is_ok_and(|v| v.trim() == "1")
-        && std::fs::read_to_string(format!("{sys}/inflight")).is_ok_and(|t| {
-            t.split_whitespace()
-                .all(|v| v.parse::<u64>().is_ok_and(|n| n == 0))
-        })
+    block_inflight(crate::enrich::DiskDev(DevId::from_kernel(disk))) == Some(0)
 }
 
 /// See [`Session::summaries`].
