@@ -39,8 +39,17 @@ pub mod names {
     /// Per-CPU summary of requests on all other disks, by (disk, cgroup).
     pub const OTHER_IO: &str = "OTHER_IO";
     /// Per-CPU summary of the watched disks' requests that were not sent one by one
-    /// ([`crate::IoSummary`], by disk).
+    /// ([`crate::IoSummary`]): an array, indexed by the slot DISK_SLOTS gives each disk.
     pub const IO_SUMMARY: &str = "IO_SUMMARY";
+    /// Kernel dev_t -> its slot of IO_SUMMARY: userspace gives each device it watches one
+    /// (for good: a device watched again gets its old one back), before the device is in
+    /// DISKS. The programs look it up once per CPU and request queue, beside DISKS.
+    pub const DISK_SLOTS: &str = "DISK_SLOTS";
+    /// Per-CPU count of every completion on a watched disk ([`crate::OtherIo`]), at the
+    /// disk's slot: what OTHER_IO counts of the other disks, for the same check against
+    /// the block layer's own count. Userspace reads it as OTHER_IO's entries under
+    /// [`crate::OTHER_IO_WATCHED`], where a disk without a slot is counted.
+    pub const WATCHED_IO: &str = "WATCHED_IO";
     /// Whether a target's watched call may be in flight, for deciding which requests are
     /// sent one by one ([`crate::Config::io_slow_ns`]); four u64 entries:
     /// - [`crate::CALL_WATCH_QUIET`] (userspace): 1 when its last look at INFLIGHT found no
@@ -1006,8 +1015,14 @@ pub const IO_HIST_FIRST_NS: u64 = 20_000;
 /// Buckets of [`IoSummary::hist`]: 22 bounds (20 us .. ~42 s), then the rest.
 pub const IO_HIST_BUCKETS: usize = 23;
 
-/// Value of [`names::IO_SUMMARY`] (per CPU, by watched disk): the requests that were not
-/// sent one by one.
+/// Slots of [`names::IO_SUMMARY`]: how many devices (disks and partitions) one run can
+/// watch with their summaries kept. An array, so the hot paths index it (a lookup the
+/// verifier inlines) where a hash map cost a hash and a bucket walk (~40 ns per request
+/// here, twice per request while no call is in flight).
+pub const WATCH_SLOTS: u32 = 256;
+
+/// Value of [`names::IO_SUMMARY`] (per CPU, by watched disk's slot): the requests that
+/// were not sent one by one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct IoSummary {

@@ -186,10 +186,20 @@ pub static OTHER_IO: LruPerCpuHashMap<OtherIoKey, OtherIo> =
     LruPerCpuHashMap::with_max_entries(4096, 0);
 
 /// The watched disks' requests not sent one by one, summed per disk (see
-/// `Config::io_slow_ns`). LRU, per CPU: a disk no longer watched drops out.
+/// `Config::io_slow_ns`), per CPU, at each disk's slot (DISK_SLOTS).
 #[map]
-pub static IO_SUMMARY: LruPerCpuHashMap<u32, zkstall_common::IoSummary> =
-    LruPerCpuHashMap::with_max_entries(1024, 0);
+pub static IO_SUMMARY: PerCpuArray<zkstall_common::IoSummary> =
+    PerCpuArray::with_max_entries(zkstall_common::WATCH_SLOTS, 0);
+
+/// Every completion on a watched disk, per CPU, at its slot (see names::WATCHED_IO).
+#[map]
+pub static WATCHED_IO: PerCpuArray<zkstall_common::OtherIo> =
+    PerCpuArray::with_max_entries(zkstall_common::WATCH_SLOTS, 0);
+
+/// Kernel dev_t -> its slot of IO_SUMMARY and WATCHED_IO (see names::DISK_SLOTS).
+#[map]
+pub static DISK_SLOTS: HashMap<u32, u32> =
+    HashMap::with_max_entries(zkstall_common::WATCH_SLOTS, 0);
 
 /// Whether a watched call may be in flight (see zkstall_common::names::CALL_WATCH).
 #[map]

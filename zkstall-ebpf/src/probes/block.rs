@@ -49,8 +49,8 @@ use aya_log_ebpf::debug;
 use crate::{
     emit::{emit, header, log_allowed},
     maps::{
-        BIOS, CALL_WATCH, DISKS, FLUSH_GRACE_NS, FLUSHING, IO_SUMMARY, OTHER_IO, REQUESTS,
-        btf_read, config, count, current_comm, is_target, kread, watch_gen,
+        BIOS, CALL_WATCH, DISK_SLOTS, DISKS, FLUSH_GRACE_NS, FLUSHING, IO_SUMMARY, OTHER_IO,
+        REQUESTS, WATCHED_IO, btf_read, config, count, current_comm, is_target, kread, watch_gen,
     },
 };
 
@@ -75,6 +75,8 @@ pub struct Seen {
     /// queues: since when the disk is watched, 0 when it is not).
     generation: u64,
     watched: u64,
+    /// For request queues: the disk's slot of IO_SUMMARY (NO_SLOT: none).
+    slot: u64,
 }
 
 /// One slot per program and object kind. Programs do nest on one CPU: a block_rq_issue in
@@ -97,17 +99,34 @@ const SEEN_BLKG: u32 = 4;
 const SEEN_QUEUE_REQUEUE: u32 = 5;
 const SEEN_SLOTS: u32 = 6;
 
-/// The kernel dev_t of the disk a request belongs to (`rq->q->disk`), and since when it is
-/// watched (DISKS' value; 0: not watched), cached in the calling program's own slot `seen`.
+/// No slot of IO_SUMMARY (a disk not watched, or more than WATCH_SLOTS devices watched).
+const NO_SLOT: u32 = u32::MAX;
+
+/// The disk a request belongs to, as [`rq_disk`] finds it.
+#[derive(Clone, Copy)]
+struct DiskOf {
+    /// Its kernel dev_t (`rq->q->disk`).
+    dev: u32,
+    /// Its slot of IO_SUMMARY (DISK_SLOTS), NO_SLOT when it has none.
+    slot: u32,
+    /// Since when it is watched (DISKS' value; 0: not watched).
+    since: u64,
+}
+
+/// The disk request `rq` belongs to, cached in the calling program's own slot `seen`.
 #[inline(always)]
-fn rq_disk(rq: u64, seen: u32) -> Option<(u32, u64)> {
+fn rq_disk(rq: u64, seen: u32) -> Option<DiskOf> {
     let q = btf_read::<u64>(rq, config!(kernel.rq_q))?;
     let generation = watch_gen();
-    let slot = SEEN.get_ptr_mut(seen)?;
+    let cached = SEEN.get_ptr_mut(seen)?;
     // SAFETY: a per-CPU slot only the calling program uses (see SEEN).
     unsafe {
-        if (*slot).key == q && q != 0 && (*slot).generation == generation {
-            return Some(((*slot).value as u32, (*slot).watched));
+        if (*cached).key == q && q != 0 && (*cached).generation == generation {
+            return Some(DiskOf {
+                dev: (*cached).value as u32,
+                slot: (*cached).slot as u32,
+                since: (*cached).watched,
+            });
         }
     }
     let disk = btf_read::<u64>(q, config!(kernel.q_disk))?;
@@ -116,16 +135,24 @@ fn rq_disk(rq: u64, seen: u32) -> Option<(u32, u64)> {
     let dev = ((major as u32) << 20) | (minor as u32 & 0xfffff);
     // SAFETY: copied out at once. Userspace stores a nonzero instant.
     let since = unsafe { DISKS.get(dev) }.copied().unwrap_or(0);
+    // Userspace gives a disk its slot before it puts it in DISKS.
+    let slot = if since != 0 {
+        // SAFETY: as above.
+        unsafe { DISK_SLOTS.get(dev) }.copied().unwrap_or(NO_SLOT)
+    } else {
+        NO_SLOT
+    };
     // SAFETY: as above.
     unsafe {
-        *slot = Seen {
+        *cached = Seen {
             key: q,
             value: dev as u64,
             generation,
             watched: since,
+            slot: slot as u64,
         };
     }
-    Some((dev, since))
+    Some(DiskOf { dev, slot, since })
 }
 
 /// Whether the block device a bio was submitted to (a partition or a whole disk) is
@@ -149,6 +176,7 @@ fn bdev_watched(bdev: u64) -> Option<bool> {
             value: dev as u64,
             generation,
             watched: w as u64,
+            slot: NO_SLOT as u64,
         };
     }
     Some(w)
@@ -216,6 +244,7 @@ fn blk_cgroup_cached(bio: u64) -> u64 {
                 value: id,
                 generation: 0,
                 watched: 0,
+                slot: NO_SLOT as u64,
             };
         }
         return id;
@@ -475,38 +504,23 @@ fn may_overlap_call(start: u64) -> bool {
     quiet == 0 || enter >= scanned || enter >= start || at(CALL_WATCH_EXIT) >= start
 }
 
-/// A value to create an IO_SUMMARY entry from (too large for the stack beside a request).
-static ZERO_SUMMARY: IoSummary = IoSummary {
-    requests: 0,
-    bytes: 0,
-    service_ns: 0,
-    hist: [0; IO_HIST_BUCKETS],
-    late_issued: 0,
-    late_requeued: 0,
-    late_done: 0,
-};
-
-/// This CPU's IO_SUMMARY entry of `disk`, created when missing.
+/// This CPU's IO_SUMMARY entry at `slot` (a watched disk's, from [`rq_disk`]). None for a
+/// disk without one (more devices watched than WATCH_SLOTS: userspace said so), counted as
+/// a full map.
 #[inline(always)]
-fn summary(disk: u32) -> Option<*mut IoSummary> {
-    let mut v = IO_SUMMARY.get_ptr_mut(disk);
-    if v.is_none() {
-        // By reference: the helper copies from the static, never through the stack.
-        #[allow(clippy::needless_borrows_for_generic_args)]
-        let _ = IO_SUMMARY.insert(disk, &ZERO_SUMMARY, 0);
-        v = IO_SUMMARY.get_ptr_mut(disk);
-    }
+fn summary(slot: u32) -> Option<*mut IoSummary> {
+    let v = IO_SUMMARY.get_ptr_mut(slot);
     if v.is_none() {
         count(Counter::MapFull);
     }
     v
 }
 
-/// Counts one request of `disk` not followed in the field `field` of this CPU's IO_SUMMARY
-/// entry: the calling program's own field (see `IoSummary::late_issued`).
+/// Counts one request not followed in the field `field` of this CPU's IO_SUMMARY entry at
+/// `slot`: the calling program's own field (see `IoSummary::late_issued`).
 macro_rules! count_late {
-    ($disk:expr, $field:ident) => {
-        if let Some(v) = summary($disk) {
+    ($slot:expr, $field:ident) => {
+        if let Some(v) = summary($slot) {
             // SAFETY: a per-CPU value whose field only the calling program changes, and a
             // program never nests with itself.
             unsafe { (*v).$field += 1 }
@@ -514,16 +528,16 @@ macro_rules! count_late {
     };
 }
 
-/// Sums a completed request into its disk's IO_SUMMARY entry (this CPU's).
+/// Sums a completed request into its disk's IO_SUMMARY entry at `slot` (this CPU's).
 #[inline(always)]
-fn summarize(disk: u32, req: &Request, nr_bytes: u32, now: u64) {
+fn summarize(slot: u32, req: &Request, nr_bytes: u32, now: u64) {
     // A request not followed whose queue keeps no issue stamp: from its start.
     let from = if req.issue_ns != 0 {
         req.issue_ns
     } else {
         req.queued_ns
     };
-    if let Some(v) = summary(disk) {
+    if let Some(v) = summary(slot) {
         sum_into(v, nr_bytes, now.saturating_sub(from));
     }
 }
@@ -635,17 +649,21 @@ pub fn block_getrq(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_insert")]
 pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
-    let Some((disk, since)) = rq_disk(rq, SEEN_QUEUE_INSERT) else {
+    let Some(DiskOf {
+        dev: disk, since, ..
+    }) = rq_disk(rq, SEEN_QUEUE_INSERT)
+    else {
         return 0;
     };
     if since == 0 {
         return 0;
     }
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The clock is read only where it is stored: a request not followed needs none.
+    // SAFETY (both): plain helper call.
+    let now = || unsafe { bpf_ktime_get_ns() };
     match REQUESTS.get_ptr_mut(rq) {
         // SAFETY: a valid map value pointer.
-        Some(r) if unsafe { (*r).issue_ns } == 0 => unsafe { (*r).insert_ns = now },
+        Some(r) if unsafe { (*r).issue_ns } == 0 => unsafe { (*r).insert_ns = now() },
         found => {
             if quiet_now() && !bio_seen(rq) {
                 // Not followed (counted at its issue); a reused entry must not match it.
@@ -667,6 +685,7 @@ pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
                     );
                 }
             }
+            let now = now();
             let mut r = new_request(rq, disk, now);
             r.insert_ns = now;
             store(&ctx, rq, &r);
@@ -679,18 +698,24 @@ pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
-    let Some((disk, since)) = rq_disk(rq, SEEN_QUEUE_ISSUE) else {
+    let Some(DiskOf {
+        dev: disk,
+        slot,
+        since,
+    }) = rq_disk(rq, SEEN_QUEUE_ISSUE)
+    else {
         return 0;
     };
     if since == 0 {
         return 0;
     }
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // As in block_rq_insert.
+    // SAFETY (both): plain helper call.
+    let now = || unsafe { bpf_ktime_get_ns() };
     match REQUESTS.get_ptr_mut(rq) {
         // SAFETY: a valid map value pointer; a request is issued by one CPU at a time.
         Some(r) if unsafe { (*r).issue_ns } == 0 => unsafe {
-            (*r).issue_ns = now;
+            (*r).issue_ns = now();
             // Merges since insert change the size and (front merges) the sector.
             if let Some(b) = btf_read::<u32>(rq, config!(kernel.rq_data_len)) {
                 (*r).bytes = b;
@@ -710,11 +735,12 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
                     forget(rq);
                 }
                 if carries_data(rq) {
-                    count_late!(disk, late_issued);
+                    count_late!(slot, late_issued);
                 }
                 return 0;
             }
             // Issued directly (no insert), or a reused struct: a new request.
+            let now = now();
             let mut r = new_request(rq, disk, now);
             r.issue_ns = now;
             store(&ctx, rq, &r);
@@ -734,13 +760,13 @@ pub fn block_rq_requeue(ctx: BtfTracePointContext) -> i32 {
             (*r).issue_ns = 0;
         }
     } else if config!(io_slow_ns) != 0
-        && let Some((disk, since)) = rq_disk(rq, SEEN_QUEUE_REQUEUE)
-        && since != 0
+        && let Some(d) = rq_disk(rq, SEEN_QUEUE_REQUEUE)
+        && d.since != 0
         && carries_data(rq)
     {
         // Back from the driver unfollowed: counted again when it is issued again (or
         // followed from then on).
-        count_late!(disk, late_requeued);
+        count_late!(d.slot, late_requeued);
     }
     0
 }
@@ -765,7 +791,12 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
     let status: u8 = ctx.arg(1);
     let nr_bytes: u32 = ctx.arg(2);
-    let Some((disk, since)) = rq_disk(rq, SEEN_QUEUE_COMPLETE) else {
+    let Some(DiskOf {
+        dev: disk,
+        slot,
+        since,
+    }) = rq_disk(rq, SEEN_QUEUE_COMPLETE)
+    else {
         return 0;
     };
     // Bytes left before this completion: the request is done when they are all done.
@@ -778,8 +809,16 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     count(Counter::IoWatched);
-    // Counted like the unwatched disks' (userspace checks both against /proc/diskstats).
-    add_other_io(disk, OTHER_IO_WATCHED, last, nr_bytes);
+    // Counted like the unwatched disks' (userspace checks both against /proc/diskstats),
+    // at the disk's slot: an array, no hash to walk.
+    match WATCHED_IO.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU value only this program changes (it never nests with itself).
+        Some(w) => unsafe {
+            (*w).requests += last as u64;
+            (*w).bytes += nr_bytes as u64;
+        },
+        None => add_other_io(disk, OTHER_IO_WATCHED, last, nr_bytes),
+    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let followed = REQUESTS.get_ptr_mut(rq);
@@ -799,7 +838,7 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
             let before = allocated_before_watch(start, since);
             let data = nr_bytes != 0 || left != 0;
             // One lookup of the disk's summary for both its uses below.
-            let v = if data { summary(disk) } else { None };
+            let v = if data { summary(slot) } else { None };
             if before {
                 count(Counter::IoBeforeWatch);
             } else if data {
@@ -892,7 +931,7 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     }
     if last && !one_by_one(&req, status, nr_bytes, now) {
         count(Counter::IoSummed);
-        summarize(disk, &req, nr_bytes, now);
+        summarize(slot, &req, nr_bytes, now);
         return 0;
     }
     let mut hdr = header::<IoEvent>(EventKind::Io, now, 0);

@@ -110,6 +110,9 @@ pub struct Probes {
     heartbeat_cpus: Option<u32>,
     /// The kernel programs' rare diagnostics (aya-log), read on each tick.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Each device ever watched (kernel dev_t) -> its slot of IO_SUMMARY (DISK_SLOTS).
+    /// A slot is never given to another device: a device watched again counts on.
+    slots: std::collections::BTreeMap<u32, u32>,
 }
 
 impl Probes {
@@ -168,6 +171,7 @@ impl Probes {
             heartbeat_off: None,
             heartbeat_cpus: None,
             logger: None,
+            slots: Default::default(),
         };
         // Their records go to the log facade, which tracing shows at -v (target
         // zkstall::kernel).
@@ -473,6 +477,9 @@ impl Probes {
     }
 
     fn set_watched(&mut self, kernel_dev: u32, on: bool) -> Result<(), ProbeError> {
+        if on {
+            self.give_slot(kernel_dev)?;
+        }
         {
             let mut m = self.disks()?;
             if on {
@@ -505,9 +512,49 @@ impl Probes {
         Ok(())
     }
 
-    /// Completions the probes counted on a watched disk so far (summed over CPUs; the
-    /// entry can be evicted, so a count can go back to zero).
+    /// Gives `kernel_dev` its slot of IO_SUMMARY (once; before it is in DISKS, where the
+    /// programs look for it). With every slot taken the device is watched without one:
+    /// its requests not sent one by one are not summed (and count as `map_full`), said
+    /// once here.
+    fn give_slot(&mut self, kernel_dev: u32) -> Result<(), ProbeError> {
+        if self.slots.contains_key(&kernel_dev) {
+            return Ok(());
+        }
+        let slot = self.slots.len() as u32;
+        if slot >= zkstall_common::WATCH_SLOTS {
+            if slot == zkstall_common::WATCH_SLOTS {
+                tracing::warn!(
+                    "more than {} devices watched: the requests of {} and of any watched after \
+                     it that are not sent one by one are not summed",
+                    zkstall_common::WATCH_SLOTS,
+                    crate::enrich::DevId::from_kernel(kernel_dev)
+                );
+                // Said once.
+                self.slots.insert(kernel_dev, u32::MAX);
+            }
+            return Ok(());
+        }
+        let map = self.bpf.map_mut(names::DISK_SLOTS).ok_or(ProbeError::Map(
+            names::DISK_SLOTS,
+            "missing from the object".into(),
+        ))?;
+        let mut m: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISK_SLOTS, chain(&e)))?;
+        m.insert(kernel_dev, slot, 0)
+            .map_err(|e| ProbeError::Map(names::DISK_SLOTS, chain(&e)))?;
+        self.slots.insert(kernel_dev, slot);
+        Ok(())
+    }
+
+    /// Completions the probes counted on a watched disk so far (summed over CPUs): at its
+    /// slot of WATCHED_IO, or under OTHER_IO_WATCHED in OTHER_IO for a disk without one
+    /// (an LRU entry, so that count can go back to zero).
     pub fn watched_completions(&self, disk: u32) -> u64 {
+        if let Some(&slot) = self.slots.get(&disk)
+            && slot < zkstall_common::WATCH_SLOTS
+        {
+            return self.watched_io(slot).requests;
+        }
         let Some(map) = self.bpf.map(names::OTHER_IO) else {
             return 0;
         };
@@ -522,6 +569,21 @@ impl Probes {
         m.get(&key, 0)
             .map(|v| v.iter().map(|o| o.requests).sum())
             .unwrap_or(0)
+    }
+
+    /// WATCHED_IO's entry at `slot`, summed over CPUs (zeros when unreadable).
+    fn watched_io(&self, slot: u32) -> OtherIo {
+        let mut sum = OtherIo::default();
+        if let Some(map) = self.bpf.map(names::WATCHED_IO)
+            && let Ok(m) = PerCpuArray::<&MapData, OtherIo>::try_from(map)
+            && let Ok(vals) = m.get(&slot, 0)
+        {
+            for v in vals.iter() {
+                sum.requests += v.requests;
+                sum.bytes += v.bytes;
+            }
+        }
+        sum
     }
 
     /// Forgets a request the kernel's map holds (one whose completion was never seen).
@@ -635,9 +697,16 @@ impl Probes {
         Ok(quiet)
     }
 
-    /// The watched disks' requests summed in the kernel, by kernel dev_t, over CPUs.
+    /// The watched disks' requests summed in the kernel, by kernel dev_t, over CPUs: every
+    /// device ever watched that has a slot.
     pub fn io_summaries(&self) -> Result<Vec<(u32, IoSummary)>, ProbeError> {
-        self.per_cpu_sums(names::IO_SUMMARY, |sum: &mut IoSummary, v| {
+        let map = self.bpf.map(names::IO_SUMMARY).ok_or(ProbeError::Map(
+            names::IO_SUMMARY,
+            "missing from the object".into(),
+        ))?;
+        let m: PerCpuArray<&MapData, IoSummary> = PerCpuArray::try_from(map)
+            .map_err(|e| ProbeError::Map(names::IO_SUMMARY, chain(&e)))?;
+        let add = |sum: &mut IoSummary, v: &IoSummary| {
             sum.requests += v.requests;
             sum.bytes += v.bytes;
             sum.service_ns += v.service_ns;
@@ -647,15 +716,54 @@ impl Probes {
             sum.late_issued = sum.late_issued.wrapping_add(v.late_issued);
             sum.late_requeued = sum.late_requeued.wrapping_add(v.late_requeued);
             sum.late_done = sum.late_done.wrapping_add(v.late_done);
-        })
+        };
+        let mut out = Vec::with_capacity(self.slots.len());
+        for (&dev, &slot) in &self.slots {
+            if slot >= zkstall_common::WATCH_SLOTS {
+                continue;
+            }
+            let vals = m
+                .get(&slot, 0)
+                .map_err(|e| ProbeError::Map(names::IO_SUMMARY, chain(&e)))?;
+            let mut sum = IoSummary::default();
+            for v in vals.iter() {
+                add(&mut sum, v);
+            }
+            out.push((dev, sum));
+        }
+        Ok(out)
     }
 
-    /// The summary of requests on unwatched disks, summed over CPUs.
+    /// Completions counted per disk, summed over CPUs: OTHER_IO's entries (unwatched
+    /// disks by cgroup), and each watched disk's under OTHER_IO_WATCHED (from WATCHED_IO,
+    /// once it counted one).
     pub fn other_io(&self) -> Result<Vec<(OtherIoKey, OtherIo)>, ProbeError> {
-        self.per_cpu_sums(names::OTHER_IO, |sum: &mut OtherIo, v| {
+        let mut all = self.per_cpu_sums(names::OTHER_IO, |sum: &mut OtherIo, v| {
             sum.requests += v.requests;
             sum.bytes += v.bytes;
-        })
+        })?;
+        for (&disk, &slot) in &self.slots {
+            if slot >= zkstall_common::WATCH_SLOTS {
+                continue;
+            }
+            let w = self.watched_io(slot);
+            if w.requests == 0 && w.bytes == 0 {
+                continue;
+            }
+            let key = OtherIoKey {
+                disk,
+                _pad: 0,
+                blk_cgroup: zkstall_common::OTHER_IO_WATCHED,
+            };
+            match all.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => {
+                    v.requests += w.requests;
+                    v.bytes += w.bytes;
+                }
+                None => all.push((key, w)),
+            }
+        }
+        Ok(all)
     }
 
     /// Every entry of a per-CPU hash map, its CPUs' values added up by `add`.
