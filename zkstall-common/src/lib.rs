@@ -424,8 +424,16 @@ pub struct KernelOffsets {
     pub task_pid: u16,
     pub task_tgid: u16,
     pub task_flags: u16,
+    /// What a write-family call writes to (is it storage?): task_struct -> files ->
+    /// fdt -> max_fds, fd[]; file -> f_inode; inode -> i_mode.
+    pub task_files: u16,
+    pub files_fdt: u16,
+    pub fdt_max_fds: u16,
+    pub fdt_fd: u16,
+    pub file_inode: u16,
+    pub inode_mode: u16,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 60);
+const _: () = assert!(size_of::<KernelOffsets>() == 72);
 
 /// "This field does not exist on this kernel."
 pub const NO_OFFSET: u16 = 0xffff;
@@ -462,6 +470,12 @@ impl KernelOffsets {
         task_pid: NO_OFFSET,
         task_tgid: NO_OFFSET,
         task_flags: NO_OFFSET,
+        task_files: NO_OFFSET,
+        files_fdt: NO_OFFSET,
+        fdt_max_fds: NO_OFFSET,
+        fdt_fd: NO_OFFSET,
+        file_inode: NO_OFFSET,
+        inode_mode: NO_OFFSET,
     };
 }
 
@@ -511,7 +525,7 @@ pub struct Config {
     /// summed per disk in [`names::IO_SUMMARY`]. 0: every request is sent.
     pub io_slow_ns: u64,
 }
-const _: () = assert!(size_of::<Config>() == 248);
+const _: () = assert!(size_of::<Config>() == 256);
 
 impl Config {
     /// Every offset unknown, nothing filtered: the eBPF side's initial value, and what

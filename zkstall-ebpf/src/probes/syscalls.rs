@@ -22,13 +22,63 @@ use zkstall_common::{
 
 use crate::{
     emit::{emit, header},
-    maps::{INFLIGHT, THREADS, config, count, is_target, stamp_call},
+    maps::{INFLIGHT, THREADS, btf_read, config, count, is_target, kread, stamp_call},
     probes::sched::{flush_pending, thread_entry},
 };
 
 /* TP_PROTO for syscalls: sys_enter_<name>(struct pt_regs *regs, long id) exposes the
  * arguments as 8-byte fields after `int __syscall_nr`; sys_exit_<name> exposes `long ret`.
  * Offsets are read from tracefs by userspace and arrive in CONFIG. */
+
+/// inode.i_mode's file type bits, and the two types a write can wait on a disk through.
+const S_IFMT: u16 = 0o170000;
+const S_IFREG: u16 = 0o100000;
+const S_IFBLK: u16 = 0o060000;
+
+/// Whether a write to the current task's file descriptor `fd` may wait on storage: a
+/// regular file or a block device. Most of a JVM's writes go elsewhere (ZooKeeper under
+/// load: an eventfd write to wake its selector and a socket write per reply, for each
+/// append to its log), and following those cost two map updates and a THREADS lookup
+/// each, and made every one of them a "call in flight" for `--requests around-calls`.
+/// True when it cannot tell (offsets missing from BTF, a read that failed), so that a
+/// write is never lost for want of knowing. A fd that is not open answers no.
+///
+/// task -> files -> fdt are BTF pointers (plain loads, see `btf_read`); `fdt->fd` is a
+/// pointer to pointers, which the verifier types as a plain integer, so the file and its
+/// inode are read through the helper.
+#[inline(always)]
+fn writes_to_storage(fd: u64) -> bool {
+    use aya_ebpf::helpers::generated::bpf_get_current_task_btf;
+    // SAFETY: a helper valid in tracing programs; it returns a BTF pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let Some(fdt) = btf_read::<u64>(task, config!(kernel.task_files))
+        .and_then(|files| btf_read::<u64>(files, config!(kernel.files_fdt)))
+    else {
+        return true;
+    };
+    let (Some(max), Some(fds)) = (
+        btf_read::<u32>(fdt, config!(kernel.fdt_max_fds)),
+        btf_read::<u64>(fdt, config!(kernel.fdt_fd)),
+    ) else {
+        return true;
+    };
+    if fd >= max as u64 {
+        // Not an open fd: the call fails at once (EBADF).
+        return false;
+    }
+    let Some(file) = kread::<u64>(fds + fd * 8, 0) else {
+        return true;
+    };
+    if file == 0 {
+        return false;
+    }
+    match kread::<u64>(file, config!(kernel.file_inode))
+        .and_then(|inode| kread::<u16>(inode, config!(kernel.inode_mode)))
+    {
+        Some(mode) => matches!(mode & S_IFMT, S_IFREG | S_IFBLK),
+        None => true,
+    }
+}
 
 #[inline(always)]
 fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
@@ -37,8 +87,6 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    // SAFETY: plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     // `sc` is a constant at every call site, so this is a fixed-offset read.
     let off = config!(arg_offset[sc as usize]);
     let arg = if off == 0 {
@@ -53,6 +101,12 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
             }
         }
     };
+    // The write family's first argument is the fd.
+    if sc.is_write() && off != 0 && !writes_to_storage(arg) {
+        return 0;
+    }
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     let tid = pid_tgid as u32;
     let mut inflight = Inflight {
         start_ns: now,
@@ -112,7 +166,10 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
     let tid = pid_tgid as u32;
     // SAFETY: the entry is copied out before it is removed below.
     let Some(start) = (unsafe { INFLIGHT.get(tid) }).copied() else {
-        count(Counter::ExitWithoutEnter);
+        // A write not to storage is not followed from its entry (writes_to_storage).
+        if !sc.is_write() {
+            count(Counter::ExitWithoutEnter);
+        }
         return 0;
     };
     // Before the removal, for the same reason as the entry's.

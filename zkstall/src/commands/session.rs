@@ -1328,6 +1328,16 @@ fn attach_jvm(
     Ok(())
 }
 
+/// Whether fd `fd` of `pid` is a regular file or a block device (true when that cannot be
+/// read: the fd closed meanwhile, /proc unreadable).
+fn writes_to_storage(proc: &ProcRoot, pid: u32, fd: u64) -> bool {
+    use std::os::unix::fs::FileTypeExt as _;
+    match std::fs::metadata(proc.pid_dir(pid).join("fd").join(fd.to_string())) {
+        Ok(m) => m.file_type().is_file() || m.file_type().is_block_device(),
+        Err(_) => true,
+    }
+}
+
 fn add_target(
     t: &Target,
     proc: &ProcRoot,
@@ -1358,6 +1368,11 @@ fn add_target(
         let Some(syscall) = threads_now::watched_syscall(sc.nr) else {
             continue;
         };
+        // As the kernel does at entry: a write is followed only to a regular file or a
+        // block device (and when that cannot be told).
+        if syscall.is_write() && !writes_to_storage(proc, t.pid, sc.arg0) {
+            continue;
+        }
         // Seed the kernel so the exit is timed (from now: a bound) and the sleep it is in
         // is sent when it ends.
         let now = MonoNs::now();

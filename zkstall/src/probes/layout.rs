@@ -388,6 +388,12 @@ const KERNEL_FIELDS: &[KField] = &[
     ("task_struct", "pid", 4, |k| &mut k.task_pid),
     ("task_struct", "tgid", 4, |k| &mut k.task_tgid),
     ("task_struct", "flags", 4, |k| &mut k.task_flags),
+    ("task_struct", "files", 8, |k| &mut k.task_files),
+    ("files_struct", "fdt", 8, |k| &mut k.files_fdt),
+    ("fdtable", "max_fds", 4, |k| &mut k.fdt_max_fds),
+    ("fdtable", "fd", 8, |k| &mut k.fdt_fd),
+    ("file", "f_inode", 8, |k| &mut k.file_inode),
+    ("inode", "i_mode", 2, |k| &mut k.inode_mode),
 ];
 
 /// Offsets of the struct fields the programs read, from BTF; NO_OFFSET for each field
