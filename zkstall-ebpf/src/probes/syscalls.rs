@@ -161,8 +161,6 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    // SAFETY: plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     let tid = pid_tgid as u32;
     // SAFETY: the entry is copied out before it is removed below.
     let Some(start) = (unsafe { INFLIGHT.get(tid) }).copied() else {
@@ -172,6 +170,9 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         }
         return 0;
     };
+    // After the lookup: most exits of the write family have no entry, and need no clock.
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     // Before the removal, for the same reason as the entry's.
     if config!(io_slow_ns) != 0 {
         stamp_call(CALL_WATCH_EXIT, now);
