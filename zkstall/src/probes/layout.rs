@@ -416,6 +416,21 @@ pub fn kernel_offsets(btf: &Btf) -> (KernelOffsets, Vec<String>) {
     (k, missing)
 }
 
+/// The write filter (`writes_to_storage` in the programs) calls bpf_get_current_task_btf,
+/// which kernels before 5.11 lack (their BTF's `enum bpf_func_id` has no such helper): there
+/// its offsets are cleared, the programs skip the call (dead code the verifier removes)
+/// and every write is followed, as before the filter.
+fn write_filter_needs_helper(k: &mut KernelOffsets, btf: &Btf) {
+    if btf.enumerator("BPF_FUNC_get_current_task_btf").is_none() {
+        k.task_files = NO_OFFSET;
+        k.files_fdt = NO_OFFSET;
+        k.fdt_max_fds = NO_OFFSET;
+        k.fdt_fd = NO_OFFSET;
+        k.file_inode = NO_OFFSET;
+        k.inode_mode = NO_OFFSET;
+    }
+}
+
 /// What each tp_btf program needs from BTF, beyond the tracepoint itself.
 fn btf_needs(program: &str, k: &KernelOffsets) -> Result<(), String> {
     let need = |pairs: &[(&str, u16)]| -> Result<(), String> {
@@ -464,6 +479,9 @@ pub fn build(tracefs: &Tracefs, btf: Option<&Btf>) -> Result<Layout, TracefsErro
         None => (KernelOffsets::NONE, Vec::new()),
     };
     config.kernel = kernel;
+    if let Some(b) = btf {
+        write_filter_needs_helper(&mut config.kernel, b);
+    }
     if let Some(b) = btf {
         // (void *ctx, bool preempt, prev, next[, unsigned int prev_state]): since 5.18.
         config.switch_has_state_arg =
@@ -853,12 +871,25 @@ mod tests {
         b.structure(
             "task_struct",
             3000,
-            &[("flags", u32t, 44), ("pid", i32t, 1500)],
+            &[
+                ("flags", u32t, 44),
+                ("pid", i32t, 1500),
+                ("files", void_ptr, 2000),
+            ],
         );
         b.enumeration(
             "req_flag_bits",
             &[("__REQ_SYNC", 12), ("__REQ_PREFLUSH", 19)],
         );
+        let ptr_t = b.ptr(0);
+        b.structure("files_struct", 200, &[("fdt", ptr_t, 32)]);
+        b.structure("fdtable", 40, &[("max_fds", u32t, 0), ("fd", ptr_t, 8)]);
+        b.structure("file", 200, &[("f_inode", ptr_t, 32)]);
+        let u16t = b.int("short unsigned int", 2);
+        b.structure("inode", 600, &[("i_mode", u16t, 0)]);
+        if skip != "BPF_FUNC_get_current_task_btf" {
+            b.enumeration("bpf_func_id", &[("BPF_FUNC_get_current_task_btf", 158)]);
+        }
         // The tracepoints' function types.
         let proto = |b: &mut Builder, n: u16| {
             // A FUNC_PROTO with n params, built as an enum-sized record: the builder has no
@@ -970,6 +1001,36 @@ mod tests {
                 .iter()
                 .any(|d| d.signal == "block" && d.reason.contains("block_rq_merge"))
         );
+    }
+
+    #[test]
+    fn the_write_filter_reads_the_fd_table_only_where_the_kernel_has_its_helper() {
+        let dir = fake();
+        let btf = fake_btf("");
+        let k = build(&Tracefs::at(dir.path()), Some(&btf))
+            .unwrap()
+            .config
+            .kernel;
+        assert_eq!(
+            (
+                k.task_files,
+                k.files_fdt,
+                k.fdt_max_fds,
+                k.fdt_fd,
+                k.file_inode,
+                k.inode_mode
+            ),
+            (2000, 32, 0, 8, 32, 0)
+        );
+        // Before 5.11: no bpf_get_current_task_btf, so no filter (every write followed).
+        let btf = fake_btf("BPF_FUNC_get_current_task_btf");
+        let k = build(&Tracefs::at(dir.path()), Some(&btf))
+            .unwrap()
+            .config
+            .kernel;
+        assert_eq!(k.task_files, NO_OFFSET);
+        assert_eq!(k.inode_mode, NO_OFFSET);
+        assert_eq!(k.task_pid, 1500, "the rest stays");
     }
 
     #[test]
