@@ -1035,10 +1035,20 @@ fn a_memory_cgroup_at_its_limit_is_memory_reclaim() {
         .iter()
         .filter(|c| c["verdict"] == "memory_reclaim")
         .collect();
+    // A 4 MiB copy into the page cache alone takes 11-13 ms of CPU on a slow day of this
+    // host (ci77: nine of 17 slow writes, "12 ms of this 12 ms write on CPU, with no
+    // cause the signals can name"): an honest answer, and no wait. The writes that
+    // waited are what reclaim must explain.
+    let on_cpu = |c: &Value| {
+        c["verdict"] == "unknown"
+            && c["stages"]["on_cpu"].as_f64().unwrap_or(0.0)
+                >= 0.8 * c["duration_ms"].as_f64().unwrap_or(f64::MAX)
+    };
+    let waited = calls.iter().filter(|c| !on_cpu(c)).count();
     assert!(
         // How many writes reclaim holds past the threshold varies (1 to 10+ in
-        // runs here); what must hold is that slow writes are memory_reclaim.
-        !reclaim.is_empty() && reclaim.len() * 2 >= calls.len(),
+        // runs here); what must hold is that slow writes that waited are memory_reclaim.
+        !reclaim.is_empty() && reclaim.len() * 2 >= waited,
         "{:#?}",
         verdicts(&calls)
     );
