@@ -167,34 +167,27 @@ fn a_neighbours_requests_overlapping_no_call_are_summed_and_add_up() {
         .sum();
     // Every one of dd's requests is either summed or sent (a slow one, over 10 ms), once.
     // (What the run lost, if anything, is in the summary: printed on failure.)
-    let lost = of_type(&records, "summary")
-        .first()
-        .map(|s| {
-            [
-                "probe_misses",
-                "unseen_watched",
-                "map_full",
-                "map_busy",
-                "dropped",
-                "io_stale",
-                "io_unmatched",
-                "io_before_watch",
-                "io_late",
-                "io_summed",
-            ]
-            .iter()
-            .map(|k| format!("{k} {}", s[*k]))
-            .collect::<Vec<_>>()
-            .join(", ")
-        })
-        .unwrap_or_default();
+    let summary = of_type(&records, "summary")[0].clone();
+    let lost = [
+        "probe_misses",
+        "unseen_watched",
+        "map_full",
+        "map_busy",
+        "dropped",
+        "io_stale",
+        "io_unmatched",
+        "io_before_watch",
+        "io_late",
+        "io_summed",
+    ]
+    .iter()
+    .map(|k| format!("{k} {}", summary[*k]))
+    .collect::<Vec<_>>()
+    .join(", ");
     // A completion the kernel ran no program for (it skips a program nested in itself on
     // a CPU) is neither; the run must then say so (`unseen_watched`, from the block
     // layer's own count), and by no fewer than it lost.
-    let unseen = of_type(&records, "summary")
-        .first()
-        .and_then(|s| s["unseen_watched"].as_u64())
-        .unwrap_or(0);
+    let unseen = summary["unseen_watched"].as_u64().unwrap_or(0);
     let seen = summed_bytes + one_by_one_bytes;
     assert!(
         seen <= 8000 * 4096 && (8000 * 4096 - seen) <= unseen * 4096,
@@ -225,7 +218,6 @@ fn a_neighbours_requests_overlapping_no_call_are_summed_and_add_up() {
             .sum();
         assert_eq!(hist, s["requests"].as_u64().unwrap(), "{s}");
     }
-    let summary = of_type(&records, "summary")[0].clone();
     assert!(
         summary["io_summed"].as_u64().unwrap() >= summed,
         "{summary}"

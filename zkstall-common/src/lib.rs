@@ -1034,6 +1034,8 @@ pub const IO_HIST_BUCKETS: usize = 23;
 /// verifier inlines) where a hash map cost a hash and a bucket walk (~40 ns per request
 /// here, twice per request while no call is in flight).
 pub const WATCH_SLOTS: u32 = 256;
+/// No slot (a disk not watched, or watched past the first [`WATCH_SLOTS`] devices).
+pub const NO_SLOT: u32 = u32::MAX;
 
 /// Value of [`names::IO_SUMMARY`] (per CPU, by watched disk's slot): the requests that
 /// were not sent one by one.

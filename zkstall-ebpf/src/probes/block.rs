@@ -39,9 +39,9 @@ use aya_ebpf::{
 };
 use zkstall_common::{
     CALL_WATCH_ENTER, CALL_WATCH_EXIT, CALL_WATCH_QUIET, CALL_WATCH_SCANNED, Counter, EventKind,
-    IO_HIST_BUCKETS, IO_HIST_FIRST_NS, IoEvent, IoSummary, OTHER_IO_WATCHED, OtherIo, OtherIoKey,
-    RQ_FROM_GETRQ, RQ_KTHREAD, RQ_LATE, RQ_PAGE_INODE, RQ_PARTIAL, RQ_UNMATCHED, Request,
-    Submitter,
+    IO_HIST_BUCKETS, IO_HIST_FIRST_NS, IoEvent, IoSummary, NO_SLOT, OTHER_IO_WATCHED, OtherIo,
+    OtherIoKey, RQ_FROM_GETRQ, RQ_KTHREAD, RQ_LATE, RQ_PAGE_INODE, RQ_PARTIAL, RQ_UNMATCHED,
+    Request, Submitter,
 };
 
 use aya_log_ebpf::debug;
@@ -98,9 +98,6 @@ const SEEN_BLKG: u32 = 4;
 /// The last request queue of block_rq_requeue.
 const SEEN_QUEUE_REQUEUE: u32 = 5;
 const SEEN_SLOTS: u32 = 6;
-
-/// No slot of IO_SUMMARY (a disk not watched, or more than WATCH_SLOTS devices watched).
-const NO_SLOT: u32 = u32::MAX;
 
 /// The disk a request belongs to, as [`rq_disk`] finds it.
 #[derive(Clone, Copy)]
@@ -463,6 +460,21 @@ fn add_other_io(disk: u32, blk_cgroup: u64, last: bool, nr_bytes: u32) {
     }
 }
 
+/// Counts a completion on a watched disk, like the unwatched disks' (userspace checks both
+/// against /proc/diskstats): at the disk's slot of WATCHED_IO (an array, no hash to walk),
+/// or in OTHER_IO for a disk without one. Only block_rq_complete calls it.
+#[inline(always)]
+fn add_watched_io(slot: u32, disk: u32, last: bool, nr_bytes: u32) {
+    match WATCHED_IO.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU value only this program changes (it never nests with itself).
+        Some(w) => unsafe {
+            (*w).requests += last as u64;
+            (*w).bytes += nr_bytes as u64;
+        },
+        None => add_other_io(disk, OTHER_IO_WATCHED, last, nr_bytes),
+    }
+}
+
 /// Whether a completed request is sent one by one (see `Config::io_slow_ns`): anything
 /// unusual about it, a target's own, slow, or possibly overlapping a target's watched call.
 #[inline(always)]
@@ -809,16 +821,7 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     count(Counter::IoWatched);
-    // Counted like the unwatched disks' (userspace checks both against /proc/diskstats),
-    // at the disk's slot: an array, no hash to walk.
-    match WATCHED_IO.get_ptr_mut(slot) {
-        // SAFETY: a per-CPU value only this program changes (it never nests with itself).
-        Some(w) => unsafe {
-            (*w).requests += last as u64;
-            (*w).bytes += nr_bytes as u64;
-        },
-        None => add_other_io(disk, OTHER_IO_WATCHED, last, nr_bytes),
-    }
+    add_watched_io(slot, disk, last, nr_bytes);
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let followed = REQUESTS.get_ptr_mut(rq);

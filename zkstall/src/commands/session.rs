@@ -851,15 +851,17 @@ impl<'s> Session<'s> {
             }
         }
         let live: BTreeSet<u32> = self.live.keys().copied().collect();
-        let watched = self.watched_disks();
+        let unfollowed = Unfollowed {
+            late_base: &self.late_base,
+            watched: self.watched_disks(),
+            op_flush: self.req_bits.op_flush,
+        };
         for n in running_notes(
             &self.probes,
             &live,
             &self.proc,
             Some((self.crossing, &mut self.crossed)),
-            &self.late_base,
-            &watched,
-            self.req_bits.op_flush,
+            &unfollowed,
             now,
         ) {
             self.feed.note(n, &mut self.probes)?;
@@ -983,6 +985,15 @@ impl<'s> Session<'s> {
         self.feed.pipeline.watched().keys().copied().collect()
     }
 
+    /// Where a look reads the requests in flight that the probes did not follow.
+    fn unfollowed(&self) -> Unfollowed<'_> {
+        Unfollowed {
+            late_base: &self.late_base,
+            watched: self.watched_disks(),
+            op_flush: self.req_bits.op_flush,
+        }
+    }
+
     /// What is open in the kernel now (requests in flight, off-CPU intervals, exits held),
     /// as the records it will send, and the calls still running, as notes at the end of a
     /// recording: what an incident closed now needs to explain a call still stuck. Nothing
@@ -996,9 +1007,7 @@ impl<'s> Session<'s> {
             &live,
             &self.proc,
             None,
-            &self.late_base,
-            &self.watched_disks(),
-            self.req_bits.op_flush,
+            &self.unfollowed(),
             now,
         );
         (recs, notes)
@@ -1046,18 +1055,13 @@ impl<'s> Session<'s> {
         for rec in open_records(&self.probes, &live, end, &self.proc) {
             self.feed.kernel(&rec, &mut self.probes)?;
         }
-        let watched: Vec<crate::enrich::DiskDev> =
-            self.feed.pipeline.watched().keys().copied().collect();
-        for n in running_notes(
-            &self.probes,
-            &live,
-            &self.proc,
-            None,
-            &self.late_base,
-            &watched,
-            self.req_bits.op_flush,
-            end,
-        ) {
+        // From the fields: the reader is gone by now.
+        let unfollowed = Unfollowed {
+            late_base: &self.late_base,
+            watched: self.feed.pipeline.watched().keys().copied().collect(),
+            op_flush: self.req_bits.op_flush,
+        };
+        for n in running_notes(&self.probes, &live, &self.proc, None, &unfollowed, end) {
             self.feed.note(n, &mut self.probes)?;
         }
         self.feed
@@ -1153,39 +1157,44 @@ impl LateBase {
     }
 }
 
-/// By disk (`MAJ:MIN`), the requests in flight now that the probes did not follow: those
-/// issued unfollowed around calls ([`LateBase`]), or, if more, those the block layer counts
-/// in flight (/sys/dev/block/D/inflight, iostats on) beyond the issued ones the probes
-/// hold: requests in flight since before tracing began, seen only as they complete (a
-/// call stuck on a stopped disk at attach). The block layer's count is read before and
-/// after the probes' map and the lower one taken: a followed request issued or completed
-/// in between is then never counted as unfollowed (only requests in flight all along
-/// are). Flushes, which the block layer never counts, are left out.
-fn unfollowed_now(
-    probes: &Probes,
-    late_base: &LateBase,
-    watched: &[crate::enrich::DiskDev],
+/// What a look needs to count the requests in flight that the probes did not follow: the
+/// around-calls count ([`LateBase`]), the watched disks and this kernel's flush op.
+struct Unfollowed<'a> {
+    late_base: &'a LateBase,
+    watched: Vec<crate::enrich::DiskDev>,
     op_flush: u32,
-) -> Vec<(String, u64)> {
-    let mut by: BTreeMap<String, u64> = late_base.unfollowed(probes).into_iter().collect();
-    let before: Vec<Option<u64>> = watched.iter().map(|d| block_inflight(*d)).collect();
-    let requests = probes.requests().unwrap_or_default();
-    for (d, before) in watched.iter().zip(before) {
-        let Some(block) = before.zip(block_inflight(*d)).map(|(a, b)| a.min(b)) else {
-            continue;
-        };
-        let k = d.0.to_kernel();
-        let held = requests
-            .iter()
-            .filter(|(_, r)| counted_in_flight(r, k, op_flush))
-            .count() as u64;
-        let extra = block.saturating_sub(held);
-        if extra > 0 {
-            let n = by.entry(d.to_string()).or_default();
-            *n = (*n).max(extra);
+}
+
+impl Unfollowed<'_> {
+    /// By disk (`MAJ:MIN`), the requests in flight now that the probes did not follow:
+    /// those issued unfollowed around calls, or, if more, those the block layer counts in
+    /// flight (/sys/dev/block/D/inflight, iostats on) beyond the issued ones the probes
+    /// hold: requests in flight since before tracing began, seen only as they complete (a
+    /// call stuck on a stopped disk at attach). The block layer's count is read before and
+    /// after the probes' map and the lower one taken: a followed request issued or
+    /// completed in between is then never counted as unfollowed (only requests in flight
+    /// all along are). Flushes, which the block layer never counts, are left out.
+    fn now(&self, probes: &Probes) -> Vec<(String, u64)> {
+        let mut by: BTreeMap<String, u64> = self.late_base.unfollowed(probes).into_iter().collect();
+        let before: Vec<Option<u64>> = self.watched.iter().map(|d| block_inflight(*d)).collect();
+        let requests = probes.requests().unwrap_or_default();
+        for (d, before) in self.watched.iter().zip(before) {
+            let Some(block) = before.zip(block_inflight(*d)).map(|(a, b)| a.min(b)) else {
+                continue;
+            };
+            let k = d.0.to_kernel();
+            let held = requests
+                .iter()
+                .filter(|(_, r)| counted_in_flight(r, k, self.op_flush))
+                .count() as u64;
+            let extra = block.saturating_sub(held);
+            if extra > 0 {
+                let n = by.entry(d.to_string()).or_default();
+                *n = (*n).max(extra);
+            }
         }
+        by.into_iter().collect()
     }
-    by.into_iter().collect()
 }
 
 /// Whether the probes' entry `r` is a request of `disk` (kernel dev_t) that the block
@@ -1444,15 +1453,12 @@ type Looked = HashMap<(u32, u64), u64>;
 /// than `crossing`, as they cross it, then each time they double in length (`looked` holds,
 /// by (tid, call start), how long each call must run before it is looked at again);
 /// without: all of them, at the end.
-#[allow(clippy::too_many_arguments)]
 fn running_notes(
     probes: &Probes,
     live: &BTreeSet<u32>,
     proc: &ProcRoot,
     mut due: Option<(Duration, &mut Looked)>,
-    late_base: &LateBase,
-    watched: &[crate::enrich::DiskDev],
-    op_flush: u32,
+    unfollowed_from: &Unfollowed,
     now: MonoNs,
 ) -> Vec<Note> {
     let at_end = due.is_none();
@@ -1529,7 +1535,7 @@ fn running_notes(
             stack: th.stack,
             in_flight,
             unfollowed: unfollowed
-                .get_or_insert_with(|| unfollowed_now(probes, late_base, watched, op_flush))
+                .get_or_insert_with(|| unfollowed_from.now(probes))
                 .clone(),
         });
     }

@@ -366,11 +366,7 @@ impl Probes {
     }
 
     fn targets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, ProbeError> {
-        let map = self.bpf.map_mut(names::TARGETS).ok_or(ProbeError::Map(
-            names::TARGETS,
-            "missing from the object".into(),
-        ))?;
-        HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TARGETS, chain(&e)))
+        self.hash_map_mut(names::TARGETS)
     }
 
     /// Starts tracing every thread of process `pid`, present and future.
@@ -469,11 +465,7 @@ impl Probes {
 
     /// DISKS, writable.
     fn disks(&mut self) -> Result<HashMap<&mut MapData, u32, u64>, ProbeError> {
-        let map = self.bpf.map_mut(names::DISKS).ok_or(ProbeError::Map(
-            names::DISKS,
-            "missing from the object".into(),
-        ))?;
-        HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISKS, chain(&e)))
+        self.hash_map_mut(names::DISKS)
     }
 
     fn set_watched(&mut self, kernel_dev: u32, on: bool) -> Result<(), ProbeError> {
@@ -530,16 +522,11 @@ impl Probes {
                     crate::enrich::DevId::from_kernel(kernel_dev)
                 );
                 // Said once.
-                self.slots.insert(kernel_dev, u32::MAX);
+                self.slots.insert(kernel_dev, zkstall_common::NO_SLOT);
             }
             return Ok(());
         }
-        let map = self.bpf.map_mut(names::DISK_SLOTS).ok_or(ProbeError::Map(
-            names::DISK_SLOTS,
-            "missing from the object".into(),
-        ))?;
-        let mut m: HashMap<&mut MapData, u32, u32> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::DISK_SLOTS, chain(&e)))?;
+        let mut m: HashMap<&mut MapData, u32, u32> = self.hash_map_mut(names::DISK_SLOTS)?;
         m.insert(kernel_dev, slot, 0)
             .map_err(|e| ProbeError::Map(names::DISK_SLOTS, chain(&e)))?;
         self.slots.insert(kernel_dev, slot);
@@ -550,9 +537,7 @@ impl Probes {
     /// slot of WATCHED_IO, or under OTHER_IO_WATCHED in OTHER_IO for a disk without one
     /// (an LRU entry, so that count can go back to zero).
     pub fn watched_completions(&self, disk: u32) -> u64 {
-        if let Some(&slot) = self.slots.get(&disk)
-            && slot < zkstall_common::WATCH_SLOTS
-        {
+        if let Some((_, slot)) = self.slotted().find(|(d, _)| *d == disk) {
             return self.watched_io(slot).requests;
         }
         let Some(map) = self.bpf.map(names::OTHER_IO) else {
@@ -574,7 +559,7 @@ impl Probes {
     /// WATCHED_IO's entry at `slot`, summed over CPUs (zeros when unreadable).
     fn watched_io(&self, slot: u32) -> OtherIo {
         let mut sum = OtherIo::default();
-        if let Some(map) = self.bpf.map(names::WATCHED_IO)
+        if let Ok(map) = self.map(names::WATCHED_IO)
             && let Ok(m) = PerCpuArray::<&MapData, OtherIo>::try_from(map)
             && let Ok(vals) = m.get(&slot, 0)
         {
@@ -601,16 +586,39 @@ impl Probes {
         Ok(m.keys().filter_map(Result::ok).collect())
     }
 
+    /// The map `name` of the object.
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, ProbeError> {
+        self.bpf
+            .map(name)
+            .ok_or(ProbeError::Map(name, "missing from the object".into()))
+    }
+
     /// The hash map `name`, to read.
     fn hash_map<K: aya::Pod, V: aya::Pod>(
         &self,
         name: &'static str,
     ) -> Result<HashMap<&MapData, K, V>, ProbeError> {
+        HashMap::try_from(self.map(name)?).map_err(|e| ProbeError::Map(name, chain(&e)))
+    }
+
+    /// The hash map `name`, to write.
+    fn hash_map_mut<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>, ProbeError> {
         let map = self
             .bpf
-            .map(name)
+            .map_mut(name)
             .ok_or(ProbeError::Map(name, "missing from the object".into()))?;
         HashMap::try_from(map).map_err(|e| ProbeError::Map(name, chain(&e)))
+    }
+
+    /// Each watched device that has a slot of IO_SUMMARY and WATCHED_IO, with it.
+    fn slotted(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.slots
+            .iter()
+            .map(|(&dev, &slot)| (dev, slot))
+            .filter(|(_, slot)| *slot < zkstall_common::WATCH_SLOTS)
     }
 
     /// Calls in progress (tid -> call), as the kernel sees them now.
@@ -621,12 +629,7 @@ impl Probes {
 
     /// Seeds a call already running when tracing began, so its exit is timed.
     pub fn seed_call(&mut self, tid: u32, call: Inflight) -> Result<(), ProbeError> {
-        let map = self.bpf.map_mut(names::INFLIGHT).ok_or(ProbeError::Map(
-            names::INFLIGHT,
-            "missing from the object".into(),
-        ))?;
-        let mut m: HashMap<&mut MapData, u32, Inflight> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::INFLIGHT, chain(&e)))?;
+        let mut m: HashMap<&mut MapData, u32, Inflight> = self.hash_map_mut(names::INFLIGHT)?;
         m.insert(tid, call, 0)
             .map_err(|e| ProbeError::Map(names::INFLIGHT, chain(&e)))
     }
@@ -642,35 +645,20 @@ impl Probes {
 
     /// Per-thread state (tid -> state), as the kernel holds it now.
     pub fn threads(&self) -> Result<Vec<(u32, ThreadState)>, ProbeError> {
-        let map = self.bpf.map(names::THREADS).ok_or(ProbeError::Map(
-            names::THREADS,
-            "missing from the object".into(),
-        ))?;
-        let m: HashMap<&MapData, u32, ThreadState> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::THREADS, chain(&e)))?;
+        let m: HashMap<&MapData, u32, ThreadState> = self.hash_map(names::THREADS)?;
         Ok(m.iter().filter_map(Result::ok).collect())
     }
 
     /// Seeds the state of a thread already off CPU when tracing began.
     pub fn seed_thread(&mut self, tid: u32, st: ThreadState) -> Result<(), ProbeError> {
-        let map = self.bpf.map_mut(names::THREADS).ok_or(ProbeError::Map(
-            names::THREADS,
-            "missing from the object".into(),
-        ))?;
-        let mut m: HashMap<&mut MapData, u32, ThreadState> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::THREADS, chain(&e)))?;
+        let mut m: HashMap<&mut MapData, u32, ThreadState> = self.hash_map_mut(names::THREADS)?;
         m.insert(tid, st, 0)
             .map_err(|e| ProbeError::Map(names::THREADS, chain(&e)))
     }
 
     /// Requests in flight on watched disks now.
     pub fn requests(&self) -> Result<Vec<(u64, Request)>, ProbeError> {
-        let map = self.bpf.map(names::REQUESTS).ok_or(ProbeError::Map(
-            names::REQUESTS,
-            "missing from the object".into(),
-        ))?;
-        let m: HashMap<&MapData, u64, Request> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::REQUESTS, chain(&e)))?;
+        let m: HashMap<&MapData, u64, Request> = self.hash_map(names::REQUESTS)?;
         Ok(m.iter().filter_map(Result::ok).collect())
     }
 
@@ -700,12 +688,9 @@ impl Probes {
     /// The watched disks' requests summed in the kernel, by kernel dev_t, over CPUs: every
     /// device ever watched that has a slot.
     pub fn io_summaries(&self) -> Result<Vec<(u32, IoSummary)>, ProbeError> {
-        let map = self.bpf.map(names::IO_SUMMARY).ok_or(ProbeError::Map(
-            names::IO_SUMMARY,
-            "missing from the object".into(),
-        ))?;
-        let m: PerCpuArray<&MapData, IoSummary> = PerCpuArray::try_from(map)
-            .map_err(|e| ProbeError::Map(names::IO_SUMMARY, chain(&e)))?;
+        let m: PerCpuArray<&MapData, IoSummary> =
+            PerCpuArray::try_from(self.map(names::IO_SUMMARY)?)
+                .map_err(|e| ProbeError::Map(names::IO_SUMMARY, chain(&e)))?;
         let add = |sum: &mut IoSummary, v: &IoSummary| {
             sum.requests += v.requests;
             sum.bytes += v.bytes;
@@ -718,10 +703,7 @@ impl Probes {
             sum.late_done = sum.late_done.wrapping_add(v.late_done);
         };
         let mut out = Vec::with_capacity(self.slots.len());
-        for (&dev, &slot) in &self.slots {
-            if slot >= zkstall_common::WATCH_SLOTS {
-                continue;
-            }
+        for (dev, slot) in self.slotted() {
             let vals = m
                 .get(&slot, 0)
                 .map_err(|e| ProbeError::Map(names::IO_SUMMARY, chain(&e)))?;
@@ -742,10 +724,7 @@ impl Probes {
             sum.requests += v.requests;
             sum.bytes += v.bytes;
         })?;
-        for (&disk, &slot) in &self.slots {
-            if slot >= zkstall_common::WATCH_SLOTS {
-                continue;
-            }
+        for (disk, slot) in self.slotted() {
             let w = self.watched_io(slot);
             if w.requests == 0 && w.bytes == 0 {
                 continue;
