@@ -941,6 +941,91 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
     }
 }
 
+/// A real-time reader on the workload's CPU, woken by a byte on `fifo` (the workload's
+/// `--poke-after-append`), runs `spin` on that CPU for each byte it reads.
+const POKED_HOG: &str = r#"
+import os, sys, time
+f = os.open(sys.argv[1], os.O_RDONLY)
+while os.read(f, 1):
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        pass
+"#;
+
+/// A preemption between a fast write's return and its caller's clock read is part of what
+/// the caller timed (ZooKeeper: `log.flush()`, then `System.nanoTime()`, then `force()`):
+/// the write is reported with the wait as its way back (`after_ms`), not dropped as fast
+/// with the wait left to the next call alone. The next call, which entered right after the
+/// wait, may count it too (`before_ms`): its headline says its caller's clock only may have
+/// been running. Each append here wakes a real-time hog on the workload's CPU, which
+/// preempts the thread for 600 ms right after the append returned.
+#[test]
+fn a_preemption_right_after_a_fast_append_is_the_appends_wait() {
+    if !can_run_root_tests("a_preemption_right_after_a_fast_append_is_the_appends_wait") {
+        return;
+    }
+    let _serial = serial(&SERIAL);
+    let lo = LoopDev::new(128);
+    let mnt = Mount::ext4(&lo.dev);
+    let fifo = mnt.dir.join("poke");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success(), "mkfifo");
+    let _hog = Proc::spawn(
+        "poked rt hog",
+        Command::new("chrt")
+            .args(["-f", "10", "taskset", "-c", "1", "python3", "-c", POKED_HOG])
+            .arg(&fifo)
+            .arg("0.6"),
+    );
+    let fifo_arg = fifo.to_string_lossy().into_owned();
+    let sc = Scenario::start(
+        &mnt.dir.join("zk"),
+        "200ms",
+        &[
+            "--calls",
+            "3",
+            "--interval",
+            "300ms",
+            "--syscalls",
+            "fdatasync",
+            "--poke-after-append",
+            &fifo_arg,
+        ],
+        &["taskset", "-c", "1"],
+    );
+    for _ in 0..3 {
+        sc.wait_for_call_end(Duration::from_secs(10));
+    }
+    // Checks that each append the workload timed at 600 ms has its `write` record.
+    let calls = sc.finish();
+    let writes: Vec<&Value> = calls.iter().filter(|c| c["type"] == "write").collect();
+    assert_eq!(writes.len(), 3, "{:#?}", verdicts(&calls));
+    for w in &writes {
+        assert_eq!(w["verdict"], "cpu_starvation", "{w}");
+        assert!(
+            w["after_ms"].as_f64().unwrap_or(0.0) >= 500.0,
+            "the wait is the write's way back: {w}"
+        );
+        assert!(
+            w["headline"]
+                .as_str()
+                .unwrap()
+                .contains("mostly right after it returned"),
+            "{w}"
+        );
+    }
+    for c in calls.iter().filter(|c| c["type"] == "fsync") {
+        assert_eq!(c["verdict"], "cpu_starvation", "{c}");
+        assert!(
+            c["headline"]
+                .as_str()
+                .unwrap()
+                .contains("its caller's clock may have been running"),
+            "{c}"
+        );
+    }
+}
+
 #[test]
 fn a_cgroup_io_limit_on_the_disk_is_io_throttled() {
     if !can_run_root_tests("a_cgroup_io_limit_on_the_disk_is_io_throttled") {

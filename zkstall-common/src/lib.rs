@@ -781,6 +781,9 @@ pub const CALL_AFTER: u32 = 4;
 /// now and then), so one off-CPU interval of the call was never sent. Its timeline has a
 /// gap, and its accounting is incomplete.
 pub const CALL_SWITCH_UNSEEN: u32 = 8;
+/// A write that returned faster than `write_min_ns`, sent because its way back to the
+/// caller (`after_ns`) made it that slow: not a slow write in itself.
+pub const CALL_FAST: u32 = 16;
 
 /// A call in progress (value of [`names::INFLIGHT`], keyed by tid).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -923,6 +926,11 @@ pub const THREAD_ACCOUNTED: u32 = 2;
 pub const THREAD_PENDING: u32 = 4;
 /// The thread is off CPU on its way back from `pending`'s syscall.
 pub const THREAD_AFTER: u32 = 8;
+/// `pending` is a write that returned faster than `write_min_ns`: it is sent only if the
+/// way back to its caller (`after_ns`) makes it that slow, and its `comm` is filled then.
+/// A wait between a fast write's return and the caller's clock read (a preemption right
+/// after ZooKeeper's append, before `System.nanoTime()`) is part of what the caller timed.
+pub const THREAD_PENDING_FAST: u32 = 16;
 
 /// A block request on a watched disk (value of [`names::REQUESTS`], and the body of
 /// [`IoEvent`]).

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zkstall_common::{
     BLOCKED_AFTER_CALL, BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_ACCOUNTED, CALL_AFTER,
-    CALL_START_BOUND, CALL_SWITCH_UNSEEN, COMM_LEN, DirtyEvent, EventHeader, EventKind, IoEvent,
-    JournalEvent, JournalPhase, JournalStatsEvent, LowSpaceEvent, MAX_FRAMES, RQ_FROM_GETRQ,
-    RQ_KTHREAD, RQ_LATE, RQ_OPEN, RQ_PARTIAL, RQ_UNMATCHED, ReclaimEvent, SHORT_D, SHORT_RUNQ,
-    SHORT_S, Syscall, SyscallEnterEvent, SyscallExitEvent, ThreadChange, ThreadEvent,
+    CALL_FAST, CALL_START_BOUND, CALL_SWITCH_UNSEEN, COMM_LEN, DirtyEvent, EventHeader, EventKind,
+    IoEvent, JournalEvent, JournalPhase, JournalStatsEvent, LowSpaceEvent, MAX_FRAMES,
+    RQ_FROM_GETRQ, RQ_KTHREAD, RQ_LATE, RQ_OPEN, RQ_PARTIAL, RQ_UNMATCHED, ReclaimEvent, SHORT_D,
+    SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent, SyscallExitEvent, ThreadChange, ThreadEvent,
     ThrottleEvent, WakerCtx, WritebackEvent,
 };
 
@@ -135,6 +135,8 @@ pub struct Exit {
     pub after_ns: Option<u64>,
     /// A return to CPU within the call ran no probe: one off-CPU interval is missing.
     pub switch_unseen: bool,
+    /// A write faster than the threshold in the kernel, sent for its slow way back.
+    pub fast: bool,
 }
 
 /// Who woke a thread.
@@ -456,6 +458,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 }),
                 after_ns: (e.flags & CALL_AFTER != 0).then_some(e.after_ns),
                 switch_unseen: e.flags & CALL_SWITCH_UNSEEN != 0,
+                fast: e.flags & CALL_FAST != 0,
             }))
         }
         EventKind::Io => {
@@ -706,6 +709,7 @@ mod tests {
                 }),
                 after_ns: Some(40),
                 switch_unseen: false,
+                fast: false,
             })
         );
         let mut bare = rec;
@@ -714,7 +718,7 @@ mod tests {
             panic!()
         };
         assert!(x.start_bound && x.accounting.is_none() && x.after_ns.is_none());
-        assert!(!x.switch_unseen);
+        assert!(!x.switch_unseen && !x.fast);
         let mut gap = rec;
         gap.flags = CALL_SWITCH_UNSEEN;
         let Event::SyscallExit(x) = decode(&bytes_of(&gap)).unwrap() else {

@@ -10,21 +10,24 @@
 //!   `after_gap_ns` of CPU since the return (preempted on the way back to user space,
 //!   parked at a JVM safepoint) is part of the way back, and the exit carries the wall time
 //!   from the return to the last of them; it is sent at the first switch-out after that
-//!   CPU budget, or at the thread's next watched syscall or exit.
+//!   CPU budget, or at the thread's next watched syscall or exit. A write that returned
+//!   under `write_min_ns` waits the same way, and is sent only if its way back made it
+//!   that slow (THREAD_PENDING_FAST).
 //!
 //! Bystanders pay one hash lookup per context switch and per wakeup.
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, tracepoint},
     maps::PerCpuArray,
     programs::{BtfTracePointContext, TracePointContext},
 };
 use zkstall_common::{
-    BLOCKED_AFTER_CALL, BLOCKED_SEEDED, CALL_AFTER, Counter, EventKind, Field, IRQ_CTX_HARDIRQ,
-    IRQ_CTX_SOFTIRQ, IRQ_CTX_TIMER, MAX_FRAMES, SHORT_D, SHORT_RUNQ, SHORT_S, THREAD_ACCOUNTED,
-    THREAD_AFTER, THREAD_OFF, THREAD_PENDING, ThreadChange, ThreadEvent, ThreadState, WakerCtx,
+    BLOCKED_AFTER_CALL, BLOCKED_SEEDED, CALL_AFTER, CALL_FAST, Counter, EventKind, Field,
+    IRQ_CTX_HARDIRQ, IRQ_CTX_SOFTIRQ, IRQ_CTX_TIMER, MAX_FRAMES, SHORT_D, SHORT_RUNQ, SHORT_S,
+    THREAD_ACCOUNTED, THREAD_AFTER, THREAD_OFF, THREAD_PENDING, THREAD_PENDING_FAST, ThreadChange,
+    ThreadEvent, ThreadState, WakerCtx,
 };
 
 use crate::{
@@ -72,10 +75,22 @@ pub fn thread_entry(tid: u32, tgid: u32) -> Option<*mut ThreadState> {
 pub unsafe fn flush_pending(st: *mut ThreadState) {
     // SAFETY: guaranteed by the caller.
     unsafe {
-        if (*st).flags & THREAD_PENDING != 0 {
-            emit_from(&raw const (*st).pending);
+        let flags = (*st).flags;
+        if flags & THREAD_PENDING != 0 {
+            let p = &raw mut (*st).pending;
+            if flags & THREAD_PENDING_FAST == 0 {
+                emit_from(p);
+            } else if (*p).hdr.ts_ns.saturating_sub((*p).start_ns) + (*p).after_ns
+                >= config!(write_min_ns)
+            {
+                // Every caller runs in the thread's own context (its switch-out, syscalls
+                // and exit), so this is still its name.
+                (*p).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+                (*p).flags |= CALL_FAST;
+                emit_from(p);
+            }
         }
-        (*st).flags &= !(THREAD_PENDING | THREAD_AFTER);
+        (*st).flags &= !(THREAD_PENDING | THREAD_AFTER | THREAD_PENDING_FAST);
     }
 }
 

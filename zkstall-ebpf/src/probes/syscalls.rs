@@ -17,7 +17,7 @@ use aya_ebpf::{
 use zkstall_common::{
     CALL_ACCOUNTED, CALL_SWITCH_UNSEEN, CALL_WATCH_ENTER, CALL_WATCH_EXIT, Counter, EventKind,
     Inflight, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent, SyscallExitEvent,
-    THREAD_ACCOUNTED, THREAD_OFF, THREAD_PENDING, ThreadState,
+    THREAD_ACCOUNTED, THREAD_OFF, THREAD_PENDING, THREAD_PENDING_FAST, ThreadState,
 };
 
 use crate::{
@@ -189,9 +189,9 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         count(Counter::ExitWithoutEnter);
         return 0;
     }
-    if sc.is_write() && now.saturating_sub(start.start_ns) < config!(write_min_ns) {
-        return 0;
-    }
+    // A fast write is held like any exit, in case the way back to its caller is slow
+    // (flush_pending sends it only then); its name is read only if it is sent.
+    let fast = sc.is_write() && now.saturating_sub(start.start_ns) < config!(write_min_ns);
     let off = config!(ret_offset) as usize;
     // SAFETY: `off` is the offset of `ret` in this tracepoint's record, read from tracefs.
     let ret = match unsafe { ctx.read_at::<i64>(off) } {
@@ -201,8 +201,10 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
             0
         }
     };
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let Some(st) = thread_entry(tid, tgid) else {
+        if fast {
+            return 0;
+        }
         // No room to hold it: sent at once, without the after-return wait.
         emit(SyscallExitEvent {
             hdr: header::<SyscallExitEvent>(EventKind::SyscallExit, now, pid_tgid),
@@ -214,7 +216,7 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
             on_cpu_ns: 0,
             short_ns: [0; 3],
             after_ns: 0,
-            comm,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
         });
         return 0;
     };
@@ -243,7 +245,9 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         (*p).ret = ret;
         (*p).arg = start.arg;
         (*p).after_ns = 0;
-        (*p).comm = comm;
+        if !fast {
+            (*p).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        }
         if accounted {
             let on_now = (*st).on_ns + now.saturating_sub((*st).on_since_ns);
             (*p).on_cpu_ns = on_now.saturating_sub(start.on_ns);
@@ -263,7 +267,11 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
             (*st).flags |= THREAD_ACCOUNTED;
         }
         (*st).after_cpu_ns = 0;
-        (*st).flags |= THREAD_PENDING;
+        (*st).flags |= if fast {
+            THREAD_PENDING | THREAD_PENDING_FAST
+        } else {
+            THREAD_PENDING
+        };
     }
     0
 }

@@ -292,7 +292,7 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
             match f.via {
                 Some("after_return") => " (mostly right after it returned)",
                 Some("before_entry") => {
-                    " (mostly right before it entered the syscall, inside its caller's clock)"
+                    " (mostly right before it entered the syscall, where its caller's clock may have been running)"
                 }
                 _ => "",
             }

@@ -72,6 +72,7 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
     }
 
     let (calls, interval, bytes) = (args.calls, args.interval, args.write_bytes);
+    let poke_path = args.poke_after_append.clone();
     // The thread is created after the go signal, i.e. after tracing started: zkstall must
     // follow threads it did not see at start-up.
     let worker = std::thread::Builder::new()
@@ -80,6 +81,15 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() };
             let buf = vec![b'z'; bytes];
+            let mut poke = match &poke_path {
+                Some(p) => Some(
+                    OpenOptions::new()
+                        .write(true)
+                        .open(p)
+                        .with_context(|| format!("opening {}", p.display()))?,
+                ),
+                None => None,
+            };
             for i in 0..calls {
                 let sc = syscalls[i as usize % syscalls.len()];
                 // The append before a sync call is timed too: a stall can catch the thread
@@ -88,6 +98,9 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
                 let w0 = MonoNs::now();
                 if !sc.is_write() {
                     file.write_all(&buf)?;
+                    if let Some(p) = poke.as_mut() {
+                        p.write_all(b"!")?;
+                    }
                 }
                 let write_ns = MonoNs::now().since(w0);
                 if sc == Syscall::Msync {

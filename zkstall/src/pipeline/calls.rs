@@ -120,16 +120,20 @@ impl Pipeline {
                 .top()
                 .map(|l| l.name.clone())
         });
-        sink.observe(&Observation::Call {
-            syscall: call.syscall.name(),
-            thread: &call.comm,
-            dev,
-            disk: disk.as_deref(),
-            duration_ns: x.end.since(call.start),
-            pid: call.task.pid,
-            tid: call.task.tid,
-            start_ns: call.start.0,
-        });
+        // A fast write sent for its way back is not a sample of the write family's
+        // latency (the kernel sends only the writes slower than the threshold).
+        if !x.fast {
+            sink.observe(&Observation::Call {
+                syscall: call.syscall.name(),
+                thread: &call.comm,
+                dev,
+                disk: disk.as_deref(),
+                duration_ns: x.end.since(call.start),
+                pid: call.task.pid,
+                tid: call.task.tid,
+                start_ns: call.start.0,
+            });
+        }
         let visible = call.visible_end(x.end).since(call.visible_start());
         if visible < self.threshold_ns && !crossed {
             return Ok(());

@@ -8,7 +8,7 @@ use crate::{
     targets::ProcRoot,
 };
 use zkstall_common::{
-    BLOCKED_AFTER_CALL, BlockedEvent, CALL_ACCOUNTED, CALL_AFTER, COMM_LEN, DirtyEvent,
+    BLOCKED_AFTER_CALL, BlockedEvent, CALL_ACCOUNTED, CALL_AFTER, CALL_FAST, COMM_LEN, DirtyEvent,
     EventHeader, EventKind, IoEvent, JournalEvent, JournalPhase, JournalStatsEvent, RQ_KTHREAD,
     Request, Syscall, SyscallEnterEvent, SyscallExitEvent, ThreadEvent,
 };
@@ -1263,6 +1263,61 @@ fn a_reported_call_names_the_file_its_fd_points_to_now_not_an_earlier_entrys() {
     let l = lines(&out);
     assert_eq!(l.len(), 1, "{l:#?}");
     assert_eq!(l[0]["path"], b.to_string_lossy().as_ref(), "{}", l[0]);
+}
+
+#[test]
+fn a_fast_write_sent_for_its_slow_way_back_is_reported_but_is_no_latency_sample() {
+    /// The calls reported, and the syscalls observed as latency samples.
+    #[derive(Default)]
+    struct Seen(Vec<String>, Vec<String>);
+    impl Sink for Seen {
+        fn call(&mut self, r: &crate::sinks::CallRecord) -> io::Result<()> {
+            let why = r.why.as_ref();
+            self.0.push(format!(
+                "{} {:?} {:?} {:?}",
+                r.syscall,
+                why.map(|w| w.verdict),
+                why.and_then(|w| w.via),
+                r.after_ms
+            ));
+            Ok(())
+        }
+        fn event(&mut self, _: &EventRecord) -> io::Result<()> {
+            Ok(())
+        }
+        fn summary(&mut self, _: &crate::sinks::Summary) -> io::Result<()> {
+            Ok(())
+        }
+        fn observe(&mut self, o: &crate::sinks::Observation<'_>) {
+            if let crate::sinks::Observation::Call { syscall, .. } = *o {
+                self.1.push(syscall.to_string());
+            }
+        }
+    }
+    let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, 20 * MS);
+    let mut sink = Seen::default();
+    // A 0.1 ms append, preempted 30 ms right after it returned (the kernel holds a fast
+    // write's exit and sends it for such a way back, CALL_FAST).
+    let mut nap = blocked(7, 8, 100 * MS + 105_000, 130 * MS, 0x100);
+    nap.flags = BLOCKED_AFTER_CALL;
+    p.handle(&record_bytes(&nap), &mut sink).unwrap();
+    let mut x = exit(7, 8, 100 * MS, 100 * MS + 100_000, Syscall::Write, 3);
+    x.flags = CALL_AFTER | CALL_FAST;
+    x.after_ns = 30 * MS - 100_000;
+    p.handle(&record_bytes(&x), &mut sink).unwrap();
+    // A 25 ms write: slow in itself, a latency sample.
+    p.handle(
+        &record_bytes(&exit(7, 8, 200 * MS, 225 * MS, Syscall::Write, 3)),
+        &mut sink,
+    )
+    .unwrap();
+    p.finish(MonoNs(300 * MS), &mut sink).unwrap();
+    assert_eq!(sink.0.len(), 2, "{:?}", sink.0);
+    assert_eq!(
+        sink.0[0],
+        "write Some(CpuStarvation) Some(\"after_return\") Some(29.9)"
+    );
+    assert_eq!(sink.1, vec!["write".to_string()]);
 }
 
 #[test]
