@@ -432,8 +432,12 @@ pub struct KernelOffsets {
     pub fdt_fd: u16,
     pub file_inode: u16,
     pub inode_mode: u16,
+    /// The file an fsync-family call syncs, named for userspace's fd cache: inode -> i_sb
+    /// -> s_dev (with `inode_ino`).
+    pub sb_dev: u16,
+    pub _pad: [u16; 3],
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 72);
+const _: () = assert!(size_of::<KernelOffsets>() == 80);
 
 /// "This field does not exist on this kernel."
 pub const NO_OFFSET: u16 = 0xffff;
@@ -476,6 +480,8 @@ impl KernelOffsets {
         fdt_fd: NO_OFFSET,
         file_inode: NO_OFFSET,
         inode_mode: NO_OFFSET,
+        sb_dev: NO_OFFSET,
+        _pad: [0; 3],
     };
 }
 
@@ -525,7 +531,7 @@ pub struct Config {
     /// summed per disk in [`names::IO_SUMMARY`]. 0: every request is sent.
     pub io_slow_ns: u64,
 }
-const _: () = assert!(size_of::<Config>() == 256);
+const _: () = assert!(size_of::<Config>() == 264);
 
 impl Config {
     /// Every offset unknown, nothing filtered: the eBPF side's initial value, and what
@@ -761,11 +767,19 @@ pub struct SyscallEnterEvent {
     pub hdr: EventHeader,
     /// A [`Syscall`].
     pub syscall: u32,
-    pub _pad: u32,
+    /// The fd's file, as the kernel knows it (an fd argument only; 0 when not read): its
+    /// filesystem's kernel dev_t and its inode number. Userspace's cache of what an fd
+    /// resolves to is valid while they stay the same, without a stat through /proc for
+    /// each call (ZooKeeper's log fd, thousands of times a second).
+    pub file_dev: u32,
     /// The fd (as the raw 64-bit argument) or the msync address; 0 for sync.
     pub arg: u64,
+    pub file_ino: u64,
 }
-const _: () = assert!(size_of::<SyscallEnterEvent>() == 40);
+const _: () = assert!(size_of::<SyscallEnterEvent>() == 48);
+/// The size of a [`SyscallEnterEvent`] before `file_ino` (recordings of version 3 before
+/// it was added), still read.
+pub const SYSCALL_ENTER_V1_SIZE: usize = 40;
 
 /// [`Inflight::flags`] / [`SyscallExitEvent::flags`]: the start is only a bound (the call
 /// was already running when tracing began; userspace seeded it from /proc).

@@ -8,8 +8,8 @@ use zkstall_common::{
     CALL_FAST, CALL_START_BOUND, CALL_SWITCH_UNSEEN, COMM_LEN, DirtyEvent, EventHeader, EventKind,
     IoEvent, JournalEvent, JournalPhase, JournalStatsEvent, LowSpaceEvent, MAX_FRAMES,
     RQ_FROM_GETRQ, RQ_KTHREAD, RQ_LATE, RQ_OPEN, RQ_PARTIAL, RQ_UNMATCHED, ReclaimEvent, SHORT_D,
-    SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent, SyscallExitEvent, ThreadChange, ThreadEvent,
-    ThrottleEvent, WakerCtx, WritebackEvent,
+    SHORT_RUNQ, SHORT_S, SYSCALL_ENTER_V1_SIZE, Syscall, SyscallEnterEvent, SyscallExitEvent,
+    ThreadChange, ThreadEvent, ThrottleEvent, WakerCtx, WritebackEvent,
 };
 
 use crate::{clock::MonoNs, enrich::DevId};
@@ -218,6 +218,8 @@ pub enum Event {
         ts: MonoNs,
         syscall: Syscall,
         arg: u64,
+        /// The fd's file as the kernel knows it: (its filesystem's kernel dev_t, inode).
+        file_id: Option<(u32, u64)>,
     },
     SyscallExit(Exit),
     Io(IoDone),
@@ -348,6 +350,22 @@ fn read<T: Copy>(buf: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
 }
 
+/// Reads a `T` from a record that may be as short as `min` bytes (an older layout, whose
+/// later fields were added since): what is missing reads as zeros.
+fn read_padded<T: Copy + Default>(buf: &[u8], min: usize) -> Result<T, DecodeError> {
+    let want = size_of::<T>();
+    if buf.len() >= want || buf.len() < min {
+        return read(buf);
+    }
+    let mut v = T::default();
+    // SAFETY: `buf` is shorter than T; T is a #[repr(C)] wire record made only of integers,
+    // for which every bit pattern is valid; the bytes are copied over its first part.
+    unsafe {
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), (&raw mut v).cast::<u8>(), buf.len());
+    }
+    Ok(v)
+}
+
 /// A NUL-padded comm as a string.
 pub fn comm_str(comm: &[u8; COMM_LEN]) -> String {
     cstr(comm)
@@ -429,13 +447,14 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     };
     match kind {
         EventKind::SyscallEnter => {
-            let e: SyscallEnterEvent = read(buf)?;
+            let e: SyscallEnterEvent = read_padded(buf, SYSCALL_ENTER_V1_SIZE)?;
             let syscall = Syscall::try_from(e.syscall).map_err(DecodeError::UnknownSyscall)?;
             Ok(Event::SyscallEnter {
                 task,
                 ts: MonoNs(hdr.ts_ns),
                 syscall,
                 arg: e.arg,
+                file_id: (e.file_ino != 0).then_some((e.file_dev, e.file_ino)),
             })
         }
         EventKind::SyscallExit => {
@@ -732,8 +751,9 @@ mod tests {
         let rec = SyscallEnterEvent {
             hdr: hdr::<SyscallEnterEvent>(EventKind::SyscallEnter, 5),
             syscall: Syscall::Msync as u32,
-            _pad: 0,
+            file_dev: 0,
             arg: 0x7f00_0000_1000,
+            file_ino: 0,
         };
         assert_eq!(
             decode(&bytes_of(&rec)).unwrap(),
@@ -741,7 +761,31 @@ mod tests {
                 task: Task { pid: 10, tid: 11 },
                 ts: MonoNs(5),
                 syscall: Syscall::Msync,
-                arg: 0x7f00_0000_1000
+                arg: 0x7f00_0000_1000,
+                file_id: None,
+            }
+        );
+        let mut rec = rec;
+        rec.syscall = Syscall::Fdatasync as u32;
+        rec.arg = 7;
+        rec.file_dev = (7 << 20) | 3;
+        rec.file_ino = 12;
+        let Event::SyscallEnter { file_id, .. } = decode(&bytes_of(&rec)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(file_id, Some(((7 << 20) | 3, 12)));
+        // As recordings made before the file's identity was sent carry it: 40 bytes.
+        let mut old = bytes_of(&rec);
+        old.truncate(SYSCALL_ENTER_V1_SIZE);
+        old[4..8].copy_from_slice(&(SYSCALL_ENTER_V1_SIZE as u32).to_le_bytes());
+        assert_eq!(
+            decode(&old).unwrap(),
+            Event::SyscallEnter {
+                task: Task { pid: 10, tid: 11 },
+                ts: MonoNs(5),
+                syscall: Syscall::Fdatasync,
+                arg: 7,
+                file_id: None,
             }
         );
     }
@@ -864,8 +908,7 @@ mod tests {
         let rec = SyscallEnterEvent {
             hdr: hdr::<SyscallEnterEvent>(EventKind::SyscallEnter, 5),
             syscall: 42,
-            _pad: 0,
-            arg: 0,
+            ..Default::default()
         };
         assert_eq!(
             decode(&bytes_of(&rec)),

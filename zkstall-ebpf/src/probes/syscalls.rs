@@ -15,9 +15,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use zkstall_common::{
-    CALL_ACCOUNTED, CALL_SWITCH_UNSEEN, CALL_WATCH_ENTER, CALL_WATCH_EXIT, Counter, EventKind,
-    Inflight, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent, SyscallExitEvent,
-    THREAD_ACCOUNTED, THREAD_OFF, THREAD_PENDING, THREAD_PENDING_FAST, ThreadState,
+    ArgKind, CALL_ACCOUNTED, CALL_SWITCH_UNSEEN, CALL_WATCH_ENTER, CALL_WATCH_EXIT, Counter,
+    EventKind, Inflight, SHORT_D, SHORT_RUNQ, SHORT_S, Syscall, SyscallEnterEvent,
+    SyscallExitEvent, THREAD_ACCOUNTED, THREAD_OFF, THREAD_PENDING, THREAD_PENDING_FAST,
+    ThreadState,
 };
 
 use crate::{
@@ -35,55 +36,69 @@ const S_IFMT: u16 = 0o170000;
 const S_IFREG: u16 = 0o100000;
 const S_IFBLK: u16 = 0o060000;
 
-/// Whether a write to the current task's file descriptor `fd` may wait on storage: a
-/// regular file or a block device. Most of a JVM's writes go elsewhere (ZooKeeper under
-/// load: an eventfd write to wake its selector and a socket write per reply, for each
-/// append to its log), and following those cost two map updates and a THREADS lookup
-/// each, and made every one of them a "call in flight" for `--requests around-calls`.
-/// True when it cannot tell (offsets missing from BTF, a read that failed), so that a
-/// write is never lost for want of knowing. A fd that is not open answers no.
+/// The inode of the current task's open file `fd`: `Some(0)` when `fd` is not open, None
+/// when it cannot tell (offsets missing from BTF, a read that failed).
 ///
 /// task -> files -> fdt are BTF pointers (plain loads, see `btf_read`); `fdt->fd` is a
 /// pointer to pointers, which the verifier types as a plain integer, so the file and its
 /// inode are read through the helper.
 #[inline(always)]
-fn writes_to_storage(fd: u64) -> bool {
+fn fd_inode(fd: u64) -> Option<u64> {
     use aya_ebpf::helpers::generated::bpf_get_current_task_btf;
     // Userspace clears the offsets where the kernel lacks the helper (before 5.11) or BTF:
     // the call below is then dead code, which the verifier removes before it would refuse
     // an unknown helper.
     if config!(kernel.task_files) == zkstall_common::NO_OFFSET {
-        return true;
+        return None;
     }
     // SAFETY: a helper valid in tracing programs; it returns a BTF pointer.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
-    let Some(fdt) = btf_read::<u64>(task, config!(kernel.task_files))
-        .and_then(|files| btf_read::<u64>(files, config!(kernel.files_fdt)))
-    else {
-        return true;
-    };
-    let (Some(max), Some(fds)) = (
-        btf_read::<u32>(fdt, config!(kernel.fdt_max_fds)),
-        btf_read::<u64>(fdt, config!(kernel.fdt_fd)),
-    ) else {
-        return true;
-    };
+    let fdt = btf_read::<u64>(task, config!(kernel.task_files))
+        .and_then(|files| btf_read::<u64>(files, config!(kernel.files_fdt)))?;
+    let max = btf_read::<u32>(fdt, config!(kernel.fdt_max_fds))?;
+    let fds = btf_read::<u64>(fdt, config!(kernel.fdt_fd))?;
     if fd >= max as u64 {
         // Not an open fd: the call fails at once (EBADF).
-        return false;
+        return Some(0);
     }
-    let Some(file) = kread::<u64>(fds + fd * 8, 0) else {
-        return true;
-    };
+    let file = kread::<u64>(fds + fd * 8, 0)?;
     if file == 0 {
-        return false;
+        return Some(0);
     }
-    match kread::<u64>(file, config!(kernel.file_inode))
-        .and_then(|inode| kread::<u16>(inode, config!(kernel.inode_mode)))
-    {
-        Some(mode) => matches!(mode & S_IFMT, S_IFREG | S_IFBLK),
+    kread::<u64>(file, config!(kernel.file_inode))
+}
+
+/// Whether a write to the current task's file descriptor `fd` may wait on storage: a
+/// regular file or a block device. Most of a JVM's writes go elsewhere (ZooKeeper under
+/// load: an eventfd write to wake its selector and a socket write per reply, for each
+/// append to its log), and following those cost two map updates and a THREADS lookup
+/// each, and made every one of them a "call in flight" for `--requests around-calls`.
+/// True when it cannot tell, so that a write is never lost for want of knowing. A fd that
+/// is not open answers no.
+#[inline(always)]
+fn writes_to_storage(fd: u64) -> bool {
+    match fd_inode(fd) {
         None => true,
+        Some(0) => false,
+        Some(inode) => match kread::<u16>(inode, config!(kernel.inode_mode)) {
+            Some(mode) => matches!(mode & S_IFMT, S_IFREG | S_IFBLK),
+            None => true,
+        },
     }
+}
+
+/// The file behind `fd` as (its filesystem's kernel dev_t, its inode number); zeros when
+/// not known.
+#[inline(always)]
+fn file_id(fd: u64) -> (u32, u64) {
+    let Some(inode) = fd_inode(fd).filter(|i| *i != 0) else {
+        return (0, 0);
+    };
+    let ino = kread::<u64>(inode, config!(kernel.inode_ino)).unwrap_or(0);
+    let dev = kread::<u64>(inode, config!(kernel.inode_sb))
+        .and_then(|sb| kread::<u32>(sb, config!(kernel.sb_dev)))
+        .unwrap_or(0);
+    (dev, ino)
 }
 
 #[inline(always)]
@@ -151,11 +166,18 @@ fn on_enter(ctx: &TracePointContext, sc: Syscall) -> u32 {
         // The write family is announced at exit only, and only when slow.
         return 0;
     }
+    // `sc` is a constant: the file is read for the fd-taking calls only.
+    let (file_dev, file_ino) = if matches!(sc.arg().1, ArgKind::Fd) && off != 0 {
+        file_id(arg)
+    } else {
+        (0, 0)
+    };
     emit(SyscallEnterEvent {
         hdr: header::<SyscallEnterEvent>(EventKind::SyscallEnter, now, pid_tgid),
         syscall: sc as u32,
-        _pad: 0,
+        file_dev,
         arg,
+        file_ino,
     });
     0
 }

@@ -29,7 +29,9 @@ pub fn stack_key(frames: &[u64]) -> u64 {
 }
 
 pub trait Enricher {
-    fn file_by_fd(&mut self, pid: u32, fd: i32) -> Option<FileInfo>;
+    /// `kernel_id`: the file as the call's record names it (its filesystem's kernel dev_t
+    /// and its inode), when the kernel read it.
+    fn file_by_fd(&mut self, pid: u32, fd: i32, kernel_id: Option<(u32, u64)>) -> Option<FileInfo>;
     fn file_by_addr(&mut self, pid: u32, addr: u64) -> Option<FileInfo>;
     fn device_name(&mut self, dev: DevId, pid: u32) -> Option<String>;
     fn device_model(&mut self, dev: DevId) -> Option<String>;
@@ -283,8 +285,8 @@ impl Live {
 }
 
 impl Enricher for Live {
-    fn file_by_fd(&mut self, pid: u32, fd: i32) -> Option<FileInfo> {
-        let v = self.files.by_fd(pid, fd);
+    fn file_by_fd(&mut self, pid: u32, fd: i32, kernel_id: Option<(u32, u64)>) -> Option<FileInfo> {
+        let v = self.files.by_fd_known(pid, fd, kernel_id);
         self.note((0u8, pid, fd), &v, || Fact::Fd {
             pid,
             fd,
@@ -618,7 +620,7 @@ impl Replay {
 }
 
 impl Enricher for Replay {
-    fn file_by_fd(&mut self, pid: u32, fd: i32) -> Option<FileInfo> {
+    fn file_by_fd(&mut self, pid: u32, fd: i32, _: Option<(u32, u64)>) -> Option<FileInfo> {
         self.fds.get(&(pid, fd)).cloned().flatten()
     }
     fn file_by_addr(&mut self, pid: u32, addr: u64) -> Option<FileInfo> {

@@ -88,6 +88,8 @@ pub struct FileInfo {
 pub struct Files {
     proc: ProcRoot,
     by_fd: HashMap<(u32, i32), FileInfo>,
+    /// The kernel's name for the file `by_fd` holds for that fd ([`Files::by_fd_known`]).
+    kernel_ids: HashMap<(u32, i32), (u32, u64)>,
     /// File mappings per process, as last read (for msync records processed after the
     /// process unmapped or exited).
     maps: HashMap<u32, Vec<(u64, u64, FileInfo)>>,
@@ -105,6 +107,7 @@ impl Files {
         Files {
             proc,
             by_fd: HashMap::new(),
+            kernel_ids: HashMap::new(),
             maps: HashMap::new(),
         }
     }
@@ -192,6 +195,40 @@ impl Files {
         }
     }
 
+    /// [`Files::by_fd`] for a call whose record names the fd's file as the kernel knows it
+    /// (`kernel_id`: its filesystem's kernel dev_t and its inode, read at the call's
+    /// entry). When that is the file the last full answer for this fd was checked against,
+    /// the answer stands without a stat through /proc: most of what the agent spent on
+    /// ZooKeeper's fdatasyncs.
+    pub fn by_fd_known(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        kernel_id: Option<(u32, u64)>,
+    ) -> Option<FileInfo> {
+        let key = (pid, fd);
+        if let Some(id) = kernel_id
+            && self.kernel_ids.get(&key) == Some(&id)
+            && let Some(c) = self.by_fd.get(&key)
+        {
+            return Some(c.clone());
+        }
+        let v = self.by_fd(pid, fd);
+        // Kept only when the answer is that very inode (an fd reused between the entry and
+        // this read is not), and on the same filesystem as far as stat tells: a stat's
+        // device is not always the superblock's (btrfs subvolumes), so only the inode
+        // number is compared, and the kernel's id, not stat's, is what is matched later.
+        match (kernel_id, &v) {
+            (Some(id), Some(f)) if f.dev.is_some() && f.ino == Some(id.1) => {
+                bounded_insert(&mut self.kernel_ids, CACHE_ENTRIES, key, id);
+            }
+            _ => {
+                self.kernel_ids.remove(&key);
+            }
+        }
+        v
+    }
+
     /// The file mapped at `addr` in process `pid` (for msync).
     /// Reads /proc now; when the process is gone (or unmapped it), falls back to its last
     /// snapshot.
@@ -211,6 +248,7 @@ impl Files {
     /// Forgets everything about a process (it exited).
     pub fn forget_pid(&mut self, pid: u32) {
         self.by_fd.retain(|(p, _), _| *p != pid);
+        self.kernel_ids.retain(|(p, _), _| *p != pid);
         self.maps.remove(&pid);
     }
 }
@@ -325,6 +363,44 @@ mod tests {
         files.forget_pid(42);
         assert_eq!(files.by_fd(42, 5), None);
         assert_eq!(files.by_fd(42, -1), None);
+    }
+
+    #[test]
+    fn the_kernels_name_for_the_file_saves_the_stat_while_it_stays_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log1, log2) = (dir.path().join("log.1"), dir.path().join("log.2"));
+        std::fs::write(&log1, b"x").unwrap();
+        std::fs::write(&log2, b"y").unwrap();
+        let ino1 = std::fs::metadata(&log1).unwrap().ino();
+        let ino2 = std::fs::metadata(&log2).unwrap().ino();
+        let fd_dir = dir.path().join("proc/42/fd");
+        std::fs::create_dir_all(&fd_dir).unwrap();
+        let link = fd_dir.join("5");
+        std::os::unix::fs::symlink(&log1, &link).unwrap();
+        let mut files = Files::new(ProcRoot(dir.path().join("proc")));
+        let id1 = Some((7 << 20, ino1));
+        let first = files.by_fd_known(42, 5, id1).unwrap();
+        assert_eq!(first.path, log1.to_string_lossy());
+        // The fd now leads to log.2, but the record still names log.1's inode: the last
+        // answer stands, /proc not read (a link this test swapped behind its back).
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&log2, &link).unwrap();
+        assert_eq!(files.by_fd_known(42, 5, id1), Some(first.clone()));
+        // A record naming another inode is resolved again.
+        let id2 = Some((7 << 20, ino2));
+        let second = files.by_fd_known(42, 5, id2).unwrap();
+        assert_eq!(second.path, log2.to_string_lossy());
+        // A record naming an inode the fd does not lead to (reused between the entry and
+        // this read) is answered from /proc and not remembered as that inode.
+        assert_eq!(
+            files.by_fd_known(42, 5, Some((7 << 20, ino2 + 1000))),
+            Some(second.clone())
+        );
+        assert_eq!(files.kernel_ids.get(&(42, 5)), None);
+        // No name from the kernel: as before, a stat each time.
+        assert_eq!(files.by_fd_known(42, 5, None), Some(second));
+        files.forget_pid(42);
+        assert!(files.kernel_ids.is_empty());
     }
 
     #[test]

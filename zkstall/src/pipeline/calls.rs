@@ -38,9 +38,18 @@ pub const BEFORE_GAP_NS: u64 = 100_000;
 const ARRIVAL_SLACK_NS: u64 = 10_000_000;
 
 impl Pipeline {
-    pub(super) fn resolve(&mut self, task: Task, syscall: Syscall, arg: u64) -> Option<FileInfo> {
+    /// The file a call works on; `kernel_id` as [`crate::enrich::Enricher::file_by_fd`]'s.
+    pub(super) fn resolve(
+        &mut self,
+        task: Task,
+        syscall: Syscall,
+        arg: u64,
+        kernel_id: Option<(u32, u64)>,
+    ) -> Option<FileInfo> {
         match syscall.arg().1 {
-            ArgKind::Fd => self.enrich.file_by_fd(task.pid, arg as i64 as i32),
+            ArgKind::Fd => self
+                .enrich
+                .file_by_fd(task.pid, arg as i64 as i32, kernel_id),
             ArgKind::Addr => self.enrich.file_by_addr(task.pid, arg),
             ArgKind::None => None,
         }
@@ -61,9 +70,10 @@ impl Pipeline {
         ts: MonoNs,
         syscall: Syscall,
         arg: u64,
+        file_id: Option<(u32, u64)>,
         _sink: &mut dyn Sink,
     ) -> io::Result<()> {
-        let file = self.resolve(task, syscall, arg);
+        let file = self.resolve(task, syscall, arg, file_id);
         self.watch_file(&file, task.pid);
         self.calls.enter(Open {
             task,
@@ -141,7 +151,7 @@ impl Pipeline {
         if call.file.as_ref().is_none_or(|f| f.dev.is_none()) {
             // Not resolved at the entry, or without its device (closed between two reads):
             // asked again, kept only if better.
-            let again = self.resolve(call.task, call.syscall, call.arg);
+            let again = self.resolve(call.task, call.syscall, call.arg, None);
             if call.file.is_none() || again.as_ref().is_some_and(|f| f.dev.is_some()) {
                 call.file = again;
             }
@@ -295,7 +305,7 @@ impl Pipeline {
             tid: *tid,
         };
         self.enrich.observe_thread(*tid, thread);
-        let file = self.resolve(task, sc, *arg);
+        let file = self.resolve(task, sc, *arg, None);
         self.watch_file(&file, task.pid);
         self.stuck_stacks.insert(*tid, stack.clone());
         if !sc.is_write() {
@@ -366,7 +376,7 @@ impl Pipeline {
         } else {
             self.reported_verdict(*tid, sc, *start_ns)
         };
-        let file = file.or_else(|| self.resolve(task, sc, *arg));
+        let file = file.or_else(|| self.resolve(task, sc, *arg, None));
         // The kernel's name (the record says the Java one apart).
         let comm = self.enrich.thread_name(*pid, *tid).unwrap_or_default();
         let call = Call {

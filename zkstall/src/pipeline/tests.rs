@@ -35,8 +35,8 @@ fn enter(pid: u32, tid: u32, ts: u64, sc: Syscall, arg: u64) -> Vec<u8> {
     record_bytes(&SyscallEnterEvent {
         hdr: hdr::<SyscallEnterEvent>(EventKind::SyscallEnter, ts, pid, tid),
         syscall: sc as u32,
-        _pad: 0,
         arg,
+        ..Default::default()
     })
 }
 

@@ -394,6 +394,7 @@ const KERNEL_FIELDS: &[KField] = &[
     ("fdtable", "fd", 8, |k| &mut k.fdt_fd),
     ("file", "f_inode", 8, |k| &mut k.file_inode),
     ("inode", "i_mode", 2, |k| &mut k.inode_mode),
+    ("super_block", "s_dev", 4, |k| &mut k.sb_dev),
 ];
 
 /// Offsets of the struct fields the programs read, from BTF; NO_OFFSET for each field
