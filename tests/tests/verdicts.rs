@@ -1014,7 +1014,12 @@ fn a_preemption_right_after_a_fast_append_is_the_appends_wait() {
             "{w}"
         );
     }
-    for c in calls.iter().filter(|c| c["type"] == "fsync") {
+    // The calls that count the wait before their entry (on an emulated CPU, fdatasyncs
+    // slow on their own journal commits are reported too, as what they are).
+    for c in calls
+        .iter()
+        .filter(|c| c["type"] == "fsync" && c["before_ms"].as_f64().unwrap_or(0.0) >= 500.0)
+    {
         assert_eq!(c["verdict"], "cpu_starvation", "{c}");
         assert!(
             c["headline"]
