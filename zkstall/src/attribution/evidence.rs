@@ -150,6 +150,13 @@ pub struct JournalEvidence {
     pub thread_runq_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_d_ms: Option<f64>,
+    /// How long after the call began waiting on the journal the commit began, when it
+    /// began later; and how much of that the journal thread sat runnable without a CPU
+    /// (when its scheduling was traced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_delay_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_runq_before_ms: Option<f64>,
     /// When the journal's disk is a loop device that spent the commit waiting on the disk
     /// under it (its flush is an fsync of its backing file, which writes back everything
     /// written to the loop device before): the data others wrote to it just before.
@@ -1834,12 +1841,22 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     let mut commit_contenders = Vec::new();
     ev.journal = commit.map(|c| {
         let cw = (c.start, c.end);
-        let jt: Vec<&Blocked> = blocked_in(h, c.tid, cw)
+        // A commit that began after the call had started waiting for it: the thread may
+        // not have got a CPU to begin it.
+        let waited_from = journal_waits
+            .first()
+            .map(|w| w.0.max(call.start))
+            .filter(|from| *from < c.start);
+        let before = waited_from.map(|from| (from, c.start));
+        let jt: Vec<&Blocked> = blocked_in(h, c.tid, (waited_from.unwrap_or(c.start), c.end))
             .filter(|b| b.tid == c.tid)
             .collect();
-        let (mut rq, mut d) = (0u64, 0u64);
+        let (mut rq, mut rq_before, mut d) = (0u64, 0u64, 0u64);
         for b in &jt {
             rq += overlap(b.runq(), cw);
+            if let Some(w) = before {
+                rq_before += overlap(b.runq(), w);
+            }
             if b.state == SchedState::DiskSleep {
                 d += overlap(b.sleep(), cw);
             }
@@ -1881,6 +1898,8 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             thread: jt.first().map(|b| b.thread.clone()),
             thread_runq_ms: (!jt.is_empty()).then_some(ms(rq)),
             thread_d_ms: (!jt.is_empty()).then_some(ms(d)),
+            start_delay_ms: before.map(|w| ms(w.1.since(w.0))),
+            thread_runq_before_ms: (before.is_some() && !jt.is_empty()).then_some(ms(rq_before)),
             transaction: c.transaction,
             duration_ms: ms(c.end.since(c.start)),
             locking_ms: c.locking_ms,

@@ -243,8 +243,22 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                     if let Some(v) = j.locking_ms.filter(|v| *v >= 1.0) {
                         phases.push(format!("{v:.0} ms waiting for running handles"));
                     }
+                    // A commit that began well into the wait: say so, and whether its
+                    // thread was kept from the CPU meanwhile (when traced).
+                    let late = match (j.start_delay_ms, j.thread_runq_before_ms) {
+                        (Some(d), rq) if d >= 1.0 && d * 4.0 >= jw => format!(
+                            "; it began {d:.0} ms after this call started waiting for it{}",
+                            match rq {
+                                Some(rq) => format!(
+                                    ", its thread runnable without a CPU for {rq:.0} ms of that"
+                                ),
+                                None => String::new(),
+                            }
+                        ),
+                        _ => String::new(),
+                    };
                     format!(
-                        " (commit {} took {:.0} ms{}{})",
+                        " (commit {} took {:.0} ms{}{}{late})",
                         j.transaction,
                         j.duration_ms,
                         if phases.is_empty() { "" } else { ": " },
@@ -271,12 +285,22 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
         ),
         Verdict::CpuStarvation if f.via == Some("journal") => {
             let j = ev.journal.as_ref();
+            let before = j.and_then(|j| j.thread_runq_before_ms).unwrap_or(0.0);
+            let delay = j.and_then(|j| j.start_delay_ms).unwrap_or(0.0);
+            let rq = j.and_then(|j| j.thread_runq_ms).unwrap_or(0.0) + before;
+            let commit = j.map_or(0.0, |j| j.duration_ms);
             format!(
-                "this {dur:.0} ms {sc} waited for journal commit {}, whose thread {} was runnable but not running for {:.0} ms of its {:.0} ms: the CPU was busy with others",
+                "this {dur:.0} ms {sc} waited for journal commit {}, whose thread {} was runnable but not running for {rq:.0} ms of {}: the CPU was busy with others",
                 j.map_or(0, |j| j.transaction),
                 j.and_then(|j| j.thread.clone()).unwrap_or_default(),
-                j.and_then(|j| j.thread_runq_ms).unwrap_or(0.0),
-                j.map_or(0.0, |j| j.duration_ms)
+                if before > 0.0 {
+                    format!(
+                        "the {:.0} ms from this call's wait to the commit's end (the commit began {delay:.0} ms into the wait and took {commit:.0} ms)",
+                        delay + commit
+                    )
+                } else {
+                    format!("its {commit:.0} ms")
+                }
             )
         }
         Verdict::CpuStarvation if f.via == Some("jvm_pause") => format!(

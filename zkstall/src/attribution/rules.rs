@@ -91,7 +91,7 @@ impl Verdict {
                 pct(t.loop_alone_share)
             ),
             Verdict::CpuStarvation => format!(
-                "runnable but not running for >= {starved} of the call; or the journal commit it waited on was, its journal thread runnable for >= {starved} of the commit; or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= {starved} of it"
+                "runnable but not running for >= {starved} of the call; or the journal commit it waited on was, its journal thread runnable for >= {starved} of the commit (counted from the call's wait when the commit began later); or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= {starved} of it"
             ),
             Verdict::JvmPause => format!(
                 "the syscall returned, then a JVM held the thread (woken by its VM thread, with >= {} other threads stopped, or inside a safepoint HotSpot's own probes marked) for >= {starved} of what its caller measured, and most of that wait was not ended by one of its own threads handing it work",
@@ -861,8 +861,11 @@ fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
         return None;
     }
     let j = g.ev.journal.as_ref()?;
-    let rq = j.thread_runq_ms?;
-    if rq < t.starvation_share * j.duration_ms {
+    // From the call's wait on to the commit's end: a commit can begin late because its
+    // thread could not get a CPU to begin it.
+    let before = j.thread_runq_before_ms.unwrap_or(0.0);
+    let rq = j.thread_runq_ms? + before;
+    if rq < t.starvation_share * (j.duration_ms + j.start_delay_ms.unwrap_or(0.0)) {
         return None;
     }
     let mut chain = vec![call_link(call, g)];
@@ -878,7 +881,9 @@ fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
             "{} runnable, waiting for a CPU",
             j.thread.as_deref().unwrap_or("the journal thread")
         ),
-        start_ns: g.commit.map_or(0, |c| c.start.0),
+        start_ns: g.commit.map_or(0, |c| c.start.0).saturating_sub(
+            (j.start_delay_ms.filter(|_| before > 0.0).unwrap_or(0.0) * 1e6) as u64,
+        ),
         duration_ms: rq,
     });
     Some(Finding {

@@ -809,6 +809,74 @@ fn a_commit_whose_journal_thread_could_not_run_is_cpu_starvation_via_the_journal
     );
 }
 
+/// A commit that began late: the call waits on the journal from 2 ms; the journal thread
+/// begins the commit at 190 ms and it takes 10 ms.
+fn late_commit(jbd2_woken: Option<u64>) -> History {
+    let mut h = History::default();
+    watched(&mut h);
+    h.io(io(0, "jbd2/loop1-8", 4096, 192, 198));
+    h.commit(Commit {
+        dev: DISK.0,
+        transaction: 112,
+        tid: 30,
+        start: t(190),
+        end: t(200),
+        locking_ms: Some(0.0),
+        flushing_ms: Some(0.0),
+        logging_ms: Some(10.0),
+        handles: Some(1),
+        blocks: Some(2),
+    });
+    // The journal thread: asleep until it was woken (at 3 ms: asked by the call, then kept
+    // off the CPU; or at 188 ms), running from 189 ms.
+    let mut j = blocked(30, SchedState::Sleep, 0, 189, jbd2_woken, &[], None);
+    j.pid = 30;
+    j.thread = "jbd2/loop1-8".into();
+    h.blocked(j);
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        2,
+        200,
+        Some(200),
+        &["jbd2_log_wait_commit+0x11"],
+        Some("jbd2/loop1-8"),
+    ));
+    h
+}
+
+#[test]
+fn a_commit_that_began_late_because_its_thread_could_not_run_is_cpu_starvation_via_the_journal() {
+    let h = late_commit(Some(3));
+    let e = explain_it(&call(0, 201), &h);
+    assert_eq!(e.verdict, Verdict::CpuStarvation, "{}", e.headline);
+    assert_eq!(e.via, Some("journal"));
+    let j = e.evidence.journal.as_ref().unwrap();
+    assert_eq!(j.start_delay_ms, Some(188.0));
+    assert_eq!(j.thread_runq_before_ms, Some(186.0));
+    assert!(
+        e.headline.contains(
+            "jbd2/loop1-8 was runnable but not running for 186 ms of the 198 ms from this call's wait to the commit's end (the commit began 188 ms into the wait and took 10 ms)"
+        ),
+        "{}",
+        e.headline
+    );
+}
+
+#[test]
+fn a_commit_that_began_late_with_its_thread_asleep_is_a_journal_wait_that_says_so() {
+    let h = late_commit(Some(188));
+    let e = explain_it(&call(0, 201), &h);
+    assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);
+    assert!(
+        e.headline.contains(
+            "(commit 112 took 10 ms: 10 ms writing the journal; it began 188 ms after this call started waiting for it, its thread runnable without a CPU for 1 ms of that)"
+        ),
+        "{}",
+        e.headline
+    );
+}
+
 #[test]
 fn pauses_in_balance_dirty_pages_are_dirty_throttle() {
     let mut h = History::default();
