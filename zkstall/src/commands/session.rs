@@ -16,8 +16,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
 use zkstall_common::{
-    BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_AFTER, CALL_START_BOUND, Counter, EventKind,
-    Inflight, IoEvent, RQ_OPEN, THREAD_AFTER, THREAD_OFF, THREAD_PENDING, ThreadState,
+    BLOCKED_OPEN, BLOCKED_SEEDED, BlockedEvent, CALL_AFTER, CALL_FAST, CALL_START_BOUND, Counter,
+    EventKind, Inflight, IoEvent, RQ_OPEN, THREAD_AFTER, THREAD_OFF, THREAD_PENDING,
+    THREAD_PENDING_FAST, ThreadState,
 };
 
 use crate::{
@@ -1589,6 +1590,19 @@ fn open_records(
                 // Still off CPU on its way back: what the caller waits for so far.
                 x.flags |= CALL_AFTER;
                 x.after_ns = now.since(MonoNs(x.hdr.ts_ns));
+            }
+            if st.flags & THREAD_PENDING_FAST != 0 {
+                // A fast write, sent as the kernel would: only if its way back made it
+                // slow, with the name the kernel reads only then.
+                let seen = x.hdr.ts_ns.saturating_sub(x.start_ns) + x.after_ns;
+                if seen < probes.layout.config.write_min_ns {
+                    continue;
+                }
+                x.flags |= CALL_FAST;
+                let comm = threads_now::read(proc, st.tgid, *tid).comm;
+                let n = comm.len().min(x.comm.len() - 1);
+                x.comm = [0; zkstall_common::COMM_LEN];
+                x.comm[..n].copy_from_slice(&comm.as_bytes()[..n]);
             }
             out.push(record_bytes(&x));
         }
