@@ -50,6 +50,11 @@ pub mod names {
     /// the block layer's own count. Userspace reads it as OTHER_IO's entries under
     /// [`crate::OTHER_IO_WATCHED`], where a disk without a slot is counted.
     pub const WATCHED_IO: &str = "WATCHED_IO";
+    /// Per-CPU, a few of OTHER_IO's keys with their counts ([`crate::OtherIoCached`]): a
+    /// completion whose (disk, cgroup) holds the way its key hashes to is counted there,
+    /// an array index instead of a hash lookup (a neighbour's flood is one key); others
+    /// go to OTHER_IO. A way, once taken, keeps its key for the run. Userspace adds both.
+    pub const OTHER_IO_CACHE: &str = "OTHER_IO_CACHE";
     /// Whether a target's watched call may be in flight, for deciding which requests are
     /// sent one by one ([`crate::Config::io_slow_ns`]); four u64 entries:
     /// - [`crate::CALL_WATCH_QUIET`] (userspace): 1 when its last look at INFLIGHT found no
@@ -1045,6 +1050,27 @@ pub struct OtherIo {
     pub bytes: u64,
 }
 
+/// A way of [`names::OTHER_IO_CACHE`]: free while `key.disk` is 0 (no block device is
+/// 0:0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct OtherIoCached {
+    pub key: OtherIoKey,
+    pub io: OtherIo,
+}
+
+/// Ways of [`names::OTHER_IO_CACHE`] per CPU (a power of two).
+pub const OTHER_IO_WAYS: u32 = 8;
+
+impl OtherIoKey {
+    /// The way of [`names::OTHER_IO_CACHE`] this key may be kept in.
+    #[inline(always)]
+    pub const fn way(&self) -> u32 {
+        let h = self.disk ^ (self.blk_cgroup as u32) ^ ((self.blk_cgroup >> 32) as u32);
+        h.wrapping_mul(0x9e37_79b1) >> (32 - OTHER_IO_WAYS.trailing_zeros())
+    }
+}
+
 /// The upper bound of the first bucket of [`IoSummary::hist`]; each next one doubles it.
 /// The same bounds as the agent's `zkstall_disk_request_duration_seconds` histogram.
 pub const IO_HIST_FIRST_NS: u64 = 20_000;
@@ -1366,6 +1392,7 @@ mod user {
     unsafe impl aya::Pod for super::Request {}
     unsafe impl aya::Pod for super::OtherIoKey {}
     unsafe impl aya::Pod for super::OtherIo {}
+    unsafe impl aya::Pod for super::OtherIoCached {}
     unsafe impl aya::Pod for super::IoSummary {}
     unsafe impl aya::Pod for super::UsdtSpec {}
 }

@@ -185,6 +185,11 @@ pub static DISKS: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
 pub static OTHER_IO: LruPerCpuHashMap<OtherIoKey, OtherIo> =
     LruPerCpuHashMap::with_max_entries(4096, 0);
 
+/// A few of OTHER_IO's keys per CPU, with their counts (see names::OTHER_IO_CACHE).
+#[map]
+pub static OTHER_IO_CACHE: PerCpuArray<zkstall_common::OtherIoCached> =
+    PerCpuArray::with_max_entries(zkstall_common::OTHER_IO_WAYS, 0);
+
 /// The watched disks' requests not sent one by one, summed per disk (see
 /// `Config::io_slow_ns`), per CPU, at each disk's slot (DISK_SLOTS).
 #[map]

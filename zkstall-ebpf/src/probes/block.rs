@@ -50,7 +50,8 @@ use crate::{
     emit::{emit, header, log_allowed},
     maps::{
         BIOS, CALL_WATCH, DISK_SLOTS, DISKS, FLUSH_GRACE_NS, FLUSHING, IO_SUMMARY, OTHER_IO,
-        REQUESTS, WATCHED_IO, btf_read, config, count, current_comm, is_target, kread, watch_gen,
+        OTHER_IO_CACHE, REQUESTS, WATCHED_IO, btf_read, config, count, current_comm, is_target,
+        kread, watch_gen,
     },
 };
 
@@ -436,7 +437,8 @@ fn carries_data(rq: u64) -> bool {
     btf_read::<u32>(rq, config!(kernel.rq_data_len)).unwrap_or(0) != 0
 }
 
-/// Sums a completion into OTHER_IO (per CPU, by disk and cgroup).
+/// Sums a completion into OTHER_IO (per CPU, by disk and cgroup): at its way of
+/// OTHER_IO_CACHE when the way is free or already holds the key, else in the hash.
 #[inline(always)]
 fn add_other_io(disk: u32, blk_cgroup: u64, last: bool, nr_bytes: u32) {
     let key = OtherIoKey {
@@ -444,6 +446,20 @@ fn add_other_io(disk: u32, blk_cgroup: u64, last: bool, nr_bytes: u32) {
         _pad: 0,
         blk_cgroup,
     };
+    if let Some(c) = OTHER_IO_CACHE.get_ptr_mut(key.way()) {
+        // SAFETY: a per-CPU value only this program changes (block_rq_complete, the only
+        // caller, never nests with itself).
+        unsafe {
+            if (*c).key.disk == 0 {
+                (*c).key = key;
+            }
+            if (*c).key.disk == key.disk && (*c).key.blk_cgroup == key.blk_cgroup {
+                (*c).io.requests += last as u64;
+                (*c).io.bytes += nr_bytes as u64;
+                return;
+            }
+        }
+    }
     match OTHER_IO.get_ptr_mut(key) {
         // SAFETY: a per-CPU value, only touched by this CPU.
         Some(v) => unsafe {

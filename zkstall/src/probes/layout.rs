@@ -1005,6 +1005,31 @@ mod tests {
     }
 
     #[test]
+    fn other_io_keys_spread_over_the_cache_s_ways() {
+        use zkstall_common::{OTHER_IO_WATCHED, OTHER_IO_WAYS, OtherIoKey};
+        let mut used = std::collections::BTreeSet::new();
+        for disk in [
+            (8 << 20),
+            (8 << 20) | 16,
+            (7 << 20) | 3,
+            (259 << 20),
+            (253 << 20) | 1,
+        ] {
+            for blk_cgroup in [0, 1, 2, 0x1_0000_0001, OTHER_IO_WATCHED] {
+                let w = OtherIoKey {
+                    disk,
+                    _pad: 0,
+                    blk_cgroup,
+                }
+                .way();
+                assert!(w < OTHER_IO_WAYS, "{disk} {blk_cgroup}: {w}");
+                used.insert(w);
+            }
+        }
+        assert!(used.len() >= OTHER_IO_WAYS as usize / 2, "{used:?}");
+    }
+
+    #[test]
     fn the_write_filter_reads_the_fd_table_only_where_the_kernel_has_its_helper() {
         let dir = fake();
         let btf = fake_btf("");

@@ -551,9 +551,30 @@ impl Probes {
             _pad: 0,
             blk_cgroup: zkstall_common::OTHER_IO_WATCHED,
         };
-        m.get(&key, 0)
-            .map(|v| v.iter().map(|o| o.requests).sum())
-            .unwrap_or(0)
+        let cached: u64 = self
+            .other_io_cached()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, io)| io.requests)
+            .sum();
+        cached
+            + m.get(&key, 0)
+                .map(|v| v.iter().map(|o| o.requests).sum())
+                .unwrap_or(0)
+    }
+
+    /// OTHER_IO_CACHE's taken ways, each CPU's apart (none when unreadable).
+    fn other_io_cached(&self) -> impl Iterator<Item = (OtherIoKey, OtherIo)> {
+        let m = self.map(names::OTHER_IO_CACHE).ok().and_then(|map| {
+            PerCpuArray::<&MapData, zkstall_common::OtherIoCached>::try_from(map).ok()
+        });
+        let ways: Vec<(OtherIoKey, OtherIo)> = m
+            .iter()
+            .flat_map(|m| (0..zkstall_common::OTHER_IO_WAYS).filter_map(|w| m.get(&w, 0).ok()))
+            .flat_map(|vals| vals.iter().copied().collect::<Vec<_>>())
+            .filter(|c| c.key.disk != 0)
+            .map(|c| (c.key, c.io))
+            .collect();
+        ways.into_iter()
     }
 
     /// WATCHED_IO's entry at `slot`, summed over CPUs (zeros when unreadable).
@@ -724,6 +745,16 @@ impl Probes {
             sum.requests += v.requests;
             sum.bytes += v.bytes;
         })?;
+        let mut add = |key: OtherIoKey, io: OtherIo| match all.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => {
+                v.requests += io.requests;
+                v.bytes += io.bytes;
+            }
+            None => all.push((key, io)),
+        };
+        for (key, io) in self.other_io_cached() {
+            add(key, io);
+        }
         for (disk, slot) in self.slotted() {
             let w = self.watched_io(slot);
             if w.requests == 0 && w.bytes == 0 {
@@ -734,13 +765,7 @@ impl Probes {
                 _pad: 0,
                 blk_cgroup: zkstall_common::OTHER_IO_WATCHED,
             };
-            match all.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, v)) => {
-                    v.requests += w.requests;
-                    v.bytes += w.bytes;
-                }
-                None => all.push((key, w)),
-            }
+            add(key, w);
         }
         Ok(all)
     }
