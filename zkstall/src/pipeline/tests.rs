@@ -76,6 +76,46 @@ fn call_and_way_back(state: u64, on: u64) -> (BlockedEvent, SyscallExitEvent) {
     (nap, x)
 }
 
+/// A sink keeping what tests look at: each reported call as `syscall verdict via
+/// after_ms`, the syscalls observed as latency samples, and the summaries observed.
+#[derive(Default)]
+struct Kept {
+    calls: Vec<String>,
+    call_samples: Vec<String>,
+    summaries: Vec<(DiskDev, Vec<u64>)>,
+}
+
+impl Sink for Kept {
+    fn call(&mut self, r: &crate::sinks::CallRecord) -> io::Result<()> {
+        let why = r.why.as_ref();
+        self.calls.push(format!(
+            "{} {:?} {:?} {:?}",
+            r.syscall,
+            why.map(|w| w.verdict),
+            why.and_then(|w| w.via),
+            r.after_ms
+        ));
+        Ok(())
+    }
+    fn event(&mut self, _: &EventRecord) -> io::Result<()> {
+        Ok(())
+    }
+    fn summary(&mut self, _: &crate::sinks::Summary) -> io::Result<()> {
+        Ok(())
+    }
+    fn observe(&mut self, o: &crate::sinks::Observation<'_>) {
+        match *o {
+            crate::sinks::Observation::Call { syscall, .. } => {
+                self.call_samples.push(syscall.to_string())
+            }
+            crate::sinks::Observation::IoSummary { disk, hist } => {
+                self.summaries.push((disk, hist.to_vec()))
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A pipeline (20 ms threshold) whose live enricher reads a fake /proc at `root`.
 fn live_at(root: &std::path::Path) -> Pipeline {
     Pipeline::new(
@@ -1267,35 +1307,8 @@ fn a_reported_call_names_the_file_its_fd_points_to_now_not_an_earlier_entrys() {
 
 #[test]
 fn a_fast_write_sent_for_its_slow_way_back_is_reported_but_is_no_latency_sample() {
-    /// The calls reported, and the syscalls observed as latency samples.
-    #[derive(Default)]
-    struct Seen(Vec<String>, Vec<String>);
-    impl Sink for Seen {
-        fn call(&mut self, r: &crate::sinks::CallRecord) -> io::Result<()> {
-            let why = r.why.as_ref();
-            self.0.push(format!(
-                "{} {:?} {:?} {:?}",
-                r.syscall,
-                why.map(|w| w.verdict),
-                why.and_then(|w| w.via),
-                r.after_ms
-            ));
-            Ok(())
-        }
-        fn event(&mut self, _: &EventRecord) -> io::Result<()> {
-            Ok(())
-        }
-        fn summary(&mut self, _: &crate::sinks::Summary) -> io::Result<()> {
-            Ok(())
-        }
-        fn observe(&mut self, o: &crate::sinks::Observation<'_>) {
-            if let crate::sinks::Observation::Call { syscall, .. } = *o {
-                self.1.push(syscall.to_string());
-            }
-        }
-    }
     let mut p = Pipeline::new(nowhere(), WallClock { offset_ns: 0 }, 20 * MS);
-    let mut sink = Seen::default();
+    let mut sink = Kept::default();
     // A 0.1 ms append, preempted 30 ms right after it returned (the kernel holds a fast
     // write's exit and sends it for such a way back, CALL_FAST).
     let mut nap = blocked(7, 8, 100 * MS + 105_000, 130 * MS, 0x100);
@@ -1312,36 +1325,18 @@ fn a_fast_write_sent_for_its_slow_way_back_is_reported_but_is_no_latency_sample(
     )
     .unwrap();
     p.finish(MonoNs(300 * MS), &mut sink).unwrap();
-    assert_eq!(sink.0.len(), 2, "{:?}", sink.0);
+    assert_eq!(sink.calls.len(), 2, "{:?}", sink.calls);
     assert_eq!(
-        sink.0[0],
+        sink.calls[0],
         "write Some(CpuStarvation) Some(\"after_return\") Some(29.9)"
     );
-    assert_eq!(sink.1, vec!["write".to_string()]);
+    assert_eq!(sink.call_samples, vec!["write".to_string()]);
 }
 
 #[test]
 fn a_summary_of_requests_goes_into_its_disks_history_and_to_the_sinks_observers() {
-    #[derive(Default)]
-    struct Observed(Vec<(DiskDev, Vec<u64>)>);
-    impl Sink for Observed {
-        fn call(&mut self, _: &crate::sinks::CallRecord) -> io::Result<()> {
-            Ok(())
-        }
-        fn event(&mut self, _: &EventRecord) -> io::Result<()> {
-            Ok(())
-        }
-        fn summary(&mut self, _: &crate::sinks::Summary) -> io::Result<()> {
-            Ok(())
-        }
-        fn observe(&mut self, o: &crate::sinks::Observation<'_>) {
-            if let crate::sinks::Observation::IoSummary { disk, hist } = *o {
-                self.0.push((disk, hist.to_vec()));
-            }
-        }
-    }
     let mut p = on_loop0(100 * MS);
-    let mut sink = Observed::default();
+    let mut sink = Kept::default();
     let mut hist = vec![0u64; zkstall_common::IO_HIST_BUCKETS];
     hist[3] = 40;
     hist[4] = 2;
@@ -1361,7 +1356,7 @@ fn a_summary_of_requests_goes_into_its_disks_history_and_to_the_sinks_observers(
     assert_eq!(serde_json::from_str::<Note>(&j).unwrap(), n);
     p.note(&n, &mut sink).unwrap();
     let disk = DiskDev(crate::enrich::DevId { major: 7, minor: 0 });
-    assert_eq!(sink.0, vec![(disk, hist.clone())]);
+    assert_eq!(sink.summaries, vec![(disk, hist.clone())]);
     let d = &p.history.disks[&disk];
     assert_eq!(d.summed.len(), 1);
     assert_eq!(d.summed[0].requests, 42);
