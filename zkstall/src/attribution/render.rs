@@ -285,18 +285,18 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
         ),
         Verdict::CpuStarvation if f.via == Some("journal") => {
             let j = ev.journal.as_ref();
-            let before = j.and_then(|j| j.thread_runq_before_ms).unwrap_or(0.0);
-            let delay = j.and_then(|j| j.start_delay_ms).unwrap_or(0.0);
-            let rq = j.and_then(|j| j.thread_runq_ms).unwrap_or(0.0) + before;
+            let (rq, span, before) = j.map_or((0.0, 0.0, 0.0), |j| {
+                super::rules::journal_thread_starved(g, j, &super::rules::Thresholds::DEFAULT)
+            });
             let commit = j.map_or(0.0, |j| j.duration_ms);
+            let delay = span - commit;
             format!(
                 "this {dur:.0} ms {sc} waited for journal commit {}, whose thread {} was runnable but not running for {rq:.0} ms of {}: the CPU was busy with others",
                 j.map_or(0, |j| j.transaction),
                 j.and_then(|j| j.thread.clone()).unwrap_or_default(),
                 if before > 0.0 {
                     format!(
-                        "the {:.0} ms from this call's wait to the commit's end (the commit began {delay:.0} ms into the wait and took {commit:.0} ms)",
-                        delay + commit
+                        "the {span:.0} ms from this call's wait to the commit's end (the commit began {delay:.0} ms into the wait and took {commit:.0} ms)"
                     )
                 } else {
                     format!("its {commit:.0} ms")

@@ -91,7 +91,7 @@ impl Verdict {
                 pct(t.loop_alone_share)
             ),
             Verdict::CpuStarvation => format!(
-                "runnable but not running for >= {starved} of the call; or the journal commit it waited on was, its journal thread runnable for >= {starved} of the commit (counted from the call's wait when the commit began later); or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= {starved} of it"
+                "runnable but not running for >= {starved} of the call; or the journal commit it waited on was, its journal thread runnable for >= {starved} of the commit (counted from the call's wait when the commit began later and the call waited on the journal for >= {stall} of it); or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= {starved} of it"
             ),
             Verdict::JvmPause => format!(
                 "the syscall returned, then a JVM held the thread (woken by its VM thread, with >= {} other threads stopped, or inside a safepoint HotSpot's own probes marked) for >= {starved} of what its caller measured, and most of that wait was not ended by one of its own threads handing it work",
@@ -853,6 +853,26 @@ fn hidden_contention(g: &Gathered, t: &Thresholds) -> bool {
             .is_some_and(|d| unknown_could_contend(d, t))
 }
 
+/// How long the journal thread sat runnable without a CPU, over how long a span, and of
+/// that before the commit began (ms). The span is the commit; or, when the commit began
+/// only after the call had started waiting for it and that wait is at least
+/// `stall_share` of the call, from the call's wait on (a thread that could not get a CPU
+/// to begin the commit). Below that share, a call mostly waiting elsewhere (its own data
+/// at a busy device) is not called starved by a short journal wait at its end.
+pub fn journal_thread_starved(
+    g: &Gathered,
+    j: &crate::attribution::evidence::JournalEvidence,
+    t: &Thresholds,
+) -> (f64, f64, f64) {
+    let during = j.thread_runq_ms.unwrap_or(0.0);
+    match (j.thread_runq_before_ms, j.start_delay_ms) {
+        (Some(before), Some(delay)) if share(g, g.journal_ns) >= t.stall_share => {
+            (during + before, j.duration_ms + delay, before)
+        }
+        _ => (during, j.duration_ms, 0.0),
+    }
+}
+
 /// Waited for a journal commit that was slow because its journal thread could not get a
 /// CPU.
 fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
@@ -861,11 +881,9 @@ fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
         return None;
     }
     let j = g.ev.journal.as_ref()?;
-    // From the call's wait on to the commit's end: a commit can begin late because its
-    // thread could not get a CPU to begin it.
-    let before = j.thread_runq_before_ms.unwrap_or(0.0);
-    let rq = j.thread_runq_ms? + before;
-    if rq < t.starvation_share * (j.duration_ms + j.start_delay_ms.unwrap_or(0.0)) {
+    j.thread_runq_ms?;
+    let (rq, span, _) = journal_thread_starved(g, j, t);
+    if rq < t.starvation_share * span {
         return None;
     }
     let mut chain = vec![call_link(call, g)];
@@ -881,9 +899,10 @@ fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
             "{} runnable, waiting for a CPU",
             j.thread.as_deref().unwrap_or("the journal thread")
         ),
-        start_ns: g.commit.map_or(0, |c| c.start.0).saturating_sub(
-            (j.start_delay_ms.filter(|_| before > 0.0).unwrap_or(0.0) * 1e6) as u64,
-        ),
+        start_ns: g
+            .commit
+            .map_or(0, |c| c.start.0)
+            .saturating_sub(((span - j.duration_ms).max(0.0) * 1e6) as u64),
         duration_ms: rq,
     });
     Some(Finding {

@@ -864,6 +864,21 @@ fn a_commit_that_began_late_because_its_thread_could_not_run_is_cpu_starvation_v
 }
 
 #[test]
+fn a_late_commit_is_not_called_starved_from_the_wait_on_when_the_call_mostly_waited_elsewhere() {
+    // The same late commit, its thread runnable from 3 ms, but the call lasts 500 ms and
+    // waits on the journal for 198 of them: only the commit's own 10 ms are weighed.
+    let h = late_commit(Some(3));
+    let e = explain_it(&call(0, 500), &h);
+    assert!(
+        !(e.verdict == Verdict::CpuStarvation && e.via == Some("journal")),
+        "{:?} {:?}: {}",
+        e.verdict,
+        e.via,
+        e.headline
+    );
+}
+
+#[test]
 fn a_commit_that_began_late_with_its_thread_asleep_is_a_journal_wait_that_says_so() {
     let h = late_commit(Some(188));
     let e = explain_it(&call(0, 201), &h);
