@@ -934,6 +934,12 @@ fn a_thread_kept_off_the_cpu_is_cpu_starvation() {
             .collect::<Vec<_>>()
     );
     for c in &starved {
+        if c["via"] == "journal" {
+            // The journal thread it waited on could not get a CPU (seen once: a commit that
+            // began 493 ms into the call); the thread's run-queue time is checked by the
+            // support check every record passes (Scenario::finish).
+            continue;
+        }
         assert!(
             c["evidence"]["runq_ms"].as_f64().unwrap() >= 0.5 * c["duration_ms"].as_f64().unwrap(),
             "{c}"
