@@ -1625,6 +1625,19 @@ pub fn assert_supported(r: &serde_json::Value) {
                 .iter()
                 .any(|i| i.starts_with(&unseen) || i.starts_with("records were lost"))
     };
+    // The journal names a call only when the call waited on it no less than on its own
+    // I/O (the commit's requests queued behind others' are the journal's wait).
+    let journal_ms = ev["journal_wait_ms"].as_f64().unwrap_or(0.0);
+    let own_device_ms = (stage("device_queue") - (journal_ms - stage("journal_wait"))).max(0.0)
+        + stage("device_service")
+        + stage("writeback_wait")
+        + stage("io_throttle");
+    let journal_leads = journal_ms > 0.0 && journal_ms + 0.01 >= own_device_ms;
+    let by_journal = r["via"] == "journal" || verdict == "journal_wait";
+    assert!(
+        !by_journal || journal_leads,
+        "named by the journal ({journal_ms} ms) but waited longer on its own I/O ({own_device_ms} ms): {r}"
+    );
     let ok = match verdict {
         "device_stall" => {
             // A stopped layer whose history is whole: nothing it missed on that disk (a

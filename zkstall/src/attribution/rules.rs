@@ -91,7 +91,7 @@ impl Verdict {
                 pct(t.loop_alone_share)
             ),
             Verdict::CpuStarvation => format!(
-                "runnable but not running for >= {starved} of the call; or the journal commit it waited on was, its journal thread runnable for >= {starved} of the commit (counted from the call's wait when the commit began later and the call waited on the journal for >= {stall} of it); or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= {starved} of it"
+                "runnable but not running for >= {starved} of the call; or the journal commit it waited on (for >= {dominant} of the call, and no less than for its own I/O) was, its journal thread runnable for >= {starved} of the commit (counted from the call's wait when the commit began later and the call waited on the journal for >= {stall} of it); or the JVM pause it was held in after the return was, the JVM's other threads runnable for >= {starved} of it"
             ),
             Verdict::JvmPause => format!(
                 "the syscall returned, then a JVM held the thread (woken by its VM thread, with >= {} other threads stopped, or inside a safepoint HotSpot's own probes marked) for >= {starved} of what its caller measured, and most of that wait was not ended by one of its own threads handing it work",
@@ -111,12 +111,12 @@ impl Verdict {
                 pct(t.throttle_utilization)
             ),
             Verdict::DeviceContention => format!(
-                "waiting >= {dominant} of the call for its own I/O or a journal commit while others' I/O dominated the disk (>= {} MiB or {} requests, more than its own; a disk under the file's own only when every layer above it is known), or for a commit whose flush of a loop device had to write back what others wrote to it in the 30 s before; via journal, writeback or block_queue",
+                "waiting >= {dominant} of the call for its own I/O or a journal commit (the journal when it waited on it no less than on its own I/O) while others' I/O dominated the disk (>= {} MiB or {} requests, more than its own; a disk under the file's own only when every layer above it is known), or for a commit whose flush of a loop device had to write back what others wrote to it in the 30 s before; via journal, writeback or block_queue",
                 t.contention_min_bytes >> 20,
                 t.contention_min_requests
             ),
             Verdict::JournalWait => format!(
-                "waiting >= {dominant} of the call for a journal commit that was slow on its own (every disk under the file had all its requests known over the call and the commit: a window with records lost or completions unseen leaves the call unknown; so do requests of unknown submitters as many as would be contention)"
+                "waiting >= {dominant} of the call, and no less than for its own I/O, for a journal commit that was slow on its own (every disk under the file had all its requests known over the call and the commit: a window with records lost or completions unseen leaves the call unknown; so do requests of unknown submitters as many as would be contention)"
             ),
             Verdict::OwnIo => format!(
                 "waiting >= {dominant} of the call for its own I/O at the disk's usual latency (under {}x its usual p50, or {} ms when that is not known), others' I/O there less than its own or too little to be contention (under {} MiB and {} requests), and the same of requests whose submitter is unknown, with all of the disk's requests over the call known",
@@ -276,21 +276,32 @@ fn share(g: &Gathered, ns: u64) -> f64 {
     ns as f64 / g.dur_ns.max(1) as f64
 }
 
-/// How the call was stuck on the disk: through the journal, or its own writeback.
-fn mechanism(g: &Gathered) -> Option<&'static str> {
-    let j = g.journal_ns;
-    let w = g
-        .stage(Stage::DeviceQueue)
+/// How long the call waited for its own I/O: at the device (queued or in service), or
+/// for writeback held above it; not its wait on the journal (the commit's requests queued
+/// behind others are the journal's).
+fn own_device_ns(g: &Gathered) -> u64 {
+    g.stage(Stage::DeviceQueue)
         .saturating_sub(g.journal_queue_ns)
         + g.stage(Stage::DeviceService)
         + g.stage(Stage::WritebackWait)
-        + g.stage(Stage::IoThrottle);
-    if j == 0 && w == 0 {
-        None
-    } else if j >= w {
+        + g.stage(Stage::IoThrottle)
+}
+
+/// The journal explains the call only when it waited on the journal at least as long as
+/// on its own I/O: a call that waited longer on its own data at a busy or slow disk is
+/// for the device rules, whatever its journal part did.
+fn journal_leads(g: &Gathered) -> bool {
+    g.journal_ns > 0 && g.journal_ns >= own_device_ns(g)
+}
+
+/// How the call was stuck on the disk: through the journal, or its own writeback.
+fn mechanism(g: &Gathered) -> Option<&'static str> {
+    if journal_leads(g) {
         Some("journal")
-    } else {
+    } else if own_device_ns(g) > 0 {
         Some("writeback")
+    } else {
+        None
     }
 }
 
@@ -877,7 +888,7 @@ pub fn journal_thread_starved(
 /// CPU.
 fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let jw = g.journal_ns;
-    if share(g, jw) < t.dominant_share {
+    if share(g, jw) < t.dominant_share || !journal_leads(g) {
         return None;
     }
     let j = g.ev.journal.as_ref()?;
@@ -918,7 +929,7 @@ fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
 /// root cause, the journal the mechanism.
 fn contention_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let jw = g.journal_ns;
-    if share(g, jw) < t.dominant_share {
+    if share(g, jw) < t.dominant_share || !journal_leads(g) {
         return None;
     }
     let j = g.ev.journal.as_ref();
@@ -1039,7 +1050,11 @@ fn via_journal(chain: Vec<Link>) -> Finding {
 /// with what is missing named.
 fn journal_wait(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let jw = g.journal_ns;
-    if share(g, jw) < t.dominant_share || !disks_known(g) || hidden_contention(g, t) {
+    if share(g, jw) < t.dominant_share
+        || !journal_leads(g)
+        || !disks_known(g)
+        || hidden_contention(g, t)
+    {
         return None;
     }
     let mut chain = vec![call_link(call, g)];

@@ -878,6 +878,68 @@ fn a_late_commit_is_not_called_starved_from_the_wait_on_when_the_call_mostly_wai
     );
 }
 
+/// A 400 ms fdatasync that waited 258 ms for its own data behind dd's writes, then 136 ms
+/// for a commit whose journal thread sat runnable for most of it. The journal part is more
+/// than 30% of the call, but the call waited longer at the disk: that is the verdict
+/// (follow-up 56; ci83 showed the late-commit form of it).
+#[test]
+fn a_call_that_waited_longer_on_its_own_data_than_on_the_journal_is_not_named_by_the_journal() {
+    let mut h = History::default();
+    watched(&mut h);
+    for i in 0..10 {
+        h.io(io(777, "dd", 1 << 20, i * 26, i * 26 + 25));
+    }
+    h.io(io(ZK, "SyncThread:1", 4096, 3, 259));
+    h.io(io(0, "jbd2/loop1-8", 4096, 380, 390));
+    h.commit(Commit {
+        dev: DISK.0,
+        transaction: 113,
+        tid: 30,
+        start: t(262),
+        end: t(397),
+        locking_ms: Some(0.0),
+        flushing_ms: Some(0.0),
+        logging_ms: Some(135.0),
+        handles: Some(1),
+        blocks: Some(2),
+    });
+    // (in the order they ended, as the history keeps them)
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        2,
+        260,
+        Some(259),
+        &["io_schedule", "folio_wait_writeback+0x1"],
+        Some("kworker/0:1H"),
+    ));
+    // The journal thread: woken at 263 ms, kept off the CPU until 380 ms.
+    let mut j = blocked(30, SchedState::Sleep, 1, 380, Some(263), &[], None);
+    j.pid = 30;
+    j.thread = "jbd2/loop1-8".into();
+    h.blocked(j);
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        261,
+        398,
+        Some(397),
+        &["jbd2_log_wait_commit+0x11"],
+        Some("jbd2/loop1-8"),
+    ));
+    let e = explain_it(&call(0, 400), &h);
+    let j = e.evidence.journal.as_ref().unwrap();
+    assert_eq!(j.thread_runq_ms, Some(117.0));
+    assert!(
+        e.evidence.journal_wait_ms >= 120.0,
+        "{:?}",
+        e.evidence.journal_wait_ms
+    );
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_ne!(e.via, Some("journal"), "{}", e.headline);
+    assert!(e.headline.starts_with("dd (pid 777)"), "{}", e.headline);
+}
+
 #[test]
 fn a_commit_that_began_late_with_its_thread_asleep_is_a_journal_wait_that_says_so() {
     let h = late_commit(Some(188));
