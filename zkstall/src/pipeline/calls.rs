@@ -135,6 +135,7 @@ impl Pipeline {
         if !x.fast {
             sink.observe(&Observation::Call {
                 syscall: call.syscall.name(),
+                write_family: call.syscall.is_write(),
                 thread: &call.comm,
                 dev,
                 disk: disk.as_deref(),

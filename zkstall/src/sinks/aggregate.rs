@@ -147,6 +147,10 @@ pub struct LatencyRecord {
     pub max_ms: f64,
     /// log2 buckets in microseconds: [low, high, count], as biolatency prints them.
     pub log2_us: Vec<(u64, u64, u64)>,
+    /// A write-family syscall: only its calls slower than the threshold were traced, so
+    /// this is their latency, not the syscall's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub slow_only: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -268,6 +272,9 @@ impl<W: Write> ReportSink<W> {
                     p999_ms: ms(0.999),
                     max_ms: h.max() as f64 / 1e6,
                     log2_us: filled,
+                    slow_only: zkstall_common::Syscall::ALL
+                        .iter()
+                        .any(|s| s.name() == *sc && s.is_write()),
                 }
             })
             .collect()
@@ -321,10 +328,15 @@ impl<W: Write> ReportSink<W> {
             writeln!(o, "  no calls")?;
         }
         for r in &lat {
+            let syscall = if r.slow_only {
+                format!("{} (slow)", r.syscall)
+            } else {
+                r.syscall.to_string()
+            };
             writeln!(
                 o,
                 "  {:<10} {:<16} {:>7} calls  p50 {:>9.3} ms  p90 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms",
-                r.device, r.syscall, r.calls, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
+                r.device, syscall, r.calls, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
             )?;
             if full {
                 let max = r.log2_us.iter().map(|b| b.2).max().unwrap_or(1).max(1);
@@ -342,6 +354,13 @@ impl<W: Write> ReportSink<W> {
                     )?;
                 }
             }
+        }
+        if lat.iter().any(|r| r.slow_only) {
+            writeln!(
+                o,
+                "  (slow): the write family is traced only when a call takes >= {} ms",
+                counts.threshold_ms
+            )?;
         }
         let by: Vec<String> = counts
             .by_verdict
@@ -503,6 +522,7 @@ mod tests {
     fn obs(sink: &mut dyn Sink, ms: u64, tid: u32) {
         sink.observe(&Observation::Call {
             syscall: "fdatasync",
+            write_family: false,
             thread: "SyncThread:1",
             dev: Some(crate::enrich::DevId {
                 major: 259,
@@ -576,6 +596,20 @@ mod tests {
             for ms in [1, 1, 2, 3, 100] {
                 obs(&mut s, ms, 11);
             }
+            s.observe(&Observation::Call {
+                syscall: "write",
+                write_family: true,
+                thread: "SyncThread:1",
+                dev: Some(crate::enrich::DevId {
+                    major: 259,
+                    minor: 1,
+                }),
+                disk: Some("loop0"),
+                duration_ns: 150_000_000,
+                pid: 10,
+                tid: 11,
+                start_ns: 0,
+            });
             s.event(&EventRecord::Io(io(0, 1, 2))).unwrap();
             s.event(&EventRecord::Io(io(0, 1, 2))).unwrap();
             s.call(&record()).unwrap();
@@ -585,7 +619,9 @@ mod tests {
             })
             .unwrap();
             let lat = s.latency_records();
-            assert_eq!(lat.len(), 1);
+            assert_eq!(lat.len(), 2);
+            assert_eq!((lat[1].syscall, lat[1].slow_only), ("write", true));
+            assert!(!lat[0].slow_only);
             assert_eq!(lat[0].device, "loop0p1");
             assert_eq!(lat[0].calls, 5);
             assert!((lat[0].p50_ms - 2.0).abs() < 0.01, "{}", lat[0].p50_ms);
@@ -599,6 +635,11 @@ mod tests {
         }
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("usecs"), "{text}");
+        assert!(text.contains("write (slow)"), "{text}");
+        assert!(
+            text.contains("the write family is traced only when a call takes >= 100 ms"),
+            "{text}"
+        );
         assert!(
             text.contains("loop0: dd (400) 8 KB in 2 request(s)"),
             "{text}"

@@ -72,6 +72,7 @@ fn request_histogram() -> Histogram {
 pub struct Metrics {
     registry: Arc<Registry>,
     pub fsync_duration: HistFamily<CallLabels>,
+    pub slow_writes: Family<CallLabels, Counter>,
     pub stalls: Family<VerdictLabels, Counter>,
     pub disk_inflight: Family<DiskLabels, Gauge>,
     pub disk_request_duration: HistFamily<DiskLabels>,
@@ -106,6 +107,14 @@ impl Metrics {
             "zkstall_fsync_duration_seconds",
             "Duration of the traced processes' fsync-family calls (fsync, fdatasync, sync_file_range, msync, ...), entry to exit, measured in the kernel",
             fsync_duration.clone(),
+        );
+        // The write family is traced only past the threshold: a count, not a latency
+        // distribution (a histogram of it would have every bucket below the threshold empty).
+        let slow_writes = Family::<CallLabels, Counter>::default();
+        r.register(
+            "zkstall_slow_writes",
+            "The traced processes' write-family calls to files on disk (write, pwrite64, writev, ...) that took at least the threshold in the kernel (the only ones traced)",
+            slow_writes.clone(),
         );
         let stalls = Family::<VerdictLabels, Counter>::default();
         r.register(
@@ -207,6 +216,7 @@ impl Metrics {
         Metrics {
             registry: Arc::new(r),
             fsync_duration,
+            slow_writes,
             stalls,
             disk_inflight,
             disk_request_duration,
@@ -266,8 +276,20 @@ impl Metrics {
         out
     }
 
-    /// One watched call's duration.
+    /// One watched fsync-family call's duration.
     pub fn observe_call(&self, syscall: &str, device: &str, thread: &str, seconds: f64) {
+        let l = self.call_labels(syscall, device, thread);
+        self.fsync_duration.get_or_create(&l).observe(seconds);
+    }
+
+    /// One write-family call slower than the threshold.
+    pub fn observe_slow_write(&self, syscall: &str, device: &str, thread: &str) {
+        let l = self.call_labels(syscall, device, thread);
+        self.slow_writes.get_or_create(&l).inc();
+    }
+
+    /// A call's labels; past [`MAX_SERIES`] distinct ones, a new thread is `other`.
+    fn call_labels(&self, syscall: &str, device: &str, thread: &str) -> CallLabels {
         let mut l = CallLabels {
             device: device.to_string(),
             thread: thread.to_string(),
@@ -282,7 +304,7 @@ impl Metrics {
                 seen.insert(l.clone());
             }
         }
-        self.fsync_duration.get_or_create(&l).observe(seconds);
+        l
     }
 
     pub fn stall(&self, verdict: &str) {
@@ -338,9 +360,20 @@ mod tests {
     fn encodes_open_metrics_with_units_in_names() {
         let m = Metrics::new();
         m.observe_call("fdatasync", "loop1", "SyncThread:0", 0.004);
+        m.observe_slow_write("write", "loop1", "SyncThread:0");
         m.stall("device_stall");
         m.records.inc_by(10);
         let text = m.encode();
+        assert!(
+            text.contains("zkstall_slow_writes_total{device=\"loop1\",thread=\"SyncThread:0\",syscall=\"write\"} 1"),
+            "{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("zkstall_fsync_duration") && l.contains("\"write\"")),
+            "a slow write is no sample of the fsync family's latency: {text}"
+        );
         assert!(
             text.contains("# TYPE zkstall_fsync_duration_seconds histogram"),
             "{text}"

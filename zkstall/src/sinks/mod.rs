@@ -195,6 +195,9 @@ pub enum Observation<'a> {
     /// A watched call ended (every one, not only those over the threshold).
     Call {
         syscall: &'static str,
+        /// A write-family call: these are traced only when slower than the threshold, so
+        /// they are no sample of the family's latency.
+        write_family: bool,
         /// The kernel's name of the thread.
         thread: &'a str,
         /// The file's device, when known, and the disk behind it (`sdb` for `sdb1`).

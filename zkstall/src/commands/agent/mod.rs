@@ -126,14 +126,19 @@ impl Sink for AgentSink {
         match *o {
             Observation::Call {
                 syscall,
+                write_family,
                 thread,
                 dev,
                 duration_ns,
                 ..
             } => {
                 let device = dev.map_or_else(|| "none".to_string(), |d| self.dev_name(d));
-                self.metrics
-                    .observe_call(syscall, &device, thread, duration_ns as f64 / 1e9);
+                let seconds = duration_ns as f64 / 1e9;
+                if write_family {
+                    self.metrics.observe_slow_write(syscall, &device, thread);
+                } else {
+                    self.metrics.observe_call(syscall, &device, thread, seconds);
+                }
             }
             Observation::Io {
                 disk, service_ns, ..
