@@ -930,8 +930,12 @@ pub struct ThreadState {
     pub tgid: u32,
     /// `THREAD_*` flags.
     pub flags: u32,
-    /// CPU time the thread has run since `pending`'s syscall returned.
+    /// CPU time the thread has run since `pending`'s syscall returned, interrupts on its
+    /// CPU in that time not counted.
     pub after_cpu_ns: u64,
+    /// The CPU's interrupt time (`IrqClock::sum_ns`) when the thread's current stretch on
+    /// CPU since `pending`'s return began (valid with THREAD_PENDING, while on CPU).
+    pub irq_mark_ns: u64,
     /// A syscall exit held until the thread is past its caller's clock read (valid with
     /// THREAD_PENDING).
     pub pending: SyscallExitEvent,

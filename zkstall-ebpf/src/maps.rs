@@ -249,6 +249,57 @@ pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(
 #[map]
 pub static IRQ_CTX: PerCpuArray<u32> = PerCpuArray::with_max_entries(IRQ_CTX_COUNT, 0);
 
+/// Interrupt time on one CPU, measured only while a target thread on it is on its way back
+/// from a watched syscall (`watch`): the way back's CPU budget (`after_gap_ns`) is the
+/// thread's own time, and an interrupt handled meanwhile (a burst of block completions in a
+/// softirq) must not end it early.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct IrqClock {
+    pub watch: u32,
+    /// Nesting of hardirq, softirq and timer contexts entered while watched.
+    pub depth: u32,
+    /// When the outermost of them began.
+    pub start_ns: u64,
+    /// Their total, ever (monotonic: readers keep a mark and subtract).
+    pub sum_ns: u64,
+}
+
+#[map]
+pub static IRQ_CLOCK: PerCpuArray<IrqClock> = PerCpuArray::with_max_entries(1, 0);
+
+/// Starts measuring this CPU's interrupts for the thread `st` running on it, from now.
+///
+/// # Safety
+/// `st` must be a valid THREADS value pointer of the running thread.
+#[inline(always)]
+pub unsafe fn watch_irqs(st: *mut ThreadState) {
+    if let Some(c) = IRQ_CLOCK.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot, only touched on this CPU (task context here, so no
+        // interrupt is half counted); `st` as guaranteed by the caller.
+        unsafe {
+            (*c).watch = 1;
+            (*st).irq_mark_ns = (*c).sum_ns;
+        }
+    }
+}
+
+/// Stops measuring this CPU's interrupts; returns their time since `st`'s mark.
+///
+/// # Safety
+/// As [`watch_irqs`].
+#[inline(always)]
+pub unsafe fn unwatch_irqs(st: *mut ThreadState) -> u64 {
+    match IRQ_CLOCK.get_ptr_mut(0) {
+        // SAFETY: as in watch_irqs.
+        Some(c) => unsafe {
+            (*c).watch = 0;
+            (*c).sum_ns.saturating_sub((*st).irq_mark_ns)
+        },
+        None => 0,
+    }
+}
+
 /// (tgid, ino) of a dirtier.
 #[derive(Clone, Copy)]
 #[repr(C)]

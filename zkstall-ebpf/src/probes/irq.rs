@@ -3,6 +3,9 @@
 //! depth per context so that sched_waking can say `irq`, `softirq` or `timer` instead of
 //! naming an innocent bystander as the waker. Each costs one per-CPU array update.
 //!
+//! While a target thread is on its way back from a watched syscall on a CPU, they also
+//! time that CPU's interrupts (`IRQ_CLOCK`), which its CPU budget must not count.
+//!
 //! They fire on every interrupt, softirq and timer of the host, so they are BTF
 //! tracepoints (no event record is built for them: a classic tracepoint formats one for
 //! every hit, ~10% of a context-switch-heavy bystander's time here); the classic ones are
@@ -14,13 +17,28 @@ use aya_ebpf::{
 };
 use zkstall_common::{IRQ_CTX_HARDIRQ, IRQ_CTX_SOFTIRQ, IRQ_CTX_TIMER};
 
-use crate::maps::{IRQ_CTX, touch};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+
+use crate::maps::{IRQ_CLOCK, IRQ_CTX, touch};
 
 #[inline(always)]
 fn inc(which: u32) {
     if let Some(p) = IRQ_CTX.get_ptr_mut(which) {
         // SAFETY: a per-CPU slot, only touched on this CPU.
         unsafe { *p = (*p).saturating_add(1) };
+    }
+    if let Some(c) = IRQ_CLOCK.get_ptr_mut(0) {
+        // SAFETY: as above. `watch` changes only in task context (a switch, a syscall's
+        // exit), never inside an interrupt: an outermost entry seen watched has its exit
+        // seen too.
+        unsafe {
+            if (*c).watch != 0 {
+                if (*c).depth == 0 {
+                    (*c).start_ns = bpf_ktime_get_ns();
+                }
+                (*c).depth += 1;
+            }
+        }
     }
 }
 
@@ -29,6 +47,17 @@ fn dec(which: u32) {
     if let Some(p) = IRQ_CTX.get_ptr_mut(which) {
         // SAFETY: as above. Saturating: an exit whose entry happened before attach.
         unsafe { *p = (*p).saturating_sub(1) };
+    }
+    if let Some(c) = IRQ_CLOCK.get_ptr_mut(0) {
+        // SAFETY: as above. Only entries counted while watched are closed.
+        unsafe {
+            if (*c).depth != 0 {
+                (*c).depth -= 1;
+                if (*c).depth == 0 {
+                    (*c).sum_ns += bpf_ktime_get_ns().saturating_sub((*c).start_ns);
+                }
+            }
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 //!   to the thread's short sums by state (so no off-CPU time is ever counted as CPU);
 //! - a watched syscall's exit waits in `pending` until the thread is past its caller's
 //!   clock read: every off-CPU interval that begins before the thread has run
-//!   `after_gap_ns` of CPU since the return (preempted on the way back to user space,
+//!   `after_gap_ns` of its own CPU time since the return (interrupts on its CPU meanwhile
+//!   not counted: `IRQ_CLOCK`; preempted on the way back to user space,
 //!   parked at a JVM safepoint) is part of the way back, and the exit carries the wall time
 //!   from the return to the last of them; it is sent at the first switch-out after that
 //!   CPU budget, or at the thread's next watched syscall or exit. A write that returned
@@ -32,7 +33,10 @@ use zkstall_common::{
 
 use crate::{
     emit::{emit, emit_from, header},
-    maps::{INFLIGHT, IRQ_CTX, THREADS, btf_read, config, count, current_comm, field, is_target},
+    maps::{
+        INFLIGHT, IRQ_CTX, THREADS, btf_read, config, count, current_comm, field, is_target,
+        unwatch_irqs, watch_irqs,
+    },
 };
 
 /// TASK_UNINTERRUPTIBLE, in the raw state and in sched_switch's report encoding alike.
@@ -42,7 +46,7 @@ const EXIT_STATES: u64 = 0x10 | 0x20;
 /// Report encoding of a task preempted while runnable ("R+", TASK_REPORT_MAX).
 const STATE_PREEMPTED: u64 = 0x100;
 
-/// An all-zero ThreadState to create entries from: 448 bytes do not fit the BPF stack.
+/// An all-zero ThreadState to create entries from: 456 bytes do not fit the BPF stack.
 #[map]
 static ZERO_THREAD: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries(1, 0);
 
@@ -54,7 +58,7 @@ pub fn thread_entry(tid: u32, tgid: u32) -> Option<*mut ThreadState> {
     }
     let zero = ZERO_THREAD.get_ptr(0)?;
     // SAFETY: a valid map value pointer; the map copies from it. A reference, not a value:
-    // clippy's `*zero` would copy the 448 bytes onto the BPF stack.
+    // clippy's `*zero` would copy the 456 bytes onto the BPF stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
     let inserted = THREADS.insert(tid, unsafe { &*zero }, 0);
     if inserted.is_err() {
@@ -77,6 +81,8 @@ pub unsafe fn flush_pending(st: *mut ThreadState) {
     unsafe {
         let flags = (*st).flags;
         if flags & THREAD_PENDING != 0 {
+            // It runs on this CPU (every caller is in its context): its way back is over.
+            unwatch_irqs(st);
             let p = &raw mut (*st).pending;
             if flags & THREAD_PENDING_FAST == 0 {
                 emit_from(p);
@@ -135,9 +141,11 @@ fn switch_out<C: EbpfContext>(ctx: &C, now: u64, tid: u32, tgid: u32, state: u64
         }
         let mut after = false;
         if flags & THREAD_PENDING != 0 {
-            // CPU run since the return, up to this switch.
+            // CPU run since the return, up to this switch, less the interrupts handled
+            // on this CPU meanwhile.
             let from = (*st).on_since_ns.max((*st).pending.hdr.ts_ns);
-            (*st).after_cpu_ns += now.saturating_sub(from);
+            let irqs = unwatch_irqs(st);
+            (*st).after_cpu_ns += now.saturating_sub(from).saturating_sub(irqs);
             if (*st).after_cpu_ns <= config!(after_gap_ns) {
                 // Still on its way back to the caller: this wait is part of the way.
                 (*st).flags |= THREAD_AFTER;
@@ -220,6 +228,10 @@ fn switch_in(now: u64, tid: u32) {
         }
         (*st).flags = ((*st).flags & !THREAD_OFF) | THREAD_ACCOUNTED;
         (*st).on_since_ns = now;
+        if flags & THREAD_PENDING != 0 {
+            // Still on its way back: time this CPU's interrupts from here.
+            watch_irqs(st);
+        }
     }
 }
 

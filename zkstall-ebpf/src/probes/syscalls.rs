@@ -23,7 +23,7 @@ use zkstall_common::{
 
 use crate::{
     emit::{emit, header},
-    maps::{INFLIGHT, THREADS, btf_read, config, count, is_target, kread, stamp_call},
+    maps::{INFLIGHT, THREADS, btf_read, config, count, is_target, kread, stamp_call, watch_irqs},
     probes::sched::{flush_pending, thread_entry},
 };
 
@@ -289,6 +289,7 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
             (*st).flags |= THREAD_ACCOUNTED;
         }
         (*st).after_cpu_ns = 0;
+        watch_irqs(st);
         (*st).flags |= if fast {
             THREAD_PENDING | THREAD_PENDING_FAST
         } else {

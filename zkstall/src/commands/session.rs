@@ -1442,6 +1442,7 @@ fn zero_thread() -> ThreadState {
         tgid: 0,
         flags: 0,
         after_cpu_ns: 0,
+        irq_mark_ns: 0,
         pending: Default::default(),
     }
 }
