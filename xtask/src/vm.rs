@@ -264,11 +264,23 @@ pub fn run_vm_tests(root: &Path, zkstall_bin: &Path, opts: &Options) -> Result<(
         .arg("--exec")
         .arg(format!("bash {}", script_path.display()))
         .current_dir(root);
-        if !use_kvm {
+        // qemu's block I/O runs in a pool of threads (64 by default) shared by both
+        // disks. A test that stops the second disk (the host freezes its filesystem)
+        // leaves every thread writing to it asleep in the host kernel, up to as many as
+        // the guest has requests in flight there (hundreds): the first disk, where the
+        // guest's /var/tmp is, then stops too, and the guest with it (seen once: jbd2 of
+        // both disks and the test's own thread hung for over 120 s). Room for all of them.
+        let pool = "-object main-loop,id=zkstall-main-loop,thread-pool-max=1024";
+        if use_kvm {
+            cmd.arg(format!("--qemu-opts={pool}"));
+        } else {
             // Single-threaded TCG: with one host thread per vCPU (MTTCG), attaching
             // tracepoints (text_poke_bp's cross-CPU code patching and IPIs) left guests in
             // RCU stalls and soft lockups; one thread running both vCPUs in turn avoids it.
-            cmd.args(["--disable-kvm", "--qemu-opts=-accel tcg,thread=single"]);
+            cmd.args([
+                "--disable-kvm".to_string(),
+                format!("--qemu-opts=-accel tcg,thread=single {pool}"),
+            ]);
         }
         cmd
     };
@@ -290,8 +302,7 @@ pub fn run_vm_tests(root: &Path, zkstall_bin: &Path, opts: &Options) -> Result<(
         let mut cmd = vng_command();
         let started = Instant::now();
         let service = stop_disk.serve(&share);
-        let outcome = run_bounded(&mut cmd, &console, &share, opts.timeout);
-        service.stop();
+        let outcome = run_bounded(&mut cmd, &console, &share, opts.timeout, service);
         let _ = fs::remove_file(&scratch);
         let wall = started.elapsed();
 
@@ -831,7 +842,18 @@ static LOCKUP: AtomicBool = AtomicBool::new(false);
 /// A guest silent this long has frozen: it prints a process snapshot every 30 s.
 const STALL: Duration = Duration::from_secs(300);
 
-fn run_bounded(cmd: &mut Command, log: &Path, share: &Path, timeout: Duration) -> Result<Ended> {
+/// Runs the VM until it ends, stalls or times out. `stop_disk` is the host's side of the
+/// guest's stoppable disk: it is stopped (thawing the disk) as soon as the VM is killed,
+/// before waiting for its output to end: qemu's I/O threads writing to a frozen disk stay
+/// in the kernel, holding its output pipes open, until it is thawed (seen once: a guest
+/// that froze with its disk stopped left the run waiting forever).
+fn run_bounded(
+    cmd: &mut Command,
+    log: &Path,
+    share: &Path,
+    timeout: Duration,
+    stop_disk: StopService,
+) -> Result<Ended> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -918,6 +940,7 @@ fn run_bounded(cmd: &mut Command, log: &Path, share: &Path, timeout: Duration) -
     }
     // SAFETY: as above; ESRCH (nothing left) is fine.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    stop_disk.stop();
     let _ = child.wait();
     for c in copiers {
         let _ = c.join();
