@@ -533,7 +533,7 @@ impl Enricher for Live {
         self.files.snapshot(pid);
     }
     fn refresh_files(&mut self, pid: u32) {
-        self.files.snapshot(pid);
+        self.files.refresh(pid);
     }
 }
 

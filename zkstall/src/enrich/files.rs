@@ -2,7 +2,11 @@
 //! certainly open then). msync has an address instead of an fd: it resolves through the
 //! process's memory maps.
 
-use std::{collections::HashMap, fmt, os::unix::fs::MetadataExt as _};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    os::unix::fs::MetadataExt as _,
+};
 
 use crate::targets::ProcRoot;
 
@@ -93,6 +97,9 @@ pub struct Files {
     /// File mappings per process, as last read (for msync records processed after the
     /// process unmapped or exited).
     maps: HashMap<u32, Vec<(u64, u64, FileInfo)>>,
+    /// Processes seen calling msync: only their mappings are read again by
+    /// [`Files::refresh`] (a JVM's maps run to thousands of lines).
+    msync_pids: HashSet<u32>,
 }
 
 /// Fds looked at per snapshot.
@@ -109,29 +116,58 @@ impl Files {
             by_fd: HashMap::new(),
             kernel_ids: HashMap::new(),
             maps: HashMap::new(),
+            msync_pids: HashSet::new(),
         }
     }
 
     /// Reads every open fd and file mapping of `pid` now, so that records processed after
     /// the process closed them or exited (a tracer running behind) still find their files.
-    /// Called when a process becomes a target, and then every half second.
+    /// Called when a process becomes a target.
     pub fn snapshot(&mut self, pid: u32) {
-        let dir = self.proc.pid_dir(pid);
-        if let Ok(rd) = std::fs::read_dir(dir.join("fd")) {
-            // Files and pipes; a server's thousands of client sockets are left out (their
-            // writes are not what zkstall explains, and they would crowd the cache).
-            for e in rd.flatten().take(SNAPSHOT_FDS) {
-                let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<i32>().ok()) else {
-                    continue;
-                };
-                let socket = std::fs::read_link(e.path())
-                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
-                if !socket {
-                    let _ = self.by_fd(pid, fd);
-                }
-            }
+        self.read_fds(pid);
+        self.read_maps(pid);
+    }
+
+    /// [`Files::snapshot`] again, every half second: one readlink per fd (a stat only for
+    /// an fd whose file changed), and the mappings only of a process that calls msync.
+    pub fn refresh(&mut self, pid: u32) {
+        self.read_fds(pid);
+        if self.msync_pids.contains(&pid) {
+            self.read_maps(pid);
         }
-        if let Ok(text) = std::fs::read_to_string(dir.join("maps")) {
+    }
+
+    fn read_fds(&mut self, pid: u32) {
+        let dir = self.proc.pid_dir(pid);
+        let Ok(rd) = std::fs::read_dir(dir.join("fd")) else {
+            return;
+        };
+        // Files and pipes; a server's thousands of client sockets are left out (their
+        // writes are not what zkstall explains, and they would crowd the cache).
+        for e in rd.flatten().take(SNAPSHOT_FDS) {
+            let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(target) = std::fs::read_link(e.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            // The same name as the last answer: that answer stands (a call's own lookup
+            // checks the inode again).
+            if target.starts_with("socket:")
+                || self
+                    .by_fd
+                    .get(&(pid, fd))
+                    .is_some_and(|c| c.path == target && c.dev.is_some())
+            {
+                continue;
+            }
+            let _ = self.by_fd(pid, fd);
+        }
+    }
+
+    fn read_maps(&mut self, pid: u32) {
+        if let Ok(text) = std::fs::read_to_string(self.proc.pid_dir(pid).join("maps")) {
             let v: Vec<(u64, u64, FileInfo)> = text
                 .lines()
                 .filter_map(parse_maps_range)
@@ -233,6 +269,9 @@ impl Files {
     /// Reads /proc now; when the process is gone (or unmapped it), falls back to its last
     /// snapshot.
     pub fn by_addr(&mut self, pid: u32, addr: u64) -> Option<FileInfo> {
+        if self.msync_pids.len() < MAPS_PIDS {
+            self.msync_pids.insert(pid);
+        }
         if let Ok(maps) = std::fs::read_to_string(self.proc.pid_dir(pid).join("maps"))
             && let Some(f) = maps.lines().find_map(|l| parse_maps_line(l, addr))
         {
@@ -250,6 +289,7 @@ impl Files {
         self.by_fd.retain(|(p, _), _| *p != pid);
         self.kernel_ids.retain(|(p, _), _| *p != pid);
         self.maps.remove(&pid);
+        self.msync_pids.remove(&pid);
     }
 }
 
@@ -425,6 +465,48 @@ mod tests {
         assert_eq!(m.path, "/data/zk/map.1");
         assert_eq!(m.ino, Some(1234));
         assert_eq!(files.by_addr(43, 0x7f00_0000_1800), None);
+    }
+
+    #[test]
+    fn a_refresh_reads_mappings_only_of_a_process_that_calls_msync_and_keeps_known_fds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log1, log2) = (dir.path().join("log.1"), dir.path().join("log.2"));
+        std::fs::write(&log1, b"x").unwrap();
+        std::fs::write(&log2, b"y").unwrap();
+        let pid_dir = dir.path().join("proc/44");
+        std::fs::create_dir_all(pid_dir.join("fd")).unwrap();
+        std::os::unix::fs::symlink(&log1, pid_dir.join("fd/7")).unwrap();
+        let map = |path: &str| {
+            std::fs::write(
+                pid_dir.join("maps"),
+                format!("7f0000000000-7f0000001000 rw-s 00000000 fe:01 1234 {path}\n"),
+            )
+            .unwrap()
+        };
+        map("/data/zk/map.1");
+        let mut files = Files::new(ProcRoot(dir.path().join("proc")));
+        files.snapshot(44);
+        let first = files.by_fd.get(&(44, 7)).cloned().unwrap();
+        // The fd now names another file, and the mapping changed.
+        std::fs::remove_file(pid_dir.join("fd/7")).unwrap();
+        std::os::unix::fs::symlink(&log2, pid_dir.join("fd/7")).unwrap();
+        map("/data/zk/map.2");
+        files.refresh(44);
+        assert_eq!(files.by_fd[&(44, 7)].path, log2.to_string_lossy());
+        assert_ne!(files.by_fd[&(44, 7)].ino, first.ino);
+        let mapped = |f: &Files| f.maps[&44][0].2.path.clone();
+        assert_eq!(
+            mapped(&files),
+            "/data/zk/map.1",
+            "no msync seen: not read again"
+        );
+        assert_eq!(
+            files.by_addr(44, 0x7f00_0000_0800).unwrap().path,
+            "/data/zk/map.2"
+        );
+        map("/data/zk/map.3");
+        files.refresh(44);
+        assert_eq!(mapped(&files), "/data/zk/map.3");
     }
 
     #[test]
