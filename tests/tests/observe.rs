@@ -736,3 +736,54 @@ fn a_thread_blocked_in_a_page_fault_is_not_labelled_with_a_syscall() {
         faults[0]
     );
 }
+
+/// The journal thread of a traced file's filesystem is traced from the start, not from its
+/// first commit seen: the sleep it is in when tracing begins is sent when it ends (a commit
+/// that began late because that thread could not get a CPU shows it from the first one).
+#[test]
+fn a_traced_filesystem_s_journal_thread_is_traced_from_the_start() {
+    if !can_run_root_tests("a_traced_filesystem_s_journal_thread_is_traced_from_the_start") {
+        return;
+    }
+    let _serial = serial(&SERIAL);
+    let lo = LoopDev::new(64);
+    let mnt = Mount::ext4(&lo.dev);
+    let (mut work, mut out) = fdatasync_workload(&mnt.dir.join("zk"));
+    // The journal idle when tracing begins: the workload's file creation committed.
+    sh("sync", &["-f", mnt.dir.to_str().unwrap()]);
+    let tracer = start_tracer(work.pid(), &["--threshold", "10s"]);
+    work.go();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = work.child.kill();
+    let records = finish_tracer(tracer);
+
+    let dev = lo.majmin();
+    let jbd2 = format!("jbd2/{}-", lo.name());
+    let first_commit = of_type(&records, "journal")
+        .into_iter()
+        .filter(|r| r["dev"] == dev.as_str())
+        .filter_map(|r| r["start_ns"].as_u64())
+        .min()
+        .expect("the workload's fdatasyncs commit the journal");
+    let seeded: Vec<&Value> = of_type(&records, "blocked")
+        .into_iter()
+        .filter(|r| r["thread"].as_str().is_some_and(|t| t.starts_with(&jbd2)))
+        .filter(|r| r["since_before_tracing"] == true)
+        .collect();
+    assert_eq!(
+        seeded.len(),
+        1,
+        "{jbd2}'s sleep at the start is sent once: {:#?}",
+        of_type(&records, "blocked")
+            .into_iter()
+            .filter(|r| r["thread"].as_str().is_some_and(|t| t.starts_with("jbd2/")))
+            .collect::<Vec<_>>()
+    );
+    let s = seeded[0];
+    let end = s["start_ns"].as_u64().unwrap() + (s["duration_ms"].as_f64().unwrap() * 1e6) as u64;
+    assert!(
+        end <= first_commit + 1_000_000,
+        "the sleep ended by the first commit ({first_commit}): {s}"
+    );
+}

@@ -188,15 +188,47 @@ impl Feed<'_> {
     /// Watches the disks the pipeline found traced files on (and their partitions), and
     /// traces the kernel threads it found traced calls waiting on.
     fn watch_wanted(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
-        for (tid, why) in self.pipeline.take_wanted_helpers() {
+        let mut wanted = self.pipeline.take_wanted_helpers();
+        // A traced filesystem's journal thread, from now: a commit slow because it could
+        // not get a CPU is seen as such from the first one.
+        for dev in self.pipeline.take_wanted_journals() {
+            if let Some(name) = self.topology.name_of(dev.0)
+                && let Some(tid) =
+                    crate::enrich::threads::journal_thread(&ProcRoot::default(), &name)
+                && !self.helpers.contains(&tid)
+                && !wanted.iter().any(|(t, _)| *t == tid)
+            {
+                wanted.push((tid, format!("journal of {}", dev.0)));
+            }
+        }
+        for (tid, why) in wanted {
             if let Err(e) = probes.add_target(tid) {
                 tracing::warn!("cannot trace {why} (tid {tid}): {e}");
                 continue;
             }
             self.helpers.insert(tid);
-            let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
-                .map(|c| c.trim_end().to_string())
-                .unwrap_or_default();
+            // Asleep now (a journal thread between commits): its sleep is sent when it
+            // ends, so the first wakeup's wait for a CPU is seen too.
+            let now = threads_now::read(&ProcRoot::default(), tid, tid);
+            let state = match now.state {
+                Some('D') => Some(0x2),
+                Some('S') => Some(0x1),
+                Some('I') => Some(0x80),
+                _ => None,
+            };
+            if let Some(state) = state {
+                let mut st = zero_thread();
+                st.tgid = tid;
+                st.flags = THREAD_OFF;
+                st.off.off_ns = MonoNs::now().0;
+                st.off.state = state;
+                st.off.syscall = -1;
+                st.off.flags = BLOCKED_SEEDED;
+                if let Err(e) = probes.seed_thread(tid, st) {
+                    tracing::debug!("cannot seed {why} (tid {tid}): {e}");
+                }
+            }
+            let comm = now.comm;
             tracing::debug!("tracing {comm} ({tid}), the {why}");
             let n = Note::Helper {
                 ts_ns: MonoNs::now().0,

@@ -97,3 +97,68 @@ mod tests {
         assert_eq!(th.name(10, 12), None);
     }
 }
+
+/// The tid of the jbd2 thread of an ext4 (or ext3) filesystem on block device `fs_name`
+/// (`jbd2/sdb1-8`, its comm cut to 15 bytes): the kernel names it after the device and the
+/// journal's inode. None for a filesystem without one (XFS, an external journal), or when
+/// two threads' cut names fit.
+pub fn journal_thread(proc: &ProcRoot, fs_name: &str) -> Option<u32> {
+    let want = format!("jbd2/{fs_name}-");
+    let rd = std::fs::read_dir(&proc.0).ok()?;
+    let mut found = None;
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else {
+            continue;
+        };
+        let comm = comm.trim_end();
+        // Whole, or cut: "jbd2/nvme0n1p12-" is the first 15 bytes of "jbd2/nvme0n1p12-8".
+        let matches = if want.len() < 15 {
+            comm.starts_with(&want)
+        } else {
+            comm.len() == 15 && want.starts_with(comm)
+        };
+        // A kernel thread: no user memory, so no command line.
+        if matches && std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.is_empty()) {
+            if found.is_some() {
+                // Two cut names alike (`nvme0n1p12`, `nvme0n1p123`): not known which.
+                return None;
+            }
+            found = Some(pid);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_filesystem_s_journal_thread_by_its_name_cut_or_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = |pid: u32, comm: &str, cmdline: &str| {
+            let d = dir.path().join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
+            std::fs::write(d.join("cmdline"), cmdline).unwrap();
+        };
+        proc(1, "systemd", "/sbin/init\0");
+        proc(310, "jbd2/loop0p1-8", "");
+        proc(311, "jbd2/loop0p10-8", "");
+        proc(312, "jbd2/nvme0n1p12", "");
+        proc(313, "jbd2/nvme1n1p12", "");
+        proc(314, "jbd2/nvme1n1p12", "");
+        // A user process named like one is not it.
+        proc(400, "jbd2/sdb1-8", "fake\0");
+        let root = ProcRoot(dir.path().to_path_buf());
+        assert_eq!(journal_thread(&root, "loop0p1"), Some(310));
+        assert_eq!(journal_thread(&root, "loop0p10"), Some(311));
+        assert_eq!(journal_thread(&root, "nvme0n1p12"), Some(312));
+        assert_eq!(journal_thread(&root, "nvme1n1p12"), None, "which of two?");
+        assert_eq!(journal_thread(&root, "sdb1"), None);
+        assert_eq!(journal_thread(&root, "dm-0"), None);
+    }
+}

@@ -127,6 +127,11 @@ impl Topology {
         out
     }
 
+    /// The kernel's name of block device `dev` (`sdb1`, `loop0p1`, `dm-0`).
+    pub fn name_of(&self, dev: DevId) -> Option<String> {
+        Some(self.dir_of(dev)?.file_name()?.to_str()?.to_string())
+    }
+
     /// The sysfs directory of block device `dev` (`/sys/devices/.../block/sdb/sdb1`).
     fn dir_of(&self, dev: DevId) -> Option<PathBuf> {
         let link = self.sys.join("dev/block").join(dev.to_string());

@@ -123,6 +123,9 @@ pub struct Pipeline {
     helpers: HashMap<u32, String>,
     want_helpers: Vec<(u32, String)>,
     asked_helpers: HashSet<u32>,
+    /// Filesystems of traced files newly seen, whose journal thread (live: found in /proc)
+    /// is traced from now, not only from its first commit seen.
+    want_journals: Vec<FileDev>,
     /// The newest kernel timestamp seen.
     last_ts: MonoNs,
     /// Names shared by history entries.
@@ -160,6 +163,7 @@ impl Pipeline {
             helpers: HashMap::default(),
             want_helpers: Vec::new(),
             asked_helpers: HashSet::new(),
+            want_journals: Vec::new(),
             last_ts: MonoNs(0),
             names: Names::default(),
             charges: block::Charges::default(),
@@ -209,6 +213,11 @@ impl Pipeline {
         std::mem::take(&mut self.want_helpers)
     }
 
+    /// Filesystems whose journal thread should be traced (see `want_journals`).
+    pub fn take_wanted_journals(&mut self) -> Vec<FileDev> {
+        std::mem::take(&mut self.want_journals)
+    }
+
     /// Disks no traced process uses any more: (disk, name). Live tracing stops watching
     /// them and hands back a [`Note::Unwatch`] each.
     pub fn take_unwanted_disks(&mut self) -> Vec<(DiskDev, String)> {
@@ -223,6 +232,9 @@ impl Pipeline {
         }
         if self.file_devs.len() >= 4096 && !self.file_devs.contains_key(&dev) {
             return;
+        }
+        if !self.file_devs.contains_key(&dev) && self.want_journals.len() < 64 {
+            self.want_journals.push(dev);
         }
         self.file_devs.entry(dev).or_default().insert(user);
         let path = self.enrich.disk_path(dev);
