@@ -68,19 +68,39 @@ pub struct ThreadNow {
 }
 
 pub fn read(proc: &ProcRoot, pid: u32, tid: u32) -> ThreadNow {
-    let dir = proc.pid_dir(pid).join("task").join(tid.to_string());
-    let rd = |n: &str| std::fs::read_to_string(dir.join(n)).ok();
+    let rd = |n: &str| read_file(proc, pid, tid, n);
     ThreadNow {
         syscall: rd("syscall").as_deref().and_then(parse_syscall),
-        state: rd("stat").as_deref().and_then(parse_stat_state),
+        state: state(proc, pid, tid),
         wchan: rd("wchan")
             .map(|w| w.trim().to_string())
             .filter(|w| !w.is_empty() && w != "0"),
         stack: rd("stack").as_deref().map(parse_stack).unwrap_or_default(),
-        comm: rd("comm")
-            .map(|c| c.trim_end().to_string())
-            .unwrap_or_default(),
+        comm: comm(proc, pid, tid),
     }
+}
+
+fn read_file(proc: &ProcRoot, pid: u32, tid: u32, name: &str) -> Option<String> {
+    let path = proc
+        .pid_dir(pid)
+        .join("task")
+        .join(tid.to_string())
+        .join(name);
+    std::fs::read_to_string(path).ok()
+}
+
+/// A thread's name now (empty when it is gone).
+pub fn comm(proc: &ProcRoot, pid: u32, tid: u32) -> String {
+    read_file(proc, pid, tid, "comm")
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// A thread's state letter now (`R`, `S`, `D`, ...).
+pub fn state(proc: &ProcRoot, pid: u32, tid: u32) -> Option<char> {
+    read_file(proc, pid, tid, "stat")
+        .as_deref()
+        .and_then(parse_stat_state)
 }
 
 /// The thread ids of process `pid`.

@@ -243,6 +243,27 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
         return 0;
     };
     // SAFETY: a valid map value pointer of this (running) thread.
+    unsafe { hold_exit(st, &start, sc, now, pid_tgid, ret, fast) };
+    0
+}
+
+/// Holds a watched call's exit in its thread's `pending` (sending any exit held before)
+/// until the thread is past its caller's clock read (see probes/sched.rs): the call's
+/// accounting since its entry, and the CPU budget of its way back from now.
+///
+/// # Safety
+/// `st` must be a valid THREADS value pointer of the running thread.
+#[inline(always)]
+unsafe fn hold_exit(
+    st: *mut ThreadState,
+    start: &Inflight,
+    sc: Syscall,
+    now: u64,
+    pid_tgid: u64,
+    ret: i64,
+    fast: bool,
+) {
+    // SAFETY: guaranteed by the caller.
     unsafe {
         flush_pending(st);
         let flags = (*st).flags;
@@ -296,7 +317,6 @@ fn on_exit(ctx: &TracePointContext, sc: Syscall) -> u32 {
             THREAD_PENDING
         };
     }
-    0
 }
 
 /// A thread running a syscall program is on CPU. If its state still says off CPU, the

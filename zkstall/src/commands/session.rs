@@ -209,8 +209,8 @@ impl Feed<'_> {
             self.helpers.insert(tid);
             // Asleep now (a journal thread between commits): its sleep is sent when it
             // ends, so the first wakeup's wait for a CPU is seen too.
-            let now = threads_now::read(&ProcRoot::default(), tid, tid);
-            let state = match now.state {
+            let proc = ProcRoot::default();
+            let state = match threads_now::state(&proc, tid, tid) {
                 Some('D') => Some(0x2),
                 Some('S') => Some(0x1),
                 Some('I') => Some(0x80),
@@ -228,7 +228,7 @@ impl Feed<'_> {
                     tracing::debug!("cannot seed {why} (tid {tid}): {e}");
                 }
             }
-            let comm = now.comm;
+            let comm = threads_now::comm(&proc, tid, tid);
             tracing::debug!("tracing {comm} ({tid}), the {why}");
             let n = Note::Helper {
                 ts_ns: MonoNs::now().0,
@@ -1632,7 +1632,7 @@ fn open_records(
                     continue;
                 }
                 x.flags |= CALL_FAST;
-                let comm = threads_now::read(proc, st.tgid, *tid).comm;
+                let comm = threads_now::comm(proc, st.tgid, *tid);
                 let n = comm.len().min(x.comm.len() - 1);
                 x.comm = [0; zkstall_common::COMM_LEN];
                 x.comm[..n].copy_from_slice(&comm.as_bytes()[..n]);
