@@ -180,11 +180,17 @@ fn dd_on_another_partition(requests: &str) {
         if let Some(p) = top[key].as_str() {
             assert_eq!(p, cg.path, "{c}");
         }
-        let via_backing_flush = c["chain"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["what"] == "backing_flush");
+        let chain = c["chain"].as_array().unwrap();
+        let via_backing_flush = chain.iter().any(|l| l["what"] == "backing_flush");
+        // A disk under the loop device named (the guest's: its loop files are on vda),
+        // where dd's data, relayed by the loop device for dd's cgroup, kept it busy.
+        let below = chain.iter().any(|l| l["what"] == "held_from_below")
+            && c["evidence"]["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .skip(1)
+                .any(|l| l["bytes_others"].as_u64().unwrap_or(0) >= 1 << 20);
         if via_backing_flush {
             // The commit's flush of the loop device had to write dd's data (written through
             // the backing file's page cache before the call) back first: dd is the top
@@ -195,9 +201,11 @@ fn dd_on_another_partition(requests: &str) {
                 bw["contenders"][0]["bytes"].as_u64().unwrap() > 1 << 20,
                 "{c}"
             );
-        } else {
+        } else if !below {
+            // At least the contention bound (1 MiB; one of dd's requests, seen in the
+            // emulated guest, where dd moves little during a 50 ms call).
             assert!(
-                layer["bytes_other_partitions"].as_u64().unwrap() > 1 << 20,
+                layer["bytes_other_partitions"].as_u64().unwrap() >= 1 << 20,
                 "dd's bytes are on the other partition: {c}"
             );
         }

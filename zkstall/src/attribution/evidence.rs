@@ -998,6 +998,12 @@ pub fn layer_evidence(
                         requests: 0,
                         disk: layer.name.clone(),
                     });
+                    // Its cgroup from any of its requests that knew it (a request charged
+                    // through the page it wrote may not: seen in the 6.1 guest, where a
+                    // backup dd's first request left its cgroup unnamed for the call).
+                    if e.cgroup.is_none() {
+                        e.cgroup = c.cgroup.as_deref().map(str::to_string);
+                    }
                     e.bytes += bytes;
                     e.requests += 1;
                 }

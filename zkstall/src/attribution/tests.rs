@@ -515,6 +515,33 @@ fn flusher_io_counts_for_the_dirtier_among_contenders() {
     assert_eq!(e.contenders[0].cgroup.as_deref(), Some("/backup.slice"));
 }
 
+/// A contender's cgroup comes from any of its requests that knew it, not only the first
+/// (seen in the 6.1 guest: a backup dd's cgroup unnamed for a whole call).
+#[test]
+fn a_contender_s_cgroup_is_named_when_only_a_later_request_knew_it() {
+    let mut h = History::default();
+    watched(&mut h);
+    let dd = |cgroup: Option<&str>, at: u64| {
+        let mut r = io(777, "dd", 4 << 20, at, at + 40);
+        r.charged.cgroup = cgroup.map(Into::into);
+        r
+    };
+    h.io(dd(None, 5));
+    h.io(dd(Some("/backup.slice"), 50));
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        1,
+        99,
+        Some(99),
+        &["io_schedule", "folio_wait_writeback"],
+        None,
+    ));
+    let e = explain_it(&call(0, 100), &h);
+    assert_eq!(e.contenders[0].pid, 777);
+    assert_eq!(e.contenders[0].cgroup.as_deref(), Some("/backup.slice"));
+}
+
 /// Commit 9 on loop1, 5..340 ms, 300 of them flushing ordered data.
 fn commit_9() -> Commit {
     Commit {

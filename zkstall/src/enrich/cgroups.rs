@@ -17,8 +17,13 @@ use serde::{Deserialize, Serialize};
 
 /// More cgroups than any host has; a walk stops there.
 const MAX_CGROUPS: usize = 100_000;
-/// A miss triggers a re-walk at most this often.
+/// A miss triggers a re-walk at most this often...
 const REWALK_EVERY: Duration = Duration::from_secs(5);
+/// ...but an id first missed after the last walk (a cgroup made since: a backup job's
+/// new scope) triggers one at once, at most this often.
+const REWALK_NEW: Duration = Duration::from_millis(100);
+/// Ids missed, remembered (when first missed) at most.
+const MAX_MISSES: usize = 4096;
 
 /// Where the cgroup hierarchies zkstall cares about are mounted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -312,6 +317,8 @@ pub struct Cgroups {
     root: Option<PathBuf>,
     by_id: HashMap<u64, String>,
     walked: Option<Instant>,
+    /// id -> when it was first asked for and not found.
+    misses: HashMap<u64, Instant>,
 }
 
 impl Cgroups {
@@ -320,6 +327,7 @@ impl Cgroups {
             root,
             by_id: HashMap::new(),
             walked: None,
+            misses: HashMap::new(),
         }
     }
 
@@ -331,10 +339,26 @@ impl Cgroups {
         if let Some(p) = self.by_id.get(&id) {
             return Some(p.clone());
         }
-        if self.walked.is_none_or(|t| t.elapsed() >= REWALK_EVERY) {
+        let now = Instant::now();
+        if self.misses.len() >= MAX_MISSES {
+            self.misses.clear();
+        }
+        let first_missed = *self.misses.entry(id).or_insert(now);
+        let due = match self.walked {
+            None => true,
+            Some(t) => {
+                let age = now.duration_since(t);
+                age >= REWALK_EVERY || (t < first_missed && age >= REWALK_NEW)
+            }
+        };
+        if due {
             self.walk();
         }
-        self.by_id.get(&id).cloned()
+        let found = self.by_id.get(&id).cloned();
+        if found.is_some() {
+            self.misses.remove(&id);
+        }
+        found
     }
 
     fn walk(&mut self) {
@@ -395,6 +419,30 @@ mod tests {
             "unknown ids miss without a re-walk storm"
         );
         assert_eq!(Cgroups::new(None).path(id), None);
+    }
+
+    #[test]
+    fn a_cgroup_made_after_the_last_walk_is_found_at_its_first_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cgroups::new(Some(dir.path().to_path_buf()));
+        let root_id = std::fs::metadata(dir.path()).unwrap().ino();
+        assert_eq!(c.path(root_id).as_deref(), Some("/"));
+        // A backup job's scope, made right after: its first request finds it (once the
+        // walk is REWALK_NEW old), not 5 s later.
+        let job = dir.path().join("backup.scope");
+        std::fs::create_dir_all(&job).unwrap();
+        let id = std::fs::metadata(&job).unwrap().ino();
+        std::thread::sleep(REWALK_NEW);
+        assert_eq!(c.path(id).as_deref(), Some("/backup.scope"));
+        // An id in no walk is missed again without a walk each time.
+        let walked = c.walked;
+        std::thread::sleep(REWALK_NEW);
+        assert_eq!(c.path(u64::MAX - 1), None);
+        assert_ne!(c.walked, walked, "a new miss walks once");
+        let walked = c.walked;
+        std::thread::sleep(REWALK_NEW);
+        assert_eq!(c.path(u64::MAX - 1), None);
+        assert_eq!(c.walked, walked, "the same miss does not walk again");
     }
 
     #[test]
