@@ -2087,8 +2087,28 @@ pub fn check_own_calls_reported(
                 .filter(|r| r["type"] == "fsync" || r["type"] == "write")
                 .cloned()
                 .collect();
+            // What zkstall said it lost or shed, to tell a miss from a loss it reported.
+            let summary = records
+                .iter()
+                .find(|r| r["type"] == "summary")
+                .map(|s| {
+                    let mut s = s.clone();
+                    if let Some(m) = s.as_object_mut() {
+                        m.retain(|k, _| {
+                            k.contains("drop")
+                                || k.contains("shed")
+                                || k.contains("lost")
+                                || k.contains("miss")
+                                || k.contains("unseen")
+                                || k == "exit_without_enter"
+                                || k == "untimed"
+                        });
+                    }
+                    s
+                })
+                .unwrap_or_default();
             panic!(
-                "zkstall did not report {} the workload timed itself at {} ms: {o}\n{:#?}",
+                "zkstall did not report {} the workload timed itself at {} ms: {o}\nzkstall's summary of losses: {summary}\n{:#?}",
                 if append.is_some() {
                     "an append"
                 } else {

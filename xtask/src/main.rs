@@ -80,7 +80,7 @@ enum Cmd {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "check,fsync,observe,verdicts"
+            default_value = "check,fsync,observe,verdicts,shapes"
         )]
         tiers: Vec<String>,
         /// Limit for the whole VM run, boot to power-off, in seconds.
