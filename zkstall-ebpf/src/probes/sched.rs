@@ -71,18 +71,33 @@ pub fn thread_entry(tid: u32, tgid: u32) -> Option<*mut ThreadState> {
     Some(p)
 }
 
-/// Sends a thread's pending syscall exit and clears it.
+/// Sends a thread's pending syscall exit and clears it; its way back is over, so this
+/// CPU's interrupts are no longer timed for it (every caller runs in its context).
 ///
 /// # Safety
-/// `st` must be a valid THREADS value pointer.
+/// `st` must be a valid THREADS value pointer of the running thread.
 #[inline(always)]
 pub unsafe fn flush_pending(st: *mut ThreadState) {
     // SAFETY: guaranteed by the caller.
     unsafe {
+        if (*st).flags & THREAD_PENDING != 0 {
+            unwatch_irqs(st);
+        }
+        send_pending(st);
+    }
+}
+
+/// [`flush_pending`] for a caller that settles the interrupt clock itself (a switch-out
+/// that already stopped it, a syscall exit that starts it again at once).
+///
+/// # Safety
+/// `st` must be a valid THREADS value pointer of the running thread.
+#[inline(always)]
+pub unsafe fn send_pending(st: *mut ThreadState) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
         let flags = (*st).flags;
         if flags & THREAD_PENDING != 0 {
-            // It runs on this CPU (every caller is in its context): its way back is over.
-            unwatch_irqs(st);
             let p = &raw mut (*st).pending;
             if flags & THREAD_PENDING_FAST == 0 {
                 emit_from(p);
@@ -151,7 +166,7 @@ fn switch_out<C: EbpfContext>(ctx: &C, now: u64, tid: u32, tgid: u32, state: u64
                 (*st).flags |= THREAD_AFTER;
                 after = true;
             } else {
-                flush_pending(st);
+                send_pending(st);
             }
         }
         let off = &raw mut (*st).off;

@@ -24,7 +24,7 @@ use zkstall_common::{
 use crate::{
     emit::{emit, header},
     maps::{INFLIGHT, THREADS, btf_read, config, count, is_target, kread, stamp_call, watch_irqs},
-    probes::sched::{flush_pending, thread_entry},
+    probes::sched::{flush_pending, send_pending, thread_entry},
 };
 
 /* TP_PROTO for syscalls: sys_enter_<name>(struct pt_regs *regs, long id) exposes the
@@ -265,7 +265,8 @@ unsafe fn hold_exit(
 ) {
     // SAFETY: guaranteed by the caller.
     unsafe {
-        flush_pending(st);
+        // The interrupt clock is started again for this exit below.
+        send_pending(st);
         let flags = (*st).flags;
         let accounted = start.flags & CALL_ACCOUNTED != 0
             && flags & THREAD_ACCOUNTED != 0

@@ -114,6 +114,31 @@ fn io(pid: u32, comm: &str, bytes: u32, issued: u64, completed: u64) -> Io {
     r
 }
 
+/// Commit `transaction` on loop1 by its journal thread (tid 30), all of it writing the
+/// journal, of 2 blocks.
+fn logging_commit(transaction: u32, start: u64, end: u64, handles: u32) -> Commit {
+    Commit {
+        dev: DISK.0,
+        transaction,
+        tid: 30,
+        start: t(start),
+        end: t(end),
+        locking_ms: Some(0.0),
+        flushing_ms: Some(0.0),
+        logging_ms: Some((end - start) as f64),
+        handles: Some(handles),
+        blocks: Some(2),
+    }
+}
+
+/// The journal thread of loop1 (pid 30), off CPU from `off` to `on`, woken at `wake`.
+fn jbd2_thread(state: SchedState, off: u64, on: u64, wake: Option<u64>) -> Blocked {
+    let mut j = blocked(30, state, off, on, wake, &[], None);
+    j.pid = 30;
+    j.thread = "jbd2/loop1-8".into();
+    j
+}
+
 fn blocked(
     tid: u32,
     state: SchedState,
@@ -799,23 +824,9 @@ fn a_commit_whose_journal_thread_could_not_run_is_cpu_starvation_via_the_journal
     let mut h = History::default();
     watched(&mut h);
     h.io(io(0, "jbd2/loop1-8", 4096, 190, 200));
-    h.commit(Commit {
-        dev: DISK.0,
-        transaction: 112,
-        tid: 30,
-        start: t(5),
-        end: t(215),
-        locking_ms: Some(0.0),
-        flushing_ms: Some(0.0),
-        logging_ms: Some(210.0),
-        handles: Some(3),
-        blocks: Some(2),
-    });
+    h.commit(logging_commit(112, 5, 215, 3));
     // The journal thread: woken at 6 ms, ran at 190 ms.
-    let mut j = blocked(30, SchedState::DiskSleep, 1, 190, Some(6), &[], None);
-    j.pid = 30;
-    j.thread = "jbd2/loop1-8".into();
-    h.blocked(j);
+    h.blocked(jbd2_thread(SchedState::DiskSleep, 1, 190, Some(6)));
     h.blocked(blocked(
         SYNC,
         SchedState::DiskSleep,
@@ -842,24 +853,10 @@ fn late_commit(jbd2_woken: Option<u64>) -> History {
     let mut h = History::default();
     watched(&mut h);
     h.io(io(0, "jbd2/loop1-8", 4096, 192, 198));
-    h.commit(Commit {
-        dev: DISK.0,
-        transaction: 112,
-        tid: 30,
-        start: t(190),
-        end: t(200),
-        locking_ms: Some(0.0),
-        flushing_ms: Some(0.0),
-        logging_ms: Some(10.0),
-        handles: Some(1),
-        blocks: Some(2),
-    });
+    h.commit(logging_commit(112, 190, 200, 1));
     // The journal thread: asleep until it was woken (at 3 ms: asked by the call, then kept
     // off the CPU; or at 188 ms), running from 189 ms.
-    let mut j = blocked(30, SchedState::Sleep, 0, 189, jbd2_woken, &[], None);
-    j.pid = 30;
-    j.thread = "jbd2/loop1-8".into();
-    h.blocked(j);
+    h.blocked(jbd2_thread(SchedState::Sleep, 0, 189, jbd2_woken));
     h.blocked(blocked(
         SYNC,
         SchedState::DiskSleep,
@@ -918,18 +915,7 @@ fn a_call_that_waited_longer_on_its_own_data_than_on_the_journal_is_not_named_by
     }
     h.io(io(ZK, "SyncThread:1", 4096, 3, 259));
     h.io(io(0, "jbd2/loop1-8", 4096, 380, 390));
-    h.commit(Commit {
-        dev: DISK.0,
-        transaction: 113,
-        tid: 30,
-        start: t(262),
-        end: t(397),
-        locking_ms: Some(0.0),
-        flushing_ms: Some(0.0),
-        logging_ms: Some(135.0),
-        handles: Some(1),
-        blocks: Some(2),
-    });
+    h.commit(logging_commit(113, 262, 397, 1));
     // (in the order they ended, as the history keeps them)
     h.blocked(blocked(
         SYNC,
@@ -941,10 +927,7 @@ fn a_call_that_waited_longer_on_its_own_data_than_on_the_journal_is_not_named_by
         Some("kworker/0:1H"),
     ));
     // The journal thread: woken at 263 ms, kept off the CPU until 380 ms.
-    let mut j = blocked(30, SchedState::Sleep, 1, 380, Some(263), &[], None);
-    j.pid = 30;
-    j.thread = "jbd2/loop1-8".into();
-    h.blocked(j);
+    h.blocked(jbd2_thread(SchedState::Sleep, 1, 380, Some(263)));
     h.blocked(blocked(
         SYNC,
         SchedState::DiskSleep,

@@ -185,12 +185,11 @@ impl Feed<'_> {
         Ok(())
     }
 
-    /// Watches the disks the pipeline found traced files on (and their partitions), and
-    /// traces the kernel threads it found traced calls waiting on.
-    fn watch_wanted(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
+    /// The kernel threads to trace now: those the pipeline saw traced calls wait on, and
+    /// the journal thread of each traced filesystem first seen (from now: a commit slow
+    /// because it could not get a CPU is seen as such from the first one).
+    fn wanted_helpers(&mut self) -> Vec<(u32, String)> {
         let mut wanted = self.pipeline.take_wanted_helpers();
-        // A traced filesystem's journal thread, from now: a commit slow because it could
-        // not get a CPU is seen as such from the first one.
         for dev in self.pipeline.take_wanted_journals() {
             if let Some(name) = self.topology.name_of(dev.0)
                 && let Some(tid) =
@@ -201,42 +200,40 @@ impl Feed<'_> {
                 wanted.push((tid, format!("journal of {}", dev.0)));
             }
         }
-        for (tid, why) in wanted {
-            if let Err(e) = probes.add_target(tid) {
-                tracing::warn!("cannot trace {why} (tid {tid}): {e}");
-                continue;
-            }
-            self.helpers.insert(tid);
-            // Asleep now (a journal thread between commits): its sleep is sent when it
-            // ends, so the first wakeup's wait for a CPU is seen too.
-            let proc = ProcRoot::default();
-            let state = match threads_now::state(&proc, tid, tid) {
-                Some('D') => Some(0x2),
-                Some('S') => Some(0x1),
-                Some('I') => Some(0x80),
-                _ => None,
-            };
-            if let Some(state) = state {
-                let mut st = zero_thread();
-                st.tgid = tid;
-                st.flags = THREAD_OFF;
-                st.off.off_ns = MonoNs::now().0;
-                st.off.state = state;
-                st.off.syscall = -1;
-                st.off.flags = BLOCKED_SEEDED;
-                if let Err(e) = probes.seed_thread(tid, st) {
-                    tracing::debug!("cannot seed {why} (tid {tid}): {e}");
-                }
-            }
-            let comm = threads_now::comm(&proc, tid, tid);
-            tracing::debug!("tracing {comm} ({tid}), the {why}");
-            let n = Note::Helper {
-                ts_ns: MonoNs::now().0,
-                pid: tid,
-                comm,
-                why,
-            };
-            self.record(&n)?;
+        wanted
+    }
+
+    /// Traces kernel thread `tid`; asleep now (a journal thread between commits), its
+    /// sleep is sent when it ends, so its first wakeup's wait for a CPU is seen too.
+    fn trace_helper(&mut self, probes: &mut Probes, tid: u32, why: String) -> anyhow::Result<()> {
+        if let Err(e) = probes.add_target(tid) {
+            tracing::warn!("cannot trace {why} (tid {tid}): {e}");
+            return Ok(());
+        }
+        self.helpers.insert(tid);
+        let proc = ProcRoot::default();
+        if let Some(st) = threads_now::state(&proc, tid, tid)
+            .and_then(|state| asleep_since(MonoNs::now(), tid, state, -1))
+            && let Err(e) = probes.seed_thread(tid, st)
+        {
+            tracing::debug!("cannot seed {why} (tid {tid}): {e}");
+        }
+        let comm = threads_now::comm(&proc, tid, tid);
+        tracing::debug!("tracing {comm} ({tid}), the {why}");
+        let n = Note::Helper {
+            ts_ns: MonoNs::now().0,
+            pid: tid,
+            comm,
+            why,
+        };
+        self.record(&n)
+    }
+
+    /// Watches the disks the pipeline found traced files on (and their partitions), and
+    /// traces the kernel threads it found traced calls waiting on.
+    fn watch_wanted(&mut self, probes: &mut Probes) -> anyhow::Result<()> {
+        for (tid, why) in self.wanted_helpers() {
+            self.trace_helper(probes, tid, why)?;
         }
         for (disk, name, why) in self.pipeline.take_wanted_disks() {
             for dev in self.topology.disk_and_partitions(disk) {
@@ -1431,14 +1428,9 @@ fn add_target(
                 _pad: 0,
             },
         )?;
-        if let Some(state @ ('D' | 'S')) = th.state {
-            let mut st = zero_thread();
-            st.tgid = t.pid;
-            st.flags = THREAD_OFF;
-            st.off.off_ns = now.0;
-            st.off.state = if state == 'D' { 0x2 } else { 0x1 };
-            st.off.syscall = sc.nr;
-            st.off.flags = BLOCKED_SEEDED;
+        if let Some(state @ ('D' | 'S')) = th.state
+            && let Some(st) = asleep_since(now, t.pid, state, sc.nr)
+        {
             probes.seed_thread(tid, st)?;
         }
         // It may have left the call while this was being done.
@@ -1463,6 +1455,26 @@ fn add_target(
         )?;
     }
     Ok(())
+}
+
+/// The kernel's state for a thread of `tgid` found asleep (`state`: /proc's letter) in
+/// `syscall` (-1: none) when tracing began: off CPU from `from`, the interval sent when it
+/// ends whatever its length (`BLOCKED_SEEDED`). None for a thread not asleep.
+fn asleep_since(from: MonoNs, tgid: u32, state: char, syscall: i64) -> Option<ThreadState> {
+    let state = match state {
+        'D' => 0x2,
+        'S' => 0x1,
+        'I' => 0x80,
+        _ => return None,
+    };
+    let mut st = zero_thread();
+    st.tgid = tgid;
+    st.flags = THREAD_OFF;
+    st.off.off_ns = from.0;
+    st.off.state = state;
+    st.off.syscall = syscall;
+    st.off.flags = BLOCKED_SEEDED;
+    Some(st)
 }
 
 fn zero_thread() -> ThreadState {

@@ -520,9 +520,13 @@ mod tests {
     }
 
     fn obs(sink: &mut dyn Sink, ms: u64, tid: u32) {
+        obs_call(sink, "fdatasync", false, ms, tid)
+    }
+
+    fn obs_call(sink: &mut dyn Sink, syscall: &'static str, write_family: bool, ms: u64, tid: u32) {
         sink.observe(&Observation::Call {
-            syscall: "fdatasync",
-            write_family: false,
+            syscall,
+            write_family,
             thread: "SyncThread:1",
             dev: Some(crate::enrich::DevId {
                 major: 259,
@@ -596,20 +600,7 @@ mod tests {
             for ms in [1, 1, 2, 3, 100] {
                 obs(&mut s, ms, 11);
             }
-            s.observe(&Observation::Call {
-                syscall: "write",
-                write_family: true,
-                thread: "SyncThread:1",
-                dev: Some(crate::enrich::DevId {
-                    major: 259,
-                    minor: 1,
-                }),
-                disk: Some("loop0"),
-                duration_ns: 150_000_000,
-                pid: 10,
-                tid: 11,
-                start_ns: 0,
-            });
+            obs_call(&mut s, "write", true, 150, 11);
             s.event(&EventRecord::Io(io(0, 1, 2))).unwrap();
             s.event(&EventRecord::Io(io(0, 1, 2))).unwrap();
             s.call(&record()).unwrap();
