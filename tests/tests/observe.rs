@@ -747,7 +747,31 @@ fn a_traced_filesystem_s_journal_thread_is_traced_from_the_start() {
     }
     let _serial = serial(&SERIAL);
     let lo = LoopDev::new(64);
-    let mnt = Mount::ext4(&lo.dev);
+    journal_thread_traced_from_the_start(&lo.dev, &lo.majmin(), &lo.name());
+}
+
+/// The same on a partition (`jbd2/loop0p2-8`): the thread is found by the partition's
+/// name, and the commits are the partition's.
+#[test]
+fn a_partition_s_journal_thread_is_traced_from_the_start() {
+    if !can_run_root_tests("a_partition_s_journal_thread_is_traced_from_the_start") {
+        return;
+    }
+    let _serial = serial(&SERIAL);
+    let disk = PartLoop::new(&[32, 64]);
+    let name = disk.parts[1]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    journal_thread_traced_from_the_start(&disk.parts[1], &disk.majmin(1), &name);
+}
+
+/// A workload's fdatasyncs on ext4 on `dev` (`majmin`, kernel name `name`), traced from
+/// an idle journal: the journal thread's sleep at the start is sent once and ends by the
+/// first commit.
+fn journal_thread_traced_from_the_start(dev: &std::path::Path, majmin: &str, name: &str) {
+    let mnt = Mount::ext4(dev);
     let (mut work, mut out) = fdatasync_workload(&mnt.dir.join("zk"));
     // The journal idle when tracing begins: the workload's file creation committed.
     sh("sync", &["-f", mnt.dir.to_str().unwrap()]);
@@ -758,11 +782,10 @@ fn a_traced_filesystem_s_journal_thread_is_traced_from_the_start() {
     let _ = work.child.kill();
     let records = finish_tracer(tracer);
 
-    let dev = lo.majmin();
-    let jbd2 = format!("jbd2/{}-", lo.name());
+    let jbd2 = format!("jbd2/{name}-");
     let first_commit = of_type(&records, "journal")
         .into_iter()
-        .filter(|r| r["dev"] == dev.as_str())
+        .filter(|r| r["dev"] == majmin)
         .filter_map(|r| r["start_ns"].as_u64())
         .min()
         .expect("the workload's fdatasyncs commit the journal");
