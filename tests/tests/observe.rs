@@ -319,24 +319,60 @@ fn requests_during_a_call_that_entered_long_before_are_sent_one_by_one() {
     let _ = work.child.kill();
     let records = finish_tracer(tracer);
     let majmin = other.majmin();
-    let sent_bytes = |(from, to): (u64, u64)| -> u64 {
+    // dd's requests sent one by one, and those sent without dd named (a request the probes
+    // did not follow from its start: its entry refused under a busy map lock, say; counted
+    // as unmatched): nobody else writes to that disk.
+    let sent = |(from, to): (u64, u64), by_dd: bool| -> Vec<&Value> {
         of_type(&records, "io")
-            .iter()
+            .into_iter()
             .filter(|r| {
                 r["dev"] == majmin.as_str()
-                    && r["comm"] == "dd"
+                    && r["op"] == "write"
+                    && if by_dd {
+                        r["comm"] == "dd"
+                    } else {
+                        r["comm"] != "dd" && r["unmatched"] == true
+                    }
                     && r["complete_ns"]
                         .as_u64()
                         .is_some_and(|c| from <= c && c <= to)
             })
-            .map(|r| r["bytes"].as_u64().unwrap())
-            .sum()
+            .collect()
     };
-    assert_eq!(
-        sent_bytes(during),
-        2000 * 4096,
-        "every request while the blocked write was in flight is sent one by one"
+    let bytes = |rs: &[&Value]| -> u64 { rs.iter().map(|r| r["bytes"].as_u64().unwrap()).sum() };
+    let sent_bytes = |w: (u64, u64)| bytes(&sent(w, true)) + bytes(&sent(w, false));
+    let unknown = sent(during, false);
+    assert!(
+        unknown.len() <= 20,
+        "dd's requests are followed from their start: {} sent without dd named, {}",
+        unknown.len(),
+        loss_summary(&records)
     );
+    if sent_bytes(during) != 2000 * 4096 {
+        // What else the disk's requests in that window were sent as, and what zkstall said
+        // it lost: to tell a request sent without its submitter from one summed or lost.
+        let others: Vec<&Value> = of_type(&records, "io")
+            .into_iter()
+            .filter(|r| {
+                r["dev"] == majmin.as_str()
+                    && r["comm"] != "dd"
+                    && r["unmatched"] != true
+                    && r["complete_ns"]
+                        .as_u64()
+                        .is_some_and(|c| during.0 <= c && c <= during.1)
+            })
+            .collect();
+        let summaries: Vec<&Value> = of_type(&records, "io_summary")
+            .into_iter()
+            .filter(|r| r["dev"] == majmin.as_str())
+            .collect();
+        panic!(
+            "every request while the blocked write was in flight is sent one by one: {} of {} bytes sent\nother requests then: {others:#?}\nsummed: {summaries:#?}\nlosses: {}",
+            sent_bytes(during),
+            2000 * 4096,
+            loss_summary(&records)
+        );
+    }
     let summed: u64 = of_type(&records, "io_summary")
         .iter()
         .filter(|r| r["dev"] == majmin.as_str())

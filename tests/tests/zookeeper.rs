@@ -836,12 +836,36 @@ fn memory_cgroup_checks(calls: &[Value], limit: u64) {
     }
 }
 
+/// dd's flood on ZooKeeper's XFS: the worst stall it caused whose evidence is whole is
+/// contention, dd on top. A stall whose evidence zkstall marks incomplete (a switch the
+/// kernel ran no probe for, seen once: a 177 ms fdatasync) is `unknown`, rightly, and tells
+/// nothing about dd; a run in which dd caused no stall with whole evidence of at least
+/// [`XFS_CONCLUSIVE_MS`] is inconclusive and is run once more, saying so. Every record is
+/// checked against its evidence either way (`stop`).
 #[test]
 fn zookeeper_on_xfs_under_dd_is_contention_with_dd_on_top() {
     if !can_run_root_tests("zookeeper_on_xfs_under_dd_is_contention_with_dd_on_top") {
         return;
     }
     let _serial = serial(&SERIAL);
+    for attempt in 1..=2 {
+        match zookeeper_on_xfs_under_dd() {
+            Ok(()) => return,
+            Err(why) if attempt == 1 => {
+                eprintln!("inconclusive, running the scenario once more: {why}")
+            }
+            Err(why) => panic!("inconclusive twice: {why}"),
+        }
+    }
+}
+
+/// The smallest stall taken as dd's doing in the XFS scenario: ZooKeeper's own fsyncs on the
+/// quiet loop device take a few ms; dd's flood makes hundreds.
+const XFS_CONCLUSIVE_MS: f64 = 100.0;
+
+/// One run of the XFS scenario: Err (with what was seen) when inconclusive; a wrong answer
+/// panics.
+fn zookeeper_on_xfs_under_dd() -> Result<(), String> {
     let lo = LoopDev::new(1024);
     let mnt = Mount::xfs(&lo.dev);
     let (mut zk, tracer) = start(&mnt.dir, &[]);
@@ -867,11 +891,26 @@ fn zookeeper_on_xfs_under_dd_is_contention_with_dd_on_top() {
         "dd slowed ZooKeeper: {:#?}",
         summary(&pairs)
     );
-    let worst = during.iter().max_by_key(|(w, _)| w.took_ms).unwrap();
+    let whole = |r: &Value| {
+        r["evidence"]["incomplete"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+    };
+    let Some(worst) = during
+        .iter()
+        .filter(|(_, r)| whole(r))
+        .max_by_key(|(w, _)| w.took_ms)
+        .filter(|(_, r)| r["duration_ms"].as_f64().unwrap_or(0.0) >= XFS_CONCLUSIVE_MS)
+    else {
+        return Err(format!(
+            "no stall of {XFS_CONCLUSIVE_MS} ms or more with whole evidence while dd ran: {:#?}",
+            summary(&pairs)
+        ));
+    };
     assert_eq!(
         worst.1["verdict"],
         "device_contention",
-        "worst: {:#?}",
+        "worst with whole evidence: {:#?}",
         summary(&pairs)
     );
     assert_eq!(
@@ -880,6 +919,7 @@ fn zookeeper_on_xfs_under_dd_is_contention_with_dd_on_top() {
         "{}",
         worst.1
     );
+    Ok(())
 }
 
 #[test]
