@@ -136,7 +136,20 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
-fn main() -> Result<()> {
+/// Errors are printed as their chain of causes, without a backtrace (CI sets
+/// RUST_BACKTRACE for the tests' panics; xtask's own stack says nothing a failed step's
+/// message does not, and it would bury the failures at the end of CI's log).
+fn main() -> std::process::ExitCode {
+    match run_cli() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     env::set_current_dir(&root)?;

@@ -190,10 +190,17 @@ impl Feed<'_> {
     /// because it could not get a CPU is seen as such from the first one).
     fn wanted_helpers(&mut self) -> Vec<(u32, String)> {
         let mut wanted = self.pipeline.take_wanted_helpers();
-        for dev in self.pipeline.take_wanted_journals() {
-            if let Some(name) = self.topology.name_of(dev.0)
-                && let Some(tid) =
-                    crate::enrich::threads::journal_thread(&ProcRoot::default(), &name)
+        // Every filesystem first seen since the last look, found in one walk of /proc.
+        let named: Vec<(crate::enrich::FileDev, String)> = self
+            .pipeline
+            .take_wanted_journals()
+            .into_iter()
+            .filter_map(|dev| Some((dev, self.topology.name_of(dev.0)?)))
+            .collect();
+        let names: Vec<&str> = named.iter().map(|(_, n)| n.as_str()).collect();
+        let tids = crate::enrich::threads::journal_threads(&ProcRoot::default(), &names);
+        for ((dev, _), tid) in named.iter().zip(tids) {
+            if let Some(tid) = tid
                 && !self.helpers.contains(&tid)
                 && !wanted.iter().any(|(t, _)| *t == tid)
             {

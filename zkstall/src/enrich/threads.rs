@@ -103,9 +103,21 @@ mod tests {
 /// journal's inode. None for a filesystem without one (XFS, an external journal), or when
 /// two threads' cut names fit.
 pub fn journal_thread(proc: &ProcRoot, fs_name: &str) -> Option<u32> {
-    let want = format!("jbd2/{fs_name}-");
-    let rd = std::fs::read_dir(&proc.0).ok()?;
-    let mut found = None;
+    journal_threads(proc, &[fs_name]).pop().flatten()
+}
+
+/// [`journal_thread`] of each of `fs_names`, in their order, from one walk of /proc (each
+/// process's `comm` read once, whatever the number of filesystems).
+pub fn journal_threads(proc: &ProcRoot, fs_names: &[&str]) -> Vec<Option<u32>> {
+    let wants: Vec<String> = fs_names.iter().map(|n| format!("jbd2/{n}-")).collect();
+    // Per name: None (none yet), Some(Some(pid)), or Some(None) (two alike).
+    let mut found: Vec<Option<Option<u32>>> = vec![None; wants.len()];
+    if wants.is_empty() {
+        return Vec::new();
+    }
+    let Ok(rd) = std::fs::read_dir(&proc.0) else {
+        return vec![None; wants.len()];
+    };
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
@@ -114,22 +126,34 @@ pub fn journal_thread(proc: &ProcRoot, fs_name: &str) -> Option<u32> {
             continue;
         };
         let comm = comm.trim_end();
-        // Whole, or cut: "jbd2/nvme0n1p12-" is the first 15 bytes of "jbd2/nvme0n1p12-8".
-        let matches = if want.len() < 15 {
-            comm.starts_with(&want)
-        } else {
-            comm.len() == 15 && want.starts_with(comm)
-        };
-        // A kernel thread: no user memory, so no command line.
-        if matches && std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.is_empty()) {
-            if found.is_some() {
-                // Two cut names alike (`nvme0n1p12`, `nvme0n1p123`): not known which.
-                return None;
+        if !comm.starts_with("jbd2/") {
+            continue;
+        }
+        // A kernel thread: no user memory, so no command line. Read once, if a name fits.
+        let mut kthread = None;
+        for (want, slot) in wants.iter().zip(found.iter_mut()) {
+            // Whole, or cut: "jbd2/nvme0n1p12-" is the first 15 bytes of "jbd2/nvme0n1p12-8".
+            let matches = if want.len() < 15 {
+                comm.starts_with(want.as_str())
+            } else {
+                comm.len() == 15 && want.starts_with(comm)
+            };
+            if !matches {
+                continue;
             }
-            found = Some(pid);
+            if !*kthread.get_or_insert_with(|| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.is_empty())
+            }) {
+                continue;
+            }
+            *slot = match slot {
+                // Two cut names alike (`nvme0n1p12`, `nvme0n1p123`): not known which.
+                Some(_) => Some(None),
+                None => Some(Some(pid)),
+            };
         }
     }
-    found
+    found.into_iter().map(Option::flatten).collect()
 }
 
 #[cfg(test)]
@@ -160,5 +184,10 @@ mod journal_tests {
         assert_eq!(journal_thread(&root, "nvme1n1p12"), None, "which of two?");
         assert_eq!(journal_thread(&root, "sdb1"), None);
         assert_eq!(journal_thread(&root, "dm-0"), None);
+        assert_eq!(
+            journal_threads(&root, &["loop0p10", "sdb1", "loop0p1", "nvme1n1p12"]),
+            vec![Some(311), None, Some(310), None],
+            "several filesystems from one walk"
+        );
     }
 }
