@@ -401,7 +401,9 @@ impl HostStopDisk {
     /// Serves the guest's freeze and thaw requests until the returned handle is stopped.
     fn serve(&self, share: &Path) -> StopService {
         let done = std::sync::Arc::new(AtomicBool::new(false));
+        let frozen = std::sync::Arc::new(AtomicBool::new(false));
         let (mount, share, flag) = (self.mount.clone(), share.to_path_buf(), done.clone());
+        let is_frozen = frozen.clone();
         let _ = fs::remove_file(share.join("stop-request"));
         let _ = fs::remove_file(share.join("stop-ack"));
         let thread = std::thread::spawn(move || {
@@ -423,6 +425,9 @@ impl HostStopDisk {
                     .arg(&mount)
                     .status()
                     .is_ok_and(|s| s.success());
+                if ok {
+                    is_frozen.store(what == "freeze", Ordering::SeqCst);
+                }
                 eprintln!(
                     "xtask: the guest asked to {what} its stoppable disk: {}",
                     if ok { "done" } else { "failed" }
@@ -438,7 +443,11 @@ impl HostStopDisk {
                 .stderr(Stdio::null())
                 .status();
         });
-        StopService { done, thread }
+        StopService {
+            done,
+            frozen,
+            thread,
+        }
     }
 }
 
@@ -462,10 +471,16 @@ impl Drop for HostStopDisk {
 /// The host's side of the guest's stop requests; stopping it thaws the disk.
 struct StopService {
     done: std::sync::Arc<AtomicBool>,
+    /// The disk is frozen now (the guest's last request that succeeded was a freeze).
+    frozen: std::sync::Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl StopService {
+    fn frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
+    }
+
     fn stop(self) {
         self.done.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
@@ -940,6 +955,22 @@ fn run_bounded(
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    if matches!(result, Ok(Ended::Stalled)) {
+        // Where qemu's threads are while the guest shows no life (follow-up 58: guests
+        // that froze right after a freeze request), before they are killed.
+        let dump = host_threads(pgid);
+        let frozen = stop_disk.frozen();
+        eprintln!(
+            "xtask: the guest shows no life; the stoppable disk is {}; its host threads:\n{dump}",
+            if frozen { "frozen" } else { "not frozen" }
+        );
+        if let Ok(mut log) = fs::OpenOptions::new().append(true).open(log) {
+            let _ = writeln!(
+                log,
+                "xtask: no life; stoppable disk frozen: {frozen}; host threads:\n{dump}"
+            );
+        }
+    }
     // SAFETY: signalling the process group we created for vng and its qemu.
     unsafe { libc::kill(-pgid, libc::SIGTERM) };
     let grace = Instant::now() + Duration::from_secs(5);
@@ -959,6 +990,70 @@ fn run_bounded(
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
     }
     result
+}
+
+/// The threads of process group `pgid` (vng and its qemu), grouped by what they wait in:
+/// state, wchan and the top of their kernel stack, with a count and the tids of each
+/// group (the first 8).
+fn host_threads(pgid: i32) -> String {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return "  (no /proc)".into();
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // stat: "pid (comm) state ppid pgrp ...", comm may hold spaces and parentheses.
+        let Ok(stat) = fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|g| g.parse::<i32>().ok());
+        if pgrp != Some(pgid) {
+            continue;
+        }
+        let Ok(tasks) = fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let read = |f: &str| fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            let comm = read("comm").trim().to_string();
+            let state = read("stat")
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+                .unwrap_or_default();
+            let wchan = read("wchan");
+            let stack: Vec<String> = read("stack")
+                .lines()
+                .take(6)
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .map(|f| f.split('+').next().unwrap_or(f).to_string())
+                .collect();
+            let key = format!(
+                "{comm} {state} wchan={} stack={}",
+                if wchan.is_empty() { "-" } else { wchan.trim() },
+                stack.join("<")
+            );
+            groups
+                .entry(key)
+                .or_default()
+                .push(format!("{pid}/{}", t.file_name().to_string_lossy()));
+        }
+    }
+    if groups.is_empty() {
+        return "  (none found)".into();
+    }
+    groups
+        .iter()
+        .map(|(k, tids)| {
+            let shown: Vec<&str> = tids.iter().take(8).map(String::as_str).collect();
+            format!("  {:4} x {k}  [{}]", tids.len(), shown.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn print_summary(kernel: &str, accel: &str, why: &str, results: &str, wall: Duration) {
@@ -984,4 +1079,20 @@ fn print_summary(kernel: &str, accel: &str, why: &str, results: &str, wall: Dura
         "total",
         wall.as_secs_f64()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_group_s_threads_are_grouped_by_where_they_wait() {
+        // SAFETY: plain syscall.
+        let pgid = unsafe { libc::getpgrp() };
+        let dump = host_threads(pgid);
+        let me = fs::read_to_string("/proc/self/comm").unwrap();
+        assert!(dump.contains(me.trim()), "{dump}");
+        assert!(dump.contains(" x "), "{dump}");
+        assert_eq!(host_threads(i32::MAX), "  (none found)");
+    }
 }
