@@ -746,7 +746,8 @@ fn a_flood_on_a_watched_disk_is_paired_exactly_and_any_loss_is_said() {
 
 /// A full kernel map is counted, never silent, and the kernel says so itself (aya-log,
 /// rate-limited, shown at -v): here the request table is shrunk to 16 entries under a
-/// flood (ZKSTALL_REQUESTS_MAX, a test knob).
+/// flood (ZKSTALL_REQUESTS_MAX, a test knob). The requests it refused still name their
+/// submitter (as one refused under a busy lock does).
 #[test]
 fn a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v() {
     if !can_run_root_tests("a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v") {
@@ -771,6 +772,7 @@ fn a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v() {
             "json",
             "--disk",
             &dev,
+            "--events",
             "-v",
         ])
         .env("ZKSTALL_REQUESTS_MAX", "16"),
@@ -784,12 +786,31 @@ fn a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v() {
     assert!(tracer.wait_for_exit(Duration::from_secs(120)).success());
     let out = stdout.join().unwrap();
     let err: Vec<String> = stderr.try_iter().collect();
-    let s = json_lines(&out)
-        .into_iter()
+    let records = json_lines(&out);
+    let s = records
+        .iter()
         .find(|r| r["type"] == "summary")
         .expect("summary");
     assert!(ios > 10_000, "the flood ran: {ios}");
     assert!(s["map_full"].as_u64().unwrap_or(0) > 0, "{s}");
+    // A request whose entry the full table refused keeps the submitter block_getrq saw: it
+    // is sent at its completion naming fio (flagged unmatched: its issue is the block
+    // layer's stamp), not as a request of nobody's.
+    let majmin = flood_dev.majmin();
+    let data: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "io" && r["dev"] == majmin.as_str() && r["bytes"] != 0)
+        .collect();
+    let unnamed = data
+        .iter()
+        .filter(|r| !r["comm"].as_str().is_some_and(|c| c.starts_with("fio")))
+        .count();
+    let refused = data.iter().filter(|r| r["unmatched"] == true).count();
+    assert!(
+        unnamed == 0 && refused > 0,
+        "{unnamed} of {} requests sent without fio named, {refused} first seen completing: {s}",
+        data.len()
+    );
     assert!(
         err.iter().any(|l| l.contains("REQUESTS is full")),
         "the kernel's own diagnostic at -v: {err:#?}"

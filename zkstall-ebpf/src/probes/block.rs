@@ -297,7 +297,10 @@ fn current_submitter(now: u64) -> Submitter {
 }
 
 /// A new entry for request `rq`, first seen now: its submitter from block_getrq when the
-/// request's bio was seen there, else the current task.
+/// request's bio was seen there (RQ_FROM_GETRQ), else the current task. The bio's BIOS
+/// entry stays until the request's own entry is stored ([`store`]) or it completes
+/// ([`release_bio`]): a request whose entry REQUESTS refused (its lock busy) still has its
+/// submitter when it is next seen.
 #[inline(always)]
 fn new_request(rq: u64, disk: u32, now: u64) -> Request {
     let bio = btf_read::<u64>(rq, config!(kernel.rq_bio)).unwrap_or(0);
@@ -305,7 +308,6 @@ fn new_request(rq: u64, disk: u32, now: u64) -> Request {
     // SAFETY: copied out at once.
     let sub = match unsafe { BIOS.get(bio) }.copied() {
         Some(s) if bio != 0 => {
-            let _ = BIOS.remove(bio);
             flags |= RQ_FROM_GETRQ;
             s
         }
@@ -621,9 +623,24 @@ fn forget(rq: u64) {
     }
 }
 
+/// Forgets the BIOS entry of request `rq`'s bio, once `r`, the request's entry, took its
+/// submitter from it.
+#[inline(always)]
+fn release_bio(rq: u64, r: &Request) {
+    if r.flags & RQ_FROM_GETRQ != 0
+        && let Some(bio) = btf_read::<u64>(rq, config!(kernel.rq_bio))
+    {
+        let _ = BIOS.remove(bio);
+    }
+}
+
 #[inline(always)]
 fn store(ctx: &BtfTracePointContext, rq: u64, r: &Request) {
-    if let Err(e) = REQUESTS.insert(rq, r, 0) {
+    let stored = REQUESTS.insert(rq, r, 0);
+    if stored.is_ok() {
+        release_bio(rq, r);
+    }
+    if let Err(e) = stored {
         let full = count_refusal(e);
         if log_allowed() {
             if full {
@@ -637,7 +654,7 @@ fn store(ctx: &BtfTracePointContext, rq: u64, r: &Request) {
                 debug!(
                     ctx,
                     target: "zkstall::kernel",
-                    "REQUESTS refused an entry ({}), its lock busy: a request on disk {} is not followed (counted as map_busy)",
+                    "REQUESTS refused an entry ({}), its lock busy: a request on disk {} is followed from its next sighting, its submitter kept (counted as map_busy)",
                     e,
                     r.disk
                 );
@@ -905,6 +922,9 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
             // PREFLUSH request that the flush machinery completes without issuing it
             // (its submitter is still known from block_getrq).
             let mut r = new_request(rq, disk, now);
+            // Completing: its bio's entry is not needed again (a partial completion's
+            // entry, stored below, keeps the submitter).
+            release_bio(rq, &r);
             r.done_bytes = nr_bytes;
             if r.flags & RQ_FROM_GETRQ == 0 && nr_bytes == 0 && left == 0 {
                 // No entry, no data, and not a new empty flush: a request whose data
@@ -926,6 +946,12 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
                 // was in flight all along, and a stop that held it shows as one.
                 r = late_request(rq, disk, start);
                 r.done_bytes = nr_bytes;
+                r.flags |= RQ_UNMATCHED;
+            } else if nr_bytes != 0 || left != 0 {
+                // Followed from block_getrq, but its entry was refused since (counted as
+                // map_busy or map_full then): its submitter is known, its issue only from
+                // the block layer's own stamp.
+                r.issue_ns = btf_read::<u64>(rq, config!(kernel.rq_io_start_time)).unwrap_or(0);
                 r.flags |= RQ_UNMATCHED;
             }
             r
