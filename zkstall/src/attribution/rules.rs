@@ -442,11 +442,28 @@ fn backing_link(g: &Gathered, t: &Thresholds) -> Option<Link> {
     if let Some(l) = layers.iter().find(|l| {
         l.longest_completion_gap_ms * 1e6 >= t.stall_min_ns as f64 && saturated(l, layers, t)
     }) {
+        // A bare disk's pause longer than its queue takes at its usual pace is saturation
+        // only by the allowance for a cache flush under others' writes: said, since a
+        // stop looks the same.
+        let beyond_queue = match (l.kind, l.usual_p50_ms) {
+            (LayerKindName::Disk, Some(p50)) => {
+                let drain = p50 * l.inflight_max as f64;
+                (l.longest_completion_gap_ms > drain).then(|| {
+                    format!(
+                        "; {:.0} ms is longer than that queue takes at its usual {p50:.1} ms a request ({drain:.0} ms): a cache flush of their writes can hold a disk that long, and so can a stop",
+                        l.longest_completion_gap_ms
+                    )
+                })
+            }
+            _ => None,
+        };
         return Some(Link {
             what: "saturated",
             detail: format!(
-                "{} completed nothing with up to {} request(s) in flight, saturated by others' I/O",
-                l.disk, l.inflight_max
+                "{} completed nothing with up to {} request(s) in flight, saturated by others' I/O{}",
+                l.disk,
+                l.inflight_max,
+                beyond_queue.unwrap_or_default()
             ),
             start_ns: l.gap_start_ns.unwrap_or(0),
             duration_ms: l.longest_completion_gap_ms,

@@ -2038,8 +2038,12 @@ fn a_bare_disks_pause_longer_than_its_queue_takes_is_a_stall_not_saturation() {
     let (c, h) = stopped(2320);
     let e = explain_it(&c, &h);
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    let link = e.chain.iter().find(|k| k.what == "saturated");
+    // ... and it says that a stop looks the same.
     assert!(
-        e.chain.iter().any(|k| k.what == "saturated"),
+        link.is_some_and(
+            |k| k.detail.contains("(850 ms)") && k.detail.contains("and so can a stop")
+        ),
         "{:?}",
         e.chain
     );
@@ -2048,6 +2052,9 @@ fn a_bare_disks_pause_longer_than_its_queue_takes_is_a_stall_not_saturation() {
     let e = explain_it(&c, &h);
     assert_eq!(e.evidence.layers[0].usual_p50_ms, Some(200.0));
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    // Within what the queue takes: no doubt to state.
+    let link = e.chain.iter().find(|k| k.what == "saturated").unwrap();
+    assert!(!link.detail.contains("a stop"), "{}", link.detail);
     // A loop device is judged by the disk under it, not by its pace.
     let (mut c, h) = stopped(3620);
     c.disks.layers[0].kind = LayerKind::Loop {
