@@ -75,6 +75,18 @@ fn stop(zk: &mut ZooKeeper, tracer: Tracer) -> (Vec<Value>, Vec<ZkFsyncWarning>)
         warnings.len(),
         warnings.iter().map(|w| w.took_ms).max().unwrap_or(0)
     );
+    if warnings.is_empty() {
+        // None at all: what ZooKeeper's log held (seen once beside 13 slow SyncThread
+        // fdatasyncs zkstall reported, 6 of them starved), to tell a log not written or
+        // not read from fsyncs ZooKeeper timed as fast.
+        let text = std::fs::read_to_string(&zk.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        eprintln!(
+            "ZooKeeper's log {}: {} bytes, its last lines (newest first): {tail:#?}",
+            zk.log.display(),
+            text.len()
+        );
+    }
     (calls, warnings)
 }
 
