@@ -232,8 +232,15 @@ fn dd_on_another_partition(requests: &str) {
     assert_eq!(s["io_unmatched"], 0, "every request paired: {s}");
     if requests == "around-calls" {
         // The mode did its work: dd's requests between calls were summed, and the verdicts
-        // above still name dd from the ones the calls waited behind.
-        assert!(s["io_summed"].as_u64() > Some(0), "{s}");
+        // above still name dd from the ones the calls waited behind. In the emulated guest
+        // dd's 1 MiB writes can all take longer than the 10 ms below which a request is
+        // summed (slow ones are always sent: seen once, 103 requests not followed and none
+        // summed): there the mode's choice not to follow them is what shows.
+        let emulated = !unseen_cpu_slice().is_zero();
+        assert!(
+            s["io_summed"].as_u64() > Some(0) || (emulated && s["io_late"].as_u64() > Some(0)),
+            "{s}"
+        );
     }
     drop(other_fs);
     drop(zk_fs);
