@@ -9,7 +9,11 @@
 //! When the analysis falls behind and the channel is full, the reader sheds the batch
 //! (every record in it counted, with its timestamp) instead of waiting: the kernel's ring buffer then never
 //! fills because of us, memory stays bounded, and every loss is known with the time it
-//! happened, so verdicts over that time say they are incomplete.
+//! happened, so verdicts over that time say they are incomplete. The few records a call's
+//! report cannot do without ([`vital`]: a call's entry and exit, a thread's change, a JVM
+//! pause, a host gap) are kept out of a shed batch, up to [`KEPT_RECORDS`], and sent ahead
+//! of the next batch the channel takes: a stall during a flood is then still reported
+//! (its evidence marked incomplete), not lost with the flood's records.
 
 use std::{
     os::fd::AsRawFd as _,
@@ -73,6 +77,76 @@ impl Filling {
         }
         self.records = 0;
         Some(Batch(self.buf.split().freeze()))
+    }
+}
+
+/// Vital records kept out of shed batches, at most (each ~100 bytes: ~2 MB).
+pub const KEPT_RECORDS: usize = 16384;
+
+/// Whether a record is one a call's report cannot do without, and rare: a watched call's
+/// entry or exit (the call itself), a thread's change (its name, its exit), a JVM pause,
+/// a gap of the host's clock. The flood's kinds (requests, off-CPU intervals, page
+/// dirtying) are not.
+fn vital(rec: &[u8]) -> bool {
+    use zkstall_common::EventKind as K;
+    let kind = rec
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .and_then(|k| K::try_from(k).ok());
+    matches!(
+        kind,
+        Some(K::SyscallEnter | K::SyscallExit | K::Thread | K::Jvm | K::HostGap)
+    )
+}
+
+/// What the reader hands the channel: the batches, with the vital records of the shed
+/// ones ahead of them.
+#[derive(Default)]
+struct Outbox {
+    /// Vital records of shed batches, oldest first, waiting for room.
+    kept: Filling,
+}
+
+impl Outbox {
+    /// The batch to send now: the kept records, then `filling`'s (none when both are
+    /// empty).
+    fn next(&mut self, filling: &mut Filling) -> Option<Batch> {
+        if self.kept.records == 0 {
+            return filling.take();
+        }
+        self.kept.buf.extend_from_slice(&filling.buf);
+        self.kept.records += filling.records;
+        filling.buf.clear();
+        filling.records = 0;
+        self.kept.take()
+    }
+
+    /// A batch the channel had no room for: its vital records are kept (while there is
+    /// room), the rest shed and counted.
+    fn shed(&mut self, batch: &Batch, shed: &Shed) {
+        for r in batch.records() {
+            if vital(r) && self.kept.records < KEPT_RECORDS {
+                self.kept.push(r);
+            } else {
+                shed.note(r);
+            }
+        }
+    }
+
+    /// Sends what is ready without waiting; false once the channel is closed.
+    fn try_send(&mut self, filling: &mut Filling, tx: &mpsc::Sender<Batch>, shed: &Shed) -> bool {
+        let Some(batch) = self.next(filling) else {
+            return true;
+        };
+        match tx.try_send(batch) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                self.shed(&batch, shed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 }
 
@@ -156,6 +230,7 @@ fn run(
 ) -> std::io::Result<()> {
     let fd = ring.as_raw_fd();
     let mut filling = Filling::default();
+    let mut outbox = Outbox::default();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         loop {
@@ -169,20 +244,16 @@ fn run(
             };
             let empty = item.is_none();
             drop(item);
-            if full && let Some(batch) = filling.take() {
+            if full {
                 if stopping {
                     // The last records: wait for room rather than shed them.
-                    if tx.blocking_send(batch).is_err() {
+                    if let Some(batch) = outbox.next(&mut filling)
+                        && tx.blocking_send(batch).is_err()
+                    {
                         return Ok(());
                     }
-                } else {
-                    match tx.try_send(batch) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(batch)) => {
-                            batch.records().for_each(|r| shed.note(r))
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                    }
+                } else if !outbox.try_send(&mut filling, &tx, &shed) {
+                    return Ok(());
                 }
             }
             if empty {
@@ -233,6 +304,73 @@ mod tests {
         let cut = Batch(b.0.slice(..b.0.len() - 3));
         assert_eq!(cut.records().count(), 4);
         assert_eq!(Batch(Bytes::from_static(&[1, 0])).records().count(), 0);
+    }
+
+    /// A record of `kind` stamped `ts`, as the kernel frames it (header first).
+    fn record(kind: zkstall_common::EventKind, ts: u64) -> Vec<u8> {
+        let mut r = vec![0u8; 32];
+        r[..4].copy_from_slice(&(kind as u32).to_le_bytes());
+        r[4..8].copy_from_slice(&32u32.to_le_bytes());
+        r[8..16].copy_from_slice(&ts.to_le_bytes());
+        r
+    }
+
+    fn stamps(b: &Batch) -> Vec<u64> {
+        b.records()
+            .map(|r| u64::from_le_bytes(r[8..16].try_into().unwrap()))
+            .collect()
+    }
+
+    /// A flood while the channel is full: its requests are shed and counted, a call's
+    /// entry and exit in it are kept and sent, in order, ahead of the next batch the
+    /// channel takes.
+    #[test]
+    fn a_full_channel_sheds_the_flood_but_keeps_the_calls() {
+        use zkstall_common::EventKind as K;
+        let (tx, mut rx) = mpsc::channel::<Batch>(1);
+        let shed = Shed::default();
+        let mut out = Outbox::default();
+        let mut f = Filling::default();
+        f.push(&record(K::Io, 1));
+        assert!(out.try_send(&mut f, &tx, &shed));
+        // The channel is full now: this batch is shed but for the call's records.
+        for (k, ts) in [
+            (K::Io, 2),
+            (K::SyscallEnter, 3),
+            (K::Io, 4),
+            (K::Blocked, 5),
+        ] {
+            f.push(&record(k, ts));
+        }
+        assert!(out.try_send(&mut f, &tx, &shed));
+        for (k, ts) in [(K::Io, 6), (K::SyscallExit, 7), (K::Thread, 8)] {
+            f.push(&record(k, ts));
+        }
+        assert!(out.try_send(&mut f, &tx, &shed));
+        assert_eq!(shed.take(), Some((4, 2, 6)));
+        assert_eq!(stamps(&rx.try_recv().unwrap()), vec![1]);
+        // Room again: the kept records first, then the new batch.
+        f.push(&record(K::Io, 9));
+        assert!(out.try_send(&mut f, &tx, &shed));
+        assert_eq!(stamps(&rx.try_recv().unwrap()), vec![3, 7, 8, 9]);
+        assert_eq!(shed.take(), None);
+        // Nothing waiting, nothing new: nothing sent.
+        assert!(out.try_send(&mut f, &tx, &shed));
+        assert!(rx.try_recv().is_err());
+        // At most KEPT_RECORDS are kept; the rest are shed too.
+        f.push(&record(K::Io, 10));
+        assert!(out.try_send(&mut f, &tx, &shed));
+        for i in 0..KEPT_RECORDS as u64 + 5 {
+            f.push(&record(K::SyscallExit, 100 + i));
+        }
+        assert!(out.try_send(&mut f, &tx, &shed));
+        assert_eq!(out.kept.records, KEPT_RECORDS);
+        assert_eq!(shed.take().map(|s| s.0), Some(5));
+        drop(rx);
+        assert!(
+            !out.try_send(&mut f, &tx, &shed),
+            "a closed channel ends the reader"
+        );
     }
 
     #[test]
