@@ -176,6 +176,12 @@ impl Shed {
         self.last_ns.fetch_max(ts, Ordering::Relaxed);
     }
 
+    /// Whether records were shed since the last [`Shed::take`]. What the reader shed
+    /// before it sent a batch is seen by whoever received that batch.
+    pub fn pending(&self) -> bool {
+        self.records.load(Ordering::Relaxed) > 0
+    }
+
     /// (records shed since the last call, first and last timestamp among them).
     pub fn take(&self) -> Option<(u64, u64, u64)> {
         let n = self.records.swap(0, Ordering::Relaxed);
