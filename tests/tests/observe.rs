@@ -168,22 +168,7 @@ fn a_neighbours_requests_overlapping_no_call_are_summed_and_add_up() {
     // Every one of dd's requests is either summed or sent (a slow one, over 10 ms), once.
     // (What the run lost, if anything, is in the summary: printed on failure.)
     let summary = of_type(&records, "summary")[0].clone();
-    let lost = [
-        "probe_misses",
-        "unseen_watched",
-        "map_full",
-        "map_busy",
-        "dropped",
-        "io_stale",
-        "io_unmatched",
-        "io_before_watch",
-        "io_late",
-        "io_summed",
-    ]
-    .iter()
-    .map(|k| format!("{k} {}", summary[*k]))
-    .collect::<Vec<_>>()
-    .join(", ");
+    let lost = loss_summary(&records);
     // A completion the kernel ran no program for (it skips a program nested in itself on
     // a CPU) is neither; the run must then say so (`unseen_watched`, from the block
     // layer's own count), and by no fewer than it lost.

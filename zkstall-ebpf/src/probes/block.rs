@@ -634,30 +634,31 @@ fn release_bio(rq: u64, r: &Request) {
     }
 }
 
+/// Stores request `rq`'s entry `r`, releasing its bio's BIOS entry once it is stored; a
+/// refusal is counted (full or busy) and logged.
 #[inline(always)]
 fn store(ctx: &BtfTracePointContext, rq: u64, r: &Request) {
-    let stored = REQUESTS.insert(rq, r, 0);
-    if stored.is_ok() {
-        release_bio(rq, r);
-    }
-    if let Err(e) = stored {
-        let full = count_refusal(e);
-        if log_allowed() {
-            if full {
-                debug!(
-                    ctx,
-                    target: "zkstall::kernel",
-                    "REQUESTS is full: a request on disk {} is not followed (counted as map_full)",
-                    r.disk
-                );
-            } else {
-                debug!(
-                    ctx,
-                    target: "zkstall::kernel",
-                    "REQUESTS refused an entry ({}), its lock busy: a request on disk {} is followed from its next sighting, its submitter kept (counted as map_busy)",
-                    e,
-                    r.disk
-                );
+    match REQUESTS.insert(rq, r, 0) {
+        Ok(()) => release_bio(rq, r),
+        Err(e) => {
+            let full = count_refusal(e);
+            if log_allowed() {
+                if full {
+                    debug!(
+                        ctx,
+                        target: "zkstall::kernel",
+                        "REQUESTS is full: a request on disk {} is not followed (counted as map_full)",
+                        r.disk
+                    );
+                } else {
+                    debug!(
+                        ctx,
+                        target: "zkstall::kernel",
+                        "REQUESTS refused an entry ({}), its lock busy: a request on disk {} is followed from its next sighting, its submitter kept (counted as map_busy)",
+                        e,
+                        r.disk
+                    );
+                }
             }
         }
     }
