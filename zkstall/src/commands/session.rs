@@ -874,22 +874,28 @@ impl<'s> Session<'s> {
         self.rx.recv().await
     }
 
+    /// Notes what was lost since the last look (ring buffer full, shed by the reader) up
+    /// to `now`.
+    fn note_losses(&mut self, now: MonoNs) -> anyhow::Result<()> {
+        losses(
+            &self.probes,
+            &self.reader,
+            &mut self.feed,
+            &mut self.last_counters,
+            self.last_check,
+            now,
+        )?;
+        self.last_check = now;
+        Ok(())
+    }
+
     /// Hands a batch of kernel records to the pipeline (and the recording, and the tap).
     pub fn records(&mut self, batch: &Batch) -> anyhow::Result<()> {
         if self.reader.shed.pending() {
             // The reader shed records since the last look: noted before this batch, whose
             // first records may be calls kept out of a shed batch (see reader.rs), so that
             // such a call is explained knowing its window lost records.
-            let now = MonoNs::now();
-            losses(
-                &self.probes,
-                &self.reader,
-                &mut self.feed,
-                &mut self.last_counters,
-                self.last_check,
-                now,
-            )?;
-            self.last_check = now;
+            self.note_losses(MonoNs::now())?;
         }
         for rec in batch.records() {
             self.feed.kernel(rec, &mut self.probes)?;
@@ -937,15 +943,7 @@ impl<'s> Session<'s> {
             w.tick().context("writing the recording")?;
         }
         let now = MonoNs::now();
-        losses(
-            &self.probes,
-            &self.reader,
-            &mut self.feed,
-            &mut self.last_counters,
-            self.last_check,
-            now,
-        )?;
-        self.last_check = now;
+        self.note_losses(now)?;
         if self.opts.requests == Requests::AroundCalls {
             if let Err(e) = self.probes.look_for_calls() {
                 tracing::debug!("looking for calls in flight: {e}");
