@@ -9,7 +9,7 @@
 //! it was consumed: `report` replays it exactly.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     time::Duration,
 };
 
@@ -305,33 +305,60 @@ struct DiskCheck {
     /// Requests judged stale at a check, by disk: dropped only if they still are at a later
     /// one (see [`confirm_stale`]).
     suspects: BTreeMap<u32, Suspects>,
-    /// By disk: completions noted unseen that no request dropped as stale accounts for
-    /// yet (see [`drop_stale_requests`]).
-    unexplained: BTreeMap<u32, u64>,
-    /// The maps' refusals (`map_busy`) at the last check, and those no request dropped as
-    /// stale accounts for yet: a request entry whose removal at its completion was refused
-    /// outlives its request without any completion unseen.
+    /// What may account for requests found stale (see [`drop_stale_requests`]).
+    lost: StaleBudget,
+    /// The maps' refusals (`map_busy`) at the last check.
     busy_at: u64,
-    busy_unexplained: u64,
 }
 
-/// What may account for requests found stale at a check: completions unseen on their
-/// disk, and entries whose removal a map refused (any disk).
-struct StaleBudget<'a> {
-    unseen: &'a mut BTreeMap<u32, u64>,
-    busy: &'a mut u64,
+/// What may account for requests found stale at a check, each thing for one request issued
+/// before it: completions the block layer counted on a disk beyond the probes' (by disk,
+/// dated by the end of the window they were noted over), and the maps' refusals counted as
+/// `map_busy` (any disk, dated by the check that found them; some of them refused the
+/// removal of a completed request's entry). A few hundred of each at most, the oldest
+/// forgotten first.
+#[derive(Default)]
+struct StaleBudget {
+    unseen: BTreeMap<u32, VecDeque<(u64, u64)>>,
+    busy: VecDeque<(u64, u64)>,
 }
 
-impl StaleBudget<'_> {
-    /// Takes up to `n` from disk `k`'s unseen completions first, then from the refusals;
-    /// returns how many it took.
-    fn take(&mut self, k: u32, n: u64) -> u64 {
-        let unseen = self.unseen.entry(k).or_default();
-        let a = n.min(*unseen);
-        *unseen -= a;
-        let b = (n - a).min(*self.busy);
-        *self.busy -= b;
-        a + b
+impl StaleBudget {
+    const KEPT: usize = 256;
+
+    fn add(q: &mut VecDeque<(u64, u64)>, at: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if q.len() >= Self::KEPT {
+            q.pop_front();
+        }
+        q.push_back((at, n));
+    }
+
+    /// Takes one thing that happened after `issued` from `q`, if any.
+    fn take_one(q: &mut VecDeque<(u64, u64)>, issued: u64) -> bool {
+        let Some(e) = q.iter_mut().find(|(at, n)| *at > issued && *n > 0) else {
+            return false;
+        };
+        e.1 -= 1;
+        q.retain(|(_, n)| *n > 0);
+        true
+    }
+
+    /// Of `stale` (issued at, rq; oldest first) on disk `k`, those something lost since
+    /// their issue accounts for: unseen completions on `k` first, then refusals. Stops at
+    /// the first one nothing accounts for (a newer one has less to draw from).
+    fn accounted(&mut self, k: u32, stale: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for r in stale {
+            let unseen = self.unseen.entry(k).or_default();
+            if !Self::take_one(unseen, r.0) && !Self::take_one(&mut self.busy, r.0) {
+                break;
+            }
+            out.push(r);
+        }
+        out
     }
 }
 
@@ -399,7 +426,11 @@ impl DiskCheck {
                 .entry(k)
                 .or_default()
                 .shortfall(prev, (a_now, d_now, b_now));
-            *self.unexplained.entry(k).or_default() += unseen + catch_up;
+            StaleBudget::add(
+                self.lost.unseen.entry(k).or_default(),
+                now.0,
+                unseen + catch_up,
+            );
             // The second's own shortfall, then the one caught up over the last two.
             for (from, completions) in [(self.at, unseen), (self.before_at.or(self.at), catch_up)] {
                 if let Some(from) = from.filter(|_| completions > 0) {
@@ -419,10 +450,14 @@ impl DiskCheck {
         self.before_at = self.at;
         self.at = Some(now);
         self.suspects.retain(|k, _| watched.contains(k));
-        self.unexplained.retain(|k, _| watched.contains(k));
+        self.lost.unseen.retain(|k, _| watched.contains(k));
         if let Ok(c) = probes.counters() {
-            let busy = c.get(zkstall_common::Counter::MapBusy);
-            self.busy_unexplained += busy.saturating_sub(self.busy_at);
+            let busy = c.get(Counter::MapBusy);
+            StaleBudget::add(
+                &mut self.lost.busy,
+                now.0,
+                busy.saturating_sub(self.busy_at),
+            );
             self.busy_at = busy;
         }
         notes.extend(drop_stale_requests(
@@ -431,10 +466,7 @@ impl DiskCheck {
             op_flush,
             now,
             &mut self.suspects,
-            StaleBudget {
-                unseen: &mut self.unexplained,
-                busy: &mut self.busy_unexplained,
-            },
+            &mut self.lost,
         ));
         for n in notes {
             tracing::debug!("{n:?}");
@@ -486,13 +518,14 @@ impl RunLong {
 /// Requests the kernel's map holds as issued on a disk whose own in-flight count
 /// (/sys/dev/block/D/inflight, counted by the block layer when the queue's iostats is on)
 /// is lower: the oldest of them, issued over a second ago, completed unseen, if they still
-/// are at the next check (see [`confirm_stale`]), and only as many as `budget` accounts
-/// for: completions the block layer counted on that disk beyond the probes', and entries
-/// whose removal a map refused. Flushes are never counted by the block layer in flight, so
-/// they are never judged.
+/// are at the next check (see [`confirm_stale`]), and only as far as something lost since
+/// their issue accounts for them (`lost`): a completion the block layer counted on that
+/// disk beyond the probes', or a map's refusal. Flushes are never counted by the block
+/// layer in flight, so they are never judged.
 ///
 /// An entry can only outlive its request if its completion went unseen (the block layer
-/// then completed one more than the probes saw) or its removal was refused (counted).
+/// then completed one more than the probes saw) or its removal was refused (counted), both
+/// after the request's issue.
 /// Without either, a lower in-flight count says nothing of which request is not in flight,
 /// and taking the oldest took the very request a stuck call waited on: in CI, a device
 /// stopped under a call (6.18 natively, with no completion unseen and no refusal; and in
@@ -504,7 +537,7 @@ fn drop_stale_requests(
     op_flush: u32,
     now: MonoNs,
     suspects: &mut BTreeMap<u32, Suspects>,
-    mut budget: StaleBudget,
+    lost: &mut StaleBudget,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
     let requests = probes.requests().unwrap_or_default();
@@ -534,9 +567,10 @@ fn drop_stale_requests(
             .take(excess)
             .filter(|(at, _)| now.0.saturating_sub(*at) > STALE_AFTER_NS)
             .collect();
-        let mut stale = confirm_stale(suspects.entry(k).or_default(), judged, now.0);
-        let allowed = budget.take(k, stale.len() as u64);
-        stale.truncate(allowed as usize);
+        let stale = lost.accounted(
+            k,
+            confirm_stale(suspects.entry(k).or_default(), judged, now.0),
+        );
         if stale.is_empty() {
             continue;
         }
@@ -2107,27 +2141,32 @@ mod tests {
         }
     }
 
+    /// Requests are dropped as stale only as far as something lost after their issue
+    /// accounts for them: unseen completions on their own disk first, then refusals (any
+    /// disk); each accounts for one, and nothing before a request's issue does.
+    #[test]
+    fn stale_requests_are_dropped_only_as_far_as_something_lost_since_accounts_for_them() {
+        let mut b = StaleBudget::default();
+        StaleBudget::add(b.unseen.entry(7).or_default(), 100, 2);
+        StaleBudget::add(&mut b.busy, 50, 1);
+        StaleBudget::add(&mut b.busy, 200, 1);
+        // Disk 8 lost no completion: a request issued at 60 draws from the refusal at 200,
+        // not the one at 50; one issued at 210 from neither.
+        assert_eq!(b.accounted(8, vec![(60, 0xa)]), vec![(60, 0xa)]);
+        assert_eq!(b.accounted(8, vec![(210, 0xb)]), vec![]);
+        assert_eq!(b.busy, [(50, 1)]);
+        // The one at 50 accounts for a request issued before it.
+        assert_eq!(b.accounted(8, vec![(40, 0xb)]), vec![(40, 0xb)]);
+        // Disk 7's two completions unseen at 100: one request issued before them, not
+        // one issued after, and the refusals are all used up.
+        assert_eq!(b.accounted(7, vec![(90, 0xc), (150, 0xd)]), vec![(90, 0xc)]);
+        assert_eq!(b.accounted(7, vec![(95, 0xe), (99, 0xf)]), vec![(95, 0xe)]);
+        assert!(b.unseen[&7].is_empty() && b.busy.is_empty());
+    }
+
     /// The count of requests in flight unfollowed is issued less requeued less done, less
     /// what was counted while the disk was idle (drift); a count below its base is the new
     /// base. Per-CPU parts wrap (one CPU issues, another completes): the sum is exact.
-    /// Requests are dropped as stale only as far as unseen completions on their own disk,
-    /// then refused removals (any disk), account for them; each accounts for one.
-    #[test]
-    fn stale_requests_are_dropped_only_as_far_as_something_lost_accounts_for_them() {
-        let mut unseen = std::collections::BTreeMap::from([(7u32, 2u64)]);
-        let mut busy = 1u64;
-        let mut b = StaleBudget {
-            unseen: &mut unseen,
-            busy: &mut busy,
-        };
-        // Nothing lost on disk 8 but one refusal: one of its three.
-        assert_eq!(b.take(8, 3), 1);
-        // Disk 7's two unseen completions; the refusal is used up.
-        assert_eq!(b.take(7, 3), 2);
-        assert_eq!(b.take(7, 1), 0);
-        assert_eq!((unseen[&7], busy), (0, 0));
-    }
-
     #[test]
     fn requests_in_flight_unfollowed_are_counted_less_the_drift_found_while_idle() {
         let mut b = LateBase::default();
