@@ -432,6 +432,12 @@ fn nonzero(ns: u64) -> Option<MonoNs> {
     (ns != 0).then_some(MonoNs(ns))
 }
 
+/// The header of a kernel record (its kind and time), without decoding the rest: what the
+/// reader needs of a record it sheds or keeps.
+pub fn header(buf: &[u8]) -> Option<EventHeader> {
+    read(buf).ok()
+}
+
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let hdr: EventHeader = read(buf)?;
     if (hdr.size as usize) != buf.len() {

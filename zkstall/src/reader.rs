@@ -89,11 +89,7 @@ pub const KEPT_RECORDS: usize = 16384;
 /// dirtying) are not.
 fn vital(rec: &[u8]) -> bool {
     use zkstall_common::EventKind as K;
-    let kind = rec
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-        .and_then(|k| K::try_from(k).ok());
+    let kind = crate::decode::header(rec).and_then(|h| K::try_from(h.kind).ok());
     matches!(
         kind,
         Some(K::SyscallEnter | K::SyscallExit | K::Thread | K::Jvm | K::HostGap)
@@ -164,11 +160,7 @@ pub struct Shed {
 
 impl Shed {
     fn note(&self, rec: &[u8]) {
-        let ts = rec
-            .get(8..16)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .unwrap_or(0);
+        let ts = crate::decode::header(rec).map_or(0, |h| h.ts_ns);
         self.records.fetch_add(1, Ordering::Relaxed);
         let _ = self
             .first_ns
@@ -314,16 +306,18 @@ mod tests {
 
     /// A record of `kind` stamped `ts`, as the kernel frames it (header first).
     fn record(kind: zkstall_common::EventKind, ts: u64) -> Vec<u8> {
-        let mut r = vec![0u8; 32];
-        r[..4].copy_from_slice(&(kind as u32).to_le_bytes());
-        r[4..8].copy_from_slice(&32u32.to_le_bytes());
-        r[8..16].copy_from_slice(&ts.to_le_bytes());
-        r
+        crate::decode::record_bytes(&zkstall_common::EventHeader {
+            kind: kind as u32,
+            size: size_of::<zkstall_common::EventHeader>() as u32,
+            ts_ns: ts,
+            tgid: 0,
+            tid: 0,
+        })
     }
 
     fn stamps(b: &Batch) -> Vec<u64> {
         b.records()
-            .map(|r| u64::from_le_bytes(r[8..16].try_into().unwrap()))
+            .map(|r| crate::decode::header(r).unwrap().ts_ns)
             .collect()
     }
 

@@ -399,6 +399,38 @@ impl DiskCheck {
             .iter()
             .map(|(d, n)| (*d, n.clone()))
             .collect();
+        // A disk no longer watched starts over if it is watched again (its completions
+        // in between were counted as an unwatched disk's).
+        let watched: BTreeSet<u32> = disks.iter().map(|(d, _)| d.0.to_kernel()).collect();
+        self.run_long.retain(|k, _| watched.contains(k));
+        self.suspects.retain(|k, _| watched.contains(k));
+        self.lost.unseen.retain(|k, _| watched.contains(k));
+        let mut notes = self.unseen_completions(probes, &disks, now);
+        self.count_refusals(probes, now);
+        notes.extend(drop_stale_requests(
+            probes,
+            &disks,
+            op_flush,
+            now,
+            &mut self.suspects,
+            &mut self.lost,
+        ));
+        for n in notes {
+            tracing::debug!("{n:?}");
+            feed.record(&n)?;
+        }
+        Ok(())
+    }
+
+    /// Each watched disk's completions the block layer counted beyond the probes' (its
+    /// second's shortfall, and what the comparison from its first check catches up), as
+    /// notes, and kept to account for stale requests.
+    fn unseen_completions(
+        &mut self,
+        probes: &Probes,
+        disks: &[(crate::enrich::DiskDev, String)],
+        now: MonoNs,
+    ) -> Vec<Note> {
         let before: BTreeMap<u32, u64> = disks
             .iter()
             .map(|(d, _)| (d.0.to_kernel(), probes.watched_completions(d.0.to_kernel())))
@@ -409,11 +441,7 @@ impl DiskCheck {
         );
         let mut notes = Vec::new();
         let mut next = BTreeMap::new();
-        // A disk no longer watched starts over if it is watched again (its completions
-        // in between were counted as an unwatched disk's).
-        let watched: BTreeSet<u32> = disks.iter().map(|(d, _)| d.0.to_kernel()).collect();
-        self.run_long.retain(|k, _| watched.contains(k));
-        for (disk, name) in &disks {
+        for (disk, name) in disks {
             let k = disk.0.to_kernel();
             let Some(&d_now) = block.0.get(&k) else {
                 continue;
@@ -449,8 +477,11 @@ impl DiskCheck {
         self.last = next;
         self.before_at = self.at;
         self.at = Some(now);
-        self.suspects.retain(|k, _| watched.contains(k));
-        self.lost.unseen.retain(|k, _| watched.contains(k));
+        notes
+    }
+
+    /// The maps' refusals since the last check, kept to account for stale requests.
+    fn count_refusals(&mut self, probes: &Probes, now: MonoNs) {
         if let Ok(c) = probes.counters() {
             let busy = c.get(Counter::MapBusy);
             StaleBudget::add(
@@ -460,19 +491,6 @@ impl DiskCheck {
             );
             self.busy_at = busy;
         }
-        notes.extend(drop_stale_requests(
-            probes,
-            &disks,
-            op_flush,
-            now,
-            &mut self.suspects,
-            &mut self.lost,
-        ));
-        for n in notes {
-            tracing::debug!("{n:?}");
-            feed.record(&n)?;
-        }
-        Ok(())
     }
 }
 
@@ -543,30 +561,10 @@ fn drop_stale_requests(
     let requests = probes.requests().unwrap_or_default();
     for (disk, name) in disks {
         let k = disk.0.to_kernel();
-        let mut issued: Vec<(u64, u64)> = requests
-            .iter()
-            .filter(|(_, r)| counted_in_flight(r, k, op_flush))
-            .map(|(rq, r)| (r.issue_ns, *rq))
-            .collect();
-        if issued.is_empty() {
-            suspects.remove(&k);
-            continue;
-        }
-        let Some(kernel_inflight) = block_inflight(*disk) else {
+        let Some(judged) = beyond_block_count(&requests, *disk, op_flush, now) else {
             suspects.remove(&k);
             continue;
         };
-        if issued.len() as u64 <= kernel_inflight {
-            suspects.remove(&k);
-            continue;
-        }
-        issued.sort();
-        let excess = issued.len() - kernel_inflight as usize;
-        let judged: Vec<(u64, u64)> = issued
-            .into_iter()
-            .take(excess)
-            .filter(|(at, _)| now.0.saturating_sub(*at) > STALE_AFTER_NS)
-            .collect();
         let stale = lost.accounted(
             k,
             confirm_stale(suspects.entry(k).or_default(), judged, now.0),
@@ -587,6 +585,40 @@ fn drop_stale_requests(
         });
     }
     notes
+}
+
+/// The requests (issued at, rq; oldest first) the kernel's map holds as issued on `disk`
+/// beyond the block layer's own in-flight count there, of those the oldest, issued over
+/// [`STALE_AFTER_NS`] before `now`. None when the map holds no more than the block layer
+/// counts, or the disk keeps no count.
+fn beyond_block_count(
+    requests: &[(u64, zkstall_common::Request)],
+    disk: crate::enrich::DiskDev,
+    op_flush: u32,
+    now: MonoNs,
+) -> Option<Vec<(u64, u64)>> {
+    let k = disk.0.to_kernel();
+    let mut issued: Vec<(u64, u64)> = requests
+        .iter()
+        .filter(|(_, r)| counted_in_flight(r, k, op_flush))
+        .map(|(rq, r)| (r.issue_ns, *rq))
+        .collect();
+    if issued.is_empty() {
+        return None;
+    }
+    let kernel_inflight = block_inflight(disk)?;
+    if issued.len() as u64 <= kernel_inflight {
+        return None;
+    }
+    issued.sort();
+    let excess = issued.len() - kernel_inflight as usize;
+    Some(
+        issued
+            .into_iter()
+            .take(excess)
+            .filter(|(at, _)| now.0.saturating_sub(*at) > STALE_AFTER_NS)
+            .collect(),
+    )
 }
 
 /// Of the requests (issued at, rq) judged stale `now`, those judged so at a check at least
