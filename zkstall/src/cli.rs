@@ -429,11 +429,6 @@ pub struct WorkloadArgs {
     /// Start at once instead of waiting for a line on stdin.
     #[arg(long)]
     pub no_wait: bool,
-    /// A FIFO to write one byte to right after each append, before the clock read that
-    /// ends the append's timing (for tests: a real-time reader it wakes preempts the thread
-    /// between a fast write's return and its caller's clock read).
-    #[arg(long, hide = true)]
-    pub poke_after_append: Option<PathBuf>,
 }
 
 /// Parses a threshold: a duration with a unit as [`parse_duration`], or a bare number of

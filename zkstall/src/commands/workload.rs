@@ -40,27 +40,33 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     let fd = file.as_raw_fd();
-    // A shared mapping of the file's first page, for msync.
-    file.set_len(MAP_BYTES as u64)?;
-    // SAFETY: a fresh shared mapping of an open file at least MAP_BYTES long.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            MAP_BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
+    // A shared mapping of the file's first page, for msync; only when msync is asked for,
+    // so that the file does not change before the first append otherwise (a test's
+    // observer watching it for changes sees the appends alone).
+    let map_addr = if syscalls.contains(&Syscall::Msync) {
+        file.set_len(MAP_BYTES as u64)?;
+        // SAFETY: a fresh shared mapping of an open file at least MAP_BYTES long.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                MAP_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            bail!(
+                "mmap of {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        map as usize
+    } else {
+        0
     };
-    if map == libc::MAP_FAILED {
-        bail!(
-            "mmap of {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    let map_addr = map as usize;
     println!(
         "{}",
         serde_json::json!({"ready": true, "pid": std::process::id(), "path": path, "fd": fd,
@@ -72,7 +78,6 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
     }
 
     let (calls, interval, bytes) = (args.calls, args.interval, args.write_bytes);
-    let poke_path = args.poke_after_append.clone();
     // The thread is created after the go signal, i.e. after tracing started: zkstall must
     // follow threads it did not see at start-up.
     let worker = std::thread::Builder::new()
@@ -81,15 +86,6 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() };
             let buf = vec![b'z'; bytes];
-            let mut poke = match &poke_path {
-                Some(p) => Some(
-                    OpenOptions::new()
-                        .write(true)
-                        .open(p)
-                        .with_context(|| format!("opening {}", p.display()))?,
-                ),
-                None => None,
-            };
             for i in 0..calls {
                 let sc = syscalls[i as usize % syscalls.len()];
                 // The append before a sync call is timed too: a stall can catch the thread
@@ -98,9 +94,6 @@ pub fn run(args: &WorkloadArgs) -> anyhow::Result<()> {
                 let w0 = MonoNs::now();
                 if !sc.is_write() {
                     file.write_all(&buf)?;
-                    if let Some(p) = poke.as_mut() {
-                        p.write_all(b"!")?;
-                    }
                 }
                 let write_ns = MonoNs::now().since(w0);
                 if sc == Syscall::Msync {
