@@ -1672,6 +1672,7 @@ pub fn assert_supported(r: &serde_json::Value) {
     let own_device_ms = (stage("device_queue") - (journal_ms - stage("journal_wait"))).max(0.0)
         + stage("device_service")
         + stage("writeback_wait")
+        + stage("queue_held")
         + stage("io_throttle");
     let journal_leads = journal_ms > 0.0 && journal_ms + 0.01 >= own_device_ms;
     let by_journal = r["via"] == "journal" || verdict == "journal_wait";

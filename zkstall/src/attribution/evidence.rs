@@ -602,6 +602,10 @@ pub enum Stage {
     /// Waiting for writeback with nothing of its own in flight and the disk idle (held
     /// above the block layer: throttling, a frozen filesystem).
     WritebackWait,
+    /// Its own requests queued in the block layer while the device had none issued:
+    /// held above the device (a dispatching worker that cannot run, the I/O scheduler),
+    /// not waiting on it.
+    QueueHeld,
     /// The same while its cgroup has an I/O limit on the disk: held by blk-throttle above
     /// the block layer (its bios reach the block layer only when the limit lets them).
     IoThrottle,
@@ -629,6 +633,7 @@ impl Stage {
             Stage::DeviceQueue => "device_queue",
             Stage::DeviceService => "device_service",
             Stage::WritebackWait => "writeback_wait",
+            Stage::QueueHeld => "queue_held",
             Stage::IoThrottle => "io_throttle",
             Stage::DirtyThrottle => "dirty_throttle",
             Stage::Reclaim => "reclaim",
@@ -1441,15 +1446,27 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             .map(|io| (io.start(), io.end_or(call.end)))
             .collect(),
     );
+    let top_all = call
+        .disks
+        .top()
+        .map(|l| ios_in(h, l.disk, win))
+        .unwrap_or_default();
     let all_top = union(
-        call.disks
-            .top()
-            .map(|l| ios_in(h, l.disk, win))
-            .unwrap_or_default()
+        top_all
             .iter()
             .map(|io| (io.start(), io.end_or(call.end)))
             .collect(),
     );
+    // When the device had a request issued (of anyone's): a request queued while it had
+    // none was held above the device, not behind it. A request not followed from its
+    // start has the block layer's issue stamp; one without any counts from its start.
+    let issued_top = union(
+        top_all
+            .iter()
+            .map(|io| (io.issued.unwrap_or(io.start()), io.end_or(call.end)))
+            .collect(),
+    );
+    let own_at_device = crate::history::intersect(&own_any, &issued_top);
     let own_inflight_ns = measure(&own_any, win);
     // While it waited for a journal commit: when the journal's requests were in flight
     // together with others' (the commit's writes queued behind them), that part of the
@@ -1581,18 +1598,22 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             Site::Sleep => add(&mut stages, Stage::Sleep, sl),
             Site::OtherD | Site::Writeback | Site::BlockQueue => {
                 // Split by what was in flight: its own requests at the device, its own
-                // queued or others' ahead of them, or nothing (held above the block
-                // layer).
+                // queued behind requests at the device or others' there, its own queued
+                // while the device had none (held above it: seen in CI with the worker
+                // that dispatches them starved by a real-time hog, 958 ms queued for a
+                // 0.44 ms write), or nothing (held above the block layer).
                 let service = measure(&own_service, sw);
-                let own_q = measure(&own_any, sw).saturating_sub(service);
+                let own_q = measure(&own_at_device, sw).saturating_sub(service);
+                let own_held = measure(&own_any, sw).saturating_sub(service + own_q);
                 let busy = measure(&all_top, sw);
-                let others = busy.saturating_sub(measure(&own_any, sw));
+                let others = measure(&issued_top, sw).saturating_sub(measure(&own_at_device, sw));
                 let total = sw.1.since(sw.0);
                 if site == Site::OtherD && busy == 0 {
                     add(&mut stages, Stage::OtherD, total);
                 } else {
                     add(&mut stages, Stage::DeviceService, service);
                     add(&mut stages, Stage::DeviceQueue, own_q + others);
+                    add(&mut stages, Stage::QueueHeld, own_held);
                     add(
                         &mut stages,
                         if site == Site::OtherD {
@@ -1600,7 +1621,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
                         } else {
                             Stage::WritebackWait
                         },
-                        total.saturating_sub(service + own_q + others),
+                        total.saturating_sub(service + own_q + own_held + others),
                     );
                 }
             }
@@ -1645,8 +1666,10 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             Site::Freeze | Site::Lock => Stage::FsLock,
             Site::Sleep => Stage::Sleep,
             Site::Writeback | Site::BlockQueue => {
-                if measure(&all_top, (b.off, b.on)) > 0 {
+                if measure(&issued_top, (b.off, b.on)) > 0 {
                     Stage::DeviceQueue
+                } else if measure(&own_any, (b.off, b.on)) > 0 {
+                    Stage::QueueHeld
                 } else {
                     Stage::WritebackWait
                 }
@@ -1730,6 +1753,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             Stage::ShortDeviceWaits,
             Stage::Unaccounted,
             Stage::WritebackWait,
+            Stage::QueueHeld,
             Stage::DeviceService,
             Stage::DeviceQueue,
             Stage::OtherD,

@@ -65,6 +65,9 @@ fn stage_words(s: Stage) -> &'static str {
         Stage::DeviceQueue => "waiting behind queued I/O",
         Stage::DeviceService => "waiting for its own I/O at the device",
         Stage::WritebackWait => "waiting for writeback with nothing of its own in flight",
+        Stage::QueueHeld => {
+            "with its own requests queued in the block layer while the device had none (held above the device)"
+        }
         Stage::IoThrottle => "held back by its cgroup's I/O limit",
         Stage::DirtyThrottle => "throttled for dirty pages",
         Stage::Reclaim => "reclaiming memory",

@@ -284,6 +284,7 @@ fn own_device_ns(g: &Gathered) -> u64 {
         .saturating_sub(g.journal_queue_ns)
         + g.stage(Stage::DeviceService)
         + g.stage(Stage::WritebackWait)
+        + g.stage(Stage::QueueHeld)
         + g.stage(Stage::IoThrottle)
 }
 

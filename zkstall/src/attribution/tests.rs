@@ -1423,6 +1423,71 @@ fn quick_own_io_is_own_io_and_nothing_is_unknown() {
     );
 }
 
+/// Its own write queued 958 ms in the block layer with nothing issued on the device,
+/// then done in 0.4 ms (CI: the worker that dispatches it starved by a real-time hog on
+/// its CPU): the wait was held above the device, not its own I/O at the device's usual
+/// speed, and no traced signal names what held it.
+#[test]
+fn a_request_queued_while_the_device_had_none_is_not_own_io() {
+    let mut h = History::default();
+    watched(&mut h);
+    for i in 0..20 {
+        h.io(io(ZK, "SyncThread:1", 4096, i, i + 1));
+    }
+    let mut r = io(ZK, "SyncThread:1", 4096, 100, 1059);
+    r.queued = Some(t(101));
+    r.issued = Some(MonoNs(t(1058).0 + 600_000));
+    h.io(r);
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        101,
+        1059,
+        Some(1059),
+        &["io_schedule", "folio_wait_writeback"],
+        None,
+    ));
+    let c = call(100, 1060);
+    let e = explain_it(&c, &h);
+    assert_ne!(e.verdict, Verdict::OwnIo, "{}", e.headline);
+    assert_ne!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.verdict, Verdict::Unknown, "{}", e.headline);
+    assert!(
+        e.headline
+            .contains("queued in the block layer while the device had none"),
+        "{}",
+        e.headline
+    );
+    let held = e.stages.get("queue_held").copied().unwrap_or(0.0);
+    assert!(held > 950.0, "{:?}", e.stages);
+    assert!(
+        e.stages.get("device_service").copied().unwrap_or(0.0) < 1.0,
+        "{:?}",
+        e.stages
+    );
+    assert_consistent(&c, &e);
+    // The same request issued as soon as it was queued, the device slow: its own I/O at
+    // the device, as before.
+    let mut h2 = History::default();
+    watched(&mut h2);
+    h2.io(io(ZK, "SyncThread:1", 4096, 101, 1059));
+    h2.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        101,
+        1059,
+        Some(1059),
+        &["io_schedule", "folio_wait_writeback"],
+        None,
+    ));
+    let e = explain_it(&c, &h2);
+    assert!(
+        e.stages.get("device_service").copied().unwrap_or(0.0) > 950.0,
+        "{:?}",
+        e.stages
+    );
+}
+
 #[test]
 fn own_io_at_a_far_slower_than_usual_latency_is_not_own_io() {
     let mut h = History::default();
