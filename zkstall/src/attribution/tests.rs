@@ -1438,15 +1438,19 @@ fn a_request_queued_while_the_device_had_none_is_not_own_io() {
     r.queued = Some(t(101));
     r.issued = Some(MonoNs(t(1058).0 + 600_000));
     h.io(r);
-    h.blocked(blocked(
-        SYNC,
-        SchedState::DiskSleep,
-        101,
-        1059,
-        Some(1059),
-        &["io_schedule", "folio_wait_writeback"],
-        None,
-    ));
+    // In D for the write, from its queueing to its completion.
+    let waited = || {
+        blocked(
+            SYNC,
+            SchedState::DiskSleep,
+            101,
+            1059,
+            Some(1059),
+            &["io_schedule", "folio_wait_writeback"],
+            None,
+        )
+    };
+    h.blocked(waited());
     let c = call(100, 1060);
     let e = explain_it(&c, &h);
     assert_ne!(e.verdict, Verdict::OwnIo, "{}", e.headline);
@@ -1471,15 +1475,7 @@ fn a_request_queued_while_the_device_had_none_is_not_own_io() {
     let mut h2 = History::default();
     watched(&mut h2);
     h2.io(io(ZK, "SyncThread:1", 4096, 101, 1059));
-    h2.blocked(blocked(
-        SYNC,
-        SchedState::DiskSleep,
-        101,
-        1059,
-        Some(1059),
-        &["io_schedule", "folio_wait_writeback"],
-        None,
-    ));
+    h2.blocked(waited());
     let e = explain_it(&c, &h2);
     assert!(
         e.stages.get("device_service").copied().unwrap_or(0.0) > 950.0,
