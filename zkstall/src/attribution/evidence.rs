@@ -1323,6 +1323,88 @@ fn enrich_contenders(cs: &mut [Contender], enrich: &mut dyn Enricher) {
 }
 
 /// Gathers everything about `call`.
+/// When requests were in flight on the file's own disk over a call, as unions of
+/// intervals: what a D sleep waiting for I/O is charged to.
+struct IoSpans {
+    /// The calling thread's own requests at the device (issued to completion).
+    own_service: Vec<(MonoNs, MonoNs)>,
+    /// Its own requests in the block layer (from their start to completion).
+    own_any: Vec<(MonoNs, MonoNs)>,
+    /// Its own in the block layer while the device had a request issued.
+    own_at_device: Vec<(MonoNs, MonoNs)>,
+    /// Anyone's requests in the block layer.
+    all: Vec<(MonoNs, MonoNs)>,
+    /// Anyone's at the device: a request queued while it had none was held above the
+    /// device, not behind it. A request not followed from its start has the block layer's
+    /// issue stamp; one without any counts from its start.
+    issued: Vec<(MonoNs, MonoNs)>,
+}
+
+impl IoSpans {
+    fn of(ios: &[&Io], call: &Span) -> IoSpans {
+        let spans = |f: &dyn Fn(&Io) -> Option<MonoNs>, own: bool| {
+            union(
+                ios.iter()
+                    .filter(|io| !own || whose(io, call) == Whose::Thread)
+                    .filter_map(|io| Some((f(io)?, io.end_or(call.end))))
+                    .collect(),
+            )
+        };
+        let own_any = spans(&|io| Some(io.start()), true);
+        let issued = spans(&|io| Some(io.issued.unwrap_or(io.start())), false);
+        IoSpans {
+            own_service: spans(&|io| io.issued, true),
+            own_at_device: crate::history::intersect(&own_any, &issued),
+            own_any,
+            all: spans(&|io| Some(io.start()), false),
+            issued,
+        }
+    }
+
+    /// A D sleep's part `sw` at `site` (waiting for writeback, in the block layer, or
+    /// another D sleep), split by what was in flight: its own requests at the device; its
+    /// own queued behind requests at the device, or others' there; its own queued while the
+    /// device had none (held above it: seen in CI with the worker that dispatches them
+    /// starved by a real-time hog, 958 ms queued for a 0.44 ms write); or nothing (held
+    /// above the block layer).
+    fn split(&self, site: Site, sw: (MonoNs, MonoNs)) -> Vec<(Stage, u64)> {
+        let total = sw.1.since(sw.0);
+        let rest = if site == Site::OtherD {
+            Stage::OtherD
+        } else {
+            Stage::WritebackWait
+        };
+        if site == Site::OtherD && measure(&self.all, sw) == 0 {
+            return vec![(Stage::OtherD, total)];
+        }
+        let service = measure(&self.own_service, sw);
+        let at_device = measure(&self.own_at_device, sw);
+        let own_q = at_device.saturating_sub(service);
+        let own_held = measure(&self.own_any, sw).saturating_sub(service + own_q);
+        let others = measure(&self.issued, sw).saturating_sub(at_device);
+        vec![
+            (Stage::DeviceService, service),
+            (Stage::DeviceQueue, own_q + others),
+            (Stage::QueueHeld, own_held),
+            (
+                rest,
+                total.saturating_sub(service + own_q + own_held + others),
+            ),
+        ]
+    }
+
+    /// The stage of a wait for writeback or in the block layer still going on over `w`.
+    fn running_stage(&self, w: (MonoNs, MonoNs)) -> Stage {
+        if measure(&self.issued, w) > 0 {
+            Stage::DeviceQueue
+        } else if measure(&self.own_any, w) > 0 {
+            Stage::QueueHeld
+        } else {
+            Stage::WritebackWait
+        }
+    }
+}
+
 pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gathered<'a> {
     let win = (call.start, call.end);
     // What the caller measured may begin before the entry: a preemption right before it.
@@ -1427,55 +1509,19 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
     }
     let contenders = by_layer.first().cloned().unwrap_or_default();
 
-    // 3. The calling thread's own requests, in flight over the window.
-    let own: Vec<&Io> = call
-        .disks
-        .top()
-        .map(|l| ios_in(h, l.disk, win))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|io| whose(io, call) == Whose::Thread)
-        .collect();
-    let own_service = union(
-        own.iter()
-            .filter_map(|io| Some((io.issued?, io.end_or(call.end))))
-            .collect(),
-    );
-    let own_any = union(
-        own.iter()
-            .map(|io| (io.start(), io.end_or(call.end)))
-            .collect(),
-    );
-    let top_all = call
-        .disks
-        .top()
-        .map(|l| ios_in(h, l.disk, win))
-        .unwrap_or_default();
-    let all_top = union(
-        top_all
-            .iter()
-            .map(|io| (io.start(), io.end_or(call.end)))
-            .collect(),
-    );
-    // When the device had a request issued (of anyone's): a request queued while it had
-    // none was held above the device, not behind it. A request not followed from its
-    // start has the block layer's issue stamp; one without any counts from its start.
-    let issued_top = union(
-        top_all
-            .iter()
-            .map(|io| (io.issued.unwrap_or(io.start()), io.end_or(call.end)))
-            .collect(),
-    );
-    let own_at_device = crate::history::intersect(&own_any, &issued_top);
-    let own_inflight_ns = measure(&own_any, win);
-    // While it waited for a journal commit: when the journal's requests were in flight
-    // together with others' (the commit's writes queued behind them), that part of the
-    // wait is the device's queue, the deeper cause.
+    // 3. The calling thread's own requests, in flight over the window, and everyone's on
+    // the file's own disk.
     let top_ios = call
         .disks
         .top()
         .map(|l| ios_in(h, l.disk, win))
         .unwrap_or_default();
+    let spans = IoSpans::of(&top_ios, call);
+    let own_any = &spans.own_any;
+    let own_inflight_ns = measure(own_any, win);
+    // While it waited for a journal commit: when the journal's requests were in flight
+    // together with others' (the commit's writes queued behind them), that part of the
+    // wait is the device's queue, the deeper cause.
     let journal_io = union(
         top_ios
             .iter()
@@ -1597,32 +1643,8 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             Site::Freeze | Site::Lock => add(&mut stages, Stage::FsLock, sl),
             Site::Sleep => add(&mut stages, Stage::Sleep, sl),
             Site::OtherD | Site::Writeback | Site::BlockQueue => {
-                // Split by what was in flight: its own requests at the device, its own
-                // queued behind requests at the device or others' there, its own queued
-                // while the device had none (held above it: seen in CI with the worker
-                // that dispatches them starved by a real-time hog, 958 ms queued for a
-                // 0.44 ms write), or nothing (held above the block layer).
-                let service = measure(&own_service, sw);
-                let own_q = measure(&own_at_device, sw).saturating_sub(service);
-                let own_held = measure(&own_any, sw).saturating_sub(service + own_q);
-                let busy = measure(&all_top, sw);
-                let others = measure(&issued_top, sw).saturating_sub(measure(&own_at_device, sw));
-                let total = sw.1.since(sw.0);
-                if site == Site::OtherD && busy == 0 {
-                    add(&mut stages, Stage::OtherD, total);
-                } else {
-                    add(&mut stages, Stage::DeviceService, service);
-                    add(&mut stages, Stage::DeviceQueue, own_q + others);
-                    add(&mut stages, Stage::QueueHeld, own_held);
-                    add(
-                        &mut stages,
-                        if site == Site::OtherD {
-                            Stage::OtherD
-                        } else {
-                            Stage::WritebackWait
-                        },
-                        total.saturating_sub(service + own_q + own_held + others),
-                    );
+                for (stage, ns) in spans.split(site, sw) {
+                    add(&mut stages, stage, ns);
                 }
             }
         }
@@ -1665,15 +1687,7 @@ pub fn gather<'a>(call: &Span, h: &'a History, enrich: &mut dyn Enricher) -> Gat
             Site::LowSpace => Stage::LowSpace,
             Site::Freeze | Site::Lock => Stage::FsLock,
             Site::Sleep => Stage::Sleep,
-            Site::Writeback | Site::BlockQueue => {
-                if measure(&issued_top, (b.off, b.on)) > 0 {
-                    Stage::DeviceQueue
-                } else if measure(&own_any, (b.off, b.on)) > 0 {
-                    Stage::QueueHeld
-                } else {
-                    Stage::WritebackWait
-                }
-            }
+            Site::Writeback | Site::BlockQueue => spans.running_stage((b.off, b.on)),
             Site::OtherD => Stage::OtherD,
         };
         add(&mut stages, stage, sl);
