@@ -1621,6 +1621,27 @@ impl Drop for WritebackLimit {
     }
 }
 
+/// Others' traffic dominated the disk: more than the thread's, and more than a few blocks.
+fn others_busy(l: &serde_json::Value) -> bool {
+    let others = l["bytes_others"].as_u64().unwrap_or(0);
+    others > l["bytes_thread"].as_u64().unwrap_or(0)
+        && (others >= 1 << 20 || l["requests_others"].as_u64().unwrap_or(0) >= 16)
+}
+
+/// The journal's loop device paused during the commit, held by the disk under it (busy or
+/// throttling it) for half the pause or more, while others' I/O dominated that disk.
+fn held_below_busy(ev: &serde_json::Value, layers: &[serde_json::Value]) -> bool {
+    let d = &ev["journal"]["disk_during"];
+    let f = |k: &str| d[k].as_f64().unwrap_or(0.0);
+    let depth = d["depth"].as_u64().unwrap_or(0);
+    d["kind"] == "loop"
+        && f("backing_held_ms") > 0.0
+        && f("backing_held_ms") * 2.0 >= f("longest_completion_gap_ms")
+        && layers.iter().any(|l| {
+            l["depth"].as_u64() == Some(depth + 1) && l["complete"] == true && others_busy(l)
+        })
+}
+
 /// Checks that a reported call's verdict is one its own evidence supports, and that its
 /// time split adds up to the call: the other direction of "every stall is explained".
 pub fn assert_supported(r: &serde_json::Value) {
@@ -1710,14 +1731,8 @@ pub fn assert_supported(r: &serde_json::Value) {
         }
         "device_contention" => {
             // Others' traffic dominated a disk under the file (or the journal's disk during
-            // the commit it waited on): more than the thread's, and more than a few blocks.
-            // Whose requests are all known: a flood named over a window with completions
-            // unseen may have been a stop.
-            let busy = |l: &serde_json::Value| {
-                let others = l["bytes_others"].as_u64().unwrap_or(0);
-                others > l["bytes_thread"].as_u64().unwrap_or(0)
-                    && (others >= 1 << 20 || l["requests_others"].as_u64().unwrap_or(0) >= 16)
-            };
+            // the commit it waited on): see `others_busy`. Whose requests are all known: a
+            // flood named over a window with completions unseen may have been a stop.
             // (or, for a loop device whose commit flush wrote back its backing file, the
             // data others wrote to it just before)
             let bw = &ev["journal"]["backing_writers"];
@@ -1731,11 +1746,16 @@ pub fn assert_supported(r: &serde_json::Value) {
                 serde_json::Value::Null => layers.first().map(|l| (l, known(l))),
                 d => Some((d, known_during_commit(d))),
             };
+            // (or the disk under the journal's loop device, when that device's pause during
+            // the commit was held from below for half of it or more)
+            let below = held_below_busy(ev, &layers);
             r["contenders"].as_array().is_some_and(|c| !c.is_empty())
                 && if r["via"] == "journal" {
-                    journal_disk.is_some_and(|(d, known)| known && busy(d)) || backing
+                    journal_disk.is_some_and(|(d, known)| known && others_busy(d))
+                        || backing
+                        || below
                 } else {
-                    layers.iter().any(|l| known(l) && busy(l))
+                    layers.iter().any(|l| known(l) && others_busy(l))
                 }
         }
         // "Slow on its own" says no disk under the file stalled or was contended: that
@@ -1746,6 +1766,7 @@ pub fn assert_supported(r: &serde_json::Value) {
                 && layers.iter().all(known)
                 && (ev["journal"]["disk_during"].is_null()
                     || known_during_commit(&ev["journal"]["disk_during"]))
+                && !held_below_busy(ev, &layers)
         }
         "dirty_throttle" => {
             ev["throttle_pause_ms"]
@@ -2231,14 +2252,13 @@ pub fn io_throttled_scenario(v2_only: bool, bytes_per_s: u64, threshold: &str) {
 /// commit's flush?
 pub fn others_mattered(r: &serde_json::Value) -> bool {
     let ev = &r["evidence"];
-    let busy = |l: &serde_json::Value| {
-        let others = l["bytes_others"].as_u64().unwrap_or(0);
-        others > l["bytes_thread"].as_u64().unwrap_or(0)
-            && (others >= 1 << 20 || l["requests_others"].as_u64().unwrap_or(0) >= 16)
-    };
-    ev["layers"].as_array().into_iter().flatten().any(busy)
-        || busy(&ev["journal"]["disk_during"])
-        || busy(&ev["journal"]["backing_writers"])
+    ev["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(others_busy)
+        || others_busy(&ev["journal"]["disk_during"])
+        || others_busy(&ev["journal"]["backing_writers"])
 }
 
 /// The built-in workload (a thread named SyncThread:1) in `dir`, started and running, and

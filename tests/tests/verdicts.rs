@@ -337,10 +337,14 @@ fn a_device_that_stops_during_a_flood_below_it_is_reported_with_a_verdict_its_ev
     let (calls, raw, name, _) = stop.record();
     let summary = json_lines(&raw).pop().unwrap_or_default();
     eprintln!("{:#?}\nsummary: {summary}", verdicts(&calls));
-    // The flood was one: requests by the ten thousand on the watched disks, or shed.
+    // The flood was one: many times the requests ZooKeeper's calls make on the watched
+    // disks (about 8-15 a call without it), seen or shed. Natively 290-390k records in a
+    // run, several hundred a call; in the 6.1 guest, where an emulated CPU drives fio at
+    // under 1k IOPS, 5.9k in 61 calls (97 a call).
     let seen = summary["io_watched"].as_u64().unwrap_or(0)
         + summary["shed_by_reader"].as_u64().unwrap_or(0);
-    assert!(seen >= 10_000, "no flood below the stack: {summary}");
+    let per_call = seen / summary["calls"].as_u64().unwrap_or(1).max(1);
+    assert!(per_call >= 40, "no flood below the stack: {summary}");
     let stalls: Vec<&Value> = calls
         .iter()
         .filter(|c| c["duration_ms"].as_f64().unwrap_or(0.0) >= 2000.0)

@@ -178,8 +178,12 @@ pub fn explain(call: &Span, h: &History, enrich: &mut dyn Enricher) -> Explanati
         {
             // Those who wrote what the commit's flush had to write back first.
             Some(bw) if backing => bw.contenders.clone(),
-            // Those whose requests the commit's queued behind.
-            _ if finding.verdict == Verdict::DeviceContention && finding.via == Some("journal") => {
+            // Those whose requests the commit's queued behind (on its own disk; on the one
+            // under it, the layer's).
+            _ if finding.verdict == Verdict::DeviceContention
+                && finding.via == Some("journal")
+                && finding.layer.is_none_or(|i| i == 0) =>
+            {
                 g.journal_contenders().to_vec()
             }
             _ => finding

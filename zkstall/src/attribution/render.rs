@@ -194,6 +194,20 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                         bw.map_or("the disk", |b| b.disk.as_str()),
                     )
                 }
+                (Some("journal"), Some(j)) if f.layer.is_some_and(|i| i > 0) => {
+                    let above = j
+                        .disk_during
+                        .as_ref()
+                        .map_or("its disk", |d| d.disk.as_str());
+                    format!(
+                        "{top} kept {} busy under {above} ({} of others' I/O): this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose writes to {above} waited on {}",
+                        l.disk,
+                        size(l.bytes_others),
+                        j.transaction,
+                        j.duration_ms,
+                        l.disk
+                    )
+                }
                 (Some("journal"), Some(j)) => {
                     let top = g
                         .journal_contenders()
@@ -500,7 +514,7 @@ fn unknown(call: &Span, g: &Gathered, f: &Finding, dur: f64) -> String {
     }
     // A loop layer that paused waiting on the disk under it: say so, and how.
     for l in &ev.layers {
-        if l.backing_held_ms * 2.0 >= l.longest_completion_gap_ms && l.backing_held_ms > 0.0 {
+        if super::rules::held_from_below(l) {
             let below = ev
                 .layers
                 .iter()
