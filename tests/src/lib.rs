@@ -1629,16 +1629,25 @@ fn others_busy(l: &serde_json::Value) -> bool {
 }
 
 /// The journal's loop device paused during the commit, held by the disk under it (busy or
-/// throttling it) for half the pause or more, while others' I/O dominated that disk.
+/// throttling it) for half the pause or more, while others' I/O dominated that disk and it
+/// kept completing.
 fn held_below_busy(ev: &serde_json::Value, layers: &[serde_json::Value]) -> bool {
     let d = &ev["journal"]["disk_during"];
     let f = |k: &str| d[k].as_f64().unwrap_or(0.0);
     let depth = d["depth"].as_u64().unwrap_or(0);
     d["kind"] == "loop"
+        && d["complete"] == true
         && f("backing_held_ms") > 0.0
         && f("backing_held_ms") * 2.0 >= f("longest_completion_gap_ms")
         && layers.iter().any(|l| {
-            l["depth"].as_u64() == Some(depth + 1) && l["complete"] == true && others_busy(l)
+            l["depth"].as_u64() == Some(depth + 1)
+                && l["complete"] == true
+                && others_busy(l)
+                // working through them, not paused itself (for 500 ms and half the hold)
+                && {
+                    let gap = l["longest_completion_gap_ms"].as_f64().unwrap_or(0.0);
+                    gap < 500.0 || gap * 2.0 < f("backing_held_ms")
+                }
         })
 }
 

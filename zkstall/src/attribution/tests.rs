@@ -2950,12 +2950,23 @@ fn a_look_at_a_pause_still_open_but_short_says_so_until_it_is_a_stall() {
 /// busy with fio's requests. Not a commit slow on its own: fio is the cause, via the journal.
 #[test]
 fn a_commit_held_by_a_flood_on_the_disk_under_its_loop_device_is_contention_naming_it() {
-    let commit = |fio: u64| {
+    // `fio` requests on loop0 over the call; `before` MiB written to loop1 a second before;
+    // the commit's flush held `x` ms longer.
+    let commit_x = |fio: u64, before: u64, x: u64| {
         let mut h = History::default();
         watched(&mut h);
+        for i in 0..before {
+            h.io(io(
+                778,
+                "ext4lazyinit",
+                1 << 20,
+                1_000 + i * 9,
+                1_005 + i * 9,
+            ));
+        }
         h.io(io(0, "jbd2/loop1-8", 8192, 2_006, 2_007));
-        h.io(io(0, "jbd2/loop1-8", 0, 2_007, 2_082));
-        h.io(io(0, "jbd2/loop1-8", 4096, 2_083, 2_090));
+        h.io(io(0, "jbd2/loop1-8", 0, 2_007, 2_082 + x));
+        h.io(io(0, "jbd2/loop1-8", 4096, 2_083 + x, 2_090 + x));
         // fio's 4 KiB direct writes on loop0, four a millisecond.
         for i in 0..fio {
             h.io(io_on(
@@ -2973,10 +2984,10 @@ fn a_commit_held_by_a_flood_on_the_disk_under_its_loop_device_is_contention_nami
             transaction: 65,
             tid: 30,
             start: t(2_005),
-            end: t(2_091),
+            end: t(2_091 + x),
             locking_ms: Some(0.0),
             flushing_ms: Some(0.0),
-            logging_ms: Some(86.0),
+            logging_ms: Some(86.0 + x as f64),
             handles: Some(34),
             blocks: Some(7),
         });
@@ -2984,8 +2995,8 @@ fn a_commit_held_by_a_flood_on_the_disk_under_its_loop_device_is_contention_nami
             SYNC,
             SchedState::DiskSleep,
             2_004,
-            2_092,
-            Some(2_092),
+            2_092 + x,
+            Some(2_092 + x),
             &[
                 "__schedule",
                 "jbd2_log_wait_commit+0x11",
@@ -2995,13 +3006,14 @@ fn a_commit_held_by_a_flood_on_the_disk_under_its_loop_device_is_contention_nami
         ));
         h
     };
+    let commit = |fio, before| commit_x(fio, before, 0);
     let mut c = call(2_000, 2_094);
     c.disks.layers[0].kind = LayerKind::Loop {
         backing_file: "/outer/zk.img".into(),
     };
     c.disks.layers.push(layer(LOWER, "loop0", 1));
     // 360 requests (1.5 MB) over the call.
-    let e = explain_it(&c, &commit(360));
+    let e = explain_it(&c, &commit(360, 0));
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
     assert_eq!(e.via, Some("journal"));
     assert_eq!(e.contenders[0].comm, "fio");
@@ -3016,7 +3028,44 @@ fn a_commit_held_by_a_flood_on_the_disk_under_its_loop_device_is_contention_nami
         "{:?}",
         e.chain
     );
+    // With 4 MB written to loop1 in the seconds before (ext4lazyinit's, say): loop0 was busy
+    // with fio's requests, not with writing back loop1's, and fio is named (a real fio
+    // flood of vda under loop0 was called ext4lazyinit's, 338 calls of 371).
+    let e = explain_it(&c, &commit(360, 4));
+    assert!(
+        e.evidence
+            .journal
+            .as_ref()
+            .unwrap()
+            .backing_writers
+            .is_some(),
+        "{:?}",
+        e.evidence.journal
+    );
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.contenders[0].comm, "fio", "{}", e.headline);
     // Four of fio's requests: loop0 was not what held loop1, and no one is named.
-    let e = explain_it(&c, &commit(4));
+    let e = explain_it(&c, &commit(4, 0));
+    assert_ne!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    // loop0 itself paused, for 1 s, under 20 requests of others' (1.3 MB) that complete
+    // only after the commit (its backing filesystem frozen, fsfreeze's own writes caught):
+    // loop1 waited on a disk that was not working, not on others' load there.
+    let mut h = commit_x(0, 0, 1_000);
+    for i in 0..20u64 {
+        h.io(io_on(
+            LOWER,
+            901,
+            901,
+            "fsfreeze",
+            65536,
+            2_000 + i / 4,
+            3_093,
+        ));
+    }
+    let mut long = call(2_000, 3_094);
+    long.disks = c.disks.clone();
+    let e = explain_it(&long, &h);
+    let below = &e.evidence.layers[1];
+    assert!(below.longest_completion_gap_ms >= 1_000.0, "{below:?}");
     assert_ne!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
 }
