@@ -550,12 +550,7 @@ fn device_stall(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     if let Some(j) = &g.ev.journal
         && g.journal_ns > 0
     {
-        chain.push(Link {
-            what: "journal_commit",
-            detail: format!("transaction {}", j.transaction),
-            start_ns: g.commit.map_or(0, |c| c.start.0),
-            duration_ms: j.duration_ms,
-        });
+        chain.push(commit_link(g, j));
     }
     for above in layers
         .iter()
@@ -929,12 +924,7 @@ fn starvation_via_journal(call: &Span, g: &Gathered, t: &Thresholds) -> Option<F
         return None;
     }
     let mut chain = vec![call_link(call, g)];
-    chain.push(Link {
-        what: "journal_commit",
-        detail: format!("transaction {}", j.transaction),
-        start_ns: g.commit.map_or(0, |c| c.start.0),
-        duration_ms: j.duration_ms,
-    });
+    chain.push(commit_link(g, j));
     chain.push(Link {
         what: "run_queue",
         detail: format!(
@@ -1049,12 +1039,7 @@ fn backing_flush(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     let during = j.disk_during.as_ref()?;
     let start = g.commit.map_or(call.start.0, |c| c.start.0);
     let mut chain = vec![call_link(call, g)];
-    chain.push(Link {
-        what: "journal_commit",
-        detail: format!("transaction {}", j.transaction),
-        start_ns: start,
-        duration_ms: j.duration_ms,
-    });
+    chain.push(commit_link(g, j));
     chain.push(Link {
         what: "backing_flush",
         detail: format!(
@@ -1090,7 +1075,7 @@ fn contended_below(
 ) -> Option<Finding> {
     // A jbd2 commit the call waited on, and both disks' requests known: the loop device's
     // (a pause in an incomplete history may be records lost) and the one's under it.
-    g.ev.journal.as_ref()?;
+    let j = g.ev.journal.as_ref()?;
     if during.kind != LayerKindName::Loop || !during.complete || !held_from_below(during) {
         return None;
     }
@@ -1109,19 +1094,8 @@ fn contended_below(
         return None;
     }
     let start = g.commit.map_or(call.start.0, |c| c.start.0);
-    let span_ms =
-        g.ev.journal
-            .as_ref()
-            .map_or(ms(g.journal_ns), |j| j.duration_ms);
-    let mut chain = vec![call_link(call, g)];
-    if let Some(j) = &g.ev.journal {
-        chain.push(Link {
-            what: "journal_commit",
-            detail: format!("transaction {}", j.transaction),
-            start_ns: start,
-            duration_ms: j.duration_ms,
-        });
-    }
+    let span_ms = j.duration_ms;
+    let mut chain = vec![call_link(call, g), commit_link(g, j)];
     chain.push(Link {
         what: "held_from_below",
         detail: format!(
@@ -1155,6 +1129,16 @@ fn contended_below(
     })
 }
 
+/// The journal commit the call waited on, as a link of its chain.
+fn commit_link(g: &Gathered, j: &crate::attribution::evidence::JournalEvidence) -> Link {
+    Link {
+        what: "journal_commit",
+        detail: format!("transaction {}", j.transaction),
+        start_ns: g.commit.map_or(0, |c| c.start.0),
+        duration_ms: j.duration_ms,
+    }
+}
+
 /// Others' I/O, through the journal commit the call waited on.
 fn via_journal(chain: Vec<Link>) -> Finding {
     Finding {
@@ -1181,12 +1165,7 @@ fn journal_wait(call: &Span, g: &Gathered, t: &Thresholds) -> Option<Finding> {
     }
     let mut chain = vec![call_link(call, g)];
     if let Some(j) = &g.ev.journal {
-        chain.push(Link {
-            what: "journal_commit",
-            detail: format!("transaction {}", j.transaction),
-            start_ns: g.commit.map_or(0, |c| c.start.0),
-            duration_ms: j.duration_ms,
-        });
+        chain.push(commit_link(g, j));
     }
     Some(Finding {
         verdict: Verdict::JournalWait,

@@ -194,6 +194,33 @@ fn quick_fdatasync(h: &mut History) {
     ));
 }
 
+/// ZooKeeper's call on loop1, a loop device over a file on loop0 (LOWER).
+fn call_on_loop1(start: u64, end: u64) -> Span {
+    let mut c = call(start, end);
+    c.disks.layers[0].kind = LayerKind::Loop {
+        backing_file: "/outer/zk.img".into(),
+    };
+    c.disks.layers.push(layer(LOWER, "loop0", 1));
+    c
+}
+
+/// The SyncThread asleep in D from `from` to `to`, waiting for loop1's journal commit.
+fn waits_on_loop1s_commit(h: &mut History, from: u64, to: u64) {
+    h.blocked(blocked(
+        SYNC,
+        SchedState::DiskSleep,
+        from,
+        to,
+        Some(to),
+        &[
+            "__schedule",
+            "jbd2_log_wait_commit+0x11",
+            "ext4_sync_file+0x2",
+        ],
+        Some("jbd2/loop1-8"),
+    ));
+}
+
 fn explain_it(c: &Span, h: &History) -> Explanation {
     let e = explain(c, h, &mut Replay::default());
     assert_consistent(c, &e);
@@ -2401,24 +2428,8 @@ fn a_commit_whose_loop_device_flush_writes_back_others_data_is_contention_via_th
         handles: Some(3),
         blocks: Some(3),
     });
-    h.blocked(blocked(
-        SYNC,
-        SchedState::DiskSleep,
-        2_004,
-        2_303,
-        Some(2_303),
-        &[
-            "__schedule",
-            "jbd2_log_wait_commit+0x11",
-            "ext4_sync_file+0x2",
-        ],
-        Some("jbd2/loop1-8"),
-    ));
-    let mut c = call(2_000, 2_305);
-    c.disks.layers[0].kind = LayerKind::Loop {
-        backing_file: "/outer/zk.img".into(),
-    };
-    c.disks.layers.push(layer(LOWER, "loop0", 1));
+    waits_on_loop1s_commit(&mut h, 2_004, 2_303);
+    let c = call_on_loop1(2_000, 2_305);
     let e = explain_it(&c, &h);
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
     assert_eq!(e.via, Some("journal"));
@@ -2544,25 +2555,9 @@ fn a_commit_held_from_below_for_part_of_it_after_others_wrote_is_still_contentio
             handles: Some(34),
             blocks: Some(7),
         });
-        h.blocked(blocked(
-            SYNC,
-            SchedState::DiskSleep,
-            2_004,
-            2_092,
-            Some(2_092),
-            &[
-                "__schedule",
-                "jbd2_log_wait_commit+0x11",
-                "ext4_sync_file+0x2",
-            ],
-            Some("jbd2/loop1-8"),
-        ));
+        waits_on_loop1s_commit(h, 2_004, 2_092);
     };
-    let mut c = call(2_000, 2_094);
-    c.disks.layers[0].kind = LayerKind::Loop {
-        backing_file: "/outer/zk.img".into(),
-    };
-    c.disks.layers.push(layer(LOWER, "loop0", 1));
+    let c = call_on_loop1(2_000, 2_094);
     // loop0 busy 40 ms of loop1's 75 ms pause.
     let mut h = History::default();
     commit(
@@ -2991,27 +2986,11 @@ fn a_commit_held_by_a_flood_on_the_disk_under_its_loop_device_is_contention_nami
             handles: Some(34),
             blocks: Some(7),
         });
-        h.blocked(blocked(
-            SYNC,
-            SchedState::DiskSleep,
-            2_004,
-            2_092 + x,
-            Some(2_092 + x),
-            &[
-                "__schedule",
-                "jbd2_log_wait_commit+0x11",
-                "ext4_sync_file+0x2",
-            ],
-            Some("jbd2/loop1-8"),
-        ));
+        waits_on_loop1s_commit(&mut h, 2_004, 2_092 + x);
         h
     };
     let commit = |fio, before| commit_x(fio, before, 0);
-    let mut c = call(2_000, 2_094);
-    c.disks.layers[0].kind = LayerKind::Loop {
-        backing_file: "/outer/zk.img".into(),
-    };
-    c.disks.layers.push(layer(LOWER, "loop0", 1));
+    let c = call_on_loop1(2_000, 2_094);
     // 360 requests (1.5 MB) over the call.
     let e = explain_it(&c, &commit(360, 0));
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
