@@ -194,6 +194,20 @@ fn quick_fdatasync(h: &mut History) {
     ));
 }
 
+/// loop1's worker writing 1 MiB of its backing file to loop0 (LOWER), from `issued` to
+/// `completed`: a request relayed from the layer above.
+fn relayed_from_loop1(issued: u64, completed: u64) -> Io {
+    let mut r = io_on(LOWER, 41, 41, "kworker/u8:4", 1 << 20, issued, completed);
+    r.charged = Party {
+        kind: PartyKind::Layer,
+        pid: 0,
+        tid: 0,
+        comm: "loop1".into(),
+        cgroup: None,
+    };
+    r
+}
+
 /// ZooKeeper's call on loop1, a loop device over a file on loop0 (LOWER).
 fn call_on_loop1(start: u64, end: u64) -> Span {
     let mut c = call(start, end);
@@ -2398,23 +2412,7 @@ fn a_commit_whose_loop_device_flush_writes_back_others_data_is_contention_via_th
     h.io(io(0, "jbd2/loop1-8", 8192, 2_010, 2_300));
     // loop0 under it, busy with loop1's backing-file writeback all along.
     for i in 0..28u64 {
-        let mut r = io_on(
-            LOWER,
-            41,
-            41,
-            "kworker/u8:4",
-            1 << 20,
-            2_012 + i * 10,
-            2_021 + i * 10,
-        );
-        r.charged = Party {
-            kind: PartyKind::Layer,
-            pid: 0,
-            tid: 0,
-            comm: "loop1".into(),
-            cgroup: None,
-        };
-        h.io(r);
+        h.io(relayed_from_loop1(2_012 + i * 10, 2_021 + i * 10));
     }
     h.commit(Commit {
         dev: DISK.0,
@@ -2451,23 +2449,7 @@ fn a_commit_whose_loop_device_flush_writes_back_others_data_is_contention_via_th
     watched(&mut quiet);
     quiet.io(io(0, "jbd2/loop1-8", 8192, 2_010, 2_300));
     for i in 0..28u64 {
-        let mut r = io_on(
-            LOWER,
-            41,
-            41,
-            "kworker/u8:4",
-            1 << 20,
-            2_012 + i * 10,
-            2_021 + i * 10,
-        );
-        r.charged = Party {
-            kind: PartyKind::Layer,
-            pid: 0,
-            tid: 0,
-            comm: "loop1".into(),
-            cgroup: None,
-        };
-        quiet.io(r);
+        quiet.io(relayed_from_loop1(2_012 + i * 10, 2_021 + i * 10));
     }
     quiet.commit(h.commits[0].clone());
     quiet.blocked(h.blocked[0].clone());
@@ -2533,15 +2515,7 @@ fn a_commit_held_from_below_for_part_of_it_after_others_wrote_is_still_contentio
         h.io(io(0, "jbd2/loop1-8", 0, 2_007, 2_082));
         h.io(io(0, "jbd2/loop1-8", 4096, 2_083, 2_090));
         for &(from, to) in busy {
-            let mut r = io_on(LOWER, 41, 41, "kworker/u8:4", 1 << 20, from, to);
-            r.charged = Party {
-                kind: PartyKind::Layer,
-                pid: 0,
-                tid: 0,
-                comm: "loop1".into(),
-                cgroup: None,
-            };
-            h.io(r);
+            h.io(relayed_from_loop1(from, to));
         }
         h.commit(Commit {
             dev: DISK.0,
