@@ -408,12 +408,12 @@ fn saturated(le: &LayerEvidence, layers: &[LayerEvidence], t: &Thresholds) -> bo
 /// cache: the requests it had over the call, at that pace, at least
 /// `saturated_work_share` of the pause (a few dozen requests of 0.5 ms each do not hold a
 /// disk 1.9 s: in the 6.1 guest, a 3 s stop whose first second still completed requests
-/// caught before it was called fio's contention twice, ci90 and CI on 2e8dd2e). A longer pause with requests in flight is
-/// the disk stopping, whoever's they are: a hypervisor or SAN stall hits every request
-/// (seen in the 6.1 guest: its virtio disk stopped by the host for 3 s under fio's 17
-/// queued writes was called fio's contention). A loop device has its own tests
-/// ([`blocked_alone`]); with no usual latency known, the queue is taken to explain the
-/// pause.
+/// caught before it was called fio's contention twice, ci90 and CI on 2e8dd2e). A longer
+/// pause with requests in flight is the disk stopping, whoever's they are: a hypervisor
+/// or SAN stall hits every request (seen in the 6.1 guest: its virtio disk stopped by the
+/// host for 3 s under fio's 17 queued writes was called fio's contention). A loop device
+/// has its own tests ([`blocked_alone`]); with no usual latency known, the queue is taken
+/// to explain the pause.
 fn queue_explains_pause(le: &LayerEvidence, t: &Thresholds) -> bool {
     let gap = le.longest_completion_gap_ms;
     match (le.kind, le.usual_p50_ms) {

@@ -194,6 +194,18 @@ fn quick_fdatasync(h: &mut History) {
     ));
 }
 
+/// Contention via the journal whose commit's flush wrote back `comm`'s data first.
+fn assert_backing_flush_of(e: &Explanation, comm: &str) {
+    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
+    assert_eq!(e.via, Some("journal"));
+    assert_eq!(e.contenders[0].comm, comm);
+    assert!(
+        e.chain.iter().any(|l| l.what == "backing_flush"),
+        "{:?}",
+        e.chain
+    );
+}
+
 /// loop1's worker writing 1 MiB of its backing file to loop0 (LOWER), from `issued` to
 /// `completed`: a request relayed from the layer above.
 fn relayed_from_loop1(issued: u64, completed: u64) -> Io {
@@ -2438,12 +2450,7 @@ fn a_commit_whose_loop_device_flush_writes_back_others_data_is_contention_via_th
         e.headline
     );
     assert!(e.headline.contains("journal commit 69"), "{}", e.headline);
-    assert_eq!(e.contenders[0].comm, "dd");
-    assert!(
-        e.chain.iter().any(|l| l.what == "backing_flush"),
-        "{:?}",
-        e.chain
-    );
+    assert_backing_flush_of(&e, "dd");
     // Without dd's writes before it: the commit was slow on its own.
     let mut quiet = History::default();
     watched(&mut quiet);
@@ -2560,14 +2567,7 @@ fn a_commit_held_from_below_for_part_of_it_after_others_wrote_is_still_contentio
         (75.0, 40.0),
         "{l:?}"
     );
-    assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
-    assert_eq!(e.via, Some("journal"));
-    assert_eq!(e.contenders[0].comm, "dd");
-    assert!(
-        e.chain.iter().any(|l| l.what == "backing_flush"),
-        "{:?}",
-        e.chain
-    );
+    assert_backing_flush_of(&e, "dd");
     // loop0 busy 20 ms of it: loop1's pause was not the disk under it. Nothing says dd's
     // data held the commit.
     let mut h = History::default();
