@@ -47,9 +47,12 @@ impl Leftovers {
                 }
             }
         }
+        // tracefs is not a leftover: zkstall mounts it where the system has not (a fresh
+        // machine) and leaves it for the next run, as the kernel's own tools do.
         if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
             l.mounts = m
                 .lines()
+                .filter(|x| x.split_whitespace().nth(2) != Some("tracefs"))
                 .filter_map(|x| x.split_whitespace().nth(1).map(str::to_string))
                 .collect();
         }
@@ -1621,11 +1624,14 @@ impl Drop for WritebackLimit {
     }
 }
 
-/// Others' traffic dominated the disk: more than the thread's, and more than a few blocks.
+/// Others' traffic dominated the disk: more than the thread's, and more than a few blocks;
+/// or discards (whose length is not data moved) more than a few, and more than the thread's
+/// requests.
 fn others_busy(l: &serde_json::Value) -> bool {
-    let others = l["bytes_others"].as_u64().unwrap_or(0);
-    others > l["bytes_thread"].as_u64().unwrap_or(0)
-        && (others >= 1 << 20 || l["requests_others"].as_u64().unwrap_or(0) >= 16)
+    let n = |k: &str| l[k].as_u64().unwrap_or(0);
+    let others = n("bytes_others");
+    (others > n("bytes_thread") && (others >= 1 << 20 || n("requests_others") >= 16))
+        || (n("discards_others") >= 16 && n("discards_others") > n("requests_thread"))
 }
 
 /// The journal's loop device paused during the commit, held by the disk under it (busy or
@@ -1648,6 +1654,19 @@ fn held_below_busy(ev: &serde_json::Value, layers: &[serde_json::Value]) -> bool
                     let gap = l["longest_completion_gap_ms"].as_f64().unwrap_or(0.0);
                     gap < 500.0 || gap * 2.0 < f("backing_held_ms")
                 }
+        })
+}
+
+/// The journal's loop device held by the disk under it for any part of its pause during
+/// the commit, while others' I/O dominated that disk over the call: the commit was not slow
+/// on its own.
+fn busy_below(ev: &serde_json::Value, layers: &[serde_json::Value]) -> bool {
+    let d = &ev["journal"]["disk_during"];
+    let depth = d["depth"].as_u64().unwrap_or(0);
+    d["kind"] == "loop"
+        && d["backing_held_ms"].as_f64().unwrap_or(0.0) > 0.0
+        && layers.iter().any(|l| {
+            l["depth"].as_u64() == Some(depth + 1) && l["complete"] == true && others_busy(l)
         })
 }
 
@@ -1776,6 +1795,7 @@ pub fn assert_supported(r: &serde_json::Value) {
                 && (ev["journal"]["disk_during"].is_null()
                     || known_during_commit(&ev["journal"]["disk_during"]))
                 && !held_below_busy(ev, &layers)
+                && !busy_below(ev, &layers)
         }
         "dirty_throttle" => {
             ev["throttle_pause_ms"]

@@ -126,8 +126,15 @@ pub struct Contender {
     /// A thread of the traced process itself (ZooKeeper's Snapshot Thread, say).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub same_process: bool,
+    /// Data moved (a discard's length is not: see `bytes_discarded`).
     pub bytes: u64,
+    /// Its requests, discards among them.
     pub requests: u32,
+    /// Of `requests`: discards (or secure erases), and their length.
+    #[serde(skip_serializing_if = "crate::attribution::evidence::is_zero_u32")]
+    pub discards: u32,
+    #[serde(skip_serializing_if = "crate::attribution::evidence::is_zero_u64")]
+    pub bytes_discarded: u64,
     /// The disk it used.
     pub disk: String,
 }

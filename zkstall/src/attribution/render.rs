@@ -27,6 +27,19 @@ fn plural(n: u32, what: &str) -> String {
     }
 }
 
+/// Others' I/O on a layer: the bytes they moved, and their discards apart (a discard's
+/// length is not data moved).
+pub fn others_io(le: &super::LayerEvidence) -> String {
+    match le.discards_others {
+        0 => format!("{} of others' I/O", size(le.bytes_others)),
+        n => format!(
+            "{} of others' I/O and {n} discard(s) of {}",
+            size(le.bytes_others),
+            size(le.bytes_discarded)
+        ),
+    }
+}
+
 pub fn who(c: &Contender) -> String {
     match c.kind {
         ContenderKind::Cgroup => c.comm.clone(),
@@ -200,9 +213,9 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                         .as_ref()
                         .map_or("its disk", |d| d.disk.as_str());
                     format!(
-                        "{top} kept {} busy under {above} ({} of others' I/O): this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose writes to {above} waited on {}",
+                        "{top} kept {} busy under {above} ({}): this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose writes to {above} waited on {}",
                         l.disk,
-                        size(l.bytes_others),
+                        others_io(l),
                         j.transaction,
                         j.duration_ms,
                         l.disk
@@ -216,17 +229,17 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                         .unwrap_or_else(|| "others".into());
                     let during = j.disk_during.as_ref().unwrap_or(l);
                     format!(
-                        "{top} kept {} busy ({} of others' I/O): this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose writes queued behind it",
+                        "{top} kept {} busy ({}): this {dur:.0} ms {sc} waited for journal commit {} ({:.0} ms), whose writes queued behind it",
                         during.disk,
-                        size(during.bytes_others),
+                        others_io(during),
                         j.transaction,
                         j.duration_ms
                     )
                 }
                 (Some("journal"), None) => format!(
-                    "{top} kept {} busy ({} of others' I/O): this {dur:.0} ms {sc} waited {:.0} ms for the filesystem's log{}, whose writes queued behind it",
+                    "{top} kept {} busy ({}): this {dur:.0} ms {sc} waited {:.0} ms for the filesystem's log{}, whose writes queued behind it",
                     l.disk,
-                    size(l.bytes_others),
+                    others_io(l),
                     ms(g.journal_ns),
                     ev.wait_frame
                         .as_ref()
@@ -234,9 +247,9 @@ pub fn headline(call: &Span, g: &Gathered, f: &Finding) -> String {
                         .unwrap_or_default()
                 ),
                 _ => format!(
-                    "{top} kept {} busy during this {dur:.0} ms {sc}: {} of others' I/O vs {} of its own{}",
+                    "{top} kept {} busy during this {dur:.0} ms {sc}: {} vs {} of its own{}",
                     l.disk,
-                    size(l.bytes_others),
+                    others_io(l),
                     size(l.bytes_thread),
                     if f.via == Some("block_queue") {
                         " (it was held back in the block layer)"
@@ -511,6 +524,21 @@ fn unknown(call: &Span, g: &Gathered, f: &Finding, dur: f64) -> String {
                 _ => {}
             }
         }
+    }
+    // A commit's loop device the disk under it held for part of its pause, that disk busy
+    // with others' I/O: why "slow on its own" was not said.
+    if let Some((during, below)) = super::rules::busy_below(g, &super::rules::Thresholds::DEFAULT)
+        && !super::rules::held_from_below(during)
+    {
+        s.push_str(&format!(
+            "; {} under {} carried {} over the call, and held the commit's writes for {:.0} ms of {}'s {:.0} ms pause: too little to name them, enough that the commit was not slow on its own",
+            below.disk,
+            during.disk,
+            others_io(below),
+            during.backing_held_ms,
+            during.disk,
+            during.longest_completion_gap_ms
+        ));
     }
     // A loop layer that paused waiting on the disk under it: say so, and how.
     for l in &ev.layers {

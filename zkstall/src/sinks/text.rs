@@ -192,6 +192,13 @@ fn explanation(w: &crate::attribution::Explanation) -> String {
                     size(l.bytes_thread),
                     size(l.bytes_others)
                 ));
+                if l.discards_others > 0 {
+                    d.push_str(&format!(
+                        " and {} discard(s) of {}",
+                        l.discards_others,
+                        size(l.bytes_discarded)
+                    ));
+                }
                 if l.bytes_other_partitions > 0 {
                     d.push_str(&format!(
                         " ({} on other partitions)",
@@ -573,6 +580,8 @@ mod tests {
                 same_process: false,
                 bytes: 240_156_672,
                 requests: 230,
+                discards: 0,
+                bytes_discarded: 0,
                 disk: "loop0".into(),
             }],
             timeline: Vec::new(),
