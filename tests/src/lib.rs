@@ -1635,8 +1635,8 @@ fn others_busy(l: &serde_json::Value) -> bool {
 }
 
 /// The journal's loop device paused during the commit, held by the disk under it (busy or
-/// throttling it) for half the pause or more, while others' I/O dominated that disk and it
-/// kept completing.
+/// throttling it) for half the pause or more, while others' I/O dominated that disk (more
+/// than the loop device's own there) and it kept completing.
 fn held_below_busy(ev: &serde_json::Value, layers: &[serde_json::Value]) -> bool {
     let d = &ev["journal"]["disk_during"];
     let f = |k: &str| d[k].as_f64().unwrap_or(0.0);
@@ -1649,6 +1649,9 @@ fn held_below_busy(ev: &serde_json::Value, layers: &[serde_json::Value]) -> bool
             l["depth"].as_u64() == Some(depth + 1)
                 && l["complete"] == true
                 && others_busy(l)
+                // more than the loop device's own traffic there
+                && l["bytes_others"].as_u64().unwrap_or(0)
+                    > l["bytes_from_above"].as_u64().unwrap_or(0)
                 // working through them, not paused itself (for 500 ms and half the hold)
                 && {
                     let gap = l["longest_completion_gap_ms"].as_f64().unwrap_or(0.0);
@@ -1658,15 +1661,19 @@ fn held_below_busy(ev: &serde_json::Value, layers: &[serde_json::Value]) -> bool
 }
 
 /// The journal's loop device held by the disk under it for any part of its pause during
-/// the commit, while others' I/O dominated that disk over the call: the commit was not slow
-/// on its own.
+/// the commit, while others' I/O dominated that disk over the call (more than the loop
+/// device's own relayed there): the commit was not slow on its own.
 fn busy_below(ev: &serde_json::Value, layers: &[serde_json::Value]) -> bool {
     let d = &ev["journal"]["disk_during"];
     let depth = d["depth"].as_u64().unwrap_or(0);
+    let n = |l: &serde_json::Value, k: &str| l[k].as_u64().unwrap_or(0);
     d["kind"] == "loop"
         && d["backing_held_ms"].as_f64().unwrap_or(0.0) > 0.0
         && layers.iter().any(|l| {
-            l["depth"].as_u64() == Some(depth + 1) && l["complete"] == true && others_busy(l)
+            l["depth"].as_u64() == Some(depth + 1)
+                && l["complete"] == true
+                && others_busy(l)
+                && n(l, "bytes_others") > n(l, "bytes_from_above")
         })
 }
 

@@ -144,6 +144,16 @@ fn a_neighbours_requests_overlapping_no_call_are_summed_and_add_up() {
         dd.wait_for_exit(Duration::from_secs(60)).success(),
         "dd failed"
     );
+    // 64 discards of 1 MiB: a discard's length is not data moved, so discards are never
+    // summed (their bytes would count as written): each is sent. (`-f`: without it,
+    // blkdiscard first reads the device looking for a filesystem's signature.)
+    let discarded = Command::new("blkdiscard")
+        .args(["-f", "-o", "0", "-l", "64MiB", "-p", "1MiB"])
+        .arg(&lo.dev)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(discarded.success(), "blkdiscard failed");
     // The summaries are read each second.
     std::thread::sleep(Duration::from_millis(1500));
     let _ = target.child.kill();
@@ -159,8 +169,16 @@ fn a_neighbours_requests_overlapping_no_call_are_summed_and_add_up() {
     // flight, so their submitter is unknown; dd is the only writer there).
     let one_by_one: Vec<&Value> = of_type(&records, "io")
         .into_iter()
-        .filter(|r| r["dev"] == majmin.as_str() && (r["comm"] == "dd" || r["late"] == true))
+        .filter(|r| {
+            r["dev"] == majmin.as_str()
+                && r["op"] != "discard"
+                && (r["comm"] == "dd" || r["late"] == true)
+        })
         .collect();
+    let discards = of_type(&records, "io")
+        .into_iter()
+        .filter(|r| r["dev"] == majmin.as_str() && r["op"] == "discard")
+        .count() as u64;
     let one_by_one_bytes: u64 = one_by_one
         .iter()
         .map(|r| r["bytes"].as_u64().unwrap())
@@ -184,6 +202,10 @@ fn a_neighbours_requests_overlapping_no_call_are_summed_and_add_up() {
         summed >= 7000,
         "most of them summed, not sent: {summed} summed, {} sent",
         one_by_one.len()
+    );
+    assert!(
+        discards + unseen >= 64,
+        "every discard sent: {discards} of 64, {unseen} said unseen"
     );
     for r in &one_by_one {
         // From its start to its completion (a request not followed may lack an issue

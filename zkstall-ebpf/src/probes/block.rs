@@ -60,6 +60,20 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 /// The op part of cmd_flags (REQ_OP_BITS = 8) and the op of the block layer's own flushes.
 const REQ_OP_MASK: u32 = 0xff;
 const REQ_OP_FLUSH: u32 = 2;
+/// Discard and secure erase (values fixed since 4.10, like REQ_OP_FLUSH's): their length
+/// is not data moved.
+const REQ_OP_DISCARD: u32 = 3;
+const REQ_OP_SECURE_ERASE: u32 = 5;
+
+/// A discard (or secure erase): never summed, since summed its length would count as bytes
+/// moved (userspace counts a discard as a request, its length apart). Rare but for fstrim.
+#[inline(always)]
+fn is_discard(cmd_flags: u32) -> bool {
+    matches!(
+        cmd_flags & REQ_OP_MASK,
+        REQ_OP_DISCARD | REQ_OP_SECURE_ERASE
+    )
+}
 
 /// The last object each CPU looked at and what it found: a flood of requests comes from a
 /// few queues, block devices and blkcgs, so the chains behind "which disk, is it watched,
@@ -515,6 +529,7 @@ fn one_by_one(req: &Request, status: u8, nr_bytes: u32, now: u64) -> bool {
         || start == 0
         || now.saturating_sub(start) >= slow
         || is_target(req.tgid)
+        || is_discard(req.cmd_flags)
     {
         return true;
     }
@@ -892,6 +907,7 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
                 && start != 0
                 && now.saturating_sub(start) < config!(io_slow_ns)
                 && !may_overlap_call(start)
+                && !is_discard(btf_read::<u32>(rq, config!(kernel.rq_cmd_flags)).unwrap_or(0))
             {
                 // Service from the issue stamp where the queue keeps one, else from the
                 // start (an upper bound).

@@ -112,13 +112,13 @@ impl Verdict {
                 pct(t.throttle_utilization)
             ),
             Verdict::DeviceContention => format!(
-                "waiting >= {dominant} of the call for its own I/O or a journal commit (the journal when it waited on it no less than on its own I/O) while others' I/O dominated the disk (>= {} MiB or {} requests, more than its own; discards by their number only, their length not being data moved; a disk under the file's own only when every layer above it is known; for a commit on a loop device whose pause the disk under it held (busy or throttling it) for >= half of it, that disk, unless it paused itself for >= {} ms and half that hold), or for a commit whose flush of a loop device had to write back what others wrote to it in the 30 s before (tried first when the disk under it was busier with the loop device's own requests than with others'); via journal, writeback or block_queue",
+                "waiting >= {dominant} of the call for its own I/O or a journal commit (the journal when it waited on it no less than on its own I/O) while others' I/O dominated the disk (>= {} MiB or {} requests, more than its own; discards by their number only, their length not being data moved; a disk under the file's own only when every layer above it is known; for a commit on a loop device whose pause the disk under it held (busy or throttling it) for >= half of it, that disk when others' I/O there was more than the loop device's own, unless it paused itself for >= {} ms and half that hold), or for a commit whose flush of a loop device had to write back what others wrote to it in the 30 s before (tried first when the disk under it was busier with the loop device's own requests than with others'); via journal, writeback or block_queue",
                 t.contention_min_bytes >> 20,
                 t.contention_min_requests,
                 t.stall_min_ns / 1_000_000
             ),
             Verdict::JournalWait => format!(
-                "waiting >= {dominant} of the call, and no less than for its own I/O, for a journal commit that was slow on its own (every disk under the file had all its requests known over the call and the commit: a window with records lost or completions unseen leaves the call unknown; so do requests of unknown submitters as many as would be contention, and a disk under the commit's loop device that held part of its pause while others' I/O dominated it)"
+                "waiting >= {dominant} of the call, and no less than for its own I/O, for a journal commit that was slow on its own (every disk under the file had all its requests known over the call and the commit: a window with records lost or completions unseen leaves the call unknown; so do requests of unknown submitters as many as would be contention, and a disk under the commit's loop device that held part of its pause while others' I/O dominated it, more than the loop device's own there)"
             ),
             Verdict::OwnIo => format!(
                 "waiting >= {dominant} of the call for its own I/O at the disk's usual latency (under {}x its usual p50, or {} ms when that is not known), others' I/O there less than its own or too little to be contention (under {} MiB and {} requests), and the same of requests whose submitter is unknown, with all of the disk's requests over the call known",
@@ -1094,7 +1094,14 @@ fn contended_below(
     // shorter pauses between completions are its load's.
     let paused = below.longest_completion_gap_ms * 1e6 >= t.stall_min_ns as f64
         && below.longest_completion_gap_ms * 2.0 >= during.backing_held_ms;
-    if !contended(below, t) || !below.complete || paused {
+    // Others' I/O there more than the loop device's own relayed (its writes, writeback of
+    // what was written to it: `backing_flush`'s): otherwise the disk was busy with the
+    // loop device's own traffic.
+    if !contended(below, t)
+        || below.bytes_others <= below.bytes_from_above
+        || !below.complete
+        || paused
+    {
         return None;
     }
     let start = g.commit.map_or(call.start.0, |c| c.start.0);
@@ -1155,9 +1162,9 @@ fn via_journal(chain: Vec<Link>) -> Finding {
 }
 
 /// A jbd2 commit's loop device that the disk under it held for part of its pause, too
-/// little for `contended_below`, while others' I/O dominated that disk over the call: (the
-/// commit's disk, the disk under it). Neither "slow on its own" nor the neighbour's
-/// contention can be said.
+/// little for `contended_below`, while others' I/O dominated that disk over the call (and
+/// was more than the loop device's own relayed there): (the commit's disk, the disk under
+/// it). Neither "slow on its own" nor the neighbour's contention can be said.
 pub(crate) fn busy_below<'a>(
     g: &'a Gathered,
     t: &Thresholds,
@@ -1167,7 +1174,8 @@ pub(crate) fn busy_below<'a>(
         return None;
     }
     let below = g.ev.layers.iter().find(|b| b.depth == during.depth + 1)?;
-    (contended(below, t) && below.complete).then_some((during, below))
+    (contended(below, t) && below.complete && below.bytes_others > below.bytes_from_above)
+        .then_some((during, below))
 }
 
 /// Waited for a journal commit that was slow on its own. "On its own" is a claim about

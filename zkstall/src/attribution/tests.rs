@@ -3120,6 +3120,14 @@ fn a_commit_held_by_a_flood_on_the_disk_under_its_loop_device_is_contention_nami
         "{}",
         e.headline
     );
+    // The same with loop0 busier writing loop1's own 2 MiB there than with fio's: loop1's
+    // commit waited on its own traffic, slow on its own.
+    let mut h = commit(100, 0);
+    h.io(relayed_from_loop1(2_010, 2_030));
+    h.io(relayed_from_loop1(2_030, 2_050));
+    in_arrival_order(&mut h);
+    let e = explain_it(&c, &h);
+    assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);
     // loop0 itself paused, for 1 s, under 20 requests of others' (1.3 MB) that complete
     // only after the commit (its backing filesystem frozen, fsfreeze's own writes caught):
     // loop1 waited on a disk that was not working, not on others' load there.
