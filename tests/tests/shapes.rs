@@ -187,14 +187,19 @@ fn dd_on_another_partition(requests: &str) {
         let chain = c["chain"].as_array().unwrap();
         let via_backing_flush = chain.iter().any(|l| l["what"] == "backing_flush");
         // A disk under the loop device named (the guest's: its loop files are on vda),
-        // where dd's data, relayed by the loop device for dd's cgroup, kept it busy.
+        // where dd's data, relayed by the loop device for dd's cgroup, kept it busy: by the
+        // contention bound, 1 MiB or 16 requests (seen in the guest: 16 of dd's relayed
+        // requests, 78 KB, on vda while loop0 waited on it).
         let below = chain.iter().any(|l| l["what"] == "held_from_below")
             && c["evidence"]["layers"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .skip(1)
-                .any(|l| l["bytes_others"].as_u64().unwrap_or(0) >= 1 << 20);
+                .any(|l| {
+                    l["bytes_others"].as_u64().unwrap_or(0) >= 1 << 20
+                        || l["requests_others"].as_u64().unwrap_or(0) >= 16
+                });
         if via_backing_flush {
             // The commit's flush of the loop device had to write dd's data (written through
             // the backing file's page cache before the call) back first: dd is the top
@@ -211,13 +216,15 @@ fn dd_on_another_partition(requests: &str) {
                 "dd's bytes are on the other partition: {c}"
             );
         }
+        // The headline names the top writer: dd, or with --requests around-calls the
+        // summed requests when they outweigh what was followed of dd's (dd then comes
+        // right after them, checked above; seen natively through the backing flush: 347.9
+        // MB summed of 510.7 MB from 2 writers).
+        let headline = c["headline"].as_str().unwrap();
         assert!(
-            c["headline"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("dd (pid {dd_pid})")),
-            "{}",
-            c["headline"]
+            headline.starts_with(&format!("dd (pid {dd_pid})"))
+                || (requests != "all" && headline.starts_with("others' requests summed")),
+            "{headline}"
         );
     }
     // Nothing claims the disk stopped, and no slow call is dd's I/O called its own.
@@ -800,7 +807,9 @@ fn a_full_request_table_is_counted_and_the_kernel_says_so_at_dash_v() {
         .iter()
         .find(|r| r["type"] == "summary")
         .expect("summary");
-    assert!(ios > 10_000, "the flood ran: {ios}");
+    // A flood, far more requests than the table's 16 entries (natively ~100k IOPS; the 6.1
+    // guest under TCG drove 9104 in 3 s once, ~3k a second).
+    assert!(ios > 1_000, "the flood ran: {ios}");
     assert!(s["map_full"].as_u64().unwrap_or(0) > 0, "{s}");
     // A request whose entry the full table refused keeps the submitter block_getrq saw: it
     // is sent at its completion naming fio (flagged unmatched: its issue is the block
