@@ -247,6 +247,15 @@ fn waits_on_loop1s_commit(h: &mut History, from: u64, to: u64) {
     ));
 }
 
+/// The journal commit's disk over the commit, of an explanation that has one.
+fn disk_during(e: &Explanation) -> &LayerEvidence {
+    e.evidence
+        .journal
+        .as_ref()
+        .and_then(|j| j.disk_during.as_ref())
+        .expect("a commit's disk")
+}
+
 fn explain_it(c: &Span, h: &History) -> Explanation {
     let e = explain(c, h, &mut Replay::default());
     assert_consistent(c, &e);
@@ -727,14 +736,7 @@ fn discards_count_by_their_number_not_their_length() {
         "{}",
         e.headline
     );
-    let d = e
-        .evidence
-        .journal
-        .as_ref()
-        .unwrap()
-        .disk_during
-        .as_ref()
-        .unwrap();
+    let d = disk_during(&e);
     assert_eq!(
         (
             d.bytes_others,
@@ -953,14 +955,7 @@ fn a_commit_begun_before_the_call_behind_summed_requests_is_contention_not_journ
     let e = explain_it(&c, &history(true));
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
     assert_eq!(e.via, Some("journal"));
-    let during = e
-        .evidence
-        .journal
-        .as_ref()
-        .unwrap()
-        .disk_during
-        .as_ref()
-        .unwrap();
+    let during = disk_during(&e);
     assert_eq!(
         (during.bytes_summed, during.requests_summed),
         (10 << 20, 10)
@@ -2657,14 +2652,7 @@ fn a_commit_held_from_below_for_part_of_it_after_others_wrote_is_still_contentio
         ],
     );
     let e = explain_it(&c, &h);
-    let l = e
-        .evidence
-        .journal
-        .as_ref()
-        .unwrap()
-        .disk_during
-        .clone()
-        .unwrap();
+    let l = disk_during(&e);
     assert_eq!(
         (
             l.longest_completion_gap_ms.round(),
