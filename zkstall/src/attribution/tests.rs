@@ -654,13 +654,19 @@ fn commit_9() -> Commit {
 /// A 342 ms fdatasync waiting on commit 9 (5..340), whose commit block queued behind
 /// dd's 10 MiB of writes.
 fn commit_behind_dd() -> History {
+    commit_behind((0..10).map(|i| io(777, "dd", 1 << 20, 20 + i * 30, 45 + i * 30)))
+}
+
+/// A 342 ms fdatasync waiting on commit 9 (5..340), whose commit block queued behind
+/// `others` (from 20 to 330).
+fn commit_behind(others: impl Iterator<Item = Io>) -> History {
     let mut h = History::default();
     watched(&mut h);
     h.io(io(0, "jbd2/loop1-8", 4096, 10, 20));
-    // The commit block, queued at 200 behind dd's writes, done at 330.
+    // The commit block, queued at 200 behind the others, done at 330.
     h.io(io(0, "jbd2/loop1-8", 4096, 200, 330));
-    for i in 0..10 {
-        h.io(io(777, "dd", 1 << 20, 20 + i * 30, 45 + i * 30));
+    for r in others {
+        h.io(r);
     }
     h.commit(commit_9());
     h.blocked(blocked(
@@ -762,24 +768,9 @@ fn discards_count_by_their_number_not_their_length() {
     assert_eq!(e.verdict, Verdict::JournalWait, "{}", e.headline);
 
     // fstrim's 20 discards the commit's block queued behind: contention naming fstrim.
-    let mut h = History::default();
-    watched(&mut h);
-    h.io(io(0, "jbd2/loop1-8", 4096, 10, 20));
-    for i in 0..20 {
-        h.io(discard(999, "fstrim", 1 << 27, 20 + i * 15, 34 + i * 15));
-    }
-    h.io(io(0, "jbd2/loop1-8", 4096, 200, 330));
+    let mut h =
+        commit_behind((0..20).map(|i| discard(999, "fstrim", 1 << 27, 20 + i * 15, 34 + i * 15)));
     in_arrival_order(&mut h);
-    h.commit(commit_9());
-    h.blocked(blocked(
-        SYNC,
-        SchedState::DiskSleep,
-        2,
-        341,
-        Some(340),
-        &["jbd2_log_wait_commit+0x11"],
-        Some("jbd2/loop1-8"),
-    ));
     let e = explain_it(&call(0, 342), &h);
     assert_consistent(&call(0, 342), &e);
     assert_eq!(e.verdict, Verdict::DeviceContention, "{}", e.headline);
